@@ -1,0 +1,489 @@
+//! Typed configuration: defaults, then an optional TOML file, then `SNEAKERNET_*` environment
+//! variables (nested keys joined by `__`, e.g. `SNEAKERNET_AUTH__ACCESS_TOKEN_TTL=10m`).
+//!
+//! Every struct denies unknown fields, so a typo in a key (file or environment) stops startup
+//! with an error naming the key instead of silently keeping a default. [`Config::validate`]
+//! then checks what serde cannot (URLs, paths, ranges). The README's configuration table lists
+//! every key; keep it in step with the doc comments here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The prefix of every environment variable the services read.
+pub const ENV_PREFIX: &str = "SNEAKERNET_";
+
+/// Everything a Sneakernet process needs to know at startup.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address for every role this process serves.
+    pub listen: SocketAddr,
+    /// Directory for local state: SQLite files of the embedded default, generated secrets.
+    pub data_dir: PathBuf,
+    /// Database. Unset: one SQLite file per service under `data_dir`. `postgres://...`: one
+    /// schema per service in that database.
+    pub database_url: Option<String>,
+    /// Prefix for the per-service Postgres schemas (`<prefix>auth`, `<prefix>orders`, ...), so
+    /// several deployments or test runs can share one database. Lowercase letters, digits, `_`.
+    pub database_schema_prefix: String,
+    /// Maximum connections in each service's database pool.
+    pub database_max_connections: u32,
+    /// Redis for presence, routing and shared rate limits. Unset: in-process equivalents
+    /// (single-replica deployments and standalone).
+    pub redis_url: Option<String>,
+    /// Prometheus `/metrics` listen address. Unset: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long shutdown waits for in-flight requests and streams before closing them.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Logging.
+    pub log: LogConfig,
+    /// Tokens and sessions.
+    pub auth: AuthConfig,
+    /// Rate limits on login, registration and (later) order creation.
+    pub rate_limit: RateLimitConfig,
+    /// TLS for the gRPC listener. Unset: plaintext (put a TLS-terminating proxy in front).
+    pub tls: Option<TlsConfig>,
+}
+
+/// How logs are written.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` for a terminal, `json` for a log collector.
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `info,sneakernet_auth=debug`.
+    /// `RUST_LOG`, when set, wins.
+    pub filter: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when the output is a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Access tokens, refresh tokens and where verifiers get keys.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// gRPC address of the auth service, for processes that do not serve the auth role
+    /// themselves: they fetch signing keys from it. Ignored when this process serves auth.
+    pub url: Option<String>,
+    /// The `aud` claim of access tokens; verifiers reject others.
+    pub audience: String,
+    /// The `iss` claim of access tokens; verifiers reject others.
+    pub issuer: String,
+    /// Lifetime of an access token.
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token (each use rotates it).
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
+    /// How often a remote verifier refreshes the signing keys.
+    #[serde(with = "humantime_serde")]
+    pub keys_refresh_interval: Duration,
+    /// Clock skew tolerated when checking `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub clock_leeway: Duration,
+    /// Email of an operator to create at startup if no account has that email. The password
+    /// comes from `bootstrap_operator_password_file`; both or neither must be set.
+    pub bootstrap_operator_email: Option<String>,
+    /// File holding the bootstrap operator's password (e.g. a mounted Kubernetes secret).
+    pub bootstrap_operator_password_file: Option<PathBuf>,
+}
+
+/// Per-key request budgets. Each is a burst size refilled evenly over `period`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Login attempts allowed per account per `period`.
+    pub login_per_account: u32,
+    /// Login attempts allowed per client address per `period`.
+    pub login_per_address: u32,
+    /// Registrations allowed per client address per `period`.
+    pub register_per_address: u32,
+    /// The refill period of every budget above.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+}
+
+/// Server TLS material, PEM encoded.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./sneakernet-data"),
+            database_url: None,
+            database_schema_prefix: String::new(),
+            database_max_connections: 10,
+            redis_url: None,
+            metrics_listen: None,
+            shutdown_grace: Duration::from_secs(10),
+            log: LogConfig::default(),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            tls: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, filter: "info".to_owned() }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            audience: "sneakernet".to_owned(),
+            issuer: "sneakernet-auth".to_owned(),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            keys_refresh_interval: Duration::from_secs(5 * 60),
+            clock_leeway: Duration::from_secs(30),
+            bootstrap_operator_email: None,
+            bootstrap_operator_password_file: None,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            login_per_account: 10,
+            login_per_address: 60,
+            register_per_address: 30,
+            period: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a configuration was refused. The message names the key (or file) that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value could not be read: unknown key, wrong type, unreadable file.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A value was read but is not acceptable.
+    #[error("invalid configuration: `{key}` ({env}): {reason}")]
+    Invalid {
+        /// The dotted key, as in the TOML file.
+        key: &'static str,
+        /// The environment variable that sets it.
+        env: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The database a service's pool should open, resolved from [`Config`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// One SQLite file per service in this directory.
+    Sqlite {
+        /// Where the files live.
+        dir: PathBuf,
+    },
+    /// One schema per service in this Postgres database.
+    Postgres {
+        /// The connection URL (may contain a password: never log it, see [`redact_url`]).
+        url: String,
+        /// Prepended to each service's schema name.
+        schema_prefix: String,
+    },
+}
+
+impl Config {
+    /// Reads defaults, then `file` if given, then the `SNEAKERNET_*` environment, and checks the
+    /// result with [`Config::validate`].
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist or is not a file",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Load(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot: URL schemes, names, non-zero budgets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database_target()?;
+        if let Some(redis) = &self.redis_url {
+            let parsed = url::Url::parse(redis).map_err(|e| invalid(
+                "redis_url",
+                "SNEAKERNET_REDIS_URL",
+                format!("cannot parse {}: {e}", redact_url(redis)),
+            ))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(invalid(
+                    "redis_url",
+                    "SNEAKERNET_REDIS_URL",
+                    format!("scheme must be redis:// or rediss://, got {}://", parsed.scheme()),
+                ));
+            }
+        }
+        if let Some(auth_url) = &self.auth.url {
+            let parsed = url::Url::parse(auth_url).map_err(|e| {
+                invalid("auth.url", "SNEAKERNET_AUTH__URL", format!("cannot parse {auth_url}: {e}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "auth.url",
+                    "SNEAKERNET_AUTH__URL",
+                    format!("scheme must be http:// or https://, got {}://", parsed.scheme()),
+                ));
+            }
+        }
+        if self.database_max_connections == 0 {
+            return Err(invalid(
+                "database_max_connections",
+                "SNEAKERNET_DATABASE_MAX_CONNECTIONS",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.auth.audience.is_empty() {
+            return Err(invalid("auth.audience", "SNEAKERNET_AUTH__AUDIENCE", "must not be empty".into()));
+        }
+        if self.auth.issuer.is_empty() {
+            return Err(invalid("auth.issuer", "SNEAKERNET_AUTH__ISSUER", "must not be empty".into()));
+        }
+        if self.auth.access_token_ttl < Duration::from_secs(1) {
+            return Err(invalid(
+                "auth.access_token_ttl",
+                "SNEAKERNET_AUTH__ACCESS_TOKEN_TTL",
+                "must be at least 1s".into(),
+            ));
+        }
+        if self.auth.refresh_token_ttl < self.auth.access_token_ttl {
+            return Err(invalid(
+                "auth.refresh_token_ttl",
+                "SNEAKERNET_AUTH__REFRESH_TOKEN_TTL",
+                "must not be shorter than auth.access_token_ttl".into(),
+            ));
+        }
+        if self.auth.bootstrap_operator_email.is_some()
+            != self.auth.bootstrap_operator_password_file.is_some()
+        {
+            return Err(invalid(
+                "auth.bootstrap_operator_email",
+                "SNEAKERNET_AUTH__BOOTSTRAP_OPERATOR_EMAIL",
+                "set both it and auth.bootstrap_operator_password_file, or neither".into(),
+            ));
+        }
+        let limits = &self.rate_limit;
+        for (key, env, value) in [
+            ("rate_limit.login_per_account", "SNEAKERNET_RATE_LIMIT__LOGIN_PER_ACCOUNT", limits.login_per_account),
+            ("rate_limit.login_per_address", "SNEAKERNET_RATE_LIMIT__LOGIN_PER_ADDRESS", limits.login_per_address),
+            ("rate_limit.register_per_address", "SNEAKERNET_RATE_LIMIT__REGISTER_PER_ADDRESS", limits.register_per_address),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, env, "must be at least 1".into()));
+            }
+        }
+        if limits.period.is_zero() {
+            return Err(invalid("rate_limit.period", "SNEAKERNET_RATE_LIMIT__PERIOD", "must be longer than 0s".into()));
+        }
+        if let Some(tls) = &self.tls {
+            for (key, env, path) in [
+                ("tls.cert", "SNEAKERNET_TLS__CERT", &tls.cert),
+                ("tls.key", "SNEAKERNET_TLS__KEY", &tls.key),
+            ] {
+                if !path.is_file() {
+                    return Err(invalid(key, env, format!("{} is not a readable file", path.display())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Which database the services open.
+    pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
+        let prefix = &self.database_schema_prefix;
+        if !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(invalid(
+                "database_schema_prefix",
+                "SNEAKERNET_DATABASE_SCHEMA_PREFIX",
+                format!("{prefix:?} may hold only lowercase letters, digits and `_`"),
+            ));
+        }
+        let Some(raw) = &self.database_url else {
+            return Ok(DatabaseTarget::Sqlite { dir: self.data_dir.clone() });
+        };
+        let parsed = url::Url::parse(raw).map_err(|e| {
+            invalid(
+                "database_url",
+                "SNEAKERNET_DATABASE_URL",
+                format!("cannot parse {}: {e}", redact_url(raw)),
+            )
+        })?;
+        match parsed.scheme() {
+            "postgres" | "postgresql" => Ok(DatabaseTarget::Postgres {
+                url: raw.clone(),
+                schema_prefix: prefix.clone(),
+            }),
+            other => Err(invalid(
+                "database_url",
+                "SNEAKERNET_DATABASE_URL",
+                format!(
+                    "scheme must be postgres:// (leave it unset for the embedded SQLite default), got {other}://"
+                ),
+            )),
+        }
+    }
+}
+
+fn invalid(key: &'static str, env: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { key, env, reason }
+}
+
+/// Figment's errors can span lines (one per nested cause); a startup error is one line.
+fn one_line(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A URL fit for logs and error messages: the password, if any, replaced by `***`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => match raw.find('@') {
+            Some(at) => format!("<unparsable url>@{}", &raw[at + 1..]),
+            None => raw.to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Config {
+        try_env(pairs).expect("config")
+    }
+
+    fn try_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in pairs {
+                jail.set_env(k, v);
+            }
+            result = Some(Config::load(None));
+            Ok(())
+        });
+        result.expect("jail ran")
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = env(&[]);
+        assert_eq!(config, Config::default());
+        assert_eq!(
+            config.database_target().unwrap(),
+            DatabaseTarget::Sqlite { dir: PathBuf::from("./sneakernet-data") }
+        );
+    }
+
+    #[test]
+    fn nested_environment_keys_override_defaults() {
+        let config = env(&[
+            ("SNEAKERNET_AUTH__ACCESS_TOKEN_TTL", "5m"),
+            ("SNEAKERNET_LISTEN", "0.0.0.0:7000"),
+            ("SNEAKERNET_LOG__FORMAT", "json"),
+        ]);
+        assert_eq!(config.auth.access_token_ttl, Duration::from_secs(300));
+        assert_eq!(config.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_environment_key_is_named() {
+        let err = try_env(&[("SNEAKERNET_LISTN", "1.2.3.4:5")]).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let mut err = String::new();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("s.toml", "listen = \"127.0.0.1:1\"\n[auth]\naudiance = \"x\"\n")?;
+            err = Config::load(Some(Path::new("s.toml"))).unwrap_err().to_string();
+            Ok(())
+        });
+        assert!(err.contains("audiance"), "{err}");
+    }
+
+    #[test]
+    fn unparsable_database_url_is_named_without_its_password() {
+        let err = try_env(&[("SNEAKERNET_DATABASE_URL", "postgres://u:hunter2@[bad")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database_url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn non_postgres_database_url_is_refused() {
+        let err = try_env(&[("SNEAKERNET_DATABASE_URL", "mysql://localhost/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database_url") && err.contains("mysql"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let err = Config::load(Some(Path::new("/nonexistent/sneakernet.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/sneakernet.toml"), "{err}");
+    }
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,164 @@
+//! Each service's own database, opened the same way everywhere.
+//!
+//! Embedded default: one SQLite file per service under `data_dir` (`auth.db`, `orders.db`, ...).
+//! Production: one Postgres database holding one schema per service (`<prefix><service>`), so a
+//! service's tables are its own and the same migrations run on both backends.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::{Config, DatabaseTarget, redact_url};
+
+/// Why a service's database could not be opened; one line that names the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbOpenError {
+    /// The configuration itself is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {dir} (data_dir): {source}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database did not answer or refused us.
+    #[error("cannot connect to database {target} for the {service} service: {reason}")]
+    Connect {
+        /// The service whose database it is.
+        service: &'static str,
+        /// The database, password redacted.
+        target: String,
+        /// What the driver said.
+        reason: String,
+    },
+    /// A migration failed.
+    #[error("cannot migrate the {service} database {target}: {reason}")]
+    Migrate {
+        /// The service whose database it is.
+        service: &'static str,
+        /// The database, password redacted.
+        target: String,
+        /// What the migration said.
+        reason: String,
+    },
+}
+
+/// How long to wait for a database connection before giving up with a clear error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens `service`'s database and applies its migrations (`M`), idempotently.
+pub async fn open_and_migrate<M: MigratorTrait>(
+    config: &Config,
+    service: &'static str,
+) -> Result<DatabaseConnection, DbOpenError> {
+    let (db, target) = open(config, service).await?;
+    M::up(&db, None).await.map_err(|e| DbOpenError::Migrate {
+        service,
+        target,
+        reason: one_line(&e.to_string()),
+    })?;
+    Ok(db)
+}
+
+/// Opens `service`'s database (creating the SQLite file or Postgres schema if missing).
+/// Returns the connection and a printable name of the database.
+pub async fn open(
+    config: &Config,
+    service: &'static str,
+) -> Result<(DatabaseConnection, String), DbOpenError> {
+    match config.database_target()? {
+        DatabaseTarget::Sqlite { dir } => open_sqlite(&dir, service, config.database_max_connections).await,
+        DatabaseTarget::Postgres { url, schema_prefix } => {
+            let schema = format!("{schema_prefix}{service}");
+            open_postgres(&url, &schema, service, config.database_max_connections).await
+        }
+    }
+}
+
+async fn open_sqlite(
+    dir: &Path,
+    service: &'static str,
+    max_connections: u32,
+) -> Result<(DatabaseConnection, String), DbOpenError> {
+    std::fs::create_dir_all(dir).map_err(|source| DbOpenError::DataDir {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let file = dir.join(format!("{service}.db"));
+    let target = file.display().to_string();
+    let mut options = ConnectOptions::new("sqlite::memory:");
+    let filename = file.clone();
+    options
+        .max_connections(max_connections)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |_| {
+            SqliteConnectOptions::new()
+                .filename(&filename)
+                .create_if_missing(true)
+                // WAL lets readers proceed during a write; NORMAL is durable across process
+                // crashes in WAL mode (a power loss may drop the last commits, never corrupt).
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    let db = Database::connect(options).await.map_err(|e| DbOpenError::Connect {
+        service,
+        target: target.clone(),
+        reason: one_line(&e.to_string()),
+    })?;
+    Ok((db, target))
+}
+
+async fn open_postgres(
+    url: &str,
+    schema: &str,
+    service: &'static str,
+    max_connections: u32,
+) -> Result<(DatabaseConnection, String), DbOpenError> {
+    let target = format!("{} (schema {schema})", redact_url(url));
+    let connect_error = |e: sea_orm::DbErr| DbOpenError::Connect {
+        service,
+        target: target.clone(),
+        reason: one_line(&e.to_string()),
+    };
+
+    // The schema must exist before a pool whose search_path names it is useful.
+    let mut bootstrap = ConnectOptions::new(url);
+    bootstrap
+        .max_connections(1)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .sqlx_logging(false);
+    let admin = Database::connect(bootstrap).await.map_err(connect_error)?;
+    admin
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
+        ))
+        .await
+        .map_err(connect_error)?;
+    admin.close().await.map_err(connect_error)?;
+
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(max_connections)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .sqlx_logging(false)
+        .set_schema_search_path(schema);
+    let db = Database::connect(options).await.map_err(connect_error)?;
+    Ok((db, target))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

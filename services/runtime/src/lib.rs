@@ -1,0 +1,28 @@
+//! What every Sneakernet service shares, so each service crate holds only its own rules:
+//!
+//! - [`config`]: typed configuration from defaults, a TOML file and `SNEAKERNET_*` variables.
+//! - [`telemetry`]: tracing, Prometheus metrics, per-method gRPC metrics.
+//! - [`shutdown`]: the shutdown trigger and the tracker of tasks to drain.
+//! - [`db`]: each service's database (SQLite file or Postgres schema) and its migrations.
+//! - [`caller`]: access-token claims, local verification, the auth layer, [`caller::Caller`].
+//! - [`keys`]: fetching the verifier's keys from a remote auth service.
+//! - [`rate_limit`]: per-key budgets and the per-address layer.
+//! - [`error`]: [`error::ApiError`], the one mapping to `tonic::Status` with rich details.
+//! - [`server`]: the gRPC server stack with health, reflection, keepalive and TLS.
+//! - [`clock`]: injected time.
+
+pub mod caller;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod rate_limit;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use caller::{Caller, CallerExt, Role, TokenVerifier};
+pub use config::Config;
+pub use error::{ApiError, FieldViolation};
+pub use shutdown::Shutdown;

@@ -1,0 +1,193 @@
+//! The gRPC server every role runs behind: one tower stack composed in one place (request id,
+//! tracing, metrics, per-address rate limits, token verification), plus gRPC health and server
+//! reflection (v1 and v1alpha) for exactly the services this process serves, HTTP/2 keepalive
+//! for long-lived streams, optional TLS, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::caller::{AuthLayer, TokenVerifier};
+use crate::config::TlsConfig;
+use crate::rate_limit::{AddressRateLimitLayer, KeyedLimiter};
+use crate::shutdown::Shutdown;
+use crate::telemetry::GrpcMetricsLayer;
+
+/// HTTP/2 keepalive: tonic turns it off by default, which lets dead kiosk links linger.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a keepalive ping may go unanswered before the connection is dropped.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The services one process serves, with their names (for health and reflection) and any
+/// per-address rate limits they ask for.
+#[derive(Default)]
+pub struct GrpcServices {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    address_limits: Vec<(String, KeyedLimiter<IpAddr>)>,
+}
+
+impl std::fmt::Debug for GrpcServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServices").field("names", &self.names).finish()
+    }
+}
+
+impl GrpcServices {
+    /// No services yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a generated tonic server; its name is reported SERVING by health and listed by
+    /// reflection.
+    pub fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// Limits calls to `path` (`/package.Service/Method`) per client address.
+    pub fn limit_per_address(&mut self, path: impl Into<String>, limiter: KeyedLimiter<IpAddr>) -> &mut Self {
+        self.address_limits.push((path.into(), limiter));
+        self
+    }
+
+    /// The fully-qualified names of the services added so far.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// TLS material could not be read or used.
+    #[error("cannot use TLS certificate {cert} / key {key} (tls.cert, tls.key): {reason}")]
+    Tls {
+        /// The certificate path.
+        cert: String,
+        /// The key path.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Reflection could not be built from the embedded descriptors (a build defect).
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `services` on `listener` until `shutdown` triggers, then reports NOT_SERVING,
+/// stops accepting, and gives in-flight calls `grace` to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    mut services: GrpcServices,
+    verifier: TokenVerifier,
+    tls: Option<&TlsConfig>,
+    grace: Duration,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let names = std::mem::take(&mut services.names);
+    for name in &names {
+        health.set_service_status(*name, ServingStatus::Serving).await;
+    }
+
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sneakernet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
+    let mut reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sneakernet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
+    for name in &names {
+        reflection = reflection.with_service_name(*name);
+        reflection_alpha = reflection_alpha.with_service_name(*name);
+    }
+    let mut routes = services.routes;
+    routes.add_service(health_service);
+    routes.add_service(reflection.build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?);
+    routes.add_service(reflection_alpha.build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?);
+
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_grpc().make_span_with(|request: &http::Request<Body>| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(GrpcMetricsLayer)
+        .layer(AddressRateLimitLayer::new(services.address_limits))
+        .layer(AuthLayer::new(verifier))
+        .into_inner();
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(load_tls(tls).await?)?;
+    }
+    let local = listener.local_addr().ok();
+    tracing::info!(address = ?local, services = ?names, tls = tls.is_some(), "gRPC listening");
+
+    let health_on_shutdown = health.clone();
+    let token = shutdown.token();
+    let signal = async move {
+        token.cancelled().await;
+        for name in &names {
+            health_on_shutdown.set_service_status(*name, ServingStatus::NotServing).await;
+        }
+    };
+    let server = builder
+        .layer(stack)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = async { shutdown.triggered().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "in-flight calls did not finish within the shutdown grace period; closing them");
+        }
+    }
+    Ok(())
+}
+
+async fn load_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
+    let error = |reason: String| ServeError::Tls {
+        cert: tls.cert.display().to_string(),
+        key: tls.key.display().to_string(),
+        reason,
+    };
+    let cert = tokio::fs::read(&tls.cert).await.map_err(|e| error(e.to_string()))?;
+    let key = tokio::fs::read(&tls.key).await.map_err(|e| error(e.to_string()))?;
+    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+}

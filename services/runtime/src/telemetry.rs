@@ -1,0 +1,136 @@
+//! Logs, metrics and request ids.
+//!
+//! Logs: `tracing`, pretty or JSON per `log.format`. Metrics: the `metrics` facade with a
+//! Prometheus recorder, rendered at `/metrics` on `metrics_listen`, with one counter and one
+//! histogram per gRPC method ([`GrpcMetricsLayer`]). Request ids: `x-request-id` taken from the
+//! caller or generated, echoed in the response and recorded on the request's span.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{LogConfig, LogFormat};
+use crate::shutdown::Shutdown;
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides `log.filter`. Calling it twice
+/// (tests, or standalone after serve) keeps the first subscriber.
+pub fn init_tracing(config: &LogConfig) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(&env).map_err(|e| format!("invalid RUST_LOG {env:?}: {e}"))?,
+        _ => EnvFilter::try_new(&config.filter)
+            .map_err(|e| format!("invalid configuration: `log.filter` (SNEAKERNET_LOG__FILTER) {:?}: {e}", config.filter))?,
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match config.format {
+        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().with_target(true)).try_init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true))
+            .try_init(),
+    };
+    // An already-installed subscriber is fine: the process logs somewhere already.
+    let _ = result;
+    Ok(())
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Only fails if another recorder was installed first; then ours just renders nothing.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Serves `GET /metrics` on `addr` until shutdown. Returns the bound address (port 0 allowed).
+pub async fn serve_metrics(addr: SocketAddr, shutdown: &Shutdown) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics_listen): {e}"))
+    })?;
+    let bound = listener.local_addr()?;
+    let handle = prometheus();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || std::future::ready(handle.render())),
+    );
+    let token = shutdown.token();
+    shutdown.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+    tracing::info!(%bound, "metrics endpoint listening");
+    Ok(bound)
+}
+
+/// Tower layer counting gRPC requests (`grpc_requests_total{method,code}`) and timing them
+/// (`grpc_request_duration_seconds{method}`). The code is read from the response headers,
+/// where tonic puts it for every unary error; a stream that fails after its first message
+/// counts as the code of its headers ("0").
+#[derive(Clone, Debug, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        prometheus();
+        GrpcMetrics { inner }
+    }
+}
+
+/// The service [`GrpcMetricsLayer`] produces.
+#[derive(Clone, Debug)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+impl<S> Service<http::Request<Body>> for GrpcMetrics<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let started = Instant::now();
+            let response = inner.call(request).await;
+            let code = match &response {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_owned(),
+                Err(_) => "transport".to_owned(),
+            };
+            metrics::counter!("grpc_requests_total", "method" => method.clone(), "code" => code).increment(1);
+            metrics::histogram!("grpc_request_duration_seconds", "method" => method)
+                .record(started.elapsed().as_secs_f64());
+            response
+        })
+    }
+}
