@@ -15,3 +15,31 @@ pub mod auth {
         tonic::include_proto!("sneakernet.auth.v1");
     }
 }
+
+/// `sneakernet.common.v1`: types shared by several services (money, item types, locations).
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("sneakernet.common.v1");
+    }
+}
+
+/// `sneakernet.orders.v1`: offers, rentals, reservations, deposits, the fleet.
+pub mod orders {
+    pub mod v1 {
+        tonic::include_proto!("sneakernet.orders.v1");
+    }
+}
+
+/// `sneakernet.content.v1`: content packages, uploads, chunk downloads.
+pub mod content {
+    pub mod v1 {
+        tonic::include_proto!("sneakernet.content.v1");
+    }
+}
+
+/// `sneakernet.gateway.v1`: the kiosk link, device commands, the kiosk event log.
+pub mod gateway {
+    pub mod v1 {
+        tonic::include_proto!("sneakernet.gateway.v1");
+    }
+}

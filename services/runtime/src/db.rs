@@ -131,6 +131,12 @@ async fn open_postgres(
         reason: one_line(&e.to_string()),
     };
 
+    // sqlx reports an unreachable server as a pool timeout; probing the socket first gives
+    // the operator the real reason ("connection refused", "no route to host").
+    if let Err(reason) = probe_tcp(url).await {
+        return Err(DbOpenError::Connect { service, target, reason });
+    }
+
     // The schema must exist before a pool whose search_path names it is useful.
     let mut bootstrap = ConnectOptions::new(url);
     bootstrap
@@ -157,6 +163,24 @@ async fn open_postgres(
         .set_schema_search_path(schema);
     let db = Database::connect(options).await.map_err(connect_error)?;
     Ok((db, target))
+}
+
+/// Opens (and drops) a TCP connection to the URL's host and port. URLs without a host (Unix
+/// sockets given as a query parameter) pass unprobed.
+async fn probe_tcp(url: &str) -> Result<(), String> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return Ok(());
+    };
+    let port = parsed.port().unwrap_or(5432);
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+        Err(_) => Err(format!("{host}:{port}: no answer within {}s", CONNECT_TIMEOUT.as_secs())),
+    }
 }
 
 fn one_line(text: &str) -> String {

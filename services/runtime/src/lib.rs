@@ -9,6 +9,7 @@
 //! - [`rate_limit`]: per-key budgets and the per-address layer.
 //! - [`error`]: [`error::ApiError`], the one mapping to `tonic::Status` with rich details.
 //! - [`server`]: the gRPC server stack with health, reflection, keepalive and TLS.
+//! - [`role`]: [`role::ServiceRole`], how a service plugs into the one binary.
 //! - [`clock`]: injected time.
 
 pub mod caller;
@@ -18,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod keys;
 pub mod rate_limit;
+pub mod role;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

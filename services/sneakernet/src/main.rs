@@ -1,1 +1,16 @@
-fn main() {}
+//! `sneakernet`: see `sneakernet --help`.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = sneakernet::cli::Cli::parse();
+    match sneakernet::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line a person can act on; no backtrace for a configuration mistake.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The AuthService gRPC surface: decode and check each request, check the caller, call the
+//! store and token issuer, map errors once. No rule lives here that the types elsewhere could
+//! hold.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sneakernet_proto::auth::v1 as pb;
+use sneakernet_proto::auth::v1::auth_service_server::AuthService;
+use sneakernet_runtime::caller::CallerExt;
+use sneakernet_runtime::clock::SharedClock;
+use sneakernet_runtime::rate_limit::KeyedLimiter;
+use sneakernet_runtime::{FieldViolation, Role};
+use tonic::{Request, Response, Status};
+
+use crate::credentials::{self, Email, KioskId, Password};
+use crate::entity::{kiosk_credential, user};
+use crate::error::AuthError;
+use crate::store::{NewRefreshToken, Store};
+use crate::tokens::TokenIssuer;
+
+/// The AuthService implementation.
+#[derive(Clone, Debug)]
+pub struct AuthApi {
+    pub(crate) store: Store,
+    pub(crate) issuer: TokenIssuer,
+    pub(crate) clock: SharedClock,
+    pub(crate) refresh_ttl: Duration,
+    pub(crate) keys_cache: Duration,
+    /// Login and registration attempts per account (email).
+    pub(crate) per_account: KeyedLimiter<String>,
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+}
+
+fn proto_role(role: Role) -> pb::Role {
+    match role {
+        Role::User => pb::Role::User,
+        Role::Operator => pb::Role::Operator,
+        Role::Kiosk => pb::Role::Kiosk,
+    }
+}
+
+fn stored_role(account: &user::Model) -> Result<Role, AuthError> {
+    account
+        .role
+        .parse()
+        .map_err(|e: String| AuthError::Store(sea_orm::DbErr::Custom(format!("user {}: {e}", account.id))))
+}
+
+/// Both fields of an email/password pair, every violation reported at once.
+fn email_and_password(email: &str, password: &str) -> Result<(Email, Password), AuthError> {
+    let email = Email::parse("email", email);
+    let password = Password::parse("password", password);
+    match (email, password) {
+        (Ok(e), Ok(p)) => Ok((e, p)),
+        (e, p) => Err(AuthError::Invalid(e.err().into_iter().chain(p.err()).collect())),
+    }
+}
+
+fn required(field: &str, value: &str) -> Result<(), AuthError> {
+    if value.is_empty() {
+        return Err(FieldViolation::new(field, "must not be empty").into());
+    }
+    Ok(())
+}
+
+impl AuthApi {
+    /// A new refresh token for `family_id`: the secret for the client and the row to store.
+    fn refresh_token(&self, family_id: String, now: DateTime<Utc>) -> Result<(String, NewRefreshToken), AuthError> {
+        let secret = credentials::random_secret()?;
+        let expires_at = now + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
+        let token = NewRefreshToken { token_hash: credentials::secret_hash(&secret), family_id, expires_at };
+        Ok((secret, token))
+    }
+
+    fn session(&self, account: &user::Model, refresh: &str, refresh_expires: DateTime<Utc>) -> Result<pb::Session, AuthError> {
+        let role = stored_role(account)?;
+        let access = self.issuer.issue(&account.id, role)?;
+        Ok(pb::Session {
+            access_token: access.token,
+            access_token_expires_at: Some(timestamp(access.expires_at)),
+            refresh_token: refresh.to_owned(),
+            refresh_token_expires_at: Some(timestamp(refresh_expires)),
+            user_id: account.id.clone(),
+            role: proto_role(role).into(),
+        })
+    }
+
+    /// Creates an account with `role`; with `start_session`, its first session in the same
+    /// transaction.
+    pub(crate) async fn create_account(
+        &self,
+        email: &Email,
+        password: Password,
+        role: Role,
+        start_session: bool,
+    ) -> Result<(user::Model, Option<pb::Session>), AuthError> {
+        let hash = credentials::hash_password(password).await?;
+        let now = self.clock.now();
+        let refresh = if start_session { Some(self.refresh_token(uuid::Uuid::now_v7().to_string(), now)?) } else { None };
+        let account = self
+            .store
+            .create_account(email.as_str(), hash, role, now, refresh.as_ref().map(|(_, row)| row.clone()))
+            .await?;
+        let session = match refresh {
+            Some((secret, row)) => Some(self.session(&account, &secret, row.expires_at)?),
+            None => None,
+        };
+        Ok((account, session))
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let body = request.into_inner();
+        let (email, password) = email_and_password(&body.email, &body.password)?;
+        self.per_account.check(&email.as_str().to_owned())?;
+        let (account, session) = self.create_account(&email, password, Role::User, true).await?;
+        tracing::info!(user_id = %account.id, "account registered");
+        Ok(Response::new(pb::RegisterResponse { session }))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let body = request.into_inner();
+        required("email", &body.email)?;
+        required("password", &body.password)?;
+        let key = body.email.trim().to_lowercase();
+        self.per_account.check(&key)?;
+        let account = self.store.user_by_email(&key).await?;
+        let matches = credentials::verify_password(body.password, account.as_ref().map(|a| a.password_hash.clone())).await;
+        let Some(account) = account.filter(|_| matches) else {
+            return Err(AuthError::BadCredentials.into());
+        };
+        let now = self.clock.now();
+        let (secret, row) = self.refresh_token(uuid::Uuid::now_v7().to_string(), now)?;
+        let expires = row.expires_at;
+        self.store.start_session(&account.id, row, now).await?;
+        Ok(Response::new(pb::LoginResponse { session: Some(self.session(&account, &secret, expires)?) }))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
+        let body = request.into_inner();
+        required("refresh_token", &body.refresh_token)?;
+        let now = self.clock.now();
+        let (secret, next) = self.refresh_token(String::new(), now)?;
+        let rotated = self
+            .store
+            .rotate_refresh(&credentials::secret_hash(&body.refresh_token), next.token_hash, next.expires_at, now)
+            .await?;
+        Ok(Response::new(pb::RefreshResponse { session: Some(self.session(&rotated.user, &secret, next.expires_at)?) }))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let caller = request.caller()?.require(&[Role::User, Role::Operator])?.clone();
+        let body = request.into_inner();
+        required("refresh_token", &body.refresh_token)?;
+        let Some(token) = self.store.refresh_token(&credentials::secret_hash(&body.refresh_token)).await? else {
+            return Err(AuthError::RefreshUnknown.into());
+        };
+        if token.user_id != caller.subject {
+            return Err(AuthError::NotYourSession.into());
+        }
+        self.store.revoke_family(&token.family_id, self.clock.now()).await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn get_signing_keys(
+        &self,
+        _request: Request<pb::GetSigningKeysRequest>,
+    ) -> Result<Response<pb::GetSigningKeysResponse>, Status> {
+        let keys = self
+            .issuer
+            .published_keys()
+            .into_iter()
+            .map(|k| pb::SigningKey {
+                public_key: k.public_key().to_vec(),
+                kid: k.kid,
+                algorithm: "EdDSA".into(),
+                not_before: Some(timestamp(k.created_at)),
+                retired_at: k.retired_at.map(timestamp),
+            })
+            .collect();
+        Ok(Response::new(pb::GetSigningKeysResponse {
+            keys,
+            cache_seconds: self.keys_cache.as_secs() as i64,
+            audience: self.issuer.audience().to_owned(),
+            issuer: self.issuer.issuer().to_owned(),
+        }))
+    }
+
+    async fn create_operator(
+        &self,
+        request: Request<pb::CreateOperatorRequest>,
+    ) -> Result<Response<pb::CreateOperatorResponse>, Status> {
+        let caller = request.caller()?.require(&[Role::Operator])?.clone();
+        let body = request.into_inner();
+        let (email, password) = email_and_password(&body.email, &body.password)?;
+        let (account, _) = self.create_account(&email, password, Role::Operator, false).await?;
+        tracing::info!(user_id = %account.id, created_by = %caller.subject, "operator created");
+        Ok(Response::new(pb::CreateOperatorResponse { user_id: account.id }))
+    }
+
+    async fn issue_kiosk_credential(
+        &self,
+        request: Request<pb::IssueKioskCredentialRequest>,
+    ) -> Result<Response<pb::IssueKioskCredentialResponse>, Status> {
+        let caller = request.caller()?.require(&[Role::Operator])?.clone();
+        let body = request.into_inner();
+        let kiosk = KioskId::parse("kiosk_id", &body.kiosk_id).map_err(AuthError::from)?;
+        let secret = credentials::random_secret().map_err(AuthError::from)?;
+        let now = self.clock.now();
+        self.store
+            .put_kiosk_credential(kiosk_credential::Model {
+                kiosk_id: kiosk.as_str().to_owned(),
+                secret_hash: credentials::secret_hash(&secret),
+                issued_at: now,
+                issued_by: caller.subject.clone(),
+                revoked_at: None,
+            })
+            .await?;
+        tracing::info!(kiosk_id = %kiosk.as_str(), issued_by = %caller.subject, "kiosk credential issued");
+        Ok(Response::new(pb::IssueKioskCredentialResponse {
+            kiosk_id: kiosk.as_str().to_owned(),
+            secret,
+            issued_at: Some(timestamp(now)),
+        }))
+    }
+
+    async fn revoke_kiosk_credential(
+        &self,
+        request: Request<pb::RevokeKioskCredentialRequest>,
+    ) -> Result<Response<pb::RevokeKioskCredentialResponse>, Status> {
+        let caller = request.caller()?.require(&[Role::Operator])?.clone();
+        let body = request.into_inner();
+        let kiosk = KioskId::parse("kiosk_id", &body.kiosk_id).map_err(AuthError::from)?;
+        if !self.store.revoke_kiosk_credential(kiosk.as_str(), self.clock.now()).await? {
+            return Err(AuthError::KioskUnknown(kiosk.as_str().to_owned()).into());
+        }
+        tracing::info!(kiosk_id = %kiosk.as_str(), revoked_by = %caller.subject, "kiosk credential revoked");
+        Ok(Response::new(pb::RevokeKioskCredentialResponse {}))
+    }
+
+    async fn kiosk_login(&self, request: Request<pb::KioskLoginRequest>) -> Result<Response<pb::KioskLoginResponse>, Status> {
+        let body = request.into_inner();
+        let kiosk = KioskId::parse("kiosk_id", &body.kiosk_id).map_err(AuthError::from)?;
+        required("secret", &body.secret)?;
+        let credential = self.store.kiosk_credential(kiosk.as_str()).await?;
+        let presented = blake3::hash(body.secret.as_bytes());
+        let valid = credential.is_some_and(|c| {
+            c.revoked_at.is_none()
+                && blake3::Hash::from_hex(&c.secret_hash).is_ok_and(|stored| stored == presented)
+        });
+        if !valid {
+            return Err(AuthError::KioskBadCredentials.into());
+        }
+        let access = self.issuer.issue(kiosk.as_str(), Role::Kiosk).map_err(AuthError::from)?;
+        Ok(Response::new(pb::KioskLoginResponse {
+            access_token: access.token,
+            access_token_expires_at: Some(timestamp(access.expires_at)),
+        }))
+    }
+}

@@ -1,0 +1,231 @@
+//! The auth service's queries. Every multi-row change is one transaction; every race (two
+//! refreshes of one token, two registrations of one email) is settled by a conditional update
+//! or a unique key, never by read-then-write.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
+    SqlErr, TransactionTrait,
+};
+use sneakernet_runtime::Role;
+
+use crate::entity::{kiosk_credential, refresh_token, signing_key, user};
+use crate::error::AuthError;
+use crate::tokens::KeyMaterial;
+
+/// A refresh token to store: its hash, session and lifetime.
+#[derive(Clone, Debug)]
+pub struct NewRefreshToken {
+    /// BLAKE3 of the opaque token.
+    pub token_hash: String,
+    /// The session (family) it belongs to.
+    pub family_id: String,
+    /// When it stops being accepted.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A spent refresh token's owner, returned by a successful rotation.
+#[derive(Clone, Debug)]
+pub struct Rotated {
+    /// The account.
+    pub user: user::Model,
+}
+
+/// The auth service's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Wraps an opened, migrated connection.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Every stored signing key; creates the first one if there is none.
+    pub async fn signing_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyMaterial>, AuthError> {
+        let rows = signing_key::Entity::find().all(&self.db).await?;
+        if rows.iter().any(|r| r.retired_at.is_none()) {
+            return rows.iter().map(|r| KeyMaterial::from_row(r).map_err(AuthError::from)).collect();
+        }
+        let key = KeyMaterial::generate(now)?;
+        key.to_row().into_active_model().insert(&self.db).await?;
+        tracing::info!(kid = %key.kid, "generated a new token signing key");
+        let mut keys: Vec<KeyMaterial> =
+            rows.iter().map(KeyMaterial::from_row).collect::<Result<_, _>>()?;
+        keys.push(key);
+        Ok(keys)
+    }
+
+    /// Creates an account and its first session in one transaction: either both exist
+    /// afterwards or neither does.
+    pub async fn create_account(
+        &self,
+        email: &str,
+        password_hash: String,
+        role: Role,
+        now: DateTime<Utc>,
+        session: Option<NewRefreshToken>,
+    ) -> Result<user::Model, AuthError> {
+        let account = user::Model {
+            id: uuid::Uuid::now_v7().to_string(),
+            email: email.to_owned(),
+            password_hash,
+            role: role.to_string(),
+            created_at: now,
+        };
+        let txn = self.db.begin().await?;
+        let inserted = match account.clone().into_active_model().insert(&txn).await {
+            Ok(model) => model,
+            Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                return Err(AuthError::EmailTaken);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        // Tests kill the process here to prove the account and session commit together.
+        fail::fail_point!("auth::create_account::after_user_insert");
+        if let Some(session) = session {
+            insert_refresh(&txn, &inserted.id, session, now).await?;
+        }
+        txn.commit().await?;
+        Ok(inserted)
+    }
+
+    /// The account with this (normalised) email.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<user::Model>, AuthError> {
+        Ok(user::Entity::find().filter(user::Column::Email.eq(email)).one(&self.db).await?)
+    }
+
+    /// Stores the first refresh token of a new session.
+    pub async fn start_session(
+        &self,
+        user_id: &str,
+        token: NewRefreshToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthError> {
+        insert_refresh(&self.db, user_id, token, now).await
+    }
+
+    /// Spends `presented_hash` and stores `next` in the same session, atomically. A token that
+    /// was spent already revokes its whole session (reuse detection).
+    pub async fn rotate_refresh(
+        &self,
+        presented_hash: &str,
+        next_hash: String,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Rotated, AuthError> {
+        let txn = self.db.begin().await?;
+        let spent = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+            .filter(refresh_token::Column::TokenHash.eq(presented_hash))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .filter(refresh_token::Column::ExpiresAt.gt(now))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let row = refresh_token::Entity::find_by_id(presented_hash.to_owned()).one(&txn).await?;
+        let Some(row) = row else {
+            return Err(AuthError::RefreshUnknown);
+        };
+        if spent == 0 {
+            txn.rollback().await?;
+            return Err(if row.revoked_at.is_some() {
+                AuthError::SessionRevoked
+            } else if row.used_at.is_some() {
+                self.revoke_family(&row.family_id, now).await?;
+                tracing::warn!(family = %row.family_id, user_id = %row.user_id, "refresh token reuse detected; session revoked");
+                AuthError::RefreshReused
+            } else {
+                AuthError::RefreshExpired
+            });
+        }
+        let Some(account) = user::Entity::find_by_id(row.user_id.clone()).one(&txn).await? else {
+            return Err(AuthError::AccountGone);
+        };
+        insert_refresh(
+            &txn,
+            &account.id,
+            NewRefreshToken { token_hash: next_hash, family_id: row.family_id, expires_at },
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(Rotated { user: account })
+    }
+
+    /// The stored refresh token with this hash.
+    pub async fn refresh_token(&self, hash: &str) -> Result<Option<refresh_token::Model>, AuthError> {
+        Ok(refresh_token::Entity::find_by_id(hash.to_owned()).one(&self.db).await?)
+    }
+
+    /// Revokes every token of a session. Idempotent.
+    pub async fn revoke_family(&self, family_id: &str, now: DateTime<Utc>) -> Result<(), AuthError> {
+        refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+            .filter(refresh_token::Column::FamilyId.eq(family_id))
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a kiosk's credential, replacing any earlier one (which stops working).
+    pub async fn put_kiosk_credential(&self, credential: kiosk_credential::Model) -> Result<(), AuthError> {
+        kiosk_credential::Entity::insert(credential.into_active_model())
+            .on_conflict(
+                OnConflict::column(kiosk_credential::Column::KioskId)
+                    .update_columns([
+                        kiosk_credential::Column::SecretHash,
+                        kiosk_credential::Column::IssuedAt,
+                        kiosk_credential::Column::IssuedBy,
+                        kiosk_credential::Column::RevokedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes a kiosk's credential. `false` if the kiosk has none (or it is revoked already).
+    pub async fn revoke_kiosk_credential(&self, kiosk_id: &str, now: DateTime<Utc>) -> Result<bool, AuthError> {
+        let revoked = kiosk_credential::Entity::update_many()
+            .col_expr(kiosk_credential::Column::RevokedAt, Expr::value(now))
+            .filter(kiosk_credential::Column::KioskId.eq(kiosk_id))
+            .filter(kiosk_credential::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(revoked == 1)
+    }
+
+    /// A kiosk's credential.
+    pub async fn kiosk_credential(&self, kiosk_id: &str) -> Result<Option<kiosk_credential::Model>, AuthError> {
+        Ok(kiosk_credential::Entity::find_by_id(kiosk_id.to_owned()).one(&self.db).await?)
+    }
+}
+
+async fn insert_refresh<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    user_id: &str,
+    token: NewRefreshToken,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    refresh_token::Model {
+        token_hash: token.token_hash,
+        family_id: token.family_id,
+        user_id: user_id.to_owned(),
+        created_at: now,
+        expires_at: token.expires_at,
+        used_at: None,
+        revoked_at: None,
+    }
+    .into_active_model()
+    .insert(db)
+    .await?;
+    Ok(())
+}

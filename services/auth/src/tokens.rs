@@ -1,0 +1,254 @@
+//! Access tokens: Ed25519-signed JWTs with `kid`, `aud`, `iss`, `exp`, `nbf`, `iat`, `jti`,
+//! `sub` and `role`. The newest unretired signing key signs; every key whose tokens may still
+//! be alive is published by GetSigningKeys.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sneakernet_runtime::caller::{Claims, PublicKey};
+use sneakernet_runtime::clock::SharedClock;
+use sneakernet_runtime::{Role, TokenVerifier};
+
+use crate::entity::signing_key;
+
+/// A signing key as loaded from the store.
+#[derive(Clone)]
+pub struct KeyMaterial {
+    /// Key id.
+    pub kid: String,
+    /// The private seed.
+    pub seed: [u8; 32],
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stopped signing, if it did.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyMaterial").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+/// Why key material could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The stored key is not 32 bytes of base64url.
+    #[error("signing key {kid} is corrupt in the store")]
+    Corrupt {
+        /// The key's id.
+        kid: String,
+    },
+    /// No unretired key exists (the store was tampered with between load and use).
+    #[error("no signing key is active")]
+    NoActiveKey,
+    /// The system random generator failed.
+    #[error("cannot generate a signing key: {0}")]
+    Random(String),
+    /// Encoding or signing failed.
+    #[error("cannot sign token: {0}")]
+    Sign(String),
+}
+
+impl KeyMaterial {
+    /// A fresh key from the system's random generator.
+    pub fn generate(now: DateTime<Utc>) -> Result<Self, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        Ok(Self { kid: uuid::Uuid::now_v7().simple().to_string(), seed, created_at: now, retired_at: None })
+    }
+
+    /// The verifying half.
+    pub fn public_key(&self) -> [u8; 32] {
+        SigningKey::from_bytes(&self.seed).verifying_key().to_bytes()
+    }
+
+    /// Reads a stored row.
+    pub fn from_row(row: &signing_key::Model) -> Result<Self, KeyError> {
+        let corrupt = || KeyError::Corrupt { kid: row.kid.clone() };
+        let bytes = URL_SAFE_NO_PAD.decode(&row.private_key).map_err(|_| corrupt())?;
+        let seed = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| corrupt())?;
+        Ok(Self { kid: row.kid.clone(), seed, created_at: row.created_at, retired_at: row.retired_at })
+    }
+
+    /// The row to store.
+    pub fn to_row(&self) -> signing_key::Model {
+        signing_key::Model {
+            kid: self.kid.clone(),
+            private_key: URL_SAFE_NO_PAD.encode(self.seed),
+            public_key: URL_SAFE_NO_PAD.encode(self.public_key()),
+            created_at: self.created_at,
+            retired_at: self.retired_at,
+        }
+    }
+}
+
+/// Signs access tokens and publishes the keys that verify them. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    inner: Arc<IssuerInner>,
+}
+
+struct IssuerInner {
+    audience: String,
+    issuer: String,
+    ttl: Duration,
+    clock: SharedClock,
+    keys: RwLock<Vec<KeyMaterial>>,
+    /// The in-process verifier (this process's own auth layer), kept in step with `keys`.
+    verifier: TokenVerifier,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer").field("issuer", &self.inner.issuer).finish_non_exhaustive()
+    }
+}
+
+/// A freshly signed access token.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    /// The compact JWT.
+    pub token: String,
+    /// Its `exp`.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl TokenIssuer {
+    /// An issuer signing with the newest unretired key of `keys`, which it also installs into
+    /// `verifier`.
+    pub fn new(
+        audience: String,
+        issuer: String,
+        ttl: Duration,
+        clock: SharedClock,
+        keys: Vec<KeyMaterial>,
+        verifier: TokenVerifier,
+    ) -> Self {
+        let this = Self {
+            inner: Arc::new(IssuerInner { audience, issuer, ttl, clock, keys: RwLock::new(Vec::new()), verifier }),
+        };
+        this.replace_keys(keys);
+        this
+    }
+
+    /// Replaces the key set (after a rotation) and updates the in-process verifier.
+    pub fn replace_keys(&self, mut keys: Vec<KeyMaterial>) {
+        keys.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        let public: Vec<PublicKey> =
+            keys.iter().map(|k| PublicKey { kid: k.kid.clone(), ed25519: k.public_key() }).collect();
+        self.inner.verifier.install_keys(&public);
+        *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    /// Every key that may still verify a live token, newest first.
+    pub fn published_keys(&self) -> Vec<KeyMaterial> {
+        let horizon = self.inner.clock.now() - chrono::Duration::from_std(self.inner.ttl).unwrap_or_default();
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|retired| retired > horizon))
+            .cloned()
+            .collect()
+    }
+
+    /// The configured audience.
+    pub fn audience(&self) -> &str {
+        &self.inner.audience
+    }
+
+    /// The configured issuer.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// Signs a token for `subject` with `role`, valid from now for the configured lifetime.
+    pub fn issue(&self, subject: &str, role: Role) -> Result<AccessToken, KeyError> {
+        let key = {
+            let keys = self.inner.keys.read().unwrap_or_else(|p| p.into_inner());
+            keys.iter().find(|k| k.retired_at.is_none()).cloned().ok_or(KeyError::NoActiveKey)?
+        };
+        let now = self.inner.clock.now();
+        let expires_at = now + chrono::Duration::from_std(self.inner.ttl).map_err(|e| KeyError::Sign(e.to_string()))?;
+        let claims = Claims {
+            sub: subject.to_owned(),
+            role,
+            aud: self.inner.audience.clone(),
+            iss: self.inner.issuer.clone(),
+            exp: expires_at.timestamp(),
+            nbf: now.timestamp(),
+            iat: now.timestamp(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let der = SigningKey::from_bytes(&key.seed).to_pkcs8_der().map_err(|e| KeyError::Sign(e.to_string()))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes()))
+            .map_err(|e| KeyError::Sign(e.to_string()))?;
+        Ok(AccessToken { token, expires_at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sneakernet_runtime::clock::SystemClock;
+
+    fn issuer(keys: Vec<KeyMaterial>, verifier: TokenVerifier) -> TokenIssuer {
+        TokenIssuer::new(
+            "sneakernet".into(),
+            "sneakernet-auth".into(),
+            Duration::from_secs(900),
+            Arc::new(SystemClock),
+            keys,
+            verifier,
+        )
+    }
+
+    #[test]
+    fn issued_tokens_verify_with_the_published_keys() {
+        let verifier = TokenVerifier::new("sneakernet", "sneakernet-auth", Duration::from_secs(5));
+        let key = KeyMaterial::generate(Utc::now()).unwrap();
+        let issuer = issuer(vec![key.clone()], verifier.clone());
+        let token = issuer.issue("user-1", Role::Operator).unwrap();
+        let claims = verifier.verify(&token.token).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.role), ("user-1", Role::Operator));
+        assert_eq!(issuer.published_keys()[0].kid, key.kid);
+    }
+
+    #[test]
+    fn newest_active_key_signs_and_old_tokens_still_verify() {
+        let verifier = TokenVerifier::new("sneakernet", "sneakernet-auth", Duration::from_secs(5));
+        let old = KeyMaterial::generate(Utc::now() - chrono::Duration::hours(1)).unwrap();
+        let issuer = issuer(vec![old.clone()], verifier.clone());
+        let old_token = issuer.issue("u", Role::User).unwrap();
+
+        let mut retired = old.clone();
+        retired.retired_at = Some(Utc::now());
+        let new = KeyMaterial::generate(Utc::now()).unwrap();
+        issuer.replace_keys(vec![retired, new.clone()]);
+        let new_token = issuer.issue("u", Role::User).unwrap();
+        let header = jsonwebtoken::decode_header(&new_token.token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(new.kid.as_str()));
+        assert!(verifier.verify(&old_token.token).is_ok(), "rotation must not cut live tokens");
+        assert_eq!(issuer.published_keys().len(), 2);
+    }
+
+    #[test]
+    fn stored_rows_round_trip() {
+        let key = KeyMaterial::generate(Utc::now()).unwrap();
+        let back = KeyMaterial::from_row(&key.to_row()).unwrap();
+        assert_eq!(back.seed, key.seed);
+        let mut row = key.to_row();
+        row.private_key = "short".into();
+        assert!(matches!(KeyMaterial::from_row(&row), Err(KeyError::Corrupt { .. })));
+    }
+}

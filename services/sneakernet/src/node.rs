@@ -1,0 +1,161 @@
+//! A node: one process serving a set of roles on one gRPC listener, the way Quickwit and
+//! GreptimeDB pick roles per process. `standalone` is a node with every role.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use sneakernet_auth::AuthRole;
+use sneakernet_content::ContentRole;
+use sneakernet_gateway::GatewayRole;
+use sneakernet_orders::OrdersRole;
+use sneakernet_runtime::clock::SharedClock;
+use sneakernet_runtime::config::Config;
+use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};
+use sneakernet_runtime::server::GrpcServices;
+use sneakernet_runtime::{Shutdown, TokenVerifier};
+use tokio::task::JoinHandle;
+
+/// A role this binary can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeRole {
+    /// Accounts, tokens, kiosk credentials.
+    Auth,
+    /// Offers, orders, payments, the fleet.
+    Orders,
+    /// Content packages and chunk downloads.
+    Content,
+    /// Kiosk links, commands, kiosk events.
+    Gateway,
+}
+
+impl NodeRole {
+    /// Every role, in start order (auth first: the others verify tokens with its keys).
+    pub const ALL: [NodeRole; 4] = [NodeRole::Auth, NodeRole::Orders, NodeRole::Content, NodeRole::Gateway];
+
+    fn name(self) -> &'static str {
+        match self {
+            NodeRole::Auth => AuthRole::NAME,
+            NodeRole::Orders => OrdersRole::NAME,
+            NodeRole::Content => ContentRole::NAME,
+            NodeRole::Gateway => GatewayRole::NAME,
+        }
+    }
+
+    async fn start(self, ctx: &RoleContext, services: &mut GrpcServices) -> Result<(), StartError> {
+        match self {
+            NodeRole::Auth => AuthRole::start(ctx, services).await,
+            NodeRole::Orders => OrdersRole::start(ctx, services).await,
+            NodeRole::Content => ContentRole::start(ctx, services).await,
+            NodeRole::Gateway => GatewayRole::start(ctx, services).await,
+        }
+    }
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for NodeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NodeRole::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("unknown role {s:?}; roles are auth, orders, content, gateway"))
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    /// The bound gRPC address (the real port when `listen` asked for port 0).
+    pub address: SocketAddr,
+    /// The bound metrics address, if metrics are on.
+    pub metrics_address: Option<SocketAddr>,
+    /// The verifier behind the node's auth layer.
+    pub verifier: TokenVerifier,
+    shutdown: Shutdown,
+    grace: std::time::Duration,
+    server: JoinHandle<Result<(), StartError>>,
+}
+
+/// Starts `roles` (deduplicated, auth first) on `config.listen`. Fails before serving anything
+/// if any role cannot start.
+pub async fn start(
+    config: Config,
+    roles: &[NodeRole],
+    shutdown: Shutdown,
+    clock: Option<SharedClock>,
+) -> Result<Node, StartError> {
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    if roles.is_empty() {
+        return Err(StartError::Other("no role to serve; pass --role auth,orders,content,gateway".into()));
+    }
+    let listener = sneakernet_runtime::role::bind(&config).await?;
+    let address = listener.local_addr().map_err(|e| StartError::Listen {
+        address: config.listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    let ctx = match clock {
+        Some(clock) => RoleContext::with_clock(config, shutdown.clone(), clock),
+        None => RoleContext::new(config, shutdown.clone()),
+    };
+    let metrics_address = match ctx.config.metrics_listen {
+        Some(addr) => Some(
+            sneakernet_runtime::telemetry::serve_metrics(addr, &shutdown)
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut services = GrpcServices::new();
+    for role in &roles {
+        role.start(&ctx, &mut services).await?;
+    }
+    if !roles.contains(&NodeRole::Auth) {
+        ctx.fetch_keys_from_auth()?;
+    }
+    tracing::info!(%address, roles = ?roles.iter().map(ToString::to_string).collect::<Vec<_>>(), "node started");
+    let verifier = ctx.verifier.clone();
+    let grace = ctx.config.shutdown_grace;
+    let server_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let result = sneakernet_runtime::server::serve(
+            listener,
+            services,
+            ctx.verifier.clone(),
+            ctx.config.tls.as_ref(),
+            ctx.config.shutdown_grace,
+            server_shutdown.clone(),
+        )
+        .await;
+        // A server that stops on its own (transport failure) takes the node down with it.
+        server_shutdown.trigger();
+        result.map_err(StartError::from)
+    });
+    Ok(Node { address, metrics_address, verifier, shutdown, grace, server })
+}
+
+impl Node {
+    /// Starts shutdown.
+    pub fn stop(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Waits until the node has stopped (after [`Node::stop`], a signal, or a server failure)
+    /// and its tasks have drained.
+    pub async fn wait(self) -> Result<(), StartError> {
+        let result = match self.server.await {
+            Ok(result) => result,
+            Err(join) => Err(StartError::Other(format!("gRPC server task failed: {join}"))),
+        };
+        self.shutdown.trigger();
+        self.shutdown.wait(self.grace).await;
+        result
+    }
+}
