@@ -12,7 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("sneakernet").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("sneakernet").display()
+    );
 
     let fds = protox::compile(&files, [root])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

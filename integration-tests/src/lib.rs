@@ -1,1 +1,381 @@
+//! The harness every whole-system test uses: start real nodes (in-process on port 0, or the
+//! binary as a child process that can be killed), talk to them only through gRPC, and run the
+//! same test on every database backend.
+//!
+//! Backends: SQLite always; Postgres when `DATABASE_URL` is set (each sandbox gets its own
+//! schemas, so tests run in parallel). Without `DATABASE_URL` the Postgres run is skipped with
+//! a loud message, and with `TEST_REQUIRE_SERVICES=1` (CI sets it) the skip is a failure.
 
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sneakernet::{Node, NodeRole};
+use sneakernet_proto::auth::v1 as auth;
+use sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient;
+use sneakernet_runtime::Shutdown;
+use sneakernet_runtime::clock::OffsetClock;
+use sneakernet_runtime::config::Config;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::Channel;
+
+/// Turns a skipped backend into a failure when set to `1` (CI).
+pub const REQUIRE_SERVICES_VAR: &str = "TEST_REQUIRE_SERVICES";
+
+/// A database backend a test runs against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: SQLite files in the sandbox's data dir.
+    Sqlite,
+    /// Postgres at this URL, in fresh schemas.
+    Postgres(String),
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        })
+    }
+}
+
+/// Every backend this run can reach. SQLite always; Postgres if `DATABASE_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => backends.push(Backend::Postgres(url)),
+        _ => skip_or_fail("Postgres", "DATABASE_URL"),
+    }
+    backends
+}
+
+/// The Redis URL, if this run has one (`REDIS_URL`); a loud skip (or a failure under
+/// `TEST_REQUIRE_SERVICES=1`) otherwise.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            skip_or_fail("Redis", "REDIS_URL");
+            None
+        }
+    }
+}
+
+fn skip_or_fail(what: &str, var: &str) {
+    let message = format!("SKIPPED: {what} part of this test: {var} is not set");
+    if std::env::var(REQUIRE_SERVICES_VAR).is_ok_and(|v| v == "1") {
+        panic!("{message}, and {REQUIRE_SERVICES_VAR}=1 requires it");
+    }
+    eprintln!("\n*** {message} ***\n");
+}
+
+/// A configuration for a test node on `backend`: port 0, its own data dir, its own schemas.
+pub fn test_config(backend: &Backend, data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().expect("loopback address");
+    config.data_dir = data_dir.to_owned();
+    config.shutdown_grace = Duration::from_secs(5);
+    if let Backend::Postgres(url) = backend {
+        config.database_url = Some(url.clone());
+        config.database_schema_prefix = unique_schema_prefix();
+    }
+    config
+}
+
+/// A schema prefix no other test uses.
+pub fn unique_schema_prefix() -> String {
+    format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A whole system in this process: every role on one ephemeral port, with an adjustable clock.
+pub struct Sandbox {
+    /// The backend it runs on.
+    pub backend: Backend,
+    /// Its configuration (with the real listen address filled in after start).
+    pub config: Config,
+    /// The node's clock; move it to issue tokens "in the past" or "in the future".
+    pub clock: OffsetClock,
+    node: Option<Node>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Starts every role with the test defaults.
+    pub async fn start(backend: &Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts every role after `adjust` has changed the configuration.
+    pub async fn start_with(backend: &Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(backend, data_dir.path());
+        adjust(&mut config);
+        let clock = OffsetClock::new();
+        let node = sneakernet::node::start(
+            config.clone(),
+            &NodeRole::ALL,
+            Shutdown::new(),
+            Some(std::sync::Arc::new(clock.clone())),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("sandbox on {backend} failed to start: {e}"));
+        config.listen = node.address;
+        eprintln!("sandbox on {backend} listening on {}", node.address);
+        Self {
+            backend: backend.clone(),
+            config,
+            clock,
+            node: Some(node),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// The node (for its metrics address and verifier).
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("sandbox is running")
+    }
+
+    /// A channel to the node.
+    pub async fn channel(&self) -> Channel {
+        connect(self.node().address).await
+    }
+
+    /// An AuthService client.
+    pub async fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel().await)
+    }
+
+    /// Registers `email` with a valid password and returns the session.
+    pub async fn register(&self, email: &str) -> auth::Session {
+        self.auth()
+            .await
+            .register(auth::RegisterRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("register {email}: {s:?}"))
+            .into_inner()
+            .session
+            .expect("session")
+    }
+
+    /// Creates an operator through the bootstrap path and logs in as it.
+    pub async fn operator(&self) -> auth::Session {
+        self.operator_account().await.1
+    }
+
+    /// Like [`Sandbox::operator`], also returning the operator's email.
+    pub async fn operator_account(&self) -> (String, auth::Session) {
+        let email = format!("op-{}@example.com", uuid::Uuid::new_v4().simple());
+        let created = sneakernet_auth::create_operator(&self.config, &email, PASSWORD)
+            .await
+            .expect("create operator");
+        assert!(matches!(
+            created,
+            sneakernet_auth::OperatorCreated::Created(_)
+        ));
+        let session = self
+            .auth()
+            .await
+            .login(auth::LoginRequest {
+                email: email.clone(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .expect("operator login")
+            .into_inner()
+            .session
+            .expect("session");
+        (email, session)
+    }
+
+    /// The current signing key (kid and private seed), read from the auth store: lets tests
+    /// forge tokens that differ from real ones in exactly one claim.
+    pub async fn signing_key(&self) -> (String, [u8; 32]) {
+        use sea_orm::EntityTrait;
+        let (db, _) = sneakernet_runtime::db::open(&self.config, sneakernet_auth::SERVICE)
+            .await
+            .expect("auth db");
+        let rows = sneakernet_auth::entity::signing_key::Entity::find()
+            .all(&db)
+            .await
+            .expect("keys");
+        let row = rows
+            .iter()
+            .find(|r| r.retired_at.is_none())
+            .expect("an active key");
+        let key = sneakernet_auth::tokens::KeyMaterial::from_row(row).expect("key");
+        (key.kid, key.seed)
+    }
+
+    /// Stops the node and waits for it; drops the Postgres schemas it created.
+    pub async fn stop(mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop();
+            node.wait().await.expect("node stopped cleanly");
+        }
+        drop_schemas(&self.config).await;
+    }
+}
+
+/// Drops every schema with the config's prefix (Postgres only).
+pub async fn drop_schemas(config: &Config) {
+    use sea_orm::{ConnectionTrait, Database};
+    let (Some(url), prefix) = (&config.database_url, &config.database_schema_prefix) else {
+        return;
+    };
+    if prefix.is_empty() {
+        return;
+    }
+    let Ok(db) = Database::connect(url.as_str()).await else {
+        return;
+    };
+    for service in ["auth", "orders", "content", "gateway"] {
+        let _ = db
+            .execute_unprepared(&format!(
+                "DROP SCHEMA IF EXISTS \"{prefix}{service}\" CASCADE"
+            ))
+            .await;
+    }
+}
+
+/// A password every test account uses.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Connects to a node, retrying briefly while it starts.
+pub async fn connect(address: std::net::SocketAddr) -> Channel {
+    let endpoint = Channel::from_shared(format!("http://{address}")).expect("endpoint");
+    let mut last = None;
+    for _ in 0..50 {
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot connect to {address}: {last:?}");
+}
+
+/// A request carrying `token` as its bearer token.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// The `sneakernet` binary built with failpoints, for child-process tests. A macro because
+/// cargo tells only test targets (not this library) where the binary is.
+#[macro_export]
+macro_rules! binary {
+    () => {
+        std::path::Path::new(env!("CARGO_BIN_EXE_sneakernet-under-test"))
+    };
+}
+
+/// A `sneakernet standalone` child process.
+pub struct Child {
+    /// The process.
+    pub process: tokio::process::Child,
+    /// The address it printed.
+    pub address: std::net::SocketAddr,
+}
+
+impl Child {
+    /// Starts `sneakernet standalone` with `env` (plus `config`'s database settings) and waits
+    /// for the line announcing its address.
+    pub async fn standalone(
+        binary: &Path,
+        config: &Config,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&config.data_dir)
+            .env("SNEAKERNET_LOG__FILTER", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(url) = &config.database_url {
+            command.env("SNEAKERNET_DATABASE_URL", url);
+            command.env(
+                "SNEAKERNET_DATABASE_SCHEMA_PREFIX",
+                &config.database_schema_prefix,
+            );
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut process = command.spawn().context("spawn sneakernet")?;
+        let stdout = process.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let address = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("sneakernet: serving ") {
+                    if let Some((_, address)) = rest.rsplit_once(" on ") {
+                        return Ok::<_, anyhow::Error>(address.parse()?);
+                    }
+                }
+            }
+            bail!("sneakernet exited before announcing its address")
+        })
+        .await
+        .context("sneakernet did not announce its address within 60s")??;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { process, address })
+    }
+
+    /// Kills the process with SIGKILL (no shutdown path runs) and reaps it.
+    pub async fn kill(mut self) {
+        self.process.kill().await.expect("kill child");
+    }
+}
+
+/// Runs the binary with `args` and `env` to completion; returns (exit code, stderr).
+pub async fn run_binary(
+    binary: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("binary finished within 60s")
+        .expect("binary ran");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Polls `condition` every 20 ms until it holds, failing after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

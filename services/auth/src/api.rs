@@ -27,12 +27,17 @@ pub struct AuthApi {
     pub(crate) clock: SharedClock,
     pub(crate) refresh_ttl: Duration,
     pub(crate) keys_cache: Duration,
-    /// Login and registration attempts per account (email).
-    pub(crate) per_account: KeyedLimiter<String>,
+    /// Login attempts per account (email).
+    pub(crate) login_per_account: KeyedLimiter<String>,
+    /// Registration attempts per email.
+    pub(crate) register_per_account: KeyedLimiter<String>,
 }
 
 fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
 }
 
 fn proto_role(role: Role) -> pb::Role {
@@ -44,10 +49,9 @@ fn proto_role(role: Role) -> pb::Role {
 }
 
 fn stored_role(account: &user::Model) -> Result<Role, AuthError> {
-    account
-        .role
-        .parse()
-        .map_err(|e: String| AuthError::Store(sea_orm::DbErr::Custom(format!("user {}: {e}", account.id))))
+    account.role.parse().map_err(|e: String| {
+        AuthError::Store(sea_orm::DbErr::Custom(format!("user {}: {e}", account.id)))
+    })
 }
 
 /// Both fields of an email/password pair, every violation reported at once.
@@ -56,7 +60,9 @@ fn email_and_password(email: &str, password: &str) -> Result<(Email, Password), 
     let password = Password::parse("password", password);
     match (email, password) {
         (Ok(e), Ok(p)) => Ok((e, p)),
-        (e, p) => Err(AuthError::Invalid(e.err().into_iter().chain(p.err()).collect())),
+        (e, p) => Err(AuthError::Invalid(
+            e.err().into_iter().chain(p.err()).collect(),
+        )),
     }
 }
 
@@ -69,14 +75,28 @@ fn required(field: &str, value: &str) -> Result<(), AuthError> {
 
 impl AuthApi {
     /// A new refresh token for `family_id`: the secret for the client and the row to store.
-    fn refresh_token(&self, family_id: String, now: DateTime<Utc>) -> Result<(String, NewRefreshToken), AuthError> {
+    fn refresh_token(
+        &self,
+        family_id: String,
+        now: DateTime<Utc>,
+    ) -> Result<(String, NewRefreshToken), AuthError> {
         let secret = credentials::random_secret()?;
-        let expires_at = now + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
-        let token = NewRefreshToken { token_hash: credentials::secret_hash(&secret), family_id, expires_at };
+        let expires_at = now
+            + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
+        let token = NewRefreshToken {
+            token_hash: credentials::secret_hash(&secret),
+            family_id,
+            expires_at,
+        };
         Ok((secret, token))
     }
 
-    fn session(&self, account: &user::Model, refresh: &str, refresh_expires: DateTime<Utc>) -> Result<pb::Session, AuthError> {
+    fn session(
+        &self,
+        account: &user::Model,
+        refresh: &str,
+        refresh_expires: DateTime<Utc>,
+    ) -> Result<pb::Session, AuthError> {
         let role = stored_role(account)?;
         let access = self.issuer.issue(&account.id, role)?;
         Ok(pb::Session {
@@ -100,10 +120,20 @@ impl AuthApi {
     ) -> Result<(user::Model, Option<pb::Session>), AuthError> {
         let hash = credentials::hash_password(password).await?;
         let now = self.clock.now();
-        let refresh = if start_session { Some(self.refresh_token(uuid::Uuid::now_v7().to_string(), now)?) } else { None };
+        let refresh = if start_session {
+            Some(self.refresh_token(uuid::Uuid::now_v7().to_string(), now)?)
+        } else {
+            None
+        };
         let account = self
             .store
-            .create_account(email.as_str(), hash, role, now, refresh.as_ref().map(|(_, row)| row.clone()))
+            .create_account(
+                email.as_str(),
+                hash,
+                role,
+                now,
+                refresh.as_ref().map(|(_, row)| row.clone()),
+            )
             .await?;
         let session = match refresh {
             Some((secret, row)) => Some(self.session(&account, &secret, row.expires_at)?),
@@ -115,23 +145,36 @@ impl AuthApi {
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let body = request.into_inner();
         let (email, password) = email_and_password(&body.email, &body.password)?;
-        self.per_account.check(&email.as_str().to_owned())?;
-        let (account, session) = self.create_account(&email, password, Role::User, true).await?;
+        self.register_per_account
+            .check(&email.as_str().to_owned())?;
+        let (account, session) = self
+            .create_account(&email, password, Role::User, true)
+            .await?;
         tracing::info!(user_id = %account.id, "account registered");
         Ok(Response::new(pb::RegisterResponse { session }))
     }
 
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
         let body = request.into_inner();
         required("email", &body.email)?;
         required("password", &body.password)?;
         let key = body.email.trim().to_lowercase();
-        self.per_account.check(&key)?;
+        self.login_per_account.check(&key)?;
         let account = self.store.user_by_email(&key).await?;
-        let matches = credentials::verify_password(body.password, account.as_ref().map(|a| a.password_hash.clone())).await;
+        let matches = credentials::verify_password(
+            body.password,
+            account.as_ref().map(|a| a.password_hash.clone()),
+        )
+        .await;
         let Some(account) = account.filter(|_| matches) else {
             return Err(AuthError::BadCredentials.into());
         };
@@ -139,32 +182,56 @@ impl AuthService for AuthApi {
         let (secret, row) = self.refresh_token(uuid::Uuid::now_v7().to_string(), now)?;
         let expires = row.expires_at;
         self.store.start_session(&account.id, row, now).await?;
-        Ok(Response::new(pb::LoginResponse { session: Some(self.session(&account, &secret, expires)?) }))
+        Ok(Response::new(pb::LoginResponse {
+            session: Some(self.session(&account, &secret, expires)?),
+        }))
     }
 
-    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::RefreshResponse>, Status> {
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::RefreshResponse>, Status> {
         let body = request.into_inner();
         required("refresh_token", &body.refresh_token)?;
         let now = self.clock.now();
         let (secret, next) = self.refresh_token(String::new(), now)?;
         let rotated = self
             .store
-            .rotate_refresh(&credentials::secret_hash(&body.refresh_token), next.token_hash, next.expires_at, now)
+            .rotate_refresh(
+                &credentials::secret_hash(&body.refresh_token),
+                next.token_hash,
+                next.expires_at,
+                now,
+            )
             .await?;
-        Ok(Response::new(pb::RefreshResponse { session: Some(self.session(&rotated.user, &secret, next.expires_at)?) }))
+        Ok(Response::new(pb::RefreshResponse {
+            session: Some(self.session(&rotated.user, &secret, next.expires_at)?),
+        }))
     }
 
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
-        let caller = request.caller()?.require(&[Role::User, Role::Operator])?.clone();
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let caller = request
+            .caller()?
+            .require(&[Role::User, Role::Operator])?
+            .clone();
         let body = request.into_inner();
         required("refresh_token", &body.refresh_token)?;
-        let Some(token) = self.store.refresh_token(&credentials::secret_hash(&body.refresh_token)).await? else {
+        let Some(token) = self
+            .store
+            .refresh_token(&credentials::secret_hash(&body.refresh_token))
+            .await?
+        else {
             return Err(AuthError::RefreshUnknown.into());
         };
         if token.user_id != caller.subject {
             return Err(AuthError::NotYourSession.into());
         }
-        self.store.revoke_family(&token.family_id, self.clock.now()).await?;
+        self.store
+            .revoke_family(&token.family_id, self.clock.now())
+            .await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -199,9 +266,13 @@ impl AuthService for AuthApi {
         let caller = request.caller()?.require(&[Role::Operator])?.clone();
         let body = request.into_inner();
         let (email, password) = email_and_password(&body.email, &body.password)?;
-        let (account, _) = self.create_account(&email, password, Role::Operator, false).await?;
+        let (account, _) = self
+            .create_account(&email, password, Role::Operator, false)
+            .await?;
         tracing::info!(user_id = %account.id, created_by = %caller.subject, "operator created");
-        Ok(Response::new(pb::CreateOperatorResponse { user_id: account.id }))
+        Ok(Response::new(pb::CreateOperatorResponse {
+            user_id: account.id,
+        }))
     }
 
     async fn issue_kiosk_credential(
@@ -237,14 +308,21 @@ impl AuthService for AuthApi {
         let caller = request.caller()?.require(&[Role::Operator])?.clone();
         let body = request.into_inner();
         let kiosk = KioskId::parse("kiosk_id", &body.kiosk_id).map_err(AuthError::from)?;
-        if !self.store.revoke_kiosk_credential(kiosk.as_str(), self.clock.now()).await? {
+        if !self
+            .store
+            .revoke_kiosk_credential(kiosk.as_str(), self.clock.now())
+            .await?
+        {
             return Err(AuthError::KioskUnknown(kiosk.as_str().to_owned()).into());
         }
         tracing::info!(kiosk_id = %kiosk.as_str(), revoked_by = %caller.subject, "kiosk credential revoked");
         Ok(Response::new(pb::RevokeKioskCredentialResponse {}))
     }
 
-    async fn kiosk_login(&self, request: Request<pb::KioskLoginRequest>) -> Result<Response<pb::KioskLoginResponse>, Status> {
+    async fn kiosk_login(
+        &self,
+        request: Request<pb::KioskLoginRequest>,
+    ) -> Result<Response<pb::KioskLoginResponse>, Status> {
         let body = request.into_inner();
         let kiosk = KioskId::parse("kiosk_id", &body.kiosk_id).map_err(AuthError::from)?;
         required("secret", &body.secret)?;
@@ -257,7 +335,10 @@ impl AuthService for AuthApi {
         if !valid {
             return Err(AuthError::KioskBadCredentials.into());
         }
-        let access = self.issuer.issue(kiosk.as_str(), Role::Kiosk).map_err(AuthError::from)?;
+        let access = self
+            .issuer
+            .issue(kiosk.as_str(), Role::Kiosk)
+            .map_err(AuthError::from)?;
         Ok(Response::new(pb::KioskLoginResponse {
             access_token: access.token,
             access_token_expires_at: Some(timestamp(access.expires_at)),

@@ -41,11 +41,15 @@ impl Email {
             return Err(bad("must be an email address (no \"@\")"));
         };
         if local.is_empty() || domain.contains('@') {
-            return Err(bad("must be an email address (one \"@\" after a non-empty name)"));
+            return Err(bad(
+                "must be an email address (one \"@\" after a non-empty name)",
+            ));
         }
         let labels: Vec<&str> = domain.split('.').collect();
         if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
-            return Err(bad("must be an email address (the domain needs a dot, e.g. example.com)"));
+            return Err(bad(
+                "must be an email address (the domain needs a dot, e.g. example.com)",
+            ));
         }
         Ok(Self(email))
     }
@@ -71,10 +75,16 @@ impl Password {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldViolation> {
         let chars = raw.chars().count();
         if chars < MIN_PASSWORD_CHARS {
-            return Err(FieldViolation::new(field, format!("must be at least {MIN_PASSWORD_CHARS} characters")));
+            return Err(FieldViolation::new(
+                field,
+                format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+            ));
         }
         if chars > MAX_PASSWORD_CHARS {
-            return Err(FieldViolation::new(field, format!("must be at most {MAX_PASSWORD_CHARS} characters")));
+            return Err(FieldViolation::new(
+                field,
+                format!("must be at most {MAX_PASSWORD_CHARS} characters"),
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -95,8 +105,14 @@ impl KioskId {
         if raw.is_empty() || raw.len() > 64 {
             return Err(FieldViolation::new(field, "must be 1 to 64 characters"));
         }
-        if !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(FieldViolation::new(field, "may hold only A-Z, a-z, 0-9, \"-\" and \"_\""));
+        if !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(FieldViolation::new(
+                field,
+                "may hold only A-Z, a-z, 0-9, \"-\" and \"_\"",
+            ));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -136,7 +152,9 @@ pub async fn verify_password(password: String, phc: Option<String>) -> bool {
         let Ok(parsed) = PasswordHash::new(&phc) else {
             return false;
         };
-        let matches = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
         matches && known
     })
     .await
@@ -172,8 +190,20 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse("email", " Ann@Example.COM ").unwrap().as_str(), "ann@example.com");
-        for bad in ["", "ann", "ann@", "@example.com", "ann@example", "a b@example.com", "a@b@c.com", "ann@example..com"] {
+        assert_eq!(
+            Email::parse("email", " Ann@Example.COM ").unwrap().as_str(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "ann@example..com",
+        ] {
             let violation = Email::parse("email", bad).unwrap_err();
             assert_eq!(violation.field, "email", "{bad}");
         }
@@ -182,9 +212,15 @@ mod tests {
     #[test]
     fn passwords_are_checked_by_length() {
         assert!(Password::parse("password", "correct horse").is_ok());
-        assert_eq!(Password::parse("password", "short").unwrap_err().field, "password");
+        assert_eq!(
+            Password::parse("password", "short").unwrap_err().field,
+            "password"
+        );
         assert!(Password::parse("password", &"x".repeat(1025)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("p", "correct horse").unwrap()), "Password(***)");
+        assert_eq!(
+            format!("{:?}", Password::parse("p", "correct horse").unwrap()),
+            "Password(***)"
+        );
     }
 
     #[test]
@@ -196,7 +232,9 @@ mod tests {
 
     #[tokio::test]
     async fn password_hash_verifies_only_the_right_password() {
-        let hash = hash_password(Password::parse("p", "correct horse battery").unwrap()).await.unwrap();
+        let hash = hash_password(Password::parse("p", "correct horse battery").unwrap())
+            .await
+            .unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify_password("correct horse battery".into(), Some(hash.clone())).await);
         assert!(!verify_password("wrong horse battery".into(), Some(hash)).await);

@@ -48,11 +48,19 @@ impl ServiceRole for AuthRole {
             .add(AuthServiceServer::new(api))
             .limit_per_address(
                 "/sneakernet.auth.v1.AuthService/Login",
-                KeyedLimiter::new("login attempts from this address", limits.login_per_address, limits.period),
+                KeyedLimiter::new(
+                    "login attempts from this address",
+                    limits.login_per_address,
+                    limits.period,
+                ),
             )
             .limit_per_address(
                 "/sneakernet.auth.v1.AuthService/Register",
-                KeyedLimiter::new("registrations from this address", limits.register_per_address, limits.period),
+                KeyedLimiter::new(
+                    "registrations from this address",
+                    limits.register_per_address,
+                    limits.period,
+                ),
             );
         Ok(())
     }
@@ -66,7 +74,8 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), StartError>
 /// Opens the database, loads (or creates) the signing keys, installs them into the context's
 /// verifier.
 pub async fn build(ctx: &RoleContext) -> Result<AuthApi, StartError> {
-    let db = sneakernet_runtime::db::open_and_migrate::<migration::Migrator>(&ctx.config, SERVICE).await?;
+    let db = sneakernet_runtime::db::open_and_migrate::<migration::Migrator>(&ctx.config, SERVICE)
+        .await?;
     let store = Store::new(db);
     let keys = store.signing_keys(ctx.clock.now()).await.map_err(startup)?;
     let auth = &ctx.config.auth;
@@ -84,9 +93,14 @@ pub async fn build(ctx: &RoleContext) -> Result<AuthApi, StartError> {
         clock: ctx.clock.clone(),
         refresh_ttl: auth.refresh_token_ttl,
         keys_cache: auth.keys_refresh_interval,
-        per_account: KeyedLimiter::new(
-            "login or registration attempts for this account",
-            ctx.config.rate_limit.login_per_account,
+        login_per_account: KeyedLimiter::new(
+            "login attempts for this account",
+            ctx.config.rate_limit.attempts_per_account,
+            ctx.config.rate_limit.period,
+        ),
+        register_per_account: KeyedLimiter::new(
+            "registration attempts for this email",
+            ctx.config.rate_limit.attempts_per_account,
             ctx.config.rate_limit.period,
         ),
     })
@@ -107,14 +121,21 @@ pub enum OperatorCreated {
 
 /// Creates an operator account directly in the auth database: the bootstrap path for the first
 /// operator (`sneakernet operator create`), which no RPC can create.
-pub async fn create_operator(config: &Config, email: &str, password: &str) -> Result<OperatorCreated, StartError> {
+pub async fn create_operator(
+    config: &Config,
+    email: &str,
+    password: &str,
+) -> Result<OperatorCreated, StartError> {
     let email = Email::parse("email", email)
         .map_err(|v| StartError::Other(format!("operator email: {}", v.description)))?;
     let password = Password::parse("password", password)
         .map_err(|v| StartError::Other(format!("operator password: {}", v.description)))?;
     let ctx = RoleContext::new(config.clone(), Shutdown::new());
     let api = build(&ctx).await?;
-    match api.create_account(&email, password, Role::Operator, false).await {
+    match api
+        .create_account(&email, password, Role::Operator, false)
+        .await
+    {
         Ok((account, _)) => Ok(OperatorCreated::Created(account.id)),
         Err(AuthError::EmailTaken) => Ok(OperatorCreated::Exists),
         Err(error) => Err(startup(error)),
@@ -122,9 +143,10 @@ pub async fn create_operator(config: &Config, email: &str, password: &str) -> Re
 }
 
 async fn bootstrap_operator(api: &AuthApi, config: &Config) -> Result<(), StartError> {
-    let (Some(email), Some(file)) =
-        (&config.auth.bootstrap_operator_email, &config.auth.bootstrap_operator_password_file)
-    else {
+    let (Some(email), Some(file)) = (
+        &config.auth.bootstrap_operator_email,
+        &config.auth.bootstrap_operator_password_file,
+    ) else {
         return Ok(());
     };
     let password = read_secret_file(file)?;
@@ -142,7 +164,10 @@ async fn bootstrap_operator(api: &AuthApi, config: &Config) -> Result<(), StartE
             reason: format!("the password in {} {}", file.display(), v.description),
         })
     })?;
-    match api.create_account(&email, password, Role::Operator, false).await {
+    match api
+        .create_account(&email, password, Role::Operator, false)
+        .await
+    {
         Ok((account, _)) => {
             tracing::info!(user_id = %account.id, "bootstrap operator created");
             Ok(())
@@ -162,5 +187,9 @@ pub fn read_secret_file(file: &Path) -> Result<String, StartError> {
             reason: format!("cannot read {}: {e}", file.display()),
         })
     })?;
-    Ok(text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_owned())
+    Ok(text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text)
+        .to_owned())
 }

@@ -48,13 +48,18 @@ impl Store {
     pub async fn signing_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyMaterial>, AuthError> {
         let rows = signing_key::Entity::find().all(&self.db).await?;
         if rows.iter().any(|r| r.retired_at.is_none()) {
-            return rows.iter().map(|r| KeyMaterial::from_row(r).map_err(AuthError::from)).collect();
+            return rows
+                .iter()
+                .map(|r| KeyMaterial::from_row(r).map_err(AuthError::from))
+                .collect();
         }
         let key = KeyMaterial::generate(now)?;
         key.to_row().into_active_model().insert(&self.db).await?;
         tracing::info!(kid = %key.kid, "generated a new token signing key");
-        let mut keys: Vec<KeyMaterial> =
-            rows.iter().map(KeyMaterial::from_row).collect::<Result<_, _>>()?;
+        let mut keys: Vec<KeyMaterial> = rows
+            .iter()
+            .map(KeyMaterial::from_row)
+            .collect::<Result<_, _>>()?;
         keys.push(key);
         Ok(keys)
     }
@@ -84,8 +89,20 @@ impl Store {
             }
             Err(error) => return Err(error.into()),
         };
-        // Tests kill the process here to prove the account and session commit together.
-        fail::fail_point!("auth::create_account::after_user_insert");
+        // Fault injection (compiled in only with fail/failpoints): a test arms this with
+        // `return(<marker file>)`; the process announces it is mid-transaction and hangs until
+        // the test kills it, proving the account and its session commit together or not at all.
+        fail::fail_point!(
+            "auth::create_account::after_user_insert",
+            |marker: Option<String>| -> Result<user::Model, AuthError> {
+                if let Some(marker) = marker {
+                    let _ = std::fs::write(marker, "mid-transaction");
+                }
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+        );
         if let Some(session) = session {
             insert_refresh(&txn, &inserted.id, session, now).await?;
         }
@@ -95,7 +112,10 @@ impl Store {
 
     /// The account with this (normalised) email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<user::Model>, AuthError> {
-        Ok(user::Entity::find().filter(user::Column::Email.eq(email)).one(&self.db).await?)
+        Ok(user::Entity::find()
+            .filter(user::Column::Email.eq(email))
+            .one(&self.db)
+            .await?)
     }
 
     /// Stores the first refresh token of a new session.
@@ -127,7 +147,9 @@ impl Store {
             .exec(&txn)
             .await?
             .rows_affected;
-        let row = refresh_token::Entity::find_by_id(presented_hash.to_owned()).one(&txn).await?;
+        let row = refresh_token::Entity::find_by_id(presented_hash.to_owned())
+            .one(&txn)
+            .await?;
         let Some(row) = row else {
             return Err(AuthError::RefreshUnknown);
         };
@@ -143,13 +165,20 @@ impl Store {
                 AuthError::RefreshExpired
             });
         }
-        let Some(account) = user::Entity::find_by_id(row.user_id.clone()).one(&txn).await? else {
+        let Some(account) = user::Entity::find_by_id(row.user_id.clone())
+            .one(&txn)
+            .await?
+        else {
             return Err(AuthError::AccountGone);
         };
         insert_refresh(
             &txn,
             &account.id,
-            NewRefreshToken { token_hash: next_hash, family_id: row.family_id, expires_at },
+            NewRefreshToken {
+                token_hash: next_hash,
+                family_id: row.family_id,
+                expires_at,
+            },
             now,
         )
         .await?;
@@ -158,12 +187,21 @@ impl Store {
     }
 
     /// The stored refresh token with this hash.
-    pub async fn refresh_token(&self, hash: &str) -> Result<Option<refresh_token::Model>, AuthError> {
-        Ok(refresh_token::Entity::find_by_id(hash.to_owned()).one(&self.db).await?)
+    pub async fn refresh_token(
+        &self,
+        hash: &str,
+    ) -> Result<Option<refresh_token::Model>, AuthError> {
+        Ok(refresh_token::Entity::find_by_id(hash.to_owned())
+            .one(&self.db)
+            .await?)
     }
 
     /// Revokes every token of a session. Idempotent.
-    pub async fn revoke_family(&self, family_id: &str, now: DateTime<Utc>) -> Result<(), AuthError> {
+    pub async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthError> {
         refresh_token::Entity::update_many()
             .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
             .filter(refresh_token::Column::FamilyId.eq(family_id))
@@ -174,7 +212,10 @@ impl Store {
     }
 
     /// Stores a kiosk's credential, replacing any earlier one (which stops working).
-    pub async fn put_kiosk_credential(&self, credential: kiosk_credential::Model) -> Result<(), AuthError> {
+    pub async fn put_kiosk_credential(
+        &self,
+        credential: kiosk_credential::Model,
+    ) -> Result<(), AuthError> {
         kiosk_credential::Entity::insert(credential.into_active_model())
             .on_conflict(
                 OnConflict::column(kiosk_credential::Column::KioskId)
@@ -192,7 +233,11 @@ impl Store {
     }
 
     /// Revokes a kiosk's credential. `false` if the kiosk has none (or it is revoked already).
-    pub async fn revoke_kiosk_credential(&self, kiosk_id: &str, now: DateTime<Utc>) -> Result<bool, AuthError> {
+    pub async fn revoke_kiosk_credential(
+        &self,
+        kiosk_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AuthError> {
         let revoked = kiosk_credential::Entity::update_many()
             .col_expr(kiosk_credential::Column::RevokedAt, Expr::value(now))
             .filter(kiosk_credential::Column::KioskId.eq(kiosk_id))
@@ -204,8 +249,13 @@ impl Store {
     }
 
     /// A kiosk's credential.
-    pub async fn kiosk_credential(&self, kiosk_id: &str) -> Result<Option<kiosk_credential::Model>, AuthError> {
-        Ok(kiosk_credential::Entity::find_by_id(kiosk_id.to_owned()).one(&self.db).await?)
+    pub async fn kiosk_credential(
+        &self,
+        kiosk_id: &str,
+    ) -> Result<Option<kiosk_credential::Model>, AuthError> {
+        Ok(kiosk_credential::Entity::find_by_id(kiosk_id.to_owned())
+            .one(&self.db)
+            .await?)
     }
 }
 

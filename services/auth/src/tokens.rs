@@ -32,7 +32,9 @@ pub struct KeyMaterial {
 
 impl std::fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyMaterial").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("KeyMaterial")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,20 +63,36 @@ impl KeyMaterial {
     pub fn generate(now: DateTime<Utc>) -> Result<Self, KeyError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
-        Ok(Self { kid: uuid::Uuid::now_v7().simple().to_string(), seed, created_at: now, retired_at: None })
+        Ok(Self {
+            kid: uuid::Uuid::now_v7().simple().to_string(),
+            seed,
+            created_at: now,
+            retired_at: None,
+        })
     }
 
     /// The verifying half.
     pub fn public_key(&self) -> [u8; 32] {
-        SigningKey::from_bytes(&self.seed).verifying_key().to_bytes()
+        SigningKey::from_bytes(&self.seed)
+            .verifying_key()
+            .to_bytes()
     }
 
     /// Reads a stored row.
     pub fn from_row(row: &signing_key::Model) -> Result<Self, KeyError> {
-        let corrupt = || KeyError::Corrupt { kid: row.kid.clone() };
-        let bytes = URL_SAFE_NO_PAD.decode(&row.private_key).map_err(|_| corrupt())?;
+        let corrupt = || KeyError::Corrupt {
+            kid: row.kid.clone(),
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(&row.private_key)
+            .map_err(|_| corrupt())?;
         let seed = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| corrupt())?;
-        Ok(Self { kid: row.kid.clone(), seed, created_at: row.created_at, retired_at: row.retired_at })
+        Ok(Self {
+            kid: row.kid.clone(),
+            seed,
+            created_at: row.created_at,
+            retired_at: row.retired_at,
+        })
     }
 
     /// The row to store.
@@ -107,7 +125,9 @@ struct IssuerInner {
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenIssuer").field("issuer", &self.inner.issuer).finish_non_exhaustive()
+        f.debug_struct("TokenIssuer")
+            .field("issuer", &self.inner.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,7 +152,14 @@ impl TokenIssuer {
         verifier: TokenVerifier,
     ) -> Self {
         let this = Self {
-            inner: Arc::new(IssuerInner { audience, issuer, ttl, clock, keys: RwLock::new(Vec::new()), verifier }),
+            inner: Arc::new(IssuerInner {
+                audience,
+                issuer,
+                ttl,
+                clock,
+                keys: RwLock::new(Vec::new()),
+                verifier,
+            }),
         };
         this.replace_keys(keys);
         this
@@ -141,15 +168,21 @@ impl TokenIssuer {
     /// Replaces the key set (after a rotation) and updates the in-process verifier.
     pub fn replace_keys(&self, mut keys: Vec<KeyMaterial>) {
         keys.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        let public: Vec<PublicKey> =
-            keys.iter().map(|k| PublicKey { kid: k.kid.clone(), ed25519: k.public_key() }).collect();
+        let public: Vec<PublicKey> = keys
+            .iter()
+            .map(|k| PublicKey {
+                kid: k.kid.clone(),
+                ed25519: k.public_key(),
+            })
+            .collect();
         self.inner.verifier.install_keys(&public);
         *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
     }
 
     /// Every key that may still verify a live token, newest first.
     pub fn published_keys(&self) -> Vec<KeyMaterial> {
-        let horizon = self.inner.clock.now() - chrono::Duration::from_std(self.inner.ttl).unwrap_or_default();
+        let horizon =
+            self.inner.clock.now() - chrono::Duration::from_std(self.inner.ttl).unwrap_or_default();
         self.inner
             .keys
             .read()
@@ -174,10 +207,15 @@ impl TokenIssuer {
     pub fn issue(&self, subject: &str, role: Role) -> Result<AccessToken, KeyError> {
         let key = {
             let keys = self.inner.keys.read().unwrap_or_else(|p| p.into_inner());
-            keys.iter().find(|k| k.retired_at.is_none()).cloned().ok_or(KeyError::NoActiveKey)?
+            keys.iter()
+                .find(|k| k.retired_at.is_none())
+                .cloned()
+                .ok_or(KeyError::NoActiveKey)?
         };
         let now = self.inner.clock.now();
-        let expires_at = now + chrono::Duration::from_std(self.inner.ttl).map_err(|e| KeyError::Sign(e.to_string()))?;
+        let expires_at = now
+            + chrono::Duration::from_std(self.inner.ttl)
+                .map_err(|e| KeyError::Sign(e.to_string()))?;
         let claims = Claims {
             sub: subject.to_owned(),
             role,
@@ -188,11 +226,14 @@ impl TokenIssuer {
             iat: now.timestamp(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
         };
-        let der = SigningKey::from_bytes(&key.seed).to_pkcs8_der().map_err(|e| KeyError::Sign(e.to_string()))?;
+        let der = SigningKey::from_bytes(&key.seed)
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::Sign(e.to_string()))?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes()))
-            .map_err(|e| KeyError::Sign(e.to_string()))?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes()))
+                .map_err(|e| KeyError::Sign(e.to_string()))?;
         Ok(AccessToken { token, expires_at })
     }
 }
@@ -220,7 +261,10 @@ mod tests {
         let issuer = issuer(vec![key.clone()], verifier.clone());
         let token = issuer.issue("user-1", Role::Operator).unwrap();
         let claims = verifier.verify(&token.token).unwrap();
-        assert_eq!((claims.sub.as_str(), claims.role), ("user-1", Role::Operator));
+        assert_eq!(
+            (claims.sub.as_str(), claims.role),
+            ("user-1", Role::Operator)
+        );
         assert_eq!(issuer.published_keys()[0].kid, key.kid);
     }
 
@@ -238,7 +282,10 @@ mod tests {
         let new_token = issuer.issue("u", Role::User).unwrap();
         let header = jsonwebtoken::decode_header(&new_token.token).unwrap();
         assert_eq!(header.kid.as_deref(), Some(new.kid.as_str()));
-        assert!(verifier.verify(&old_token.token).is_ok(), "rotation must not cut live tokens");
+        assert!(
+            verifier.verify(&old_token.token).is_ok(),
+            "rotation must not cut live tokens"
+        );
         assert_eq!(issuer.published_keys().len(), 2);
     }
 
@@ -249,6 +296,9 @@ mod tests {
         assert_eq!(back.seed, key.seed);
         let mut row = key.to_row();
         row.private_key = "short".into();
-        assert!(matches!(KeyMaterial::from_row(&row), Err(KeyError::Corrupt { .. })));
+        assert!(matches!(
+            KeyMaterial::from_row(&row),
+            Err(KeyError::Corrupt { .. })
+        ));
     }
 }

@@ -3,9 +3,15 @@
 //! Skeleton: the role starts, is reported SERVING by health and listed by reflection, and every
 //! RPC answers UNIMPLEMENTED until the kiosk-link issue (#4) fills it in.
 
-use sneakernet_proto::gateway::v1::device_command_service_server::{DeviceCommandService, DeviceCommandServiceServer};
-use sneakernet_proto::gateway::v1::device_event_service_server::{DeviceEventService, DeviceEventServiceServer};
-use sneakernet_proto::gateway::v1::kiosk_link_service_server::{KioskLinkService, KioskLinkServiceServer};
+use sneakernet_proto::gateway::v1::device_command_service_server::{
+    DeviceCommandService, DeviceCommandServiceServer,
+};
+use sneakernet_proto::gateway::v1::device_event_service_server::{
+    DeviceEventService, DeviceEventServiceServer,
+};
+use sneakernet_proto::gateway::v1::kiosk_link_service_server::{
+    KioskLinkService, KioskLinkServiceServer,
+};
 use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::config::Config;
 use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};

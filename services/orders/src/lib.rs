@@ -22,7 +22,9 @@ impl ServiceRole for OrdersRole {
     const NAME: &'static str = SERVICE;
 
     async fn start(_ctx: &RoleContext, services: &mut GrpcServices) -> Result<(), StartError> {
-        services.add(OrderServiceServer::new(OrdersApi)).add(FleetServiceServer::new(OrdersApi));
+        services
+            .add(OrderServiceServer::new(OrdersApi))
+            .add(FleetServiceServer::new(OrdersApi));
         Ok(())
     }
 }

@@ -91,7 +91,11 @@ impl Caller {
         if roles.contains(&self.role) {
             Ok(self)
         } else {
-            let allowed = roles.iter().map(Role::to_string).collect::<Vec<_>>().join(" or ");
+            let allowed = roles
+                .iter()
+                .map(Role::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ");
             Err(ApiError::PermissionDenied(format!(
                 "this call needs the {allowed} role; the caller is a {}",
                 self.role
@@ -109,7 +113,9 @@ pub trait CallerExt {
 impl<T> CallerExt for tonic::Request<T> {
     fn caller(&self) -> Result<&Caller, ApiError> {
         self.extensions().get::<Caller>().ok_or_else(|| {
-            ApiError::Unauthenticated("this call needs an access token (authorization: Bearer ...)".into())
+            ApiError::Unauthenticated(
+                "this call needs an access token (authorization: Bearer ...)".into(),
+            )
         })
     }
 }
@@ -170,9 +176,15 @@ struct VerifierInner {
 
 impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kids: Vec<String> =
-            self.inner.keys.read().map(|k| k.keys().cloned().collect()).unwrap_or_default();
-        f.debug_struct("TokenVerifier").field("kids", &kids).finish()
+        let kids: Vec<String> = self
+            .inner
+            .keys
+            .read()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("TokenVerifier")
+            .field("kids", &kids)
+            .finish()
     }
 }
 
@@ -184,8 +196,10 @@ impl TokenVerifier {
         validation.set_issuer(&[issuer]);
         validation.validate_nbf = true;
         validation.leeway = leeway.as_secs();
-        validation.required_spec_claims =
-            ["exp", "nbf", "aud", "iss", "sub"].into_iter().map(String::from).collect();
+        validation.required_spec_claims = ["exp", "nbf", "aud", "iss", "sub"]
+            .into_iter()
+            .map(String::from)
+            .collect();
         Self {
             inner: Arc::new(VerifierInner {
                 keys: RwLock::new(HashMap::new()),
@@ -201,12 +215,20 @@ impl TokenVerifier {
             .iter()
             .map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.ed25519)))
             .collect();
-        *self.inner.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = map;
+        *self
+            .inner
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = map;
     }
 
     /// The key ids currently trusted.
     pub fn key_ids(&self) -> Vec<String> {
-        let keys = self.inner.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         keys.keys().cloned().collect()
     }
 
@@ -224,7 +246,11 @@ impl TokenVerifier {
         }
         let kid = header.kid.ok_or(TokenError::Malformed)?;
         let key = {
-            let keys = self.inner.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let keys = self
+                .inner
+                .keys
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             keys.get(&kid).cloned()
         };
         let Some(key) = key else {
@@ -263,7 +289,10 @@ impl AuthLayer {
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, verifier: self.verifier.clone() }
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+        }
     }
 }
 
@@ -319,7 +348,10 @@ fn authenticate(
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(TokenError::Malformed)?;
     let claims = verifier.verify(token.trim())?;
-    Ok(Some(Caller { subject: claims.sub, role: claims.role }))
+    Ok(Some(Caller {
+        subject: claims.sub,
+        role: claims.role,
+    }))
 }
 
 #[cfg(test)]
@@ -331,7 +363,10 @@ mod tests {
 
     fn key(seed: u8) -> (SigningKey, PublicKey) {
         let signing = SigningKey::from_bytes(&[seed; 32]);
-        let public = PublicKey { kid: format!("k{seed}"), ed25519: signing.verifying_key().to_bytes() };
+        let public = PublicKey {
+            kid: format!("k{seed}"),
+            ed25519: signing.verifying_key().to_bytes(),
+        };
         (signing, public)
     }
 
@@ -374,22 +409,43 @@ mod tests {
         let (signing, public) = key(1);
         let (other, _) = key(2);
         let v = verifier(&[public]);
-        assert_eq!(v.verify(&sign(&signing, "k1", &claims(-60, -120))), Err(TokenError::Expired));
-        assert_eq!(v.verify(&sign(&signing, "k1", &claims(600, 300))), Err(TokenError::NotYetValid));
+        assert_eq!(
+            v.verify(&sign(&signing, "k1", &claims(-60, -120))),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            v.verify(&sign(&signing, "k1", &claims(600, 300))),
+            Err(TokenError::NotYetValid)
+        );
         let mut aud = claims(60, 0);
         aud.aud = "elsewhere".into();
-        assert_eq!(v.verify(&sign(&signing, "k1", &aud)), Err(TokenError::WrongAudience));
+        assert_eq!(
+            v.verify(&sign(&signing, "k1", &aud)),
+            Err(TokenError::WrongAudience)
+        );
         let mut iss = claims(60, 0);
         iss.iss = "mallory".into();
-        assert_eq!(v.verify(&sign(&signing, "k1", &iss)), Err(TokenError::WrongIssuer));
-        assert_eq!(v.verify(&sign(&other, "k1", &claims(60, 0))), Err(TokenError::BadSignature));
-        assert_eq!(v.verify(&sign(&signing, "k9", &claims(60, 0))), Err(TokenError::UnknownKey));
+        assert_eq!(
+            v.verify(&sign(&signing, "k1", &iss)),
+            Err(TokenError::WrongIssuer)
+        );
+        assert_eq!(
+            v.verify(&sign(&other, "k1", &claims(60, 0))),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            v.verify(&sign(&signing, "k9", &claims(60, 0))),
+            Err(TokenError::UnknownKey)
+        );
         assert_eq!(v.verify("not.a.token"), Err(TokenError::Malformed));
     }
 
     #[test]
     fn caller_role_check_names_roles() {
-        let caller = Caller { subject: "u".into(), role: Role::User };
+        let caller = Caller {
+            subject: "u".into(),
+            role: Role::User,
+        };
         assert!(caller.require(&[Role::User]).is_ok());
         let err = caller.require(&[Role::Operator]).unwrap_err();
         assert!(matches!(err, ApiError::PermissionDenied(ref m) if m.contains("operator")));

@@ -36,7 +36,8 @@ impl OffsetClock {
 
     /// Moves the clock by `delta` (negative moves it back).
     pub fn advance(&self, delta: chrono::Duration) {
-        self.offset_ms.fetch_add(delta.num_milliseconds(), Ordering::SeqCst);
+        self.offset_ms
+            .fetch_add(delta.num_milliseconds(), Ordering::SeqCst);
     }
 }
 

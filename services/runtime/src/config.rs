@@ -106,8 +106,9 @@ pub struct AuthConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    /// Login attempts allowed per account per `period`.
-    pub login_per_account: u32,
+    /// Login attempts allowed per account per `period`; registration attempts per email have
+    /// a budget of the same size of their own.
+    pub attempts_per_account: u32,
     /// Login attempts allowed per client address per `period`.
     pub login_per_address: u32,
     /// Registrations allowed per client address per `period`.
@@ -148,7 +149,10 @@ impl Default for Config {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Pretty, filter: "info".to_owned() }
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".to_owned(),
+        }
     }
 }
 
@@ -171,7 +175,7 @@ impl Default for AuthConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            login_per_account: 10,
+            attempts_per_account: 10,
             login_per_address: 60,
             register_per_address: 30,
             period: Duration::from_secs(60),
@@ -244,28 +248,40 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.database_target()?;
         if let Some(redis) = &self.redis_url {
-            let parsed = url::Url::parse(redis).map_err(|e| invalid(
-                "redis_url",
-                "SNEAKERNET_REDIS_URL",
-                format!("cannot parse {}: {e}", redact_url(redis)),
-            ))?;
+            let parsed = url::Url::parse(redis).map_err(|e| {
+                invalid(
+                    "redis_url",
+                    "SNEAKERNET_REDIS_URL",
+                    format!("cannot parse {}: {e}", redact_url(redis)),
+                )
+            })?;
             if !matches!(parsed.scheme(), "redis" | "rediss") {
                 return Err(invalid(
                     "redis_url",
                     "SNEAKERNET_REDIS_URL",
-                    format!("scheme must be redis:// or rediss://, got {}://", parsed.scheme()),
+                    format!(
+                        "scheme must be redis:// or rediss://, got {}://",
+                        parsed.scheme()
+                    ),
                 ));
             }
         }
         if let Some(auth_url) = &self.auth.url {
             let parsed = url::Url::parse(auth_url).map_err(|e| {
-                invalid("auth.url", "SNEAKERNET_AUTH__URL", format!("cannot parse {auth_url}: {e}"))
+                invalid(
+                    "auth.url",
+                    "SNEAKERNET_AUTH__URL",
+                    format!("cannot parse {auth_url}: {e}"),
+                )
             })?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(invalid(
                     "auth.url",
                     "SNEAKERNET_AUTH__URL",
-                    format!("scheme must be http:// or https://, got {}://", parsed.scheme()),
+                    format!(
+                        "scheme must be http:// or https://, got {}://",
+                        parsed.scheme()
+                    ),
                 ));
             }
         }
@@ -277,10 +293,18 @@ impl Config {
             ));
         }
         if self.auth.audience.is_empty() {
-            return Err(invalid("auth.audience", "SNEAKERNET_AUTH__AUDIENCE", "must not be empty".into()));
+            return Err(invalid(
+                "auth.audience",
+                "SNEAKERNET_AUTH__AUDIENCE",
+                "must not be empty".into(),
+            ));
         }
         if self.auth.issuer.is_empty() {
-            return Err(invalid("auth.issuer", "SNEAKERNET_AUTH__ISSUER", "must not be empty".into()));
+            return Err(invalid(
+                "auth.issuer",
+                "SNEAKERNET_AUTH__ISSUER",
+                "must not be empty".into(),
+            ));
         }
         if self.auth.access_token_ttl < Duration::from_secs(1) {
             return Err(invalid(
@@ -307,16 +331,32 @@ impl Config {
         }
         let limits = &self.rate_limit;
         for (key, env, value) in [
-            ("rate_limit.login_per_account", "SNEAKERNET_RATE_LIMIT__LOGIN_PER_ACCOUNT", limits.login_per_account),
-            ("rate_limit.login_per_address", "SNEAKERNET_RATE_LIMIT__LOGIN_PER_ADDRESS", limits.login_per_address),
-            ("rate_limit.register_per_address", "SNEAKERNET_RATE_LIMIT__REGISTER_PER_ADDRESS", limits.register_per_address),
+            (
+                "rate_limit.attempts_per_account",
+                "SNEAKERNET_RATE_LIMIT__ATTEMPTS_PER_ACCOUNT",
+                limits.attempts_per_account,
+            ),
+            (
+                "rate_limit.login_per_address",
+                "SNEAKERNET_RATE_LIMIT__LOGIN_PER_ADDRESS",
+                limits.login_per_address,
+            ),
+            (
+                "rate_limit.register_per_address",
+                "SNEAKERNET_RATE_LIMIT__REGISTER_PER_ADDRESS",
+                limits.register_per_address,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, env, "must be at least 1".into()));
             }
         }
         if limits.period.is_zero() {
-            return Err(invalid("rate_limit.period", "SNEAKERNET_RATE_LIMIT__PERIOD", "must be longer than 0s".into()));
+            return Err(invalid(
+                "rate_limit.period",
+                "SNEAKERNET_RATE_LIMIT__PERIOD",
+                "must be longer than 0s".into(),
+            ));
         }
         if let Some(tls) = &self.tls {
             for (key, env, path) in [
@@ -324,7 +364,11 @@ impl Config {
                 ("tls.key", "SNEAKERNET_TLS__KEY", &tls.key),
             ] {
                 if !path.is_file() {
-                    return Err(invalid(key, env, format!("{} is not a readable file", path.display())));
+                    return Err(invalid(
+                        key,
+                        env,
+                        format!("{} is not a readable file", path.display()),
+                    ));
                 }
             }
         }
@@ -334,7 +378,10 @@ impl Config {
     /// Which database the services open.
     pub fn database_target(&self) -> Result<DatabaseTarget, ConfigError> {
         let prefix = &self.database_schema_prefix;
-        if !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
             return Err(invalid(
                 "database_schema_prefix",
                 "SNEAKERNET_DATABASE_SCHEMA_PREFIX",
@@ -342,7 +389,9 @@ impl Config {
             ));
         }
         let Some(raw) = &self.database_url else {
-            return Ok(DatabaseTarget::Sqlite { dir: self.data_dir.clone() });
+            return Ok(DatabaseTarget::Sqlite {
+                dir: self.data_dir.clone(),
+            });
         };
         let parsed = url::Url::parse(raw).map_err(|e| {
             invalid(
@@ -422,7 +471,9 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(
             config.database_target().unwrap(),
-            DatabaseTarget::Sqlite { dir: PathBuf::from("./sneakernet-data") }
+            DatabaseTarget::Sqlite {
+                dir: PathBuf::from("./sneakernet-data")
+            }
         );
     }
 
@@ -440,7 +491,9 @@ mod tests {
 
     #[test]
     fn unknown_environment_key_is_named() {
-        let err = try_env(&[("SNEAKERNET_LISTN", "1.2.3.4:5")]).unwrap_err().to_string();
+        let err = try_env(&[("SNEAKERNET_LISTN", "1.2.3.4:5")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listn"), "{err}");
         assert!(!err.contains('\n'), "{err}");
     }
@@ -449,8 +502,13 @@ mod tests {
     fn unknown_file_key_is_named() {
         let mut err = String::new();
         figment::Jail::expect_with(|jail| {
-            jail.create_file("s.toml", "listen = \"127.0.0.1:1\"\n[auth]\naudiance = \"x\"\n")?;
-            err = Config::load(Some(Path::new("s.toml"))).unwrap_err().to_string();
+            jail.create_file(
+                "s.toml",
+                "listen = \"127.0.0.1:1\"\n[auth]\naudiance = \"x\"\n",
+            )?;
+            err = Config::load(Some(Path::new("s.toml")))
+                .unwrap_err()
+                .to_string();
             Ok(())
         });
         assert!(err.contains("audiance"), "{err}");
@@ -470,7 +528,10 @@ mod tests {
         let err = try_env(&[("SNEAKERNET_DATABASE_URL", "mysql://localhost/x")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("database_url") && err.contains("mysql"), "{err}");
+        assert!(
+            err.contains("database_url") && err.contains("mysql"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -483,7 +544,10 @@ mod tests {
 
     #[test]
     fn redaction_hides_passwords_only() {
-        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
     }
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::{Config, DatabaseTarget, redact_url};
@@ -73,7 +75,9 @@ pub async fn open(
     service: &'static str,
 ) -> Result<(DatabaseConnection, String), DbOpenError> {
     match config.database_target()? {
-        DatabaseTarget::Sqlite { dir } => open_sqlite(&dir, service, config.database_max_connections).await,
+        DatabaseTarget::Sqlite { dir } => {
+            open_sqlite(&dir, service, config.database_max_connections).await
+        }
         DatabaseTarget::Postgres { url, schema_prefix } => {
             let schema = format!("{schema_prefix}{service}");
             open_postgres(&url, &schema, service, config.database_max_connections).await
@@ -110,11 +114,13 @@ async fn open_sqlite(
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });
-    let db = Database::connect(options).await.map_err(|e| DbOpenError::Connect {
-        service,
-        target: target.clone(),
-        reason: one_line(&e.to_string()),
-    })?;
+    let db = Database::connect(options)
+        .await
+        .map_err(|e| DbOpenError::Connect {
+            service,
+            target: target.clone(),
+            reason: one_line(&e.to_string()),
+        })?;
     Ok((db, target))
 }
 
@@ -134,7 +140,11 @@ async fn open_postgres(
     // sqlx reports an unreachable server as a pool timeout; probing the socket first gives
     // the operator the real reason ("connection refused", "no route to host").
     if let Err(reason) = probe_tcp(url).await {
-        return Err(DbOpenError::Connect { service, target, reason });
+        return Err(DbOpenError::Connect {
+            service,
+            target,
+            reason,
+        });
     }
 
     // The schema must exist before a pool whose search_path names it is useful.
@@ -175,11 +185,22 @@ async fn probe_tcp(url: &str) -> Result<(), String> {
         return Ok(());
     };
     let port = parsed.port().unwrap_or(5432);
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
-        Err(_) => Err(format!("{host}:{port}: no answer within {}s", CONNECT_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "{host}:{port}: no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        )),
     }
 }
 

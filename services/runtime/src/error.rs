@@ -22,7 +22,10 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// A violation of `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 }
 
@@ -150,17 +153,26 @@ impl From<ApiError> for Status {
                 }
                 message
             }
-            ApiError::FailedPrecondition { message, violations } => {
+            ApiError::FailedPrecondition {
+                message,
+                violations,
+            } => {
                 for v in violations {
                     details.add_precondition_failure_violation(v.kind, v.subject, v.description);
                 }
                 message
             }
-            ApiError::ResourceExhausted { message, retry_after } => {
+            ApiError::ResourceExhausted {
+                message,
+                retry_after,
+            } => {
                 details.set_retry_info(Some(retry_after));
                 message
             }
-            ApiError::Unavailable { message, retry_after } => {
+            ApiError::Unavailable {
+                message,
+                retry_after,
+            } => {
                 if let Some(after) = retry_after {
                     details.set_retry_info(Some(after));
                 }
@@ -190,15 +202,25 @@ mod tests {
             FieldViolation::new("password", "shorter than 10 characters"),
         ]));
         assert_eq!(status.code(), Code::InvalidArgument);
-        let bad = status.get_details_bad_request().expect("bad request details");
-        let fields: Vec<_> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+        let bad = status
+            .get_details_bad_request()
+            .expect("bad request details");
+        let fields: Vec<_> = bad
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
         assert_eq!(fields, ["email", "password"]);
         assert!(status.message().contains("email"));
     }
 
     #[test]
     fn precondition_failure_round_trips() {
-        let status = Status::from(ApiError::precondition("NO_DEPOSIT", "user/u1", "pay a deposit first"));
+        let status = Status::from(ApiError::precondition(
+            "NO_DEPOSIT",
+            "user/u1",
+            "pay a deposit first",
+        ));
         assert_eq!(status.code(), Code::FailedPrecondition);
         let failure = status.get_details_precondition_failure().expect("details");
         assert_eq!(failure.violations[0].r#type, "NO_DEPOSIT");
@@ -229,14 +251,29 @@ mod tests {
             (ApiError::invalid("f", "d"), Code::InvalidArgument),
             (ApiError::NotFound("x".into()), Code::NotFound),
             (ApiError::AlreadyExists("x".into()), Code::AlreadyExists),
-            (ApiError::precondition("K", "s", "d"), Code::FailedPrecondition),
-            (ApiError::Unauthenticated("x".into()), Code::Unauthenticated),
-            (ApiError::PermissionDenied("x".into()), Code::PermissionDenied),
             (
-                ApiError::ResourceExhausted { message: "x".into(), retry_after: Duration::ZERO },
+                ApiError::precondition("K", "s", "d"),
+                Code::FailedPrecondition,
+            ),
+            (ApiError::Unauthenticated("x".into()), Code::Unauthenticated),
+            (
+                ApiError::PermissionDenied("x".into()),
+                Code::PermissionDenied,
+            ),
+            (
+                ApiError::ResourceExhausted {
+                    message: "x".into(),
+                    retry_after: Duration::ZERO,
+                },
                 Code::ResourceExhausted,
             ),
-            (ApiError::Unavailable { message: "x".into(), retry_after: None }, Code::Unavailable),
+            (
+                ApiError::Unavailable {
+                    message: "x".into(),
+                    retry_after: None,
+                },
+                Code::Unavailable,
+            ),
             (ApiError::Internal("x".into()), Code::Internal),
         ];
         for (error, code) in cases {

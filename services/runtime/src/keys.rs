@@ -17,7 +17,9 @@ use crate::shutdown::Shutdown;
 pub const MIN_REFETCH: Duration = Duration::from_secs(5);
 
 /// Converts GetSigningKeys' answer into verifier keys; a malformed key is skipped and logged.
-pub fn public_keys(response: &sneakernet_proto::auth::v1::GetSigningKeysResponse) -> Vec<PublicKey> {
+pub fn public_keys(
+    response: &sneakernet_proto::auth::v1::GetSigningKeysResponse,
+) -> Vec<PublicKey> {
     response
         .keys
         .iter()

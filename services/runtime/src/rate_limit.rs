@@ -35,7 +35,9 @@ pub struct KeyedLimiter<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone> std::fmt::Debug for KeyedLimiter<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedLimiter").field("what", &self.what).finish()
+        f.debug_struct("KeyedLimiter")
+            .field("what", &self.what)
+            .finish()
     }
 }
 
@@ -62,7 +64,11 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         self.limiter.check_key(key).map_err(|not_until| {
             let retry_after = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::ResourceExhausted {
-                message: format!("too many {}; retry in {}s", self.what, retry_after.as_secs().max(1)),
+                message: format!(
+                    "too many {}; retry in {}s",
+                    self.what,
+                    retry_after.as_secs().max(1)
+                ),
                 retry_after,
             }
         })
@@ -79,14 +85,19 @@ pub struct AddressRateLimitLayer {
 impl AddressRateLimitLayer {
     /// A layer with the given (path, budget) rules.
     pub fn new(rules: Vec<(String, KeyedLimiter<IpAddr>)>) -> Self {
-        Self { rules: Arc::new(rules) }
+        Self {
+            rules: Arc::new(rules),
+        }
     }
 }
 
 impl<S> Layer<S> for AddressRateLimitLayer {
     type Service = AddressRateLimit<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AddressRateLimit { inner, rules: self.rules.clone() }
+        AddressRateLimit {
+            inner,
+            rules: self.rules.clone(),
+        }
     }
 }
 

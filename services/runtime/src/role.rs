@@ -36,8 +36,17 @@ impl RoleContext {
 
     /// A context with the given clock.
     pub fn with_clock(config: Config, shutdown: Shutdown, clock: SharedClock) -> Self {
-        let verifier = TokenVerifier::new(&config.auth.audience, &config.auth.issuer, config.auth.clock_leeway);
-        Self { config: Arc::new(config), shutdown, verifier, clock }
+        let verifier = TokenVerifier::new(
+            &config.auth.audience,
+            &config.auth.issuer,
+            config.auth.clock_leeway,
+        );
+        Self {
+            config: Arc::new(config),
+            shutdown,
+            verifier,
+            clock,
+        }
     }
 
     /// Keeps the verifier supplied from the remote auth service at `auth.url`.
@@ -52,7 +61,11 @@ impl RoleContext {
             }));
         };
         let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| {
-            StartError::Config(ConfigError::Invalid { key: "auth.url", env: "SNEAKERNET_AUTH__URL", reason: e.to_string() })
+            StartError::Config(ConfigError::Invalid {
+                key: "auth.url",
+                env: "SNEAKERNET_AUTH__URL",
+                reason: e.to_string(),
+            })
         })?;
         crate::keys::spawn_refresher(
             self.verifier.clone(),
@@ -107,14 +120,19 @@ pub trait ServiceRole {
 
 /// Binds `config.listen`, or fails naming the address.
 pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
-    TcpListener::bind(config.listen).await.map_err(|e| StartError::Listen {
-        address: config.listen.to_string(),
-        reason: e.to_string(),
-    })
+    TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Listen {
+            address: config.listen.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Runs one role alone until `shutdown` triggers: what each service crate's `serve` calls.
-pub async fn serve_role<R: ServiceRole>(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
+pub async fn serve_role<R: ServiceRole>(
+    config: Config,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
     let listener = bind(&config).await?;
     let ctx = RoleContext::new(config, shutdown.clone());
     let mut services = GrpcServices::new();

@@ -39,7 +39,9 @@ pub struct GrpcServices {
 
 impl std::fmt::Debug for GrpcServices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcServices").field("names", &self.names).finish()
+        f.debug_struct("GrpcServices")
+            .field("names", &self.names)
+            .finish()
     }
 }
 
@@ -68,7 +70,11 @@ impl GrpcServices {
     }
 
     /// Limits calls to `path` (`/package.Service/Method`) per client address.
-    pub fn limit_per_address(&mut self, path: impl Into<String>, limiter: KeyedLimiter<IpAddr>) -> &mut Self {
+    pub fn limit_per_address(
+        &mut self,
+        path: impl Into<String>,
+        limiter: KeyedLimiter<IpAddr>,
+    ) -> &mut Self {
         self.address_limits.push((path.into(), limiter));
         self
     }
@@ -113,7 +119,9 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     let names = std::mem::take(&mut services.names);
     for name in &names {
-        health.set_service_status(*name, ServingStatus::Serving).await;
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
 
     let mut reflection = tonic_reflection::server::Builder::configure()
@@ -130,8 +138,16 @@ pub async fn serve(
     }
     let mut routes = services.routes;
     routes.add_service(health_service);
-    routes.add_service(reflection.build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?);
-    routes.add_service(reflection_alpha.build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?);
+    routes.add_service(
+        reflection
+            .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?,
+    );
+    routes.add_service(
+        reflection_alpha
+            .build_v1alpha()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?,
+    );
 
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -164,7 +180,9 @@ pub async fn serve(
     let signal = async move {
         token.cancelled().await;
         for name in &names {
-            health_on_shutdown.set_service_status(*name, ServingStatus::NotServing).await;
+            health_on_shutdown
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
         }
     };
     let server = builder
@@ -187,7 +205,11 @@ async fn load_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
         key: tls.key.display().to_string(),
         reason,
     };
-    let cert = tokio::fs::read(&tls.cert).await.map_err(|e| error(e.to_string()))?;
-    let key = tokio::fs::read(&tls.key).await.map_err(|e| error(e.to_string()))?;
+    let cert = tokio::fs::read(&tls.cert)
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    let key = tokio::fs::read(&tls.key)
+        .await
+        .map_err(|e| error(e.to_string()))?;
     Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
 }

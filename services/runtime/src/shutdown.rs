@@ -70,9 +70,14 @@ impl Shutdown {
     /// all finished in time.
     pub async fn wait(&self, grace: Duration) -> bool {
         self.tracker.close();
-        let done = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        let done = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
         if !done {
-            tracing::warn!(remaining = self.tracker.len(), "tasks still running after the shutdown grace period");
+            tracing::warn!(
+                remaining = self.tracker.len(),
+                "tasks still running after the shutdown grace period"
+            );
         }
         done
     }

@@ -25,15 +25,28 @@ use crate::shutdown::Shutdown;
 /// (tests, or standalone after serve) keeps the first subscriber.
 pub fn init_tracing(config: &LogConfig) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => EnvFilter::try_new(&env).map_err(|e| format!("invalid RUST_LOG {env:?}: {e}"))?,
-        _ => EnvFilter::try_new(&config.filter)
-            .map_err(|e| format!("invalid configuration: `log.filter` (SNEAKERNET_LOG__FILTER) {:?}: {e}", config.filter))?,
+        Ok(env) if !env.is_empty() => {
+            EnvFilter::try_new(&env).map_err(|e| format!("invalid RUST_LOG {env:?}: {e}"))?
+        }
+        _ => EnvFilter::try_new(&config.filter).map_err(|e| {
+            format!(
+                "invalid configuration: `log.filter` (SNEAKERNET_LOG__FILTER) {:?}: {e}",
+                config.filter
+            )
+        })?,
     };
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().with_target(true)).try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .try_init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
             .try_init(),
     };
     // An already-installed subscriber is fine: the process logs somewhere already.
@@ -56,7 +69,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// Serves `GET /metrics` on `addr` until shutdown. Returns the bound address (port 0 allowed).
 pub async fn serve_metrics(addr: SocketAddr, shutdown: &Shutdown) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr} (metrics_listen): {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} (metrics_listen): {e}"),
+        )
     })?;
     let bound = listener.local_addr()?;
     let handle = prometheus();
@@ -127,7 +143,8 @@ where
                     .to_owned(),
                 Err(_) => "transport".to_owned(),
             };
-            metrics::counter!("grpc_requests_total", "method" => method.clone(), "code" => code).increment(1);
+            metrics::counter!("grpc_requests_total", "method" => method.clone(), "code" => code)
+                .increment(1);
             metrics::histogram!("grpc_request_duration_seconds", "method" => method)
                 .record(started.elapsed().as_secs_f64());
             response

@@ -82,22 +82,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&config)?;
             serve(config, &NodeRole::ALL).await
         }
-        Command::Operator { action: OperatorAction::Create { email, password_file } } => {
+        Command::Operator {
+            action:
+                OperatorAction::Create {
+                    email,
+                    password_file,
+                },
+        } => {
             let password = match password_file {
                 Some(file) => sneakernet_auth::read_secret_file(&file)?,
                 None => {
                     let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .context("cannot read the password from standard input")?;
                     let line = line.trim_end_matches(['\n', '\r']).to_owned();
                     if line.is_empty() {
-                        bail!("no password given: pass --password-file or write it on standard input");
+                        bail!(
+                            "no password given: pass --password-file or write it on standard input"
+                        );
                     }
                     line
                 }
             };
             match sneakernet_auth::create_operator(&config, &email, &password).await? {
-                sneakernet_auth::OperatorCreated::Created(id) => println!("operator {email} created (id {id})"),
-                sneakernet_auth::OperatorCreated::Exists => println!("an account with email {email} exists already; nothing changed"),
+                sneakernet_auth::OperatorCreated::Created(id) => {
+                    println!("operator {email} created (id {id})")
+                }
+                sneakernet_auth::OperatorCreated::Exists => {
+                    println!("an account with email {email} exists already; nothing changed")
+                }
             }
             Ok(())
         }
@@ -115,7 +130,11 @@ async fn serve(config: Config, roles: &[NodeRole]) -> anyhow::Result<()> {
     let embedded = config.database_url.is_none();
     let node = node::start(config, roles, shutdown, None).await?;
     let roles: Vec<String> = roles.iter().map(ToString::to_string).collect();
-    println!("sneakernet: serving {} on {}", roles.join(", "), node.address);
+    println!(
+        "sneakernet: serving {} on {}",
+        roles.join(", "),
+        node.address
+    );
     if embedded {
         println!("sneakernet: embedded storage in {}", data_dir.display());
     }

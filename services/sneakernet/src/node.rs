@@ -31,7 +31,12 @@ pub enum NodeRole {
 
 impl NodeRole {
     /// Every role, in start order (auth first: the others verify tokens with its keys).
-    pub const ALL: [NodeRole; 4] = [NodeRole::Auth, NodeRole::Orders, NodeRole::Content, NodeRole::Gateway];
+    pub const ALL: [NodeRole; 4] = [
+        NodeRole::Auth,
+        NodeRole::Orders,
+        NodeRole::Content,
+        NodeRole::Gateway,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -94,7 +99,9 @@ pub async fn start(
     roles.sort();
     roles.dedup();
     if roles.is_empty() {
-        return Err(StartError::Other("no role to serve; pass --role auth,orders,content,gateway".into()));
+        return Err(StartError::Other(
+            "no role to serve; pass --role auth,orders,content,gateway".into(),
+        ));
     }
     let listener = sneakernet_runtime::role::bind(&config).await?;
     let address = listener.local_addr().map_err(|e| StartError::Listen {
@@ -138,7 +145,14 @@ pub async fn start(
         server_shutdown.trigger();
         result.map_err(StartError::from)
     });
-    Ok(Node { address, metrics_address, verifier, shutdown, grace, server })
+    Ok(Node {
+        address,
+        metrics_address,
+        verifier,
+        shutdown,
+        grace,
+        server,
+    })
 }
 
 impl Node {
@@ -152,7 +166,9 @@ impl Node {
     pub async fn wait(self) -> Result<(), StartError> {
         let result = match self.server.await {
             Ok(result) => result,
-            Err(join) => Err(StartError::Other(format!("gRPC server task failed: {join}"))),
+            Err(join) => Err(StartError::Other(format!(
+                "gRPC server task failed: {join}"
+            ))),
         };
         self.shutdown.trigger();
         self.shutdown.wait(self.grace).await;
