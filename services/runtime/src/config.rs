@@ -420,14 +420,32 @@ fn invalid(key: &'static str, env: &'static str, reason: String) -> ConfigError 
     ConfigError::Invalid { key, env, reason }
 }
 
-/// Figment's errors can span lines (one per nested cause); a startup error is one line.
+/// Figment's errors can span lines (one per nested cause) and name env keys in upper case; a
+/// startup error is one line naming the key as the README does (`auth.access_token_ttl`),
+/// the environment variable that sets it, and where the bad value came from.
 fn one_line(error: &figment::Error) -> String {
-    error
-        .clone()
-        .into_iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    error.clone().into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("; ")
+}
+
+fn describe(error: &figment::Error) -> String {
+    use figment::error::Kind;
+    // The path already ends with the offending key, unknown ones included.
+    let path: Vec<String> = error.path.iter().map(|p| p.to_lowercase()).collect();
+    let what = match &error.kind {
+        Kind::UnknownField(..) => "unknown key".to_owned(),
+        other => other.to_string(),
+    };
+    let key = path.join(".");
+    let env = format!("{ENV_PREFIX}{}", path.join("__").to_uppercase());
+    let source = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        Some(figment::Source::File(file)) => format!(" in {}", file.display()),
+        _ => String::new(),
+    };
+    if key.is_empty() {
+        format!("{what}{source}")
+    } else {
+        format!("`{key}` ({env}){source}: {what}")
+    }
 }
 
 /// A URL fit for logs and error messages: the password, if any, replaced by `***`.
