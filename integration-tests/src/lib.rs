@@ -73,10 +73,12 @@ fn skip_or_fail(what: &str, var: &str) {
 
 /// A configuration for a test node on `backend`: port 0, its own data dir, its own schemas.
 pub fn test_config(backend: &Backend, data_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().expect("loopback address");
-    config.data_dir = data_dir.to_owned();
-    config.shutdown_grace = Duration::from_secs(5);
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        data_dir: data_dir.to_owned(),
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    };
     if let Backend::Postgres(url) = backend {
         config.database_url = Some(url.clone());
         config.database_schema_prefix = unique_schema_prefix();
@@ -318,10 +320,10 @@ impl Child {
         let mut lines = BufReader::new(stdout).lines();
         let address = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(rest) = line.strip_prefix("sneakernet: serving ") {
-                    if let Some((_, address)) = rest.rsplit_once(" on ") {
-                        return Ok::<_, anyhow::Error>(address.parse()?);
-                    }
+                if let Some(rest) = line.strip_prefix("sneakernet: serving ")
+                    && let Some((_, address)) = rest.rsplit_once(" on ")
+                {
+                    return Ok::<_, anyhow::Error>(address.parse()?);
                 }
             }
             bail!("sneakernet exited before announcing its address")

@@ -167,7 +167,7 @@ impl TokenIssuer {
 
     /// Replaces the key set (after a rotation) and updates the in-process verifier.
     pub fn replace_keys(&self, mut keys: Vec<KeyMaterial>) {
-        keys.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
         let public: Vec<PublicKey> = keys
             .iter()
             .map(|k| PublicKey {

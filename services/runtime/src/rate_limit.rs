@@ -123,13 +123,12 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path();
-        if let Some((_, limiter)) = self.rules.iter().find(|(p, _)| p == path) {
-            if let Some(ip) = peer_ip(&request) {
-                if let Err(error) = limiter.check(&ip) {
-                    let status = tonic::Status::from(error);
-                    return Box::pin(async move { Ok(status.into_http()) });
-                }
-            }
+        if let Some((_, limiter)) = self.rules.iter().find(|(p, _)| p == path)
+            && let Some(ip) = peer_ip(&request)
+            && let Err(error) = limiter.check(&ip)
+        {
+            let status = tonic::Status::from(error);
+            return Box::pin(async move { Ok(status.into_http()) });
         }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
