@@ -422,6 +422,21 @@ async fn kiosk_credentials_log_in_only_as_that_kiosk_and_stop_when_revoked() {
             "{backend}: old secret stops working"
         );
 
+        // The kiosk agent proves the same identity from its configuration file.
+        let dir = tempfile::tempdir().unwrap();
+        let credential_file = dir.path().join("kiosk.secret");
+        std::fs::write(&credential_file, format!("{}\n", second.secret)).unwrap();
+        let agent = sneakernet_kiosk_agent::config::AgentConfig {
+            kiosk_id: "K-0001".into(),
+            credential_file,
+            auth_url: format!("http://{}", sandbox.node().address),
+            gateway_url: format!("http://{}", sandbox.node().address),
+        };
+        let expires = sneakernet_kiosk_agent::login(&agent)
+            .await
+            .expect("agent login");
+        assert!(expires > chrono::Utc::now().timestamp(), "{backend}");
+
         auth.revoke_kiosk_credential(authed(
             pb::RevokeKioskCredentialRequest {
                 kiosk_id: "K-0001".into(),

@@ -424,7 +424,12 @@ fn invalid(key: &'static str, env: &'static str, reason: String) -> ConfigError 
 /// startup error is one line naming the key as the README does (`auth.access_token_ttl`),
 /// the environment variable that sets it, and where the bad value came from.
 fn one_line(error: &figment::Error) -> String {
-    error.clone().into_iter().map(|e| describe(&e)).collect::<Vec<_>>().join("; ")
+    error
+        .clone()
+        .into_iter()
+        .map(|e| describe(&e))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn describe(error: &figment::Error) -> String {
