@@ -204,3 +204,63 @@ async fn killing_the_server_mid_register_leaves_no_half_created_account() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_role_without_auth_needs_auth_url_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_binary(
+        binary!(),
+        &["serve", "--role", "orders"],
+        &[
+            ("SNEAKERNET_LISTEN", "127.0.0.1:0"),
+            ("SNEAKERNET_DATA_DIR", dir.path().to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_one_clear_line(code, &stderr, &["auth.url", "SNEAKERNET_AUTH__URL"]);
+
+    let (code, stderr) = run_binary(binary!(), &["serve", "--role", "billing"], &[]).await;
+    assert_eq!(code, Some(2), "clap's usage error: {stderr}");
+    assert!(stderr.contains("unknown role \"billing\""), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(&Backend::Sqlite, dir.path());
+    let mut child = Child::standalone(binary!(), &config, &[])
+        .await
+        .expect("start");
+    let mut auth = AuthServiceClient::new(connect(child.address).await);
+    auth.register(pb::RegisterRequest {
+        email: "term@example.com".into(),
+        password: PASSWORD.into(),
+    })
+    .await
+    .expect("serving before the signal");
+
+    let pid = child.process.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.process.wait())
+        .await
+        .expect("exited within the grace period")
+        .expect("exit status");
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+
+    // The data survived: a restart on the same directory knows the account.
+    let restarted = Child::standalone(binary!(), &config, &[])
+        .await
+        .expect("restart");
+    let mut auth = AuthServiceClient::new(connect(restarted.address).await);
+    auth.login(pb::LoginRequest {
+        email: "term@example.com".into(),
+        password: PASSWORD.into(),
+    })
+    .await
+    .expect("account persisted");
+    restarted.kill().await;
+}

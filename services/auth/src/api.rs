@@ -247,7 +247,7 @@ impl AuthService for AuthApi {
                 public_key: k.public_key().to_vec(),
                 kid: k.kid,
                 algorithm: "EdDSA".into(),
-                not_before: Some(timestamp(k.created_at)),
+                not_before: Some(timestamp(k.not_before)),
                 retired_at: k.retired_at.map(timestamp),
             })
             .collect();

@@ -43,6 +43,7 @@ impl ServiceRole for AuthRole {
     async fn start(ctx: &RoleContext, services: &mut GrpcServices) -> Result<(), StartError> {
         let api = build(ctx).await?;
         bootstrap_operator(&api, &ctx.config).await?;
+        spawn_key_reload(&api, ctx);
         let limits = &ctx.config.rate_limit;
         services
             .add(AuthServiceServer::new(api))
@@ -77,7 +78,10 @@ pub async fn build(ctx: &RoleContext) -> Result<AuthApi, StartError> {
     let db = sneakernet_runtime::db::open_and_migrate::<migration::Migrator>(&ctx.config, SERVICE)
         .await?;
     let store = Store::new(db);
-    let keys = store.signing_keys(ctx.clock.now()).await.map_err(startup)?;
+    let keys = store
+        .signing_keys_or_first(ctx.clock.now())
+        .await
+        .map_err(startup)?;
     let auth = &ctx.config.auth;
     let issuer = TokenIssuer::new(
         auth.audience.clone(),
@@ -104,6 +108,52 @@ pub async fn build(ctx: &RoleContext) -> Result<AuthApi, StartError> {
             ctx.config.rate_limit.period,
         ),
     })
+}
+
+/// Reloads the signing keys from the store every `auth.keys_refresh_interval`, so a rotation
+/// made by another process (`sneakernet keys rotate`, another replica) is published and, at its
+/// switch time, used for signing.
+fn spawn_key_reload(api: &AuthApi, ctx: &RoleContext) {
+    let store = api.store.clone();
+    let issuer = api.issuer.clone();
+    let interval = ctx.config.auth.keys_refresh_interval;
+    let token = ctx.shutdown.token();
+    ctx.shutdown.spawn(async move {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match store.signing_keys().await {
+                Ok(keys) if !keys.is_empty() => issuer.replace_keys(keys),
+                Ok(_) => {
+                    tracing::error!("the signing_keys table is empty; keeping the keys in memory")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot reload signing keys; keeping the keys in memory")
+                }
+            }
+        }
+    });
+}
+
+/// Rotates the token signing key in the auth database: the new key is published at once and
+/// signs from `now + lead` on, when the current key retires. `lead` must cover every
+/// verifier's refresh interval so none sees a token from a key it does not know yet.
+pub async fn rotate_signing_key(
+    config: &Config,
+    lead: std::time::Duration,
+) -> Result<(String, chrono::DateTime<chrono::Utc>), StartError> {
+    let db =
+        sneakernet_runtime::db::open_and_migrate::<migration::Migrator>(config, SERVICE).await?;
+    let switch_at = chrono::Utc::now()
+        + chrono::Duration::from_std(lead)
+            .map_err(|e| StartError::Other(format!("rotation lead: {e}")))?;
+    let key = Store::new(db)
+        .rotate_signing_key(switch_at)
+        .await
+        .map_err(startup)?;
+    Ok((key.kid, switch_at))
 }
 
 fn startup(error: AuthError) -> StartError {

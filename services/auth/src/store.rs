@@ -44,24 +44,46 @@ impl Store {
         Self { db }
     }
 
-    /// Every stored signing key; creates the first one if there is none.
-    pub async fn signing_keys(&self, now: DateTime<Utc>) -> Result<Vec<KeyMaterial>, AuthError> {
+    /// Every stored signing key.
+    pub async fn signing_keys(&self) -> Result<Vec<KeyMaterial>, AuthError> {
         let rows = signing_key::Entity::find().all(&self.db).await?;
-        if rows.iter().any(|r| r.retired_at.is_none()) {
-            return rows
-                .iter()
-                .map(|r| KeyMaterial::from_row(r).map_err(AuthError::from))
-                .collect();
+        rows.iter()
+            .map(|r| KeyMaterial::from_row(r).map_err(AuthError::from))
+            .collect()
+    }
+
+    /// Every stored signing key, after creating one that signs from `now` if no key is
+    /// unretired (first start, or every key retired by hand).
+    pub async fn signing_keys_or_first(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<KeyMaterial>, AuthError> {
+        let keys = self.signing_keys().await?;
+        if keys.iter().any(|k| k.retired_at.is_none()) {
+            return Ok(keys);
         }
         let key = KeyMaterial::generate(now)?;
         key.to_row().into_active_model().insert(&self.db).await?;
         tracing::info!(kid = %key.kid, "generated a new token signing key");
-        let mut keys: Vec<KeyMaterial> = rows
-            .iter()
-            .map(KeyMaterial::from_row)
-            .collect::<Result<_, _>>()?;
-        keys.push(key);
-        Ok(keys)
+        self.signing_keys().await
+    }
+
+    /// Rotates the signing key: a new key that signs from `switch_at` on, and every unretired
+    /// key retired at that same instant, in one transaction.
+    pub async fn rotate_signing_key(
+        &self,
+        switch_at: DateTime<Utc>,
+    ) -> Result<KeyMaterial, AuthError> {
+        let key = KeyMaterial::generate(switch_at)?;
+        let txn = self.db.begin().await?;
+        signing_key::Entity::update_many()
+            .col_expr(signing_key::Column::RetiredAt, Expr::value(switch_at))
+            .filter(signing_key::Column::RetiredAt.is_null())
+            .exec(&txn)
+            .await?;
+        key.to_row().into_active_model().insert(&txn).await?;
+        txn.commit().await?;
+        Ok(key)
     }
 
     /// Creates an account and its first session in one transaction: either both exist

@@ -1,6 +1,10 @@
 //! Access tokens: Ed25519-signed JWTs with `kid`, `aud`, `iss`, `exp`, `nbf`, `iat`, `jti`,
-//! `sub` and `role`. The newest unretired signing key signs; every key whose tokens may still
-//! be alive is published by GetSigningKeys.
+//! `sub` and `role`.
+//!
+//! Key rotation without a gap: a new key is stored with `not_before` in the future and
+//! published at once; the keys it replaces get `retired_at` = that same instant. Until then the
+//! old key signs while every verifier fetches the new one; after it, the new key signs and the
+//! old one still verifies until the tokens it signed have expired.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -24,8 +28,8 @@ pub struct KeyMaterial {
     pub kid: String,
     /// The private seed.
     pub seed: [u8; 32],
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
+    /// When it starts signing.
+    pub not_before: DateTime<Utc>,
     /// When it stopped signing, if it did.
     pub retired_at: Option<DateTime<Utc>>,
 }
@@ -47,7 +51,7 @@ pub enum KeyError {
         /// The key's id.
         kid: String,
     },
-    /// No unretired key exists (the store was tampered with between load and use).
+    /// No key signs now (all retired, or the only ones start later).
     #[error("no signing key is active")]
     NoActiveKey,
     /// The system random generator failed.
@@ -59,16 +63,21 @@ pub enum KeyError {
 }
 
 impl KeyMaterial {
-    /// A fresh key from the system's random generator.
-    pub fn generate(now: DateTime<Utc>) -> Result<Self, KeyError> {
+    /// A fresh key from the system's random generator that signs from `not_before` on.
+    pub fn generate(not_before: DateTime<Utc>) -> Result<Self, KeyError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
         Ok(Self {
             kid: uuid::Uuid::now_v7().simple().to_string(),
             seed,
-            created_at: now,
+            not_before,
             retired_at: None,
         })
+    }
+
+    /// Whether this key signs at `now`.
+    pub fn signs_at(&self, now: DateTime<Utc>) -> bool {
+        self.not_before <= now && self.retired_at.is_none_or(|retired| retired > now)
     }
 
     /// The verifying half.
@@ -90,7 +99,7 @@ impl KeyMaterial {
         Ok(Self {
             kid: row.kid.clone(),
             seed,
-            created_at: row.created_at,
+            not_before: row.not_before,
             retired_at: row.retired_at,
         })
     }
@@ -101,7 +110,7 @@ impl KeyMaterial {
             kid: self.kid.clone(),
             private_key: URL_SAFE_NO_PAD.encode(self.seed),
             public_key: URL_SAFE_NO_PAD.encode(self.public_key()),
-            created_at: self.created_at,
+            not_before: self.not_before,
             retired_at: self.retired_at,
         }
     }
@@ -141,8 +150,8 @@ pub struct AccessToken {
 }
 
 impl TokenIssuer {
-    /// An issuer signing with the newest unretired key of `keys`, which it also installs into
-    /// `verifier`.
+    /// An issuer signing with the newest key of `keys` that signs now; all of `keys` are also
+    /// installed into `verifier`.
     pub fn new(
         audience: String,
         issuer: String,
@@ -167,7 +176,7 @@ impl TokenIssuer {
 
     /// Replaces the key set (after a rotation) and updates the in-process verifier.
     pub fn replace_keys(&self, mut keys: Vec<KeyMaterial>) {
-        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.not_before));
         let public: Vec<PublicKey> = keys
             .iter()
             .map(|k| PublicKey {
@@ -179,7 +188,8 @@ impl TokenIssuer {
         *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
     }
 
-    /// Every key that may still verify a live token, newest first.
+    /// Every key that may verify a live token now or soon (rotated-in keys before they sign),
+    /// newest first.
     pub fn published_keys(&self) -> Vec<KeyMaterial> {
         let horizon =
             self.inner.clock.now() - chrono::Duration::from_std(self.inner.ttl).unwrap_or_default();
@@ -205,14 +215,15 @@ impl TokenIssuer {
 
     /// Signs a token for `subject` with `role`, valid from now for the configured lifetime.
     pub fn issue(&self, subject: &str, role: Role) -> Result<AccessToken, KeyError> {
+        let now = self.inner.clock.now();
         let key = {
             let keys = self.inner.keys.read().unwrap_or_else(|p| p.into_inner());
+            // Sorted newest first, so this is the newest key that signs now.
             keys.iter()
-                .find(|k| k.retired_at.is_none())
+                .find(|k| k.signs_at(now))
                 .cloned()
                 .ok_or(KeyError::NoActiveKey)?
         };
-        let now = self.inner.clock.now();
         let expires_at = now
             + chrono::Duration::from_std(self.inner.ttl)
                 .map_err(|e| KeyError::Sign(e.to_string()))?;
@@ -275,18 +286,37 @@ mod tests {
         let issuer = issuer(vec![old.clone()], verifier.clone());
         let old_token = issuer.issue("u", Role::User).unwrap();
 
+        let kid_of = |token: &AccessToken| {
+            jsonwebtoken::decode_header(&token.token)
+                .unwrap()
+                .kid
+                .unwrap()
+        };
+
+        // Rotated in for one minute from now: published at once, the old key still signs.
+        let switch = Utc::now() + chrono::Duration::minutes(1);
+        let mut retiring = old.clone();
+        retiring.retired_at = Some(switch);
+        let new = KeyMaterial::generate(switch).unwrap();
+        issuer.replace_keys(vec![retiring, new.clone()]);
+        assert_eq!(
+            issuer.published_keys().len(),
+            2,
+            "published before it signs"
+        );
+        assert_eq!(kid_of(&issuer.issue("u", Role::User).unwrap()), old.kid);
+
+        // After the switch the new key signs and the old token still verifies.
         let mut retired = old.clone();
-        retired.retired_at = Some(Utc::now());
-        let new = KeyMaterial::generate(Utc::now()).unwrap();
-        issuer.replace_keys(vec![retired, new.clone()]);
-        let new_token = issuer.issue("u", Role::User).unwrap();
-        let header = jsonwebtoken::decode_header(&new_token.token).unwrap();
-        assert_eq!(header.kid.as_deref(), Some(new.kid.as_str()));
+        retired.retired_at = Some(Utc::now() - chrono::Duration::seconds(1));
+        let mut active = new.clone();
+        active.not_before = Utc::now() - chrono::Duration::seconds(1);
+        issuer.replace_keys(vec![retired, active]);
+        assert_eq!(kid_of(&issuer.issue("u", Role::User).unwrap()), new.kid);
         assert!(
             verifier.verify(&old_token.token).is_ok(),
             "rotation must not cut live tokens"
         );
-        assert_eq!(issuer.published_keys().len(), 2);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn spawn_refresher(
         let client = AuthServiceClient::new(endpoint.connect_lazy());
         let mut backoff = Duration::from_millis(200);
         loop {
+            let fetched_at = tokio::time::Instant::now();
             let wait = match client.clone().get_signing_keys(GetSigningKeysRequest {}).await {
                 Ok(response) => {
                     let keys = public_keys(response.get_ref());
@@ -63,9 +64,10 @@ pub fn spawn_refresher(
                 () = token.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
                 () = verifier.unknown_key_seen() => {
+                    // Early, but never sooner than MIN_REFETCH after the last fetch.
                     tokio::select! {
                         () = token.cancelled() => return,
-                        () = tokio::time::sleep(MIN_REFETCH) => {}
+                        () = tokio::time::sleep_until(fetched_at + MIN_REFETCH) => {}
                     }
                 }
             }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `standalone`, `operator create`.
+//! The command line: `serve`, `standalone`, `operator create`, `keys rotate`.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -47,6 +47,25 @@ pub enum Command {
         #[command(subcommand)]
         action: OperatorAction,
     },
+    /// Manage the keys that sign access tokens, directly in the auth database.
+    Keys {
+        /// What to do with the keys.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+/// Signing-key subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Add a new signing key, published at once, that takes over signing after --lead; the
+    /// current key keeps verifying the tokens it signed until they expire.
+    Rotate {
+        /// How long before the new key signs (default: twice `auth.keys_refresh_interval`, so
+        /// every auth replica and verifier has fetched it first). Humantime, e.g. `10m`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lead: Option<std::time::Duration>,
+    },
 }
 
 /// Operator subcommands.
@@ -81,6 +100,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             init_tracing(&config)?;
             serve(config, &NodeRole::ALL).await
+        }
+        Command::Keys {
+            action: KeysAction::Rotate { lead },
+        } => {
+            let lead = lead.unwrap_or(config.auth.keys_refresh_interval * 2);
+            let (kid, switch_at) = sneakernet_auth::rotate_signing_key(&config, lead).await?;
+            println!("new signing key {kid} published; it signs from {switch_at} on");
+            Ok(())
         }
         Command::Operator {
             action:

@@ -13,8 +13,9 @@ pub struct Model {
     pub private_key: String,
     /// The 32-byte public key, base64url.
     pub public_key: String,
-    /// When it was created; the newest unretired key signs.
-    pub created_at: DateTimeUtc,
+    /// Tokens are signed with this key from this time on (the newest such key signs). A
+    /// rotated-in key is published before this time, so verifiers know it before they see it.
+    pub not_before: DateTimeUtc,
     /// When it stopped signing; it still verifies until tokens it signed have expired.
     pub retired_at: Option<DateTimeUtc>,
 }

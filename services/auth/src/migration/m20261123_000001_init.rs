@@ -74,7 +74,7 @@ impl MigrationTrait for Migration {
                     .col(string(SigningKeys::Kid).primary_key())
                     .col(string(SigningKeys::PrivateKey))
                     .col(string(SigningKeys::PublicKey))
-                    .col(timestamp_with_time_zone(SigningKeys::CreatedAt))
+                    .col(timestamp_with_time_zone(SigningKeys::NotBefore))
                     .col(timestamp_with_time_zone_null(SigningKeys::RetiredAt))
                     .to_owned(),
             )
@@ -135,6 +135,6 @@ enum SigningKeys {
     Kid,
     PrivateKey,
     PublicKey,
-    CreatedAt,
+    NotBefore,
     RetiredAt,
 }
