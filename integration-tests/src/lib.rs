@@ -166,11 +166,6 @@ impl Sandbox {
 
     /// Creates an operator through the bootstrap path and logs in as it.
     pub async fn operator(&self) -> auth::Session {
-        self.operator_account().await.1
-    }
-
-    /// Like [`Sandbox::operator`], also returning the operator's email.
-    pub async fn operator_account(&self) -> (String, auth::Session) {
         let email = format!("op-{}@example.com", uuid::Uuid::new_v4().simple());
         let created = sneakernet_auth::create_operator(&self.config, &email, PASSWORD)
             .await
@@ -179,19 +174,17 @@ impl Sandbox {
             created,
             sneakernet_auth::OperatorCreated::Created(_)
         ));
-        let session = self
-            .auth()
+        self.auth()
             .await
             .login(auth::LoginRequest {
-                email: email.clone(),
+                email,
                 password: PASSWORD.into(),
             })
             .await
             .expect("operator login")
             .into_inner()
             .session
-            .expect("session");
-        (email, session)
+            .expect("session")
     }
 
     /// The current signing key (kid and private seed), read from the auth store: lets tests

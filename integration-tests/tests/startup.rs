@@ -142,7 +142,7 @@ async fn killing_the_server_mid_register_leaves_no_half_created_account() {
         let config = test_config(&backend, dir.path());
         let marker = dir.path().join("mid-register");
         let failpoint = format!(
-            "auth::create_account::after_user_insert=return({})",
+            "auth::create_account::after_user_insert=return(hang:{})",
             marker.display()
         );
         let child = Child::standalone(binary!(), &config, &[("FAILPOINTS", &failpoint)])
@@ -225,19 +225,32 @@ async fn a_role_without_auth_needs_auth_url_and_says_so() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_exits_cleanly() {
+async fn sigterm_lets_an_in_flight_call_finish_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = test_config(&Backend::Sqlite, dir.path());
-    let mut child = Child::standalone(binary!(), &config, &[])
+    let marker = dir.path().join("in-flight");
+    // Register pauses 1.5 s inside its transaction: the signal arrives while it is in flight.
+    let failpoint = format!(
+        "auth::create_account::after_user_insert=return(pause:1500:{})",
+        marker.display()
+    );
+    let mut child = Child::standalone(binary!(), &config, &[("FAILPOINTS", &failpoint)])
         .await
         .expect("start");
     let mut auth = AuthServiceClient::new(connect(child.address).await);
-    auth.register(pb::RegisterRequest {
-        email: "term@example.com".into(),
-        password: PASSWORD.into(),
-    })
-    .await
-    .expect("serving before the signal");
+    let register = tokio::spawn(async move {
+        auth.register(pb::RegisterRequest {
+            email: "term@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+    });
+    eventually(
+        Duration::from_secs(30),
+        "Register to be in flight",
+        || async { marker.exists() },
+    )
+    .await;
 
     let pid = child.process.id().expect("pid").to_string();
     let status = std::process::Command::new("kill")
@@ -245,13 +258,18 @@ async fn sigterm_drains_and_exits_cleanly() {
         .status()
         .expect("kill");
     assert!(status.success());
+    let answered = register.await.unwrap();
+    assert!(
+        answered.is_ok(),
+        "the in-flight call is drained, not cut: {answered:?}"
+    );
     let exit = tokio::time::timeout(Duration::from_secs(30), child.process.wait())
         .await
         .expect("exited within the grace period")
         .expect("exit status");
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
 
-    // The data survived: a restart on the same directory knows the account.
+    // What the drained call wrote is there after a restart.
     let restarted = Child::standalone(binary!(), &config, &[])
         .await
         .expect("restart");
@@ -263,4 +281,18 @@ async fn sigterm_drains_and_exits_cleanly() {
     .await
     .expect("account persisted");
     restarted.kill().await;
+}
+
+#[tokio::test]
+async fn config_file_named_by_environment_is_read_as_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sneakernet.toml");
+    std::fs::write(&file, "[log]\nformatt = \"json\"\n").unwrap();
+    let (code, stderr) = run_binary(
+        binary!(),
+        &["standalone", "--data-dir", dir.path().to_str().unwrap()],
+        &[("SNEAKERNET_CONFIG_FILE", file.to_str().unwrap())],
+    )
+    .await;
+    assert_one_clear_line(code, &stderr, &["log.formatt", "sneakernet.toml"]);
 }

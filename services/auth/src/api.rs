@@ -10,10 +10,10 @@ use sneakernet_proto::auth::v1::auth_service_server::AuthService;
 use sneakernet_runtime::caller::CallerExt;
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::rate_limit::KeyedLimiter;
-use sneakernet_runtime::{FieldViolation, Role};
+use sneakernet_runtime::{FieldViolation, KioskId, Role};
 use tonic::{Request, Response, Status};
 
-use crate::credentials::{self, Email, KioskId, Password};
+use crate::credentials::{self, Email, Password};
 use crate::entity::{kiosk_credential, user};
 use crate::error::AuthError;
 use crate::store::{NewRefreshToken, Store};
@@ -66,11 +66,27 @@ fn email_and_password(email: &str, password: &str) -> Result<(Email, Password), 
     }
 }
 
-fn required(field: &str, value: &str) -> Result<(), AuthError> {
+/// A required text field of at most `max` characters. Bounding every input keeps one request
+/// from costing the server memory or hashing work out of proportion.
+fn bounded(field: &str, value: &str, max: usize) -> Result<(), AuthError> {
     if value.is_empty() {
         return Err(FieldViolation::new(field, "must not be empty").into());
     }
+    if value.chars().count() > max {
+        return Err(FieldViolation::new(field, format!("must be at most {max} characters")).into());
+    }
     Ok(())
+}
+
+/// Opaque secrets we issue are 43 characters; anything much longer is not one of ours.
+const MAX_SECRET_CHARS: usize = 128;
+
+fn kiosk_id(raw: &str) -> Result<KioskId, AuthError> {
+    KioskId::parse(raw).map_err(|why| FieldViolation::new("kiosk_id", why).into())
+}
+
+fn lifetime(ttl: Duration) -> Result<chrono::Duration, AuthError> {
+    chrono::Duration::from_std(ttl).map_err(|e| AuthError::Time(e.to_string()))
 }
 
 impl AuthApi {
@@ -81,8 +97,7 @@ impl AuthApi {
         now: DateTime<Utc>,
     ) -> Result<(String, NewRefreshToken), AuthError> {
         let secret = credentials::random_secret()?;
-        let expires_at = now
-            + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
+        let expires_at = now + lifetime(self.refresh_ttl)?;
         let token = NewRefreshToken {
             token_hash: credentials::secret_hash(&secret),
             family_id,
@@ -165,8 +180,8 @@ impl AuthService for AuthApi {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let body = request.into_inner();
-        required("email", &body.email)?;
-        required("password", &body.password)?;
+        bounded("email", &body.email, credentials::MAX_EMAIL_CHARS)?;
+        bounded("password", &body.password, credentials::MAX_PASSWORD_CHARS)?;
         let key = body.email.trim().to_lowercase();
         self.login_per_account.check(&key)?;
         let account = self.store.user_by_email(&key).await?;
@@ -192,7 +207,7 @@ impl AuthService for AuthApi {
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::RefreshResponse>, Status> {
         let body = request.into_inner();
-        required("refresh_token", &body.refresh_token)?;
+        bounded("refresh_token", &body.refresh_token, MAX_SECRET_CHARS)?;
         let now = self.clock.now();
         let (secret, next) = self.refresh_token(String::new(), now)?;
         let rotated = self
@@ -213,12 +228,11 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let caller = request
+        let account = request
             .caller()?
-            .require(&[Role::User, Role::Operator])?
-            .clone();
+            .require_account(&[Role::User, Role::Operator])?;
         let body = request.into_inner();
-        required("refresh_token", &body.refresh_token)?;
+        bounded("refresh_token", &body.refresh_token, MAX_SECRET_CHARS)?;
         let Some(token) = self
             .store
             .refresh_token(&credentials::secret_hash(&body.refresh_token))
@@ -226,7 +240,7 @@ impl AuthService for AuthApi {
         else {
             return Err(AuthError::RefreshUnknown.into());
         };
-        if token.user_id != caller.subject {
+        if token.user_id != account.to_string() {
             return Err(AuthError::NotYourSession.into());
         }
         self.store
@@ -269,7 +283,7 @@ impl AuthService for AuthApi {
         let (account, _) = self
             .create_account(&email, password, Role::Operator, false)
             .await?;
-        tracing::info!(user_id = %account.id, created_by = %caller.subject, "operator created");
+        tracing::info!(user_id = %account.id, created_by = %caller.audit_name(), "operator created");
         Ok(Response::new(pb::CreateOperatorResponse {
             user_id: account.id,
         }))
@@ -281,7 +295,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::IssueKioskCredentialResponse>, Status> {
         let caller = request.caller()?.require(&[Role::Operator])?.clone();
         let body = request.into_inner();
-        let kiosk = KioskId::parse("kiosk_id", &body.kiosk_id).map_err(AuthError::from)?;
+        let kiosk = kiosk_id(&body.kiosk_id)?;
         let secret = credentials::random_secret().map_err(AuthError::from)?;
         let now = self.clock.now();
         self.store
@@ -289,11 +303,11 @@ impl AuthService for AuthApi {
                 kiosk_id: kiosk.as_str().to_owned(),
                 secret_hash: credentials::secret_hash(&secret),
                 issued_at: now,
-                issued_by: caller.subject.clone(),
+                issued_by: caller.audit_name(),
                 revoked_at: None,
             })
             .await?;
-        tracing::info!(kiosk_id = %kiosk.as_str(), issued_by = %caller.subject, "kiosk credential issued");
+        tracing::info!(kiosk_id = %kiosk.as_str(), issued_by = %caller.audit_name(), "kiosk credential issued");
         Ok(Response::new(pb::IssueKioskCredentialResponse {
             kiosk_id: kiosk.as_str().to_owned(),
             secret,
@@ -307,7 +321,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::RevokeKioskCredentialResponse>, Status> {
         let caller = request.caller()?.require(&[Role::Operator])?.clone();
         let body = request.into_inner();
-        let kiosk = KioskId::parse("kiosk_id", &body.kiosk_id).map_err(AuthError::from)?;
+        let kiosk = kiosk_id(&body.kiosk_id)?;
         if !self
             .store
             .revoke_kiosk_credential(kiosk.as_str(), self.clock.now())
@@ -315,7 +329,7 @@ impl AuthService for AuthApi {
         {
             return Err(AuthError::KioskUnknown(kiosk.as_str().to_owned()).into());
         }
-        tracing::info!(kiosk_id = %kiosk.as_str(), revoked_by = %caller.subject, "kiosk credential revoked");
+        tracing::info!(kiosk_id = %kiosk.as_str(), revoked_by = %caller.audit_name(), "kiosk credential revoked");
         Ok(Response::new(pb::RevokeKioskCredentialResponse {}))
     }
 
@@ -324,8 +338,8 @@ impl AuthService for AuthApi {
         request: Request<pb::KioskLoginRequest>,
     ) -> Result<Response<pb::KioskLoginResponse>, Status> {
         let body = request.into_inner();
-        let kiosk = KioskId::parse("kiosk_id", &body.kiosk_id).map_err(AuthError::from)?;
-        required("secret", &body.secret)?;
+        let kiosk = kiosk_id(&body.kiosk_id)?;
+        bounded("secret", &body.secret, MAX_SECRET_CHARS)?;
         let credential = self.store.kiosk_credential(kiosk.as_str()).await?;
         let presented = blake3::hash(body.secret.as_bytes());
         let valid = credential.is_some_and(|c| {

@@ -1,8 +1,9 @@
-//! Checked inputs (emails, passwords, kiosk ids) and the secrets derived from them: argon2id
-//! password hashes and opaque random tokens stored only as BLAKE3 hashes.
+//! Checked inputs (emails, passwords) and the secrets derived from them: argon2id password
+//! hashes and opaque random tokens stored only as BLAKE3 hashes.
 //!
-//! Password hashing is deliberately slow (tens of milliseconds), so callers run it on the
-//! blocking pool ([`hash_password`], [`verify_password`] do that themselves).
+//! Password hashing is deliberately slow (tens of milliseconds, 19 MiB each), so it runs on the
+//! blocking pool and at most [`max_concurrent_hashes`] at a time: a burst of logins queues
+//! instead of exhausting memory.
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -95,41 +96,27 @@ impl Password {
     }
 }
 
-/// A kiosk's identification number: 1–64 of `A-Z a-z 0-9 - _`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct KioskId(String);
-
-impl KioskId {
-    /// Checks the documented shape.
-    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldViolation> {
-        if raw.is_empty() || raw.len() > 64 {
-            return Err(FieldViolation::new(field, "must be 1 to 64 characters"));
-        }
-        if !raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(FieldViolation::new(
-                field,
-                "may hold only A-Z, a-z, 0-9, \"-\" and \"_\"",
-            ));
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// Hashing failed; only possible through a bug or exhausted memory.
 #[derive(Debug, thiserror::Error)]
 #[error("password hashing failed: {0}")]
 pub struct HashError(String);
 
+/// How many argon2 computations run at once: two per core.
+pub fn max_concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+}
+
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(max_concurrent_hashes()))
+}
+
 /// argon2id hash (PHC string) of `password`, with a fresh random salt, on the blocking pool.
 pub async fn hash_password(password: Password) -> Result<String, HashError> {
+    let _permit = hashing_permits()
+        .acquire()
+        .await
+        .map_err(|e| HashError(e.to_string()))?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.expose().as_bytes())
@@ -144,6 +131,9 @@ pub async fn hash_password(password: Password) -> Result<String, HashError> {
 /// the same work against a dummy hash and answers false, so timing does not reveal which emails
 /// have accounts.
 pub async fn verify_password(password: String, phc: Option<String>) -> bool {
+    let Ok(_permit) = hashing_permits().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         let (phc, known) = match phc {
             Some(phc) => (phc, true),
@@ -221,13 +211,6 @@ mod tests {
             format!("{:?}", Password::parse("p", "correct horse").unwrap()),
             "Password(***)"
         );
-    }
-
-    #[test]
-    fn kiosk_ids_are_checked() {
-        assert!(KioskId::parse("kiosk_id", "K-0042_a").is_ok());
-        assert!(KioskId::parse("kiosk_id", "").is_err());
-        assert!(KioskId::parse("kiosk_id", "k/../x").is_err());
     }
 
     #[tokio::test]

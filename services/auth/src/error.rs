@@ -50,6 +50,9 @@ pub enum AuthError {
     /// Hashing failed.
     #[error(transparent)]
     Hash(#[from] HashError),
+    /// A configured lifetime does not fit a timestamp (config validation bounds it).
+    #[error("time arithmetic: {0}")]
+    Time(String),
     /// The random generator failed.
     #[error("random generator: {0}")]
     Random(#[from] getrandom::Error),
@@ -69,9 +72,11 @@ impl From<AuthError> for ApiError {
             | AuthError::KioskBadCredentials => ApiError::Unauthenticated(error.to_string()),
             AuthError::NotYourSession => ApiError::PermissionDenied(error.to_string()),
             AuthError::KioskUnknown(_) => ApiError::NotFound(error.to_string()),
-            AuthError::Store(_) | AuthError::Key(_) | AuthError::Hash(_) | AuthError::Random(_) => {
-                ApiError::Internal(error.to_string())
-            }
+            AuthError::Store(_)
+            | AuthError::Key(_)
+            | AuthError::Hash(_)
+            | AuthError::Random(_)
+            | AuthError::Time(_) => ApiError::Internal(error.to_string()),
         }
     }
 }

@@ -47,6 +47,11 @@ impl ServiceRole for AuthRole {
         let limits = &ctx.config.rate_limit;
         services
             .add(AuthServiceServer::new(api))
+            .public("/sneakernet.auth.v1.AuthService/Register")
+            .public("/sneakernet.auth.v1.AuthService/Login")
+            .public("/sneakernet.auth.v1.AuthService/Refresh")
+            .public("/sneakernet.auth.v1.AuthService/GetSigningKeys")
+            .public("/sneakernet.auth.v1.AuthService/KioskLogin")
             .limit_per_address(
                 "/sneakernet.auth.v1.AuthService/Login",
                 KeyedLimiter::new(

@@ -6,13 +6,16 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    SqlErr, TransactionTrait,
+    SqlErr,
 };
 use sneakernet_runtime::Role;
 
-use crate::entity::{kiosk_credential, refresh_token, signing_key, user};
+use crate::entity::{kiosk_credential, refresh_family, refresh_token, signing_key, user};
 use crate::error::AuthError;
 use crate::tokens::KeyMaterial;
+
+/// The key id of the first signing key of a fresh database.
+pub const FIRST_KEY_ID: &str = "initial";
 
 /// A refresh token to store: its hash, session and lifetime.
 #[derive(Clone, Debug)]
@@ -62,9 +65,23 @@ impl Store {
         if keys.iter().any(|k| k.retired_at.is_none()) {
             return Ok(keys);
         }
-        let key = KeyMaterial::generate(now)?;
-        key.to_row().into_active_model().insert(&self.db).await?;
-        tracing::info!(kid = %key.kid, "generated a new token signing key");
+        let mut key = KeyMaterial::generate(now)?;
+        if keys.is_empty() {
+            // Replicas starting together on an empty database race to create the first key;
+            // a fixed id makes them converge on one (the losers' inserts do nothing).
+            key.kid = FIRST_KEY_ID.to_owned();
+        }
+        let inserted = signing_key::Entity::insert(key.to_row().into_active_model())
+            .on_conflict(
+                OnConflict::column(signing_key::Column::Kid)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        if inserted == 1 {
+            tracing::info!(kid = %key.kid, "generated a new token signing key");
+        }
         self.signing_keys().await
     }
 
@@ -75,7 +92,7 @@ impl Store {
         switch_at: DateTime<Utc>,
     ) -> Result<KeyMaterial, AuthError> {
         let key = KeyMaterial::generate(switch_at)?;
-        let txn = self.db.begin().await?;
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
         signing_key::Entity::update_many()
             .col_expr(signing_key::Column::RetiredAt, Expr::value(switch_at))
             .filter(signing_key::Column::RetiredAt.is_null())
@@ -103,7 +120,7 @@ impl Store {
             role: role.to_string(),
             created_at: now,
         };
-        let txn = self.db.begin().await?;
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
         let inserted = match account.clone().into_active_model().insert(&txn).await {
             Ok(model) => model,
             Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
@@ -111,22 +128,11 @@ impl Store {
             }
             Err(error) => return Err(error.into()),
         };
-        // Fault injection (compiled in only with fail/failpoints): a test arms this with
-        // `return(<marker file>)`; the process announces it is mid-transaction and hangs until
-        // the test kills it, proving the account and its session commit together or not at all.
-        fail::fail_point!(
-            "auth::create_account::after_user_insert",
-            |marker: Option<String>| -> Result<user::Model, AuthError> {
-                if let Some(marker) = marker {
-                    let _ = std::fs::write(marker, "mid-transaction");
-                }
-                loop {
-                    std::thread::sleep(std::time::Duration::from_secs(3600));
-                }
-            }
-        );
+        // Tests kill the process here, inside the open transaction (see runtime::failpoint),
+        // proving the account and its first session commit together or not at all.
+        sneakernet_runtime::failpoint::pause_point("auth::create_account::after_user_insert").await;
         if let Some(session) = session {
-            insert_refresh(&txn, &inserted.id, session, now).await?;
+            insert_session(&txn, &inserted.id, session, now).await?;
         }
         txn.commit().await?;
         Ok(inserted)
@@ -140,18 +146,23 @@ impl Store {
             .await?)
     }
 
-    /// Stores the first refresh token of a new session.
+    /// Starts a session: its family and first refresh token.
     pub async fn start_session(
         &self,
         user_id: &str,
         token: NewRefreshToken,
         now: DateTime<Utc>,
     ) -> Result<(), AuthError> {
-        insert_refresh(&self.db, user_id, token, now).await
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        insert_session(&txn, user_id, token, now).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
-    /// Spends `presented_hash` and stores `next` in the same session, atomically. A token that
-    /// was spent already revokes its whole session (reuse detection).
+    /// Spends `presented_hash` and stores the next token of its session, atomically. The
+    /// session row is locked first, so a revocation either happened before (refused) or waits
+    /// and then covers the new token too. A token spent already is reuse: the session is
+    /// revoked, in this same transaction.
     pub async fn rotate_refresh(
         &self,
         presented_hash: &str,
@@ -159,35 +170,46 @@ impl Store {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Rotated, AuthError> {
-        let txn = self.db.begin().await?;
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        let Some(presented) = refresh_token::Entity::find_by_id(presented_hash.to_owned())
+            .one(&txn)
+            .await?
+        else {
+            return Err(AuthError::RefreshUnknown);
+        };
+        let family = presented.family_id.clone();
+        let live = refresh_family::Entity::update_many()
+            .col_expr(refresh_family::Column::LastUsedAt, Expr::value(now))
+            .filter(refresh_family::Column::FamilyId.eq(&family))
+            .filter(refresh_family::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if live == 0 {
+            return Err(AuthError::SessionRevoked);
+        }
         let spent = refresh_token::Entity::update_many()
             .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
             .filter(refresh_token::Column::TokenHash.eq(presented_hash))
             .filter(refresh_token::Column::UsedAt.is_null())
-            .filter(refresh_token::Column::RevokedAt.is_null())
             .filter(refresh_token::Column::ExpiresAt.gt(now))
             .exec(&txn)
             .await?
             .rows_affected;
-        let row = refresh_token::Entity::find_by_id(presented_hash.to_owned())
-            .one(&txn)
-            .await?;
-        let Some(row) = row else {
-            return Err(AuthError::RefreshUnknown);
-        };
         if spent == 0 {
-            txn.rollback().await?;
-            return Err(if row.revoked_at.is_some() {
-                AuthError::SessionRevoked
-            } else if row.used_at.is_some() {
-                self.revoke_family(&row.family_id, now).await?;
-                tracing::warn!(family = %row.family_id, user_id = %row.user_id, "refresh token reuse detected; session revoked");
-                AuthError::RefreshReused
-            } else {
-                AuthError::RefreshExpired
-            });
+            // Read again under the family lock: a concurrent rotation may have spent it.
+            let current = refresh_token::Entity::find_by_id(presented_hash.to_owned())
+                .one(&txn)
+                .await?;
+            if current.is_some_and(|t| t.used_at.is_some()) {
+                revoke_family(&txn, &family, now).await?;
+                txn.commit().await?;
+                tracing::warn!(family = %family, user_id = %presented.user_id, "refresh token reuse detected; session revoked");
+                return Err(AuthError::RefreshReused);
+            }
+            return Err(AuthError::RefreshExpired);
         }
-        let Some(account) = user::Entity::find_by_id(row.user_id.clone())
+        let Some(account) = user::Entity::find_by_id(presented.user_id.clone())
             .one(&txn)
             .await?
         else {
@@ -198,7 +220,7 @@ impl Store {
             &account.id,
             NewRefreshToken {
                 token_hash: next_hash,
-                family_id: row.family_id,
+                family_id: family,
                 expires_at,
             },
             now,
@@ -218,19 +240,13 @@ impl Store {
             .await?)
     }
 
-    /// Revokes every token of a session. Idempotent.
+    /// Revokes a session: none of its refresh tokens works again. Idempotent.
     pub async fn revoke_family(
         &self,
         family_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), AuthError> {
-        refresh_token::Entity::update_many()
-            .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
-            .filter(refresh_token::Column::FamilyId.eq(family_id))
-            .filter(refresh_token::Column::RevokedAt.is_null())
-            .exec(&self.db)
-            .await?;
-        Ok(())
+        revoke_family(&self.db, family_id, now).await
     }
 
     /// Stores a kiosk's credential, replacing any earlier one (which stops working).
@@ -281,6 +297,40 @@ impl Store {
     }
 }
 
+async fn revoke_family<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    family_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    refresh_family::Entity::update_many()
+        .col_expr(refresh_family::Column::RevokedAt, Expr::value(now))
+        .filter(refresh_family::Column::FamilyId.eq(family_id))
+        .filter(refresh_family::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// A new session: its family row and first token.
+async fn insert_session<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    user_id: &str,
+    token: NewRefreshToken,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    refresh_family::Model {
+        family_id: token.family_id.clone(),
+        user_id: user_id.to_owned(),
+        created_at: now,
+        last_used_at: now,
+        revoked_at: None,
+    }
+    .into_active_model()
+    .insert(db)
+    .await?;
+    insert_refresh(db, user_id, token, now).await
+}
+
 async fn insert_refresh<C: sea_orm::ConnectionTrait>(
     db: &C,
     user_id: &str,
@@ -294,7 +344,6 @@ async fn insert_refresh<C: sea_orm::ConnectionTrait>(
         created_at: now,
         expires_at: token.expires_at,
         used_at: None,
-        revoked_at: None,
     }
     .into_active_model()
     .insert(db)

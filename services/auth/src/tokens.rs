@@ -174,18 +174,21 @@ impl TokenIssuer {
         this
     }
 
-    /// Replaces the key set (after a rotation) and updates the in-process verifier.
+    /// Replaces the key set (after a rotation or a reload) and trusts exactly the published
+    /// keys in the in-process verifier, with their retirement times.
     pub fn replace_keys(&self, mut keys: Vec<KeyMaterial>) {
         keys.sort_by_key(|k| std::cmp::Reverse(k.not_before));
-        let public: Vec<PublicKey> = keys
+        *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        let public: Vec<PublicKey> = self
+            .published_keys()
             .iter()
             .map(|k| PublicKey {
                 kid: k.kid.clone(),
                 ed25519: k.public_key(),
+                retired_at: k.retired_at.map(|t| t.timestamp()),
             })
             .collect();
         self.inner.verifier.install_keys(&public);
-        *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
     }
 
     /// Every key that may verify a live token now or soon (rotated-in keys before they sign),
@@ -308,7 +311,7 @@ mod tests {
 
         // After the switch the new key signs and the old token still verifies.
         let mut retired = old.clone();
-        retired.retired_at = Some(Utc::now() - chrono::Duration::seconds(1));
+        retired.retired_at = Some(Utc::now());
         let mut active = new.clone();
         active.not_before = Utc::now() - chrono::Duration::seconds(1);
         issuer.replace_keys(vec![retired, active]);

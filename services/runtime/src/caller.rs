@@ -1,11 +1,11 @@
 //! Who is calling: access-token claims, local verification, and the tower layer that puts the
-//! verified [`Caller`] into each request's extensions.
+//! verified [`Caller`] (or why the presented token was refused) into each request's extensions.
 //!
 //! Verification is local: the [`TokenVerifier`] holds the auth service's public keys by key id
 //! (`kid`), installed in-process when this process serves auth, or fetched from it and
 //! refreshed otherwise ([`crate::keys`]). No request pays a call to auth.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -76,19 +76,117 @@ pub struct Claims {
     pub jti: String,
 }
 
+/// An account's id (users and operators): a UUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub uuid::Uuid);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for UserId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(UserId)
+    }
+}
+
+/// A kiosk's identification number: 1 to 64 of `A-Z a-z 0-9 - _`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KioskId(String);
+
+impl KioskId {
+    /// Checks the documented shape; the error says what is wrong.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > 64 {
+            return Err("must be 1 to 64 characters".into());
+        }
+        if !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err("may hold only A-Z, a-z, 0-9, \"-\" and \"_\"".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KioskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The verified identity behind a request. Handlers read it with [`CallerExt::caller`].
+///
+/// Typed per role so a kiosk id can never be mistaken for a user id: code that needs an
+/// account asks [`Caller::account`], code that needs a kiosk asks [`Caller::kiosk`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    /// The token's subject (user id or kiosk id).
-    pub subject: String,
-    /// The token's role.
-    pub role: Role,
+pub enum Caller {
+    /// A person renting items.
+    User(UserId),
+    /// A fleet operator (also an account).
+    Operator(UserId),
+    /// A kiosk agent.
+    Kiosk(KioskId),
 }
 
 impl Caller {
+    /// Builds the caller a token's claims describe, or refuses a subject that does not fit its
+    /// role (a user token whose subject is not a UUID, a kiosk token with a malformed id).
+    pub fn from_claims(claims: &Claims) -> Result<Self, TokenError> {
+        match claims.role {
+            Role::User => claims
+                .sub
+                .parse()
+                .map(Caller::User)
+                .map_err(|_| TokenError::Malformed),
+            Role::Operator => claims
+                .sub
+                .parse()
+                .map(Caller::Operator)
+                .map_err(|_| TokenError::Malformed),
+            Role::Kiosk => KioskId::parse(&claims.sub)
+                .map(Caller::Kiosk)
+                .map_err(|_| TokenError::Malformed),
+        }
+    }
+
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        match self {
+            Caller::User(_) => Role::User,
+            Caller::Operator(_) => Role::Operator,
+            Caller::Kiosk(_) => Role::Kiosk,
+        }
+    }
+
+    /// The account id of a user or operator; `None` for a kiosk.
+    pub fn account(&self) -> Option<UserId> {
+        match self {
+            Caller::User(id) | Caller::Operator(id) => Some(*id),
+            Caller::Kiosk(_) => None,
+        }
+    }
+
+    /// The kiosk id of a kiosk; `None` for people.
+    pub fn kiosk(&self) -> Option<&KioskId> {
+        match self {
+            Caller::Kiosk(id) => Some(id),
+            _ => None,
+        }
+    }
+
     /// Passes if the caller has one of `roles`; otherwise PERMISSION_DENIED naming the roles.
     pub fn require(&self, roles: &[Role]) -> Result<&Self, ApiError> {
-        if roles.contains(&self.role) {
+        if roles.contains(&self.role()) {
             Ok(self)
         } else {
             let allowed = roles
@@ -98,25 +196,50 @@ impl Caller {
                 .join(" or ");
             Err(ApiError::PermissionDenied(format!(
                 "this call needs the {allowed} role; the caller is a {}",
-                self.role
+                self.role()
             )))
+        }
+    }
+
+    /// The account id of a caller with one of `roles` (which must not include kiosk).
+    pub fn require_account(&self, roles: &[Role]) -> Result<UserId, ApiError> {
+        self.require(roles)?.account().ok_or_else(|| {
+            ApiError::PermissionDenied("this call needs an account, not a kiosk".into())
+        })
+    }
+
+    /// Who this is, for logs and audit columns (`user:<id>`, `operator:<id>`, `kiosk:<id>`).
+    pub fn audit_name(&self) -> String {
+        match self {
+            Caller::User(id) => format!("user:{id}"),
+            Caller::Operator(id) => format!("operator:{id}"),
+            Caller::Kiosk(id) => format!("kiosk:{id}"),
         }
     }
 }
 
+/// Put into a request's extensions when it carried an access token that failed verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedToken(pub TokenError);
+
 /// Reads the verified caller out of a request.
 pub trait CallerExt {
-    /// The caller, or UNAUTHENTICATED if the request carried no access token.
+    /// The caller; UNAUTHENTICATED if the request carried no token or one that failed
+    /// verification (the message says why).
     fn caller(&self) -> Result<&Caller, ApiError>;
 }
 
 impl<T> CallerExt for tonic::Request<T> {
     fn caller(&self) -> Result<&Caller, ApiError> {
-        self.extensions().get::<Caller>().ok_or_else(|| {
-            ApiError::Unauthenticated(
-                "this call needs an access token (authorization: Bearer ...)".into(),
-            )
-        })
+        if let Some(caller) = self.extensions().get::<Caller>() {
+            return Ok(caller);
+        }
+        if let Some(RefusedToken(error)) = self.extensions().get::<RefusedToken>() {
+            return Err(error.clone().into());
+        }
+        Err(ApiError::Unauthenticated(
+            "this call needs an access token (authorization: Bearer ...)".into(),
+        ))
     }
 }
 
@@ -127,6 +250,9 @@ pub struct PublicKey {
     pub kid: String,
     /// Raw 32-byte Ed25519 public key.
     pub ed25519: [u8; 32],
+    /// When the key stopped signing (Unix seconds); a token it verifies must have been issued
+    /// before then, so a retired (possibly leaked) key cannot mint new tokens.
+    pub retired_at: Option<i64>,
 }
 
 /// Why a token was refused. Shown to the client: says what is wrong, never the key material.
@@ -153,6 +279,9 @@ pub enum TokenError {
     /// Issued by someone else.
     #[error("access token has the wrong issuer")]
     WrongIssuer,
+    /// Signed with a key after that key was retired.
+    #[error("access token was signed with a retired key")]
+    IssuedAfterRetirement,
 }
 
 impl From<TokenError> for ApiError {
@@ -168,7 +297,7 @@ pub struct TokenVerifier {
 }
 
 struct VerifierInner {
-    keys: RwLock<HashMap<String, DecodingKey>>,
+    keys: RwLock<HashMap<String, (DecodingKey, Option<i64>)>>,
     validation: Validation,
     /// Woken when a token names an unknown key, so a remote key refresher fetches early.
     unknown_key_seen: Notify,
@@ -209,11 +338,14 @@ impl TokenVerifier {
         }
     }
 
-    /// Replaces the trusted key set.
+    /// Replaces the trusted key set with exactly `keys`.
     pub fn install_keys(&self, keys: &[PublicKey]) {
         let map = keys
             .iter()
-            .map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.ed25519)))
+            .map(|k| {
+                let key = DecodingKey::from_ed_der(&k.ed25519);
+                (k.kid.clone(), (key, k.retired_at))
+            })
             .collect();
         *self
             .inner
@@ -253,36 +385,53 @@ impl TokenVerifier {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             keys.get(&kid).cloned()
         };
-        let Some(key) = key else {
+        let Some((key, retired_at)) = key else {
             self.inner.unknown_key_seen.notify_one();
             return Err(TokenError::UnknownKey);
         };
-        jsonwebtoken::decode::<Claims>(token, &key, &self.inner.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.inner.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidSignature => {
+                    // The key under this kid may have been replaced (a reset auth database):
+                    // let a remote refresher look again, as for an unknown kid.
+                    self.inner.unknown_key_seen.notify_one();
+                    TokenError::BadSignature
+                }
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 ErrorKind::InvalidAudience => TokenError::WrongAudience,
                 ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                 _ => TokenError::Malformed,
-            })
+            })?;
+        if retired_at.is_some_and(|retired| claims.iat > retired) {
+            return Err(TokenError::IssuedAfterRetirement);
+        }
+        Ok(claims)
     }
 }
 
-/// Tower layer: a request with `authorization: Bearer <token>` is verified; a valid token puts
-/// a [`Caller`] into the request extensions, an invalid one is answered UNAUTHENTICATED before
-/// any handler runs. A request without the header passes with no caller, so public RPCs work
-/// and protected ones refuse it through [`CallerExt::caller`].
+/// Tower layer: a request with `authorization: Bearer <token>` is verified, and a valid token
+/// puts a [`Caller`] into the request extensions. An invalid token is answered UNAUTHENTICATED
+/// before any handler runs, except on the RPCs declared public (Login, Refresh, health, ...):
+/// there it is only noted as a [`RefusedToken`], so a client whose stale token rides along on
+/// every call can still log in again. Handlers check the caller themselves too, through
+/// [`CallerExt::caller`] (UNAUTHENTICATED for a missing or refused token): two locks, not one.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     verifier: TokenVerifier,
+    public: Arc<HashSet<String>>,
 }
 
 impl AuthLayer {
-    /// A layer verifying with `verifier`.
-    pub fn new(verifier: TokenVerifier) -> Self {
-        Self { verifier }
+    /// A layer verifying with `verifier`; `public` lists the gRPC paths
+    /// (`/package.Service/Method`) and whole services (`/package.Service/`) callable without
+    /// a valid token.
+    pub fn new(verifier: TokenVerifier, public: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            verifier,
+            public: Arc::new(public.into_iter().collect()),
+        }
     }
 }
 
@@ -292,6 +441,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             verifier: self.verifier.clone(),
+            public: self.public.clone(),
         }
     }
 }
@@ -301,6 +451,14 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     verifier: TokenVerifier,
+    public: Arc<HashSet<String>>,
+}
+
+fn is_public(public: &HashSet<String>, path: &str) -> bool {
+    public.contains(path)
+        || path
+            .rfind('/')
+            .is_some_and(|slash| slash > 0 && public.contains(&path[..=slash]))
 }
 
 impl<S> Service<http::Request<Body>> for AuthService<S>
@@ -322,6 +480,9 @@ where
                 request.extensions_mut().insert(caller);
             }
             Ok(None) => {}
+            Err(error) if is_public(&self.public, request.uri().path()) => {
+                request.extensions_mut().insert(RefusedToken(error));
+            }
             Err(error) => {
                 let status = tonic::Status::from(ApiError::from(error));
                 return Box::pin(async move { Ok(status.into_http()) });
@@ -348,10 +509,7 @@ fn authenticate(
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(TokenError::Malformed)?;
     let claims = verifier.verify(token.trim())?;
-    Ok(Some(Caller {
-        subject: claims.sub,
-        role: claims.role,
-    }))
+    Caller::from_claims(&claims).map(Some)
 }
 
 #[cfg(test)]
@@ -366,6 +524,7 @@ mod tests {
         let public = PublicKey {
             kid: format!("k{seed}"),
             ed25519: signing.verifying_key().to_bytes(),
+            retired_at: None,
         };
         (signing, public)
     }
@@ -380,7 +539,7 @@ mod tests {
     fn claims(offset_exp: i64, offset_nbf: i64) -> Claims {
         let now = chrono::Utc::now().timestamp();
         Claims {
-            sub: "u1".into(),
+            sub: "00000000-0000-0000-0000-000000000001".into(),
             role: Role::User,
             aud: "sneakernet".into(),
             iss: "sneakernet-auth".into(),
@@ -401,7 +560,10 @@ mod tests {
     fn valid_token_verifies() {
         let (signing, public) = key(1);
         let token = sign(&signing, "k1", &claims(60, 0));
-        assert_eq!(verifier(&[public]).verify(&token).unwrap().sub, "u1");
+        assert_eq!(
+            verifier(&[public]).verify(&token).unwrap().sub,
+            "00000000-0000-0000-0000-000000000001"
+        );
     }
 
     #[test]
@@ -442,12 +604,54 @@ mod tests {
 
     #[test]
     fn caller_role_check_names_roles() {
-        let caller = Caller {
-            subject: "u".into(),
-            role: Role::User,
-        };
+        let caller = Caller::User(UserId(uuid::Uuid::nil()));
         assert!(caller.require(&[Role::User]).is_ok());
         let err = caller.require(&[Role::Operator]).unwrap_err();
         assert!(matches!(err, ApiError::PermissionDenied(ref m) if m.contains("operator")));
+    }
+
+    #[test]
+    fn retired_key_verifies_only_tokens_issued_before_its_retirement() {
+        let (signing, mut public) = key(1);
+        let old = claims(60, -5);
+        let token_before = sign(&signing, "k1", &old);
+        public.retired_at = Some(old.iat);
+        let v = verifier(&[public]);
+        assert!(v.verify(&token_before).is_ok());
+        let mut minted_later = claims(60, -5);
+        minted_later.iat = old.iat + 10;
+        assert_eq!(
+            v.verify(&sign(&signing, "k1", &minted_later)),
+            Err(TokenError::IssuedAfterRetirement)
+        );
+    }
+
+    #[test]
+    fn subjects_must_fit_their_role() {
+        let mut user = claims(60, 0);
+        assert!(matches!(Caller::from_claims(&user), Ok(Caller::User(_))));
+        user.sub = "K-0001".into();
+        assert_eq!(Caller::from_claims(&user), Err(TokenError::Malformed));
+        user.role = Role::Kiosk;
+        let kiosk = Caller::from_claims(&user).unwrap();
+        assert_eq!(kiosk.kiosk().map(KioskId::as_str), Some("K-0001"));
+        assert_eq!(kiosk.account(), None, "a kiosk is never an account");
+        user.sub = "not a kiosk/id".into();
+        assert_eq!(Caller::from_claims(&user), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn public_paths_match_methods_and_whole_services_only() {
+        let public: HashSet<String> = [
+            "/a.S/Login".to_owned(),
+            "/grpc.health.v1.Health/".to_owned(),
+        ]
+        .into();
+        assert!(is_public(&public, "/a.S/Login"));
+        assert!(is_public(&public, "/grpc.health.v1.Health/Check"));
+        assert!(!is_public(&public, "/a.S/Logout"));
+        assert!(!is_public(&public, "/a.S/"));
+        assert!(!is_public(&public, "/"));
+        assert!(!is_public(&public, ""));
     }
 }

@@ -222,7 +222,13 @@ impl Config {
     /// Reads defaults, then `file` if given, then the `SNEAKERNET_*` environment, and checks the
     /// result with [`Config::validate`].
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+        // SNEAKERNET_CONFIG_FILE names the file itself (read by the command line), not a key.
+        Self::load_from(
+            file,
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .ignore(&["config_file"]),
+        )
     }
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
@@ -306,12 +312,63 @@ impl Config {
                 "must not be empty".into(),
             ));
         }
-        if self.auth.access_token_ttl < Duration::from_secs(1) {
-            return Err(invalid(
+        let auth = &self.auth;
+        for (key, env, value, min, max) in [
+            (
                 "auth.access_token_ttl",
                 "SNEAKERNET_AUTH__ACCESS_TOKEN_TTL",
-                "must be at least 1s".into(),
-            ));
+                auth.access_token_ttl,
+                Duration::from_secs(1),
+                Duration::from_secs(24 * 3600),
+            ),
+            (
+                "auth.refresh_token_ttl",
+                "SNEAKERNET_AUTH__REFRESH_TOKEN_TTL",
+                auth.refresh_token_ttl,
+                Duration::from_secs(1),
+                Duration::from_secs(366 * 24 * 3600),
+            ),
+            (
+                "auth.keys_refresh_interval",
+                "SNEAKERNET_AUTH__KEYS_REFRESH_INTERVAL",
+                auth.keys_refresh_interval,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            ),
+            (
+                "auth.clock_leeway",
+                "SNEAKERNET_AUTH__CLOCK_LEEWAY",
+                auth.clock_leeway,
+                Duration::ZERO,
+                Duration::from_secs(600),
+            ),
+            (
+                "shutdown_grace",
+                "SNEAKERNET_SHUTDOWN_GRACE",
+                self.shutdown_grace,
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            ),
+            (
+                "rate_limit.period",
+                "SNEAKERNET_RATE_LIMIT__PERIOD",
+                self.rate_limit.period,
+                Duration::from_millis(1),
+                Duration::from_secs(24 * 3600),
+            ),
+        ] {
+            if value < min || value > max {
+                return Err(invalid(
+                    key,
+                    env,
+                    format!(
+                        "{} is outside {} ..= {}",
+                        humantime::format_duration(value),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ));
+            }
         }
         if self.auth.refresh_token_ttl < self.auth.access_token_ttl {
             return Err(invalid(
@@ -350,13 +407,6 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, env, "must be at least 1".into()));
             }
-        }
-        if limits.period.is_zero() {
-            return Err(invalid(
-                "rate_limit.period",
-                "SNEAKERNET_RATE_LIMIT__PERIOD",
-                "must be longer than 0s".into(),
-            ));
         }
         if let Some(tls) = &self.tls {
             for (key, env, path) in [
@@ -461,7 +511,8 @@ pub fn redact_url(raw: &str) -> String {
             url.to_string()
         }
         Ok(url) => url.to_string(),
-        Err(_) => match raw.find('@') {
+        // The password may itself contain '@'; everything before the last one is credentials.
+        Err(_) => match raw.rfind('@') {
             Some(at) => format!("<unparsable url>@{}", &raw[at + 1..]),
             None => raw.to_owned(),
         },
@@ -560,6 +611,20 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_variable_is_not_a_key() {
+        let config = env(&[("SNEAKERNET_CONFIG_FILE", "/etc/sneakernet.toml")]);
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn out_of_range_durations_are_named() {
+        let err = try_env(&[("SNEAKERNET_AUTH__ACCESS_TOKEN_TTL", "400years")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.access_token_ttl"), "{err}");
+    }
+
+    #[test]
     fn missing_config_file_is_named() {
         let err = Config::load(Some(Path::new("/nonexistent/sneakernet.toml")))
             .unwrap_err()
@@ -574,5 +639,7 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        let unparsable = redact_url("postgres://u:p@ss@[bad");
+        assert!(!unparsable.contains("ss@"), "{unparsable}");
     }
 }

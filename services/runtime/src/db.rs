@@ -60,11 +60,30 @@ pub async fn open_and_migrate<M: MigratorTrait>(
     service: &'static str,
 ) -> Result<DatabaseConnection, DbOpenError> {
     let (db, target) = open(config, service).await?;
-    M::up(&db, None).await.map_err(|e| DbOpenError::Migrate {
+    let failed = |e: sea_orm::DbErr| DbOpenError::Migrate {
         service,
-        target,
+        target: target.clone(),
         reason: one_line(&e.to_string()),
-    })?;
+    };
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            // Replicas starting together would race the same DDL; a transaction-scoped
+            // advisory lock per schema lets one migrate while the others wait, then find
+            // nothing left to do. Postgres DDL is transactional, so a failed migration leaves
+            // no half-made schema.
+            let txn = begin_write(&db).await.map_err(failed)?;
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [format!("sneakernet-migrate:{target}").into()],
+            ))
+            .await
+            .map_err(failed)?;
+            M::up(&txn, None).await.map_err(failed)?;
+            txn.commit().await.map_err(failed)?;
+        }
+        _ => M::up(&db, None).await.map_err(failed)?,
+    }
     Ok(db)
 }
 
@@ -206,4 +225,19 @@ async fn probe_tcp(url: &str) -> Result<(), String> {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Starts a transaction that will write. On SQLite it takes the write lock at `BEGIN`
+/// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later fails at once
+/// with "database is locked" when another writer got there in between, while an immediate one
+/// waits its turn (busy timeout). Postgres ignores the option and uses its row locks.
+pub async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }

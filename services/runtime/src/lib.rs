@@ -11,12 +11,14 @@
 //! - [`server`]: the gRPC server stack with health, reflection, keepalive and TLS.
 //! - [`role`]: [`role::ServiceRole`], how a service plugs into the one binary.
 //! - [`clock`]: injected time.
+//! - [`failpoint`]: fault-injection points for tests (inert in production builds).
 
 pub mod caller;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod failpoint;
 pub mod keys;
 pub mod rate_limit;
 pub mod role;
@@ -24,7 +26,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use caller::{Caller, CallerExt, Role, TokenVerifier};
+pub use caller::{Caller, CallerExt, KioskId, Role, TokenVerifier, UserId};
 pub use config::Config;
 pub use error::{ApiError, FieldViolation};
 pub use shutdown::Shutdown;

@@ -28,6 +28,13 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// How long a keepalive ping may go unanswered before the connection is dropped.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Services every server adds besides the roles' own.
+const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// The services one process serves, with their names (for health and reflection) and any
 /// per-address rate limits they ask for.
 #[derive(Default)]
@@ -35,6 +42,7 @@ pub struct GrpcServices {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     address_limits: Vec<(String, KeyedLimiter<IpAddr>)>,
+    public: Vec<String>,
 }
 
 impl std::fmt::Debug for GrpcServices {
@@ -76,6 +84,13 @@ impl GrpcServices {
         limiter: KeyedLimiter<IpAddr>,
     ) -> &mut Self {
         self.address_limits.push((path.into(), limiter));
+        self
+    }
+
+    /// Declares `path` (`/package.Service/Method`) callable without a valid access token: a
+    /// bad token on it is noted, not refused, and the handler decides.
+    pub fn public(&mut self, path: impl Into<String>) -> &mut Self {
+        self.public.push(path.into());
         self
     }
 
@@ -160,9 +175,17 @@ pub async fn serve(
             tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(GrpcMetricsLayer)
+        .layer(GrpcMetricsLayer::new(
+            names.iter().copied().chain(INFRASTRUCTURE_SERVICES),
+        ))
         .layer(AddressRateLimitLayer::new(services.address_limits))
-        .layer(AuthLayer::new(verifier))
+        .layer(AuthLayer::new(
+            verifier,
+            services
+                .public
+                .into_iter()
+                .chain(INFRASTRUCTURE_SERVICES.iter().map(|s| format!("/{s}/"))),
+        ))
         .into_inner();
 
     let mut builder = Server::builder()

@@ -6,7 +6,7 @@
 //! caller or generated, echoed in the response and recorded on the request's span.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -96,15 +96,30 @@ pub async fn serve_metrics(addr: SocketAddr, shutdown: &Shutdown) -> std::io::Re
 /// Tower layer counting gRPC requests (`grpc_requests_total{method,code}`) and timing them
 /// (`grpc_request_duration_seconds{method}`). The code is read from the response headers,
 /// where tonic puts it for every unary error; a stream that fails after its first message
-/// counts as the code of its headers ("0").
+/// counts as the code of its headers ("0"). Paths of services this server does not serve are
+/// labelled `unknown`, so random paths from the network cannot grow the series without bound.
 #[derive(Clone, Debug, Default)]
-pub struct GrpcMetricsLayer;
+pub struct GrpcMetricsLayer {
+    services: Arc<[String]>,
+}
+
+impl GrpcMetricsLayer {
+    /// A layer labelling the methods of `services` (fully-qualified service names).
+    pub fn new(services: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            services: services.into_iter().map(Into::into).collect(),
+        }
+    }
+}
 
 impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
         prometheus();
-        GrpcMetrics { inner }
+        GrpcMetrics {
+            inner,
+            services: self.services.clone(),
+        }
     }
 }
 
@@ -112,6 +127,21 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 #[derive(Clone, Debug)]
 pub struct GrpcMetrics<S> {
     inner: S,
+    services: Arc<[String]>,
+}
+
+fn method_label(services: &[String], path: &str) -> String {
+    let known = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .is_some_and(|(service, method)| {
+            !method.is_empty() && !method.contains('/') && services.iter().any(|s| s == service)
+        });
+    if known {
+        path.to_owned()
+    } else {
+        "unknown".to_owned()
+    }
 }
 
 impl<S> Service<http::Request<Body>> for GrpcMetrics<S>
@@ -128,7 +158,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = method_label(&self.services, request.uri().path());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
@@ -149,5 +179,28 @@ where
                 .record(started.elapsed().as_secs_f64());
             response
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_get_their_own_label() {
+        let services = vec!["sneakernet.auth.v1.AuthService".to_owned()];
+        assert_eq!(
+            method_label(&services, "/sneakernet.auth.v1.AuthService/Login"),
+            "/sneakernet.auth.v1.AuthService/Login"
+        );
+        for junk in [
+            "/x.Y/Z",
+            "/",
+            "",
+            "/sneakernet.auth.v1.AuthService/",
+            "/sneakernet.auth.v1.AuthService/a/b",
+        ] {
+            assert_eq!(method_label(&services, junk), "unknown", "{junk}");
+        }
     }
 }

@@ -121,11 +121,21 @@ pub async fn start(
         None => None,
     };
     let mut services = GrpcServices::new();
-    for role in &roles {
-        role.start(&ctx, &mut services).await?;
+    let started = async {
+        for role in &roles {
+            role.start(&ctx, &mut services).await?;
+        }
+        if !roles.contains(&NodeRole::Auth) {
+            ctx.fetch_keys_from_auth()?;
+        }
+        Ok::<(), StartError>(())
     }
-    if !roles.contains(&NodeRole::Auth) {
-        ctx.fetch_keys_from_auth()?;
+    .await;
+    if let Err(error) = started {
+        // Stop whatever the roles that did start have spawned (metrics, key reloads).
+        shutdown.trigger();
+        shutdown.wait(ctx.config.shutdown_grace).await;
+        return Err(error);
     }
     tracing::info!(%address, roles = ?roles.iter().map(ToString::to_string).collect::<Vec<_>>(), "node started");
     let verifier = ctx.verifier.clone();

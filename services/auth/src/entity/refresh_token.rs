@@ -1,5 +1,6 @@
-//! `refresh_tokens`: every refresh token ever issued, by hash. A session is a family of tokens,
-//! each spent once; reuse of a spent one revokes the family.
+//! `refresh_tokens`: every refresh token ever issued, by hash. A session (family, see
+//! `refresh_family`) is a chain of tokens, each spent once; reuse of a spent one revokes the
+//! family.
 
 use sea_orm::entity::prelude::*;
 
@@ -20,8 +21,6 @@ pub struct Model {
     pub expires_at: DateTimeUtc,
     /// When it was spent by a Refresh; set once.
     pub used_at: Option<DateTimeUtc>,
-    /// When its family was revoked (logout or reuse detected).
-    pub revoked_at: Option<DateTimeUtc>,
 }
 
 /// No relations are navigated through sea-orm.

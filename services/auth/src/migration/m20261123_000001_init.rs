@@ -1,4 +1,4 @@
-//! Users, refresh tokens, kiosk credentials, signing keys.
+//! Users, sessions (refresh families and tokens), kiosk credentials, signing keys.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -25,6 +25,25 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
+                    .table(RefreshFamilies::Table)
+                    .if_not_exists()
+                    .col(string(RefreshFamilies::FamilyId).primary_key())
+                    .col(string(RefreshFamilies::UserId))
+                    .col(timestamp_with_time_zone(RefreshFamilies::CreatedAt))
+                    .col(timestamp_with_time_zone(RefreshFamilies::LastUsedAt))
+                    .col(timestamp_with_time_zone_null(RefreshFamilies::RevokedAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(RefreshFamilies::Table, RefreshFamilies::UserId)
+                            .to(Users::Table, Users::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
                     .table(RefreshTokens::Table)
                     .if_not_exists()
                     .col(string(RefreshTokens::TokenHash).primary_key())
@@ -33,7 +52,12 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone(RefreshTokens::CreatedAt))
                     .col(timestamp_with_time_zone(RefreshTokens::ExpiresAt))
                     .col(timestamp_with_time_zone_null(RefreshTokens::UsedAt))
-                    .col(timestamp_with_time_zone_null(RefreshTokens::RevokedAt))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(RefreshTokens::Table, RefreshTokens::FamilyId)
+                            .to(RefreshFamilies::Table, RefreshFamilies::FamilyId)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(RefreshTokens::Table, RefreshTokens::UserId)
@@ -87,6 +111,7 @@ impl MigrationTrait for Migration {
             SigningKeys::Table.into_iden(),
             KioskCredentials::Table.into_iden(),
             RefreshTokens::Table.into_iden(),
+            RefreshFamilies::Table.into_iden(),
             Users::Table.into_iden(),
         ] {
             manager
@@ -116,6 +141,15 @@ enum RefreshTokens {
     CreatedAt,
     ExpiresAt,
     UsedAt,
+}
+
+#[derive(DeriveIden)]
+enum RefreshFamilies {
+    Table,
+    FamilyId,
+    UserId,
+    CreatedAt,
+    LastUsedAt,
     RevokedAt,
 }
 

@@ -1,0 +1,40 @@
+//! Fault injection for tests that kill or stall a process at an exact point.
+//!
+//! A pause point is inert unless the build includes fail-rs's `failpoints` feature (only builds
+//! that contain the `integration-tests` crate do) *and* the process armed it through the
+//! `FAILPOINTS` environment variable (`name=return(<action>)`). Actions:
+//!
+//! - `hang:<marker file>`: write the marker, then never continue: the test kills the process
+//!   here, in the middle of whatever the point sits in (an open transaction, an unsent reply).
+//! - `pause:<milliseconds>:<marker file>`: write the marker, wait, then continue normally: the
+//!   test acts (sends SIGTERM, cuts a stream) while the operation is provably in flight.
+
+use std::time::Duration;
+
+/// Reaches pause point `name`: returns at once unless a test armed it (see the module docs).
+pub async fn pause_point(name: &str) {
+    if !fail::has_failpoints() {
+        return;
+    }
+    let Some(Some(action)) = fail::eval(name, |argument| argument) else {
+        return;
+    };
+    if let Some(marker) = action.strip_prefix("hang:") {
+        announce(name, marker);
+        std::future::pending::<()>().await;
+    } else if let Some(rest) = action.strip_prefix("pause:") {
+        let (millis, marker) = rest.split_once(':').unwrap_or((rest, ""));
+        announce(name, marker);
+        let millis = millis.parse().unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+    } else {
+        tracing::error!(point = name, action = %action, "unknown failpoint action; ignored");
+    }
+}
+
+fn announce(name: &str, marker: &str) {
+    tracing::warn!(point = name, "failpoint reached");
+    if !marker.is_empty() {
+        let _ = std::fs::write(marker, name);
+    }
+}
