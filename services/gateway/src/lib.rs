@@ -1,24 +1,51 @@
-//! The device gateway: one link per kiosk, the durable command log, the kiosk event log.
+//! The device gateway: one long-lived link per kiosk, the durable command log, and the kiosk
+//! event log.
 //!
-//! Skeleton: the role starts, is reported SERVING by health and listed by reflection, and every
-//! RPC answers UNIMPLEMENTED until the kiosk-link issue (#4) fills it in.
+//! - [`api`]: the gRPC surface (KioskLinkService, DeviceCommandService, DeviceEventService).
+//! - [`session`]: one task per kiosk link; [`registry`]: which links this process holds.
+//! - [`domain::command`]: the command life cycle; [`commands`]: one file per command kind.
+//! - [`subscribe`]: the resumable event stream.
+//! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
 
-use sneakernet_proto::gateway::v1::device_command_service_server::{
-    DeviceCommandService, DeviceCommandServiceServer,
-};
-use sneakernet_proto::gateway::v1::device_event_service_server::{
-    DeviceEventService, DeviceEventServiceServer,
-};
-use sneakernet_proto::gateway::v1::kiosk_link_service_server::{
-    KioskLinkService, KioskLinkServiceServer,
-};
+pub mod api;
+pub mod commands;
+pub mod domain;
+pub mod entity;
+pub mod error;
+pub mod migration;
+pub mod registry;
+pub mod session;
+pub mod store;
+pub mod subscribe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sneakernet_proto::gateway::v1::device_command_service_server::DeviceCommandServiceServer;
+use sneakernet_proto::gateway::v1::device_event_service_server::DeviceEventServiceServer;
+use sneakernet_proto::gateway::v1::kiosk_link_service_server::KioskLinkServiceServer;
 use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::config::Config;
 use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};
 use sneakernet_runtime::server::GrpcServices;
 
+use crate::api::GatewayApi;
+use crate::registry::Registry;
+use crate::session::{LinkContext, LinkTiming};
+use crate::store::Store;
+
 /// The service name used for its database and `--role`.
 pub const SERVICE: &str = "gateway";
+
+/// Largest message a kiosk may send on its link. Inventories of a thousand bays fit; anything
+/// larger is refused by the transport with RESOURCE_EXHAUSTED and the link closes cleanly.
+pub const MAX_KIOSK_MESSAGE: usize = 256 * 1024;
+
+/// How long a new link may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Commands expired per sweep at most (the next sweep takes the rest).
+const EXPIRE_BATCH: u64 = 200;
 
 /// The gateway role of the `sneakernet` binary.
 #[derive(Debug)]
@@ -27,11 +54,16 @@ pub struct GatewayRole;
 impl ServiceRole for GatewayRole {
     const NAME: &'static str = SERVICE;
 
-    async fn start(_ctx: &RoleContext, services: &mut GrpcServices) -> Result<(), StartError> {
+    async fn start(ctx: &RoleContext, services: &mut GrpcServices) -> Result<(), StartError> {
+        let api = build(ctx).await?;
+        spawn_expiry_sweeper(&api.link, ctx.config.gateway.expiry_sweep_interval);
         services
-            .add(KioskLinkServiceServer::new(GatewayApi))
-            .add(DeviceCommandServiceServer::new(GatewayApi))
-            .add(DeviceEventServiceServer::new(GatewayApi));
+            .add(
+                KioskLinkServiceServer::new(api.clone())
+                    .max_decoding_message_size(MAX_KIOSK_MESSAGE),
+            )
+            .add(DeviceCommandServiceServer::new(api.clone()))
+            .add(DeviceEventServiceServer::new(api));
         Ok(())
     }
 }
@@ -41,15 +73,49 @@ pub async fn serve(config: Config, shutdown: Shutdown) -> Result<(), StartError>
     sneakernet_runtime::role::serve_role::<GatewayRole>(config, shutdown).await
 }
 
-/// The gateway's services (skeleton: every RPC is UNIMPLEMENTED).
-#[derive(Clone, Copy, Debug)]
-pub struct GatewayApi;
+/// Opens the database and builds the services.
+pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
+    let db = sneakernet_runtime::db::open_and_migrate::<migration::Migrator>(&ctx.config, SERVICE)
+        .await?;
+    let store = Store::new(db)
+        .await
+        .map_err(|e| StartError::Other(format!("gateway cannot start: {e}")))?;
+    let gateway = &ctx.config.gateway;
+    let link = Arc::new(LinkContext {
+        store,
+        registry: Registry::default(),
+        clock: ctx.clock.clone(),
+        timing: LinkTiming {
+            heartbeat_interval: gateway.heartbeat_interval,
+            offline_after: gateway.offline_after,
+            poll_interval: gateway.command_poll_interval,
+            hello_timeout: HELLO_TIMEOUT,
+        },
+        shutdown: ctx.shutdown.clone(),
+    });
+    Ok(GatewayApi { link })
+}
 
-#[tonic::async_trait]
-impl KioskLinkService for GatewayApi {}
-
-#[tonic::async_trait]
-impl DeviceCommandService for GatewayApi {}
-
-#[tonic::async_trait]
-impl DeviceEventService for GatewayApi {}
+/// Expires commands whose deadline passed unacknowledged, with their events, until shutdown.
+/// Several replicas may sweep at once: each expiry is a conditional update, so one wins.
+fn spawn_expiry_sweeper(link: &Arc<LinkContext>, every: Duration) {
+    let link = link.clone();
+    let token = link.shutdown.token();
+    link.shutdown.clone().spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match link.store.expire_due(link.clock.now(), EXPIRE_BATCH).await {
+                Ok(expired) => {
+                    for command in expired {
+                        tracing::warn!(kiosk_id = %command.kiosk_id, command_id = %command.command_id, kind = %command.kind, "command expired unacknowledged");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "expiry sweep failed; retrying next tick"),
+            }
+        }
+    });
+}

@@ -47,6 +47,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Rate limits on login, registration and (later) order creation.
     pub rate_limit: RateLimitConfig,
+    /// The device gateway's kiosk links.
+    pub gateway: GatewayConfig,
     /// TLS for the gRPC listener. Unset: plaintext (put a TLS-terminating proxy in front).
     pub tls: Option<TlsConfig>,
 }
@@ -118,6 +120,36 @@ pub struct RateLimitConfig {
     pub period: Duration,
 }
 
+/// Kiosk link timing.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// How often the gateway and each kiosk send Heartbeat on a link.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a link is closed and its kiosk marked offline.
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
+    /// How often a link looks for undelivered commands without being woken (the fallback when
+    /// a wake-up is lost, e.g. with Redis down).
+    #[serde(with = "humantime_serde")]
+    pub command_poll_interval: Duration,
+    /// How often commands past their deadline are expired.
+    #[serde(with = "humantime_serde")]
+    pub expiry_sweep_interval: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(15),
+            offline_after: Duration::from_secs(45),
+            command_poll_interval: Duration::from_secs(2),
+            expiry_sweep_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Server TLS material, PEM encoded.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +174,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            gateway: GatewayConfig::default(),
             tls: None,
         }
     }
@@ -350,6 +383,34 @@ impl Config {
                 Duration::from_secs(3600),
             ),
             (
+                "gateway.heartbeat_interval",
+                "SNEAKERNET_GATEWAY__HEARTBEAT_INTERVAL",
+                self.gateway.heartbeat_interval,
+                Duration::from_millis(50),
+                Duration::from_secs(600),
+            ),
+            (
+                "gateway.offline_after",
+                "SNEAKERNET_GATEWAY__OFFLINE_AFTER",
+                self.gateway.offline_after,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            ),
+            (
+                "gateway.command_poll_interval",
+                "SNEAKERNET_GATEWAY__COMMAND_POLL_INTERVAL",
+                self.gateway.command_poll_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            ),
+            (
+                "gateway.expiry_sweep_interval",
+                "SNEAKERNET_GATEWAY__EXPIRY_SWEEP_INTERVAL",
+                self.gateway.expiry_sweep_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            ),
+            (
                 "rate_limit.period",
                 "SNEAKERNET_RATE_LIMIT__PERIOD",
                 self.rate_limit.period,
@@ -369,6 +430,14 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.gateway.offline_after <= self.gateway.heartbeat_interval {
+            return Err(invalid(
+                "gateway.offline_after",
+                "SNEAKERNET_GATEWAY__OFFLINE_AFTER",
+                "must be longer than gateway.heartbeat_interval (a few heartbeats may be lost)"
+                    .into(),
+            ));
         }
         if self.auth.refresh_token_ttl < self.auth.access_token_ttl {
             return Err(invalid(

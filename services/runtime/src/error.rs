@@ -75,6 +75,9 @@ pub enum ApiError {
         /// When a retry can succeed.
         retry_after: Duration,
     },
+    /// A position or range outside what exists (e.g. a cursor past the end of a log).
+    #[error("out of range: {0}")]
+    OutOfRange(String),
     /// A dependency is down; the request may be retried.
     #[error("unavailable: {message}")]
     Unavailable {
@@ -129,6 +132,7 @@ impl ApiError {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::OutOfRange(_) => Code::OutOfRange,
             Self::Unavailable { .. } => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -185,7 +189,8 @@ impl From<ApiError> for Status {
             ApiError::NotFound(m)
             | ApiError::AlreadyExists(m)
             | ApiError::Unauthenticated(m)
-            | ApiError::PermissionDenied(m) => m,
+            | ApiError::PermissionDenied(m)
+            | ApiError::OutOfRange(m) => m,
         };
         Status::with_error_details(code, message, details)
     }
@@ -274,6 +279,7 @@ mod tests {
                 },
                 Code::Unavailable,
             ),
+            (ApiError::OutOfRange("x".into()), Code::OutOfRange),
             (ApiError::Internal("x".into()), Code::Internal),
         ];
         for (error, code) in cases {

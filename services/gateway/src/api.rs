@@ -1,0 +1,255 @@
+//! The gateway's gRPC surface: decode and check each request, check the caller, call the store
+//! or the session layer, map errors once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_proto::gateway::v1::device_command_service_server::DeviceCommandService;
+use sneakernet_proto::gateway::v1::device_event_service_server::DeviceEventService;
+use sneakernet_proto::gateway::v1::kiosk_link_service_server::KioskLinkService;
+use sneakernet_runtime::caller::CallerExt;
+use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role};
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::commands;
+use crate::error::GatewayError;
+use crate::session::{self, LinkContext};
+use crate::store::{self, Logged, NewCommand};
+use crate::subscribe;
+
+/// Longest a command may be scheduled ahead.
+const MAX_DEADLINE_AHEAD: chrono::Duration = chrono::Duration::days(7);
+/// Deadline of the operator shortcuts (ForceEject, RequestInventory).
+const SHORTCUT_DEADLINE: Duration = Duration::from_secs(5 * 60);
+/// Longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// Who may send commands and read events: operators (the orders and content services get a
+/// service identity with their issues).
+const COMMANDERS: &[Role] = &[Role::Operator];
+
+/// The three gateway services. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GatewayApi {
+    pub(crate) link: Arc<LinkContext>,
+}
+
+fn kiosk_field(field: &str, raw: &str) -> Result<KioskId, GatewayError> {
+    KioskId::parse(raw).map_err(|why| FieldViolation::new(field, why).into())
+}
+
+fn deadline(
+    raw: Option<&prost_types::Timestamp>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, GatewayError> {
+    let Some(raw) = raw else {
+        return Err(FieldViolation::new("deadline", "must be set").into());
+    };
+    let at = DateTime::from_timestamp(raw.seconds, u32::try_from(raw.nanos).unwrap_or(0))
+        .ok_or_else(|| FieldViolation::new("deadline", "is not a valid time"))?;
+    if at <= now {
+        return Err(FieldViolation::new("deadline", "must be in the future").into());
+    }
+    if at > now + MAX_DEADLINE_AHEAD {
+        return Err(FieldViolation::new("deadline", "must be at most 7 days ahead").into());
+    }
+    Ok(at)
+}
+
+fn idempotency_key(raw: &str, required: bool) -> Result<String, GatewayError> {
+    if raw.is_empty() {
+        if required {
+            return Err(FieldViolation::new("idempotency_key", "must not be empty").into());
+        }
+        return Ok(format!("auto:{}", uuid::Uuid::new_v4()));
+    }
+    if raw.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(
+            FieldViolation::new("idempotency_key", "must be at most 128 characters").into(),
+        );
+    }
+    Ok(raw.to_owned())
+}
+
+impl GatewayApi {
+    /// Logs a command and wakes the kiosk's session, wherever it is.
+    async fn log_and_wake(&self, new: NewCommand) -> Result<pb::CommandRecord, GatewayError> {
+        let now = self.link.clock.now();
+        let kiosk = new.kiosk_id.clone();
+        let logged = self.link.store.log_command(new, now).await?;
+        let row = match logged {
+            Logged::Created(row) => {
+                tracing::info!(kiosk_id = %kiosk, command_id = %row.command_id, kind = %row.kind, "command queued");
+                self.link.registry.wake(&kiosk);
+                row
+            }
+            Logged::Existing(row) => row,
+        };
+        store::record(&row)
+    }
+
+    async fn shortcut(
+        &self,
+        caller: &sneakernet_runtime::Caller,
+        kiosk: &str,
+        key: &str,
+        payload: pb::CommandPayload,
+    ) -> Result<pb::CommandRecord, GatewayError> {
+        let kiosk = kiosk_field("kiosk_id", kiosk)?;
+        let kind = commands::validate(Some(&payload)).map_err(GatewayError::Invalid)?;
+        let deadline = self.link.clock.now()
+            + chrono::Duration::from_std(SHORTCUT_DEADLINE).unwrap_or(chrono::Duration::minutes(5));
+        self.log_and_wake(NewCommand {
+            kiosk_id: kiosk.to_string(),
+            requested_by: caller.audit_name(),
+            idempotency_key: idempotency_key(key, false)?,
+            kind,
+            payload,
+            deadline,
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl KioskLinkService for GatewayApi {
+    async fn open(
+        &self,
+        request: Request<Streaming<pb::OpenRequest>>,
+    ) -> Result<Response<BoxStream<pb::OpenResponse>>, Status> {
+        let caller = request.caller()?.require(&[Role::Kiosk])?;
+        // The kiosk's identity is its token's subject and nothing else.
+        let Some(kiosk) = caller.kiosk().cloned() else {
+            return Err(ApiError::PermissionDenied("only kiosks open links".into()).into());
+        };
+        let stream = session::open(self.link.clone(), kiosk, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[tonic::async_trait]
+impl DeviceCommandService for GatewayApi {
+    async fn send_command(
+        &self,
+        request: Request<pb::SendCommandRequest>,
+    ) -> Result<Response<pb::SendCommandResponse>, Status> {
+        let caller = request.caller()?.require(COMMANDERS)?.clone();
+        let body = request.into_inner();
+        let now = self.link.clock.now();
+        let mut violations = Vec::new();
+        let kiosk = kiosk_field("kiosk_id", &body.kiosk_id)
+            .map_err(|e| collect(e, &mut violations))
+            .ok();
+        let kind = commands::validate(body.payload.as_ref())
+            .map_err(|v| violations.extend(v))
+            .ok();
+        let key = idempotency_key(&body.idempotency_key, true)
+            .map_err(|e| collect(e, &mut violations))
+            .ok();
+        let at = deadline(body.deadline.as_ref(), now)
+            .map_err(|e| collect(e, &mut violations))
+            .ok();
+        let (Some(kiosk), Some(kind), Some(key), Some(at), Some(payload)) =
+            (kiosk, kind, key, at, body.payload)
+        else {
+            return Err(GatewayError::Invalid(violations).into());
+        };
+        let command = self
+            .log_and_wake(NewCommand {
+                kiosk_id: kiosk.to_string(),
+                requested_by: caller.audit_name(),
+                idempotency_key: key,
+                kind,
+                payload,
+                deadline: at,
+            })
+            .await?;
+        Ok(Response::new(pb::SendCommandResponse {
+            command: Some(command),
+        }))
+    }
+
+    async fn get_command(
+        &self,
+        request: Request<pb::GetCommandRequest>,
+    ) -> Result<Response<pb::GetCommandResponse>, Status> {
+        request.caller()?.require(COMMANDERS)?;
+        let body = request.into_inner();
+        if body.command_id.is_empty() || body.command_id.len() > 64 {
+            return Err(GatewayError::from(FieldViolation::new(
+                "command_id",
+                "must be 1 to 64 characters",
+            ))
+            .into());
+        }
+        let Some(row) = self.link.store.command(&body.command_id).await? else {
+            return Err(GatewayError::CommandNotFound(body.command_id).into());
+        };
+        Ok(Response::new(pb::GetCommandResponse {
+            command: Some(store::record(&row)?),
+        }))
+    }
+
+    async fn force_eject(
+        &self,
+        request: Request<pb::ForceEjectRequest>,
+    ) -> Result<Response<pb::ForceEjectResponse>, Status> {
+        let caller = request.caller()?.require(COMMANDERS)?.clone();
+        let body = request.into_inner();
+        let payload = pb::CommandPayload {
+            kind: Some(pb::command_payload::Kind::ForceEject(
+                pb::ForceEjectCommand {
+                    bay_id: body.bay_id,
+                },
+            )),
+        };
+        let command = self
+            .shortcut(&caller, &body.kiosk_id, &body.idempotency_key, payload)
+            .await?;
+        Ok(Response::new(pb::ForceEjectResponse {
+            command: Some(command),
+        }))
+    }
+
+    async fn request_inventory(
+        &self,
+        request: Request<pb::RequestInventoryRequest>,
+    ) -> Result<Response<pb::RequestInventoryResponse>, Status> {
+        let caller = request.caller()?.require(COMMANDERS)?.clone();
+        let body = request.into_inner();
+        let payload = pb::CommandPayload {
+            kind: Some(pb::command_payload::Kind::RequestInventory(
+                pb::RequestInventoryCommand {},
+            )),
+        };
+        let command = self
+            .shortcut(&caller, &body.kiosk_id, &body.idempotency_key, payload)
+            .await?;
+        Ok(Response::new(pb::RequestInventoryResponse {
+            command: Some(command),
+        }))
+    }
+}
+
+fn collect(error: GatewayError, violations: &mut Vec<FieldViolation>) {
+    if let GatewayError::Invalid(v) = error {
+        violations.extend(v);
+    }
+}
+
+#[tonic::async_trait]
+impl DeviceEventService for GatewayApi {
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<BoxStream<pb::SubscribeResponse>>, Status> {
+        request.caller()?.require(COMMANDERS)?;
+        let filter = subscribe::Filter::try_from(request.get_ref())?;
+        let stream =
+            subscribe::start(self.link.clone(), request.into_inner().after_cursor, filter).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,3 @@
+//! The gateway's rules, free of I/O: the command life cycle.
+
+pub mod command;

@@ -1,0 +1,6 @@
+//! sea-orm entities of the gateway's tables. Only this crate reads or writes them.
+
+pub mod command;
+pub mod event;
+pub mod kiosk;
+pub mod kiosk_message;

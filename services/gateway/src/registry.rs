@@ -1,0 +1,118 @@
+//! Which kiosk links this process holds, by kiosk. The map holds handles (a wake-up signal and a
+//! "you are replaced" token), never session state: each session is a task that owns its own.
+//! A new link of a kiosk replaces the old one explicitly, so a kiosk has one session here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How other parts of the gateway reach one session.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    /// The session's id.
+    pub session_id: String,
+    /// Wakes the session to look for undelivered commands.
+    pub wake: Arc<Notify>,
+    /// Cancelled when a newer link of the same kiosk takes over.
+    pub replaced: CancellationToken,
+}
+
+impl SessionHandle {
+    /// A handle for a new session.
+    pub fn new(session_id: String) -> Self {
+        Self {
+            session_id,
+            wake: Arc::new(Notify::new()),
+            replaced: CancellationToken::new(),
+        }
+    }
+}
+
+/// The sessions of this process. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    sessions: Arc<Mutex<HashMap<String, SessionHandle>>>,
+}
+
+impl Registry {
+    /// Makes `handle` the kiosk's session; the session it replaces, if any, is told to close.
+    pub fn claim(&self, kiosk_id: &str, handle: SessionHandle) {
+        let previous = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kiosk_id.to_owned(), handle);
+        if let Some(previous) = previous {
+            previous.replaced.cancel();
+        }
+    }
+
+    /// Removes the kiosk's session if it is still `session_id` (a replaced session removes
+    /// nothing). Returns whether it did.
+    pub fn release(&self, kiosk_id: &str, session_id: &str) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions
+            .get(kiosk_id)
+            .is_some_and(|h| h.session_id == session_id)
+        {
+            sessions.remove(kiosk_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Wakes the kiosk's session, if this process holds one. Returns whether it does.
+    pub fn wake(&self, kiosk_id: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match sessions.get(kiosk_id) {
+            Some(handle) => {
+                handle.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many links this process holds.
+    pub fn len(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Whether this process holds no link.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_session_replaces_the_old_one_and_only_the_current_one_releases() {
+        let registry = Registry::default();
+        let old = SessionHandle::new("s1".into());
+        registry.claim("K-1", old.clone());
+        let new = SessionHandle::new("s2".into());
+        registry.claim("K-1", new.clone());
+        assert!(
+            old.replaced.is_cancelled(),
+            "the old session is told to close"
+        );
+        assert!(!new.replaced.is_cancelled());
+        assert!(
+            !registry.release("K-1", "s1"),
+            "a replaced session removes nothing"
+        );
+        assert_eq!(registry.len(), 1);
+        assert!(registry.wake("K-1"));
+        assert!(registry.release("K-1", "s2"));
+        assert!(!registry.wake("K-1"));
+    }
+}

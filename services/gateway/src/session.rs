@@ -1,0 +1,710 @@
+//! One kiosk link: the task that owns a kiosk's open stream.
+//!
+//! Life of a session: the first message must be Hello; the kiosk is marked online (events
+//! KioskOnline, InventoryChanged) and any older session of the kiosk is replaced; Welcome goes
+//! out, then every command still to deliver, oldest first. From then on the task answers kiosk
+//! messages, delivers new commands when woken (or on its poll tick, the fallback when a wake-up
+//! is lost), sends heartbeats, and closes the link after `offline_after` of silence. When it
+//! ends, the kiosk is marked offline unless a newer session already took over.
+//!
+//! Every kiosk message is validated before use; a bad one is answered (REJECTED) or logged,
+//! never fatal. A durable message (result, item returned, inventory) takes effect once per
+//! message id and is answered with a Receipt only after it is committed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_proto::gateway::v1::open_request::Body as Up;
+use sneakernet_proto::gateway::v1::open_response::Body as Down;
+use sneakernet_runtime::clock::SharedClock;
+use sneakernet_runtime::{KioskId, Shutdown};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use crate::commands;
+use crate::domain::command::CommandEvent;
+use crate::error::GatewayError;
+use crate::registry::{Registry, SessionHandle};
+use crate::store::{self, Store, timestamp};
+
+/// Messages buffered toward one kiosk. When full, the kiosk is not reading: the session ends
+/// and the kiosk gets everything again after it reconnects (commands are resent until acked).
+const OUTBOUND_CAPACITY: usize = 64;
+/// Most bays a kiosk may report.
+const MAX_BAYS: usize = 1024;
+/// Longest message id, bay id and agent version accepted.
+const MAX_SHORT_TEXT: usize = 64;
+
+/// Link timing.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkTiming {
+    /// How often each side sends Heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Silence after which the link is closed and the kiosk marked offline.
+    pub offline_after: Duration,
+    /// How often a session looks for undelivered commands without being woken.
+    pub poll_interval: Duration,
+    /// How long a new link may take to say Hello.
+    pub hello_timeout: Duration,
+}
+
+/// What every session needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct LinkContext {
+    /// The gateway's database.
+    pub store: Store,
+    /// This process's sessions.
+    pub registry: Registry,
+    /// "Now".
+    pub clock: SharedClock,
+    /// Link timing.
+    pub timing: LinkTiming,
+    /// Process shutdown: sessions tell their kiosk to reconnect and end.
+    pub shutdown: Shutdown,
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug)]
+enum Ended {
+    /// A newer link of the kiosk took over (nothing to record).
+    Replaced,
+    /// Offline, for this reason.
+    Offline(pb::OfflineReason, String),
+}
+
+/// Accepts a link: waits for Hello, marks the kiosk online, replaces any older session, and
+/// spawns the session task. Returns the stream of messages to the kiosk.
+pub async fn open(
+    link: Arc<LinkContext>,
+    kiosk: KioskId,
+    mut inbound: Streaming<pb::OpenRequest>,
+) -> Result<ReceiverStream<Result<pb::OpenResponse, Status>>, Status> {
+    let first = tokio::time::timeout(link.timing.hello_timeout, inbound.message())
+        .await
+        .map_err(|_| {
+            Status::failed_precondition("the link's first message must be Hello; none came in time")
+        })??;
+    let hello = match first.and_then(|m| m.body) {
+        Some(Up::Hello(hello)) => hello,
+        Some(_) => {
+            return Err(Status::failed_precondition(
+                "the link's first message must be Hello",
+            ));
+        }
+        None => return Err(Status::failed_precondition("the link closed before Hello")),
+    };
+    validate_hello(&hello).map_err(|e| Status::from(GatewayError::from(e)))?;
+
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let now = link.clock.now();
+    link.store
+        .kiosk_online(kiosk.as_str(), &session_id, &hello, now)
+        .await?;
+    let handle = SessionHandle::new(session_id.clone());
+    link.registry.claim(kiosk.as_str(), handle.clone());
+    tracing::info!(kiosk_id = %kiosk, session_id = %session_id, agent_version = %hello.agent_version, "kiosk online");
+
+    let (outbound, receiver) = mpsc::channel(OUTBOUND_CAPACITY);
+    let welcome = Down::Welcome(pb::Welcome {
+        session_id: session_id.clone(),
+        server_time: Some(timestamp(now)),
+        heartbeat_interval: Some(duration(link.timing.heartbeat_interval)),
+        offline_after: Some(duration(link.timing.offline_after)),
+    });
+    // The channel is empty and ours: this cannot be full.
+    let _ = outbound.try_send(Ok(pb::OpenResponse {
+        body: Some(welcome),
+    }));
+    let session = Session {
+        link: link.clone(),
+        kiosk,
+        handle,
+        outbound,
+        delivered_here: HashSet::new(),
+    };
+    link.shutdown.spawn(session.run(inbound));
+    Ok(ReceiverStream::new(receiver))
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn validate_hello(hello: &pb::Hello) -> Result<(), sneakernet_runtime::FieldViolation> {
+    use sneakernet_runtime::FieldViolation;
+    if hello.agent_version.is_empty() || hello.agent_version.len() > MAX_SHORT_TEXT {
+        return Err(FieldViolation::new(
+            "hello.agent_version",
+            "must be 1 to 64 characters",
+        ));
+    }
+    validate_inventory("hello.inventory", hello.inventory.as_ref())
+}
+
+fn validate_inventory(
+    field: &str,
+    inventory: Option<&pb::Inventory>,
+) -> Result<(), sneakernet_runtime::FieldViolation> {
+    use sneakernet_runtime::FieldViolation;
+    let Some(inventory) = inventory else {
+        return Err(FieldViolation::new(field, "must be set"));
+    };
+    if inventory.bays.len() > MAX_BAYS {
+        return Err(FieldViolation::new(
+            format!("{field}.bays"),
+            format!("at most {MAX_BAYS} bays"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, bay) in inventory.bays.iter().enumerate() {
+        if bay.bay_id.is_empty() || bay.bay_id.len() > 32 || !seen.insert(bay.bay_id.as_str()) {
+            return Err(FieldViolation::new(
+                format!("{field}.bays[{i}].bay_id"),
+                "must be 1 to 32 characters and unique",
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct Session {
+    link: Arc<LinkContext>,
+    kiosk: KioskId,
+    handle: SessionHandle,
+    outbound: mpsc::Sender<Result<pb::OpenResponse, Status>>,
+    /// Commands put on this link already (a SENT command is resent only on a new link).
+    delivered_here: HashSet<String>,
+}
+
+/// The kiosk stopped reading or the stream is gone.
+struct LinkGone;
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<pb::OpenRequest>) {
+        let ended = self.serve(&mut inbound).await;
+        let kiosk = self.kiosk.as_str().to_owned();
+        let session_id = self.handle.session_id.clone();
+        self.link.registry.release(&kiosk, &session_id);
+        let Ended::Offline(reason, message) = ended else {
+            tracing::info!(kiosk_id = %kiosk, session_id = %session_id, "link replaced by a newer one");
+            return;
+        };
+        let now = self.link.clock.now();
+        let offline = pb::KioskOffline {
+            reason: reason.into(),
+            message: message.clone(),
+            last_seen_at: Some(timestamp(now)),
+        };
+        match self
+            .link
+            .store
+            .kiosk_offline(&kiosk, &session_id, offline, now)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(kiosk_id = %kiosk, session_id = %session_id, reason = ?reason, %message, "kiosk offline")
+            }
+            Ok(false) => {}
+            Err(error) => tracing::error!(kiosk_id = %kiosk, %error, "cannot record kiosk offline"),
+        }
+    }
+
+    async fn serve(&mut self, inbound: &mut Streaming<pb::OpenRequest>) -> Ended {
+        let timing = self.link.timing;
+        if self.deliver().await.is_err() {
+            return Ended::Offline(pb::OfflineReason::Disconnected, "kiosk not reading".into());
+        }
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + timing.heartbeat_interval,
+            timing.heartbeat_interval,
+        );
+        let mut poll =
+            tokio::time::interval_at(Instant::now() + timing.poll_interval, timing.poll_interval);
+        let mut last_heard = Instant::now();
+        let replaced = self.handle.replaced.clone();
+        let wake = self.handle.wake.clone();
+        let shutdown = self.link.shutdown.token();
+        loop {
+            let outcome = tokio::select! {
+                () = replaced.cancelled() => {
+                    self.reconnect(pb::ReconnectReason::Replaced, "a newer link of this kiosk replaced this one");
+                    return Ended::Replaced;
+                }
+                () = shutdown.cancelled() => {
+                    self.reconnect(pb::ReconnectReason::Shutdown, "this gateway is shutting down");
+                    return Ended::Offline(pb::OfflineReason::ClosedByGateway, "gateway shutting down".into());
+                }
+                () = tokio::time::sleep_until(last_heard + timing.offline_after) => {
+                    return Ended::Offline(
+                        pb::OfflineReason::HeartbeatTimeout,
+                        format!("nothing heard for {:?}", timing.offline_after),
+                    );
+                }
+                () = self.outbound.closed() => {
+                    return Ended::Offline(pb::OfflineReason::Disconnected, "the kiosk closed the link".into());
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        last_heard = Instant::now();
+                        self.handle_message(message).await
+                    }
+                    Ok(None) => return Ended::Offline(pb::OfflineReason::Disconnected, "the kiosk closed the link".into()),
+                    Err(status) => {
+                        return Ended::Offline(
+                            pb::OfflineReason::Disconnected,
+                            format!("link broke: {} {}", status.code(), status.message()),
+                        );
+                    }
+                },
+                () = wake.notified() => self.deliver().await.map_err(Into::into),
+                _ = poll.tick() => self.deliver().await.map_err(Into::into),
+                _ = heartbeat.tick() => self.heartbeat().await,
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(Stop::Gone) => {
+                    return Ended::Offline(
+                        pb::OfflineReason::Disconnected,
+                        "kiosk not reading".into(),
+                    );
+                }
+                Err(Stop::Unavailable(error)) => {
+                    // The database failed: end the link so the kiosk reconnects (with backoff)
+                    // and replays whatever was not receipted.
+                    tracing::error!(kiosk_id = %self.kiosk, %error, "closing link: storage unavailable");
+                    let _ = self.outbound.try_send(Err(Status::unavailable(
+                        "gateway storage unavailable; reconnect later",
+                    )));
+                    return Ended::Offline(
+                        pb::OfflineReason::ClosedByGateway,
+                        format!("storage unavailable: {error}"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn send(&self, body: Down) -> Result<(), LinkGone> {
+        self.outbound
+            .try_send(Ok(pb::OpenResponse { body: Some(body) }))
+            .map_err(|_| LinkGone)
+    }
+
+    fn reconnect(&self, reason: pb::ReconnectReason, message: &str) {
+        let _ = self.send(Down::Reconnect(pb::Reconnect {
+            reason: reason.into(),
+            message: message.into(),
+            retry_after: Some(duration(Duration::from_secs(1))),
+            gateway_address: String::new(),
+        }));
+    }
+
+    async fn heartbeat(&mut self) -> Result<(), Stop> {
+        let now = self.link.clock.now();
+        self.send(Down::Heartbeat(pb::Heartbeat {
+            sent_at: Some(timestamp(now)),
+        }))?;
+        self.link
+            .store
+            .touch_kiosk(self.kiosk.as_str(), &self.handle.session_id, now)
+            .await
+            .map_err(Stop::Unavailable)
+    }
+
+    /// Puts every undelivered command on the link, oldest first.
+    async fn deliver(&mut self) -> Result<(), DeliverError> {
+        let now = self.link.clock.now();
+        let pending = self
+            .link
+            .store
+            .undelivered(self.kiosk.as_str(), now)
+            .await?;
+        for row in pending {
+            if self.delivered_here.contains(&row.command_id) {
+                continue;
+            }
+            let applied = match self
+                .link
+                .store
+                .apply(
+                    &row.command_id,
+                    Some(self.kiosk.as_str()),
+                    CommandEvent::Send,
+                    None,
+                    None,
+                    now,
+                )
+                .await
+            {
+                Ok(Some(applied)) => applied,
+                Ok(None) => continue,
+                // Acked or expired since we looked: nothing to send.
+                Err(GatewayError::Illegal(_)) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            let command = store::wire_command(&applied.command)?;
+            self.send(Down::Command(command))
+                .map_err(|LinkGone| DeliverError::Gone)?;
+            tracing::debug!(kiosk_id = %self.kiosk, command_id = %row.command_id, attempt = applied.command.attempts, "command sent");
+            self.delivered_here.insert(row.command_id);
+        }
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, message: pb::OpenRequest) -> Result<(), Stop> {
+        let message_id = message.message_id;
+        let Some(body) = message.body else {
+            return self.reject(&message_id, "empty message");
+        };
+        match body {
+            Up::Hello(_) => {
+                tracing::warn!(kiosk_id = %self.kiosk, "second Hello on one link ignored");
+                Ok(())
+            }
+            Up::Heartbeat(_) => Ok(()),
+            Up::Ack(ack) => self.ack(ack).await,
+            Up::Result(result) => self.result(&message_id, result).await,
+            Up::Progress(progress) => {
+                if let Err(error) = self
+                    .link
+                    .store
+                    .set_progress(self.kiosk.as_str(), &progress)
+                    .await
+                {
+                    tracing::warn!(kiosk_id = %self.kiosk, %error, "progress not recorded");
+                }
+                Ok(())
+            }
+            Up::ItemReturned(returned) => self.item_returned(&message_id, returned).await,
+            Up::InventoryChanged(changed) => self.inventory_changed(&message_id, changed).await,
+        }
+    }
+
+    async fn ack(&mut self, ack: pb::Ack) -> Result<(), Stop> {
+        let now = self.link.clock.now();
+        match self
+            .link
+            .store
+            .apply(
+                &ack.command_id,
+                Some(self.kiosk.as_str()),
+                CommandEvent::Ack,
+                None,
+                None,
+                now,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(GatewayError::CommandNotFound(_) | GatewayError::Illegal(_)) => {
+                tracing::warn!(kiosk_id = %self.kiosk, command_id = %ack.command_id, "ack for no command of this kiosk ignored");
+                Ok(())
+            }
+            Err(error) => Err(Stop::Unavailable(error)),
+        }
+    }
+
+    async fn result(&mut self, message_id: &str, result: pb::CommandResult) -> Result<(), Stop> {
+        if !valid_message_id(message_id) {
+            tracing::warn!(kiosk_id = %self.kiosk, "result without a valid message_id dropped");
+            return Ok(());
+        }
+        let Some(outcome) = result.outcome.as_ref() else {
+            return self.reject(message_id, "result has no outcome");
+        };
+        let command = match self.link.store.command(&result.command_id).await {
+            Ok(Some(command)) if command.kiosk_id == self.kiosk.as_str() => command,
+            Ok(_) => return self.reject(message_id, "no such command for this kiosk"),
+            Err(error) => return Err(Stop::Unavailable(error)),
+        };
+        let payload = match store::wire_command(&command) {
+            Ok(wire) => wire.payload.unwrap_or_default(),
+            Err(error) => return Err(Stop::Unavailable(error)),
+        };
+        if !commands::result_matches(&payload, outcome) {
+            return self.reject(message_id, "the outcome does not match the command's kind");
+        }
+        let event = match outcome {
+            pb::command_result::Outcome::Failure(_) => CommandEvent::Fail,
+            _ => CommandEvent::Succeed,
+        };
+        let now = self.link.clock.now();
+        let status = match self
+            .link
+            .store
+            .apply(
+                &result.command_id,
+                Some(self.kiosk.as_str()),
+                event,
+                Some(&result),
+                Some(message_id),
+                now,
+            )
+            .await
+        {
+            Ok(Some(applied)) if applied.changed => {
+                if applied.command.late_result {
+                    tracing::warn!(kiosk_id = %self.kiosk, command_id = %result.command_id, "result arrived after the command expired");
+                }
+                pb::ReceiptStatus::Accepted
+            }
+            Ok(_) => pb::ReceiptStatus::Duplicate,
+            Err(GatewayError::Illegal(illegal)) => {
+                return self.reject(message_id, &format!("conflicting result: {illegal}"));
+            }
+            Err(GatewayError::CommandNotFound(_)) => {
+                return self.reject(message_id, "no such command for this kiosk");
+            }
+            Err(error) => return Err(Stop::Unavailable(error)),
+        };
+        self.delivered_here.remove(&result.command_id);
+        self.receipt(message_id, status, "")
+    }
+
+    async fn item_returned(
+        &mut self,
+        message_id: &str,
+        returned: pb::ItemReturned,
+    ) -> Result<(), Stop> {
+        if !valid_message_id(message_id) {
+            tracing::warn!(kiosk_id = %self.kiosk, "item_returned without a valid message_id dropped");
+            return Ok(());
+        }
+        if returned.bay_id.is_empty() || returned.bay_id.len() > 32 {
+            return self.reject(
+                message_id,
+                "item_returned.bay_id must be 1 to 32 characters",
+            );
+        }
+        let Some(item) = returned.item.as_ref() else {
+            return self.reject(message_id, "item_returned.item must be set");
+        };
+        if item.item_id.is_empty() || item.item_id.len() > MAX_SHORT_TEXT {
+            return self.reject(
+                message_id,
+                "item_returned.item.item_id must be 1 to 64 characters",
+            );
+        }
+        let now = self.link.clock.now();
+        match self
+            .link
+            .store
+            .record_kiosk_event(
+                self.kiosk.as_str(),
+                message_id,
+                pb::event::Kind::ItemReturned(returned),
+                None,
+                now,
+            )
+            .await
+        {
+            Ok(true) => self.receipt(message_id, pb::ReceiptStatus::Accepted, ""),
+            Ok(false) => self.receipt(message_id, pb::ReceiptStatus::Duplicate, ""),
+            Err(error) => Err(Stop::Unavailable(error)),
+        }
+    }
+
+    async fn inventory_changed(
+        &mut self,
+        message_id: &str,
+        changed: pb::InventoryChanged,
+    ) -> Result<(), Stop> {
+        if !valid_message_id(message_id) {
+            tracing::warn!(kiosk_id = %self.kiosk, "inventory_changed without a valid message_id dropped");
+            return Ok(());
+        }
+        let (report, partial) = match changed.change {
+            Some(pb::inventory_changed::Change::Full(full)) => (full, false),
+            Some(pb::inventory_changed::Change::Partial(partial)) => (partial, true),
+            None => {
+                return self.reject(message_id, "inventory_changed has neither full nor partial");
+            }
+        };
+        if let Err(violation) = validate_inventory("inventory_changed", Some(&report)) {
+            return self.reject(
+                message_id,
+                &format!("{}: {}", violation.field, violation.description),
+            );
+        }
+        let merged = if partial {
+            let known = match self.link.store.kiosk(self.kiosk.as_str()).await {
+                Ok(Some(row)) => {
+                    prost::Message::decode(row.inventory.as_slice()).unwrap_or_default()
+                }
+                Ok(None) => pb::Inventory::default(),
+                Err(error) => return Err(Stop::Unavailable(error)),
+            };
+            merge(known, report)
+        } else {
+            report
+        };
+        let now = self.link.clock.now();
+        let kind = pb::event::Kind::InventoryChanged(pb::KioskInventory {
+            inventory: Some(merged.clone()),
+        });
+        match self
+            .link
+            .store
+            .record_kiosk_event(self.kiosk.as_str(), message_id, kind, Some(merged), now)
+            .await
+        {
+            Ok(true) => self.receipt(message_id, pb::ReceiptStatus::Accepted, ""),
+            Ok(false) => self.receipt(message_id, pb::ReceiptStatus::Duplicate, ""),
+            Err(error) => Err(Stop::Unavailable(error)),
+        }
+    }
+
+    fn reject(&self, message_id: &str, why: &str) -> Result<(), Stop> {
+        tracing::warn!(kiosk_id = %self.kiosk, message_id = %message_id, error = %why, "kiosk message rejected");
+        if valid_message_id(message_id) {
+            self.receipt(message_id, pb::ReceiptStatus::Rejected, why)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn receipt(
+        &self,
+        message_id: &str,
+        status: pb::ReceiptStatus,
+        error: &str,
+    ) -> Result<(), Stop> {
+        self.send(Down::Receipt(pb::Receipt {
+            message_id: message_id.to_owned(),
+            status: status.into(),
+            error: error.to_owned(),
+        }))
+        .map_err(|LinkGone| Stop::Gone)
+    }
+}
+
+fn valid_message_id(message_id: &str) -> bool {
+    !message_id.is_empty() && message_id.len() <= MAX_SHORT_TEXT
+}
+
+/// A partial inventory report merged into the last known one, bay by bay.
+fn merge(mut known: pb::Inventory, partial: pb::Inventory) -> pb::Inventory {
+    for bay in partial.bays {
+        match known.bays.iter_mut().find(|b| b.bay_id == bay.bay_id) {
+            Some(existing) => *existing = bay,
+            None => known.bays.push(bay),
+        }
+    }
+    known.taken_at = partial.taken_at.or(known.taken_at);
+    known
+}
+
+/// Why the session loop must stop.
+enum Stop {
+    /// The kiosk is not reading, or the stream is gone.
+    Gone,
+    /// Storage failed.
+    Unavailable(GatewayError),
+}
+
+impl From<LinkGone> for Stop {
+    fn from(_: LinkGone) -> Self {
+        Stop::Gone
+    }
+}
+
+enum DeliverError {
+    Gone,
+    Store(GatewayError),
+}
+
+impl From<GatewayError> for DeliverError {
+    fn from(error: GatewayError) -> Self {
+        DeliverError::Store(error)
+    }
+}
+
+impl From<DeliverError> for Stop {
+    fn from(error: DeliverError) -> Self {
+        match error {
+            DeliverError::Gone => Stop::Gone,
+            DeliverError::Store(error) => Stop::Unavailable(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bay(id: &str, state: pb::BayState) -> pb::Bay {
+        pb::Bay {
+            bay_id: id.into(),
+            state: state.into(),
+            item: None,
+            pinned_order_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn partial_reports_replace_only_their_bays() {
+        let known = pb::Inventory {
+            bays: vec![
+                bay("A1", pb::BayState::Ready),
+                bay("A2", pb::BayState::Ready),
+            ],
+            taken_at: None,
+        };
+        let partial = pb::Inventory {
+            bays: vec![
+                bay("A2", pb::BayState::Empty),
+                bay("B1", pb::BayState::Fault),
+            ],
+            taken_at: None,
+        };
+        let merged = merge(known, partial);
+        let states: Vec<(&str, i32)> = merged
+            .bays
+            .iter()
+            .map(|b| (b.bay_id.as_str(), b.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("A1", pb::BayState::Ready as i32),
+                ("A2", pb::BayState::Empty as i32),
+                ("B1", pb::BayState::Fault as i32)
+            ]
+        );
+    }
+
+    #[test]
+    fn hello_must_carry_a_sane_inventory() {
+        let mut hello = pb::Hello {
+            agent_version: "1.0.0".into(),
+            inventory: Some(pb::Inventory::default()),
+            last_finished_command_id: String::new(),
+        };
+        assert!(validate_hello(&hello).is_ok());
+        hello.inventory = Some(pb::Inventory {
+            bays: vec![
+                bay("A1", pb::BayState::Ready),
+                bay("A1", pb::BayState::Empty),
+            ],
+            taken_at: None,
+        });
+        assert_eq!(
+            validate_hello(&hello).unwrap_err().field,
+            "hello.inventory.bays[1].bay_id"
+        );
+        hello.inventory = None;
+        assert_eq!(validate_hello(&hello).unwrap_err().field, "hello.inventory");
+        hello.agent_version.clear();
+        assert_eq!(
+            validate_hello(&hello).unwrap_err().field,
+            "hello.agent_version"
+        );
+    }
+}

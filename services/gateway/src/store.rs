@@ -1,0 +1,664 @@
+//! The gateway's queries: the command log, the event log, kiosks.
+//!
+//! Every state change and the event it causes are one transaction (`db::begin_write`). Event
+//! cursors must become visible in cursor order, or a subscriber reading `cursor > n` could
+//! pass over an event that commits late with a lower cursor: on Postgres every transaction
+//! that appends an event first takes one advisory lock, so event-writing transactions commit
+//! one after another in cursor order; SQLite has a single writer anyway.
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
+};
+use sneakernet_proto::gateway::v1 as pb;
+use tokio::sync::watch;
+
+use crate::domain::command::{CommandEvent, CommandState, transition};
+use crate::entity::{command, event, kiosk, kiosk_message};
+use crate::error::GatewayError;
+
+/// Key of the advisory lock that orders event appends on Postgres.
+const EVENT_LOG_LOCK: i64 = 0x736e_6576_656e_7473; // "snevents"
+
+/// A command to log.
+#[derive(Clone, Debug)]
+pub struct NewCommand {
+    /// The kiosk.
+    pub kiosk_id: String,
+    /// Who asks (audit name of the caller).
+    pub requested_by: String,
+    /// The caller's idempotency key.
+    pub idempotency_key: String,
+    /// The kind's stored name.
+    pub kind: &'static str,
+    /// What to do.
+    pub payload: pb::CommandPayload,
+    /// The kiosk must not start it after this.
+    pub deadline: DateTime<Utc>,
+}
+
+impl NewCommand {
+    /// Fingerprint of the parameters an idempotency key must always come with.
+    fn request_hash(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.payload.encode_to_vec());
+        hasher.update(&self.deadline.timestamp_micros().to_le_bytes());
+        hasher.finalize().to_hex().to_string()
+    }
+}
+
+/// What logging a command did.
+#[derive(Clone, Debug)]
+pub enum Logged {
+    /// A new command.
+    Created(command::Model),
+    /// The same request was logged before: this is that command.
+    Existing(command::Model),
+}
+
+/// A command after an event was applied.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The row after the change.
+    pub command: command::Model,
+    /// False for a harmless duplicate (nothing written).
+    pub changed: bool,
+}
+
+/// The gateway's database, plus the in-process signal of the newest event cursor.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    newest_event: watch::Sender<i64>,
+}
+
+impl Store {
+    /// Wraps an opened, migrated connection.
+    pub async fn new(db: DatabaseConnection) -> Result<Self, GatewayError> {
+        let last = last_cursor(&db).await?;
+        Ok(Self {
+            db,
+            newest_event: watch::channel(last).0,
+        })
+    }
+
+    /// Resolves when an event newer than `seen` was appended by this process.
+    pub fn watch_events(&self) -> watch::Receiver<i64> {
+        self.newest_event.subscribe()
+    }
+
+    fn appended(&self, cursor: Option<i64>) {
+        if let Some(cursor) = cursor {
+            self.newest_event.send_if_modified(|newest| {
+                let newer = cursor > *newest;
+                if newer {
+                    *newest = cursor;
+                }
+                newer
+            });
+        }
+    }
+
+    /// Logs a command (state QUEUED) and its event, unless the same caller already logged one
+    /// for this kiosk under this idempotency key: then that one is returned, or
+    /// INVALID_ARGUMENT if the parameters differ.
+    pub async fn log_command(
+        &self,
+        new: NewCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Logged, GatewayError> {
+        let hash = new.request_hash();
+        if let Some(existing) = self.by_idempotency_key(&new).await? {
+            return same_request(existing, &hash).map(Logged::Existing);
+        }
+        let row = command::Model {
+            seq: 0,
+            command_id: uuid::Uuid::now_v7().to_string(),
+            kiosk_id: new.kiosk_id.clone(),
+            requested_by: new.requested_by.clone(),
+            idempotency_key: new.idempotency_key.clone(),
+            request_hash: hash.clone(),
+            kind: new.kind.to_owned(),
+            payload: new.payload.encode_to_vec(),
+            state: CommandState::Queued.as_str().to_owned(),
+            attempts: 0,
+            deadline: new.deadline,
+            created_at: now,
+            updated_at: now,
+            result: None,
+            progress: None,
+            late_result: false,
+        };
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        let mut active = row.into_active_model();
+        active.seq = sea_orm::ActiveValue::NotSet;
+        let inserted = match active.insert(&txn).await {
+            Ok(inserted) => inserted,
+            Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                // A concurrent request with the same key won the race: answer with its command.
+                drop(txn);
+                let existing = self
+                    .by_idempotency_key(&new)
+                    .await?
+                    .ok_or(GatewayError::Store(error))?;
+                return same_request(existing, &hash).map(Logged::Existing);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let cursor = append_event(&txn, &inserted.kiosk_id, now, state_changed(&inserted)?).await?;
+        txn.commit().await?;
+        self.appended(Some(cursor));
+        Ok(Logged::Created(inserted))
+    }
+
+    async fn by_idempotency_key(
+        &self,
+        new: &NewCommand,
+    ) -> Result<Option<command::Model>, GatewayError> {
+        Ok(command::Entity::find()
+            .filter(command::Column::RequestedBy.eq(&new.requested_by))
+            .filter(command::Column::KioskId.eq(&new.kiosk_id))
+            .filter(command::Column::IdempotencyKey.eq(&new.idempotency_key))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// A command by id.
+    pub async fn command(&self, command_id: &str) -> Result<Option<command::Model>, GatewayError> {
+        Ok(command::Entity::find()
+            .filter(command::Column::CommandId.eq(command_id))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// The kiosk's commands still to deliver (QUEUED or SENT, deadline not passed), in log
+    /// order.
+    pub async fn undelivered(
+        &self,
+        kiosk_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<command::Model>, GatewayError> {
+        Ok(command::Entity::find()
+            .filter(command::Column::KioskId.eq(kiosk_id))
+            .filter(
+                command::Column::State
+                    .is_in([CommandState::Queued.as_str(), CommandState::Sent.as_str()]),
+            )
+            .filter(command::Column::Deadline.gt(now))
+            .order_by_asc(command::Column::Seq)
+            .limit(256)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Applies `event` to a command of `kiosk_id` (`None`: any kiosk), with the kiosk's result
+    /// when there is one, and appends the state-change event, in one transaction. When
+    /// `message` is given (a kiosk outbox message id), it is recorded in the same transaction;
+    /// if it was recorded before, nothing happens and `Ok(None)` says "duplicate".
+    pub async fn apply(
+        &self,
+        command_id: &str,
+        kiosk_id: Option<&str>,
+        event: CommandEvent,
+        result: Option<&pb::CommandResult>,
+        message: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Applied>, GatewayError> {
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        if let (Some(kiosk), Some(message_id)) = (kiosk_id, message) {
+            if !record_message(&txn, kiosk, message_id, now).await? {
+                return Ok(None);
+            }
+        }
+        let mut query = command::Entity::find().filter(command::Column::CommandId.eq(command_id));
+        if let Some(kiosk) = kiosk_id {
+            query = query.filter(command::Column::KioskId.eq(kiosk));
+        }
+        let Some(row) = query.one(&txn).await? else {
+            return Err(GatewayError::CommandNotFound(command_id.to_owned()));
+        };
+        let from: CommandState = row.state.parse().map_err(|detail| GatewayError::Corrupt {
+            what: "command state",
+            detail,
+        })?;
+        let step = transition(from, event)?;
+        if !step.changed {
+            // Still commit: the message id (if any) is now recorded.
+            txn.commit().await?;
+            return Ok(Some(Applied {
+                command: row,
+                changed: false,
+            }));
+        }
+        let mut update = command::Entity::update_many()
+            .col_expr(command::Column::State, Expr::value(step.to.as_str()))
+            .col_expr(command::Column::UpdatedAt, Expr::value(now))
+            .filter(command::Column::CommandId.eq(command_id))
+            .filter(command::Column::State.eq(from.as_str()));
+        if event == CommandEvent::Send {
+            update = update.col_expr(
+                command::Column::Attempts,
+                Expr::col(command::Column::Attempts).add(1),
+            );
+        }
+        if let Some(result) = result {
+            update = update
+                .col_expr(command::Column::Result, Expr::value(result.encode_to_vec()))
+                .col_expr(command::Column::LateResult, Expr::value(step.late_result));
+        }
+        if update.exec(&txn).await?.rows_affected != 1 {
+            // Someone else moved it between our read and write (another replica): retryable.
+            return Err(GatewayError::Store(sea_orm::DbErr::Custom(format!(
+                "command {command_id} changed concurrently; retry"
+            ))));
+        }
+        let updated = command::Entity::find()
+            .filter(command::Column::CommandId.eq(command_id))
+            .one(&txn)
+            .await?
+            .ok_or_else(|| GatewayError::CommandNotFound(command_id.to_owned()))?;
+        let cursor = append_event(&txn, &updated.kiosk_id, now, state_changed(&updated)?).await?;
+        txn.commit().await?;
+        self.appended(Some(cursor));
+        Ok(Some(Applied {
+            command: updated,
+            changed: true,
+        }))
+    }
+
+    /// Keeps a command's latest progress (not an event: progress is not durable history).
+    pub async fn set_progress(
+        &self,
+        kiosk_id: &str,
+        progress: &pb::Progress,
+    ) -> Result<bool, GatewayError> {
+        let updated = command::Entity::update_many()
+            .col_expr(
+                command::Column::Progress,
+                Expr::value(progress.encode_to_vec()),
+            )
+            .filter(command::Column::CommandId.eq(&progress.command_id))
+            .filter(command::Column::KioskId.eq(kiosk_id))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(updated == 1)
+    }
+
+    /// Expires up to `limit` commands whose deadline passed unacknowledged; returns them.
+    pub async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<command::Model>, GatewayError> {
+        let due = command::Entity::find()
+            .filter(
+                command::Column::State
+                    .is_in([CommandState::Queued.as_str(), CommandState::Sent.as_str()]),
+            )
+            .filter(command::Column::Deadline.lte(now))
+            .order_by_asc(command::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let mut expired = Vec::new();
+        for row in due {
+            match self
+                .apply(&row.command_id, None, CommandEvent::Expire, None, None, now)
+                .await
+            {
+                Ok(Some(applied)) if applied.changed => expired.push(applied.command),
+                Ok(_) => {}
+                // Acked or finished meanwhile: not ours to expire any more.
+                Err(GatewayError::Illegal(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Records an item-returned or inventory message from a kiosk with its event, once per
+    /// message id. `Ok(false)`: a duplicate, nothing written.
+    pub async fn record_kiosk_event(
+        &self,
+        kiosk_id: &str,
+        message_id: &str,
+        kind: pb::event::Kind,
+        inventory: Option<pb::Inventory>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, GatewayError> {
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        if !record_message(&txn, kiosk_id, message_id, now).await? {
+            return Ok(false);
+        }
+        if let Some(inventory) = inventory {
+            kiosk::Entity::update_many()
+                .col_expr(
+                    kiosk::Column::Inventory,
+                    Expr::value(inventory.encode_to_vec()),
+                )
+                .col_expr(kiosk::Column::LastSeenAt, Expr::value(now))
+                .filter(kiosk::Column::KioskId.eq(kiosk_id))
+                .exec(&txn)
+                .await?;
+        }
+        let cursor = append_event(&txn, kiosk_id, now, kind).await?;
+        txn.commit().await?;
+        self.appended(Some(cursor));
+        Ok(true)
+    }
+
+    /// What the gateway knows of a kiosk.
+    pub async fn kiosk(&self, kiosk_id: &str) -> Result<Option<kiosk::Model>, GatewayError> {
+        Ok(kiosk::Entity::find_by_id(kiosk_id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// A link opened: the kiosk is online with this session and inventory. Writes KioskOnline
+    /// and InventoryChanged events.
+    pub async fn kiosk_online(
+        &self,
+        kiosk_id: &str,
+        session_id: &str,
+        hello: &pb::Hello,
+        now: DateTime<Utc>,
+    ) -> Result<(), GatewayError> {
+        let inventory = hello.inventory.clone().unwrap_or_default();
+        let row = kiosk::Model {
+            kiosk_id: kiosk_id.to_owned(),
+            online: true,
+            session_id: session_id.to_owned(),
+            agent_version: hello.agent_version.clone(),
+            last_seen_at: now,
+            inventory: inventory.encode_to_vec(),
+            last_finished_command_id: hello.last_finished_command_id.clone(),
+        };
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        kiosk::Entity::insert(row.into_active_model())
+            .on_conflict(
+                OnConflict::column(kiosk::Column::KioskId)
+                    .update_columns([
+                        kiosk::Column::Online,
+                        kiosk::Column::SessionId,
+                        kiosk::Column::AgentVersion,
+                        kiosk::Column::LastSeenAt,
+                        kiosk::Column::Inventory,
+                        kiosk::Column::LastFinishedCommandId,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        append_event(
+            &txn,
+            kiosk_id,
+            now,
+            pb::event::Kind::KioskOnline(pb::KioskOnline {
+                session_id: session_id.to_owned(),
+                agent_version: hello.agent_version.clone(),
+            }),
+        )
+        .await?;
+        let cursor = append_event(
+            &txn,
+            kiosk_id,
+            now,
+            pb::event::Kind::InventoryChanged(pb::KioskInventory {
+                inventory: Some(inventory),
+            }),
+        )
+        .await?;
+        txn.commit().await?;
+        self.appended(Some(cursor));
+        Ok(())
+    }
+
+    /// The link of `session_id` closed. If it is still the kiosk's current session, the kiosk
+    /// is offline and a KioskOffline event is written; a session replaced by a newer one
+    /// writes nothing. Returns whether the kiosk went offline.
+    pub async fn kiosk_offline(
+        &self,
+        kiosk_id: &str,
+        session_id: &str,
+        offline: pb::KioskOffline,
+        now: DateTime<Utc>,
+    ) -> Result<bool, GatewayError> {
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        let went = kiosk::Entity::update_many()
+            .col_expr(kiosk::Column::Online, Expr::value(false))
+            .filter(kiosk::Column::KioskId.eq(kiosk_id))
+            .filter(kiosk::Column::SessionId.eq(session_id))
+            .filter(kiosk::Column::Online.eq(true))
+            .exec(&txn)
+            .await?
+            .rows_affected
+            == 1;
+        let cursor = if went {
+            Some(append_event(&txn, kiosk_id, now, pb::event::Kind::KioskOffline(offline)).await?)
+        } else {
+            None
+        };
+        txn.commit().await?;
+        self.appended(cursor);
+        Ok(went)
+    }
+
+    /// Notes that a kiosk was heard from (heartbeats), without an event.
+    pub async fn touch_kiosk(
+        &self,
+        kiosk_id: &str,
+        session_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), GatewayError> {
+        kiosk::Entity::update_many()
+            .col_expr(kiosk::Column::LastSeenAt, Expr::value(now))
+            .filter(kiosk::Column::KioskId.eq(kiosk_id))
+            .filter(kiosk::Column::SessionId.eq(session_id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` events after `cursor`, in cursor order.
+    pub async fn events_after(
+        &self,
+        cursor: i64,
+        limit: u64,
+    ) -> Result<Vec<event::Model>, GatewayError> {
+        Ok(event::Entity::find()
+            .filter(event::Column::Cursor.gt(cursor))
+            .order_by_asc(event::Column::Cursor)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The newest cursor in the log (0 when empty).
+    pub async fn last_cursor(&self) -> Result<i64, GatewayError> {
+        last_cursor(&self.db).await
+    }
+}
+
+async fn last_cursor<C: ConnectionTrait>(db: &C) -> Result<i64, GatewayError> {
+    Ok(event::Entity::find()
+        .order_by_desc(event::Column::Cursor)
+        .one(db)
+        .await?
+        .map_or(0, |e| e.cursor))
+}
+
+fn same_request(existing: command::Model, hash: &str) -> Result<command::Model, GatewayError> {
+    if existing.request_hash == hash {
+        Ok(existing)
+    } else {
+        Err(sneakernet_runtime::FieldViolation::new(
+            "idempotency_key",
+            "was used before with another payload or deadline",
+        )
+        .into())
+    }
+}
+
+/// Records a kiosk outbox message id; false if it was recorded before.
+async fn record_message<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    message_id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, GatewayError> {
+    let inserted = kiosk_message::Entity::insert(
+        kiosk_message::Model {
+            kiosk_id: kiosk_id.to_owned(),
+            message_id: message_id.to_owned(),
+            received_at: now,
+        }
+        .into_active_model(),
+    )
+    .on_conflict(
+        OnConflict::columns([
+            kiosk_message::Column::KioskId,
+            kiosk_message::Column::MessageId,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(inserted == 1)
+}
+
+fn state_changed(row: &command::Model) -> Result<pb::event::Kind, GatewayError> {
+    Ok(pb::event::Kind::CommandStateChanged(
+        pb::CommandStateChanged {
+            command: Some(record(row)?),
+        },
+    ))
+}
+
+/// The stored name of an event kind, for filtering.
+pub fn event_kind_name(kind: &pb::event::Kind) -> &'static str {
+    match kind {
+        pb::event::Kind::CommandStateChanged(_) => "command_state_changed",
+        pb::event::Kind::ItemReturned(_) => "item_returned",
+        pb::event::Kind::InventoryChanged(_) => "inventory_changed",
+        pb::event::Kind::KioskOnline(_) => "kiosk_online",
+        pb::event::Kind::KioskOffline(_) => "kiosk_offline",
+    }
+}
+
+/// Appends one event inside `txn`; returns its cursor.
+async fn append_event<C: ConnectionTrait>(
+    txn: &C,
+    kiosk_id: &str,
+    now: DateTime<Utc>,
+    kind: pb::event::Kind,
+) -> Result<i64, GatewayError> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [EVENT_LOG_LOCK.into()],
+        ))
+        .await?;
+    }
+    let name = event_kind_name(&kind);
+    let body = pb::Event {
+        cursor: 0,
+        kiosk_id: kiosk_id.to_owned(),
+        occurred_at: Some(timestamp(now)),
+        kind: Some(kind),
+    };
+    let mut active = event::Model {
+        cursor: 0,
+        kiosk_id: kiosk_id.to_owned(),
+        kind: name.to_owned(),
+        occurred_at: now,
+        body: body.encode_to_vec(),
+    }
+    .into_active_model();
+    active.cursor = sea_orm::ActiveValue::NotSet;
+    Ok(active.insert(txn).await?.cursor)
+}
+
+/// A protobuf timestamp.
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A stored command as the API shows it.
+pub fn record(row: &command::Model) -> Result<pb::CommandRecord, GatewayError> {
+    let corrupt = |what: &'static str| {
+        move |e: prost::DecodeError| GatewayError::Corrupt {
+            what,
+            detail: e.to_string(),
+        }
+    };
+    let state: CommandState = row.state.parse().map_err(|detail| GatewayError::Corrupt {
+        what: "command state",
+        detail,
+    })?;
+    Ok(pb::CommandRecord {
+        command_id: row.command_id.clone(),
+        kiosk_id: row.kiosk_id.clone(),
+        payload: Some(
+            pb::CommandPayload::decode(row.payload.as_slice())
+                .map_err(corrupt("command payload"))?,
+        ),
+        state: proto_state(state).into(),
+        result: row
+            .result
+            .as_deref()
+            .map(pb::CommandResult::decode)
+            .transpose()
+            .map_err(corrupt("command result"))?,
+        progress: row
+            .progress
+            .as_deref()
+            .map(pb::Progress::decode)
+            .transpose()
+            .map_err(corrupt("command progress"))?,
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+        deadline: Some(timestamp(row.deadline)),
+        attempts: u32::try_from(row.attempts).unwrap_or(0),
+        idempotency_key: row.idempotency_key.clone(),
+        requested_by: row.requested_by.clone(),
+        late_result: row.late_result,
+    })
+}
+
+/// The protobuf form of a state.
+pub fn proto_state(state: CommandState) -> pb::CommandState {
+    match state {
+        CommandState::Queued => pb::CommandState::Queued,
+        CommandState::Sent => pb::CommandState::Sent,
+        CommandState::Acked => pb::CommandState::Acked,
+        CommandState::Succeeded => pb::CommandState::Succeeded,
+        CommandState::Failed => pb::CommandState::Failed,
+        CommandState::Expired => pb::CommandState::Expired,
+    }
+}
+
+/// The command as it goes on the link.
+pub fn wire_command(row: &command::Model) -> Result<pb::Command, GatewayError> {
+    Ok(pb::Command {
+        command_id: row.command_id.clone(),
+        deadline: Some(timestamp(row.deadline)),
+        payload: Some(
+            pb::CommandPayload::decode(row.payload.as_slice()).map_err(|e| {
+                GatewayError::Corrupt {
+                    what: "command payload",
+                    detail: e.to_string(),
+                }
+            })?,
+        ),
+        attempt: u32::try_from(row.attempts).unwrap_or(0),
+    })
+}

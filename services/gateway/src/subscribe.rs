@@ -1,0 +1,231 @@
+//! `DeviceEventService.Subscribe`: the event log from a cursor, then live.
+//!
+//! Cursors come from the log table and become visible in cursor order (see `store`), so
+//! reading `cursor > n` in order never passes over an event: a consumer that resumes from the
+//! last cursor it handled sees no gap and no duplicate, across gateway restarts too. Live
+//! following wakes on this process's appends and polls every [`POLL`] for other replicas'.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_runtime::{FieldViolation, KioskId};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::error::GatewayError;
+use crate::session::LinkContext;
+
+/// Events read per query.
+const BATCH: u64 = 500;
+/// How often a follower looks for events appended by other replicas.
+const POLL: Duration = Duration::from_secs(1);
+/// A checkpoint goes out at least this often while nothing matches.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(30);
+/// Messages buffered toward one subscriber; when full the reader waits (a slow consumer slows
+/// only its own stream).
+const BUFFER: usize = 128;
+/// Most kiosks one subscription may filter on.
+const MAX_KIOSKS: usize = 1000;
+
+/// Which events a subscriber wants.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    kiosks: HashSet<String>,
+    kinds: HashSet<&'static str>,
+}
+
+impl TryFrom<&pb::SubscribeRequest> for Filter {
+    type Error = GatewayError;
+
+    fn try_from(request: &pb::SubscribeRequest) -> Result<Self, Self::Error> {
+        if request.kiosk_ids.len() > MAX_KIOSKS {
+            return Err(FieldViolation::new("kiosk_ids", format!("at most {MAX_KIOSKS}")).into());
+        }
+        let mut kiosks = HashSet::new();
+        for (i, id) in request.kiosk_ids.iter().enumerate() {
+            KioskId::parse(id)
+                .map_err(|why| FieldViolation::new(format!("kiosk_ids[{i}]"), why))?;
+            kiosks.insert(id.clone());
+        }
+        let mut kinds = HashSet::new();
+        for (i, raw) in request.kinds.iter().enumerate() {
+            let name = match pb::EventKind::try_from(*raw) {
+                Ok(pb::EventKind::CommandStateChanged) => "command_state_changed",
+                Ok(pb::EventKind::ItemReturned) => "item_returned",
+                Ok(pb::EventKind::InventoryChanged) => "inventory_changed",
+                Ok(pb::EventKind::KioskOnline) => "kiosk_online",
+                Ok(pb::EventKind::KioskOffline) => "kiosk_offline",
+                Ok(pb::EventKind::Unspecified) | Err(_) => {
+                    return Err(
+                        FieldViolation::new(format!("kinds[{i}]"), "is not an event kind").into(),
+                    );
+                }
+            };
+            kinds.insert(name);
+        }
+        Ok(Self { kiosks, kinds })
+    }
+}
+
+impl Filter {
+    fn matches(&self, kiosk_id: &str, kind: &str) -> bool {
+        (self.kiosks.is_empty() || self.kiosks.contains(kiosk_id))
+            && (self.kinds.is_empty() || self.kinds.contains(kind))
+    }
+}
+
+/// Starts a subscription after `after`; OUT_OF_RANGE if that is beyond the log's end.
+pub async fn start(
+    link: Arc<LinkContext>,
+    after: u64,
+    filter: Filter,
+) -> Result<ReceiverStream<Result<pb::SubscribeResponse, Status>>, GatewayError> {
+    let last = link.store.last_cursor().await?;
+    let last = u64::try_from(last).unwrap_or(0);
+    if after > last {
+        return Err(GatewayError::CursorOutOfRange {
+            requested: after,
+            last,
+        });
+    }
+    let (sender, receiver) = mpsc::channel(BUFFER);
+    let token = link.shutdown.token();
+    let tasks = link.shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = token.cancelled() => {
+                let _ = sender.try_send(Err(Status::unavailable("gateway shutting down; subscribe again from your cursor")));
+            }
+            () = follow(&link, after, &filter, &sender) => {}
+        }
+    });
+    Ok(ReceiverStream::new(receiver))
+}
+
+/// Sends matching events until the subscriber goes away.
+async fn follow(
+    link: &LinkContext,
+    after: u64,
+    filter: &Filter,
+    sender: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+) {
+    let mut cursor = i64::try_from(after).unwrap_or(i64::MAX);
+    let mut appended = link.store.watch_events();
+    let mut idle_since = tokio::time::Instant::now();
+    loop {
+        let batch = match link.store.events_after(cursor, BATCH).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "subscription cannot read the event log");
+                let _ = sender
+                    .send(Err(Status::unavailable(
+                        "event log unavailable; subscribe again from your cursor",
+                    )))
+                    .await;
+                return;
+            }
+        };
+        let mut skipped = false;
+        for row in &batch {
+            cursor = row.cursor;
+            if !filter.matches(&row.kiosk_id, &row.kind) {
+                skipped = true;
+                continue;
+            }
+            skipped = false;
+            let event = match pb::Event::decode(row.body.as_slice()) {
+                Ok(mut event) => {
+                    event.cursor = u64::try_from(row.cursor).unwrap_or(0);
+                    event
+                }
+                Err(error) => {
+                    tracing::error!(cursor = row.cursor, %error, "corrupt event in the log");
+                    let _ = sender
+                        .send(Err(Status::internal("corrupt event in the log")))
+                        .await;
+                    return;
+                }
+            };
+            let message = pb::SubscribeResponse {
+                entry: Some(pb::subscribe_response::Entry::Event(event)),
+            };
+            if sender.send(Ok(message)).await.is_err() {
+                return;
+            }
+            idle_since = tokio::time::Instant::now();
+        }
+        if skipped && !checkpoint(sender, cursor).await {
+            return;
+        }
+        if !batch.is_empty() {
+            continue;
+        }
+        tokio::select! {
+            () = sender.closed() => return,
+            changed = appended.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(POLL) => {}
+        }
+        if idle_since.elapsed() >= IDLE_CHECKPOINT {
+            if !checkpoint(sender, cursor).await {
+                return;
+            }
+            idle_since = tokio::time::Instant::now();
+        }
+    }
+}
+
+async fn checkpoint(
+    sender: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    cursor: i64,
+) -> bool {
+    let message = pb::SubscribeResponse {
+        entry: Some(pb::subscribe_response::Entry::Checkpoint(pb::Checkpoint {
+            cursor: u64::try_from(cursor).unwrap_or(0),
+        })),
+    };
+    sender.send(Ok(message)).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_validated_and_match_both_dimensions() {
+        let request = pb::SubscribeRequest {
+            after_cursor: 0,
+            kiosk_ids: vec!["K-1".into()],
+            kinds: vec![pb::EventKind::KioskOnline as i32],
+        };
+        let filter = Filter::try_from(&request).unwrap();
+        assert!(filter.matches("K-1", "kiosk_online"));
+        assert!(!filter.matches("K-2", "kiosk_online"));
+        assert!(!filter.matches("K-1", "kiosk_offline"));
+        assert!(Filter::default().matches("K-9", "item_returned"));
+
+        let bad = pb::SubscribeRequest {
+            after_cursor: 0,
+            kiosk_ids: vec![],
+            kinds: vec![0],
+        };
+        assert!(
+            matches!(Filter::try_from(&bad), Err(GatewayError::Invalid(v)) if v[0].field == "kinds[0]")
+        );
+        let bad = pb::SubscribeRequest {
+            after_cursor: 0,
+            kiosk_ids: vec!["bad id".into()],
+            kinds: vec![],
+        };
+        assert!(
+            matches!(Filter::try_from(&bad), Err(GatewayError::Invalid(v)) if v[0].field == "kiosk_ids[0]")
+        );
+    }
+}
