@@ -6,6 +6,8 @@
 //! schemas, so tests run in parallel). Without `DATABASE_URL` the Postgres run is skipped with
 //! a loud message, and with `TEST_REQUIRE_SERVICES=1` (CI sets it) the skip is a failure.
 
+pub mod fake_kiosk;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -206,6 +208,54 @@ impl Sandbox {
         (key.kid, key.seed)
     }
 
+    /// An access token for kiosk `kiosk_id`: an operator issues its credential, the kiosk
+    /// logs in with it.
+    pub async fn kiosk_token(&self, kiosk_id: &str) -> String {
+        let operator = self.operator().await;
+        let mut auth = self.auth().await;
+        let credential = auth
+            .issue_kiosk_credential(authed(
+                auth::IssueKioskCredentialRequest {
+                    kiosk_id: kiosk_id.into(),
+                },
+                &operator.access_token,
+            ))
+            .await
+            .expect("issue kiosk credential")
+            .into_inner();
+        auth.kiosk_login(auth::KioskLoginRequest {
+            kiosk_id: kiosk_id.into(),
+            secret: credential.secret,
+        })
+        .await
+        .expect("kiosk login")
+        .into_inner()
+        .access_token
+    }
+
+    /// Stops the node and starts a new one on the same data (same directory or schemas), as a
+    /// process restart would.
+    pub async fn restart(mut self) -> Self {
+        if let Some(node) = self.node.take() {
+            node.stop();
+            node.wait().await.expect("node stopped cleanly");
+        }
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        let node = sneakernet::node::start(
+            config.clone(),
+            &NodeRole::ALL,
+            Shutdown::new(),
+            Some(std::sync::Arc::new(self.clock.clone())),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("sandbox on {} failed to restart: {e}", self.backend));
+        config.listen = node.address;
+        self.config = config;
+        self.node = Some(node);
+        self
+    }
+
     /// Stops the node and waits for it; drops the Postgres schemas it created.
     pub async fn stop(mut self) {
         if let Some(node) = self.node.take() {
@@ -235,6 +285,14 @@ pub async fn drop_schemas(config: &Config) {
             ))
             .await;
     }
+}
+
+/// Link timing for tests: fast heartbeats and timeouts so liveness is observable in a second.
+pub fn fast_links(config: &mut Config) {
+    config.gateway.heartbeat_interval = Duration::from_millis(200);
+    config.gateway.offline_after = Duration::from_millis(1500);
+    config.gateway.command_poll_interval = Duration::from_millis(100);
+    config.gateway.expiry_sweep_interval = Duration::from_millis(100);
 }
 
 /// A password every test account uses.

@@ -38,7 +38,8 @@ use crate::store::Store;
 pub const SERVICE: &str = "gateway";
 
 /// Largest message a kiosk may send on its link. Inventories of a thousand bays fit; anything
-/// larger is refused by the transport with RESOURCE_EXHAUSTED and the link closes cleanly.
+/// larger is refused by the transport (OUT_OF_RANGE, "message length too large"), the kiosk is
+/// told so, and the link closes cleanly.
 pub const MAX_KIOSK_MESSAGE: usize = 256 * 1024;
 
 /// How long a new link may take to say Hello.

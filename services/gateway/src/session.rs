@@ -257,6 +257,9 @@ impl Session {
                     }
                     Ok(None) => return Ended::Offline(pb::OfflineReason::Disconnected, "the kiosk closed the link".into()),
                     Err(status) => {
+                        // Tell the kiosk why (an oversized or undecodable message), if it is
+                        // still there to hear it.
+                        let _ = self.outbound.try_send(Err(status.clone()));
                         return Ended::Offline(
                             pb::OfflineReason::Disconnected,
                             format!("link broke: {} {}", status.code(), status.message()),
