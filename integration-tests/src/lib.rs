@@ -287,6 +287,76 @@ pub async fn drop_schemas(config: &Config) {
     }
 }
 
+/// A redis-server of the test's own on a free loopback port, so the test can stop it.
+pub struct RedisServer {
+    process: std::process::Child,
+    /// Its URL.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one, or returns `None` (after a loud skip, or a failure under
+    /// `TEST_REQUIRE_SERVICES=1`) when this machine has no `redis-server`.
+    pub async fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = tempfile::tempdir().ok()?;
+        let spawned = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(process) = spawned else {
+            skip_or_fail("Redis", "a redis-server binary on PATH");
+            return None;
+        };
+        let server = Self {
+            process,
+            url: format!("redis://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(server)
+    }
+
+    /// Kills it (as an outage would).
+    pub fn stop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Link timing for tests: fast heartbeats and timeouts so liveness is observable in a second.
 pub fn fast_links(config: &mut Config) {
     config.gateway.heartbeat_interval = Duration::from_millis(200);

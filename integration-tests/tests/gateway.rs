@@ -621,7 +621,11 @@ async fn bad_kiosk_messages_are_answered_and_the_link_survives() {
     };
     let status = ended.expect_err("the stream ends with a status");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-    assert!(status.message().contains("too large"), "{}", status.message());
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
     FakeKiosk::connect(sandbox.channel().await, &token, fake_kiosk::inventory(1))
         .await
         .expect("the gateway still serves");

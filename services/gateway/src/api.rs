@@ -83,7 +83,7 @@ impl GatewayApi {
         let row = match logged {
             Logged::Created(row) => {
                 tracing::info!(kiosk_id = %kiosk, command_id = %row.command_id, kind = %row.kind, "command queued");
-                self.link.registry.wake(&kiosk);
+                self.link.presence.wake(&kiosk);
                 row
             }
             Logged::Existing(row) => row,

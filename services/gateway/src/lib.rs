@@ -2,7 +2,8 @@
 //! event log.
 //!
 //! - [`api`]: the gRPC surface (KioskLinkService, DeviceCommandService, DeviceEventService).
-//! - [`session`]: one task per kiosk link; [`registry`]: which links this process holds.
+//! - [`session`]: one task per kiosk link; [`registry`]: which links this process holds;
+//!   [`presence`]: which replica holds which link, and routing commands to it (Redis).
 //! - [`domain::command`]: the command life cycle; [`commands`]: one file per command kind.
 //! - [`subscribe`]: the resumable event stream.
 //! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
@@ -13,6 +14,7 @@ pub mod domain;
 pub mod entity;
 pub mod error;
 pub mod migration;
+pub mod presence;
 pub mod registry;
 pub mod session;
 pub mod store;
@@ -30,6 +32,7 @@ use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};
 use sneakernet_runtime::server::GrpcServices;
 
 use crate::api::GatewayApi;
+use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::session::{LinkContext, LinkTiming};
 use crate::store::Store;
@@ -82,9 +85,20 @@ pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
         .await
         .map_err(|e| StartError::Other(format!("gateway cannot start: {e}")))?;
     let gateway = &ctx.config.gateway;
+    let registry = Registry::default();
+    let presence = match &ctx.config.redis_url {
+        Some(url) => Presence::with_redis(registry, url, gateway.offline_after * 2, &ctx.shutdown)
+            .map_err(|e| {
+                StartError::Other(format!(
+                    "invalid configuration: `redis_url` ({}): {e}",
+                    sneakernet_runtime::config::redact_url(url)
+                ))
+            })?,
+        None => Presence::local(registry),
+    };
     let link = Arc::new(LinkContext {
         store,
-        registry: Registry::default(),
+        presence,
         clock: ctx.clock.clone(),
         timing: LinkTiming {
             heartbeat_interval: gateway.heartbeat_interval,

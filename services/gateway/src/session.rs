@@ -28,7 +28,8 @@ use tonic::{Status, Streaming};
 use crate::commands;
 use crate::domain::command::CommandEvent;
 use crate::error::GatewayError;
-use crate::registry::{Registry, SessionHandle};
+use crate::presence::Presence;
+use crate::registry::SessionHandle;
 use crate::store::{self, Store, timestamp};
 
 /// Messages buffered toward one kiosk. When full, the kiosk is not reading: the session ends
@@ -57,8 +58,8 @@ pub struct LinkTiming {
 pub struct LinkContext {
     /// The gateway's database.
     pub store: Store,
-    /// This process's sessions.
-    pub registry: Registry,
+    /// This process's sessions, and where other replicas find them.
+    pub presence: Presence,
     /// "Now".
     pub clock: SharedClock,
     /// Link timing.
@@ -105,7 +106,10 @@ pub async fn open(
         .kiosk_online(kiosk.as_str(), &session_id, &hello, now)
         .await?;
     let handle = SessionHandle::new(session_id.clone());
-    link.registry.claim(kiosk.as_str(), handle.clone());
+    link.presence
+        .registry()
+        .claim(kiosk.as_str(), handle.clone());
+    link.presence.hold(kiosk.as_str());
     tracing::info!(kiosk_id = %kiosk, session_id = %session_id, agent_version = %hello.agent_version, "kiosk online");
 
     let (outbound, receiver) = mpsc::channel(OUTBOUND_CAPACITY);
@@ -191,7 +195,9 @@ impl Session {
         let ended = self.serve(&mut inbound).await;
         let kiosk = self.kiosk.as_str().to_owned();
         let session_id = self.handle.session_id.clone();
-        self.link.registry.release(&kiosk, &session_id);
+        if self.link.presence.registry().release(&kiosk, &session_id) {
+            self.link.presence.release(&kiosk);
+        }
         let Ended::Offline(reason, message) = ended else {
             tracing::info!(kiosk_id = %kiosk, session_id = %session_id, "link replaced by a newer one");
             return;
@@ -268,7 +274,16 @@ impl Session {
                 },
                 () = wake.notified() => self.deliver().await.map_err(Into::into),
                 _ = poll.tick() => self.deliver().await.map_err(Into::into),
-                _ = heartbeat.tick() => self.heartbeat().await,
+                _ = heartbeat.tick() => match self.heartbeat().await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        // The kiosk's row names another session: a newer link on another
+                        // replica took over while this one was half-open.
+                        self.reconnect(pb::ReconnectReason::Replaced, "a newer link of this kiosk replaced this one");
+                        return Ended::Replaced;
+                    }
+                    Err(stop) => Err(stop),
+                },
             };
             match outcome {
                 Ok(()) => {}
@@ -309,11 +324,14 @@ impl Session {
         }));
     }
 
-    async fn heartbeat(&mut self) -> Result<(), Stop> {
+    /// Sends a heartbeat and notes the kiosk as seen; `Ok(false)` when the kiosk's current
+    /// session is no longer this one.
+    async fn heartbeat(&mut self) -> Result<bool, Stop> {
         let now = self.link.clock.now();
         self.send(Down::Heartbeat(pb::Heartbeat {
             sent_at: Some(timestamp(now)),
         }))?;
+        self.link.presence.hold(self.kiosk.as_str());
         self.link
             .store
             .touch_kiosk(self.kiosk.as_str(), &self.handle.session_id, now)

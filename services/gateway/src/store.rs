@@ -447,20 +447,22 @@ impl Store {
         Ok(went)
     }
 
-    /// Notes that a kiosk was heard from (heartbeats), without an event.
+    /// Notes that a kiosk was heard from (heartbeats), without an event. `Ok(false)` when the
+    /// kiosk's current session is another one (this session was replaced).
     pub async fn touch_kiosk(
         &self,
         kiosk_id: &str,
         session_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), GatewayError> {
-        kiosk::Entity::update_many()
+    ) -> Result<bool, GatewayError> {
+        let touched = kiosk::Entity::update_many()
             .col_expr(kiosk::Column::LastSeenAt, Expr::value(now))
             .filter(kiosk::Column::KioskId.eq(kiosk_id))
             .filter(kiosk::Column::SessionId.eq(session_id))
             .exec(&self.db)
-            .await?;
-        Ok(())
+            .await?
+            .rows_affected;
+        Ok(touched == 1)
     }
 
     /// Up to `limit` events after `cursor`, in cursor order.

@@ -1,0 +1,177 @@
+//! Several gateway replicas: a command accepted by one reaches a kiosk linked to another, over
+//! Redis; with Redis stopped it still arrives, through polling; a kiosk that moves to another
+//! replica leaves no second session behind.
+
+use std::time::Duration;
+
+use sneakernet::{Node, NodeRole};
+use sneakernet_integration_tests::fake_kiosk::{self, FakeKiosk};
+use sneakernet_integration_tests::{
+    RedisServer, Sandbox, authed, backends, connect, eventually, fast_links,
+};
+use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
+use sneakernet_proto::gateway::v1::open_response::Body as Down;
+use sneakernet_runtime::Shutdown;
+
+/// A gateway-only replica sharing the sandbox's database and Redis.
+async fn second_replica(sandbox: &Sandbox) -> Node {
+    let mut config = sandbox.config.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.auth.url = Some(format!("http://{}", sandbox.node().address));
+    config.auth.keys_refresh_interval = Duration::from_millis(200);
+    sneakernet::node::start(config, &[NodeRole::Gateway], Shutdown::new(), None)
+        .await
+        .expect("second gateway replica")
+}
+
+async fn send_wipe(sandbox: &Sandbox, token: &str, key: &str) -> String {
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
+    DeviceCommandServiceClient::new(sandbox.channel().await)
+        .send_command(authed(
+            pb::SendCommandRequest {
+                kiosk_id: "K-1".into(),
+                payload: Some(pb::CommandPayload {
+                    kind: Some(pb::command_payload::Kind::Wipe(pb::WipeCommand {
+                        item_id: "D-1".into(),
+                    })),
+                }),
+                idempotency_key: key.into(),
+                deadline: Some(prost_types::Timestamp {
+                    seconds: deadline.timestamp(),
+                    nanos: 0,
+                }),
+            },
+            token,
+        ))
+        .await
+        .expect("send command")
+        .into_inner()
+        .command
+        .expect("record")
+        .command_id
+}
+
+/// Waits until Redis says which replica holds K-1's link.
+async fn presence_recorded(url: &str) {
+    let client = redis::Client::open(url).unwrap();
+    eventually(Duration::from_secs(10), "K-1's presence in redis", || {
+        let client = client.clone();
+        async move {
+            let Ok(mut redis) = client.get_multiplexed_async_connection().await else {
+                return false;
+            };
+            let holder: Option<String> =
+                redis::AsyncCommands::get(&mut redis, "sneakernet:presence:K-1")
+                    .await
+                    .unwrap_or(None);
+            holder.is_some()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_command_sent_to_one_replica_reaches_a_kiosk_on_another_through_redis() {
+    for backend in backends() {
+        let Some(redis) = RedisServer::start().await else {
+            return;
+        };
+        let sandbox = Sandbox::start_with(&backend, |config| {
+            fast_links(config);
+            // So slow that only a Redis wake-up can deliver within the test's patience.
+            config.gateway.command_poll_interval = Duration::from_secs(3600);
+            config.redis_url = Some(redis.url.clone());
+        })
+        .await;
+        let replica_b = second_replica(&sandbox).await;
+        let operator = sandbox.operator().await;
+        let token = sandbox.kiosk_token("K-1").await;
+
+        let mut kiosk = loop {
+            // Replica B verifies the kiosk's token with keys fetched from A; retry until it has them.
+            match FakeKiosk::connect(
+                connect(replica_b.address).await,
+                &token,
+                fake_kiosk::inventory(1),
+            )
+            .await
+            {
+                Ok(kiosk) => break kiosk,
+                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(status) => panic!("{backend}: {status:?}"),
+            }
+        };
+        presence_recorded(&redis.url).await;
+        let command_id = send_wipe(&sandbox, &operator.access_token, "via-redis").await;
+        assert_eq!(
+            kiosk.next_command().await.command_id,
+            command_id,
+            "{backend}: routed across replicas"
+        );
+
+        // The kiosk moves to replica A: B's half-open session notices and steps aside.
+        let _moved = FakeKiosk::connect(sandbox.channel().await, &token, fake_kiosk::inventory(1))
+            .await
+            .unwrap();
+        let reason = loop {
+            match kiosk.next().await {
+                Ok(Some(Down::Reconnect(reconnect))) => break reconnect.reason,
+                Ok(Some(_)) => continue,
+                other => panic!("{backend}: expected Reconnect, got {other:?}"),
+            }
+        };
+        assert_eq!(reason, pb::ReconnectReason::Replaced as i32, "{backend}");
+
+        replica_b.stop();
+        replica_b.wait().await.unwrap();
+        sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn with_redis_stopped_commands_still_arrive_through_polling() {
+    for backend in backends() {
+        let Some(mut redis) = RedisServer::start().await else {
+            return;
+        };
+        let sandbox = Sandbox::start_with(&backend, |config| {
+            fast_links(config);
+            config.gateway.command_poll_interval = Duration::from_millis(300);
+            config.redis_url = Some(redis.url.clone());
+        })
+        .await;
+        let replica_b = second_replica(&sandbox).await;
+        let operator = sandbox.operator().await;
+        let token = sandbox.kiosk_token("K-1").await;
+        let mut kiosk = loop {
+            match FakeKiosk::connect(
+                connect(replica_b.address).await,
+                &token,
+                fake_kiosk::inventory(1),
+            )
+            .await
+            {
+                Ok(kiosk) => break kiosk,
+                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(status) => panic!("{backend}: {status:?}"),
+            }
+        };
+
+        redis.stop();
+        let command_id = send_wipe(&sandbox, &operator.access_token, "redis-down").await;
+        assert_eq!(
+            kiosk.next_command().await.command_id,
+            command_id,
+            "{backend}: slower, nothing lost"
+        );
+
+        replica_b.stop();
+        replica_b.wait().await.unwrap();
+        sandbox.stop().await;
+    }
+}

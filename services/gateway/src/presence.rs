@@ -1,0 +1,252 @@
+//! Which replica holds which kiosk's link, across replicas, and how a command accepted by one
+//! replica reaches the replica that holds the link.
+//!
+//! In-process only (no `redis_url`, e.g. standalone): the [`Registry`] is the whole truth.
+//! With Redis: each replica records `sneakernet:presence:<kiosk>` = its replica id with a TTL
+//! refreshed by heartbeats, and listens on `sneakernet:replica:<id>`; a replica that accepts a
+//! command for a kiosk it does not hold publishes the kiosk id to the holder's channel.
+//!
+//! Redis is an accelerator, never the truth: every Redis operation goes through one worker task
+//! fed by a bounded queue (dropped when full or when Redis is down), and each link also polls
+//! the command log at `gateway.command_poll_interval`, so with Redis gone commands still
+//! arrive, only later.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use sneakernet_runtime::Shutdown;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+use crate::registry::Registry;
+
+/// Redis operations waiting for the worker. When full, new ones are dropped: presence heals
+/// at the next heartbeat and delivery falls back to polling.
+const QUEUE: usize = 4096;
+/// How long one Redis operation may take before it is abandoned.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The presence of this replica's links, local and (optionally) in Redis. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Presence {
+    registry: Registry,
+    redis: Option<mpsc::Sender<Op>>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Hold(String),
+    Release(String),
+    Route(String),
+}
+
+impl Presence {
+    /// Presence without Redis: one replica, or standalone.
+    pub fn local(registry: Registry) -> Self {
+        Self {
+            registry,
+            redis: None,
+        }
+    }
+
+    /// Presence shared through Redis at `url`. Starts the worker and the listener on
+    /// `shutdown`; neither needs Redis to be up now (they retry with backoff).
+    pub fn with_redis(
+        registry: Registry,
+        url: &str,
+        ttl: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let replica = uuid::Uuid::now_v7().to_string();
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        shutdown.spawn(worker(
+            client.clone(),
+            replica.clone(),
+            ttl,
+            receiver,
+            shutdown.clone(),
+        ));
+        shutdown.spawn(listener(
+            client,
+            replica.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(replica = %replica, "kiosk presence shared through redis");
+        Ok(Self {
+            registry,
+            redis: Some(sender),
+        })
+    }
+
+    /// This process's sessions.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn enqueue(&self, op: Op) {
+        if let Some(redis) = &self.redis {
+            if redis.try_send(op).is_err() {
+                tracing::debug!("presence queue full or closed; relying on polling");
+            }
+        }
+    }
+
+    /// This replica holds (or still holds, on each heartbeat) the kiosk's link.
+    pub fn hold(&self, kiosk_id: &str) {
+        self.enqueue(Op::Hold(kiosk_id.to_owned()));
+    }
+
+    /// This replica no longer holds the kiosk's link.
+    pub fn release(&self, kiosk_id: &str) {
+        self.enqueue(Op::Release(kiosk_id.to_owned()));
+    }
+
+    /// A command for the kiosk was logged: wake its link here, or tell the replica holding it.
+    pub fn wake(&self, kiosk_id: &str) {
+        if !self.registry.wake(kiosk_id) {
+            self.enqueue(Op::Route(kiosk_id.to_owned()));
+        }
+    }
+}
+
+fn presence_key(kiosk_id: &str) -> String {
+    format!("sneakernet:presence:{kiosk_id}")
+}
+
+fn replica_channel(replica: &str) -> String {
+    format!("sneakernet:replica:{replica}")
+}
+
+/// Deletes the presence key only if this replica still owns it (a newer holder keeps it).
+const RELEASE_SCRIPT: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+async fn connect(client: &redis::Client) -> Option<ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(1);
+    match tokio::time::timeout(
+        REDIS_TIMEOUT * 2,
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    {
+        Ok(Ok(manager)) => Some(manager),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "redis unavailable; kiosk commands fall back to polling");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("redis did not answer; kiosk commands fall back to polling");
+            None
+        }
+    }
+}
+
+async fn worker(
+    client: redis::Client,
+    replica: String,
+    ttl: Duration,
+    mut ops: mpsc::Receiver<Op>,
+    shutdown: Shutdown,
+) {
+    let ttl_secs = ttl.as_secs().max(1);
+    let mut connection: Option<ConnectionManager> = None;
+    let mut retry_at = tokio::time::Instant::now();
+    let release = redis::Script::new(RELEASE_SCRIPT);
+    loop {
+        let op = tokio::select! {
+            () = shutdown.triggered() => return,
+            op = ops.recv() => match op {
+                Some(op) => op,
+                None => return,
+            },
+        };
+        if connection.is_none() {
+            if tokio::time::Instant::now() < retry_at {
+                continue; // Redis is down: drop the operation, polling covers it.
+            }
+            connection = connect(&client).await;
+            if connection.is_none() {
+                retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
+                continue;
+            }
+        }
+        let Some(redis) = connection.as_mut() else {
+            continue;
+        };
+        let done: redis::RedisResult<()> = match &op {
+            Op::Hold(kiosk) => redis.set_ex(presence_key(kiosk), &replica, ttl_secs).await,
+            Op::Release(kiosk) => release
+                .key(presence_key(kiosk))
+                .arg(&replica)
+                .invoke_async::<i64>(redis)
+                .await
+                .map(drop),
+            Op::Route(kiosk) => {
+                let holder: Option<String> = match redis.get(presence_key(kiosk)).await {
+                    Ok(holder) => holder,
+                    Err(error) => {
+                        tracing::debug!(%error, "presence lookup failed");
+                        None
+                    }
+                };
+                match holder {
+                    Some(holder) if holder != replica => redis
+                        .publish(replica_channel(&holder), kiosk)
+                        .await
+                        .map(|_: i64| ()),
+                    _ => Ok(()),
+                }
+            }
+        };
+        if let Err(error) = done {
+            tracing::warn!(%error, ?op, "redis operation failed; relying on polling");
+        }
+    }
+}
+
+async fn listener(client: redis::Client, replica: String, registry: Registry, shutdown: Shutdown) {
+    let channel = replica_channel(&replica);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let subscribed = async {
+            let mut pubsub = tokio::time::timeout(REDIS_TIMEOUT * 2, client.get_async_pubsub())
+                .await
+                .ok()?
+                .ok()?;
+            pubsub.subscribe(&channel).await.ok()?;
+            Some(pubsub)
+        };
+        let pubsub = tokio::select! {
+            () = shutdown.triggered() => return,
+            pubsub = subscribed => pubsub,
+        };
+        if let Some(pubsub) = pubsub {
+            backoff = Duration::from_millis(200);
+            let mut messages = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    () = shutdown.triggered() => return,
+                    message = messages.next() => match message {
+                        Some(message) => {
+                            if let Ok(kiosk) = message.get_payload::<String>() {
+                                registry.wake(&kiosk);
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+            tracing::warn!("redis subscription lost; resubscribing");
+        }
+        tokio::select! {
+            () = shutdown.triggered() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
