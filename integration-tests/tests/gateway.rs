@@ -132,8 +132,7 @@ async fn only_a_kiosk_token_opens_a_link_and_it_speaks_only_as_its_own_kiosk() {
             fake_kiosk::hello(fake_kiosk::inventory(1)),
         )
         .await
-        .err()
-        .expect("a user token cannot open a link");
+        .expect_err("a user token cannot open a link");
         assert_eq!(status.code(), Code::PermissionDenied, "{backend}");
         let status = fake_kiosk::open_raw(
             sandbox.channel().await,
@@ -141,8 +140,7 @@ async fn only_a_kiosk_token_opens_a_link_and_it_speaks_only_as_its_own_kiosk() {
             fake_kiosk::hello(fake_kiosk::inventory(1)),
         )
         .await
-        .err()
-        .expect("no token cannot open a link");
+        .expect_err("no token cannot open a link");
         assert_eq!(status.code(), Code::Unauthenticated, "{backend}");
 
         // K-2's link cannot report on K-1's command.
@@ -213,8 +211,7 @@ async fn the_first_message_must_be_hello() {
         Ok((_tx, mut rx)) => rx
             .message()
             .await
-            .err()
-            .expect("the stream ends with an error"),
+            .expect_err("the stream ends with an error"),
     };
     assert_eq!(outcome.code(), Code::FailedPrecondition);
     assert!(outcome.message().contains("Hello"), "{}", outcome.message());
@@ -689,8 +686,7 @@ async fn subscribe_resumes_from_a_cursor_with_no_gap_and_no_duplicate_across_a_r
                 &operator.access_token,
             ))
             .await
-            .err()
-            .expect("a cursor past the end is refused");
+            .expect_err("a cursor past the end is refused");
         assert_eq!(beyond.code(), Code::OutOfRange, "{backend}");
         sandbox.stop().await;
     }
@@ -710,8 +706,7 @@ async fn only_operators_command_kiosks_or_read_their_events() {
         let status = DeviceEventServiceClient::new(sandbox.channel().await)
             .subscribe(authed(pb::SubscribeRequest::default(), token))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(status.code(), Code::PermissionDenied);
     }
     let operator = sandbox.operator().await;

@@ -83,7 +83,10 @@ impl GatewayApi {
         let row = match logged {
             Logged::Created(row) => {
                 tracing::info!(kiosk_id = %kiosk, command_id = %row.command_id, kind = %row.kind, "command queued");
+                metrics::counter!("gateway_commands_total", "kind" => row.kind.clone())
+                    .increment(1);
                 self.link.presence.wake(&kiosk);
+
                 row
             }
             Logged::Existing(row) => row,

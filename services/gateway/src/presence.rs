@@ -87,11 +87,12 @@ impl Presence {
     }
 
     fn enqueue(&self, op: Op) {
-        if let Some(redis) = &self.redis {
-            if redis.try_send(op).is_err() {
-                tracing::debug!("presence queue full or closed; relying on polling");
-            }
+        if let Some(redis) = &self.redis
+            && redis.try_send(op).is_err()
+        {
+            tracing::debug!("presence queue full or closed; relying on polling");
         }
+
     }
 
     /// This replica holds (or still holds, on each heartbeat) the kiosk's link.

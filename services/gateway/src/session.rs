@@ -110,6 +110,7 @@ pub async fn open(
         .registry()
         .claim(kiosk.as_str(), handle.clone());
     link.presence.hold(kiosk.as_str());
+    metrics::gauge!("gateway_links").set(link.presence.registry().len() as f64);
     tracing::info!(kiosk_id = %kiosk, session_id = %session_id, agent_version = %hello.agent_version, "kiosk online");
 
     let (outbound, receiver) = mpsc::channel(OUTBOUND_CAPACITY);
@@ -198,6 +199,7 @@ impl Session {
         if self.link.presence.registry().release(&kiosk, &session_id) {
             self.link.presence.release(&kiosk);
         }
+        metrics::gauge!("gateway_links").set(self.link.presence.registry().len() as f64);
         let Ended::Offline(reason, message) = ended else {
             tracing::info!(kiosk_id = %kiosk, session_id = %session_id, "link replaced by a newer one");
             return;
@@ -597,6 +599,8 @@ impl Session {
         status: pb::ReceiptStatus,
         error: &str,
     ) -> Result<(), Stop> {
+        metrics::counter!("gateway_kiosk_messages_total", "receipt" => status.as_str_name())
+            .increment(1);
         self.send(Down::Receipt(pb::Receipt {
             message_id: message_id.to_owned(),
             status: status.into(),

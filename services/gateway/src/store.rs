@@ -208,11 +208,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Applied>, GatewayError> {
         let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
-        if let (Some(kiosk), Some(message_id)) = (kiosk_id, message) {
-            if !record_message(&txn, kiosk, message_id, now).await? {
-                return Ok(None);
-            }
+        if let (Some(kiosk), Some(message_id)) = (kiosk_id, message)
+            && !record_message(&txn, kiosk, message_id, now).await?
+        {
+            return Ok(None);
         }
+
         let mut query = command::Entity::find().filter(command::Column::CommandId.eq(command_id));
         if let Some(kiosk) = kiosk_id {
             query = query.filter(command::Column::KioskId.eq(kiosk));

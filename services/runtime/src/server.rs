@@ -27,6 +27,14 @@ use crate::telemetry::GrpcMetricsLayer;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// How long a keepalive ping may go unanswered before the connection is dropped.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 flow-control windows, chosen rather than left to defaults: what a peer may send
+/// before the server reads is at most this per stream and per connection, which bounds the
+/// memory 50,000 idle-but-misbehaving kiosk links can pin (50k × 256 KiB ≈ 12 GiB worst case,
+/// against unbounded adaptive windows), while a chunk upload still gets a window of several
+/// round trips of data.
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+/// See [`STREAM_WINDOW`].
+pub const CONNECTION_WINDOW: u32 = 256 * 1024;
 
 /// Services every server adds besides the roles' own.
 const INFRASTRUCTURE_SERVICES: [&str; 3] = [
@@ -191,6 +199,9 @@ pub async fn serve(
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .http2_adaptive_window(Some(false))
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         builder = builder.tls_config(load_tls(tls).await?)?;
