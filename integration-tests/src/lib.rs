@@ -7,6 +7,7 @@
 //! a loud message, and with `TEST_REQUIRE_SERVICES=1` (CI sets it) the skip is a failure.
 
 pub mod fake_kiosk;
+pub mod proxy;
 
 use std::path::Path;
 use std::process::Stdio;

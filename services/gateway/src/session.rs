@@ -377,6 +377,9 @@ impl Session {
                 .map_err(|LinkGone| DeliverError::Gone)?;
             tracing::debug!(kiosk_id = %self.kiosk, command_id = %row.command_id, attempt = applied.command.attempts, "command sent");
             self.delivered_here.insert(row.command_id);
+            // Tests kill the gateway here: the command is on the wire, its ack not yet in.
+            sneakernet_runtime::failpoint::pause_point("gateway::deliver::after_send").await;
+
         }
         Ok(())
     }
