@@ -25,7 +25,9 @@ impl CuttableProxy {
                 let mut cut = watch.clone();
                 cut.mark_unchanged();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else { return };
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     let (mut client, mut server) = (client, server);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
@@ -35,7 +37,11 @@ impl CuttableProxy {
                 });
             }
         });
-        Ok(Self { address, cuts, task })
+        Ok(Self {
+            address,
+            cuts,
+            task,
+        })
     }
 
     /// Closes every connection open through the proxy now.

@@ -411,7 +411,11 @@ async fn kiosk_credentials_log_in_only_as_that_kiosk_and_stop_when_revoked() {
             credential_file,
             auth_url: format!("http://{}", sandbox.node().address),
             gateway_url: format!("http://{}", sandbox.node().address),
+            data_dir: dir.path().join("data"),
+            link: Default::default(),
+            simulation: None,
         };
+
         let expires = sneakernet_kiosk_agent::login(&agent)
             .await
             .expect("agent login");

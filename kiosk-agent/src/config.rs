@@ -1,11 +1,18 @@
-//! The agent's configuration file: who the kiosk is, how it proves it, where the backend is.
-//! Unknown keys are refused, so a typo is an error rather than a silent default.
+//! The agent's configuration file: who the kiosk is, how it proves it, where the backend is,
+//! where it keeps its journal, how it reconnects, and (for tests and standalone) the simulated
+//! bays it holds.
+//!
+//! Guarantees: unknown keys are refused, so a typo is an error rather than a silent default;
+//! a configuration that [`AgentConfig::validate`] accepted has well-formed, unique bay and item
+//! ids and every kind-specific item field present; every refusal names the offending key.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The kiosk agent's configuration (TOML).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -19,6 +26,115 @@ pub struct AgentConfig {
     pub auth_url: String,
     /// gRPC address of the device gateway.
     pub gateway_url: String,
+    /// Directory of the agent's durable state: the command journal (`journal.db`) and the
+    /// simulator's bays (`simulator.json`, `sim-inbox/`). Created if missing.
+    pub data_dir: PathBuf,
+    /// How the link to the gateway reconnects.
+    #[serde(default)]
+    pub link: LinkConfig,
+    /// Simulated bays (tests and standalone); required by [`crate::start`] until real bay
+    /// hardware has a driver.
+    #[serde(default)]
+    pub simulation: Option<SimulationConfig>,
+}
+
+/// How the link reconnects after it drops: exponential backoff with full jitter.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The first reconnect waits up to this long (then twice as long, and so on).
+    #[serde(with = "humantime_serde", default = "default_backoff_initial")]
+    pub backoff_initial: Duration,
+    /// No reconnect waits longer than this.
+    #[serde(with = "humantime_serde", default = "default_backoff_max")]
+    pub backoff_max: Duration,
+}
+
+fn default_backoff_initial() -> Duration {
+    Duration::from_millis(200)
+}
+
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            backoff_initial: default_backoff_initial(),
+            backoff_max: default_backoff_max(),
+        }
+    }
+}
+
+/// The simulated kiosk hardware: its bays, what they hold on first start, and its faults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationConfig {
+    /// Every bay of the kiosk. Only read on the simulator's first start: afterwards the bays'
+    /// contents live in `data_dir/simulator.json`.
+    pub bays: Vec<SimBayConfig>,
+    /// Faults the simulated mechanism shows (read on every start).
+    #[serde(default)]
+    pub faults: SimFaults,
+}
+
+/// One simulated bay.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SimBayConfig {
+    /// The bay's id, unique in the kiosk (for example "A03").
+    pub id: String,
+    /// What it holds on first start; absent for an empty bay.
+    #[serde(default)]
+    pub item: Option<SimItemConfig>,
+}
+
+/// Kinds of simulated item.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SimItemKind {
+    /// A portable hard drive.
+    Drive,
+    /// A power bank.
+    PowerBank,
+}
+
+/// One simulated item, as configured, inserted, or written to the simulator's inbox.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SimItemConfig {
+    /// `drive` or `power_bank`.
+    pub kind: SimItemKind,
+    /// The item's own id, 1 to 64 printable ASCII characters, unique in the kiosk.
+    pub item_id: String,
+    /// Drives: nominal capacity in bytes (required, > 0).
+    #[serde(default)]
+    pub capacity_bytes: Option<u64>,
+    /// Drives: the content package the drive holds; absent for a blank drive.
+    #[serde(default)]
+    pub content_package_id: Option<String>,
+    /// Drives: whether write protection is on.
+    #[serde(default)]
+    pub write_protected: bool,
+    /// Power banks: state of charge, 0 to 100 (required).
+    #[serde(default)]
+    pub charge_percent: Option<u32>,
+}
+
+/// Faults of the simulated mechanism.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SimFaults {
+    /// Bays whose eject mechanism jams: an eject fails and the item stays in.
+    #[serde(default)]
+    pub jammed_bays: Vec<String>,
+    /// Bays that report an item but eject nothing: an eject fails.
+    #[serde(default)]
+    pub empty_on_eject_bays: Vec<String>,
+    /// How long every eject takes.
+    #[serde(with = "humantime_serde", default)]
+    pub slow_eject: Duration,
 }
 
 /// Why the configuration was refused; names the file and the key.
@@ -28,6 +144,11 @@ pub struct AgentConfigError {
     file: String,
     reason: String,
 }
+
+/// The longest bay id the gateway contract accepts (`Bay.bay_id`: 1 to 32 characters).
+pub const MAX_BAY_ID_LEN: usize = 32;
+/// The longest item id the contract accepts (`Item.item_id`: 1 to 64 printable ASCII).
+pub const MAX_ITEM_ID_LEN: usize = 64;
 
 impl AgentConfig {
     /// Reads and checks `file`.
@@ -42,29 +163,48 @@ impl AgentConfig {
         let config: AgentConfig = Figment::from(Toml::file_exact(file))
             .extract()
             .map_err(|e| error(e.to_string().replace('\n', "; ")))?;
-        if config.kiosk_id.is_empty()
-            || config.kiosk_id.len() > 64
-            || !config
-                .kiosk_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(error(format!(
+        config.check().map_err(error)?;
+        Ok(config)
+    }
+
+    /// Checks a configuration built in code (what [`AgentConfig::load`] checks after parsing).
+    pub fn validate(&self) -> Result<(), AgentConfigError> {
+        self.check().map_err(|reason| AgentConfigError {
+            file: "(given in code)".into(),
+            reason,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !is_kiosk_id(&self.kiosk_id) {
+            return Err(format!(
                 "`kiosk_id` {:?} must be 1 to 64 of A-Z, a-z, 0-9, \"-\" and \"_\"",
-                config.kiosk_id
-            )));
+                self.kiosk_id
+            ));
         }
         for (key, url) in [
-            ("auth_url", &config.auth_url),
-            ("gateway_url", &config.gateway_url),
+            ("auth_url", &self.auth_url),
+            ("gateway_url", &self.gateway_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(error(format!(
+                return Err(format!(
                     "`{key}` {url:?} must start with http:// or https://"
-                )));
+                ));
             }
         }
-        Ok(config)
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("`data_dir` must not be empty".into());
+        }
+        if self.link.backoff_initial.is_zero() {
+            return Err("`link.backoff_initial` must be more than 0".into());
+        }
+        if self.link.backoff_max < self.link.backoff_initial {
+            return Err("`link.backoff_max` must be at least `link.backoff_initial`".into());
+        }
+        if let Some(simulation) = &self.simulation {
+            simulation.check()?;
+        }
+        Ok(())
     }
 
     /// The kiosk's secret, read from `credential_file` (one trailing newline ignored).
@@ -78,9 +218,127 @@ impl AgentConfig {
     }
 }
 
+impl SimulationConfig {
+    fn check(&self) -> Result<(), String> {
+        let mut bay_ids = HashSet::new();
+        let mut item_ids = HashSet::new();
+        for (index, bay) in self.bays.iter().enumerate() {
+            let key = format!("simulation.bays[{index}]");
+            if !is_bay_id(&bay.id) {
+                return Err(format!(
+                    "`{key}.id` {:?} must be 1 to {MAX_BAY_ID_LEN} printable ASCII characters",
+                    bay.id
+                ));
+            }
+            if !bay_ids.insert(bay.id.as_str()) {
+                return Err(format!("`{key}.id` {:?} is used by another bay", bay.id));
+            }
+            if let Some(item) = &bay.item {
+                item.check(&format!("{key}.item"))?;
+                if !item_ids.insert(item.item_id.as_str()) {
+                    return Err(format!(
+                        "`{key}.item.item_id` {:?} is in another bay too",
+                        item.item_id
+                    ));
+                }
+            }
+        }
+        for (key, list) in [
+            ("simulation.faults.jammed_bays", &self.faults.jammed_bays),
+            (
+                "simulation.faults.empty_on_eject_bays",
+                &self.faults.empty_on_eject_bays,
+            ),
+        ] {
+            if let Some(unknown) = list.iter().find(|b| !bay_ids.contains(b.as_str())) {
+                return Err(format!("`{key}` names {unknown:?}, which is not a bay"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SimItemConfig {
+    /// Checks the item's id and its kind-specific fields; errors name `key.<field>`.
+    pub fn check(&self, key: &str) -> Result<(), String> {
+        if !is_item_id(&self.item_id) {
+            return Err(format!(
+                "`{key}.item_id` {:?} must be 1 to {MAX_ITEM_ID_LEN} printable ASCII characters",
+                self.item_id
+            ));
+        }
+        match self.kind {
+            SimItemKind::Drive => {
+                match self.capacity_bytes {
+                    None => {
+                        return Err(format!("`{key}.capacity_bytes` is required for a drive"));
+                    }
+                    Some(0) => return Err(format!("`{key}.capacity_bytes` must be more than 0")),
+                    Some(_) => {}
+                }
+                if let Some(package) = &self.content_package_id
+                    && (package.is_empty() || package.len() > 64)
+                {
+                    return Err(format!(
+                        "`{key}.content_package_id` must be 1 to 64 characters when given"
+                    ));
+                }
+                if self.charge_percent.is_some() {
+                    return Err(format!(
+                        "`{key}.charge_percent` is for power banks, not drives"
+                    ));
+                }
+            }
+            SimItemKind::PowerBank => {
+                match self.charge_percent {
+                    None => {
+                        return Err(format!(
+                            "`{key}.charge_percent` is required for a power bank"
+                        ));
+                    }
+                    Some(c) if c > 100 => {
+                        return Err(format!("`{key}.charge_percent` must be 0 to 100"));
+                    }
+                    Some(_) => {}
+                }
+                for (field, set) in [
+                    ("capacity_bytes", self.capacity_bytes.is_some()),
+                    ("content_package_id", self.content_package_id.is_some()),
+                    ("write_protected", self.write_protected),
+                ] {
+                    if set {
+                        return Err(format!("`{key}.{field}` is for drives, not power banks"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_kiosk_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// 1 to 32 printable ASCII characters (no spaces): a bay id the contract accepts.
+pub fn is_bay_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_BAY_ID_LEN && id.chars().all(|c| c.is_ascii_graphic())
+}
+
+/// 1 to 64 printable ASCII characters (no spaces): an item id the contract accepts.
+pub fn is_item_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ITEM_ID_LEN && id.chars().all(|c| c.is_ascii_graphic())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BASE: &str = "kiosk_id = \"K-1\"\ncredential_file = \"/s\"\nauth_url = \"http://a:1\"\ngateway_url = \"http://g:1\"\ndata_dir = \"/var/lib/agent\"\n";
 
     fn write(dir: &Path, text: &str) -> PathBuf {
         let file = dir.join("agent.toml");
@@ -88,38 +346,111 @@ mod tests {
         file
     }
 
-    #[test]
-    fn a_complete_file_loads() {
+    fn error_of(text: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
-        let file = write(
-            dir.path(),
-            "kiosk_id = \"K-1\"\ncredential_file = \"/s\"\nauth_url = \"http://a:1\"\ngateway_url = \"http://g:1\"\n",
+        AgentConfig::load(&write(dir.path(), text))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_complete_file_loads_with_link_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AgentConfig::load(&write(dir.path(), BASE)).unwrap();
+        assert_eq!(config.kiosk_id, "K-1");
+        assert_eq!(config.link, LinkConfig::default());
+        assert_eq!(config.link.backoff_initial, Duration::from_millis(200));
+        assert_eq!(config.link.backoff_max, Duration::from_secs(30));
+        assert!(config.simulation.is_none());
+    }
+
+    #[test]
+    fn a_simulation_section_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{BASE}[link]\nbackoff_initial = \"50ms\"\nbackoff_max = \"2s\"\n\
+             [[simulation.bays]]\nid = \"A01\"\n[simulation.bays.item]\nkind = \"drive\"\nitem_id = \"D-1\"\ncapacity_bytes = 1000\n\
+             [[simulation.bays]]\nid = \"A02\"\n[simulation.bays.item]\nkind = \"power_bank\"\nitem_id = \"P-1\"\ncharge_percent = 90\n\
+             [[simulation.bays]]\nid = \"A03\"\n\
+             [simulation.faults]\njammed_bays = [\"A03\"]\nslow_eject = \"1s\"\n"
         );
-        assert_eq!(AgentConfig::load(&file).unwrap().kiosk_id, "K-1");
+        let config = AgentConfig::load(&write(dir.path(), &text)).unwrap();
+        let simulation = config.simulation.unwrap();
+        assert_eq!(simulation.bays.len(), 3);
+        assert_eq!(
+            simulation.bays[1].item.as_ref().unwrap().kind,
+            SimItemKind::PowerBank
+        );
+        assert_eq!(simulation.faults.slow_eject, Duration::from_secs(1));
+        assert_eq!(config.link.backoff_max, Duration::from_secs(2));
     }
 
     #[test]
     fn typos_and_bad_values_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let typo = write(
-            dir.path(),
-            "kiosk_idd = \"K-1\"\ncredential_file = \"/s\"\nauth_url = \"http://a:1\"\ngateway_url = \"http://g:1\"\n",
-        );
+        assert!(error_of(&BASE.replace("kiosk_id", "kiosk_idd")).contains("kiosk_idd"));
+        assert!(error_of(&BASE.replace("K-1", "K 1")).contains("kiosk_id"));
+        assert!(error_of(&BASE.replace("http://a:1", "a:1")).contains("auth_url"));
+        assert!(error_of(&format!("{BASE}[link]\nbackof_max = \"1s\"\n")).contains("backof_max"));
         assert!(
-            AgentConfig::load(&typo)
-                .unwrap_err()
-                .to_string()
-                .contains("kiosk_idd")
+            error_of(&format!(
+                "{BASE}[link]\nbackoff_initial = \"2s\"\nbackoff_max = \"1s\"\n"
+            ))
+            .contains("link.backoff_max")
         );
-        let bad = write(
-            dir.path(),
-            "kiosk_id = \"K 1\"\ncredential_file = \"/s\"\nauth_url = \"a:1\"\ngateway_url = \"http://g:1\"\n",
-        );
-        assert!(
-            AgentConfig::load(&bad)
-                .unwrap_err()
-                .to_string()
-                .contains("kiosk_id")
-        );
+    }
+
+    #[test]
+    fn simulation_errors_name_the_key() {
+        let drive = "[[simulation.bays]]\nid = \"A01\"\n[simulation.bays.item]\nkind = \"drive\"\nitem_id = \"D-1\"\n";
+        let cases = [
+            (
+                drive.to_owned(),
+                "simulation.bays[0].item.capacity_bytes",
+            ),
+            (
+                format!("{drive}capacity_bytes = 1\ncharge_percent = 5\n"),
+                "simulation.bays[0].item.charge_percent",
+            ),
+            (
+                "[[simulation.bays]]\nid = \"A01\"\n[simulation.bays.item]\nkind = \"power_bank\"\nitem_id = \"P-1\"\n".to_owned(),
+                "simulation.bays[0].item.charge_percent",
+            ),
+            (
+                "[[simulation.bays]]\nid = \"A01\"\n[simulation.bays.item]\nkind = \"power_bank\"\nitem_id = \"P-1\"\ncharge_percent = 101\n".to_owned(),
+                "simulation.bays[0].item.charge_percent",
+            ),
+            (
+                "[[simulation.bays]]\nid = \"A01\"\n[[simulation.bays]]\nid = \"A01\"\n".to_owned(),
+                "simulation.bays[1].id",
+            ),
+            (
+                "[[simulation.bays]]\nid = \"\"\n".to_owned(),
+                "simulation.bays[0].id",
+            ),
+            (
+                format!("[[simulation.bays]]\nid = \"{}\"\n", "B".repeat(33)),
+                "simulation.bays[0].id",
+            ),
+            (
+                format!("{drive}capacity_bytes = 1\n[[simulation.bays]]\nid = \"A02\"\n[simulation.bays.item]\nkind = \"drive\"\nitem_id = \"D-1\"\ncapacity_bytes = 1\n"),
+                "simulation.bays[1].item.item_id",
+            ),
+            (
+                format!("[[simulation.bays]]\nid = \"A01\"\n[simulation.bays.item]\nkind = \"drive\"\nitem_id = \"{}\"\ncapacity_bytes = 1\n", "I".repeat(65)),
+                "simulation.bays[0].item.item_id",
+            ),
+            (
+                "[[simulation.bays]]\nid = \"A01\"\n[simulation.bays.item]\nkind = \"tape\"\nitem_id = \"T\"\n".to_owned(),
+                "tape",
+            ),
+            (
+                "[[simulation.bays]]\nid = \"A01\"\n[simulation.faults]\njammed_bays = [\"Z9\"]\n".to_owned(),
+                "simulation.faults.jammed_bays",
+            ),
+        ];
+        for (section, key) in cases {
+            let message = error_of(&format!("{BASE}{section}"));
+            assert!(message.contains(key), "{key} not in {message}");
+        }
     }
 }

@@ -1,48 +1,22 @@
-//! `kiosk-agent`: see `kiosk-agent --help`.
+//! `kiosk-agent`: see `kiosk-agent --help`. Every error is one `error: ...` line and exit 1.
 
-use std::path::PathBuf;
-
-use clap::{Parser, Subcommand};
-use sneakernet_kiosk_agent::config::AgentConfig;
-
-/// The Sneakernet kiosk agent.
-#[derive(Debug, Parser)]
-#[command(name = "kiosk-agent", version, about)]
-struct Cli {
-    /// The agent's TOML configuration.
-    #[arg(long, env = "KIOSK_AGENT_CONFIG")]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Check the configuration and the credential: log in once and report the token's expiry.
-    Login,
-}
+use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = async {
-        let config = AgentConfig::load(&cli.config)?;
-        match cli.command {
-            Command::Login => {
-                let expires = sneakernet_kiosk_agent::login(&config).await?;
-                println!(
-                    "kiosk {} logged in; token valid until unix time {expires}",
-                    config.kiosk_id
-                );
-            }
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    match result {
+    let cli = sneakernet_kiosk_agent::cli::Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match sneakernet_kiosk_agent::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            let line = format!("{error:#}").replace('\n', "; ");
+            eprintln!("error: {line}");
             std::process::ExitCode::FAILURE
         }
     }

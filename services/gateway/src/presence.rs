@@ -92,7 +92,6 @@ impl Presence {
         {
             tracing::debug!("presence queue full or closed; relying on polling");
         }
-
     }
 
     /// This replica holds (or still holds, on each heartbeat) the kiosk's link.

@@ -379,7 +379,6 @@ impl Session {
             self.delivered_here.insert(row.command_id);
             // Tests kill the gateway here: the command is on the wire, its ack not yet in.
             sneakernet_runtime::failpoint::pause_point("gateway::deliver::after_send").await;
-
         }
         Ok(())
     }
