@@ -7,6 +7,7 @@
 //! a loud message, and with `TEST_REQUIRE_SERVICES=1` (CI sets it) the skip is a failure.
 
 pub mod fake_kiosk;
+pub mod kiosk;
 pub mod proxy;
 
 use std::path::Path;
@@ -212,26 +213,23 @@ impl Sandbox {
     /// An access token for kiosk `kiosk_id`: an operator issues its credential, the kiosk
     /// logs in with it.
     pub async fn kiosk_token(&self, kiosk_id: &str) -> String {
-        let operator = self.operator().await;
-        let mut auth = self.auth().await;
-        let credential = auth
-            .issue_kiosk_credential(authed(
-                auth::IssueKioskCredentialRequest {
-                    kiosk_id: kiosk_id.into(),
-                },
-                &operator.access_token,
-            ))
+        let secret = self.kiosk_secret(kiosk_id).await;
+        self.auth()
             .await
-            .expect("issue kiosk credential")
-            .into_inner();
-        auth.kiosk_login(auth::KioskLoginRequest {
-            kiosk_id: kiosk_id.into(),
-            secret: credential.secret,
-        })
-        .await
-        .expect("kiosk login")
-        .into_inner()
-        .access_token
+            .kiosk_login(auth::KioskLoginRequest {
+                kiosk_id: kiosk_id.into(),
+                secret,
+            })
+            .await
+            .expect("kiosk login")
+            .into_inner()
+            .access_token
+    }
+
+    /// The secret of a fresh credential for kiosk `kiosk_id`, issued by a new operator.
+    pub async fn kiosk_secret(&self, kiosk_id: &str) -> String {
+        let operator = self.operator().await;
+        issue_kiosk_secret(self.channel().await, &operator.access_token, kiosk_id).await
     }
 
     /// Stops the node and starts a new one on the same data (same directory or schemas), as a
@@ -366,7 +364,23 @@ pub fn fast_links(config: &mut Config) {
     config.gateway.expiry_sweep_interval = Duration::from_millis(100);
 }
 
+/// Issues a credential for `kiosk_id` with an operator's token; returns its secret.
+pub async fn issue_kiosk_secret(channel: Channel, operator_token: &str, kiosk_id: &str) -> String {
+    AuthServiceClient::new(channel)
+        .issue_kiosk_credential(authed(
+            auth::IssueKioskCredentialRequest {
+                kiosk_id: kiosk_id.into(),
+            },
+            operator_token,
+        ))
+        .await
+        .expect("issue kiosk credential")
+        .into_inner()
+        .secret
+}
+
 /// A password every test account uses.
+
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Connects to a node, retrying briefly while it starts.
@@ -418,9 +432,19 @@ impl Child {
         config: &Config,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::standalone_at(binary, config, "127.0.0.1:0", env).await
+    }
+
+    /// Like [`Child::standalone`], listening on `listen` (a restart keeps its address).
+    pub async fn standalone_at(
+        binary: &Path,
+        config: &Config,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut command = tokio::process::Command::new(binary);
         command
-            .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["standalone", "--listen", listen, "--data-dir"])
             .arg(&config.data_dir)
             .env("SNEAKERNET_LOG__FILTER", "warn")
             .stdin(Stdio::null())

@@ -1,0 +1,104 @@
+//! Real kiosk agents for whole-system tests: configurations with simulated drives, run
+//! in-process or as a killable child process.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sneakernet_kiosk_agent::config::{
+    AgentConfig, LinkConfig, SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig,
+};
+use sneakernet_proto::common::v1 as common;
+use sneakernet_proto::gateway::v1 as pb;
+
+/// Capacity of every simulated test drive (1 TB).
+pub const CAPACITY: u64 = 1_000_000_000_000;
+/// Content package on every simulated test drive.
+pub const PACKAGE: &str = "films-1";
+
+/// A kiosk with `drives` drives `D-1..` in bays `A1..`, all holding [`PACKAGE`], reconnecting
+/// fast; its secret is written to `dir/secret`.
+pub fn agent_config(
+    dir: &Path,
+    kiosk_id: &str,
+    secret: &str,
+    address: std::net::SocketAddr,
+    drives: usize,
+) -> AgentConfig {
+    let credential_file = dir.join("secret");
+    std::fs::write(&credential_file, secret).expect("write secret");
+    AgentConfig {
+        kiosk_id: kiosk_id.into(),
+        credential_file,
+        auth_url: format!("http://{address}"),
+        gateway_url: format!("http://{address}"),
+        data_dir: dir.join("data"),
+        link: LinkConfig {
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+        },
+        simulation: Some(SimulationConfig {
+            bays: (1..=drives)
+                .map(|n| SimBayConfig {
+                    id: format!("A{n}"),
+                    item: Some(SimItemConfig {
+                        kind: SimItemKind::Drive,
+                        item_id: format!("D-{n}"),
+                        capacity_bytes: Some(CAPACITY),
+                        content_package_id: Some(PACKAGE.into()),
+                        write_protected: false,
+                        charge_percent: None,
+                    }),
+                })
+                .collect(),
+            faults: SimFaults::default(),
+        }),
+    }
+}
+
+/// The same configuration as TOML, for a child-process agent; returns the file.
+pub fn write_agent_toml(config: &AgentConfig, dir: &Path) -> PathBuf {
+    let mut toml = format!(
+        "kiosk_id = {:?}\ncredential_file = {:?}\nauth_url = {:?}\ngateway_url = {:?}\ndata_dir = {:?}\n\n[link]\nbackoff_initial = \"50ms\"\nbackoff_max = \"500ms\"\n",
+        config.kiosk_id,
+        config.credential_file,
+        config.auth_url,
+        config.gateway_url,
+        config.data_dir
+    );
+    for bay in config
+        .simulation
+        .as_ref()
+        .map(|s| s.bays.as_slice())
+        .unwrap_or_default()
+    {
+        toml.push_str(&format!("\n[[simulation.bays]]\nid = {:?}\n", bay.id));
+        if let Some(item) = &bay.item {
+            toml.push_str(&format!(
+                "[simulation.bays.item]\nkind = \"drive\"\nitem_id = {:?}\ncapacity_bytes = {}\ncontent_package_id = {:?}\n",
+                item.item_id,
+                item.capacity_bytes.unwrap_or(CAPACITY),
+                item.content_package_id.clone().unwrap_or_default()
+            ));
+        }
+    }
+    let file = dir.join("agent.toml");
+    std::fs::write(&file, toml).expect("write agent config");
+    file
+}
+
+/// A walk-up lend of a [`PACKAGE`] drive, write-protected, for `order_id`.
+pub fn lend(order_id: &str) -> pb::CommandPayload {
+    pb::CommandPayload {
+        kind: Some(pb::command_payload::Kind::Lend(pb::LendCommand {
+            target: Some(pb::lend_command::Target::Spec(common::ItemSpec {
+                item_type: Some(common::ItemType {
+                    kind: common::ItemKind::Drive.into(),
+                    capacity_bytes: CAPACITY,
+                    content_package_id: PACKAGE.into(),
+                }),
+                write_protect: true,
+            })),
+            order_id: order_id.into(),
+        })),
+    }
+}
