@@ -380,7 +380,6 @@ pub async fn issue_kiosk_secret(channel: Channel, operator_token: &str, kiosk_id
 }
 
 /// A password every test account uses.
-
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Connects to a node, retrying briefly while it starts.
