@@ -738,3 +738,97 @@ async fn only_operators_command_kiosks_or_read_their_events() {
     );
     sandbox.stop().await;
 }
+
+#[tokio::test]
+async fn services_log_in_with_their_own_credential_and_may_command_kiosks_but_not_act_as_users() {
+    for backend in backends() {
+        let sandbox = Sandbox::start_with(&backend, fast_links).await;
+        let operator = sandbox.operator().await;
+        let user = sandbox.register("someone-else@example.com").await;
+        let mut auth = sandbox.auth().await;
+        use sneakernet_proto::auth::v1 as auth_pb;
+
+        let status = auth
+            .issue_service_credential(authed(
+                auth_pb::IssueServiceCredentialRequest {
+                    service: "orders".into(),
+                },
+                &user.access_token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{backend}");
+        let status = auth
+            .issue_service_credential(authed(
+                auth_pb::IssueServiceCredentialRequest {
+                    service: "billing".into(),
+                },
+                &operator.access_token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.get_details_bad_request().unwrap().field_violations[0].field,
+            "service",
+            "{backend}"
+        );
+
+        let secret = auth
+            .issue_service_credential(authed(
+                auth_pb::IssueServiceCredentialRequest {
+                    service: "orders".into(),
+                },
+                &operator.access_token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .secret;
+        let wrong = auth
+            .service_login(auth_pb::ServiceLoginRequest {
+                service: "content".into(),
+                secret: secret.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            wrong.code(),
+            Code::Unauthenticated,
+            "{backend}: a secret opens only its own service"
+        );
+        let token = auth
+            .service_login(auth_pb::ServiceLoginRequest {
+                service: "orders".into(),
+                secret,
+            })
+            .await
+            .expect("service login")
+            .into_inner()
+            .access_token;
+        let claims = sandbox.node().verifier.verify(&token).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.role),
+            ("orders", sneakernet_runtime::Role::Service)
+        );
+
+        let command = send(&sandbox, &token, "K-1", "svc", wipe("D-1"), in_secs(60))
+            .await
+            .expect("services command kiosks");
+        assert_eq!(command.requested_by, "service:orders", "{backend}");
+        let status = auth
+            .logout(authed(
+                auth_pb::LogoutRequest {
+                    refresh_token: "x".into(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{backend}: a service is not a user"
+        );
+        sandbox.stop().await;
+    }
+}

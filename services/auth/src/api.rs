@@ -10,11 +10,12 @@ use sneakernet_proto::auth::v1::auth_service_server::AuthService;
 use sneakernet_runtime::caller::CallerExt;
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::rate_limit::KeyedLimiter;
-use sneakernet_runtime::{FieldViolation, KioskId, Role};
+use sneakernet_runtime::{FieldViolation, KioskId, Role, ServiceName};
 use tonic::{Request, Response, Status};
 
 use crate::credentials::{self, Email, Password};
-use crate::entity::{kiosk_credential, user};
+use crate::entity::{kiosk_credential, service_credential, user};
+
 use crate::error::AuthError;
 use crate::store::{NewRefreshToken, Store};
 use crate::tokens::TokenIssuer;
@@ -45,6 +46,7 @@ fn proto_role(role: Role) -> pb::Role {
         Role::User => pb::Role::User,
         Role::Operator => pb::Role::Operator,
         Role::Kiosk => pb::Role::Kiosk,
+        Role::Service => pb::Role::Service,
     }
 }
 
@@ -80,6 +82,10 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<(), AuthError> {
 
 /// Opaque secrets we issue are 43 characters; anything much longer is not one of ours.
 const MAX_SECRET_CHARS: usize = 128;
+
+fn service_name(raw: &str) -> Result<ServiceName, AuthError> {
+    ServiceName::parse(raw).map_err(|why| FieldViolation::new("service", why).into())
+}
 
 fn kiosk_id(raw: &str) -> Result<KioskId, AuthError> {
     KioskId::parse(raw).map_err(|why| FieldViolation::new("kiosk_id", why).into())
@@ -354,6 +360,56 @@ impl AuthService for AuthApi {
             .issue(kiosk.as_str(), Role::Kiosk)
             .map_err(AuthError::from)?;
         Ok(Response::new(pb::KioskLoginResponse {
+            access_token: access.token,
+            access_token_expires_at: Some(timestamp(access.expires_at)),
+        }))
+    }
+
+    async fn issue_service_credential(
+        &self,
+        request: Request<pb::IssueServiceCredentialRequest>,
+    ) -> Result<Response<pb::IssueServiceCredentialResponse>, Status> {
+        let caller = request.caller()?.require(&[Role::Operator])?.clone();
+        let body = request.into_inner();
+        let service = service_name(&body.service)?;
+        let secret = credentials::random_secret().map_err(AuthError::from)?;
+        let now = self.clock.now();
+        self.store
+            .put_service_credential(service_credential::Model {
+                service: service.as_str().to_owned(),
+                secret_hash: credentials::secret_hash(&secret),
+                issued_at: now,
+                issued_by: caller.audit_name(),
+            })
+            .await?;
+        tracing::info!(service = %service, issued_by = %caller.audit_name(), "service credential issued");
+        Ok(Response::new(pb::IssueServiceCredentialResponse {
+            service: service.as_str().to_owned(),
+            secret,
+            issued_at: Some(timestamp(now)),
+        }))
+    }
+
+    async fn service_login(
+        &self,
+        request: Request<pb::ServiceLoginRequest>,
+    ) -> Result<Response<pb::ServiceLoginResponse>, Status> {
+        let body = request.into_inner();
+        let service = service_name(&body.service)?;
+        bounded("secret", &body.secret, MAX_SECRET_CHARS)?;
+        let credential = self.store.service_credential(service.as_str()).await?;
+        let presented = blake3::hash(body.secret.as_bytes());
+        let valid = credential.is_some_and(|c| {
+            blake3::Hash::from_hex(&c.secret_hash).is_ok_and(|stored| stored == presented)
+        });
+        if !valid {
+            return Err(AuthError::ServiceBadCredentials.into());
+        }
+        let access = self
+            .issuer
+            .issue(service.as_str(), Role::Service)
+            .map_err(AuthError::from)?;
+        Ok(Response::new(pb::ServiceLoginResponse {
             access_token: access.token,
             access_token_expires_at: Some(timestamp(access.expires_at)),
         }))

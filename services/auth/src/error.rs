@@ -38,6 +38,9 @@ pub enum AuthError {
     /// No credential for this kiosk.
     #[error("kiosk {0} has no credential")]
     KioskUnknown(String),
+    /// Wrong service/secret pair.
+    #[error("wrong service name or secret")]
+    ServiceBadCredentials,
     /// Wrong kiosk id/secret pair, or a revoked credential.
     #[error("wrong kiosk id or secret, or the credential was revoked")]
     KioskBadCredentials,
@@ -69,7 +72,9 @@ impl From<AuthError> for ApiError {
             | AuthError::SessionRevoked
             | AuthError::RefreshExpired
             | AuthError::AccountGone
-            | AuthError::KioskBadCredentials => ApiError::Unauthenticated(error.to_string()),
+            | AuthError::KioskBadCredentials
+            | AuthError::ServiceBadCredentials => ApiError::Unauthenticated(error.to_string()),
+
             AuthError::NotYourSession => ApiError::PermissionDenied(error.to_string()),
             AuthError::KioskUnknown(_) => ApiError::NotFound(error.to_string()),
             AuthError::Store(_)

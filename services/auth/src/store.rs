@@ -10,7 +10,10 @@ use sea_orm::{
 };
 use sneakernet_runtime::Role;
 
-use crate::entity::{kiosk_credential, refresh_family, refresh_token, signing_key, user};
+use crate::entity::{
+    kiosk_credential, refresh_family, refresh_token, service_credential, signing_key, user,
+};
+
 use crate::error::AuthError;
 use crate::tokens::KeyMaterial;
 
@@ -292,6 +295,36 @@ impl Store {
         kiosk_id: &str,
     ) -> Result<Option<kiosk_credential::Model>, AuthError> {
         Ok(kiosk_credential::Entity::find_by_id(kiosk_id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Stores a service's credential, replacing any earlier one (which stops working).
+    pub async fn put_service_credential(
+        &self,
+        credential: service_credential::Model,
+    ) -> Result<(), AuthError> {
+        service_credential::Entity::insert(credential.into_active_model())
+            .on_conflict(
+                OnConflict::column(service_credential::Column::Service)
+                    .update_columns([
+                        service_credential::Column::SecretHash,
+                        service_credential::Column::IssuedAt,
+                        service_credential::Column::IssuedBy,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// A service's credential.
+    pub async fn service_credential(
+        &self,
+        service: &str,
+    ) -> Result<Option<service_credential::Model>, AuthError> {
+        Ok(service_credential::Entity::find_by_id(service.to_owned())
             .one(&self.db)
             .await?)
     }

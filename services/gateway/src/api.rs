@@ -27,9 +27,9 @@ const SHORTCUT_DEADLINE: Duration = Duration::from_secs(5 * 60);
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
-/// Who may send commands and read events: operators (the orders and content services get a
-/// service identity with their issues).
-const COMMANDERS: &[Role] = &[Role::Operator];
+/// Who may send commands and read events: operators, and the orders and content services
+/// (role SERVICE, from AuthService.ServiceLogin).
+const COMMANDERS: &[Role] = &[Role::Operator, Role::Service];
 
 /// The three gateway services. Cheap to clone.
 #[derive(Clone, Debug)]

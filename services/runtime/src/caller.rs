@@ -31,6 +31,8 @@ pub enum Role {
     Operator,
     /// A kiosk agent: speaks only as itself on its link.
     Kiosk,
+    /// Another Sneakernet service calling on its own behalf.
+    Service,
 }
 
 impl fmt::Display for Role {
@@ -39,6 +41,7 @@ impl fmt::Display for Role {
             Role::User => "user",
             Role::Operator => "operator",
             Role::Kiosk => "kiosk",
+            Role::Service => "service",
         })
     }
 }
@@ -50,6 +53,7 @@ impl FromStr for Role {
             "user" => Ok(Role::User),
             "operator" => Ok(Role::Operator),
             "kiosk" => Ok(Role::Kiosk),
+            "service" => Ok(Role::Service),
             other => Err(format!("unknown role {other:?}")),
         }
     }
@@ -124,6 +128,35 @@ impl fmt::Display for KioskId {
     }
 }
 
+/// A Sneakernet service that may hold a service credential.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceName(&'static str);
+
+impl ServiceName {
+    /// The services that call others on their own behalf.
+    pub const KNOWN: [&'static str; 2] = ["orders", "content"];
+
+    /// One of [`ServiceName::KNOWN`], or an error listing them.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::KNOWN
+            .into_iter()
+            .find(|known| *known == raw)
+            .map(ServiceName)
+            .ok_or_else(|| format!("must be one of {}", Self::KNOWN.join(", ")))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
 /// The verified identity behind a request. Handlers read it with [`CallerExt::caller`].
 ///
 /// Typed per role so a kiosk id can never be mistaken for a user id: code that needs an
@@ -136,6 +169,8 @@ pub enum Caller {
     Operator(UserId),
     /// A kiosk agent.
     Kiosk(KioskId),
+    /// Another Sneakernet service.
+    Service(ServiceName),
 }
 
 impl Caller {
@@ -156,6 +191,9 @@ impl Caller {
             Role::Kiosk => KioskId::parse(&claims.sub)
                 .map(Caller::Kiosk)
                 .map_err(|_| TokenError::Malformed),
+            Role::Service => ServiceName::parse(&claims.sub)
+                .map(Caller::Service)
+                .map_err(|_| TokenError::Malformed),
         }
     }
 
@@ -165,6 +203,7 @@ impl Caller {
             Caller::User(_) => Role::User,
             Caller::Operator(_) => Role::Operator,
             Caller::Kiosk(_) => Role::Kiosk,
+            Caller::Service(_) => Role::Service,
         }
     }
 
@@ -172,7 +211,7 @@ impl Caller {
     pub fn account(&self) -> Option<UserId> {
         match self {
             Caller::User(id) | Caller::Operator(id) => Some(*id),
-            Caller::Kiosk(_) => None,
+            Caller::Kiosk(_) | Caller::Service(_) => None,
         }
     }
 
@@ -214,6 +253,7 @@ impl Caller {
             Caller::User(id) => format!("user:{id}"),
             Caller::Operator(id) => format!("operator:{id}"),
             Caller::Kiosk(id) => format!("kiosk:{id}"),
+            Caller::Service(name) => format!("service:{name}"),
         }
     }
 }

@@ -26,7 +26,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use caller::{Caller, CallerExt, KioskId, Role, TokenVerifier, UserId};
+pub use caller::{Caller, CallerExt, KioskId, Role, ServiceName, TokenVerifier, UserId};
 pub use config::Config;
 pub use error::{ApiError, FieldViolation};
 pub use shutdown::Shutdown;

@@ -3,5 +3,6 @@
 pub mod kiosk_credential;
 pub mod refresh_family;
 pub mod refresh_token;
+pub mod service_credential;
 pub mod signing_key;
 pub mod user;
