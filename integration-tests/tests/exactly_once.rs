@@ -124,9 +124,11 @@ async fn a_lend_is_executed_once_when_the_gateway_is_killed_after_sending_before
             "gateway::deliver::after_send=return(hang:{})",
             marker.display()
         );
+        // Slow liveness on purpose: the hung session sends no heartbeats, and the agent must not
+        // give up on it and reconnect (to the still-hung gateway) before the test kills it.
         let fast = [
-            ("SNEAKERNET_GATEWAY__HEARTBEAT_INTERVAL", "200ms"),
-            ("SNEAKERNET_GATEWAY__OFFLINE_AFTER", "1500ms"),
+            ("SNEAKERNET_GATEWAY__HEARTBEAT_INTERVAL", "20s"),
+            ("SNEAKERNET_GATEWAY__OFFLINE_AFTER", "60s"),
             ("SNEAKERNET_GATEWAY__COMMAND_POLL_INTERVAL", "100ms"),
         ];
         let mut env = fast.to_vec();

@@ -832,3 +832,133 @@ async fn services_log_in_with_their_own_credential_and_may_command_kiosks_but_no
         sandbox.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_live_subscriber_sees_every_event_of_concurrent_writers_once_in_cursor_order() {
+    for backend in backends() {
+        let sandbox = Sandbox::start_with(&backend, fast_links).await;
+        let operator = sandbox.operator().await;
+        const WRITERS: usize = 24;
+        let mut live = DeviceEventServiceClient::new(sandbox.channel().await)
+            .subscribe(authed(
+                pb::SubscribeRequest::default(),
+                &operator.access_token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let reader = tokio::spawn(async move {
+            let mut cursors = Vec::new();
+            while cursors.len() < WRITERS {
+                let message = tokio::time::timeout(Duration::from_secs(30), live.message())
+                    .await
+                    .expect("events keep coming")
+                    .expect("stream ok")
+                    .expect("stream open");
+                if let Some(pb::subscribe_response::Entry::Event(event)) = message.entry {
+                    cursors.push(event.cursor);
+                }
+            }
+            cursors
+        });
+        let mut writers = Vec::new();
+        for n in 0..WRITERS {
+            let channel = sandbox.channel().await;
+            let token = operator.access_token.clone();
+            writers.push(tokio::spawn(async move {
+                DeviceCommandServiceClient::new(channel)
+                    .send_command(authed(
+                        pb::SendCommandRequest {
+                            kiosk_id: format!("K-{}", n % 4),
+                            payload: Some(wipe("D-1")),
+                            idempotency_key: format!("c{n}"),
+                            deadline: Some(in_secs(600)),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .expect("send")
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let seen = reader.await.unwrap();
+        let log: Vec<u64> = events(&sandbox, &operator.access_token, 0, None)
+            .await
+            .iter()
+            .map(|e| e.cursor)
+            .collect();
+        assert_eq!(
+            seen, log,
+            "{backend}: the live stream is exactly the log, in order"
+        );
+        sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_retried_shortcut_with_the_same_key_is_the_same_command() {
+    let sandbox =
+        Sandbox::start_with(&sneakernet_integration_tests::Backend::Sqlite, fast_links).await;
+    let operator = sandbox.operator().await;
+    let mut commands = DeviceCommandServiceClient::new(sandbox.channel().await);
+    let eject = |key: &str| {
+        authed(
+            pb::ForceEjectRequest {
+                kiosk_id: "K-1".into(),
+                bay_id: "A1".into(),
+                idempotency_key: key.into(),
+            },
+            &operator.access_token,
+        )
+    };
+    let first = commands
+        .force_eject(eject("stuck-A1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    sandbox.clock.advance(chrono::Duration::seconds(3));
+    let retry = commands
+        .force_eject(eject("stuck-A1"))
+        .await
+        .expect("a retry is not refused")
+        .into_inner()
+        .command
+        .unwrap();
+    assert_eq!(
+        first.command_id, retry.command_id,
+        "the bay is not opened twice"
+    );
+    sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn a_link_ends_when_its_token_expires_and_the_kiosk_is_offline_for_that_reason() {
+    let sandbox = Sandbox::start_with(&sneakernet_integration_tests::Backend::Sqlite, |config| {
+        fast_links(config);
+        config.auth.access_token_ttl = Duration::from_secs(2);
+    })
+    .await;
+    let operator = sandbox.operator().await;
+    let token = sandbox.kiosk_token("K-1").await;
+    let mut link = FakeKiosk::connect(sandbox.channel().await, &token, fake_kiosk::inventory(1))
+        .await
+        .unwrap();
+    // Keep the link alive with heartbeats until the gateway ends it.
+    let ended = loop {
+        link.send("", Up::Heartbeat(pb::Heartbeat { sent_at: None }))
+            .await;
+        match tokio::time::timeout(Duration::from_millis(200), link.next()).await {
+            Err(_) | Ok(Ok(Some(_))) => continue,
+            Ok(other) => break other,
+        }
+    };
+    let status = ended.expect_err("the link ends with a status");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let last = events(&sandbox, &operator.access_token, 0, Some("K-1")).await;
+    assert_eq!(describe(last.last().unwrap()), "offline:Unauthenticated");
+    sandbox.stop().await;
+}

@@ -16,7 +16,14 @@ use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandS
 #[tokio::test]
 async fn a_lend_is_executed_once_when_the_stream_is_cut_mid_command() {
     for backend in backends() {
-        let sandbox = Sandbox::start_with(&backend, fast_links).await;
+        let sandbox = Sandbox::start_with(&backend, |config| {
+            fast_links(config);
+            // The frozen session sends no heartbeats; the agent must not drop the link on its
+            // own before the test cuts it.
+            config.gateway.heartbeat_interval = Duration::from_secs(20);
+            config.gateway.offline_after = Duration::from_secs(60);
+        })
+        .await;
         let operator = sandbox.operator().await;
         let secret = sandbox.kiosk_secret("K-1").await;
         let proxy = CuttableProxy::start(sandbox.node().address).await.unwrap();

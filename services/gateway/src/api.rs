@@ -9,7 +9,7 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::device_command_service_server::DeviceCommandService;
 use sneakernet_proto::gateway::v1::device_event_service_server::DeviceEventService;
 use sneakernet_proto::gateway::v1::kiosk_link_service_server::KioskLinkService;
-use sneakernet_runtime::caller::CallerExt;
+use sneakernet_runtime::caller::{CallerExt, TokenExpiry};
 use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -112,6 +112,7 @@ impl GatewayApi {
             kind,
             payload,
             deadline,
+            deadline_chosen_by_caller: false,
         })
         .await
     }
@@ -128,7 +129,12 @@ impl KioskLinkService for GatewayApi {
         let Some(kiosk) = caller.kiosk().cloned() else {
             return Err(ApiError::PermissionDenied("only kiosks open links".into()).into());
         };
-        let stream = session::open(self.link.clone(), kiosk, request.into_inner()).await?;
+        let expires_at = request
+            .extensions()
+            .get::<TokenExpiry>()
+            .and_then(|expiry| DateTime::from_timestamp(expiry.0, 0));
+        let stream =
+            session::open(self.link.clone(), kiosk, expires_at, request.into_inner()).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -168,6 +174,7 @@ impl DeviceCommandService for GatewayApi {
                 kind,
                 payload,
                 deadline: at,
+                deadline_chosen_by_caller: true,
             })
             .await?;
         Ok(Response::new(pb::SendCommandResponse {

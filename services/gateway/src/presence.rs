@@ -11,6 +11,8 @@
 //! the command log at `gateway.command_poll_interval`, so with Redis gone commands still
 //! arrive, only later.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -32,6 +34,9 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Presence {
     registry: Registry,
     redis: Option<mpsc::Sender<Op>>,
+    /// True while this replica is not subscribed to its Redis channel: wake-ups from other
+    /// replicas cannot reach it, so its links poll the log fast.
+    degraded: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -47,6 +52,7 @@ impl Presence {
         Self {
             registry,
             redis: None,
+            degraded: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -61,6 +67,7 @@ impl Presence {
         let client = redis::Client::open(url)?;
         let replica = uuid::Uuid::now_v7().to_string();
         let (sender, receiver) = mpsc::channel(QUEUE);
+        let degraded = Arc::new(AtomicBool::new(true));
         shutdown.spawn(worker(
             client.clone(),
             replica.clone(),
@@ -72,13 +79,21 @@ impl Presence {
             client,
             replica.clone(),
             registry.clone(),
+            degraded.clone(),
             shutdown.clone(),
         ));
         tracing::info!(replica = %replica, "kiosk presence shared through redis");
         Ok(Self {
             registry,
             redis: Some(sender),
+            degraded,
         })
+    }
+
+    /// Whether wake-ups from other replicas may be lost right now (Redis configured but this
+    /// replica is not subscribed): links should poll the command log at the fast interval.
+    pub fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
     }
 
     /// This process's sessions.
@@ -209,7 +224,13 @@ async fn worker(
     }
 }
 
-async fn listener(client: redis::Client, replica: String, registry: Registry, shutdown: Shutdown) {
+async fn listener(
+    client: redis::Client,
+    replica: String,
+    registry: Registry,
+    degraded: Arc<AtomicBool>,
+    shutdown: Shutdown,
+) {
     let channel = replica_channel(&replica);
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -227,6 +248,7 @@ async fn listener(client: redis::Client, replica: String, registry: Registry, sh
         };
         if let Some(pubsub) = pubsub {
             backoff = Duration::from_millis(200);
+            degraded.store(false, Ordering::Relaxed);
             let mut messages = pubsub.into_on_message();
             loop {
                 tokio::select! {
@@ -243,6 +265,7 @@ async fn listener(client: redis::Client, replica: String, registry: Registry, sh
             }
             tracing::warn!("redis subscription lost; resubscribing");
         }
+        degraded.store(true, Ordering::Relaxed);
         tokio::select! {
             () = shutdown.triggered() => return,
             () = tokio::time::sleep(backoff) => {}

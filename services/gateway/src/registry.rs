@@ -37,16 +37,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Makes `handle` the kiosk's session; the session it replaces, if any, is told to close.
-    pub fn claim(&self, kiosk_id: &str, handle: SessionHandle) {
-        let previous = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(kiosk_id.to_owned(), handle);
-        if let Some(previous) = previous {
+    /// Makes `handle` the kiosk's session, unless a newer one (a greater session id: ids are
+    /// UUID v7, so they grow with time) holds it already; the session it replaces, if any, is
+    /// told to close. Returns whether `handle` is now the kiosk's session.
+    pub fn claim(&self, kiosk_id: &str, handle: SessionHandle) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions
+            .get(kiosk_id)
+            .is_some_and(|current| current.session_id > handle.session_id)
+        {
+            return false;
+        }
+        if let Some(previous) = sessions.insert(kiosk_id.to_owned(), handle) {
             previous.replaced.cancel();
         }
+        true
     }
 
     /// Removes the kiosk's session if it is still `session_id` (a replaced session removes
@@ -98,9 +103,13 @@ mod tests {
     fn a_new_session_replaces_the_old_one_and_only_the_current_one_releases() {
         let registry = Registry::default();
         let old = SessionHandle::new("s1".into());
-        registry.claim("K-1", old.clone());
+        assert!(registry.claim("K-1", old.clone()));
         let new = SessionHandle::new("s2".into());
-        registry.claim("K-1", new.clone());
+        assert!(registry.claim("K-1", new.clone()));
+        assert!(
+            !registry.claim("K-1", SessionHandle::new("s0".into())),
+            "an older link never takes over"
+        );
         assert!(
             old.replaced.is_cancelled(),
             "the old session is told to close"

@@ -12,6 +12,8 @@
 //! message id and is answered with a Receipt only after it is committed.
 
 use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +37,10 @@ use crate::store::{self, Store, timestamp};
 /// Messages buffered toward one kiosk. When full, the kiosk is not reading: the session ends
 /// and the kiosk gets everything again after it reconnects (commands are resent until acked).
 const OUTBOUND_CAPACITY: usize = 64;
+/// Commands read from the log per query when delivering.
+const DELIVERY_BATCH: u64 = 64;
+/// Without a wake-up, a link still looks for commands this often (see the poll arm).
+const SAFETY_POLL: Duration = Duration::from_secs(30);
 /// Most bays a kiosk may report.
 const MAX_BAYS: usize = 1024;
 /// Longest message id, bay id and agent version accepted.
@@ -82,6 +88,7 @@ enum Ended {
 pub async fn open(
     link: Arc<LinkContext>,
     kiosk: KioskId,
+    token_expires_at: Option<DateTime<Utc>>,
     mut inbound: Streaming<pb::OpenRequest>,
 ) -> Result<ReceiverStream<Result<pb::OpenResponse, Status>>, Status> {
     let first = tokio::time::timeout(link.timing.hello_timeout, inbound.message())
@@ -102,13 +109,25 @@ pub async fn open(
 
     let session_id = uuid::Uuid::now_v7().to_string();
     let now = link.clock.now();
-    link.store
+    if !link
+        .store
         .kiosk_online(kiosk.as_str(), &session_id, &hello, now)
-        .await?;
+        .await?
+    {
+        return Err(Status::aborted(
+            "a newer link of this kiosk is open; this one is refused",
+        ));
+    }
     let handle = SessionHandle::new(session_id.clone());
-    link.presence
+    if !link
+        .presence
         .registry()
-        .claim(kiosk.as_str(), handle.clone());
+        .claim(kiosk.as_str(), handle.clone())
+    {
+        return Err(Status::aborted(
+            "a newer link of this kiosk is open; this one is refused",
+        ));
+    }
     link.presence.hold(kiosk.as_str());
     metrics::gauge!("gateway_links").set(link.presence.registry().len() as f64);
     tracing::info!(kiosk_id = %kiosk, session_id = %session_id, agent_version = %hello.agent_version, "kiosk online");
@@ -129,7 +148,8 @@ pub async fn open(
         kiosk,
         handle,
         outbound,
-        delivered_here: HashSet::new(),
+        delivered_through: 0,
+        token_expires_at,
     };
     link.shutdown.spawn(session.run(inbound));
     Ok(ReceiverStream::new(receiver))
@@ -184,8 +204,12 @@ struct Session {
     kiosk: KioskId,
     handle: SessionHandle,
     outbound: mpsc::Sender<Result<pb::OpenResponse, Status>>,
-    /// Commands put on this link already (a SENT command is resent only on a new link).
-    delivered_here: HashSet<String>,
+    /// The highest command seq put on this link: commands are delivered in seq order, and a
+    /// SENT command is resent only on a new link (which starts from 0).
+    delivered_through: i64,
+    /// When the kiosk's token expires: the link ends then (UNAUTHENTICATED) and the kiosk logs
+    /// in again, so a revoked credential stops speaking within one token lifetime.
+    token_expires_at: Option<DateTime<Utc>>,
 }
 
 /// The kiosk stopped reading or the stream is gone.
@@ -236,6 +260,16 @@ impl Session {
         let mut poll =
             tokio::time::interval_at(Instant::now() + timing.poll_interval, timing.poll_interval);
         let mut last_heard = Instant::now();
+        let mut last_poll = Instant::now();
+        let token_expiry = self.token_expires_at.map_or(
+            Instant::now() + Duration::from_secs(365 * 24 * 3600),
+            |at| {
+                Instant::now()
+                    + (at - self.link.clock.now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+            },
+        );
         let replaced = self.handle.replaced.clone();
         let wake = self.handle.wake.clone();
         let shutdown = self.link.shutdown.token();
@@ -258,6 +292,12 @@ impl Session {
                 () = self.outbound.closed() => {
                     return Ended::Offline(pb::OfflineReason::Disconnected, "the kiosk closed the link".into());
                 }
+                () = tokio::time::sleep_until(token_expiry) => {
+                    let _ = self.outbound.try_send(Err(Status::unauthenticated(
+                        "the kiosk's access token expired; log in again and reopen the link",
+                    )));
+                    return Ended::Offline(pb::OfflineReason::Unauthenticated, "access token expired".into());
+                }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         last_heard = Instant::now();
@@ -275,7 +315,17 @@ impl Session {
                     }
                 },
                 () = wake.notified() => self.deliver().await.map_err(Into::into),
-                _ = poll.tick() => self.deliver().await.map_err(Into::into),
+                _ = poll.tick() => {
+                    // Polling is the fallback for lost wake-ups: fast while Redis routing is
+                    // down, otherwise a slow safety net (at 50,000 links, fast polling would be
+                    // 25,000 queries a second for nothing).
+                    if self.link.presence.degraded() || last_poll.elapsed() >= SAFETY_POLL {
+                        last_poll = Instant::now();
+                        self.deliver().await.map_err(Into::into)
+                    } else {
+                        Ok(())
+                    }
+                }
                 _ = heartbeat.tick() => match self.heartbeat().await {
                     Ok(true) => Ok(()),
                     Ok(false) => {
@@ -333,53 +383,86 @@ impl Session {
         self.send(Down::Heartbeat(pb::Heartbeat {
             sent_at: Some(timestamp(now)),
         }))?;
-        self.link.presence.hold(self.kiosk.as_str());
-        self.link
+        let current = self
+            .link
             .store
             .touch_kiosk(self.kiosk.as_str(), &self.handle.session_id, now)
             .await
-            .map_err(Stop::Unavailable)
+            .map_err(Stop::Unavailable)?;
+        if current {
+            // Only the kiosk's current session refreshes its presence.
+            self.link.presence.hold(self.kiosk.as_str());
+        }
+        Ok(current)
     }
 
-    /// Puts every undelivered command on the link, oldest first.
+    /// Puts every undelivered command on the link, oldest first, a batch at a time. Waits for
+    /// room when the kiosk reads slowly (a backlog drains instead of dropping the link), and
+    /// gives up only when it reads nothing for `offline_after`.
     async fn deliver(&mut self) -> Result<(), DeliverError> {
-        let now = self.link.clock.now();
-        let pending = self
-            .link
-            .store
-            .undelivered(self.kiosk.as_str(), now)
-            .await?;
-        for row in pending {
-            if self.delivered_here.contains(&row.command_id) {
-                continue;
-            }
-            let applied = match self
+        loop {
+            let now = self.link.clock.now();
+            let pending = self
                 .link
                 .store
-                .apply(
-                    &row.command_id,
-                    Some(self.kiosk.as_str()),
-                    CommandEvent::Send,
-                    None,
-                    None,
+                .undelivered(
+                    self.kiosk.as_str(),
+                    self.delivered_through,
+                    DELIVERY_BATCH,
                     now,
                 )
-                .await
-            {
-                Ok(Some(applied)) => applied,
-                Ok(None) => continue,
-                // Acked or expired since we looked: nothing to send.
-                Err(GatewayError::Illegal(_)) => continue,
-                Err(error) => return Err(error.into()),
-            };
-            let command = store::wire_command(&applied.command)?;
-            self.send(Down::Command(command))
-                .map_err(|LinkGone| DeliverError::Gone)?;
-            tracing::debug!(kiosk_id = %self.kiosk, command_id = %row.command_id, attempt = applied.command.attempts, "command sent");
-            self.delivered_here.insert(row.command_id);
-            // Tests kill the gateway here: the command is on the wire, its ack not yet in.
-            sneakernet_runtime::failpoint::pause_point("gateway::deliver::after_send").await;
+                .await?;
+            let full_batch = pending.len() as u64 == DELIVERY_BATCH;
+            for row in pending {
+                self.deliver_one(row, now).await?;
+            }
+            if !full_batch {
+                return Ok(());
+            }
         }
+    }
+
+    /// Sends one command (marking it SENT) unless it was acked or expired meanwhile.
+    async fn deliver_one(
+        &mut self,
+        row: crate::entity::command::Model,
+        now: DateTime<Utc>,
+    ) -> Result<(), DeliverError> {
+        self.delivered_through = self.delivered_through.max(row.seq);
+        let applied = match self
+            .link
+            .store
+            .apply(
+                &row.command_id,
+                Some(self.kiosk.as_str()),
+                CommandEvent::Send,
+                None,
+                None,
+                now,
+            )
+            .await
+        {
+            Ok(Some(applied)) => applied,
+            Ok(None) => return Ok(()),
+            // Acked or expired since we looked: nothing to send.
+            Err(GatewayError::Illegal(_)) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let command = store::wire_command(&applied.command)?;
+        let message = pb::OpenResponse {
+            body: Some(Down::Command(command)),
+        };
+        let sent = tokio::time::timeout(
+            self.link.timing.offline_after,
+            self.outbound.send(Ok(message)),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return Err(DeliverError::Gone);
+        }
+        tracing::debug!(kiosk_id = %self.kiosk, command_id = %row.command_id, attempt = applied.command.attempts, "command sent");
+        // Tests kill the gateway here: the command is on the wire, its ack not yet in.
+        sneakernet_runtime::failpoint::pause_point("gateway::deliver::after_send").await;
         Ok(())
     }
 
@@ -489,7 +572,6 @@ impl Session {
             }
             Err(error) => return Err(Stop::Unavailable(error)),
         };
-        self.delivered_here.remove(&result.command_id);
         self.receipt(message_id, status, "")
     }
 

@@ -38,6 +38,10 @@ pub struct NewCommand {
     pub payload: pb::CommandPayload,
     /// The kiosk must not start it after this.
     pub deadline: DateTime<Utc>,
+    /// Whether the caller chose the deadline (SendCommand), so a retry must repeat it; the
+    /// shortcuts (ForceEject, RequestInventory) compute it, and a retry with the same key is
+    /// the same request whatever the clock says.
+    pub deadline_chosen_by_caller: bool,
 }
 
 impl NewCommand {
@@ -45,7 +49,9 @@ impl NewCommand {
     fn request_hash(&self) -> String {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.payload.encode_to_vec());
-        hasher.update(&self.deadline.timestamp_micros().to_le_bytes());
+        if self.deadline_chosen_by_caller {
+            hasher.update(&self.deadline.timestamp_micros().to_le_bytes());
+        }
         hasher.finalize().to_hex().to_string()
     }
 }
@@ -133,6 +139,9 @@ impl Store {
             late_result: false,
         };
         let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        // Command seqs, like event cursors, must become visible in seq order: a link delivers
+        // "everything after the last seq it sent" (see `undelivered`).
+        lock_log(&txn).await?;
         let mut active = row.into_active_model();
         active.seq = sea_orm::ActiveValue::NotSet;
         let inserted = match active.insert(&txn).await {
@@ -174,22 +183,25 @@ impl Store {
             .await?)
     }
 
-    /// The kiosk's commands still to deliver (QUEUED or SENT, deadline not passed), in log
-    /// order.
+    /// Up to `limit` of the kiosk's commands still to deliver (QUEUED or SENT, deadline not
+    /// passed) with a seq above `after_seq`, in log order.
     pub async fn undelivered(
         &self,
         kiosk_id: &str,
+        after_seq: i64,
+        limit: u64,
         now: DateTime<Utc>,
     ) -> Result<Vec<command::Model>, GatewayError> {
         Ok(command::Entity::find()
             .filter(command::Column::KioskId.eq(kiosk_id))
+            .filter(command::Column::Seq.gt(after_seq))
             .filter(
                 command::Column::State
                     .is_in([CommandState::Queued.as_str(), CommandState::Sent.as_str()]),
             )
             .filter(command::Column::Deadline.gt(now))
             .order_by_asc(command::Column::Seq)
-            .limit(256)
+            .limit(limit)
             .all(&self.db)
             .await?)
     }
@@ -218,7 +230,10 @@ impl Store {
         if let Some(kiosk) = kiosk_id {
             query = query.filter(command::Column::KioskId.eq(kiosk));
         }
-        let Some(row) = query.one(&txn).await? else {
+        // Locked until commit (FOR UPDATE on Postgres; SQLite's write transaction already
+        // excludes other writers), so read, transition and write are one step even when the
+        // expiry sweeper or another replica races a kiosk's ack.
+        let Some(row) = query.lock_exclusive().one(&txn).await? else {
             return Err(GatewayError::CommandNotFound(command_id.to_owned()));
         };
         let from: CommandState = row.state.parse().map_err(|detail| GatewayError::Corrupt {
@@ -261,7 +276,19 @@ impl Store {
             .one(&txn)
             .await?
             .ok_or_else(|| GatewayError::CommandNotFound(command_id.to_owned()))?;
-        let cursor = append_event(&txn, &updated.kiosk_id, now, state_changed(&updated)?).await?;
+        let mut cursor =
+            append_event(&txn, &updated.kiosk_id, now, state_changed(&updated)?).await?;
+        if let Some(pb::command_result::Outcome::RequestInventory(reported)) =
+            result.and_then(|r| r.outcome.as_ref())
+        {
+            // The proto promises the reported inventory as an InventoryChanged event too.
+            let inventory = reported.inventory.clone().unwrap_or_default();
+            set_inventory(&txn, &updated.kiosk_id, &inventory, now).await?;
+            let kind = pb::event::Kind::InventoryChanged(pb::KioskInventory {
+                inventory: Some(inventory),
+            });
+            cursor = append_event(&txn, &updated.kiosk_id, now, kind).await?;
+        }
         txn.commit().await?;
         self.appended(Some(cursor));
         Ok(Some(Applied {
@@ -336,15 +363,7 @@ impl Store {
             return Ok(false);
         }
         if let Some(inventory) = inventory {
-            kiosk::Entity::update_many()
-                .col_expr(
-                    kiosk::Column::Inventory,
-                    Expr::value(inventory.encode_to_vec()),
-                )
-                .col_expr(kiosk::Column::LastSeenAt, Expr::value(now))
-                .filter(kiosk::Column::KioskId.eq(kiosk_id))
-                .exec(&txn)
-                .await?;
+            set_inventory(&txn, kiosk_id, &inventory, now).await?;
         }
         let cursor = append_event(&txn, kiosk_id, now, kind).await?;
         txn.commit().await?;
@@ -360,14 +379,16 @@ impl Store {
     }
 
     /// A link opened: the kiosk is online with this session and inventory. Writes KioskOnline
-    /// and InventoryChanged events.
+    /// and InventoryChanged events. Session ids grow with time (UUID v7): if the kiosk's row
+    /// already names a newer session (two links opened at once), nothing changes and the
+    /// answer is `false`: the older link must close, so the row and the live link agree.
     pub async fn kiosk_online(
         &self,
         kiosk_id: &str,
         session_id: &str,
         hello: &pb::Hello,
         now: DateTime<Utc>,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<bool, GatewayError> {
         let inventory = hello.inventory.clone().unwrap_or_default();
         let row = kiosk::Model {
             kiosk_id: kiosk_id.to_owned(),
@@ -379,6 +400,15 @@ impl Store {
             last_finished_command_id: hello.last_finished_command_id.clone(),
         };
         let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        // Serialises concurrent opens of one kiosk (and every other log writer).
+        lock_log(&txn).await?;
+        if kiosk::Entity::find_by_id(kiosk_id.to_owned())
+            .one(&txn)
+            .await?
+            .is_some_and(|current| current.session_id.as_str() > session_id)
+        {
+            return Ok(false);
+        }
         kiosk::Entity::insert(row.into_active_model())
             .on_conflict(
                 OnConflict::column(kiosk::Column::KioskId)
@@ -415,7 +445,7 @@ impl Store {
         .await?;
         txn.commit().await?;
         self.appended(Some(cursor));
-        Ok(())
+        Ok(true)
     }
 
     /// The link of `session_id` closed. If it is still the kiosk's current session, the kiosk
@@ -553,13 +583,9 @@ pub fn event_kind_name(kind: &pb::event::Kind) -> &'static str {
     }
 }
 
-/// Appends one event inside `txn`; returns its cursor.
-async fn append_event<C: ConnectionTrait>(
-    txn: &C,
-    kiosk_id: &str,
-    now: DateTime<Utc>,
-    kind: pb::event::Kind,
-) -> Result<i64, GatewayError> {
+/// Orders log writers on Postgres (see the module docs); a no-op on SQLite, whose write
+/// transactions are already one at a time. Reentrant within a transaction.
+async fn lock_log<C: ConnectionTrait>(txn: &C) -> Result<(), GatewayError> {
     if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -568,6 +594,35 @@ async fn append_event<C: ConnectionTrait>(
         ))
         .await?;
     }
+    Ok(())
+}
+
+async fn set_inventory<C: ConnectionTrait>(
+    txn: &C,
+    kiosk_id: &str,
+    inventory: &pb::Inventory,
+    now: DateTime<Utc>,
+) -> Result<(), GatewayError> {
+    kiosk::Entity::update_many()
+        .col_expr(
+            kiosk::Column::Inventory,
+            Expr::value(inventory.encode_to_vec()),
+        )
+        .col_expr(kiosk::Column::LastSeenAt, Expr::value(now))
+        .filter(kiosk::Column::KioskId.eq(kiosk_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Appends one event inside `txn`; returns its cursor.
+async fn append_event<C: ConnectionTrait>(
+    txn: &C,
+    kiosk_id: &str,
+    now: DateTime<Utc>,
+    kind: pb::event::Kind,
+) -> Result<i64, GatewayError> {
+    lock_log(txn).await?;
     let name = event_kind_name(&kind);
     let body = pb::Event {
         cursor: 0,

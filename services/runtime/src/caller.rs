@@ -258,6 +258,11 @@ impl Caller {
     }
 }
 
+/// Put into a request's extensions beside the [`Caller`]: when the presented token expires
+/// (Unix seconds). Long-lived streams end then, so identity is never older than a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenExpiry(pub i64);
+
 /// Put into a request's extensions when it carried an access token that failed verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefusedToken(pub TokenError);
@@ -516,9 +521,11 @@ where
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         match authenticate(&self.verifier, request.headers()) {
-            Ok(Some(caller)) => {
+            Ok(Some((caller, expiry))) => {
                 request.extensions_mut().insert(caller);
+                request.extensions_mut().insert(expiry);
             }
+
             Ok(None) => {}
             Err(error) if is_public(&self.public, request.uri().path()) => {
                 request.extensions_mut().insert(RefusedToken(error));
@@ -539,7 +546,7 @@ where
 fn authenticate(
     verifier: &TokenVerifier,
     headers: &http::HeaderMap,
-) -> Result<Option<Caller>, TokenError> {
+) -> Result<Option<(Caller, TokenExpiry)>, TokenError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -549,7 +556,8 @@ fn authenticate(
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or(TokenError::Malformed)?;
     let claims = verifier.verify(token.trim())?;
-    Caller::from_claims(&claims).map(Some)
+    Caller::from_claims(&claims).map(|caller| Some((caller, TokenExpiry(claims.exp))))
+
 }
 
 #[cfg(test)]
