@@ -54,9 +54,16 @@ async fn node_without_auth_verifies_with_fetched_keys_and_follows_a_rotation() {
         let mut orders_config = test_config(&backend, dir_b.path());
         orders_config.auth.url = Some(format!("http://{}", auth_node.address));
         orders_config.auth.keys_refresh_interval = Duration::from_millis(200);
+        // Orders logs in as a service (to read kiosk events) with a credential from auth.
+        let secret_file = dir_b.path().join("orders.secret");
+        let secret = sneakernet_auth::issue_service_secret(&auth_config, "orders")
+            .await
+            .unwrap();
+        std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+        orders_config.auth.service_secret_file = Some(secret_file);
         let orders_node = sneakernet::node::start(
             orders_config.clone(),
-            &[NodeRole::Orders],
+            &[NodeRole::Orders, NodeRole::Gateway],
             Shutdown::new(),
             None,
         )
@@ -145,6 +152,7 @@ async fn node_without_auth_verifies_with_fetched_keys_and_follows_a_rotation() {
             node.wait().await.expect("clean stop");
         }
         sneakernet_integration_tests::drop_schemas(&auth_config).await;
+        sneakernet_integration_tests::drop_schemas(&orders_config).await;
     }
 }
 

@@ -233,19 +233,32 @@ async fn bootstrap_operator(api: &AuthApi, config: &Config) -> Result<(), StartE
     }
 }
 
-/// Reads a secret from a file, trimming one trailing newline (as `echo` and Kubernetes
-/// secrets leave it).
+/// Reads the bootstrap operator's password file (one trailing newline trimmed).
 pub fn read_secret_file(file: &Path) -> Result<String, StartError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        StartError::Config(ConfigError::Invalid {
-            key: "auth.bootstrap_operator_password_file",
-            env: "SNEAKERNET_AUTH__BOOTSTRAP_OPERATOR_PASSWORD_FILE",
-            reason: format!("cannot read {}: {e}", file.display()),
+    sneakernet_runtime::role::read_secret(
+        file,
+        "auth.bootstrap_operator_password_file",
+        "SNEAKERNET_AUTH__BOOTSTRAP_OPERATOR_PASSWORD_FILE",
+    )
+}
+
+/// Issues (or re-issues) the credential of `service` directly in the auth database and returns
+/// its secret: how a process that serves auth and orders together (standalone) gives its own
+/// orders role an identity without an operator in the loop.
+pub async fn issue_service_secret(config: &Config, service: &str) -> Result<String, StartError> {
+    let name = sneakernet_runtime::ServiceName::parse(service)
+        .map_err(|why| StartError::Other(format!("service {service:?}: {why}")))?;
+    let db =
+        sneakernet_runtime::db::open_and_migrate::<migration::Migrator>(config, SERVICE).await?;
+    let secret = credentials::random_secret().map_err(|e| startup(AuthError::from(e)))?;
+    Store::new(db)
+        .put_service_credential(entity::service_credential::Model {
+            service: name.as_str().to_owned(),
+            secret_hash: credentials::secret_hash(&secret),
+            issued_at: chrono::Utc::now(),
+            issued_by: "bootstrap:same-process".to_owned(),
         })
-    })?;
-    Ok(text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text)
-        .to_owned())
+        .await
+        .map_err(startup)?;
+    Ok(secret)
 }

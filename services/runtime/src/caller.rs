@@ -557,7 +557,6 @@ fn authenticate(
         .ok_or(TokenError::Malformed)?;
     let claims = verifier.verify(token.trim())?;
     Caller::from_claims(&claims).map(|caller| Some((caller, TokenExpiry(claims.exp))))
-
 }
 
 #[cfg(test)]

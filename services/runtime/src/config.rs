@@ -49,6 +49,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// The device gateway's kiosk links.
     pub gateway: GatewayConfig,
+    /// The orders service.
+    pub orders: OrdersConfig,
     /// TLS for the gRPC listener. Unset: plaintext (put a TLS-terminating proxy in front).
     pub tls: Option<TlsConfig>,
 }
@@ -102,6 +104,9 @@ pub struct AuthConfig {
     pub bootstrap_operator_email: Option<String>,
     /// File holding the bootstrap operator's password (e.g. a mounted Kubernetes secret).
     pub bootstrap_operator_password_file: Option<PathBuf>,
+    /// File holding the secret the orders or content role logs in with as a service
+    /// (AuthService.IssueServiceCredential). Not needed when auth runs in the same process.
+    pub service_secret_file: Option<PathBuf>,
 }
 
 /// Per-key request budgets. Each is a burst size refilled evenly over `period`.
@@ -118,6 +123,15 @@ pub struct RateLimitConfig {
     /// The refill period of every budget above.
     #[serde(with = "humantime_serde")]
     pub period: Duration,
+}
+
+/// The orders service's view of its peers.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// gRPC address of the device gateway (commands, kiosk events), for a process serving
+    /// orders without the gateway role. Ignored when this process serves the gateway.
+    pub gateway_url: Option<String>,
 }
 
 /// Kiosk link timing.
@@ -175,6 +189,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
             gateway: GatewayConfig::default(),
+            orders: OrdersConfig::default(),
             tls: None,
         }
     }
@@ -201,6 +216,7 @@ impl Default for AuthConfig {
             clock_leeway: Duration::from_secs(30),
             bootstrap_operator_email: None,
             bootstrap_operator_password_file: None,
+            service_secret_file: None,
         }
     }
 }
@@ -303,6 +319,26 @@ impl Config {
                         parsed.scheme()
                     ),
                 ));
+            }
+        }
+        for (key, env, url) in [(
+            "orders.gateway_url",
+            "SNEAKERNET_ORDERS__GATEWAY_URL",
+            &self.orders.gateway_url,
+        )] {
+            if let Some(url) = url {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| invalid(key, env, format!("cannot parse {url}: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(invalid(
+                        key,
+                        env,
+                        format!(
+                            "scheme must be http:// or https://, got {}://",
+                            parsed.scheme()
+                        ),
+                    ));
+                }
             }
         }
         if let Some(auth_url) = &self.auth.url {

@@ -174,13 +174,28 @@ async fn open_postgres(
         .acquire_timeout(CONNECT_TIMEOUT)
         .sqlx_logging(false);
     let admin = Database::connect(bootstrap).await.map_err(connect_error)?;
-    admin
+    let created = admin
         .execute_raw(Statement::from_string(
             DbBackend::Postgres,
             format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
         ))
-        .await
-        .map_err(connect_error)?;
+        .await;
+    if let Err(error) = created {
+        // Two replicas creating the schema at once: one of them gets a unique violation from
+        // the catalog even with IF NOT EXISTS. Fine, if the schema is there now.
+        let exists = admin
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT 1 AS present FROM pg_namespace WHERE nspname = $1",
+                [schema.into()],
+            ))
+            .await
+            .map_err(connect_error)?
+            .is_some();
+        if !exists {
+            return Err(connect_error(error));
+        }
+    }
     admin.close().await.map_err(connect_error)?;
 
     let mut options = ConnectOptions::new(url);

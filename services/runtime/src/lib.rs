@@ -9,6 +9,7 @@
 //! - [`rate_limit`]: per-key budgets and the per-address layer.
 //! - [`error`]: [`error::ApiError`], the one mapping to `tonic::Status` with rich details.
 //! - [`server`]: the gRPC server stack with health, reflection, keepalive and TLS.
+//! - [`service_token`]: a service's own token for calls on its own behalf.
 //! - [`role`]: [`role::ServiceRole`], how a service plugs into the one binary.
 //! - [`clock`]: injected time.
 //! - [`failpoint`]: fault-injection points for tests (inert in production builds).
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod rate_limit;
 pub mod role;
 pub mod server;
+pub mod service_token;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -26,6 +26,14 @@ pub struct RoleContext {
     pub verifier: TokenVerifier,
     /// "Now", injectable for tests.
     pub clock: SharedClock,
+    /// The address this process serves gRPC on, once bound: roles reach the other roles of
+    /// the same process through it.
+    pub local_address: Option<std::net::SocketAddr>,
+    /// The roles this process serves (`auth`, `orders`, ...).
+    pub local_roles: Vec<&'static str>,
+    /// The secret this process's orders/content role logs in with as a service: read from
+    /// `auth.service_secret_file`, or issued at startup when auth runs in the same process.
+    pub service_secret: Option<String>,
 }
 
 impl RoleContext {
@@ -46,7 +54,33 @@ impl RoleContext {
             shutdown,
             verifier,
             clock,
+            local_address: None,
+            local_roles: Vec::new(),
+            service_secret: None,
         }
+    }
+
+    /// Where another role is served: this process's own address if it serves `role`, else the
+    /// configured URL, else an error naming the configuration key to set.
+    pub fn peer_url(
+        &self,
+        role: &str,
+        configured: Option<&String>,
+        key: &'static str,
+        env: &'static str,
+    ) -> Result<String, StartError> {
+        if self.local_roles.contains(&role)
+            && let Some(address) = self.local_address
+        {
+            return Ok(format!("http://{address}"));
+        }
+        configured.cloned().ok_or_else(|| {
+            StartError::Config(ConfigError::Invalid {
+                key,
+                env,
+                reason: format!("must be set when this process does not serve the {role} role"),
+            })
+        })
     }
 
     /// Keeps the verifier supplied from the remote auth service at `auth.url`.
@@ -134,7 +168,16 @@ pub async fn serve_role<R: ServiceRole>(
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     let listener = bind(&config).await?;
-    let ctx = RoleContext::new(config, shutdown.clone());
+    let mut ctx = RoleContext::new(config, shutdown.clone());
+    ctx.local_address = listener.local_addr().ok();
+    ctx.local_roles = vec![R::NAME];
+    if let Some(file) = &ctx.config.auth.service_secret_file {
+        ctx.service_secret = Some(read_secret(
+            file,
+            "auth.service_secret_file",
+            "SNEAKERNET_AUTH__SERVICE_SECRET_FILE",
+        )?);
+    }
     let mut services = GrpcServices::new();
     R::start(&ctx, &mut services).await?;
     if !R::ISSUES_TOKENS {
@@ -150,4 +193,32 @@ pub async fn serve_role<R: ServiceRole>(
     )
     .await?;
     Ok(())
+}
+
+/// Reads a secret from a file named by configuration key `key`, trimming one trailing newline
+/// (as `echo` and Kubernetes secrets leave it).
+pub fn read_secret(
+    file: &std::path::Path,
+    key: &'static str,
+    env: &'static str,
+) -> Result<String, StartError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        StartError::Config(ConfigError::Invalid {
+            key,
+            env,
+            reason: format!("cannot read {}: {e}", file.display()),
+        })
+    })?;
+    let secret = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if secret.is_empty() {
+        return Err(StartError::Config(ConfigError::Invalid {
+            key,
+            env,
+            reason: format!("{} is empty", file.display()),
+        }));
+    }
+    Ok(secret.to_owned())
 }

@@ -108,10 +108,14 @@ pub async fn start(
         address: config.listen.to_string(),
         reason: e.to_string(),
     })?;
-    let ctx = match clock {
+    let service_secret = service_secret(&config, &roles).await?;
+    let mut ctx = match clock {
         Some(clock) => RoleContext::with_clock(config, shutdown.clone(), clock),
         None => RoleContext::new(config, shutdown.clone()),
     };
+    ctx.local_address = Some(address);
+    ctx.local_roles = roles.iter().map(|role| role.name()).collect();
+    ctx.service_secret = service_secret;
     let metrics_address = match ctx.config.metrics_listen {
         Some(addr) => Some(
             sneakernet_runtime::telemetry::serve_metrics(addr, &shutdown)
@@ -184,4 +188,26 @@ impl Node {
         self.shutdown.wait(self.grace).await;
         result
     }
+}
+
+/// The orders role's service secret: from `auth.service_secret_file`, or issued now when this
+/// process also serves auth (standalone), or none when orders is not served here.
+async fn service_secret(config: &Config, roles: &[NodeRole]) -> Result<Option<String>, StartError> {
+    if !roles.contains(&NodeRole::Orders) {
+        return Ok(None);
+    }
+    if let Some(file) = &config.auth.service_secret_file {
+        return sneakernet_runtime::role::read_secret(
+            file,
+            "auth.service_secret_file",
+            "SNEAKERNET_AUTH__SERVICE_SECRET_FILE",
+        )
+        .map(Some);
+    }
+    if roles.contains(&NodeRole::Auth) {
+        return sneakernet_auth::issue_service_secret(config, OrdersRole::NAME)
+            .await
+            .map(Some);
+    }
+    Ok(None)
 }

@@ -1,0 +1,206 @@
+//! The orders service's queries. So far: the kiosk view fed by gateway events, and consumers'
+//! cursors. Applying an event and moving the cursor past it are one transaction, and an event
+//! at or below the stored cursor changes nothing, so replays after a crash are harmless.
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use sneakernet_proto::gateway::v1 as gateway;
+
+use crate::entity::{event_cursor, kiosk_view};
+
+/// The orders service's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Wraps an opened, migrated connection.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The cursor of the last event `consumer` handled (0: none).
+    pub async fn cursor(&self, consumer: &str) -> Result<i64, sea_orm::DbErr> {
+        Ok(event_cursor::Entity::find_by_id(consumer.to_owned())
+            .one(&self.db)
+            .await?
+            .map_or(0, |row| row.cursor))
+    }
+
+    /// Applies one gateway event to the kiosk view and moves `consumer`'s cursor to it, in one
+    /// transaction. Returns false (and writes nothing) for an event at or below the cursor.
+    pub async fn apply_kiosk_event(
+        &self,
+        consumer: &str,
+        event: &gateway::Event,
+    ) -> Result<bool, sea_orm::DbErr> {
+        let cursor = i64::try_from(event.cursor).unwrap_or(i64::MAX);
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        let stored = event_cursor::Entity::find_by_id(consumer.to_owned())
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .map_or(0, |row| row.cursor);
+        if cursor <= stored {
+            return Ok(false);
+        }
+        let at = event
+            .occurred_at
+            .and_then(|t| {
+                DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            })
+            .unwrap_or_else(Utc::now);
+        let kiosk = event.kiosk_id.as_str();
+        match &event.kind {
+            Some(gateway::event::Kind::KioskOnline(online)) => {
+                upsert(&txn, kiosk, cursor, at, |row| {
+                    row.online = true;
+                    row.agent_version = online.agent_version.clone();
+                })
+                .await?;
+            }
+            Some(gateway::event::Kind::KioskOffline(offline)) => {
+                let last_seen = offline
+                    .last_seen_at
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
+                    .unwrap_or(at);
+                upsert(&txn, kiosk, cursor, last_seen, |row| row.online = false).await?;
+            }
+            Some(gateway::event::Kind::InventoryChanged(changed)) => {
+                let inventory = changed
+                    .inventory
+                    .clone()
+                    .unwrap_or_default()
+                    .encode_to_vec();
+                upsert(&txn, kiosk, cursor, at, |row| row.inventory = inventory).await?;
+            }
+            // Commands and returns matter to orders from the rentals issue on.
+            _ => {}
+        }
+        set_cursor(&txn, consumer, cursor).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Moves `consumer`'s cursor forward (a checkpoint of filtered-out events).
+    pub async fn advance(&self, consumer: &str, cursor: i64) -> Result<(), sea_orm::DbErr> {
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        let stored = event_cursor::Entity::find_by_id(consumer.to_owned())
+            .lock_exclusive()
+            .one(&txn)
+            .await?;
+        if stored.is_none_or(|row| row.cursor < cursor) {
+            set_cursor(&txn, consumer, cursor).await?;
+        }
+        txn.commit().await
+    }
+
+    /// Forgets `consumer`'s position and the view it built (the event log was reset): it
+    /// rebuilds from the start.
+    pub async fn reset(&self, consumer: &str) -> Result<(), sea_orm::DbErr> {
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        kiosk_view::Entity::delete_many().exec(&txn).await?;
+        event_cursor::Entity::delete_by_id(consumer.to_owned())
+            .exec(&txn)
+            .await?;
+        txn.commit().await
+    }
+
+    /// Up to `limit` kiosks with an id above `after`, by id; only online ones if asked.
+    pub async fn kiosks(
+        &self,
+        after: &str,
+        limit: u64,
+        online_only: bool,
+    ) -> Result<Vec<kiosk_view::Model>, sea_orm::DbErr> {
+        let mut query = kiosk_view::Entity::find().filter(kiosk_view::Column::KioskId.gt(after));
+        if online_only {
+            query = query.filter(kiosk_view::Column::Online.eq(true));
+        }
+        query
+            .order_by_asc(kiosk_view::Column::KioskId)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// One kiosk.
+    pub async fn kiosk(&self, kiosk_id: &str) -> Result<Option<kiosk_view::Model>, sea_orm::DbErr> {
+        kiosk_view::Entity::find_by_id(kiosk_id.to_owned())
+            .one(&self.db)
+            .await
+    }
+}
+
+async fn set_cursor<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    consumer: &str,
+    cursor: i64,
+) -> Result<(), sea_orm::DbErr> {
+    event_cursor::Entity::insert(
+        event_cursor::Model {
+            consumer: consumer.to_owned(),
+            cursor,
+        }
+        .into_active_model(),
+    )
+    .on_conflict(
+        OnConflict::column(event_cursor::Column::Consumer)
+            .update_column(event_cursor::Column::Cursor)
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Creates or changes a kiosk's row with `change`, stamping the event's cursor and time.
+async fn upsert<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    cursor: i64,
+    at: DateTime<Utc>,
+    change: impl FnOnce(&mut kiosk_view::Model),
+) -> Result<(), sea_orm::DbErr> {
+    let existing = kiosk_view::Entity::find_by_id(kiosk_id.to_owned())
+        .one(db)
+        .await?;
+    let is_new = existing.is_none();
+    let mut row = existing.unwrap_or_else(|| kiosk_view::Model {
+        kiosk_id: kiosk_id.to_owned(),
+        online: false,
+        agent_version: String::new(),
+        last_seen_at: at,
+        inventory: Vec::new(),
+        cursor,
+    });
+    change(&mut row);
+    row.cursor = cursor;
+    row.last_seen_at = row.last_seen_at.max(at);
+    if is_new {
+        row.into_active_model().insert(db).await?;
+    } else {
+        kiosk_view::Entity::update_many()
+            .col_expr(kiosk_view::Column::Online, Expr::value(row.online))
+            .col_expr(
+                kiosk_view::Column::AgentVersion,
+                Expr::value(row.agent_version),
+            )
+            .col_expr(
+                kiosk_view::Column::LastSeenAt,
+                Expr::value(row.last_seen_at),
+            )
+            .col_expr(kiosk_view::Column::Inventory, Expr::value(row.inventory))
+            .col_expr(kiosk_view::Column::Cursor, Expr::value(row.cursor))
+            .filter(kiosk_view::Column::KioskId.eq(kiosk_id))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
