@@ -9,6 +9,10 @@ use sneakernet_kiosk_agent::config::{
 };
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
+use tonic::transport::Channel;
+
+use crate::authed;
 
 /// Capacity of every simulated test drive (1 TB).
 pub const CAPACITY: u64 = 1_000_000_000_000;
@@ -101,4 +105,29 @@ pub fn lend(order_id: &str) -> pb::CommandPayload {
             order_id: order_id.into(),
         })),
     }
+}
+
+/// Sends [`lend`] for `order_id` to kiosk K-1 (deadline in five minutes, idempotency key
+/// `lend:<order>`); returns the command id.
+pub async fn send_lend(channel: Channel, token: &str, order_id: &str) -> String {
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
+    DeviceCommandServiceClient::new(channel)
+        .send_command(authed(
+            pb::SendCommandRequest {
+                kiosk_id: "K-1".into(),
+                payload: Some(lend(order_id)),
+                idempotency_key: format!("lend:{order_id}"),
+                deadline: Some(prost_types::Timestamp {
+                    seconds: deadline.timestamp(),
+                    nanos: 0,
+                }),
+            },
+            token,
+        ))
+        .await
+        .expect("send lend")
+        .into_inner()
+        .command
+        .expect("record")
+        .command_id
 }

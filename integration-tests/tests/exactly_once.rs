@@ -17,29 +17,6 @@ use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandS
 use sneakernet_proto::gateway::v1::device_event_service_client::DeviceEventServiceClient;
 use tonic::transport::Channel;
 
-async fn send_lend(channel: Channel, token: &str, order: &str) -> String {
-    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
-    DeviceCommandServiceClient::new(channel)
-        .send_command(authed(
-            pb::SendCommandRequest {
-                kiosk_id: "K-1".into(),
-                payload: Some(kiosk::lend(order)),
-                idempotency_key: format!("lend:{order}"),
-                deadline: Some(prost_types::Timestamp {
-                    seconds: deadline.timestamp(),
-                    nanos: 0,
-                }),
-            },
-            token,
-        ))
-        .await
-        .expect("send lend")
-        .into_inner()
-        .command
-        .expect("record")
-        .command_id
-}
-
 async fn record(channel: Channel, token: &str, command_id: &str) -> Option<pb::CommandRecord> {
     DeviceCommandServiceClient::new(channel)
         .get_command(authed(
@@ -170,7 +147,7 @@ async fn a_lend_is_executed_once_when_the_gateway_is_killed_after_sending_before
         .await
         .expect("agent");
 
-        let command_id = send_lend(
+        let command_id = kiosk::send_lend(
             connect(gateway.address).await,
             &operator.access_token,
             "order-g",
@@ -245,7 +222,7 @@ async fn a_lend_is_executed_once_when_the_agent_is_killed_after_ejecting_before_
             .spawn()
             .expect("agent");
         let command_id =
-            send_lend(sandbox.channel().await, &operator.access_token, "order-a").await;
+            kiosk::send_lend(sandbox.channel().await, &operator.access_token, "order-a").await;
         eventually(
             Duration::from_secs(30),
             "the agent to eject and hang",

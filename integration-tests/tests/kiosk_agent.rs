@@ -12,27 +12,8 @@ use sneakernet_proto::gateway::v1::device_event_service_client::DeviceEventServi
 use tonic::transport::Channel;
 
 async fn lend_and_wait(channel: Channel, token: &str, order: &str) -> pb::CommandRecord {
-    let mut commands = DeviceCommandServiceClient::new(channel);
-    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
-    let command_id = commands
-        .send_command(authed(
-            pb::SendCommandRequest {
-                kiosk_id: "K-1".into(),
-                payload: Some(kiosk::lend(order)),
-                idempotency_key: format!("lend:{order}"),
-                deadline: Some(prost_types::Timestamp {
-                    seconds: deadline.timestamp(),
-                    nanos: 0,
-                }),
-            },
-            token,
-        ))
-        .await
-        .expect("send")
-        .into_inner()
-        .command
-        .unwrap()
-        .command_id;
+    let commands = DeviceCommandServiceClient::new(channel.clone());
+    let command_id = kiosk::send_lend(channel, token, order).await;
     let fetch = || {
         let mut commands = commands.clone();
         let request = authed(

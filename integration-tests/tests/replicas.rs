@@ -25,6 +25,30 @@ async fn second_replica(sandbox: &Sandbox) -> Node {
         .expect("second gateway replica")
 }
 
+/// Opens K-1's link on `replica`, retrying while the replica has not fetched the signing keys
+/// from auth yet (it verifies the kiosk's token locally).
+async fn link_to(replica: &Node, token: &str) -> FakeKiosk {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match FakeKiosk::connect(
+            connect(replica.address).await,
+            token,
+            fake_kiosk::inventory(1),
+        )
+        .await
+        {
+            Ok(kiosk) => return kiosk,
+            Err(status)
+                if status.code() == tonic::Code::Unauthenticated
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("cannot link to the replica: {status:?}"),
+        }
+    }
+}
+
 async fn send_wipe(sandbox: &Sandbox, token: &str, key: &str) -> String {
     let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
     DeviceCommandServiceClient::new(sandbox.channel().await)
@@ -88,22 +112,7 @@ async fn a_command_sent_to_one_replica_reaches_a_kiosk_on_another_through_redis(
         let operator = sandbox.operator().await;
         let token = sandbox.kiosk_token("K-1").await;
 
-        let mut kiosk = loop {
-            // Replica B verifies the kiosk's token with keys fetched from A; retry until it has them.
-            match FakeKiosk::connect(
-                connect(replica_b.address).await,
-                &token,
-                fake_kiosk::inventory(1),
-            )
-            .await
-            {
-                Ok(kiosk) => break kiosk,
-                Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(status) => panic!("{backend}: {status:?}"),
-            }
-        };
+        let mut kiosk = link_to(&replica_b, &token).await;
         presence_recorded(&redis.url).await;
         let command_id = send_wipe(&sandbox, &operator.access_token, "via-redis").await;
         assert_eq!(
@@ -146,21 +155,7 @@ async fn with_redis_stopped_commands_still_arrive_through_polling() {
         let replica_b = second_replica(&sandbox).await;
         let operator = sandbox.operator().await;
         let token = sandbox.kiosk_token("K-1").await;
-        let mut kiosk = loop {
-            match FakeKiosk::connect(
-                connect(replica_b.address).await,
-                &token,
-                fake_kiosk::inventory(1),
-            )
-            .await
-            {
-                Ok(kiosk) => break kiosk,
-                Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(status) => panic!("{backend}: {status:?}"),
-            }
-        };
+        let mut kiosk = link_to(&replica_b, &token).await;
 
         redis.stop();
         let command_id = send_wipe(&sandbox, &operator.access_token, "redis-down").await;
