@@ -6,11 +6,19 @@
 //! - an operation that returns `Ok` has physically happened and is durable (a restart after
 //!   `eject` returned never shows the item in its bay again); one that returns `Err` changed
 //!   nothing the user could take away (no item left the kiosk);
-//! - errors are typed ([`BayError`]) so the executor can answer the right failure reason.
+//! - errors are typed ([`BayError`]) so the executor can answer the right failure reason;
+//! - an operation whose future is dropped before it finished (the executor gives every call a
+//!   time limit, see [`crate::executor::BayTimeouts`]) leaves `inventory` truthful: the item is
+//!   either still in its bay or gone, and the executor settles the command from that;
+//! - an inserted item is reported by [`Bays::pending_inserted`] until
+//!   [`Bays::confirm_inserted`] names it, across restarts, always under the same
+//!   `insertion_id`: the agent first commits the `ItemReturned` to its outbox (keyed by that
+//!   id), then confirms, so a crash anywhere in between never loses nor doubles a return.
 //!
 //! Everything here is plain data; converting to the wire types happens in [`crate::wire`].
 
 use std::future::Future;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -97,6 +105,10 @@ pub struct BayInfo {
 /// An item that came into a bay (a return, or an operator stocking the kiosk).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inserted {
+    /// This insertion's id (a UUID), assigned when the bay detected the item and stored with
+    /// it: the same on every report until confirmed. The agent uses it as the `message_id` of
+    /// the `ItemReturned`, so a report repeated after a crash is the same message.
+    pub insertion_id: String,
     /// The bay it is in.
     pub bay_id: String,
     /// The item as identified.
@@ -161,6 +173,15 @@ pub enum BayError {
     /// The mechanism's own state could not be read or saved.
     #[error("bay state storage failed: {0}")]
     Storage(String),
+    /// The operation did not finish within its time limit; the agent stopped waiting. Whether
+    /// it took effect is judged from [`Bays::inventory`], never assumed.
+    #[error("bay operation {operation} did not finish within {after:?}")]
+    Timeout {
+        /// The operation (`eject A01`, `wipe D-1`, ...).
+        operation: String,
+        /// The limit it exceeded.
+        after: Duration,
+    },
 }
 
 /// What an eject produced.
@@ -205,6 +226,33 @@ pub trait Bays: Send + Sync + 'static {
         order_id: &str,
     ) -> impl Future<Output = Result<ItemInfo, BayError>> + Send;
 
-    /// Items put into bays since the last call, oldest first; each is returned once.
-    fn take_inserted(&self) -> impl Future<Output = Result<Vec<Inserted>, BayError>> + Send;
+    /// Items put into bays and not yet confirmed, oldest first. An item stays listed, with
+    /// the same [`Inserted::insertion_id`], on every call and across restarts until
+    /// [`Bays::confirm_inserted`] names it.
+    fn pending_inserted(&self) -> impl Future<Output = Result<Vec<Inserted>, BayError>> + Send;
+
+    /// Forgets the pending insertion `insertion_id`: its return is durably reported. `Ok` for
+    /// an id that is not pending (already confirmed), so a confirmation repeated after a crash
+    /// is harmless.
+    fn confirm_inserted(
+        &self,
+        insertion_id: &str,
+    ) -> impl Future<Output = Result<(), BayError>> + Send;
+}
+
+/// Runs one bay call with a time limit: past `limit` the call's future is dropped and the
+/// answer is [`BayError::Timeout`] naming `operation`. Whether a dropped call took effect is for
+/// the caller to judge from [`Bays::inventory`].
+pub async fn within<T>(
+    limit: Duration,
+    operation: impl Into<String>,
+    call: impl Future<Output = Result<T, BayError>>,
+) -> Result<T, BayError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(BayError::Timeout {
+            operation: operation.into(),
+            after: limit,
+        }),
+    }
 }

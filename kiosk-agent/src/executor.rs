@@ -15,6 +15,14 @@
 //!   DEADLINE_EXCEEDED. A payload that does not validate fails INVALID_COMMAND. Provision fails
 //!   UNSUPPORTED. None of these is a panic.
 //! - A result is written with its outbox message in one transaction.
+//! - Every bay call has a time limit ([`BayTimeouts`], defaults [`EJECT_TIMEOUT`] and the other
+//!   `*_TIMEOUT` constants), so a hung bay fails its command with BAY_FAULT instead of
+//!   stalling the worker for ever. A timed-out call is never assumed to have failed: an eject
+//!   that timed out is settled from the bay state exactly as crash recovery settles it (the
+//!   command stays journaled `executing` until then), and a timed-out write-protect change,
+//!   wipe or release is judged from what the bays report afterwards.
+//! - A command is taken out of `received` once ([`Journal::start`] refuses a second start);
+//!   recovery re-marks an interrupted command explicitly ([`Journal::resume`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +33,7 @@ use sneakernet_proto::gateway::v1::command_result::Outcome;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::bays::{BayError, Bays, ItemFacts};
+use crate::bays::{BayError, BayInfo, BayState, Bays, ItemFacts, within};
 use crate::clock::KioskClock;
 use crate::command::{self, Action, LendTarget};
 use crate::journal::{Arrival, Choice, Journal, JournalError, JournaledCommand};
@@ -34,6 +42,62 @@ use crate::wire;
 
 /// The pause point right after a lend's successful eject (tests kill the agent there).
 pub const AFTER_EJECT_POINT: &str = "agent::lend::after_eject";
+
+/// Longest wait for reading what the bays hold (inventory, inserted items): a status read of
+/// the controller, normally milliseconds.
+pub const INVENTORY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for an eject: the mechanism opens, pushes the item out and reports, normally
+/// a few seconds; two minutes leaves room for a slow or retrying mechanism before the lend
+/// fails BAY_FAULT (after checking whether the item left anyway).
+pub const EJECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for a write-protect change, a pin or an unpin: a command to the drive's
+/// controller, normally under a second.
+pub const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a wipe: a quick erase (crypto-erase, or a fresh file system), not a full
+/// overwrite; a minute is typical, fifteen is generous.
+pub const WIPE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Time limits for bay operations. Past its limit a call's future is dropped, the bay is
+/// treated as faulty for that command (BAY_FAULT), and the outcome is judged from the bay
+/// state, never assumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BayTimeouts {
+    /// Reading the inventory or the inserted items ([`INVENTORY_TIMEOUT`]).
+    pub inventory: Duration,
+    /// An eject ([`EJECT_TIMEOUT`]).
+    pub eject: Duration,
+    /// A write-protect change, pin or unpin ([`CONFIGURE_TIMEOUT`]).
+    pub configure: Duration,
+    /// A wipe ([`WIPE_TIMEOUT`]).
+    pub wipe: Duration,
+}
+
+impl Default for BayTimeouts {
+    fn default() -> Self {
+        Self {
+            inventory: INVENTORY_TIMEOUT,
+            eject: EJECT_TIMEOUT,
+            configure: CONFIGURE_TIMEOUT,
+            wipe: WIPE_TIMEOUT,
+        }
+    }
+}
+
+/// How a command came to run: taken from `received`, or re-run by recovery from `executing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Run {
+    Fresh,
+    Recovery,
+}
+
+/// Why an eject's outcome must be read from the bays.
+#[derive(Debug)]
+enum Interruption {
+    /// The agent stopped (crash, kill) while the command was executing.
+    Restart,
+    /// The eject did not answer within its time limit.
+    Timeout(BayError),
+}
 
 /// Why the executor could not do its part. The command stays journaled where it was and is
 /// picked up again (by the worker's next round or by recovery at the next start).
@@ -58,6 +122,7 @@ pub struct Executor<B: Bays> {
     journal: Journal,
     bays: Arc<B>,
     clock: KioskClock,
+    timeouts: BayTimeouts,
     /// Woken whenever a message was added to the outbox.
     outbox_ready: Arc<Notify>,
 }
@@ -80,8 +145,15 @@ impl<B: Bays> Executor<B> {
             journal,
             bays,
             clock,
+            timeouts: BayTimeouts::default(),
             outbox_ready,
         }
+    }
+
+    /// The same executor with other time limits for bay calls (tests use short ones).
+    pub fn with_timeouts(mut self, timeouts: BayTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// Journals a command that arrived (first step, before the Ack). A command already done
@@ -142,9 +214,15 @@ impl<B: Bays> Executor<B> {
         for command in interrupted {
             let id = command.command_id.as_str();
             let result = match command::validate(command.payload.as_ref()) {
-                Ok(Action::Lend { .. }) => self.settle_eject(&command, true).await?,
-                Ok(Action::ForceEject { .. }) => self.settle_eject(&command, false).await?,
-                Ok(action) => match self.run_action(id, action).await? {
+                Ok(Action::Lend { .. }) => {
+                    self.settle_eject(&command, true, Interruption::Restart)
+                        .await?
+                }
+                Ok(Action::ForceEject { .. }) => {
+                    self.settle_eject(&command, false, Interruption::Restart)
+                        .await?
+                }
+                Ok(action) => match self.run_action(id, action, Run::Recovery).await? {
                     Some(result) => result,
                     None => continue,
                 },
@@ -231,13 +309,14 @@ impl<B: Bays> Executor<B> {
                 "",
             )));
         }
-        self.run_action(id, action).await
+        self.run_action(id, action, Run::Fresh).await
     }
 
     async fn run_action(
         &self,
         id: &str,
         action: Action,
+        run: Run,
     ) -> Result<Option<pb::CommandResult>, ExecError> {
         match action {
             Action::Lend { order_id, target } => self.lend(id, &order_id, &target).await,
@@ -249,13 +328,43 @@ impl<B: Bays> Executor<B> {
                 "",
             ))),
             Action::SetWriteProtect { item_id, on } => {
-                self.set_write_protect(id, &item_id, on).await
+                self.set_write_protect(id, &item_id, on, run).await
             }
-            Action::Wipe { item_id } => self.wipe(id, &item_id).await,
+            Action::Wipe { item_id } => self.wipe(id, &item_id, run).await,
             Action::ForceEject { bay_id } => self.force_eject(id, &bay_id).await,
-            Action::RequestInventory => self.request_inventory(id).await,
-            Action::Release { order_id, item_id } => self.release(id, &order_id, &item_id).await,
+            Action::RequestInventory => self.request_inventory(id, run).await,
+            Action::Release { order_id, item_id } => {
+                self.release(id, &order_id, &item_id, run).await
+            }
         }
+    }
+
+    /// Journals the command `executing` before any hardware is touched: from `received` for a
+    /// fresh run, from `executing` for recovery. False: someone else has it, or it is done.
+    async fn mark_started(
+        &self,
+        id: &str,
+        choice: Option<&Choice>,
+        run: Run,
+    ) -> Result<bool, ExecError> {
+        Ok(match run {
+            Run::Fresh => self.journal.start(id, choice).await?,
+            Run::Recovery => self.journal.resume(id, choice).await?,
+        })
+    }
+
+    async fn inventory(&self) -> Result<Vec<BayInfo>, BayError> {
+        within(self.timeouts.inventory, "inventory", self.bays.inventory()).await
+    }
+
+    /// The bay holding `item_id` as the bays report it now; `None` when they do not answer
+    /// or it is not there. Used to judge a call that timed out.
+    async fn bay_of_item(&self, item_id: &str) -> Option<BayInfo> {
+        self.inventory()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|b| b.item.as_ref().is_some_and(|i| i.item_id == item_id))
     }
 
     // --- one function per command kind, each shaped alike: look, journal, act, answer ---
@@ -266,7 +375,7 @@ impl<B: Bays> Executor<B> {
         order_id: &str,
         target: &LendTarget,
     ) -> Result<Option<pb::CommandResult>, ExecError> {
-        let bays = match self.bays.inventory().await {
+        let bays = match self.inventory().await {
             Ok(bays) => bays,
             Err(error) => return Ok(Some(self.bay_failure(id, &error, "", ""))),
         };
@@ -338,8 +447,15 @@ impl<B: Bays> Executor<B> {
         }
         tracing::info!(command_id = %id, bay_id = %bay_id, item_id = %item.item_id, "lending");
         if let (true, Some(on)) = (needs_change, write_protect)
-            && let Err(error) = self.bays.set_write_protect(&item.item_id, on).await
+            && let Err(error) = within(
+                self.timeouts.configure,
+                format!("set_write_protect {}", item.item_id),
+                self.bays.set_write_protect(&item.item_id, on),
+            )
+            .await
         {
+            // A timeout here is BAY_FAULT: nothing left the kiosk (no eject was tried), and the
+            // drive's write protection is whatever the bays report from now on.
             let mut result = self.bay_failure(id, &error, &bay_id, &item.item_id);
             if let Some(Outcome::Failure(f)) = &mut result.outcome
                 && matches!(
@@ -351,8 +467,16 @@ impl<B: Bays> Executor<B> {
             }
             return Ok(Some(result));
         }
-        let ejected = match self.bays.eject(&bay_id).await {
+        let eject = within(
+            self.timeouts.eject,
+            format!("eject {bay_id}"),
+            self.bays.eject(&bay_id),
+        );
+        let ejected = match eject.await {
             Ok(ejected) => ejected,
+            Err(error @ BayError::Timeout { .. }) => {
+                return self.settle_timed_out_eject(id, true, error).await;
+            }
             Err(error) => return Ok(Some(self.bay_failure(id, &error, &bay_id, &item.item_id))),
         };
         sneakernet_runtime::failpoint::pause_point(AFTER_EJECT_POINT).await;
@@ -386,11 +510,29 @@ impl<B: Bays> Executor<B> {
         id: &str,
         item_id: &str,
         on: bool,
+        run: Run,
     ) -> Result<Option<pb::CommandResult>, ExecError> {
-        if !self.journal.start(id, None).await? {
+        if !self.mark_started(id, None, run).await? {
             return Ok(None);
         }
-        Ok(Some(match self.bays.set_write_protect(item_id, on).await {
+        let call = within(
+            self.timeouts.configure,
+            format!("set_write_protect {item_id}"),
+            self.bays.set_write_protect(item_id, on),
+        );
+        let outcome = match call.await {
+            Err(error @ BayError::Timeout { .. }) => {
+                // Judge from the drive as the bays report it now.
+                match self.bay_of_item(item_id).await.and_then(|b| b.item) {
+                    Some(item) if matches!(item.facts, ItemFacts::Drive { write_protected, .. } if write_protected == on) => {
+                        Ok(item)
+                    }
+                    _ => Err(error),
+                }
+            }
+            other => other,
+        };
+        Ok(Some(match outcome {
             Ok(item) => {
                 let write_protected = matches!(
                     item.facts,
@@ -418,11 +560,45 @@ impl<B: Bays> Executor<B> {
         }))
     }
 
-    async fn wipe(&self, id: &str, item_id: &str) -> Result<Option<pb::CommandResult>, ExecError> {
-        if !self.journal.start(id, None).await? {
+    async fn wipe(
+        &self,
+        id: &str,
+        item_id: &str,
+        run: Run,
+    ) -> Result<Option<pb::CommandResult>, ExecError> {
+        if !self.mark_started(id, None, run).await? {
             return Ok(None);
         }
-        Ok(Some(match self.bays.wipe(item_id).await {
+        let call = within(
+            self.timeouts.wipe,
+            format!("wipe {item_id}"),
+            self.bays.wipe(item_id),
+        );
+        let outcome = match call.await {
+            Err(error @ BayError::Timeout { .. }) => {
+                // Done only if the bays now report the drive blank and READY.
+                match self.bay_of_item(item_id).await {
+                    Some(BayInfo {
+                        state: BayState::Ready,
+                        item: Some(item),
+                        ..
+                    }) if matches!(
+                        item.facts,
+                        ItemFacts::Drive {
+                            content_package_id: None,
+                            write_protected: false,
+                            ..
+                        }
+                    ) =>
+                    {
+                        Ok(item)
+                    }
+                    _ => Err(error),
+                }
+            }
+            other => other,
+        };
+        Ok(Some(match outcome {
             Ok(item) => self.success(
                 id,
                 Outcome::Wipe(pb::WipeResult {
@@ -438,7 +614,7 @@ impl<B: Bays> Executor<B> {
         id: &str,
         bay_id: &str,
     ) -> Result<Option<pb::CommandResult>, ExecError> {
-        let bays = match self.bays.inventory().await {
+        let bays = match self.inventory().await {
             Ok(bays) => bays,
             Err(error) => return Ok(Some(self.bay_failure(id, &error, bay_id, ""))),
         };
@@ -458,7 +634,15 @@ impl<B: Bays> Executor<B> {
         if !self.journal.start(id, Some(&choice)).await? {
             return Ok(None);
         }
-        Ok(Some(match self.bays.eject(bay_id).await {
+        let eject = within(
+            self.timeouts.eject,
+            format!("eject {bay_id}"),
+            self.bays.eject(bay_id),
+        );
+        Ok(Some(match eject.await {
+            Err(error @ BayError::Timeout { .. }) => {
+                return self.settle_timed_out_eject(id, false, error).await;
+            }
             Ok(ejected) => self.success(
                 id,
                 Outcome::ForceEject(pb::ForceEjectResult {
@@ -473,11 +657,15 @@ impl<B: Bays> Executor<B> {
         }))
     }
 
-    async fn request_inventory(&self, id: &str) -> Result<Option<pb::CommandResult>, ExecError> {
-        if !self.journal.start(id, None).await? {
+    async fn request_inventory(
+        &self,
+        id: &str,
+        run: Run,
+    ) -> Result<Option<pb::CommandResult>, ExecError> {
+        if !self.mark_started(id, None, run).await? {
             return Ok(None);
         }
-        Ok(Some(match self.bays.inventory().await {
+        Ok(Some(match self.inventory().await {
             Ok(bays) => self.success(
                 id,
                 Outcome::RequestInventory(pb::RequestInventoryResult {
@@ -493,11 +681,31 @@ impl<B: Bays> Executor<B> {
         id: &str,
         order_id: &str,
         item_id: &str,
+        run: Run,
     ) -> Result<Option<pb::CommandResult>, ExecError> {
-        if !self.journal.start(id, None).await? {
+        if !self.mark_started(id, None, run).await? {
             return Ok(None);
         }
-        Ok(Some(match self.bays.unpin(item_id, order_id).await {
+        let call = within(
+            self.timeouts.configure,
+            format!("unpin {item_id}"),
+            self.bays.unpin(item_id, order_id),
+        );
+        let outcome = match call.await {
+            Err(error @ BayError::Timeout { .. }) => {
+                // Released only if the bays now report the drive READY.
+                match self.bay_of_item(item_id).await {
+                    Some(BayInfo {
+                        state: BayState::Ready,
+                        item: Some(item),
+                        ..
+                    }) => Ok(item),
+                    _ => Err(error),
+                }
+            }
+            other => other,
+        };
+        Ok(Some(match outcome {
             Ok(item) => self.success(
                 id,
                 Outcome::Release(pb::ReleaseResult {
@@ -508,11 +716,33 @@ impl<B: Bays> Executor<B> {
         }))
     }
 
+    /// An eject that timed out may have happened: the command is journaled `executing` with
+    /// its choice, and is settled from the bay state exactly as after a crash. When the bays
+    /// cannot say, the command stays `executing` and the error stalls the worker's round, whose
+    /// recovery settles it once the bays answer.
+    async fn settle_timed_out_eject(
+        &self,
+        id: &str,
+        lend: bool,
+        error: BayError,
+    ) -> Result<Option<pb::CommandResult>, ExecError> {
+        tracing::error!(command_id = %id, %error, "eject timed out; judging from the bay state");
+        let command = self
+            .journal
+            .command(id)
+            .await?
+            .ok_or_else(|| ExecError::Unknown(id.to_owned()))?;
+        self.settle_eject(&command, lend, Interruption::Timeout(error))
+            .await
+            .map(Some)
+    }
+
     /// Settles an interrupted lend (`lend`) or forced eject from what the bays hold now.
     async fn settle_eject(
         &self,
         command: &JournaledCommand,
         lend: bool,
+        why: Interruption,
     ) -> Result<pb::CommandResult, ExecError> {
         let id = command.command_id.as_str();
         let Some(choice) = &command.choice else {
@@ -525,28 +755,49 @@ impl<B: Bays> Executor<B> {
             ));
         };
         let Some(item_id) = choice.item_id.as_deref() else {
-            return Ok(self.failure(
-                id,
-                FailureReason::Internal,
-                "interrupted; the bay was empty and may not have opened",
-                &choice.bay_id,
-                "",
-            ));
+            return Ok(match why {
+                Interruption::Restart => self.failure(
+                    id,
+                    FailureReason::Internal,
+                    "interrupted; the bay was empty and may not have opened",
+                    &choice.bay_id,
+                    "",
+                ),
+                Interruption::Timeout(error) => self.failure(
+                    id,
+                    FailureReason::BayFault,
+                    format!("{error}; the bay was empty and may not have opened"),
+                    &choice.bay_id,
+                    "",
+                ),
+            });
         };
         // Inventory trouble is an error, not a verdict: deciding wrongly here would either
         // report a lend that did not happen or hide one that did.
-        let bays = self.bays.inventory().await?;
+        let bays = self.inventory().await?;
         let still_in_its_bay = bays.iter().any(|b| {
             b.bay_id == choice.bay_id && b.item.as_ref().is_some_and(|i| i.item_id == item_id)
         });
         if still_in_its_bay {
-            return Ok(self.failure(
-                id,
-                FailureReason::Internal,
-                "interrupted before eject; nothing left the kiosk",
-                &choice.bay_id,
-                item_id,
-            ));
+            return Ok(match why {
+                Interruption::Restart => self.failure(
+                    id,
+                    FailureReason::Internal,
+                    "interrupted before eject; nothing left the kiosk",
+                    &choice.bay_id,
+                    item_id,
+                ),
+                Interruption::Timeout(error) => self.failure(
+                    id,
+                    FailureReason::BayFault,
+                    format!("{error}; the item is still in its bay, nothing left the kiosk"),
+                    &choice.bay_id,
+                    item_id,
+                ),
+            });
+        }
+        if let Interruption::Timeout(error) = &why {
+            tracing::warn!(command_id = %id, %error, bay_id = %choice.bay_id, %item_id, "the timed-out eject happened: the item left");
         }
         Ok(if lend {
             self.success(
@@ -606,7 +857,9 @@ pub fn failure_reason(error: &BayError) -> FailureReason {
         BayError::UnknownBay(_) | BayError::WrongKind { .. } => FailureReason::InvalidCommand,
         BayError::UnknownItem(_) => FailureReason::ItemNotFound,
         BayError::Jammed(_) => FailureReason::EjectJammed,
-        BayError::EmptyOnEject(_) | BayError::Fault(_) => FailureReason::BayFault,
+        BayError::EmptyOnEject(_) | BayError::Fault(_) | BayError::Timeout { .. } => {
+            FailureReason::BayFault
+        }
         BayError::ItemBusy { .. } => FailureReason::ItemBusy,
         BayError::WriteProtectFailed(_) => FailureReason::WriteProtectFailed,
         BayError::Occupied(_)
@@ -619,7 +872,7 @@ pub fn failure_reason(error: &BayError) -> FailureReason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bays::BayState;
+    use crate::bays::{Ejected, Inserted, ItemInfo};
     use crate::config::{SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig};
     use crate::simulated::SimulatedBays;
     use chrono::Utc;
@@ -968,5 +1221,244 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(failure_of(&unknown).0, FailureReason::ItemNotFound);
+    }
+
+    /// Which calls of [`HangingBays`] never answer.
+    #[derive(Clone, Copy, Default)]
+    struct Hang {
+        /// `eject` hangs before touching the bay.
+        eject_before: bool,
+        /// `eject` does its work, then never answers.
+        eject_after: bool,
+        /// `wipe` hangs before touching the drive.
+        wipe: bool,
+    }
+
+    /// Simulated bays whose chosen calls hang like a stuck mechanism.
+    struct HangingBays {
+        inner: SimulatedBays,
+        hang: Hang,
+    }
+
+    impl Bays for HangingBays {
+        async fn inventory(&self) -> Result<Vec<BayInfo>, BayError> {
+            self.inner.inventory().await
+        }
+        async fn eject(&self, bay_id: &str) -> Result<Ejected, BayError> {
+            if self.hang.eject_before {
+                std::future::pending::<()>().await;
+            }
+            let ejected = self.inner.eject(bay_id).await;
+            if self.hang.eject_after {
+                std::future::pending::<()>().await;
+            }
+            ejected
+        }
+        async fn set_write_protect(&self, item_id: &str, on: bool) -> Result<ItemInfo, BayError> {
+            self.inner.set_write_protect(item_id, on).await
+        }
+        async fn wipe(&self, item_id: &str) -> Result<ItemInfo, BayError> {
+            if self.hang.wipe {
+                std::future::pending::<()>().await;
+            }
+            self.inner.wipe(item_id).await
+        }
+        async fn pin(&self, item_id: &str, order_id: &str) -> Result<ItemInfo, BayError> {
+            self.inner.pin(item_id, order_id).await
+        }
+        async fn unpin(&self, item_id: &str, order_id: &str) -> Result<ItemInfo, BayError> {
+            self.inner.unpin(item_id, order_id).await
+        }
+        async fn pending_inserted(&self) -> Result<Vec<Inserted>, BayError> {
+            self.inner.pending_inserted().await
+        }
+        async fn confirm_inserted(&self, insertion_id: &str) -> Result<(), BayError> {
+            self.inner.confirm_inserted(insertion_id).await
+        }
+    }
+
+    const SHORT: BayTimeouts = BayTimeouts {
+        inventory: Duration::from_secs(5),
+        eject: Duration::from_millis(200),
+        configure: Duration::from_millis(200),
+        wipe: Duration::from_millis(200),
+    };
+
+    async fn hanging_kiosk(
+        hang: Hang,
+    ) -> (
+        tempfile::TempDir,
+        SimulatedBays,
+        Journal,
+        Executor<HangingBays>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SimulatedBays::open(dir.path(), &simulation(SimFaults::default()))
+            .await
+            .unwrap();
+        let journal = Journal::open(dir.path()).await.unwrap();
+        let executor = Executor::new(
+            journal.clone(),
+            Arc::new(HangingBays {
+                inner: inner.clone(),
+                hang,
+            }),
+            KioskClock::new(),
+            Arc::new(Notify::new()),
+        )
+        .with_timeouts(SHORT);
+        (dir, inner, journal, executor)
+    }
+
+    /// Runs `command` to its result, failing the test (not hanging it) after 10 s.
+    async fn handle_in_time<B: Bays>(
+        executor: &Executor<B>,
+        command: &pb::Command,
+    ) -> pb::CommandResult {
+        tokio::time::timeout(Duration::from_secs(10), executor.handle(command))
+            .await
+            .expect("a hung bay must not stall the executor")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_hung_eject_fails_bay_fault_and_the_worker_goes_on() {
+        let (_dir, bays, journal, executor) = hanging_kiosk(Hang {
+            eject_before: true,
+            ..Hang::default()
+        })
+        .await;
+        let result = handle_in_time(&executor, &command("C-1", lend_spec(false), 60)).await;
+        let (reason, message) = failure_of(&result);
+        assert_eq!(reason, FailureReason::BayFault, "{message}");
+        assert!(message.contains("eject A01"), "{message}");
+        assert!(message.contains("nothing left the kiosk"), "{message}");
+        assert_eq!(bays.eject_count("D-1"), 0);
+        assert_eq!(
+            journal.command("C-1").await.unwrap().unwrap().state,
+            crate::journal::CommandState::Done,
+            "settled, not left half-done"
+        );
+        // The next command runs.
+        let wp = handle_in_time(
+            &executor,
+            &command(
+                "C-2",
+                pb::command_payload::Kind::SetWriteProtect(pb::SetWriteProtectCommand {
+                    item_id: "D-2".into(),
+                    on: true,
+                }),
+                60,
+            ),
+        )
+        .await;
+        assert!(
+            matches!(wp.outcome, Some(Outcome::SetWriteProtect(_))),
+            "{wp:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_eject_that_timed_out_after_the_item_left_is_reported_lent() {
+        let (_dir, bays, _journal, executor) = hanging_kiosk(Hang {
+            eject_after: true,
+            ..Hang::default()
+        })
+        .await;
+        let result = handle_in_time(&executor, &command("C-1", lend_spec(false), 60)).await;
+        let Some(Outcome::Lend(lent)) = &result.outcome else {
+            panic!("the item left, so the lend happened: {result:?}")
+        };
+        assert_eq!(
+            (lent.bay_id.as_str(), lent.item_id.as_str()),
+            ("A01", "D-1")
+        );
+        assert_eq!(bays.eject_count("D-1"), 1);
+        // A forced eject that times out after opening is settled the same way.
+        let forced = handle_in_time(
+            &executor,
+            &command(
+                "C-2",
+                pb::command_payload::Kind::ForceEject(pb::ForceEjectCommand {
+                    bay_id: "A02".into(),
+                }),
+                60,
+            ),
+        )
+        .await;
+        assert!(
+            matches!(forced.outcome, Some(Outcome::ForceEject(ref f)) if f.item_id == "D-2"),
+            "{forced:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_wipe_fails_bay_fault() {
+        let (_dir, bays, _journal, executor) = hanging_kiosk(Hang {
+            wipe: true,
+            ..Hang::default()
+        })
+        .await;
+        let result = handle_in_time(
+            &executor,
+            &command(
+                "C-1",
+                pb::command_payload::Kind::Wipe(pb::WipeCommand {
+                    item_id: "D-1".into(),
+                }),
+                60,
+            ),
+        )
+        .await;
+        let (reason, message) = failure_of(&result);
+        assert_eq!(reason, FailureReason::BayFault, "{message}");
+        assert!(message.contains("wipe D-1"), "{message}");
+        // It never wiped: the drive still holds its content and is reported as such.
+        assert!(matches!(
+            bays.snapshot()[0].item.as_ref().unwrap().facts,
+            ItemFacts::Drive {
+                content_package_id: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn recovery_re_marks_an_interrupted_command_and_runs_it_once() {
+        let k = kiosk(SimFaults::default()).await;
+        let wp = command(
+            "C-1",
+            pb::command_payload::Kind::SetWriteProtect(pb::SetWriteProtectCommand {
+                item_id: "D-1".into(),
+                on: true,
+            }),
+            60,
+        );
+        k.executor.receive(&wp).await.unwrap();
+        // A crash while it was executing.
+        assert!(k.journal.start("C-1", None).await.unwrap());
+        // A second start (another worker) is refused: it would run the command twice.
+        assert!(!k.journal.start("C-1", None).await.unwrap());
+        assert_eq!(
+            k.executor
+                .run_pending(&CancellationToken::new())
+                .await
+                .unwrap(),
+            0
+        );
+        // Recovery re-runs it explicitly.
+        assert_eq!(k.executor.recover().await.unwrap(), 1);
+        let result = k
+            .journal
+            .command("C-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .result
+            .unwrap();
+        assert!(
+            matches!(result.outcome, Some(Outcome::SetWriteProtect(ref r)) if r.write_protected),
+            "{result:?}"
+        );
     }
 }

@@ -5,7 +5,10 @@
 //!
 //! Guarantees:
 //! - A command id is journaled once; its state only moves `received -> executing -> done`
-//!   (or `received -> done`), by conditional updates, never backwards.
+//!   (or `received -> done`), by conditional updates, never backwards. [`Journal::start`]
+//!   takes a command out of `received` once: a second start (another worker, another process)
+//!   is refused. Only recovery re-marks an interrupted `executing` command, explicitly, with
+//!   [`Journal::resume`].
 //! - The choice a lend made (bay, item, and the item as it will leave) is journaled as
 //!   `executing` before any hardware is touched, so a crash can be settled on restart.
 //! - A command's result and the outbox message carrying it are written in one transaction:
@@ -13,6 +16,10 @@
 //!   receipted by the gateway.
 //! - Outbox messages have strictly increasing `seq` in commit order, never reused (the counter
 //!   survives deleting rows), so "send everything after seq N" misses nothing.
+//! - A message queued under a caller's id ([`Journal::enqueue_once`]) is in the outbox at most
+//!   once: queuing it again while it waits is a no-op, so a step repeated after a crash never
+//!   doubles it (and once receipted, a repeat carries the same id: the gateway answers
+//!   DUPLICATE).
 
 use std::path::Path;
 use std::time::Duration;
@@ -228,6 +235,7 @@ impl Journal {
                             })?;
                         push_outbox(
                             &txn,
+                            None,
                             Some(command_id),
                             pb::open_request::Body::Result(result),
                             now,
@@ -297,12 +305,35 @@ impl Journal {
             .collect()
     }
 
-    /// Marks the command executing with its choice. Returns false when it is not in
-    /// `received` or `executing` (already done: do not touch hardware).
+    /// Marks a `received` command executing with its choice. Returns false when it is not
+    /// `received`: already started (by another worker, or before a crash: recovery settles
+    /// it) or done. On false, do not touch hardware.
     pub async fn start(
         &self,
         command_id: &str,
         choice: Option<&Choice>,
+    ) -> Result<bool, JournalError> {
+        self.mark_executing(command_id, choice, CommandState::Received)
+            .await
+    }
+
+    /// Recovery only: re-marks a command left `executing` by a crash (or a bay that never
+    /// answered) as executing again, with `choice`, before re-running it. Returns false when it
+    /// is not `executing`.
+    pub async fn resume(
+        &self,
+        command_id: &str,
+        choice: Option<&Choice>,
+    ) -> Result<bool, JournalError> {
+        self.mark_executing(command_id, choice, CommandState::Executing)
+            .await
+    }
+
+    async fn mark_executing(
+        &self,
+        command_id: &str,
+        choice: Option<&Choice>,
+        from: CommandState,
     ) -> Result<bool, JournalError> {
         let txn = self.begin_write().await?;
         let updated = command_row::Entity::update_many()
@@ -323,10 +354,7 @@ impl Journal {
                 Expr::value(choice.and_then(|c| c.item.as_ref().map(Message::encode_to_vec))),
             )
             .filter(command_row::Column::CommandId.eq(command_id))
-            .filter(command_row::Column::State.is_in([
-                CommandState::Received.as_str(),
-                CommandState::Executing.as_str(),
-            ]))
+            .filter(command_row::Column::State.eq(from.as_str()))
             .exec(&txn)
             .await?
             .rows_affected;
@@ -365,6 +393,7 @@ impl Journal {
         }
         push_outbox(
             &txn,
+            None,
             Some(command_id),
             pb::open_request::Body::Result(result.clone()),
             now,
@@ -382,9 +411,32 @@ impl Journal {
         now: DateTime<Utc>,
     ) -> Result<String, JournalError> {
         let txn = self.begin_write().await?;
-        let message_id = push_outbox(&txn, None, body, now).await?;
+        let message_id = push_outbox(&txn, None, None, body, now).await?;
         txn.commit().await?;
         Ok(message_id)
+    }
+
+    /// Puts a message that is not a command result in the outbox under `message_id` (a UUID
+    /// the caller keeps durably, for example a bay's insertion id), unless a message with that
+    /// id is already there. Returns whether it was added. Once this returned, the message is
+    /// durable: the caller may forget its own copy.
+    pub async fn enqueue_once(
+        &self,
+        message_id: &str,
+        body: pb::open_request::Body,
+        now: DateTime<Utc>,
+    ) -> Result<bool, JournalError> {
+        let txn = self.begin_write().await?;
+        let present = outbox_row::Entity::find_by_id(message_id.to_owned())
+            .one(&txn)
+            .await?
+            .is_some();
+        if present {
+            return Ok(false); // dropping the transaction rolls it back
+        }
+        push_outbox(&txn, Some(message_id), None, body, now).await?;
+        txn.commit().await?;
+        Ok(true)
     }
 
     /// Up to `limit` outbox messages with `seq` greater than `after`, in seq order.
@@ -517,13 +569,15 @@ async fn next_counter(txn: &DatabaseTransaction, name: &str) -> Result<i64, Jour
     Ok(next)
 }
 
+/// Adds an outbox message under `message_id`, or under a fresh UUIDv7 when `None`.
 async fn push_outbox(
     txn: &DatabaseTransaction,
+    message_id: Option<&str>,
     command_id: Option<&str>,
     body: pb::open_request::Body,
     now: DateTime<Utc>,
 ) -> Result<String, JournalError> {
-    let message_id = uuid::Uuid::now_v7().to_string();
+    let message_id = message_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let seq = next_counter(txn, "outbox").await?;
     let request = pb::OpenRequest {
         message_id: message_id.clone(),
@@ -838,6 +892,74 @@ mod tests {
         assert_eq!(
             journal.next_received().await.unwrap().unwrap().command_id,
             "C-2"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_is_started_once_and_only_recovery_resumes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        journal.receive("C-1", None, None, now).await.unwrap();
+        journal.receive("C-2", None, None, now).await.unwrap();
+        assert!(
+            !journal.resume("C-1", None).await.unwrap(),
+            "not started yet"
+        );
+        assert!(journal.start("C-1", None).await.unwrap());
+        // A second worker or process must not run it again.
+        assert!(
+            !journal.start("C-1", None).await.unwrap(),
+            "executing -> executing refused"
+        );
+        let choice = Choice {
+            bay_id: "A01".into(),
+            item_id: None,
+            item: None,
+        };
+        assert!(
+            journal.resume("C-1", Some(&choice)).await.unwrap(),
+            "recovery re-marks it"
+        );
+        assert_eq!(
+            journal.command("C-1").await.unwrap().unwrap().choice,
+            Some(choice)
+        );
+        assert!(journal.finish(&result("C-1"), now).await.unwrap());
+        assert!(!journal.resume("C-1", None).await.unwrap(), "done is final");
+        assert!(!journal.start("C-1", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_message_queued_under_its_id_is_in_the_outbox_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let body = || {
+            pb::open_request::Body::ItemReturned(pb::ItemReturned {
+                bay_id: "A01".into(),
+                item: None,
+                returned_at: None,
+            })
+        };
+        assert!(journal.enqueue_once(&id, body(), now).await.unwrap());
+        assert!(
+            !journal.enqueue_once(&id, body(), now).await.unwrap(),
+            "no second copy"
+        );
+        let outbox = journal.outbox_after(0, 10).await.unwrap();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].request.message_id, id, "the caller's id");
+        // Receipted, then queued again (a repeat after a crash): same id, for the gateway to
+        // recognise.
+        assert!(journal.remove_outbox(&id).await.unwrap());
+        assert!(journal.enqueue_once(&id, body(), now).await.unwrap());
+        assert_eq!(
+            journal.outbox_after(0, 10).await.unwrap()[0]
+                .request
+                .message_id,
+            id
         );
     }
 }

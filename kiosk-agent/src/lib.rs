@@ -9,6 +9,10 @@
 //!
 //! Tasks: [`start`] spawns three, all owned by the [`AgentHandle`] and awaited by
 //! [`AgentHandle::stop`]: the link, the command worker, and the return detector.
+//!
+//! One agent per data directory: [`start`] takes an exclusive lock on `data_dir/agent.lock`
+//! ([`lock_data_dir`]) before opening anything in it, and holds it until every task has ended,
+//! so two agent processes can never both execute a command from one journal.
 
 pub mod bays;
 pub mod cli;
@@ -22,6 +26,7 @@ pub mod selection;
 pub mod simulated;
 pub mod wire;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -48,13 +53,57 @@ pub async fn login(config: &AgentConfig) -> anyhow::Result<i64> {
     Ok(expires_at.map(|t| t.timestamp()).unwrap_or_default())
 }
 
+/// The lock file in the data directory, held by the running agent.
+pub const LOCK_FILE: &str = "agent.lock";
+
+/// An exclusive lock on a data directory: while it lives, no other agent (in this process or
+/// another) can lock the same directory. The operating system releases it when the process
+/// dies, however it dies, so a crash never leaves a stale lock.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Locks `data_dir` for this agent (creating the directory and `agent.lock` if needed). Fails
+/// at once, naming the directory, when another agent holds it.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "another kiosk-agent is running with data_dir {}",
+            data_dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(error)) => Err(anyhow::anyhow!(
+            "cannot lock data_dir {} ({}): {error}",
+            data_dir.display(),
+            path.display()
+        )),
+    }
+}
+
+/// `task`, then the release of its hold on the data directory's lock.
+async fn holding(lock: Arc<DataDirLock>, task: impl Future<Output = ()>) {
+    task.await;
+    drop(lock);
+}
+
 /// A running agent. Dropping it without [`AgentHandle::stop`] also stops its tasks (without
-/// waiting for them).
+/// waiting for them); the data directory stays locked until the last task has ended.
 pub struct AgentHandle {
     bays: Arc<SimulatedBays>,
     journal: Journal,
     tasks: TaskTracker,
     stop: DropGuard,
+    lock: Arc<DataDirLock>,
 }
 
 impl std::fmt::Debug for AgentHandle {
@@ -72,29 +121,33 @@ impl AgentHandle {
     }
 
     /// Stops gracefully: closes the link, lets a running command finish, waits for every task,
-    /// then closes the journal.
+    /// then closes the journal, and last releases the data directory's lock.
     pub async fn stop(self) {
         let AgentHandle {
             bays: _,
             journal,
             tasks,
             stop,
+            lock,
         } = self;
         drop(stop); // cancels the token
         tasks.close();
         tasks.wait().await;
         journal.close().await;
+        drop(lock);
     }
 }
 
-/// Starts the agent: checks the configuration, opens the journal and the simulated bays
-/// (`config.simulation` is required until real bays have a driver), settles commands a crash
-/// interrupted, and spawns the link, the command worker and the return detector.
+/// Starts the agent: checks the configuration, locks the data directory (failing when
+/// another agent runs with it), opens the journal and the simulated bays (`config.simulation`
+/// is required until real bays have a driver), settles commands a crash interrupted, and
+/// spawns the link, the command worker and the return detector.
 pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     config.validate()?;
     let simulation = config.simulation.as_ref().context(
         "`simulation` is missing from the configuration: this agent only drives simulated bays",
     )?;
+    let lock = Arc::new(lock_data_dir(&config.data_dir)?);
     let journal = Journal::open(&config.data_dir).await?;
     let bays = Arc::new(
         SimulatedBays::open(&config.data_dir, simulation)
@@ -134,13 +187,82 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         stop: stop.clone(),
     });
     let tasks = TaskTracker::new();
-    tasks.spawn(Arc::clone(&executor).run_worker(work_ready, stop.clone()));
-    tasks.spawn(Arc::clone(&link).detect_returns());
-    tasks.spawn(link.run());
+    // Every task holds the lock too: it is released only once none of them can touch the
+    // journal or the bays any more.
+    tasks.spawn(holding(
+        Arc::clone(&lock),
+        Arc::clone(&executor).run_worker(work_ready, stop.clone()),
+    ));
+    tasks.spawn(holding(
+        Arc::clone(&lock),
+        Arc::clone(&link).detect_returns(),
+    ));
+    tasks.spawn(holding(Arc::clone(&lock), link.run()));
     Ok(AgentHandle {
         bays,
         journal,
         tasks,
         stop: stop.drop_guard(),
+        lock,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LinkConfig, SimBayConfig, SimFaults, SimulationConfig};
+
+    #[test]
+    fn a_data_dir_is_locked_by_one_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(dir.path()).unwrap();
+        let error = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "another kiosk-agent is running with data_dir {}",
+                dir.path().display()
+            )
+        );
+        drop(first);
+        lock_data_dir(dir.path()).expect("free again once released");
+    }
+
+    #[tokio::test]
+    async fn a_second_agent_on_the_same_data_dir_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let credential_file = dir.path().join("secret");
+        std::fs::write(&credential_file, "s3cret\n").unwrap();
+        let config = AgentConfig {
+            kiosk_id: "K-1".into(),
+            credential_file,
+            // Nothing listens here: the link just keeps backing off.
+            auth_url: "http://127.0.0.1:9".into(),
+            gateway_url: "http://127.0.0.1:9".into(),
+            data_dir: dir.path().join("data"),
+            link: LinkConfig::default(),
+            simulation: Some(SimulationConfig {
+                bays: vec![SimBayConfig {
+                    id: "A01".into(),
+                    item: None,
+                }],
+                faults: SimFaults::default(),
+            }),
+        };
+        let first = start(config.clone()).await.unwrap();
+        let error = start(config.clone()).await.unwrap_err();
+        assert!(
+            format!("{error:#}").contains(&format!(
+                "another kiosk-agent is running with data_dir {}",
+                config.data_dir.display()
+            )),
+            "{error:#}"
+        );
+        first.stop().await;
+        start(config)
+            .await
+            .expect("starts once the first stopped")
+            .stop()
+            .await;
+    }
 }

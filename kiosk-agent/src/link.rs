@@ -5,7 +5,18 @@
 //! - The kiosk logs in with its credential (KioskLogin), opens the stream with
 //!   `authorization: Bearer <token>`, and sends Hello (agent version, full inventory, last
 //!   finished command) before anything else; then it replays its whole outbox in `seq` order.
-//!   The token is renewed (by reopening the link) before it expires, and after UNAUTHENTICATED.
+//! - The token is renewed before it expires without the kiosk ever looking offline: the agent
+//!   logs in again and opens a second link while the first keeps working, waits for that
+//!   link's Welcome (the gateway has then made it the kiosk's session and tells the old one
+//!   Reconnect REPLACED), and only then lets the old link go (after its REPLACED, or
+//!   [`RETIRE_GRACE`]). Nothing on the old link is acted on once the new one took over: a
+//!   command sent there and not acknowledged is resent on the new link, where the journal
+//!   answers it; the new link replays the whole outbox. A failed renewal is retried every
+//!   [`RENEW_RETRY`] while the old link lives.
+//! - A link the gateway ends with UNAUTHENTICATED (the token expired, or a stored token was
+//!   refused) makes the agent log in again and reconnect at once, with at most
+//!   [`RELOGIN_JITTER`] of jitter instead of the backoff; once in a row only, so a revoked
+//!   credential backs off like any other failure.
 //! - A command is journaled before it is acknowledged; it is executed by the executor's worker,
 //!   never on the link's task; its result travels through the outbox.
 //! - Every message carrying a result, an item return or an inventory change has a message id
@@ -17,6 +28,8 @@
 //!   capped at `link.backoff_max`, reset once a link has lived more than ten seconds; a
 //!   Reconnect message's retry_after is waited (plus jitter).
 //! - A malformed down-message is logged and skipped. Nothing here panics on input.
+//! - Returns are durable end to end ([`report_returns`]): an inserted item's `ItemReturned` is
+//!   committed to the outbox under the bay's insertion id before the bay forgets the item.
 //! - Memory is bounded: the up channel holds [`UP_CHANNEL`] messages; beyond that the session
 //!   waits for the transport (h2 flow control pushes back on us). Acks and heartbeats queue up to
 //!   [`MAX_PENDING`]; at that point the session stops reading down-messages until the queue
@@ -24,6 +37,8 @@
 //!   a time.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,10 +56,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use crate::bays::{Bays, Inserted};
+use crate::bays::{Bays, within};
 use crate::clock::KioskClock;
 use crate::config::AgentConfig;
-use crate::executor::{ExecError, Executor};
+use crate::executor::{ExecError, Executor, INVENTORY_TIMEOUT};
 use crate::journal::Journal;
 use crate::wire;
 
@@ -65,6 +80,16 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(45);
 /// Connecting, logging in and opening the stream each give up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the token renewal's new link is welcomed, the old link is kept open until the gateway
+/// says REPLACED on it (so it never looks like a disconnect), but no longer than this.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(10);
+/// A token renewal that failed is tried again after this, while the old link lives.
+pub const RENEW_RETRY: Duration = Duration::from_secs(5);
+/// The most a reconnect after UNAUTHENTICATED waits (uniform jitter), instead of the backoff.
+pub const RELOGIN_JITTER: Duration = Duration::from_millis(500);
+/// A token is used at least this long before it is renewed, however short its lifetime, so a
+/// gateway that hands out nearly-expired tokens cannot make the link churn.
+const MIN_TOKEN_USE: Duration = Duration::from_secs(2);
 
 /// Exponential backoff with full jitter: the n-th wait is uniform in `[0, min(max, initial *
 /// 2^n)]`, so a fleet of kiosks reconnecting after a gateway restart spreads out instead of
@@ -113,14 +138,34 @@ struct AccessToken {
     renew_at: Instant,
 }
 
+/// A link whose stream is open (Hello queued first) and that no session runs yet.
+struct Opened {
+    up: mpsc::Sender<pb::OpenRequest>,
+    down: tonic::Streaming<pb::OpenResponse>,
+    access: AccessToken,
+    /// Its Welcome, when already read (a renewal waits for it before the old link goes).
+    welcome: Option<pb::Welcome>,
+}
+
+/// An old link being let go: owns its stream until the gateway closes it or
+/// [`RETIRE_GRACE`] passes, reading and ignoring whatever still arrives on it.
+type Retiring = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A token renewal in flight: a new link being opened while the old one keeps working.
+type Renewal<'a> = Pin<Box<dyn Future<Output = Result<Opened, String>> + Send + 'a>>;
+
 /// How a session ended.
 enum SessionEnd {
     /// The agent is stopping.
     Stopped,
-    /// The token is about to expire: reconnect at once with a new one.
-    Renew,
+    /// The token was renewed: continue on this new, welcomed link at once; the old link (if
+    /// still open) retires beside it.
+    Handover(Box<Opened>, Option<Retiring>),
     /// The gateway asked us to come back after this long.
     Reconnect(Duration),
+    /// The gateway refused a token that had been accepted or was stored (it expired): log in
+    /// again and reconnect at once.
+    Expired(String),
     /// The link broke or could not be opened.
     Lost {
         reason: String,
@@ -140,6 +185,57 @@ fn lost_status(context: &str, status: &tonic::Status) -> SessionEnd {
         reason: format!("{context}: {:?}: {}", status.code(), status.message()),
         unauthenticated: status.code() == tonic::Code::Unauthenticated,
     }
+}
+
+/// A session end as one line, for a renewal that failed.
+fn describe(end: &SessionEnd) -> String {
+    match end {
+        SessionEnd::Stopped => "stopping".to_owned(),
+        SessionEnd::Handover(..) => "handed over".to_owned(),
+        SessionEnd::Reconnect(after) => format!("asked to reconnect after {after:?}"),
+        SessionEnd::Expired(reason) | SessionEnd::Lost { reason, .. } => reason.clone(),
+    }
+}
+
+/// Awaits the future in `slot`; never completes when the slot is empty (a disabled branch).
+async fn in_slot<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Lets an old link go gracefully: keeps its up-stream open (so the gateway does not see a
+/// disconnect) until the gateway's Reconnect or end of stream, at most [`RETIRE_GRACE`].
+/// Commands arriving meanwhile are not acknowledged here: the gateway resends them on the new
+/// link, where the journal answers them, so nothing runs twice.
+fn retire(
+    up: mpsc::Sender<pb::OpenRequest>,
+    mut down: tonic::Streaming<pb::OpenResponse>,
+) -> Retiring {
+    Box::pin(async move {
+        let _up = up;
+        let until = Instant::now() + RETIRE_GRACE;
+        loop {
+            match tokio::time::timeout_at(until, down.message()).await {
+                Ok(Ok(Some(pb::OpenResponse {
+                    body: Some(Down::Reconnect(reconnect)),
+                }))) => {
+                    tracing::debug!(
+                        reason = ?pb::ReconnectReason::try_from(reconnect.reason).unwrap_or_default(),
+                        "old link closed by the gateway after the renewal"
+                    );
+                    break;
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None) | Err(_)) => break,
+                Err(_) => {
+                    tracing::debug!("old link not closed by the gateway in time; dropped");
+                    break;
+                }
+            }
+        }
+    })
 }
 
 /// A gRPC endpoint for `url` with the agent's timeouts, keepalive and (for https) TLS.
@@ -212,22 +308,47 @@ impl<B: Bays> Link<B> {
             self.config.link.backoff_max,
         );
         let mut token: Option<AccessToken> = None;
+        let mut handed_over: Option<(Box<Opened>, Option<Retiring>)> = None;
+        // One prompt re-login after UNAUTHENTICATED, then backoff until a link is stable.
+        let mut relogin_promptly = true;
         loop {
             let mut opened_at = None;
-            let end = self.session(&mut token, &mut opened_at).await;
+            let end = match handed_over.take() {
+                Some((opened, retiring)) => {
+                    opened_at = Some(Instant::now());
+                    self.run_session(*opened, retiring).await
+                }
+                None => self.session(&mut token, &mut opened_at).await,
+            };
             if opened_at.is_some_and(|at: Instant| at.elapsed() > STABLE_LINK) {
                 backoff.reset();
+                relogin_promptly = true;
             }
-            let jitter = backoff.next_delay(&mut rand::rng());
             let delay = match end {
                 SessionEnd::Stopped => break,
-                SessionEnd::Renew => {
-                    tracing::info!("renewing the access token; reopening the link");
-                    token = None;
-                    backoff.reset();
-                    Duration::ZERO
+                SessionEnd::Handover(opened, retiring) => {
+                    tracing::info!("access token renewed; continuing on the new link");
+                    token = Some(opened.access.clone());
+                    handed_over = Some((opened, retiring));
+                    continue;
                 }
-                SessionEnd::Reconnect(after) => after.saturating_add(jitter),
+                SessionEnd::Reconnect(after) => {
+                    after.saturating_add(backoff.next_delay(&mut rand::rng()))
+                }
+                SessionEnd::Expired(reason) if relogin_promptly => {
+                    token = None;
+                    relogin_promptly = false;
+                    let ceiling = RELOGIN_JITTER.min(self.config.link.backoff_initial);
+                    let delay = Backoff::new(ceiling, ceiling).next_delay(&mut rand::rng());
+                    tracing::info!(%reason, retry_in_ms = delay.as_millis() as u64, "token refused; logging in again");
+                    delay
+                }
+                SessionEnd::Expired(reason) => {
+                    token = None;
+                    let delay = backoff.next_delay(&mut rand::rng());
+                    tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "token refused again; backing off");
+                    delay
+                }
                 SessionEnd::Lost {
                     reason,
                     unauthenticated,
@@ -235,8 +356,9 @@ impl<B: Bays> Link<B> {
                     if unauthenticated {
                         token = None;
                     }
-                    tracing::warn!(%reason, retry_in_ms = jitter.as_millis() as u64, "link down");
-                    jitter
+                    let delay = backoff.next_delay(&mut rand::rng());
+                    tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "link down");
+                    delay
                 }
             };
             tokio::select! {
@@ -259,7 +381,7 @@ impl<B: Bays> Link<B> {
         let margin = Duration::from_secs(60).min(lifetime / 5);
         Ok(AccessToken {
             token,
-            renew_at: Instant::now() + lifetime.saturating_sub(margin),
+            renew_at: Instant::now() + lifetime.saturating_sub(margin).max(MIN_TOKEN_USE),
         })
     }
 
@@ -272,58 +394,130 @@ impl<B: Bays> Link<B> {
         if self.stop.is_cancelled() {
             return SessionEnd::Stopped;
         }
-        let access = match token.clone() {
-            Some(access) if access.renew_at > Instant::now() => access,
+        let (access, fresh) = match token.clone() {
+            Some(access) if access.renew_at > Instant::now() => (access, false),
             _ => match self.login().await {
                 Ok(access) => {
                     *token = Some(access.clone());
-                    access
+                    (access, true)
                 }
                 Err(end) => return end,
             },
         };
+        let (up, down) = match self.open_link(&access).await {
+            Ok(link) => link,
+            // A stored token refused: it expired early (clock, revocation); log in again
+            // at once. A fresh one refused is a credential problem: back off.
+            Err(SessionEnd::Lost {
+                reason,
+                unauthenticated: true,
+            }) if !fresh => return SessionEnd::Expired(reason),
+            Err(end) => return end,
+        };
+        *opened_at = Some(Instant::now());
+        self.run_session(
+            Opened {
+                up,
+                down,
+                access,
+                welcome: None,
+            },
+            None,
+        )
+        .await
+    }
+
+    /// Connects to the gateway and opens the stream with `access`, Hello queued first.
+    async fn open_link(
+        &self,
+        access: &AccessToken,
+    ) -> Result<
+        (
+            mpsc::Sender<pb::OpenRequest>,
+            tonic::Streaming<pb::OpenResponse>,
+        ),
+        SessionEnd,
+    > {
         let channel = match endpoint(&self.config.gateway_url) {
             Ok(endpoint) => tokio::select! {
                 connected = endpoint.connect() => match connected {
                     Ok(channel) => channel,
-                    Err(e) => return lost(format!("cannot reach the gateway at {}: {e}", self.config.gateway_url)),
+                    Err(e) => return Err(lost(format!("cannot reach the gateway at {}: {e}", self.config.gateway_url))),
                 },
-                () = self.stop.cancelled() => return SessionEnd::Stopped,
+                () = self.stop.cancelled() => return Err(SessionEnd::Stopped),
             },
-            Err(reason) => return lost(reason),
+            Err(reason) => return Err(lost(reason)),
         };
         let (up, up_rx) = mpsc::channel::<pb::OpenRequest>(UP_CHANNEL);
         // Hello goes into the empty channel first, so it is the stream's first message.
-        let hello = match self.hello().await {
-            Ok(hello) => hello,
-            Err(reason) => return lost(reason),
-        };
+        let hello = self.hello().await.map_err(lost)?;
         if up.try_send(hello).is_err() {
-            return lost("cannot queue hello");
+            return Err(lost("cannot queue hello"));
         }
         let mut request = tonic::Request::new(ReceiverStream::new(up_rx));
-        match format!("Bearer {}", access.token).parse() {
-            Ok(value) => {
-                request.metadata_mut().insert("authorization", value);
-            }
-            Err(_) => {
-                *token = None;
-                return lost("the access token is not a valid header value");
-            }
-        }
+        let Ok(value) = format!("Bearer {}", access.token).parse() else {
+            return Err(SessionEnd::Lost {
+                reason: "the access token is not a valid header value".into(),
+                unauthenticated: true,
+            });
+        };
+        request.metadata_mut().insert("authorization", value);
         let mut client = KioskLinkServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let down = tokio::select! {
             opened = tokio::time::timeout(CONNECT_TIMEOUT, client.open(request)) => match opened {
                 Ok(Ok(response)) => response.into_inner(),
-                Ok(Err(status)) => return lost_status("open", &status),
-                Err(_) => return lost("the gateway did not answer open in time"),
+                Ok(Err(status)) => return Err(lost_status("open", &status)),
+                Err(_) => return Err(lost("the gateway did not answer open in time")),
             },
-            () = self.stop.cancelled() => return SessionEnd::Stopped,
+            () = self.stop.cancelled() => return Err(SessionEnd::Stopped),
         };
-        *opened_at = Some(Instant::now());
-        tracing::info!("link open");
+        Ok((up, down))
+    }
+
+    /// The token renewal: logs in again and opens a new link, and returns it once its Welcome
+    /// arrived. The gateway claims the kiosk for the new link before it sends Welcome, so the
+    /// old link can go from then on without the kiosk ever being marked offline.
+    async fn successor(&self) -> Result<Opened, String> {
+        let access = self.login().await.map_err(|end| describe(&end))?;
+        let (up, mut down) = self
+            .open_link(&access)
+            .await
+            .map_err(|end| describe(&end))?;
+        let first = tokio::select! {
+            first = tokio::time::timeout(CONNECT_TIMEOUT, down.message()) => first,
+            () = self.stop.cancelled() => return Err("stopping".into()),
+        };
+        match first {
+            Ok(Ok(Some(pb::OpenResponse {
+                body: Some(Down::Welcome(welcome)),
+            }))) => Ok(Opened {
+                up,
+                down,
+                access,
+                welcome: Some(welcome),
+            }),
+            Ok(Ok(Some(_))) => Err("the new link's first message is not Welcome".into()),
+            Ok(Ok(None)) => Err("the gateway ended the new link before Welcome".into()),
+            Ok(Err(status)) => Err(format!(
+                "new link: {:?}: {}",
+                status.code(),
+                status.message()
+            )),
+            Err(_) => Err("no Welcome on the new link in time".into()),
+        }
+    }
+
+    /// Runs a session on an open link until it ends; `retiring` is an old link being let go.
+    async fn run_session(&self, opened: Opened, retiring: Option<Retiring>) -> SessionEnd {
+        tracing::info!(renewed = opened.welcome.is_some(), "link open");
+        let Opened {
+            up,
+            down,
+            access,
+            welcome,
+        } = opened;
         Session {
             link: self,
             pending: VecDeque::new(),
@@ -334,15 +528,15 @@ impl<B: Bays> Link<B> {
             offline_after: DEFAULT_OFFLINE_AFTER,
             last_heard: Instant::now(),
             renew_at: access.renew_at,
+            renewal: None,
+            retiring,
         }
-        .run(up, down)
+        .run(up, down, welcome)
         .await
     }
 
     async fn hello(&self) -> Result<pb::OpenRequest, String> {
-        let inventory = self
-            .bays
-            .inventory()
+        let inventory = within(INVENTORY_TIMEOUT, "inventory", self.bays.inventory())
             .await
             .map_err(|e| format!("cannot take the inventory for hello: {e}"))?;
         let last_finished = self
@@ -360,38 +554,93 @@ impl<B: Bays> Link<B> {
         })
     }
 
-    /// Polls the bays for inserted items every [`RETURN_POLL`] and puts an `ItemReturned` for
-    /// each into the outbox (whether or not the link is up). An item whose outbox write failed
-    /// is retried on the next poll.
+    /// Polls the bays for inserted items every [`RETURN_POLL`] and reports them durably with
+    /// [`report_returns`] (whether or not the link is up). Anything that failed stays pending
+    /// in the bays and is tried again on the next poll.
     pub(crate) async fn detect_returns(self: Arc<Self>) {
         let mut tick = tokio::time::interval(RETURN_POLL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut unsent: VecDeque<Inserted> = VecDeque::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = self.stop.cancelled() => break,
             }
-            match self.bays.take_inserted().await {
-                Ok(items) => unsent.extend(items),
-                Err(error) => tracing::warn!(%error, "cannot read inserted items"),
+            let reported = report_returns(&*self.bays, &self.journal, &self.clock).await;
+            if reported.queued > 0 {
+                self.outbox_ready.notify_one();
             }
-            while let Some(inserted) = unsent.front() {
-                let body = Up::ItemReturned(wire::item_returned(inserted));
-                match self.journal.enqueue(body, self.clock.now()).await {
-                    Ok(message_id) => {
-                        tracing::info!(bay_id = %inserted.bay_id, item_id = %inserted.item.item_id, %message_id, "item returned");
-                        unsent.pop_front();
-                        self.outbox_ready.notify_one();
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "cannot journal a returned item; retrying");
-                        break;
-                    }
-                }
+            if let Some(error) = reported.error {
+                tracing::warn!(%error, "cannot report returned items yet; retrying");
             }
         }
     }
+}
+
+/// What one [`report_returns`] round did.
+#[derive(Debug, Default)]
+pub struct Reported {
+    /// `ItemReturned` messages added to the outbox.
+    pub queued: usize,
+    /// Insertions the bays were told to forget.
+    pub confirmed: usize,
+    /// What stopped the round early, if anything (the rest is tried next round).
+    pub error: Option<ExecError>,
+}
+
+/// Reports every insertion the bays hold pending, oldest first, durably and exactly once:
+/// 1. its `ItemReturned` is committed to the outbox under `message_id` = the insertion id
+///    ([`Journal::enqueue_once`]: a no-op when already there);
+/// 2. only then the bays forget it ([`Bays::confirm_inserted`]).
+///
+/// A crash or error between the two leaves the insertion pending: the next round repeats both
+/// steps under the same id, so the outbox never holds two messages for one return, and a
+/// repeat after the gateway's receipt is recognised by the gateway as a duplicate.
+pub async fn report_returns<B: Bays>(bays: &B, journal: &Journal, clock: &KioskClock) -> Reported {
+    let mut reported = Reported::default();
+    let pending = match within(
+        INVENTORY_TIMEOUT,
+        "pending_inserted",
+        bays.pending_inserted(),
+    )
+    .await
+    {
+        Ok(pending) => pending,
+        Err(error) => {
+            reported.error = Some(error.into());
+            return reported;
+        }
+    };
+    for inserted in pending {
+        let body = Up::ItemReturned(wire::item_returned(&inserted));
+        match journal
+            .enqueue_once(&inserted.insertion_id, body, clock.now())
+            .await
+        {
+            Ok(added) => {
+                if added {
+                    reported.queued += 1;
+                    tracing::info!(bay_id = %inserted.bay_id, item_id = %inserted.item.item_id, message_id = %inserted.insertion_id, "item returned");
+                }
+            }
+            Err(error) => {
+                reported.error = Some(error.into());
+                return reported;
+            }
+        }
+        let confirm = within(
+            INVENTORY_TIMEOUT,
+            "confirm_inserted",
+            bays.confirm_inserted(&inserted.insertion_id),
+        );
+        match confirm.await {
+            Ok(()) => reported.confirmed += 1,
+            Err(error) => {
+                reported.error = Some(error.into());
+                return reported;
+            }
+        }
+    }
+    reported
 }
 
 /// One open stream's state, owned by the session task.
@@ -408,7 +657,12 @@ struct Session<'a, B: Bays> {
     heartbeat_every: Duration,
     offline_after: Duration,
     last_heard: Instant,
+    /// When to start (or retry) the token renewal.
     renew_at: Instant,
+    /// The renewal's new link, being opened while this one keeps working.
+    renewal: Option<Renewal<'a>>,
+    /// The link this one replaced, being let go.
+    retiring: Option<Retiring>,
 }
 
 impl<B: Bays> Session<'_, B> {
@@ -416,8 +670,12 @@ impl<B: Bays> Session<'_, B> {
         mut self,
         up: mpsc::Sender<pb::OpenRequest>,
         mut down: tonic::Streaming<pb::OpenResponse>,
+        welcome: Option<pb::Welcome>,
     ) -> SessionEnd {
         let mut heartbeat = new_heartbeat(self.heartbeat_every);
+        if let Some(welcome) = welcome {
+            self.on_welcome(welcome, &mut heartbeat);
+        }
         loop {
             if self.outbox.is_empty() && self.outbox_dirty {
                 match self
@@ -436,6 +694,7 @@ impl<B: Bays> Session<'_, B> {
                     Err(error) => return lost(format!("cannot read the outbox: {error}")),
                 }
             }
+            let mut handover = None;
             let has_up = !self.pending.is_empty() || !self.outbox.is_empty();
             let can_read = self.pending.len() < MAX_PENDING;
             tokio::select! {
@@ -456,6 +715,10 @@ impl<B: Bays> Session<'_, B> {
                         }
                     }
                     Ok(None) => return lost("the gateway ended the link"),
+                    // The token expired (or was revoked): log in again at once.
+                    Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                        return SessionEnd::Expired(format!("link: {}", status.message()));
+                    }
                     Err(status) => return lost_status("link", &status),
                 },
                 () = self.link.outbox_ready.notified() => self.outbox_dirty = true,
@@ -472,9 +735,72 @@ impl<B: Bays> Session<'_, B> {
                 () = tokio::time::sleep_until(self.last_heard + self.offline_after) => {
                     return lost(format!("nothing heard for {:?}", self.offline_after));
                 }
-                () = tokio::time::sleep_until(self.renew_at) => return SessionEnd::Renew,
+                () = tokio::time::sleep_until(self.renew_at), if self.renewal.is_none() => {
+                    tracing::info!("renewing the access token: opening a new link before letting this one go");
+                    self.renewal = Some(Box::pin(self.link.successor()));
+                }
+                renewed = in_slot(&mut self.renewal) => {
+                    self.renewal = None;
+                    match renewed {
+                        Ok(next) => handover = Some(next),
+                        Err(reason) => {
+                            tracing::warn!(%reason, retry_in_s = RENEW_RETRY.as_secs(), "token renewal failed; this link stays up");
+                            self.renew_at = Instant::now() + RENEW_RETRY;
+                        }
+                    }
+                }
+                () = in_slot(&mut self.retiring) => self.retiring = None,
+            }
+            if let Some(next) = handover {
+                // The new link is welcomed: this one retires beside it.
+                return SessionEnd::Handover(Box::new(next), Some(retire(up, down)));
             }
         }
+    }
+
+    /// The old link got REPLACED while our renewal was opening its successor: the gateway
+    /// has taken the new link; finish the handover rather than reconnecting.
+    async fn finish_renewal(&mut self) -> SessionEnd {
+        let Some(renewal) = self.renewal.take() else {
+            return lost("replaced, with no renewal in flight");
+        };
+        tokio::select! {
+            renewed = renewal => match renewed {
+                Ok(next) => SessionEnd::Handover(Box::new(next), None),
+                Err(reason) => lost(format!("replaced by our renewal, whose link then failed: {reason}")),
+            },
+            () = self.link.stop.cancelled() => SessionEnd::Stopped,
+        }
+    }
+
+    fn on_welcome(&mut self, welcome: pb::Welcome, heartbeat: &mut tokio::time::Interval) {
+        if let Some(server_time) = welcome.server_time.as_ref().and_then(wire::from_timestamp)
+            && let Some(skew_ms) = self.link.clock.correct(server_time)
+            && skew_ms.abs() > 2000
+        {
+            tracing::warn!(skew_ms, "kiosk clock differs from the gateway's; corrected");
+        }
+        let interval = welcome
+            .heartbeat_interval
+            .as_ref()
+            .and_then(wire::from_duration)
+            .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(600)).contains(d));
+        let offline = welcome
+            .offline_after
+            .as_ref()
+            .and_then(wire::from_duration)
+            .filter(|d| (Duration::from_millis(200)..=Duration::from_secs(3600)).contains(d));
+        match (interval, offline) {
+            (Some(interval), Some(offline)) if offline > interval => {
+                self.heartbeat_every = interval;
+                self.offline_after = offline;
+                *heartbeat = new_heartbeat(interval);
+            }
+            _ => tracing::warn!(
+                "welcome has no usable heartbeat_interval/offline_after; keeping defaults"
+            ),
+        }
+        tracing::info!(session_id = %welcome.session_id, "link welcomed");
     }
 
     /// Handles one down-message; `Some` ends the session.
@@ -484,40 +810,7 @@ impl<B: Bays> Session<'_, B> {
         heartbeat: &mut tokio::time::Interval,
     ) -> Option<SessionEnd> {
         match message.body {
-            Some(Down::Welcome(welcome)) => {
-                if let Some(server_time) =
-                    welcome.server_time.as_ref().and_then(wire::from_timestamp)
-                    && let Some(skew_ms) = self.link.clock.correct(server_time)
-                    && skew_ms.abs() > 2000
-                {
-                    tracing::warn!(skew_ms, "kiosk clock differs from the gateway's; corrected");
-                }
-                let interval = welcome
-                    .heartbeat_interval
-                    .as_ref()
-                    .and_then(wire::from_duration)
-                    .filter(|d| {
-                        (Duration::from_millis(100)..=Duration::from_secs(600)).contains(d)
-                    });
-                let offline = welcome
-                    .offline_after
-                    .as_ref()
-                    .and_then(wire::from_duration)
-                    .filter(|d| {
-                        (Duration::from_millis(200)..=Duration::from_secs(3600)).contains(d)
-                    });
-                match (interval, offline) {
-                    (Some(interval), Some(offline)) if offline > interval => {
-                        self.heartbeat_every = interval;
-                        self.offline_after = offline;
-                        *heartbeat = new_heartbeat(interval);
-                    }
-                    _ => tracing::warn!(
-                        "welcome has no usable heartbeat_interval/offline_after; keeping defaults"
-                    ),
-                }
-                tracing::info!(session_id = %welcome.session_id, "link welcomed");
-            }
+            Some(Down::Welcome(welcome)) => self.on_welcome(welcome, heartbeat),
             Some(Down::Command(command)) => {
                 let command_id = command.command_id.clone();
                 match self.link.executor.receive(&command).await {
@@ -540,6 +833,13 @@ impl<B: Bays> Session<'_, B> {
             }
             Some(Down::Receipt(receipt)) => self.on_receipt(receipt).await,
             Some(Down::Heartbeat(_)) => {}
+            Some(Down::Reconnect(reconnect))
+                if reconnect.reason == pb::ReconnectReason::Replaced as i32
+                    && self.renewal.is_some() =>
+            {
+                tracing::info!("this link was replaced by the renewal's new link");
+                return Some(self.finish_renewal().await);
+            }
             Some(Down::Reconnect(reconnect)) => {
                 let after = reconnect
                     .retry_after
@@ -637,5 +937,132 @@ mod tests {
         );
         heartbeat.tick().await;
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    mod returns {
+        use super::super::*;
+        use crate::bays::{BayError, BayInfo, Ejected, Inserted, ItemInfo};
+        use crate::config::{
+            SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig,
+        };
+        use crate::simulated::SimulatedBays;
+
+        fn simulation() -> SimulationConfig {
+            SimulationConfig {
+                bays: vec![SimBayConfig {
+                    id: "A01".into(),
+                    item: None,
+                }],
+                faults: SimFaults::default(),
+            }
+        }
+
+        fn drive(id: &str) -> SimItemConfig {
+            SimItemConfig {
+                kind: SimItemKind::Drive,
+                item_id: id.into(),
+                capacity_bytes: Some(1000),
+                content_package_id: None,
+                write_protected: false,
+                charge_percent: None,
+            }
+        }
+
+        /// Simulated bays on which the agent "dies" right before confirming an insertion.
+        struct DiesBeforeConfirm(SimulatedBays);
+
+        impl Bays for DiesBeforeConfirm {
+            async fn inventory(&self) -> Result<Vec<BayInfo>, BayError> {
+                self.0.inventory().await
+            }
+            async fn eject(&self, bay_id: &str) -> Result<Ejected, BayError> {
+                self.0.eject(bay_id).await
+            }
+            async fn set_write_protect(
+                &self,
+                item_id: &str,
+                on: bool,
+            ) -> Result<ItemInfo, BayError> {
+                self.0.set_write_protect(item_id, on).await
+            }
+            async fn wipe(&self, item_id: &str) -> Result<ItemInfo, BayError> {
+                self.0.wipe(item_id).await
+            }
+            async fn pin(&self, item_id: &str, order_id: &str) -> Result<ItemInfo, BayError> {
+                self.0.pin(item_id, order_id).await
+            }
+            async fn unpin(&self, item_id: &str, order_id: &str) -> Result<ItemInfo, BayError> {
+                self.0.unpin(item_id, order_id).await
+            }
+            async fn pending_inserted(&self) -> Result<Vec<Inserted>, BayError> {
+                self.0.pending_inserted().await
+            }
+            async fn confirm_inserted(&self, _: &str) -> Result<(), BayError> {
+                Err(BayError::Storage("killed".into()))
+            }
+        }
+
+        async fn returns_in_outbox(journal: &Journal) -> Vec<pb::OpenRequest> {
+            journal
+                .outbox_after(0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.request)
+                .filter(|r| matches!(r.body, Some(Up::ItemReturned(_))))
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn a_return_reaches_the_outbox_exactly_once_whatever_the_crash_point() {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = KioskClock::new();
+            let bays = SimulatedBays::open(dir.path(), &simulation())
+                .await
+                .unwrap();
+            bays.insert("A01", drive("D-9")).await.unwrap();
+            let insertion_id = bays.pending_inserted().await.unwrap()[0]
+                .insertion_id
+                .clone();
+
+            // 1. The outbox write fails (the journal is gone): the bays keep the item pending.
+            let journal = Journal::open(dir.path()).await.unwrap();
+            journal.clone().close().await;
+            let round = report_returns(&bays, &journal, &clock).await;
+            assert!(round.error.is_some());
+            assert_eq!((round.queued, round.confirmed), (0, 0));
+            assert_eq!(bays.pending_inserted().await.unwrap().len(), 1, "not lost");
+
+            // 2. The outbox write commits, then the agent dies before confirming.
+            let journal = Journal::open(dir.path()).await.unwrap();
+            let round = report_returns(&DiesBeforeConfirm(bays.clone()), &journal, &clock).await;
+            assert_eq!((round.queued, round.confirmed), (1, 0));
+            drop(bays);
+
+            // 3. Restart: the insertion is still pending; reporting it again adds nothing.
+            let bays = SimulatedBays::open(dir.path(), &simulation())
+                .await
+                .unwrap();
+            let round = report_returns(&bays, &journal, &clock).await;
+            assert!(round.error.is_none(), "{:?}", round.error);
+            assert_eq!((round.queued, round.confirmed), (0, 1));
+            assert!(bays.pending_inserted().await.unwrap().is_empty());
+
+            let returns = returns_in_outbox(&journal).await;
+            assert_eq!(returns.len(), 1, "exactly one ItemReturned");
+            assert_eq!(
+                returns[0].message_id, insertion_id,
+                "keyed by the insertion"
+            );
+            assert!(matches!(
+                returns[0].body,
+                Some(Up::ItemReturned(ref r)) if r.bay_id == "A01"
+                    && r.item.as_ref().is_some_and(|i| i.item_id == "D-9")
+            ));
+            // Nothing more on later rounds.
+            let round = report_returns(&bays, &journal, &clock).await;
+            assert_eq!((round.queued, round.confirmed), (0, 0));
+            assert_eq!(returns_in_outbox(&journal).await.len(), 1);
+        }
     }
 }

@@ -13,8 +13,13 @@
 //!   `slow_eject` delays every eject.
 //! - Inserted items: [`SimulatedBays::insert`] in-process, or a JSON file dropped atomically
 //!   into `data_dir/sim-inbox/` by `kiosk-agent insert` (picked up, applied and deleted by the
-//!   running agent on its next [`Bays::take_inserted`]). The simulator identifies an inserted
-//!   item at once: it is READY as inserted.
+//!   running agent on its next [`Bays::pending_inserted`]). The simulator identifies an
+//!   inserted item at once: it is READY as inserted.
+//! - Every insertion gets an id (a UUID: the inbox file's name, or a fresh one in-process),
+//!   stored with the pending insertion in the state file. [`Bays::pending_inserted`] lists
+//!   pending insertions without consuming them; only [`Bays::confirm_inserted`] forgets one,
+//!   after the agent committed its `ItemReturned`. An inbox file applied but not yet deleted
+//!   when the agent died is recognised by that id on the next start and not applied twice.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,8 +38,8 @@ pub const STATE_FILE: &str = "simulator.json";
 pub const INBOX_DIR: &str = "sim-inbox";
 /// The state file's format version.
 const FORMAT: u32 = 1;
-/// At most this many inbox files are applied per [`Bays::take_inserted`] call, so a flood of
-/// files cannot stall the return detector.
+/// At most this many inbox files are applied per [`Bays::pending_inserted`] call, so a flood
+/// of files cannot stall the return detector.
 const INBOX_BATCH: usize = 64;
 
 /// One request in the simulator's inbox: put an item into a bay.
@@ -82,10 +87,17 @@ struct SimBay {
     pinned_order_id: Option<String>,
     #[serde(default)]
     fault: bool,
+    /// The insertion that put its item in (cleared when it leaves): recognises an inbox file
+    /// applied before a crash and not yet deleted.
+    #[serde(default)]
+    insertion_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 struct SimInserted {
+    /// A UUID; empty only in files written before insertion ids existed (fixed on open).
+    #[serde(default)]
+    id: String,
     bay_id: String,
     item: SimItemConfig,
     at: DateTime<Utc>,
@@ -101,7 +113,7 @@ struct SimState {
     /// Items that left the kiosk, as they left (so `insert --item X` can bring one back).
     #[serde(default)]
     departed: BTreeMap<String, SimItemConfig>,
-    /// Inserted and not yet taken by `take_inserted`.
+    /// Inserted and not yet confirmed by `confirm_inserted`, oldest first.
     #[serde(default)]
     inserted: Vec<SimInserted>,
 }
@@ -119,6 +131,7 @@ impl SimState {
                     condition: SimCondition::Ready,
                     pinned_order_id: None,
                     fault: false,
+                    insertion_id: None,
                 })
                 .collect(),
             eject_counts: BTreeMap::new(),
@@ -175,6 +188,7 @@ impl SimState {
         bay_id: &str,
         item: SimItemConfig,
         now: DateTime<Utc>,
+        insertion_id: String,
     ) -> Result<(), BayError> {
         item.check("item").map_err(BayError::Unidentified)?;
         if let Some(holder) = self
@@ -197,8 +211,10 @@ impl SimState {
         bay.item = Some(item.clone());
         bay.condition = SimCondition::Ready;
         bay.pinned_order_id = None;
+        bay.insertion_id = Some(insertion_id.clone());
         self.departed.remove(&item.item_id);
         self.inserted.push(SimInserted {
+            id: insertion_id,
             bay_id: bay_id.to_owned(),
             item,
             at: now,
@@ -292,7 +308,7 @@ impl SimulatedBays {
             .map_err(|e| storage(&format!("create {}", inbox.display()), e))?;
         // A temporary file left by a kill mid-write never became the state: drop it.
         let _ = std::fs::remove_file(temp_path(&file));
-        let (state, fresh) = match std::fs::read(&file) {
+        let (mut state, mut fresh) = match std::fs::read(&file) {
             Ok(bytes) => {
                 let state: SimState = serde_json::from_slice(&bytes)
                     .map_err(|e| storage(&format!("read {}", file.display()), e))?;
@@ -307,6 +323,14 @@ impl SimulatedBays {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (SimState::seed(config), true),
             Err(e) => return Err(storage(&format!("read {}", file.display()), e)),
         };
+        // Pending insertions from before insertion ids existed get one now, saved before any
+        // is reported, so every report of them carries the same id.
+        for pending in &mut state.inserted {
+            if uuid::Uuid::parse_str(&pending.id).is_err() {
+                pending.id = uuid::Uuid::now_v7().to_string();
+                fresh = true;
+            }
+        }
         if fresh {
             let bytes = serde_json::to_vec_pretty(&state).map_err(|e| storage("encode", e))?;
             write_atomically(&file, &bytes)
@@ -339,10 +363,12 @@ impl SimulatedBays {
     }
 
     /// Puts `item` into the empty bay `bay_id`, as a user returning it would; the next
-    /// [`Bays::take_inserted`] reports it.
+    /// [`Bays::pending_inserted`] reports it (until confirmed).
     pub async fn insert(&self, bay_id: &str, item: SimItemConfig) -> Result<(), BayError> {
         let now = Utc::now();
-        self.change(|state| state.insert(bay_id, item, now)).await
+        let insertion_id = uuid::Uuid::now_v7().to_string();
+        self.change(|state| state.insert(bay_id, item, now, insertion_id))
+            .await
     }
 
     /// Applies `change` to the state, then waits until the state (with this change or a later
@@ -382,8 +408,16 @@ impl SimulatedBays {
             .await
             .map_err(|e| storage("inbox", e))?;
         for (path, request) in requests {
+            // The file's name is a UUIDv7 written by `queue_insert`; it becomes the
+            // insertion's id, so re-applying the same file is recognised.
+            let insertion_id = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                .unwrap_or_else(uuid::Uuid::now_v7)
+                .to_string();
             let applied = match request {
-                Ok(request) => self.apply_inbox(request).await,
+                Ok(request) => self.apply_inbox(request, insertion_id).await,
                 Err(reason) => Err(BayError::Unidentified(reason)),
             };
             let outcome = tokio::task::spawn_blocking({
@@ -409,12 +443,27 @@ impl SimulatedBays {
         Ok(())
     }
 
-    async fn apply_inbox(&self, request: InboxInsert) -> Result<(), BayError> {
+    async fn apply_inbox(
+        &self,
+        request: InboxInsert,
+        insertion_id: String,
+    ) -> Result<(), BayError> {
         if !is_bay_id(&request.bay_id) {
             return Err(BayError::UnknownBay(request.bay_id));
         }
         let now = Utc::now();
         self.change(move |state| {
+            let applied_before = state.bays.iter().any(|b| {
+                b.id == request.bay_id
+                    && b.insertion_id.as_deref() == Some(insertion_id.as_str())
+                    && b.item
+                        .as_ref()
+                        .is_some_and(|i| i.item_id == request.item_id)
+            });
+            if applied_before {
+                // Applied before a crash that came before the file's deletion.
+                return Ok(());
+            }
             let item = match request.item {
                 Some(item) if item.item_id == request.item_id => item,
                 Some(_) => {
@@ -433,7 +482,7 @@ impl SimulatedBays {
                         ))
                     })?,
             };
-            state.insert(&request.bay_id, item, now)
+            state.insert(&request.bay_id, item, now, insertion_id)
         })
         .await
     }
@@ -540,6 +589,7 @@ impl Bays for SimulatedBays {
             bay.condition = SimCondition::Ready;
             bay.pinned_order_id = None;
             bay.fault = false;
+            bay.insertion_id = None;
             if let Some(item) = &item {
                 *state.eject_counts.entry(item.item_id.clone()).or_insert(0) += 1;
                 state.departed.insert(item.item_id.clone(), item.clone());
@@ -655,21 +705,34 @@ impl Bays for SimulatedBays {
         .await
     }
 
-    async fn take_inserted(&self) -> Result<Vec<Inserted>, BayError> {
+    async fn pending_inserted(&self) -> Result<Vec<Inserted>, BayError> {
         self.drain_inbox().await?;
-        let pending = !lock(&self.inner.live).state.inserted.is_empty();
+        Ok(lock(&self.inner.live)
+            .state
+            .inserted
+            .iter()
+            .map(|i| Inserted {
+                insertion_id: i.id.clone(),
+                bay_id: i.bay_id.clone(),
+                item: item_info(&i.item),
+                at: i.at,
+            })
+            .collect())
+    }
+
+    async fn confirm_inserted(&self, insertion_id: &str) -> Result<(), BayError> {
+        let pending = lock(&self.inner.live)
+            .state
+            .inserted
+            .iter()
+            .any(|i| i.id == insertion_id);
         if !pending {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        self.change(|state| {
-            Ok(std::mem::take(&mut state.inserted)
-                .into_iter()
-                .map(|i| Inserted {
-                    bay_id: i.bay_id,
-                    item: item_info(&i.item),
-                    at: i.at,
-                })
-                .collect())
+        let insertion_id = insertion_id.to_owned();
+        self.change(move |state| {
+            state.inserted.retain(|i| i.id != insertion_id);
+            Ok(())
         })
         .await
     }
@@ -812,10 +875,22 @@ mod tests {
         )
         .unwrap();
 
-        let taken = bays.take_inserted().await.unwrap();
+        let taken = bays.pending_inserted().await.unwrap();
         let ids: Vec<_> = taken.iter().map(|i| i.item.item_id.as_str()).collect();
         assert_eq!(ids, ["D-9", "D-1"]);
-        assert!(bays.take_inserted().await.unwrap().is_empty(), "taken once");
+        assert_eq!(
+            bays.pending_inserted().await.unwrap(),
+            taken,
+            "listed again, same ids, until confirmed"
+        );
+        for inserted in &taken {
+            bays.confirm_inserted(&inserted.insertion_id).await.unwrap();
+        }
+        bays.confirm_inserted(&taken[0].insertion_id).await.unwrap();
+        assert!(
+            bays.pending_inserted().await.unwrap().is_empty(),
+            "confirmed once"
+        );
         assert!(rejected.with_extension("rejected").exists());
         let leftovers = std::fs::read_dir(dir.path().join(INBOX_DIR))
             .unwrap()
@@ -854,5 +929,61 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_pending_insertion_survives_a_restart_under_the_same_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let bays = SimulatedBays::open(dir.path(), &config()).await.unwrap();
+        bays.insert("A02", drive("D-9", 5, None)).await.unwrap();
+        let before = bays.pending_inserted().await.unwrap();
+        assert_eq!(before.len(), 1);
+        assert!(uuid::Uuid::parse_str(&before[0].insertion_id).is_ok());
+        // A crash before the agent confirmed it.
+        drop(bays);
+        let bays = SimulatedBays::open(dir.path(), &config()).await.unwrap();
+        assert_eq!(
+            bays.pending_inserted().await.unwrap(),
+            before,
+            "same item, same id"
+        );
+        bays.confirm_inserted(&before[0].insertion_id)
+            .await
+            .unwrap();
+        drop(bays);
+        let bays = SimulatedBays::open(dir.path(), &config()).await.unwrap();
+        assert!(
+            bays.pending_inserted().await.unwrap().is_empty(),
+            "confirmation is durable"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_inbox_file_applied_before_a_crash_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let bays = SimulatedBays::open(dir.path(), &config()).await.unwrap();
+        let request = InboxInsert {
+            bay_id: "A02".into(),
+            item_id: "D-9".into(),
+            item: Some(drive("D-9", 5, None)),
+        };
+        let file = queue_insert(dir.path(), &request).unwrap();
+        let bytes = std::fs::read(&file).unwrap();
+        let pending = bays.pending_inserted().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        // The agent died after applying the file and before deleting it.
+        std::fs::write(&file, bytes).unwrap();
+        drop(bays);
+        let bays = SimulatedBays::open(dir.path(), &config()).await.unwrap();
+        assert_eq!(
+            bays.pending_inserted().await.unwrap(),
+            pending,
+            "one insertion, same id"
+        );
+        assert!(!file.exists(), "the file is cleared");
+        assert!(
+            !file.with_extension("rejected").exists(),
+            "and not rejected"
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! The agent against a scripted fake gateway and fake auth on 127.0.0.1: login, Hello first,
 //! commands acknowledged and answered, outbox replay after a reconnect, a resent command
-//! answered from the journal, returns reported, graceful stop. (The real gateway is tested in
-//! `integration-tests`.)
+//! answered from the journal, returns reported, graceful stop; token renewal that opens the
+//! new link before letting the old one go; a prompt re-login after UNAUTHENTICATED. (The real
+//! gateway is tested in `integration-tests`.)
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sneakernet_kiosk_agent::config::{
@@ -18,7 +20,20 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-struct FakeAuth;
+/// Issues "tok-1", "tok-2", ...; the first lives `first_lifetime`, the others an hour.
+struct FakeAuth {
+    issued: AtomicU32,
+    first_lifetime: chrono::Duration,
+}
+
+impl FakeAuth {
+    fn new(first_lifetime: chrono::Duration) -> Self {
+        Self {
+            issued: AtomicU32::new(0),
+            first_lifetime,
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl auth::auth_service_server::AuthService for FakeAuth {
@@ -30,9 +45,15 @@ impl auth::auth_service_server::AuthService for FakeAuth {
         if request.kiosk_id != "K-1" || request.secret != "s3cret" {
             return Err(Status::unauthenticated("bad credential"));
         }
-        let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let lifetime = if n == 1 {
+            self.first_lifetime
+        } else {
+            chrono::Duration::hours(1)
+        };
+        let expires = chrono::Utc::now() + lifetime;
         Ok(Response::new(auth::KioskLoginResponse {
-            access_token: "tok-1".into(),
+            access_token: format!("tok-{n}"),
             access_token_expires_at: Some(prost_types::Timestamp {
                 seconds: expires.timestamp(),
                 nanos: 0,
@@ -145,7 +166,9 @@ async fn lend_over_the_link_is_executed_once_and_replayed_until_receipted() {
     let (conns_tx, mut conns) = mpsc::channel(4);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(auth::auth_service_server::AuthServiceServer::new(FakeAuth))
+            .add_service(auth::auth_service_server::AuthServiceServer::new(
+                FakeAuth::new(chrono::Duration::hours(1)),
+            ))
             .add_service(pb::kiosk_link_service_server::KioskLinkServiceServer::new(
                 FakeGateway { conns: conns_tx },
             ))
@@ -287,6 +310,261 @@ async fn lend_over_the_link_is_executed_once_and_replayed_until_receipted() {
     down(&conn, lend("C-2", 1)).await;
     assert!(matches!(next_up(&mut conn).await.body, Some(Up::Ack(ref a)) if a.command_id == "C-2"));
 
+    tokio::time::timeout(WAIT, agent.stop())
+        .await
+        .expect("stops in time");
+    server.abort();
+}
+
+/// A fake auth and gateway on 127.0.0.1; new links arrive on the receiver.
+async fn serve(
+    first_lifetime: chrono::Duration,
+) -> (
+    std::net::SocketAddr,
+    mpsc::Receiver<Conn>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (conns_tx, conns) = mpsc::channel(4);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(auth::auth_service_server::AuthServiceServer::new(
+                FakeAuth::new(first_lifetime),
+            ))
+            .add_service(pb::kiosk_link_service_server::KioskLinkServiceServer::new(
+                FakeGateway { conns: conns_tx },
+            ))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (address, conns, server)
+}
+
+fn config_for(
+    dir: &std::path::Path,
+    address: std::net::SocketAddr,
+    link: LinkConfig,
+) -> AgentConfig {
+    let credential_file = dir.join("secret");
+    std::fs::write(&credential_file, "s3cret\n").unwrap();
+    AgentConfig {
+        kiosk_id: "K-1".into(),
+        credential_file,
+        auth_url: format!("http://{address}"),
+        gateway_url: format!("http://{address}"),
+        data_dir: dir.join("data"),
+        link,
+        simulation: Some(SimulationConfig {
+            bays: vec![
+                SimBayConfig {
+                    id: "A01".into(),
+                    item: Some(drive("D-1")),
+                },
+                SimBayConfig {
+                    id: "A02".into(),
+                    item: Some(drive("D-2")),
+                },
+            ],
+            faults: SimFaults::default(),
+        }),
+    }
+}
+
+async fn welcome(conn: &Conn, session_id: &str) {
+    let now = chrono::Utc::now();
+    down(
+        conn,
+        Down::Welcome(pb::Welcome {
+            session_id: session_id.into(),
+            server_time: Some(prost_types::Timestamp {
+                seconds: now.timestamp(),
+                nanos: 0,
+            }),
+            heartbeat_interval: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            offline_after: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+        }),
+    )
+    .await;
+}
+
+/// True when the agent keeps `conn`'s up-stream open for `window` (heartbeats are fine).
+async fn stays_open(conn: &mut Conn, window: Duration) -> bool {
+    let until = tokio::time::Instant::now() + window;
+    loop {
+        match tokio::time::timeout_at(until, conn.up.message()).await {
+            Err(_) => return true,
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None) | Err(_)) => return false,
+        }
+    }
+}
+
+/// Waits until the agent ends `conn`'s up-stream.
+async fn ends(conn: &mut Conn) {
+    loop {
+        match tokio::time::timeout(WAIT, conn.up.message())
+            .await
+            .expect("the old link is let go in time")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Token renewal: the agent opens the new link (with the new token) while the old one is still
+/// open, and lets the old one go only once the new one is welcomed; the gateway's REPLACED on
+/// the old link (before or after that Welcome) starts no reconnect; the new link replays the
+/// outbox under the same ids, and nothing runs twice.
+async fn renewal(replaced_before_welcome: bool) {
+    let (address, mut conns, server) = serve(chrono::Duration::seconds(5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = sneakernet_kiosk_agent::start(config_for(
+        dir.path(),
+        address,
+        LinkConfig {
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+        },
+    ))
+    .await
+    .unwrap();
+
+    let mut old = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.authorization, "Bearer tok-1");
+    assert!(matches!(next_up(&mut old).await.body, Some(Up::Hello(_))));
+    welcome(&old, "S-1").await;
+    down(&old, lend("C-1", 1)).await;
+    assert!(matches!(next_up(&mut old).await.body, Some(Up::Ack(_))));
+    let result = next_up(&mut old).await;
+    assert!(matches!(result.body, Some(Up::Result(_))));
+    // Not receipted: it stays in the outbox.
+
+    // About a second before tok-1 expires, a second link opens with tok-2...
+    let mut new = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(new.authorization, "Bearer tok-2");
+    let Some(Up::Hello(hello)) = next_up(&mut new).await.body else {
+        panic!("hello first on the new link")
+    };
+    assert_eq!(hello.last_finished_command_id, "C-1");
+    // ...while the old one is still open: no offline moment in between.
+    assert!(
+        stays_open(&mut old, Duration::from_millis(500)).await,
+        "the old link must stay open until the new one is welcomed"
+    );
+
+    let replaced = Down::Reconnect(pb::Reconnect {
+        reason: pb::ReconnectReason::Replaced as i32,
+        message: "a newer link of this kiosk replaced this one".into(),
+        // A kiosk that took this as "someone else has my credential" would wait a minute.
+        retry_after: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        gateway_address: String::new(),
+    });
+    if replaced_before_welcome {
+        down(&old, replaced.clone()).await;
+        // Let the agent read it while its new link still waits for Welcome.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        welcome(&new, "S-2").await;
+    } else {
+        welcome(&new, "S-2").await;
+        down(&old, replaced).await;
+    }
+    ends(&mut old).await;
+
+    // The new link replays the unreceipted result under its id.
+    let replayed = next_up(&mut new).await;
+    assert_eq!(
+        replayed.message_id, result.message_id,
+        "same id on the new link"
+    );
+    assert_eq!(replayed.body, result.body);
+    // The link works, and a resent command is not executed again.
+    down(&new, lend("C-1", 2)).await;
+    assert!(matches!(next_up(&mut new).await.body, Some(Up::Ack(ref a)) if a.command_id == "C-1"));
+    down(&new, lend("C-2", 1)).await;
+    assert!(matches!(next_up(&mut new).await.body, Some(Up::Ack(ref a)) if a.command_id == "C-2"));
+    assert!(
+        matches!(next_up(&mut new).await.body, Some(Up::Result(ref r)) if r.command_id == "C-2")
+    );
+    assert_eq!(agent.bays().eject_count("D-1"), 1);
+    assert_eq!(agent.bays().eject_count("D-2"), 1);
+    // No reconnect loop: no third link.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), conns.recv())
+            .await
+            .is_err(),
+        "no further link after the handover"
+    );
+    assert!(stays_open(&mut new, Duration::from_millis(200)).await);
+
+    tokio::time::timeout(WAIT, agent.stop())
+        .await
+        .expect("stops in time");
+    server.abort();
+}
+
+#[tokio::test]
+async fn renewal_opens_the_new_link_first_replaced_before_welcome() {
+    renewal(true).await;
+}
+
+#[tokio::test]
+async fn renewal_opens_the_new_link_first_replaced_after_welcome() {
+    renewal(false).await;
+}
+
+#[tokio::test]
+async fn a_link_ended_unauthenticated_logs_in_again_and_reconnects_promptly() {
+    let (address, mut conns, server) = serve(chrono::Duration::hours(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A backoff this long would make the test time out.
+    let agent = sneakernet_kiosk_agent::start(config_for(
+        dir.path(),
+        address,
+        LinkConfig {
+            backoff_initial: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(60),
+        },
+    ))
+    .await
+    .unwrap();
+    let mut first = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.authorization, "Bearer tok-1");
+    assert!(matches!(next_up(&mut first).await.body, Some(Up::Hello(_))));
+    welcome(&first, "S-1").await;
+    // The token expired: the gateway ends the link.
+    first
+        .down
+        .send(Err(Status::unauthenticated("the access token expired")))
+        .await
+        .unwrap();
+    let mut second = tokio::time::timeout(Duration::from_secs(3), conns.recv())
+        .await
+        .expect("reconnected promptly, not after a backoff")
+        .unwrap();
+    assert_eq!(second.authorization, "Bearer tok-2", "logged in again");
+    assert!(matches!(
+        next_up(&mut second).await.body,
+        Some(Up::Hello(_))
+    ));
     tokio::time::timeout(WAIT, agent.stop())
         .await
         .expect("stops in time");

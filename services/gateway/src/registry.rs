@@ -31,27 +31,48 @@ impl SessionHandle {
 }
 
 /// The sessions of this process. Cheap to clone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Registry {
     sessions: Arc<Mutex<HashMap<String, SessionHandle>>>,
+    open_locks: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+/// How many locks opens are striped over.
+pub const OPEN_STRIPES: usize = 64;
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            sessions: Arc::default(),
+            open_locks: (0..OPEN_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
 }
 
 impl Registry {
-    /// Makes `handle` the kiosk's session, unless a newer one (a greater session id: ids are
-    /// UUID v7, so they grow with time) holds it already; the session it replaces, if any, is
-    /// told to close. Returns whether `handle` is now the kiosk's session.
-    pub fn claim(&self, kiosk_id: &str, handle: SessionHandle) -> bool {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if sessions
-            .get(kiosk_id)
-            .is_some_and(|current| current.session_id > handle.session_id)
-        {
-            return false;
-        }
-        if let Some(previous) = sessions.insert(kiosk_id.to_owned(), handle) {
+    /// Makes `handle` the kiosk's session; the session it replaces, if any, is told to close.
+    /// Callers hold [`Registry::opening`] for the kiosk across recording the session in the
+    /// database and this claim, so both see opens in the same order (the last one wins).
+    pub fn claim(&self, kiosk_id: &str, handle: SessionHandle) {
+        let previous = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kiosk_id.to_owned(), handle);
+        if let Some(previous) = previous {
             previous.replaced.cancel();
         }
-        true
+    }
+
+    /// Serialises opens of one kiosk's link in this process (striped: kiosks share
+    /// [`OPEN_STRIPES`] locks, so a reconnect storm still opens many links at once).
+    pub async fn opening(&self, kiosk_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(kiosk_id, &mut hasher);
+        let stripe = (std::hash::Hasher::finish(&hasher) % OPEN_STRIPES as u64) as usize;
+        self.open_locks[stripe].lock().await
     }
 
     /// Removes the kiosk's session if it is still `session_id` (a replaced session removes
@@ -103,13 +124,9 @@ mod tests {
     fn a_new_session_replaces_the_old_one_and_only_the_current_one_releases() {
         let registry = Registry::default();
         let old = SessionHandle::new("s1".into());
-        assert!(registry.claim("K-1", old.clone()));
+        registry.claim("K-1", old.clone());
         let new = SessionHandle::new("s2".into());
-        assert!(registry.claim("K-1", new.clone()));
-        assert!(
-            !registry.claim("K-1", SessionHandle::new("s0".into())),
-            "an older link never takes over"
-        );
+        registry.claim("K-1", new.clone());
         assert!(
             old.replaced.is_cancelled(),
             "the old session is told to close"

@@ -109,24 +109,17 @@ pub async fn open(
 
     let session_id = uuid::Uuid::now_v7().to_string();
     let now = link.clock.now();
-    if !link
-        .store
-        .kiosk_online(kiosk.as_str(), &session_id, &hello, now)
-        .await?
-    {
-        return Err(Status::aborted(
-            "a newer link of this kiosk is open; this one is refused",
-        ));
-    }
     let handle = SessionHandle::new(session_id.clone());
-    if !link
-        .presence
-        .registry()
-        .claim(kiosk.as_str(), handle.clone())
     {
-        return Err(Status::aborted(
-            "a newer link of this kiosk is open; this one is refused",
-        ));
+        // The row and the registry must agree on the kiosk's latest link even when two open
+        // at once: record and claim under one per-kiosk lock, so the last open wins in both.
+        let _opening = link.presence.registry().opening(kiosk.as_str()).await;
+        link.store
+            .kiosk_online(kiosk.as_str(), &session_id, &hello, now)
+            .await?;
+        link.presence
+            .registry()
+            .claim(kiosk.as_str(), handle.clone());
     }
     link.presence.hold(kiosk.as_str());
     metrics::gauge!("gateway_links").set(link.presence.registry().len() as f64);

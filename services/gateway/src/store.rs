@@ -378,17 +378,15 @@ impl Store {
             .await?)
     }
 
-    /// A link opened: the kiosk is online with this session and inventory. Writes KioskOnline
-    /// and InventoryChanged events. Session ids grow with time (UUID v7): if the kiosk's row
-    /// already names a newer session (two links opened at once), nothing changes and the
-    /// answer is `false`: the older link must close, so the row and the live link agree.
+    /// A link opened: the kiosk is online with this session and inventory (the last open
+    /// wins). Writes KioskOnline and InventoryChanged events.
     pub async fn kiosk_online(
         &self,
         kiosk_id: &str,
         session_id: &str,
         hello: &pb::Hello,
         now: DateTime<Utc>,
-    ) -> Result<bool, GatewayError> {
+    ) -> Result<(), GatewayError> {
         let inventory = hello.inventory.clone().unwrap_or_default();
         let row = kiosk::Model {
             kiosk_id: kiosk_id.to_owned(),
@@ -400,15 +398,6 @@ impl Store {
             last_finished_command_id: hello.last_finished_command_id.clone(),
         };
         let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
-        // Serialises concurrent opens of one kiosk (and every other log writer).
-        lock_log(&txn).await?;
-        if kiosk::Entity::find_by_id(kiosk_id.to_owned())
-            .one(&txn)
-            .await?
-            .is_some_and(|current| current.session_id.as_str() > session_id)
-        {
-            return Ok(false);
-        }
         kiosk::Entity::insert(row.into_active_model())
             .on_conflict(
                 OnConflict::column(kiosk::Column::KioskId)
@@ -445,7 +434,7 @@ impl Store {
         .await?;
         txn.commit().await?;
         self.appended(Some(cursor));
-        Ok(true)
+        Ok(())
     }
 
     /// The link of `session_id` closed. If it is still the kiosk's current session, the kiosk
