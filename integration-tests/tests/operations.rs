@@ -175,3 +175,57 @@ async fn responses_carry_a_request_id_and_echo_the_callers() {
     );
     sandbox.stop().await;
 }
+
+#[tokio::test]
+async fn a_tls_listener_serves_tls_with_its_certificate_and_refuses_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let sandbox = Sandbox::start_with(&Backend::Sqlite, |config| {
+        config.tls = Some(sneakernet_runtime::config::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    })
+    .await;
+    let address = sandbox.node().address;
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&cert_pem))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a TLS client trusting the certificate connects");
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "sneakernet.auth.v1.AuthService".into(),
+        })
+        .await
+        .expect("health over TLS")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let plaintext = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match plaintext {
+        Err(_) => true,
+        Ok(channel) => HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plaintext is not served on a TLS listener");
+    sandbox.stop().await;
+}
