@@ -379,6 +379,32 @@ pub async fn issue_kiosk_secret(channel: Channel, operator_token: &str, kiosk_id
         .secret
 }
 
+/// `main` of the programs tests run as child processes: arms `FAILPOINTS`, runs `program` on
+/// a multi-threaded runtime, and turns an error into one `error: ...` line and exit code 1.
+pub fn child_main<F>(program: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let _scenario = fail::FailScenario::setup();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(program) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", format!("{error:#}").replace('\n', "; "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A password every test account uses.
 pub const PASSWORD: &str = "correct horse battery staple";
 

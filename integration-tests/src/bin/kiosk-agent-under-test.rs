@@ -4,7 +4,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let _scenario = fail::FailScenario::setup();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -12,22 +11,6 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     let cli = sneakernet_kiosk_agent::cli::Cli::parse();
-    match runtime.block_on(sneakernet_kiosk_agent::cli::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", format!("{error:#}").replace('\n', "; "));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sneakernet_integration_tests::child_main(sneakernet_kiosk_agent::cli::run(cli))
 }

@@ -5,23 +5,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let _scenario = fail::FailScenario::setup();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     let cli = sneakernet::cli::Cli::parse();
-    match runtime.block_on(sneakernet::cli::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    sneakernet_integration_tests::child_main(sneakernet::cli::run(cli))
 }
