@@ -48,6 +48,14 @@ pub const MAX_KIOSK_MESSAGE: usize = 256 * 1024;
 /// How long a new link may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the ids of delivered kiosk messages are remembered for deduplication. A kiosk
+/// offline longer than this and then replaying its outbox would have its messages applied
+/// again: results stay idempotent at the command (a terminal command ignores a repeat), an
+/// ItemReturned would appear twice in the event log.
+const MESSAGE_MEMORY: chrono::Duration = chrono::Duration::days(90);
+/// How often message ids past [`MESSAGE_MEMORY`] are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(3600);
+
 /// Commands expired per sweep at most (the next sweep takes the rest).
 const EXPIRE_BATCH: u64 = 200;
 
@@ -118,9 +126,19 @@ fn spawn_expiry_sweeper(link: &Arc<LinkContext>, every: Duration) {
     let token = link.shutdown.token();
     link.shutdown.clone().spawn(async move {
         let mut tick = tokio::time::interval(every);
+        let mut forget = tokio::time::interval(FORGET_EVERY);
         loop {
             tokio::select! {
                 () = token.cancelled() => return,
+                _ = forget.tick() => {
+                    let before = link.clock.now() - MESSAGE_MEMORY;
+                    match link.store.forget_kiosk_messages(before).await {
+                        Ok(0) => {}
+                        Ok(forgotten) => tracing::info!(forgotten, "forgot delivered kiosk message ids past retention"),
+                        Err(error) => tracing::warn!(%error, "kiosk message retention sweep failed"),
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {}
             }
             match link.store.expire_due(link.clock.now(), EXPIRE_BATCH).await {

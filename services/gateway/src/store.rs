@@ -371,6 +371,15 @@ impl Store {
         Ok(true)
     }
 
+    /// Forgets delivered kiosk message ids received before `before`; returns how many.
+    pub async fn forget_kiosk_messages(&self, before: DateTime<Utc>) -> Result<u64, GatewayError> {
+        Ok(kiosk_message::Entity::delete_many()
+            .filter(kiosk_message::Column::ReceivedAt.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+
     /// What the gateway knows of a kiosk.
     pub async fn kiosk(&self, kiosk_id: &str) -> Result<Option<kiosk::Model>, GatewayError> {
         Ok(kiosk::Entity::find_by_id(kiosk_id.to_owned())
@@ -708,4 +717,75 @@ pub fn wire_command(row: &command::Model) -> Result<pb::Command, GatewayError> {
         ),
         attempt: u32::try_from(row.attempts).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(dir: &std::path::Path) -> Store {
+        let config = sneakernet_runtime::Config {
+            data_dir: dir.to_owned(),
+            ..Default::default()
+        };
+        let db = sneakernet_runtime::db::open_and_migrate::<crate::migration::Migrator>(
+            &config, "gateway",
+        )
+        .await
+        .expect("gateway db");
+        Store::new(db).await.expect("store")
+    }
+
+    fn returned(item: &str) -> pb::event::Kind {
+        pb::event::Kind::ItemReturned(pb::ItemReturned {
+            bay_id: "A1".into(),
+            item: Some(sneakernet_proto::common::v1::Item {
+                item_id: item.into(),
+                ..Default::default()
+            }),
+            returned_at: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn message_ids_deduplicate_until_retention_forgets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let now = Utc::now();
+        assert!(
+            store
+                .record_kiosk_event("K-1", "m-1", returned("D-1"), None, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_kiosk_event("K-1", "m-1", returned("D-1"), None, now)
+                .await
+                .unwrap(),
+            "a replay is a duplicate"
+        );
+        assert_eq!(
+            store
+                .forget_kiosk_messages(now - chrono::Duration::days(1))
+                .await
+                .unwrap(),
+            0,
+            "young ids are kept"
+        );
+        assert_eq!(
+            store
+                .forget_kiosk_messages(now + chrono::Duration::seconds(1))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(
+            store
+                .record_kiosk_event("K-1", "m-1", returned("D-1"), None, now)
+                .await
+                .unwrap(),
+            "forgotten ids count as new"
+        );
+    }
 }
