@@ -5,10 +5,12 @@
 //! ([`events`]), served by FleetService.ListKiosks and GetKiosk ([`api`]). Everything else
 //! answers UNIMPLEMENTED until the rentals issue (#5).
 //!
+//! - [`domain`]: money, the order life cycle, the ledger, pricing (pure; wired by #5).
 //! - [`inventory`]: inventories summed per item type (pure).
 //! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
 
 pub mod api;
+pub mod domain;
 pub mod entity;
 pub mod events;
 pub mod inventory;
