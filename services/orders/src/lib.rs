@@ -7,6 +7,7 @@
 //!
 //! - [`domain`]: money, the order life cycle, the ledger, pricing (pure; wired by #5).
 //! - [`inventory`]: inventories summed per item type (pure).
+//! - [`payments`]: the PaymentProvider trait and the sandbox provider (wired by #5).
 //! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod entity;
 pub mod events;
 pub mod inventory;
 pub mod migration;
+pub mod payments;
 pub mod store;
 
 use std::time::Duration;

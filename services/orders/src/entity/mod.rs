@@ -2,3 +2,4 @@
 
 pub mod event_cursor;
 pub mod kiosk_view;
+pub mod sandbox_charge;

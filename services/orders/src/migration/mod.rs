@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_kiosk_views;
+mod m20261123_000002_sandbox_payments;
 
 /// Applies the orders service's migrations.
 #[derive(Debug)]
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_kiosk_views::Migration)]
+        vec![
+            Box::new(m20261123_000001_kiosk_views::Migration),
+            Box::new(m20261123_000002_sandbox_payments::Migration),
+        ]
     }
 }
