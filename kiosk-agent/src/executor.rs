@@ -33,7 +33,7 @@ use sneakernet_proto::gateway::v1::command_result::Outcome;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::bays::{BayError, BayInfo, BayState, Bays, ItemFacts, within};
+use crate::bays::{BayError, BayInfo, BayState, Bays, ItemFacts, ItemInfo, within};
 use crate::clock::KioskClock;
 use crate::command::{self, Action, LendTarget};
 use crate::journal::{Arrival, Choice, Journal, JournalError, JournaledCommand};
@@ -367,6 +367,24 @@ impl<B: Bays> Executor<B> {
             .find(|b| b.item.as_ref().is_some_and(|i| i.item_id == item_id))
     }
 
+    /// A bay call that timed out may still have taken effect: it counts as done only if the
+    /// bays now show `item_id` in a bay for which `done` holds; otherwise the timeout stands.
+    /// Any other outcome passes through.
+    async fn settle_timeout(
+        &self,
+        outcome: Result<ItemInfo, BayError>,
+        item_id: &str,
+        done: impl Fn(&BayInfo) -> bool,
+    ) -> Result<ItemInfo, BayError> {
+        match outcome {
+            Err(error @ BayError::Timeout { .. }) => match self.bay_of_item(item_id).await {
+                Some(bay) if done(&bay) => bay.item.ok_or(error),
+                _ => Err(error),
+            },
+            other => other,
+        }
+    }
+
     // --- one function per command kind, each shaped alike: look, journal, act, answer ---
 
     async fn lend(
@@ -520,18 +538,13 @@ impl<B: Bays> Executor<B> {
             format!("set_write_protect {item_id}"),
             self.bays.set_write_protect(item_id, on),
         );
-        let outcome = match call.await {
-            Err(error @ BayError::Timeout { .. }) => {
-                // Judge from the drive as the bays report it now.
-                match self.bay_of_item(item_id).await.and_then(|b| b.item) {
-                    Some(item) if matches!(item.facts, ItemFacts::Drive { write_protected, .. } if write_protected == on) => {
-                        Ok(item)
-                    }
-                    _ => Err(error),
-                }
-            }
-            other => other,
-        };
+        let outcome = self
+            .settle_timeout(call.await, item_id, |bay| {
+                bay.item.as_ref().is_some_and(|item| {
+                    matches!(item.facts, ItemFacts::Drive { write_protected, .. } if write_protected == on)
+                })
+            })
+            .await;
         Ok(Some(match outcome {
             Ok(item) => {
                 let write_protected = matches!(
@@ -574,30 +587,22 @@ impl<B: Bays> Executor<B> {
             format!("wipe {item_id}"),
             self.bays.wipe(item_id),
         );
-        let outcome = match call.await {
-            Err(error @ BayError::Timeout { .. }) => {
-                // Done only if the bays now report the drive blank and READY.
-                match self.bay_of_item(item_id).await {
-                    Some(BayInfo {
-                        state: BayState::Ready,
-                        item: Some(item),
-                        ..
-                    }) if matches!(
-                        item.facts,
-                        ItemFacts::Drive {
-                            content_package_id: None,
-                            write_protected: false,
-                            ..
-                        }
-                    ) =>
-                    {
-                        Ok(item)
-                    }
-                    _ => Err(error),
-                }
-            }
-            other => other,
-        };
+        // Done only if the bays now report the drive blank and READY.
+        let outcome = self
+            .settle_timeout(call.await, item_id, |bay| {
+                bay.state == BayState::Ready
+                    && bay.item.as_ref().is_some_and(|item| {
+                        matches!(
+                            item.facts,
+                            ItemFacts::Drive {
+                                content_package_id: None,
+                                write_protected: false,
+                                ..
+                            }
+                        )
+                    })
+            })
+            .await;
         Ok(Some(match outcome {
             Ok(item) => self.success(
                 id,
@@ -691,20 +696,10 @@ impl<B: Bays> Executor<B> {
             format!("unpin {item_id}"),
             self.bays.unpin(item_id, order_id),
         );
-        let outcome = match call.await {
-            Err(error @ BayError::Timeout { .. }) => {
-                // Released only if the bays now report the drive READY.
-                match self.bay_of_item(item_id).await {
-                    Some(BayInfo {
-                        state: BayState::Ready,
-                        item: Some(item),
-                        ..
-                    }) => Ok(item),
-                    _ => Err(error),
-                }
-            }
-            other => other,
-        };
+        // Released only if the bays now report the drive READY.
+        let outcome = self
+            .settle_timeout(call.await, item_id, |bay| bay.state == BayState::Ready)
+            .await;
         Ok(Some(match outcome {
             Ok(item) => self.success(
                 id,
