@@ -317,11 +317,7 @@ impl SimItemConfig {
 }
 
 fn is_kiosk_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    sneakernet_runtime::KioskId::parse(id).is_ok()
 }
 
 /// 1 to 32 printable ASCII characters (no spaces): a bay id the contract accepts.

@@ -9,29 +9,7 @@ use sneakernet_proto::gateway::v1 as pb;
 
 use crate::bays::{BayInfo, BayState, Inserted, ItemFacts, ItemInfo, ItemKind};
 
-/// A protobuf timestamp for `at`.
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// The instant a protobuf timestamp names; `None` when it is out of range or malformed.
-pub fn from_timestamp(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(at.nanos).ok()?;
-    DateTime::from_timestamp(at.seconds, nanos)
-}
-
-/// A protobuf duration as a std duration; `None` when negative or malformed.
-pub fn from_duration(d: &prost_types::Duration) -> Option<std::time::Duration> {
-    let secs = u64::try_from(d.seconds).ok()?;
-    let nanos = u32::try_from(d.nanos).ok()?;
-    if nanos >= 1_000_000_000 {
-        return None;
-    }
-    Some(std::time::Duration::new(secs, nanos))
-}
+pub use sneakernet_runtime::wire::{from_duration, from_timestamp, timestamp};
 
 /// The contract's kind.
 pub fn item_kind(kind: ItemKind) -> common::ItemKind {
@@ -136,37 +114,5 @@ pub fn success(
         command_id: command_id.to_owned(),
         outcome: Some(outcome),
         finished_at: Some(timestamp(at)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_round_trip_and_bad_ones_are_refused() {
-        let now = DateTime::from_timestamp(1_700_000_000, 123_000_000).unwrap();
-        assert_eq!(from_timestamp(&timestamp(now)), Some(now));
-        assert_eq!(
-            from_timestamp(&prost_types::Timestamp {
-                seconds: 0,
-                nanos: -1
-            }),
-            None
-        );
-        assert_eq!(
-            from_timestamp(&prost_types::Timestamp {
-                seconds: i64::MAX,
-                nanos: 0
-            }),
-            None
-        );
-        assert_eq!(
-            from_duration(&prost_types::Duration {
-                seconds: -1,
-                nanos: 0
-            }),
-            None
-        );
     }
 }

@@ -10,6 +10,7 @@ use sneakernet_proto::auth::v1::auth_service_server::AuthService;
 use sneakernet_runtime::caller::CallerExt;
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::rate_limit::KeyedLimiter;
+use sneakernet_runtime::wire::timestamp;
 use sneakernet_runtime::{FieldViolation, KioskId, Role, ServiceName};
 use tonic::{Request, Response, Status};
 
@@ -32,13 +33,6 @@ pub struct AuthApi {
     pub(crate) login_per_account: KeyedLimiter<String>,
     /// Registration attempts per email.
     pub(crate) register_per_account: KeyedLimiter<String>,
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
 }
 
 fn proto_role(role: Role) -> pb::Role {
@@ -347,10 +341,8 @@ impl AuthService for AuthApi {
         let kiosk = kiosk_id(&body.kiosk_id)?;
         bounded("secret", &body.secret, MAX_SECRET_CHARS)?;
         let credential = self.store.kiosk_credential(kiosk.as_str()).await?;
-        let presented = blake3::hash(body.secret.as_bytes());
         let valid = credential.is_some_and(|c| {
-            c.revoked_at.is_none()
-                && blake3::Hash::from_hex(&c.secret_hash).is_ok_and(|stored| stored == presented)
+            c.revoked_at.is_none() && credentials::secret_matches(&c.secret_hash, &body.secret)
         });
         if !valid {
             return Err(AuthError::KioskBadCredentials.into());
@@ -398,10 +390,8 @@ impl AuthService for AuthApi {
         let service = service_name(&body.service)?;
         bounded("secret", &body.secret, MAX_SECRET_CHARS)?;
         let credential = self.store.service_credential(service.as_str()).await?;
-        let presented = blake3::hash(body.secret.as_bytes());
-        let valid = credential.is_some_and(|c| {
-            blake3::Hash::from_hex(&c.secret_hash).is_ok_and(|stored| stored == presented)
-        });
+        let valid =
+            credential.is_some_and(|c| credentials::secret_matches(&c.secret_hash, &body.secret));
         if !valid {
             return Err(AuthError::ServiceBadCredentials.into());
         }

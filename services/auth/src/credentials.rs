@@ -174,6 +174,13 @@ pub fn secret_hash(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
 
+/// Whether `presented` is the secret stored as `stored_hash` (from [`secret_hash`]). Compares
+/// `blake3::Hash` values, whose equality is constant-time.
+pub fn secret_matches(stored_hash: &str, presented: &str) -> bool {
+    blake3::Hash::from_hex(stored_hash)
+        .is_ok_and(|stored| stored == blake3::hash(presented.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +238,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
         assert_eq!(secret_hash(&a), secret_hash(&a));
+        assert!(secret_matches(&secret_hash(&a), &a));
+        assert!(!secret_matches(&secret_hash(&a), &b));
+        assert!(!secret_matches("not hex", &a));
         assert_ne!(secret_hash(&a), secret_hash(&b));
     }
 }

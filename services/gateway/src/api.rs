@@ -48,7 +48,7 @@ fn deadline(
     let Some(raw) = raw else {
         return Err(FieldViolation::new("deadline", "must be set").into());
     };
-    let at = DateTime::from_timestamp(raw.seconds, u32::try_from(raw.nanos).unwrap_or(0))
+    let at = sneakernet_runtime::wire::from_timestamp(raw)
         .ok_or_else(|| FieldViolation::new("deadline", "is not a valid time"))?;
     if at <= now {
         return Err(FieldViolation::new("deadline", "must be in the future").into());

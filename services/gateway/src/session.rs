@@ -32,7 +32,8 @@ use crate::domain::command::CommandEvent;
 use crate::error::GatewayError;
 use crate::presence::Presence;
 use crate::registry::SessionHandle;
-use crate::store::{self, Store, timestamp};
+use crate::store::{self, Store};
+use sneakernet_runtime::wire::{duration, timestamp};
 
 /// Messages buffered toward one kiosk. When full, the kiosk is not reading: the session ends
 /// and the kiosk gets everything again after it reconnects (commands are resent until acked).
@@ -146,13 +147,6 @@ pub async fn open(
     };
     link.shutdown.spawn(session.run(inbound));
     Ok(ReceiverStream::new(receiver))
-}
-
-fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
 }
 
 fn validate_hello(hello: &pb::Hello) -> Result<(), sneakernet_runtime::FieldViolation> {

@@ -14,6 +14,7 @@ use sea_orm::{
     IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
 };
 use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_runtime::wire::timestamp;
 use tokio::sync::watch;
 
 use crate::domain::command::{CommandEvent, CommandState, transition};
@@ -638,14 +639,6 @@ async fn append_event<C: ConnectionTrait>(
     .into_active_model();
     active.cursor = sea_orm::ActiveValue::NotSet;
     Ok(active.insert(txn).await?.cursor)
-}
-
-/// A protobuf timestamp.
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
 }
 
 /// A stored command as the API shows it.

@@ -10,6 +10,7 @@ use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::fleet_service_server::FleetService;
 use sneakernet_proto::orders::v1::order_service_server::OrderService;
 use sneakernet_runtime::caller::CallerExt;
+use sneakernet_runtime::wire::timestamp;
 use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role};
 use tonic::{Request, Response, Status};
 
@@ -26,13 +27,6 @@ const MAX_PAGE: u32 = 500;
 #[derive(Clone, Debug)]
 pub struct OrdersApi {
     pub(crate) store: Store,
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
 }
 
 fn kiosk(row: &kiosk_view::Model) -> pb::Kiosk {

@@ -52,9 +52,8 @@ impl Store {
         }
         let at = event
             .occurred_at
-            .and_then(|t| {
-                DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-            })
+            .as_ref()
+            .and_then(sneakernet_runtime::wire::from_timestamp)
             .unwrap_or_else(Utc::now);
         let kiosk = event.kiosk_id.as_str();
         match &event.kind {
@@ -68,7 +67,8 @@ impl Store {
             Some(gateway::event::Kind::KioskOffline(offline)) => {
                 let last_seen = offline
                     .last_seen_at
-                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
+                    .as_ref()
+                    .and_then(sneakernet_runtime::wire::from_timestamp)
                     .unwrap_or(at);
                 upsert(&txn, kiosk, cursor, last_seen, |row| row.online = false).await?;
             }

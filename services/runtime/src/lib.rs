@@ -12,6 +12,7 @@
 //! - [`service_token`]: a service's own token for calls on its own behalf.
 //! - [`role`]: [`role::ServiceRole`], how a service plugs into the one binary.
 //! - [`clock`]: injected time.
+//! - [`wire`]: time conversions to and from protobuf well-known types.
 //! - [`failpoint`]: fault-injection points for tests (inert in production builds).
 
 pub mod caller;
@@ -27,6 +28,7 @@ pub mod server;
 pub mod service_token;
 pub mod shutdown;
 pub mod telemetry;
+pub mod wire;
 
 pub use caller::{Caller, CallerExt, KioskId, Role, ServiceName, TokenVerifier, UserId};
 pub use config::Config;
