@@ -12,6 +12,7 @@
 //! - [`service_token`]: a service's own token for calls on its own behalf.
 //! - [`role`]: [`role::ServiceRole`], how a service plugs into the one binary.
 //! - [`clock`]: injected time.
+//! - [`qr`]: the kiosk QR payload and its rotating code.
 //! - [`wire`]: time conversions to and from protobuf well-known types.
 //! - [`failpoint`]: fault-injection points for tests (inert in production builds).
 
@@ -22,6 +23,7 @@ pub mod db;
 pub mod error;
 pub mod failpoint;
 pub mod keys;
+pub mod qr;
 pub mod rate_limit;
 pub mod role;
 pub mod server;
