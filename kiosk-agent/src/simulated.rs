@@ -14,7 +14,8 @@
 //! - Inserted items: [`SimulatedBays::insert`] in-process, or a JSON file dropped atomically
 //!   into `data_dir/sim-inbox/` by `kiosk-agent insert` (picked up, applied and deleted by the
 //!   running agent on its next [`Bays::pending_inserted`]). The simulator identifies an
-//!   inserted item at once: it is READY as inserted.
+//!   inserted item at once: a drive that comes back writable is BUSY until wiped (its data may
+//!   have changed); a write-protected drive or a power bank is READY as inserted.
 //! - Every insertion gets an id (a UUID: the inbox file's name, or a fresh one in-process),
 //!   stored with the pending insertion in the state file. [`Bays::pending_inserted`] lists
 //!   pending insertions without consuming them; only [`Bays::confirm_inserted`] forgets one,
@@ -208,8 +209,14 @@ impl SimState {
         if bay.item.is_some() {
             return Err(BayError::Occupied(bay_id.to_owned()));
         }
+        // A drive that comes back writable may hold anything now: it waits BUSY for the
+        // server's Wipe. A write-protected drive or a power bank is ready as it is.
+        bay.condition = if item.kind == SimItemKind::Drive && !item.write_protected {
+            SimCondition::Busy
+        } else {
+            SimCondition::Ready
+        };
         bay.item = Some(item.clone());
-        bay.condition = SimCondition::Ready;
         bay.pinned_order_id = None;
         bay.insertion_id = Some(insertion_id.clone());
         self.departed.remove(&item.item_id);
@@ -903,6 +910,12 @@ mod tests {
             })
             .count();
         assert_eq!(leftovers, 0);
+        assert_eq!(
+            bays.snapshot()[0].state,
+            BayState::Busy,
+            "a drive back writable waits for a wipe"
+        );
+        bays.wipe("D-1").await.unwrap();
         assert_eq!(bays.snapshot()[0].state, BayState::Ready);
     }
 

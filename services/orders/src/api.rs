@@ -1,6 +1,9 @@
-//! The orders service's gRPC surface. So far FleetService.ListKiosks and GetKiosk (operator
-//! only), from the kiosk view; the rest of OrderService and FleetService answer UNIMPLEMENTED
-//! until the rentals issue.
+//! The orders service's gRPC surface: decode, check the caller, call the flow, map errors.
+//! OrderService: scan, deposits, rentals, reading and watching orders (reservations answer
+//! UNIMPLEMENTED until the reservations issue). FleetService: kiosk profiles, the fleet view,
+//! price rules, the audit.
+
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,36 +14,81 @@ use sneakernet_proto::orders::v1::fleet_service_server::FleetService;
 use sneakernet_proto::orders::v1::order_service_server::OrderService;
 use sneakernet_runtime::caller::CallerExt;
 use sneakernet_runtime::wire::timestamp;
-use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role};
+use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role, Shutdown, UserId};
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use crate::entity::kiosk_view;
+use crate::convert;
+use crate::entity::{deposit, kiosk, kiosk_view, order, pricing_rule};
 use crate::inventory;
-use crate::store::Store;
+use crate::rentals::{RentalAsk, Rentals};
+use crate::store::orders::{OrderFilter, state_of_proto};
 
 /// Kiosks per page when the caller does not say.
 const DEFAULT_PAGE: u32 = 50;
 /// Most kiosks per page.
 const MAX_PAGE: u32 = 500;
+/// Orders per page when the caller does not say.
+const DEFAULT_ORDER_PAGE: u32 = 20;
+/// Most orders per page.
+const MAX_ORDER_PAGE: u32 = 100;
+/// How often a watcher re-reads its order even without a local signal (a change made by
+/// another replica).
+const WATCH_POLL: Duration = Duration::from_secs(1);
 
 /// The OrderService and FleetService implementation.
 #[derive(Clone, Debug)]
 pub struct OrdersApi {
-    pub(crate) store: Store,
+    pub(crate) rentals: Rentals,
+    pub(crate) shutdown: Shutdown,
+    /// Orders counted unsettled this long after a step's deadline (the sweeper's lag).
+    pub(crate) audit_grace: chrono::Duration,
 }
 
-fn kiosk(row: &kiosk_view::Model) -> pb::Kiosk {
-    let inventory = (!row.inventory.is_empty())
-        .then(|| gateway::Inventory::decode(row.inventory.as_slice()).ok())
-        .flatten()
+fn kiosk(view: Option<&kiosk_view::Model>, profile: Option<&kiosk::Model>) -> pb::Kiosk {
+    let inventory = view
+        .filter(|row| !row.inventory.is_empty())
+        .and_then(|row| gateway::Inventory::decode(row.inventory.as_slice()).ok())
         .map(|inventory| inventory::summarize(&inventory));
     pb::Kiosk {
-        // Profiles (site, location) arrive with RegisterKiosk in the rentals issue.
-        profile: None,
-        online: row.online,
-        last_seen_at: Some(timestamp(row.last_seen_at)),
-        agent_version: row.agent_version.clone(),
+        profile: profile.map(|p| pb::KioskProfile {
+            kiosk_id: p.kiosk_id.clone(),
+            site_id: p.site_id.clone(),
+            site_name: p.site_name.clone(),
+            location: Some(sneakernet_proto::common::v1::Location {
+                latitude: p.latitude,
+                longitude: p.longitude,
+            }),
+            out_of_service: p.out_of_service,
+            registered_at: Some(timestamp(p.registered_at)),
+            updated_at: Some(timestamp(p.updated_at)),
+        }),
+        online: view.is_some_and(|v| v.online),
+        last_seen_at: view.map(|v| timestamp(v.last_seen_at)),
+        agent_version: view.map(|v| v.agent_version.clone()).unwrap_or_default(),
         inventory,
+    }
+}
+
+fn deposit_proto(row: &deposit::Model) -> pb::Deposit {
+    let money = |minor| sneakernet_proto::common::v1::Money {
+        minor_units: minor,
+        currency: row.currency.clone(),
+    };
+    let state = match row.state.as_str() {
+        "held" => pb::DepositState::Held,
+        "refunding" => pb::DepositState::Refunding,
+        "refunded" => pb::DepositState::Refunded,
+        _ => pb::DepositState::Unspecified,
+    };
+    pb::Deposit {
+        deposit_id: row.deposit_id.clone(),
+        user_id: row.user_id.clone(),
+        amount: Some(money(row.amount)),
+        state: state.into(),
+        refunded: Some(money(row.refunded)),
+        paid_at: Some(timestamp(row.paid_at)),
+        refunded_at: row.refunded_at.map(timestamp),
     }
 }
 
@@ -48,11 +96,463 @@ fn internal(error: sea_orm::DbErr) -> Status {
     ApiError::from(error).into()
 }
 
+fn order_id(raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.to_string())
+        .map_err(|_| ApiError::invalid("order_id", "must be a UUID"))
+}
+
+/// Who may read an order: its user, or any operator.
+enum Reader {
+    User(UserId),
+    Operator,
+}
+
+impl Reader {
+    fn of<T>(request: &Request<T>) -> Result<Self, Status> {
+        let caller = request.caller()?;
+        let account = caller.require_account(&[Role::User, Role::Operator])?;
+        Ok(if caller.role() == Role::Operator {
+            Reader::Operator
+        } else {
+            Reader::User(account)
+        })
+    }
+
+    fn may_read(&self, order: &order::Model) -> bool {
+        match self {
+            Reader::Operator => true,
+            Reader::User(user) => order.user_id == user.to_string(),
+        }
+    }
+}
+
+impl OrdersApi {
+    fn renter<T>(request: &Request<T>) -> Result<UserId, Status> {
+        Ok(request.caller()?.require_account(&[Role::User])?)
+    }
+
+    /// The order if `reader` may see it; NOT_FOUND for unknown and other users' orders alike.
+    async fn readable(&self, reader: &Reader, raw_id: &str) -> Result<order::Model, Status> {
+        let id = order_id(raw_id)?;
+        match self.rentals.store.order(&id).await.map_err(internal)? {
+            Some(order) if reader.may_read(&order) => Ok(order),
+            _ => Err(ApiError::NotFound(format!("order {id} does not exist")).into()),
+        }
+    }
+
+    async fn order_proto(&self, row: &order::Model) -> Result<pb::Order, Status> {
+        self.rentals.store.order_proto(row).await.map_err(internal)
+    }
+}
+
 #[tonic::async_trait]
-impl OrderService for OrdersApi {}
+impl OrderService for OrdersApi {
+    async fn scan_kiosk(
+        &self,
+        request: Request<pb::ScanKioskRequest>,
+    ) -> Result<Response<pb::ScanKioskResponse>, Status> {
+        let user = Self::renter(&request)?;
+        let body = request.into_inner();
+        let qr = sneakernet_runtime::qr::parse(&body.qr_payload)
+            .map_err(|why| ApiError::invalid("qr_payload", why))?;
+        let offer = self.rentals.scan(user, qr).await?;
+        Ok(Response::new(pb::ScanKioskResponse { offer: Some(offer) }))
+    }
+
+    async fn pay_deposit(
+        &self,
+        request: Request<pb::PayDepositRequest>,
+    ) -> Result<Response<pb::PayDepositResponse>, Status> {
+        let user = Self::renter(&request)?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        let amount = convert::money("amount", body.amount.as_ref())
+            .map_err(|v| violations.push(v))
+            .ok();
+        let card = match convert::card_token(body.payment_method.as_ref()) {
+            Ok(Some(card)) => Some(card),
+            Ok(None) => {
+                violations.push(FieldViolation::new("payment_method", "is required"));
+                None
+            }
+            Err(ApiError::InvalidArgument(v)) => {
+                violations.extend(v);
+                None
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let key = convert::idempotency_key(&body.idempotency_key)
+            .map_err(|e| {
+                if let ApiError::InvalidArgument(v) = e {
+                    violations.extend(v);
+                }
+            })
+            .ok();
+        let (Some(amount), Some(card), Some(key)) = (amount, card, key) else {
+            return Err(ApiError::InvalidArgument(violations).into());
+        };
+        let deposit = self.rentals.pay_deposit(user, amount, card, key).await?;
+        Ok(Response::new(pb::PayDepositResponse {
+            deposit: Some(deposit_proto(&deposit)),
+        }))
+    }
+
+    async fn refund_deposit(
+        &self,
+        request: Request<pb::RefundDepositRequest>,
+    ) -> Result<Response<pb::RefundDepositResponse>, Status> {
+        let user = Self::renter(&request)?;
+        let key = convert::idempotency_key(&request.get_ref().idempotency_key)?;
+        let deposit = self.rentals.refund_deposit(user, key).await?;
+        Ok(Response::new(pb::RefundDepositResponse {
+            deposit: Some(deposit_proto(&deposit)),
+        }))
+    }
+
+    async fn create_rental(
+        &self,
+        request: Request<pb::CreateRentalRequest>,
+    ) -> Result<Response<pb::CreateRentalResponse>, Status> {
+        let user = Self::renter(&request)?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        if let Err(why) = KioskId::parse(&body.kiosk_id) {
+            violations.push(FieldViolation::new("kiosk_id", why));
+        }
+        if body.offer_id.is_empty() || body.offer_id.len() > 64 {
+            violations.push(FieldViolation::new(
+                "offer_id",
+                "must be the offer_id of a ScanKiosk answer",
+            ));
+        }
+        let choice = body.choice.clone().unwrap_or_default();
+        let spec = choice.spec.clone().unwrap_or_default();
+        if body.choice.is_none() || choice.spec.is_none() {
+            violations.push(FieldViolation::new("choice.spec", "is required"));
+        } else if let Err(ApiError::InvalidArgument(v)) =
+            convert::item_type("choice.spec.item_type", spec.item_type.as_ref())
+        {
+            violations.extend(v);
+        }
+        if choice.duration_days == 0 {
+            violations.push(FieldViolation::new(
+                "choice.duration_days",
+                "must be at least 1",
+            ));
+        }
+        let card_token = match convert::card_token(body.payment_method.as_ref()) {
+            Ok(card) => card,
+            Err(ApiError::InvalidArgument(v)) => {
+                violations.extend(v);
+                None
+            }
+            Err(other) => return Err(other.into()),
+        };
+        if let Err(ApiError::InvalidArgument(v)) = convert::idempotency_key(&body.idempotency_key) {
+            violations.extend(v);
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations).into());
+        }
+        let order = self
+            .rentals
+            .create_rental(
+                user,
+                RentalAsk {
+                    kiosk_id: body.kiosk_id,
+                    offer_id: body.offer_id,
+                    spec,
+                    duration_days: choice.duration_days,
+                    card_token,
+                    idempotency_key: body.idempotency_key,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::CreateRentalResponse {
+            order: Some(self.order_proto(&order).await?),
+        }))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        let reader = Reader::of(&request)?;
+        let order = self.readable(&reader, &request.get_ref().order_id).await?;
+        Ok(Response::new(pb::GetOrderResponse {
+            order: Some(self.order_proto(&order).await?),
+        }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let reader = Reader::of(&request)?;
+        let body = request.into_inner();
+        if body.page_size > MAX_ORDER_PAGE {
+            return Err(ApiError::invalid(
+                "page_size",
+                format!("must be at most {MAX_ORDER_PAGE}"),
+            )
+            .into());
+        }
+        let size = if body.page_size == 0 {
+            DEFAULT_ORDER_PAGE
+        } else {
+            body.page_size
+        };
+        let mut filter = OrderFilter::default();
+        match &reader {
+            Reader::User(user) => {
+                if !body.user_id.is_empty() {
+                    return Err(
+                        ApiError::invalid("user_id", "only operators may filter by user").into(),
+                    );
+                }
+                filter.user_id = Some(user.to_string());
+            }
+            Reader::Operator => {
+                if !body.user_id.is_empty() {
+                    let user: UserId = body
+                        .user_id
+                        .parse()
+                        .map_err(|_| ApiError::invalid("user_id", "must be a UUID"))?;
+                    filter.user_id = Some(user.to_string());
+                }
+            }
+        }
+        filter.kind = match pb::OrderKind::try_from(body.kind) {
+            Ok(pb::OrderKind::Unspecified) => None,
+            Ok(pb::OrderKind::Rental) => Some(crate::domain::order::OrderKind::Rental),
+            Ok(pb::OrderKind::Reservation) => Some(crate::domain::order::OrderKind::Reservation),
+            Err(_) => return Err(ApiError::invalid("kind", "is not an order kind").into()),
+        };
+        for (i, state) in body.states.iter().enumerate() {
+            filter.states.push(state_of_proto(*state).ok_or_else(|| {
+                ApiError::invalid(format!("states[{i}]"), "is not an order state")
+            })?);
+        }
+        let fingerprint = crate::rentals::fingerprint(&[
+            filter.user_id.as_deref().unwrap_or(""),
+            &body.kind.to_string(),
+            &format!("{:?}", body.states),
+        ]);
+        let before = if body.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                decode_order_token(&body.page_token, &fingerprint).ok_or_else(|| {
+                    ApiError::invalid(
+                        "page_token",
+                        "was not issued by ListOrders with this filter",
+                    )
+                })?,
+            )
+        };
+        let rows = self
+            .rentals
+            .store
+            .list_orders(&filter, before, u64::from(size) + 1)
+            .await
+            .map_err(internal)?;
+        let more = rows.len() > size as usize;
+        let page: Vec<&order::Model> = rows.iter().take(size as usize).collect();
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => URL_SAFE_NO_PAD.encode(format!(
+                "{}|{}|{fingerprint}",
+                last.created_at.timestamp_micros(),
+                last.order_id
+            )),
+            _ => String::new(),
+        };
+        let mut orders = Vec::with_capacity(page.len());
+        for row in page {
+            orders.push(self.order_proto(row).await?);
+        }
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders,
+            next_page_token,
+        }))
+    }
+
+    async fn watch_order(
+        &self,
+        request: Request<pb::WatchOrderRequest>,
+    ) -> Result<Response<BoxStream<pb::WatchOrderResponse>>, Status> {
+        let reader = Reader::of(&request)?;
+        let order = self.readable(&reader, &request.get_ref().order_id).await?;
+        let store = self.rentals.store.clone();
+        let first = self.order_proto(&order).await?;
+        // Small: a watcher that does not read holds its task at `send` (backpressure), and
+        // changes wait in the database, not in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchOrderResponse, Status>>(4);
+        let stop = self.shutdown.clone();
+        let mut changes = store.order_changes();
+        self.shutdown.spawn(async move {
+            let terminal = |state: i32| {
+                matches!(
+                    pb::OrderState::try_from(state),
+                    Ok(pb::OrderState::Closed | pb::OrderState::Refunded | pb::OrderState::Expired)
+                )
+            };
+            let mut version = order.version;
+            let done = terminal(first.state);
+            let message = pb::WatchOrderResponse {
+                state: first.state,
+                reason: first.state_reason.clone(),
+                time: first.updated_at,
+                order: Some(first),
+            };
+            if tx.send(Ok(message)).await.is_err() || done {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    () = stop.triggered() => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
+                        return;
+                    }
+                    () = tx.closed() => return,
+                    changed = changes.recv() => {
+                        if matches!(&changed, Ok(id) if *id != order.order_id) {
+                            continue;
+                        }
+                    }
+                    () = tokio::time::sleep(WATCH_POLL) => {}
+                }
+                let rows = match store.changes_after(&order.order_id, version).await {
+                    Ok(rows) => rows,
+                    Err(error) => {
+                        tracing::warn!(%error, order_id = %order.order_id, "watch cannot read changes");
+                        continue;
+                    }
+                };
+                for row in rows {
+                    version = row.version;
+                    let Ok(snapshot) = pb::Order::decode(row.snapshot.as_slice()) else {
+                        continue;
+                    };
+                    let done = terminal(snapshot.state);
+                    let message = pb::WatchOrderResponse {
+                        state: snapshot.state,
+                        reason: row.reason,
+                        time: Some(timestamp(row.at)),
+                        order: Some(snapshot),
+                    };
+                    if tx.send(Ok(message)).await.is_err() || done {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn decode_order_token(
+    token: &str,
+    fingerprint: &str,
+) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.splitn(3, '|');
+    let micros: i64 = parts.next()?.parse().ok()?;
+    let id = parts.next()?.to_owned();
+    if parts.next()? != fingerprint {
+        return None;
+    }
+    uuid::Uuid::parse_str(&id).ok()?;
+    Some((chrono::DateTime::from_timestamp_micros(micros)?, id))
+}
+
+fn site_id(field: &str, raw: &str) -> Result<String, FieldViolation> {
+    KioskId::parse(raw)
+        .map(|id| id.as_str().to_owned())
+        .map_err(|why| FieldViolation::new(field, why))
+}
 
 #[tonic::async_trait]
 impl FleetService for OrdersApi {
+    async fn register_kiosk(
+        &self,
+        request: Request<pb::RegisterKioskRequest>,
+    ) -> Result<Response<pb::RegisterKioskResponse>, Status> {
+        request.caller()?.require(&[Role::Operator])?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        let kiosk_id = KioskId::parse(&body.kiosk_id)
+            .map_err(|why| violations.push(FieldViolation::new("kiosk_id", why)))
+            .ok();
+        let site = site_id("site_id", &body.site_id)
+            .map_err(|v| violations.push(v))
+            .ok();
+        let name_len = body.site_name.chars().count();
+        if name_len == 0 || name_len > 200 || body.site_name.trim().is_empty() {
+            violations.push(FieldViolation::new(
+                "site_name",
+                "must be 1 to 200 characters",
+            ));
+        }
+        match &body.location {
+            None => violations.push(FieldViolation::new("location", "is required")),
+            Some(location) => {
+                if !(-90.0..=90.0).contains(&location.latitude) {
+                    violations.push(FieldViolation::new(
+                        "location.latitude",
+                        "must be -90 to 90",
+                    ));
+                }
+                if !(-180.0..=180.0).contains(&location.longitude) {
+                    violations.push(FieldViolation::new(
+                        "location.longitude",
+                        "must be -180 to 180",
+                    ));
+                }
+            }
+        }
+        if !sneakernet_runtime::qr::SECRET_LEN.contains(&body.qr_secret.len()) {
+            violations.push(FieldViolation::new("qr_secret", "must be 20 to 64 bytes"));
+        }
+        let (Some(kiosk_id), Some(site), true) = (kiosk_id, site, violations.is_empty()) else {
+            return Err(ApiError::InvalidArgument(violations).into());
+        };
+        let location = body.location.unwrap_or_default();
+        let now = self.rentals.clock.now();
+        let stored = self
+            .rentals
+            .store
+            .register_kiosk(kiosk::Model {
+                kiosk_id: kiosk_id.as_str().to_owned(),
+                site_id: site,
+                site_name: body.site_name.trim().to_owned(),
+                latitude: location.latitude,
+                longitude: location.longitude,
+                qr_secret: self
+                    .rentals
+                    .sealing
+                    .seal(kiosk_id.as_str(), &body.qr_secret),
+                out_of_service: body.out_of_service,
+                registered_at: now,
+                updated_at: now,
+            })
+            .await
+            .map_err(internal)?;
+        let view = self
+            .rentals
+            .store
+            .kiosk(kiosk_id.as_str())
+            .await
+            .map_err(internal)?;
+        tracing::info!(kiosk_id = %kiosk_id, site_id = %stored.site_id, "kiosk registered");
+        Ok(Response::new(pb::RegisterKioskResponse {
+            kiosk: Some(kiosk(view.as_ref(), Some(&stored))),
+        }))
+    }
+
     async fn list_kiosks(
         &self,
         request: Request<pb::ListKiosksRequest>,
@@ -80,22 +580,53 @@ impl FleetService for OrdersApi {
                 .ok_or_else(|| ApiError::invalid("page_token", "was not issued by ListKiosks"))?
         };
         if !body.site_id.is_empty() {
-            // No kiosk has a site until RegisterKiosk exists: a site filter matches nothing.
-            return Ok(Response::new(pb::ListKiosksResponse::default()));
+            site_id("site_id", &body.site_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
         }
-        let rows = self
-            .store
-            .kiosks(&after, u64::from(size) + 1, body.online_only)
+        let store = &self.rentals.store;
+        // Kiosks are those registered and those that ever connected; page over the union.
+        let limit = u64::from(size) + 1;
+        let views = store
+            .kiosks(&after, limit, body.online_only)
             .await
             .map_err(internal)?;
-        let more = rows.len() > size as usize;
-        let page: Vec<&kiosk_view::Model> = rows.iter().take(size as usize).collect();
+        let profiles = store
+            .kiosk_profiles_after(&after, limit)
+            .await
+            .map_err(internal)?;
+        let mut ids: Vec<String> = views
+            .iter()
+            .map(|v| v.kiosk_id.clone())
+            .chain(profiles.iter().map(|p| p.kiosk_id.clone()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut page = Vec::new();
+        let mut more = false;
+        for id in ids {
+            let view = views.iter().find(|v| v.kiosk_id == id);
+            let view = match view {
+                Some(view) => Some(view.clone()),
+                None => store.kiosk(&id).await.map_err(internal)?,
+            };
+            let profile = profiles.iter().find(|p| p.kiosk_id == id);
+            if body.online_only && !view.as_ref().is_some_and(|v| v.online) {
+                continue;
+            }
+            if !body.site_id.is_empty() && profile.is_none_or(|p| p.site_id != body.site_id) {
+                continue;
+            }
+            if page.len() == size as usize {
+                more = true;
+                break;
+            }
+            page.push((id, kiosk(view.as_ref(), profile)));
+        }
         let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => URL_SAFE_NO_PAD.encode(&last.kiosk_id),
+            (true, Some((last, _))) => URL_SAFE_NO_PAD.encode(last),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListKiosksResponse {
-            kiosks: page.into_iter().map(kiosk).collect(),
+            kiosks: page.into_iter().map(|(_, k)| k).collect(),
             next_page_token,
         }))
     }
@@ -108,11 +639,81 @@ impl FleetService for OrdersApi {
         let body = request.into_inner();
         let id = KioskId::parse(&body.kiosk_id)
             .map_err(|why| ApiError::InvalidArgument(vec![FieldViolation::new("kiosk_id", why)]))?;
-        let Some(row) = self.store.kiosk(id.as_str()).await.map_err(internal)? else {
+        let store = &self.rentals.store;
+        let view = store.kiosk(id.as_str()).await.map_err(internal)?;
+        let profile = store.kiosk_profile(id.as_str()).await.map_err(internal)?;
+        if view.is_none() && profile.is_none() {
             return Err(ApiError::NotFound(format!("kiosk {id} is unknown")).into());
-        };
+        }
         Ok(Response::new(pb::GetKioskResponse {
-            kiosk: Some(kiosk(&row)),
+            kiosk: Some(kiosk(view.as_ref(), profile.as_ref())),
+        }))
+    }
+
+    async fn set_pricing(
+        &self,
+        request: Request<pb::SetPricingRequest>,
+    ) -> Result<Response<pb::SetPricingResponse>, Status> {
+        request.caller()?.require(&[Role::Operator])?;
+        let body = request.into_inner();
+        let site = if body.site_id.is_empty() {
+            String::new()
+        } else {
+            site_id("site_id", &body.site_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?
+        };
+        let item_type = convert::item_type("item_type", body.item_type.as_ref())?;
+        let terms = convert::terms("pricing", body.pricing.as_ref())?;
+        let pickup_window = body.pricing.as_ref().and_then(|p| p.pickup_window);
+        let pricing = convert::terms_proto(&terms, pickup_window);
+        let capacity = i64::try_from(item_type.capacity_bytes)
+            .map_err(|_| ApiError::invalid("item_type.capacity_bytes", "is too large"))?;
+        let now = self.rentals.clock.now();
+        let rule = self
+            .rentals
+            .store
+            .set_pricing(pricing_rule::Model {
+                rule_key: format!(
+                    "{site}|{}|{capacity}|{}",
+                    item_type.kind, item_type.content_package_id
+                ),
+                site_id: site.clone(),
+                kind: item_type.kind,
+                capacity_bytes: capacity,
+                content_package_id: item_type.content_package_id.clone(),
+                pricing: pricing.encode_to_vec(),
+                updated_at: now,
+            })
+            .await
+            .map_err(internal)?;
+        tracing::info!(site_id = %rule.site_id, kind = item_type.kind, "price rule set");
+        Ok(Response::new(pb::SetPricingResponse {
+            rule: Some(pb::PricingRule {
+                site_id: site,
+                item_type: Some(item_type),
+                pricing: Some(pricing),
+                updated_at: Some(timestamp(now)),
+            }),
+        }))
+    }
+
+    async fn audit(
+        &self,
+        request: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
+        request.caller()?.require(&[Role::Operator])?;
+        let now = self.rentals.clock.now();
+        let report = self
+            .rentals
+            .store
+            .audit(now, self.audit_grace)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::AuditResponse {
+            ledger_balanced: report.ledger_balanced,
+            violations: report.violations,
+            checked_at: Some(timestamp(now)),
+            orders_checked: report.orders_checked,
+            transactions_checked: report.transactions_checked,
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! Consuming the gateway's kiosk event log: a resumable subscription from the stored cursor,
 //! each event applied once (see `Store::apply_kiosk_event`), reconnecting with backoff when
-//! the gateway or the link is away.
+//! the gateway or the link is away. The events keep the kiosk view and the unit view, and
+//! move orders: a lend's result makes an order LENT or FAILED, a returned item RETURNED.
 
 use std::time::Duration;
 
@@ -16,12 +17,18 @@ use crate::store::Store;
 pub const KIOSK_VIEW: &str = "kiosk-view";
 
 /// Keeps the kiosk view in step with the gateway's events until shutdown.
-pub fn spawn_kiosk_view(store: Store, gateway: Endpoint, token: ServiceToken, shutdown: &Shutdown) {
+pub fn spawn_kiosk_view(
+    store: Store,
+    gateway: Endpoint,
+    token: ServiceToken,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: &Shutdown,
+) {
     let stop = shutdown.clone();
     shutdown.spawn(async move {
         let mut backoff = Duration::from_millis(200);
         loop {
-            let run = follow(&store, &gateway, &token);
+            let run = follow(&store, &gateway, &token, &wake);
             let outcome = tokio::select! {
                 () = stop.triggered() => return,
                 outcome = run => outcome,
@@ -42,7 +49,12 @@ pub fn spawn_kiosk_view(store: Store, gateway: Endpoint, token: ServiceToken, sh
 }
 
 /// One subscription, from the stored cursor, until it ends.
-async fn follow(store: &Store, gateway: &Endpoint, token: &ServiceToken) -> Result<(), String> {
+async fn follow(
+    store: &Store,
+    gateway: &Endpoint,
+    token: &ServiceToken,
+    wake: &tokio::sync::Notify,
+) -> Result<(), String> {
     let Some(bearer) = token.ready().await else {
         return Err("no service token".into());
     };
@@ -54,6 +66,8 @@ async fn follow(store: &Store, gateway: &Endpoint, token: &ServiceToken) -> Resu
             gateway::EventKind::KioskOnline.into(),
             gateway::EventKind::KioskOffline.into(),
             gateway::EventKind::InventoryChanged.into(),
+            gateway::EventKind::CommandStateChanged.into(),
+            gateway::EventKind::ItemReturned.into(),
         ],
     });
     let value = format!("Bearer {bearer}")
@@ -86,6 +100,16 @@ async fn follow(store: &Store, gateway: &Endpoint, token: &ServiceToken) -> Resu
                     .apply_kiosk_event(KIOSK_VIEW, &event)
                     .await
                     .map_err(|e| e.to_string())?;
+                if matches!(
+                    event.kind,
+                    Some(
+                        gateway::event::Kind::CommandStateChanged(_)
+                            | gateway::event::Kind::ItemReturned(_)
+                    )
+                ) {
+                    // A refund or a settlement may be due now.
+                    wake.notify_one();
+                }
             }
             Some(gateway::subscribe_response::Entry::Checkpoint(checkpoint)) => {
                 let cursor = i64::try_from(checkpoint.cursor).unwrap_or(i64::MAX);

@@ -1,22 +1,34 @@
 //! The orders service: offers, walk-up rentals, reservations, deposits, payments, the ledger,
 //! and the fleet as operators see it.
 //!
-//! So far: the kiosk view (online state, last inventory) kept from the gateway's event log
-//! ([`events`]), served by FleetService.ListKiosks and GetKiosk ([`api`]). Everything else
-//! answers UNIMPLEMENTED until the rentals issue (#5).
+//! Seed flow 1 end to end: kiosk profiles and prices, ScanKiosk's offer, deposits,
+//! CreateRental (hold, charge, order + ledger + outbox in one transaction), the lend through
+//! the gateway, the kiosk's result and returns from the gateway's event log, refunds and fees,
+//! the auditor. Reservations (flow 2) answer UNIMPLEMENTED until their issue.
 //!
-//! - [`domain`]: money, the order life cycle, the ledger, pricing (pure; wired by #5).
+//! - [`api`]: the gRPC surface; [`convert`]: checking input at the edge.
+//! - [`rentals`]: the request flows around the store and the payment provider.
+//! - [`settle`]: the worker that finishes what requests started (outbox, refunds, fees,
+//!   deadlines, unknown payments).
+//! - [`events`]: following the gateway's event log; [`gateway_client`]: commands.
+//! - [`domain`]: money, the order life cycle, the ledger, pricing (pure).
 //! - [`inventory`]: inventories summed per item type (pure).
-//! - [`payments`]: the PaymentProvider trait and the sandbox provider (wired by #5).
-//! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
+//! - [`payments`]: the PaymentProvider trait and the sandbox provider.
+//! - [`sealing`]: QR secrets encrypted at rest.
+//! - [`store`]: queries, one transaction per decision; [`entity`] and [`migration`]: tables.
 
 pub mod api;
+pub mod convert;
 pub mod domain;
 pub mod entity;
 pub mod events;
+pub mod gateway_client;
 pub mod inventory;
 pub mod migration;
 pub mod payments;
+pub mod rentals;
+pub mod sealing;
+pub mod settle;
 pub mod store;
 
 use std::time::Duration;
@@ -31,6 +43,8 @@ use sneakernet_runtime::{ServiceName, Shutdown};
 use tonic::transport::Endpoint;
 
 use crate::api::OrdersApi;
+use crate::payments::sandbox::SandboxProvider;
+use crate::rentals::Rentals;
 use crate::store::Store;
 
 /// The service name used for its database and `--role`.
@@ -80,8 +94,42 @@ impl ServiceRole for OrdersRole {
             .connect_timeout(Duration::from_secs(10))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
-        events::spawn_kiosk_view(store.clone(), gateway, token, &ctx.shutdown);
-        let api = OrdersApi { store };
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let orders = &ctx.config.orders;
+        let deposit =
+            rentals::configured_deposit(orders.deposit_minor_units, &orders.deposit_currency)
+                .map_err(|reason| {
+                    StartError::Config(ConfigError::Invalid {
+                        key: "orders.deposit_currency",
+                        env: "SNEAKERNET_ORDERS__DEPOSIT_CURRENCY",
+                        reason,
+                    })
+                })?;
+        let sealing = sealing::SealingKey::load(&ctx.config).map_err(StartError::Config)?;
+        let rentals = Rentals {
+            store: store.clone(),
+            provider: std::sync::Arc::new(SandboxProvider::new(store.connection().clone())),
+            clock: ctx.clock.clone(),
+            sealing,
+            deposit,
+            offer_ttl: orders.offer_ttl,
+            lend_deadline: orders.lend_deadline,
+            wake: wake.clone(),
+        };
+        let client = gateway_client::GatewayClient::new(&gateway, token.clone());
+        events::spawn_kiosk_view(store.clone(), gateway, token, wake, &ctx.shutdown);
+        settle::spawn(
+            rentals.clone(),
+            client,
+            orders.sweep_interval,
+            &ctx.shutdown,
+        );
+        let grace = orders.sweep_interval * 3 + Duration::from_secs(30);
+        let api = OrdersApi {
+            rentals,
+            shutdown: ctx.shutdown.clone(),
+            audit_grace: chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::minutes(1)),
+        };
         services
             .add(OrderServiceServer::new(api.clone()))
             .add(FleetServiceServer::new(api));

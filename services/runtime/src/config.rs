@@ -125,13 +125,46 @@ pub struct RateLimitConfig {
     pub period: Duration,
 }
 
-/// The orders service's view of its peers.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+/// The orders service: its peers, the deposit, and the timing of rentals.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OrdersConfig {
     /// gRPC address of the device gateway (commands, kiosk events), for a process serving
     /// orders without the gateway role. Ignored when this process serves the gateway.
     pub gateway_url: Option<String>,
+    /// The deposit an account pays before renting, in minor units of `deposit_currency`.
+    pub deposit_minor_units: i64,
+    /// ISO 4217 code of the deposit.
+    pub deposit_currency: String,
+    /// File holding the 32-byte key (64 hex digits) that seals kiosks' QR secrets in the
+    /// database. Every orders replica needs the same one. Unset: a key generated on first
+    /// start in `data_dir/orders-secret.key` (fine for one process).
+    pub secret_key_file: Option<PathBuf>,
+    /// How long an offer from ScanKiosk is honoured by CreateRental.
+    #[serde(with = "humantime_serde")]
+    pub offer_ttl: Duration,
+    /// How long a kiosk has to lend after the rental is paid; past it the order fails and is
+    /// refunded.
+    #[serde(with = "humantime_serde")]
+    pub lend_deadline: Duration,
+    /// How often orders looks for work left over: unsent commands, refunds and fees due,
+    /// overdue lends, abandoned payment attempts.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            gateway_url: None,
+            deposit_minor_units: 5000,
+            deposit_currency: "EUR".into(),
+            secret_key_file: None,
+            offer_ttl: Duration::from_secs(300),
+            lend_deadline: Duration::from_secs(120),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Kiosk link timing.
@@ -447,6 +480,27 @@ impl Config {
                 Duration::from_secs(600),
             ),
             (
+                "orders.offer_ttl",
+                "SNEAKERNET_ORDERS__OFFER_TTL",
+                self.orders.offer_ttl,
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            ),
+            (
+                "orders.lend_deadline",
+                "SNEAKERNET_ORDERS__LEND_DEADLINE",
+                self.orders.lend_deadline,
+                Duration::from_secs(1),
+                Duration::from_secs(24 * 3600),
+            ),
+            (
+                "orders.sweep_interval",
+                "SNEAKERNET_ORDERS__SWEEP_INTERVAL",
+                self.orders.sweep_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            ),
+            (
                 "rate_limit.period",
                 "SNEAKERNET_RATE_LIMIT__PERIOD",
                 self.rate_limit.period,
@@ -466,6 +520,21 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.orders.deposit_minor_units <= 0 {
+            return Err(invalid(
+                "orders.deposit_minor_units",
+                "SNEAKERNET_ORDERS__DEPOSIT_MINOR_UNITS",
+                "must be positive".into(),
+            ));
+        }
+        let currency = &self.orders.deposit_currency;
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(
+                "orders.deposit_currency",
+                "SNEAKERNET_ORDERS__DEPOSIT_CURRENCY",
+                format!("must be an ISO 4217 code like EUR, got {currency:?}"),
+            ));
         }
         if self.gateway.offline_after <= self.gateway.heartbeat_interval {
             return Err(invalid(

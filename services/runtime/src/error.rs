@@ -41,6 +41,18 @@ pub struct PreconditionViolation {
     pub description: String,
 }
 
+/// A machine-readable reason for an error, with values the client acts on
+/// (google.rpc.ErrorInfo).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// UPPER_SNAKE_CASE reason.
+    pub reason: String,
+    /// The service's domain, e.g. "orders.sneakernet".
+    pub domain: String,
+    /// Values that explain the reason.
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
 /// What a request failed with, in the categories a client acts on.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ApiError {
@@ -60,7 +72,13 @@ pub enum ApiError {
         message: String,
         /// Each unmet precondition.
         violations: Vec<PreconditionViolation>,
+        /// A machine-readable reason with values the client needs to act (google.rpc.ErrorInfo).
+        info: Option<ErrorInfo>,
     },
+    /// A concurrent request got in the way (for example one with the same idempotency key is
+    /// still running); retrying later can succeed.
+    #[error("aborted: {0}")]
+    Aborted(String),
     /// No valid credentials were presented.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
@@ -119,6 +137,7 @@ impl ApiError {
                 subject: subject.into(),
                 description,
             }],
+            info: None,
         }
     }
 
@@ -134,6 +153,7 @@ impl ApiError {
             Self::ResourceExhausted { .. } => Code::ResourceExhausted,
             Self::OutOfRange(_) => Code::OutOfRange,
             Self::Unavailable { .. } => Code::Unavailable,
+            Self::Aborted(_) => Code::Aborted,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -160,9 +180,13 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition {
                 message,
                 violations,
+                info,
             } => {
                 for v in violations {
                     details.add_precondition_failure_violation(v.kind, v.subject, v.description);
+                }
+                if let Some(info) = info {
+                    details.set_error_info(info.reason, info.domain, info.metadata);
                 }
                 message
             }
@@ -190,7 +214,8 @@ impl From<ApiError> for Status {
             | ApiError::AlreadyExists(m)
             | ApiError::Unauthenticated(m)
             | ApiError::PermissionDenied(m)
-            | ApiError::OutOfRange(m) => m,
+            | ApiError::OutOfRange(m)
+            | ApiError::Aborted(m) => m,
         };
         Status::with_error_details(code, message, details)
     }

@@ -34,5 +34,5 @@ pub mod wire;
 
 pub use caller::{Caller, CallerExt, KioskId, Role, ServiceName, TokenVerifier, UserId};
 pub use config::Config;
-pub use error::{ApiError, FieldViolation};
+pub use error::{ApiError, ErrorInfo, FieldViolation, PreconditionViolation};
 pub use shutdown::Shutdown;

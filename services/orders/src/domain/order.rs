@@ -77,6 +77,25 @@ pub enum OrderEvent {
     PickupExpired,
 }
 
+impl OrderKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderKind::Rental => "rental",
+            OrderKind::Reservation => "reservation",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rental" => Some(OrderKind::Rental),
+            "reservation" => Some(OrderKind::Reservation),
+            _ => None,
+        }
+    }
+}
+
 impl OrderState {
     /// Every state.
     pub const ALL: [OrderState; 11] = [

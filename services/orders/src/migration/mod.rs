@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_kiosk_views;
 mod m20261123_000002_sandbox_payments;
+mod m20261123_000003_rentals;
 
 /// Applies the orders service's migrations.
 #[derive(Debug)]
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_kiosk_views::Migration),
             Box::new(m20261123_000002_sandbox_payments::Migration),
+            Box::new(m20261123_000003_rentals::Migration),
         ]
     }
 }

@@ -1,6 +1,17 @@
-//! The orders service's queries. So far: the kiosk view fed by gateway events, and consumers'
-//! cursors. Applying an event and moving the cursor past it are one transaction, and an event
-//! at or below the stored cursor changes nothing, so replays after a crash are harmless.
+//! The orders service's queries, one transaction per decision.
+//!
+//! - here: consumers' cursors and the kiosk view fed by gateway events. Applying an event and
+//!   moving the cursor past it are one transaction, and an event at or below the stored cursor
+//!   changes nothing, so replays after a crash are harmless.
+//! - [`fleet`]: kiosk profiles, price rules, units and holds.
+//! - [`money`]: the ledger, payment attempts, deposits.
+//! - [`orders`]: orders, their change history, the outbox, and what kiosk events do to them.
+//! - [`audit`]: the auditor's checks.
+
+pub mod audit;
+pub mod fleet;
+pub mod money;
+pub mod orders;
 
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -13,16 +24,76 @@ use sneakernet_proto::gateway::v1 as gateway;
 
 use crate::entity::{event_cursor, kiosk_view};
 
-/// The orders service's database.
+/// How long a kiosk has to wipe a returned drive.
+const WIPE_DEADLINE: chrono::Duration = chrono::Duration::days(1);
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// A posting did not balance (a bug).
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::domain::ledger::LedgerError),
+    /// An order was asked to move where it cannot (a bug or a replay).
+    #[error(transparent)]
+    Illegal(#[from] crate::domain::order::IllegalTransition),
+    /// Arithmetic failed.
+    #[error("money: {0}")]
+    Money(#[from] crate::domain::money::MoneyError),
+    /// A concurrent change won; the caller may retry.
+    #[error("{0}")]
+    Raced(String),
+    /// Stored data that cannot be read (a bug or a manual edit).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for sneakernet_runtime::ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Raced(message) => sneakernet_runtime::ApiError::Aborted(message),
+            other => sneakernet_runtime::ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The orders service's database, and the in-process signal that an order changed.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: DatabaseConnection,
+    pub(crate) db: DatabaseConnection,
+    /// Ids of orders that changed in this process (WatchOrder listens; a watcher that lags
+    /// re-reads from the database, so a full channel loses nothing).
+    changed: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Store {
     /// Wraps an opened, migrated connection.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        let (changed, _) = tokio::sync::broadcast::channel(1024);
+        Self { db, changed }
+    }
+
+    /// The connection (for the sandbox payment provider, which shares the database).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Announces, after commit, that an order changed.
+    pub(crate) fn announce(&self, order_id: &str) {
+        // No receiver is fine: nobody watches.
+        let _ = self.changed.send(order_id.to_owned());
+    }
+
+    /// Follows order changes made in this process.
+    pub fn order_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changed.subscribe()
+    }
+
+    /// A write transaction (see `sneakernet_runtime::db::begin_write`).
+    pub(crate) async fn write(&self) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+        sneakernet_runtime::db::begin_write(&self.db).await
     }
 
     /// The cursor of the last event `consumer` handled (0: none).
@@ -39,7 +110,7 @@ impl Store {
         &self,
         consumer: &str,
         event: &gateway::Event,
-    ) -> Result<bool, sea_orm::DbErr> {
+    ) -> Result<bool, StoreError> {
         let cursor = i64::try_from(event.cursor).unwrap_or(i64::MAX);
         let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
         let stored = event_cursor::Entity::find_by_id(consumer.to_owned())
@@ -56,6 +127,7 @@ impl Store {
             .and_then(sneakernet_runtime::wire::from_timestamp)
             .unwrap_or_else(Utc::now);
         let kiosk = event.kiosk_id.as_str();
+        let mut touched = None;
         match &event.kind {
             Some(gateway::event::Kind::KioskOnline(online)) => {
                 upsert(&txn, kiosk, cursor, at, |row| {
@@ -79,12 +151,29 @@ impl Store {
                     .unwrap_or_default()
                     .encode_to_vec();
                 upsert(&txn, kiosk, cursor, at, |row| row.inventory = inventory).await?;
+                if let Some(inventory) = &changed.inventory {
+                    fleet::replace_units(&txn, kiosk, inventory).await?;
+                }
             }
-            // Commands and returns matter to orders from the rentals issue on.
-            _ => {}
+            Some(gateway::event::Kind::CommandStateChanged(changed)) => {
+                if let Some(record) = &changed.command
+                    && record.requested_by == crate::SERVICE
+                {
+                    touched = self.apply_command(&txn, record, at).await?;
+                }
+            }
+            Some(gateway::event::Kind::ItemReturned(returned)) => {
+                touched = self
+                    .apply_return(&txn, kiosk, returned, cursor, at, WIPE_DEADLINE)
+                    .await?;
+            }
+            None => {}
         }
         set_cursor(&txn, consumer, cursor).await?;
         txn.commit().await?;
+        if let Some(order_id) = touched {
+            self.announce(&order_id);
+        }
         Ok(true)
     }
 
@@ -106,6 +195,9 @@ impl Store {
     pub async fn reset(&self, consumer: &str) -> Result<(), sea_orm::DbErr> {
         let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
         kiosk_view::Entity::delete_many().exec(&txn).await?;
+        crate::entity::kiosk_item::Entity::delete_many()
+            .exec(&txn)
+            .await?;
         event_cursor::Entity::delete_by_id(consumer.to_owned())
             .exec(&txn)
             .await?;

@@ -1,0 +1,193 @@
+//! Checking protobuf input into domain values at the edge, and back. Every error names the
+//! field it is about.
+
+use sneakernet_proto::common::v1 as common;
+use sneakernet_proto::orders::v1 as pb;
+use sneakernet_runtime::wire::{duration, from_duration};
+use sneakernet_runtime::{ApiError, FieldViolation};
+
+use crate::domain::money::{Currency, Money};
+use crate::domain::pricing::Terms;
+
+/// A money field: a known currency, any amount.
+pub fn money(field: &str, value: Option<&common::Money>) -> Result<Money, FieldViolation> {
+    let value = value.ok_or_else(|| FieldViolation::new(field, "is required"))?;
+    let currency = Currency::parse(&value.currency)
+        .map_err(|e| FieldViolation::new(format!("{field}.currency"), e.to_string()))?;
+    Ok(Money::new(value.minor_units, currency))
+}
+
+/// Money as protobuf.
+pub fn money_proto(money: Money) -> common::Money {
+    common::Money {
+        minor_units: money.minor(),
+        currency: money.currency().code().to_owned(),
+    }
+}
+
+/// Checks price terms (`field` is the Pricing field's path).
+pub fn terms(field: &str, pricing: Option<&pb::Pricing>) -> Result<Terms, ApiError> {
+    let pricing = pricing.ok_or_else(|| ApiError::invalid(field, "is required"))?;
+    let mut violations = Vec::new();
+    let mut take = |name: &str, value: Option<&common::Money>| match money(
+        &format!("{field}.{name}"),
+        value,
+    ) {
+        Ok(money) => Some(money),
+        Err(violation) => {
+            violations.push(violation);
+            None
+        }
+    };
+    let base_price = take("base_price", pricing.base_price.as_ref());
+    let price_per_extra_day = take("price_per_extra_day", pricing.price_per_extra_day.as_ref());
+    let late_fee_per_day = take("late_fee_per_day", pricing.late_fee_per_day.as_ref());
+    let late_fee_cap = take("late_fee_cap", pricing.late_fee_cap.as_ref());
+    let lost_item_fee = take("lost_item_fee", pricing.lost_item_fee.as_ref());
+    let grace_period = match pricing.grace_period.as_ref().map(from_duration) {
+        Some(Some(d)) => chrono::Duration::from_std(d).ok(),
+        Some(None) => None,
+        None => Some(chrono::Duration::zero()),
+    };
+    if grace_period.is_none() {
+        violations.push(FieldViolation::new(
+            format!("{field}.grace_period"),
+            "must be a non-negative duration",
+        ));
+    }
+    if let Some(window) = pricing.pickup_window.as_ref() {
+        let ok = from_duration(window).is_some_and(|d| {
+            (std::time::Duration::from_secs(3600)..=std::time::Duration::from_secs(7 * 24 * 3600))
+                .contains(&d)
+        });
+        if !ok {
+            violations.push(FieldViolation::new(
+                format!("{field}.pickup_window"),
+                "must be 1 hour to 7 days",
+            ));
+        }
+    }
+    if !violations.is_empty() {
+        return Err(ApiError::InvalidArgument(violations));
+    }
+    let (
+        Some(base_price),
+        Some(price_per_extra_day),
+        Some(late_fee_per_day),
+        Some(late_fee_cap),
+        Some(lost_item_fee),
+        Some(grace_period),
+    ) = (
+        base_price,
+        price_per_extra_day,
+        late_fee_per_day,
+        late_fee_cap,
+        lost_item_fee,
+        grace_period,
+    )
+    else {
+        return Err(ApiError::invalid(field, "is incomplete"));
+    };
+    let terms = Terms {
+        base_price,
+        price_per_extra_day,
+        max_duration_days: pricing.max_duration_days,
+        grace_period,
+        late_fee_per_day,
+        late_fee_cap,
+        lost_item_fee,
+        lost_after_days: pricing.lost_after_days,
+    };
+    terms
+        .validate()
+        .map_err(|e| ApiError::invalid(field, e.to_string()))?;
+    Ok(terms)
+}
+
+/// Terms as protobuf (pickup window kept from the stored rule).
+pub fn terms_proto(terms: &Terms, pickup_window: Option<prost_types::Duration>) -> pb::Pricing {
+    pb::Pricing {
+        base_price: Some(money_proto(terms.base_price)),
+        price_per_extra_day: Some(money_proto(terms.price_per_extra_day)),
+        max_duration_days: terms.max_duration_days,
+        grace_period: terms.grace_period.to_std().ok().map(duration),
+        late_fee_per_day: Some(money_proto(terms.late_fee_per_day)),
+        late_fee_cap: Some(money_proto(terms.late_fee_cap)),
+        lost_item_fee: Some(money_proto(terms.lost_item_fee)),
+        lost_after_days: terms.lost_after_days,
+        pickup_window,
+    }
+}
+
+/// The rental lengths an offer lists: every day up to a week, then common longer lengths,
+/// all within the terms' maximum.
+pub fn offered_durations(max_days: u32) -> Vec<u32> {
+    (1..=7u32)
+        .chain([14, 21, 30, 60, 90, 180, 365])
+        .filter(|d| *d <= max_days)
+        .collect()
+}
+
+/// Checks an item type pattern or choice: kind required; power banks have no capacity or
+/// content.
+pub fn item_type(
+    field: &str,
+    value: Option<&common::ItemType>,
+) -> Result<common::ItemType, ApiError> {
+    let value = value.ok_or_else(|| ApiError::invalid(field, "is required"))?;
+    match common::ItemKind::try_from(value.kind) {
+        Ok(common::ItemKind::Drive) => {}
+        Ok(common::ItemKind::PowerBank) => {
+            if value.capacity_bytes != 0 || !value.content_package_id.is_empty() {
+                return Err(ApiError::invalid(
+                    field,
+                    "a power bank has no capacity_bytes or content_package_id",
+                ));
+            }
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                format!("{field}.kind"),
+                "must be DRIVE or POWER_BANK",
+            ));
+        }
+    }
+    if value.content_package_id.len() > 128 {
+        return Err(ApiError::invalid(
+            format!("{field}.content_package_id"),
+            "must be at most 128 characters",
+        ));
+    }
+    Ok(value.clone())
+}
+
+/// Checks an idempotency key: 1 to 128 characters.
+pub fn idempotency_key(value: &str) -> Result<String, ApiError> {
+    if value.is_empty() || value.chars().count() > 128 {
+        return Err(ApiError::invalid(
+            "idempotency_key",
+            "must be 1 to 128 characters",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// The card token of an optional payment method (`None`: use the remembered one).
+pub fn card_token(method: Option<&pb::PaymentMethod>) -> Result<Option<String>, ApiError> {
+    let Some(method) = method else {
+        return Ok(None);
+    };
+    match &method.method {
+        Some(pb::payment_method::Method::CardToken(token)) => {
+            if token.is_empty() || token.len() > 256 {
+                Err(ApiError::invalid(
+                    "payment_method.card_token",
+                    "must be 1 to 256 characters",
+                ))
+            } else {
+                Ok(Some(token.clone()))
+            }
+        }
+        None => Err(ApiError::invalid("payment_method.method", "is required")),
+    }
+}

@@ -1,0 +1,376 @@
+//! The settling worker: everything that happens after a request was answered, driven by the
+//! state in the database so a crash loses nothing. Woken when a flow leaves work, and every
+//! `orders.sweep_interval` regardless. Each step is idempotent (provider keys, conditional
+//! state changes), so two replicas running it at once cost work, never money.
+//!
+//! Steps: hand outbox commands to the gateway; fail lends past their deadline; ask the gateway
+//! about dispensing orders whose event is late; refund failed orders; charge fees and close
+//! returned ones; charge the lost-item fee; pay back deposits asked back; resolve payment
+//! attempts whose outcome is unknown.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sneakernet_proto::gateway::v1 as gateway;
+use sneakernet_proto::orders::v1 as pb;
+use sneakernet_runtime::Shutdown;
+use sneakernet_runtime::wire::timestamp;
+
+use crate::convert;
+use crate::domain::money::{Currency, Money};
+use crate::domain::order::OrderState;
+use crate::gateway_client::GatewayClient;
+use crate::payments::{ChargeRequest, PaymentError, RefundRequest};
+use crate::rentals::Rentals;
+use crate::store::StoreError;
+use crate::store::money::Movement;
+
+/// Rows handled per step per round.
+const BATCH: u64 = 100;
+/// How long after its deadline a lend is given up (clock skew, a result in flight).
+const LEND_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
+/// How long a payment attempt may stay unknown before the worker resolves it.
+const ATTEMPT_STALE: chrono::Duration = chrono::Duration::minutes(2);
+
+/// Runs the worker until shutdown.
+pub fn spawn(rentals: Rentals, gateway: GatewayClient, interval: Duration, shutdown: &Shutdown) {
+    let stop = shutdown.clone();
+    shutdown.spawn(async move {
+        let worker = Worker { rentals, gateway };
+        loop {
+            if let Err(error) = worker.round().await {
+                tracing::warn!(%error, "settling round failed; retrying next round");
+            }
+            tokio::select! {
+                () = stop.triggered() => return,
+                () = worker.rentals.wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    });
+}
+
+struct Worker {
+    rentals: Rentals,
+    gateway: GatewayClient,
+}
+
+impl Worker {
+    fn now(&self) -> DateTime<Utc> {
+        self.rentals.clock.now()
+    }
+
+    async fn round(&self) -> Result<(), StoreError> {
+        self.send_outbox().await?;
+        self.fail_overdue().await?;
+        self.ask_dispensing().await?;
+        self.refund_failed().await?;
+        self.settle_returned().await?;
+        self.charge_lost().await?;
+        self.refund_deposits().await?;
+        self.resolve_attempts().await?;
+        let store = &self.rentals.store;
+        store
+            .forget_offers(self.now() - chrono::Duration::hours(1))
+            .await?;
+        Ok(())
+    }
+
+    async fn send_outbox(&self) -> Result<(), StoreError> {
+        let store = &self.rentals.store;
+        for row in store.unsent_commands(BATCH).await? {
+            let payload = gateway::CommandPayload::decode(row.payload.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("outbox {}: {e}", row.outbox_id)))?;
+            let request = gateway::SendCommandRequest {
+                kiosk_id: row.kiosk_id.clone(),
+                payload: Some(payload),
+                idempotency_key: row.idempotency_key.clone(),
+                deadline: Some(timestamp(row.deadline)),
+            };
+            match self.gateway.send(request).await {
+                Ok(record) => {
+                    store
+                        .command_sent(&row, &record.command_id, self.now())
+                        .await?
+                }
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    // A deadline already past, or a payload the gateway refuses: it will never
+                    // be sent. The order's own deadline fails it.
+                    tracing::error!(outbox_id = row.outbox_id, kiosk_id = %row.kiosk_id, error = %status.message(), "gateway refused a command; dropping it");
+                    store.command_sent(&row, "", self.now()).await?;
+                }
+                Err(status) => {
+                    tracing::warn!(kiosk_id = %row.kiosk_id, code = ?status.code(), error = %status.message(), "gateway unreachable; command stays queued");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_overdue(&self) -> Result<(), StoreError> {
+        let store = &self.rentals.store;
+        for order in store
+            .orders_due(OrderState::Paid, self.now() - LEND_MARGIN, BATCH)
+            .await?
+        {
+            tracing::warn!(order_id = %order.order_id, "lend never reached the kiosk in time");
+            store
+                .fail_lend(
+                    &order.order_id,
+                    "The kiosk could not be reached in time. Your payment is being refunded.",
+                    self.now(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn ask_dispensing(&self) -> Result<(), StoreError> {
+        let store = &self.rentals.store;
+        for order in store
+            .orders_due(OrderState::Dispensing, self.now() - LEND_MARGIN, BATCH)
+            .await?
+        {
+            let Some(command_id) = order.command_id.as_deref().filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            match self.gateway.get(command_id).await {
+                Ok(record) => store.apply_command_record(&record, self.now()).await?,
+                Err(status) => {
+                    tracing::warn!(order_id = %order.order_id, error = %status.message(), "cannot ask the gateway about a late lend");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn refund_failed(&self) -> Result<(), StoreError> {
+        let store = &self.rentals.store;
+        let far = self.now() + chrono::Duration::days(3650);
+        for order in store.orders_due(OrderState::Failed, far, BATCH).await? {
+            let currency = crate::store::orders::currency(&order)?;
+            let owed = Money::new(order.amount_charged - order.amount_refunded, currency);
+            let key = format!("refund:{}", order.order_id);
+            if owed.minor() > 0 {
+                let refund = self
+                    .rentals
+                    .provider
+                    .refund(RefundRequest {
+                        idempotency_key: key.clone(),
+                        charge_id: order.charge_id.clone(),
+                        amount: owed,
+                    })
+                    .await;
+                if let Err(error) = refund {
+                    tracing::warn!(order_id = %order.order_id, %error, "refund not done; retrying later");
+                    continue;
+                }
+            }
+            store
+                .refunded(&order.order_id, &key, owed, self.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Charges `amount` to the order's card under `key`: true if charged, false if declined
+    /// (the fee is then taken from the deposit), None if the outcome is not known yet.
+    async fn charge_fee(&self, card: &str, key: &str, amount: Money) -> Option<bool> {
+        match self
+            .rentals
+            .provider
+            .charge(ChargeRequest {
+                idempotency_key: key.to_owned(),
+                card_token: card.to_owned(),
+                amount,
+            })
+            .await
+        {
+            Ok(_) => Some(true),
+            Err(PaymentError::Declined(_) | PaymentError::Invalid(_) | PaymentError::KeyReused) => {
+                Some(false)
+            }
+            Err(error) => {
+                tracing::warn!(%error, key, "fee charge not done; retrying later");
+                None
+            }
+        }
+    }
+
+    async fn settle_returned(&self) -> Result<(), StoreError> {
+        let store = &self.rentals.store;
+        let far = self.now() + chrono::Duration::days(3650);
+        'orders: for order in store.orders_due(OrderState::Returned, far, BATCH).await? {
+            let pricing = pb::Pricing::decode(order.pricing.as_slice()).ok();
+            let terms = convert::terms("pricing", pricing.as_ref())
+                .map_err(|e| StoreError::Corrupt(format!("order {} terms: {e}", order.order_id)))?;
+            let (Some(due), Some(back)) = (order.due_at, order.returned_at) else {
+                store.close(&order.order_id, self.now()).await?;
+                continue;
+            };
+            let overtime = terms
+                .overtime(due, back)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut fees = vec![(Movement::LateFee, overtime.late_fee, "late")];
+            if let Some(lost) = overtime.lost_item_fee
+                && !order.lost_fee_charged
+            {
+                fees.push((Movement::LostItemFee, lost, "lost"));
+            }
+            for (movement, amount, name) in fees {
+                if amount.minor() <= 0 {
+                    continue;
+                }
+                let key = format!("fee:{}:{name}", order.order_id);
+                let Some(charged) = self.charge_fee(&order.card_token, &key, amount).await else {
+                    continue 'orders;
+                };
+                store
+                    .fee_booked(&order.order_id, movement, amount, &key, charged, self.now())
+                    .await?;
+            }
+            store.close(&order.order_id, self.now()).await?;
+        }
+        Ok(())
+    }
+
+    async fn charge_lost(&self) -> Result<(), StoreError> {
+        let store = &self.rentals.store;
+        let now = self.now();
+        // Lost after at least one day past due; each order's own terms decide.
+        for order in store
+            .lent_overdue(now - chrono::Duration::days(1), BATCH)
+            .await?
+        {
+            let pricing = pb::Pricing::decode(order.pricing.as_slice()).ok();
+            let Ok(terms) = convert::terms("pricing", pricing.as_ref()) else {
+                continue;
+            };
+            let Some(due) = order.due_at else { continue };
+            let Ok(overtime) = terms.overtime(due, now) else {
+                continue;
+            };
+            let Some(fee) = overtime.lost_item_fee else {
+                continue;
+            };
+            let key = format!("fee:{}:lost", order.order_id);
+            if fee.minor() <= 0 {
+                continue;
+            }
+            if let Some(charged) = self.charge_fee(&order.card_token, &key, fee).await {
+                store
+                    .fee_booked(
+                        &order.order_id,
+                        Movement::LostItemFee,
+                        fee,
+                        &key,
+                        charged,
+                        now,
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn refund_deposits(&self) -> Result<(), StoreError> {
+        let store = &self.rentals.store;
+        for deposit in store.deposits_refunding(BATCH).await? {
+            let currency = Currency::parse(&deposit.currency)
+                .map_err(|e| StoreError::Corrupt(format!("deposit {}: {e}", deposit.deposit_id)))?;
+            let back = Money::new(deposit.amount - deposit.withheld, currency);
+            let key = format!("deposit-refund:{}", deposit.deposit_id);
+            if back.minor() > 0 {
+                let refund = self
+                    .rentals
+                    .provider
+                    .refund(RefundRequest {
+                        idempotency_key: key.clone(),
+                        charge_id: deposit.charge_id.clone(),
+                        amount: back,
+                    })
+                    .await;
+                if let Err(error) = refund {
+                    tracing::warn!(deposit_id = %deposit.deposit_id, %error, "deposit refund not done; retrying later");
+                    continue;
+                }
+            }
+            store
+                .finish_deposit_refund(&deposit, &key, back, self.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn resolve_attempts(&self) -> Result<(), StoreError> {
+        let store = &self.rentals.store;
+        let now = self.now();
+        let mut attempts = store
+            .claim_stale_attempts(now - ATTEMPT_STALE, now, BATCH)
+            .await?;
+        attempts.extend(
+            store
+                .stuck_resolving(now - ATTEMPT_STALE * 5, BATCH)
+                .await?,
+        );
+        for attempt in attempts {
+            let Ok(currency) = Currency::parse(&attempt.currency) else {
+                continue;
+            };
+            let amount = Money::new(attempt.amount, currency);
+            let asked = self
+                .rentals
+                .provider
+                .charge(ChargeRequest {
+                    idempotency_key: attempt.payment_key.clone(),
+                    card_token: attempt.card_token.clone(),
+                    amount,
+                })
+                .await;
+            match asked {
+                Ok(charge) => {
+                    let refund_key = format!("orphan-refund:{}", attempt.payment_key);
+                    let refund = self
+                        .rentals
+                        .provider
+                        .refund(RefundRequest {
+                            idempotency_key: refund_key.clone(),
+                            charge_id: charge.charge_id.clone(),
+                            amount,
+                        })
+                        .await;
+                    match refund {
+                        Ok(_) => {
+                            tracing::warn!(payment_key = %attempt.payment_key, "a charge nothing took was paid back");
+                            store
+                                .finish_resolving(
+                                    &attempt,
+                                    Some((&charge.charge_id, &refund_key, amount)),
+                                    now,
+                                )
+                                .await?;
+                        }
+                        Err(error) => {
+                            tracing::warn!(payment_key = %attempt.payment_key, %error, "orphan refund not done; retrying later");
+                        }
+                    }
+                }
+                Err(
+                    PaymentError::Declined(_)
+                    | PaymentError::Processor
+                    | PaymentError::Invalid(_)
+                    | PaymentError::KeyReused,
+                ) => {
+                    store.finish_resolving(&attempt, None, now).await?;
+                }
+                Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
+                    store.unclaim_attempt(&attempt.payment_key, now).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,360 @@
+//! Kiosk profiles, price rules, and the unit view: which items each kiosk holds as far as
+//! orders knows, and which units are held for orders.
+//!
+//! The unit view is advisory (the kiosk chooses what it lends) but holds are not: a hold is a
+//! conditional update of one unit row (`held_by IS NULL`), so two orders can never hold the
+//! same unit, and a kiosk's holds never outnumber its ready units of the type.
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+use sneakernet_proto::common::v1 as common;
+use sneakernet_proto::gateway::v1 as gateway;
+
+use super::Store;
+use crate::entity::{kiosk, kiosk_item, pricing_rule};
+
+/// Power banks charged less than this are not lent (the kiosk's own rule, mirrored so offers
+/// do not promise them).
+const MIN_POWER_BANK_CHARGE_PERCENT: u32 = 80;
+
+/// A lendable type: kind, capacity (0 for power banks), content package ("" when none).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TypeKey {
+    /// `common.v1.ItemKind`.
+    pub kind: i32,
+    /// Drives: capacity in bytes; 0 for power banks.
+    pub capacity_bytes: i64,
+    /// Drives: the content package; empty when blank.
+    pub content_package_id: String,
+}
+
+impl TypeKey {
+    /// The type of an item as a kiosk describes it.
+    pub fn of_item(item: &common::Item) -> Self {
+        match item.attributes.as_ref().and_then(|a| a.kind.as_ref()) {
+            Some(common::item_attributes::Kind::Drive(drive)) => TypeKey {
+                kind: common::ItemKind::Drive.into(),
+                capacity_bytes: i64::try_from(drive.capacity_bytes).unwrap_or(i64::MAX),
+                content_package_id: drive.content_package_id.clone(),
+            },
+            _ => TypeKey {
+                kind: item.kind,
+                capacity_bytes: 0,
+                content_package_id: String::new(),
+            },
+        }
+    }
+
+    /// As a protobuf type.
+    pub fn to_proto(&self) -> common::ItemType {
+        common::ItemType {
+            kind: self.kind,
+            capacity_bytes: u64::try_from(self.capacity_bytes).unwrap_or(0),
+            content_package_id: self.content_package_id.clone(),
+        }
+    }
+
+    /// From a protobuf type (already validated).
+    pub fn from_proto(item_type: &common::ItemType) -> Self {
+        TypeKey {
+            kind: item_type.kind,
+            capacity_bytes: i64::try_from(item_type.capacity_bytes).unwrap_or(i64::MAX),
+            content_package_id: item_type.content_package_id.clone(),
+        }
+    }
+
+    /// `item_types/<kind>/<capacity>/<package>`, a precondition subject.
+    pub fn subject(&self) -> String {
+        format!(
+            "item_types/{}/{}/{}",
+            self.kind, self.capacity_bytes, self.content_package_id
+        )
+    }
+}
+
+/// Whether an item in a bay of this state can be lent now.
+fn lendable(state: i32, item: &common::Item) -> bool {
+    if state != i32::from(gateway::BayState::Ready) {
+        return false;
+    }
+    match item.attributes.as_ref().and_then(|a| a.kind.as_ref()) {
+        Some(common::item_attributes::Kind::PowerBank(bank)) => {
+            bank.charge_percent >= MIN_POWER_BANK_CHARGE_PERCENT
+        }
+        _ => true,
+    }
+}
+
+impl Store {
+    /// Creates or replaces a kiosk's profile; the first registration time is kept.
+    pub async fn register_kiosk(&self, mut profile: kiosk::Model) -> Result<kiosk::Model, DbErr> {
+        let txn = self.write().await?;
+        if let Some(existing) = kiosk::Entity::find_by_id(profile.kiosk_id.clone())
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+        {
+            profile.registered_at = existing.registered_at;
+            kiosk::Entity::delete_by_id(existing.kiosk_id)
+                .exec(&txn)
+                .await?;
+        }
+        let stored = profile.into_active_model().insert(&txn).await?;
+        txn.commit().await?;
+        Ok(stored)
+    }
+
+    /// A kiosk's profile.
+    pub async fn kiosk_profile(&self, kiosk_id: &str) -> Result<Option<kiosk::Model>, DbErr> {
+        kiosk::Entity::find_by_id(kiosk_id.to_owned())
+            .one(&self.db)
+            .await
+    }
+
+    /// The profiles of these kiosks.
+    pub async fn kiosk_profiles(&self, kiosk_ids: &[String]) -> Result<Vec<kiosk::Model>, DbErr> {
+        kiosk::Entity::find()
+            .filter(kiosk::Column::KioskId.is_in(kiosk_ids.iter().cloned()))
+            .all(&self.db)
+            .await
+    }
+
+    /// Up to `limit` profiles with an id above `after`, by id.
+    pub async fn kiosk_profiles_after(
+        &self,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<kiosk::Model>, DbErr> {
+        kiosk::Entity::find()
+            .filter(kiosk::Column::KioskId.gt(after))
+            .order_by_asc(kiosk::Column::KioskId)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Kiosk ids of a site.
+    pub async fn kiosks_of_site(&self, site_id: &str) -> Result<Vec<String>, DbErr> {
+        Ok(kiosk::Entity::find()
+            .filter(kiosk::Column::SiteId.eq(site_id))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|k| k.kiosk_id)
+            .collect())
+    }
+
+    /// Stores a price rule, replacing the one with the same site and pattern.
+    pub async fn set_pricing(
+        &self,
+        rule: pricing_rule::Model,
+    ) -> Result<pricing_rule::Model, DbErr> {
+        pricing_rule::Entity::insert(rule.clone().into_active_model())
+            .on_conflict(
+                OnConflict::column(pricing_rule::Column::RuleKey)
+                    .update_columns([
+                        pricing_rule::Column::Pricing,
+                        pricing_rule::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(rule)
+    }
+
+    /// The rules that may apply at `site_id`: the site's and the network-wide ones.
+    pub async fn pricing_rules(&self, site_id: &str) -> Result<Vec<pricing_rule::Model>, DbErr> {
+        pricing_rule::Entity::find()
+            .filter(pricing_rule::Column::SiteId.is_in([site_id.to_owned(), String::new()]))
+            .all(&self.db)
+            .await
+    }
+
+    /// Units ready and not held at a kiosk, per type.
+    pub async fn available(&self, kiosk_id: &str) -> Result<Vec<(TypeKey, u32)>, DbErr> {
+        let rows = kiosk_item::Entity::find()
+            .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
+            .filter(kiosk_item::Column::Ready.eq(true))
+            .filter(kiosk_item::Column::HeldBy.is_null())
+            .all(&self.db)
+            .await?;
+        let mut counts: std::collections::BTreeMap<TypeKey, u32> = Default::default();
+        for row in rows {
+            *counts.entry(type_of_row(&row)).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+}
+
+fn type_of_row(row: &kiosk_item::Model) -> TypeKey {
+    TypeKey {
+        kind: row.kind,
+        capacity_bytes: row.capacity_bytes,
+        content_package_id: row.content_package_id.clone(),
+    }
+}
+
+/// Holds one ready, unheld unit of `wanted` at `kiosk_id` for `order_id`; the unit's row id,
+/// or `None` when every unit is taken.
+pub(crate) async fn hold_unit<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    wanted: &TypeKey,
+    order_id: &str,
+) -> Result<Option<String>, DbErr> {
+    loop {
+        let candidates = kiosk_item::Entity::find()
+            .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
+            .filter(kiosk_item::Column::Kind.eq(wanted.kind))
+            .filter(kiosk_item::Column::CapacityBytes.eq(wanted.capacity_bytes))
+            .filter(kiosk_item::Column::ContentPackageId.eq(wanted.content_package_id.as_str()))
+            .filter(kiosk_item::Column::Ready.eq(true))
+            .filter(kiosk_item::Column::HeldBy.is_null())
+            .limit(8)
+            .all(db)
+            .await?;
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        for candidate in candidates {
+            let taken = kiosk_item::Entity::update_many()
+                .col_expr(kiosk_item::Column::HeldBy, Expr::value(order_id))
+                .filter(kiosk_item::Column::ItemId.eq(candidate.item_id.as_str()))
+                .filter(kiosk_item::Column::HeldBy.is_null())
+                .filter(kiosk_item::Column::Ready.eq(true))
+                .exec(db)
+                .await?;
+            if taken.rows_affected == 1 {
+                return Ok(Some(candidate.item_id));
+            }
+        }
+    }
+}
+
+/// Releases whatever unit `order_id` holds.
+pub(crate) async fn release_hold<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<(), DbErr> {
+    kiosk_item::Entity::update_many()
+        .col_expr(
+            kiosk_item::Column::HeldBy,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(kiosk_item::Column::HeldBy.eq(order_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Replaces a kiosk's units with a full inventory report, keeping the holds of units still
+/// there. A held unit that vanished (it was just lent) takes its hold with it.
+pub(crate) async fn replace_units<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    inventory: &gateway::Inventory,
+) -> Result<(), DbErr> {
+    let existing = kiosk_item::Entity::find()
+        .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
+        .all(db)
+        .await?;
+    let mut present = std::collections::HashSet::new();
+    for bay in &inventory.bays {
+        let Some(item) = &bay.item else { continue };
+        if item.item_id.is_empty() {
+            continue;
+        }
+        present.insert(item.item_id.clone());
+        let held_by = existing
+            .iter()
+            .find(|row| row.item_id == item.item_id)
+            .and_then(|row| row.held_by.clone());
+        put_unit(db, kiosk_id, item, lendable(bay.state, item), held_by).await?;
+    }
+    let gone: Vec<String> = existing
+        .into_iter()
+        .map(|row| row.item_id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    if !gone.is_empty() {
+        kiosk_item::Entity::delete_many()
+            .filter(kiosk_item::Column::ItemId.is_in(gone))
+            .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records one item in a kiosk (a return, a wipe), replacing what was known of it anywhere.
+pub(crate) async fn put_unit<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    item: &common::Item,
+    ready: bool,
+    held_by: Option<String>,
+) -> Result<(), DbErr> {
+    let key = TypeKey::of_item(item);
+    kiosk_item::Entity::insert(
+        kiosk_item::Model {
+            item_id: item.item_id.clone(),
+            kiosk_id: kiosk_id.to_owned(),
+            kind: key.kind,
+            capacity_bytes: key.capacity_bytes,
+            content_package_id: key.content_package_id,
+            ready,
+            held_by,
+        }
+        .into_active_model(),
+    )
+    .on_conflict(
+        OnConflict::column(kiosk_item::Column::ItemId)
+            .update_columns([
+                kiosk_item::Column::KioskId,
+                kiosk_item::Column::Kind,
+                kiosk_item::Column::CapacityBytes,
+                kiosk_item::Column::ContentPackageId,
+                kiosk_item::Column::Ready,
+                kiosk_item::Column::HeldBy,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// An item left its kiosk (lent): it is no unit of any kiosk any more.
+pub(crate) async fn remove_unit<C: ConnectionTrait>(db: &C, item_id: &str) -> Result<(), DbErr> {
+    kiosk_item::Entity::delete_many()
+        .filter(kiosk_item::Column::ItemId.eq(item_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks a unit lendable again as a blank drive (after a wipe).
+pub(crate) async fn unit_wiped<C: ConnectionTrait>(db: &C, item_id: &str) -> Result<(), DbErr> {
+    kiosk_item::Entity::update_many()
+        .col_expr(kiosk_item::Column::Ready, Expr::value(true))
+        .col_expr(kiosk_item::Column::ContentPackageId, Expr::value(""))
+        .filter(kiosk_item::Column::ItemId.eq(item_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Whether a returned item may be lent as it is: a drive that came back writable may hold
+/// anything now and waits for a wipe; a write-protected drive and a power bank are ready.
+pub fn ready_on_return(item: &common::Item) -> bool {
+    !needs_wipe(item)
+}
+
+/// Whether a returned item must be wiped before it is lent again.
+pub fn needs_wipe(item: &common::Item) -> bool {
+    matches!(
+        item.attributes.as_ref().and_then(|a| a.kind.as_ref()),
+        Some(common::item_attributes::Kind::Drive(drive)) if !drive.write_protected
+    )
+}

@@ -1,0 +1,1144 @@
+//! Orders: creating a rental around its charge, every change through the one transition
+//! function with its history row, what kiosk events do to orders, the outbox of kiosk
+//! commands, and the settling steps (refunds, fees, closing).
+
+use chrono::{DateTime, Duration, Utc};
+use prost::Message;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+use sneakernet_proto::gateway::v1 as gateway;
+use sneakernet_proto::orders::v1 as pb;
+use sneakernet_runtime::wire::timestamp;
+
+use super::fleet::{self, TypeKey};
+use super::money::{self, Abandon, Booking, Movement, attempt_state, book};
+use super::{Store, StoreError};
+use crate::domain::ledger::Posting;
+use crate::domain::money::{Currency, Money};
+use crate::domain::order::{OrderEvent, OrderKind, OrderState, transition};
+use crate::entity::{account, deposit, offer, order, order_change, outbox, payment_attempt};
+
+/// The order's kind and state, parsed.
+pub fn kind_and_state(row: &order::Model) -> Result<(OrderKind, OrderState), StoreError> {
+    let kind = OrderKind::parse(&row.kind).ok_or_else(|| {
+        StoreError::Corrupt(format!("order {} has kind {:?}", row.order_id, row.kind))
+    })?;
+    let state = row
+        .state
+        .parse()
+        .map_err(|e: String| StoreError::Corrupt(format!("order {}: {e}", row.order_id)))?;
+    Ok((kind, state))
+}
+
+/// The currency of an order.
+pub fn currency(row: &order::Model) -> Result<Currency, StoreError> {
+    Currency::parse(&row.currency)
+        .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", row.order_id)))
+}
+
+fn proto_state(state: OrderState) -> pb::OrderState {
+    match state {
+        OrderState::Paid => pb::OrderState::Paid,
+        OrderState::Provisioning => pb::OrderState::Provisioning,
+        OrderState::ReadyForPickup => pb::OrderState::ReadyForPickup,
+        OrderState::Dispensing => pb::OrderState::Dispensing,
+        OrderState::Lent => pb::OrderState::Lent,
+        OrderState::Returned => pb::OrderState::Returned,
+        OrderState::Closed => pb::OrderState::Closed,
+        OrderState::Failed => pb::OrderState::Failed,
+        OrderState::Cancelled => pb::OrderState::Cancelled,
+        OrderState::Refunded => pb::OrderState::Refunded,
+        OrderState::Expired => pb::OrderState::Expired,
+    }
+}
+
+/// The stored state for a protobuf state (`None` for UNSPECIFIED or unknown).
+pub fn state_of_proto(state: i32) -> Option<OrderState> {
+    OrderState::ALL
+        .into_iter()
+        .find(|s| i32::from(proto_state(*s)) == state)
+}
+
+fn money_proto(minor: i64, currency: &str) -> sneakernet_proto::common::v1::Money {
+    sneakernet_proto::common::v1::Money {
+        minor_units: minor,
+        currency: currency.to_owned(),
+    }
+}
+
+/// An order as the API shows it.
+pub fn to_proto(
+    row: &order::Model,
+    statement: &[crate::entity::ledger_transaction::Model],
+) -> pb::Order {
+    let (kind, state) = kind_and_state(row)
+        .map(|(k, s)| {
+            (
+                match k {
+                    OrderKind::Rental => pb::OrderKind::Rental,
+                    OrderKind::Reservation => pb::OrderKind::Reservation,
+                },
+                proto_state(s),
+            )
+        })
+        .unwrap_or((pb::OrderKind::Unspecified, pb::OrderState::Unspecified));
+    let movements = statement
+        .iter()
+        .filter_map(|txn| {
+            let kind = match txn.movement.as_str() {
+                "price" => pb::MoneyMovementKind::Price,
+                "late_fee" => pb::MoneyMovementKind::LateFee,
+                "lost_item_fee" => pb::MoneyMovementKind::LostItemFee,
+                "refund" => pb::MoneyMovementKind::Refund,
+                _ => return None,
+            };
+            Some(pb::MoneyMovement {
+                kind: kind.into(),
+                amount: Some(money_proto(txn.amount, &txn.currency)),
+                at: Some(timestamp(txn.created_at)),
+            })
+        })
+        .collect();
+    pb::Order {
+        order_id: row.order_id.clone(),
+        user_id: row.user_id.clone(),
+        kind: kind.into(),
+        state: state.into(),
+        state_reason: row.state_reason.clone(),
+        choice: pb::ItemChoice::decode(row.choice.as_slice()).ok(),
+        content_title: String::new(),
+        item_id: row.item_id.clone(),
+        kiosk_id: row.kiosk_id.clone(),
+        returned_kiosk_id: row.returned_kiosk_id.clone(),
+        write_protected: row.write_protected,
+        pricing: pb::Pricing::decode(row.pricing.as_slice()).ok(),
+        price: Some(money_proto(row.price, &row.currency)),
+        amount_charged: Some(money_proto(row.amount_charged, &row.currency)),
+        amount_refunded: Some(money_proto(row.amount_refunded, &row.currency)),
+        movements,
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+        lent_at: row.lent_at.map(timestamp),
+        due_at: row.due_at.map(timestamp),
+        returned_at: row.returned_at.map(timestamp),
+        closed_at: row.closed_at.map(timestamp),
+        pickup_deadline: None,
+    }
+}
+
+/// Writes `next` (a changed copy of the stored order at `version`) as the next version with
+/// its history row. Fails with [`StoreError::Raced`] if the stored version moved.
+async fn save<C: ConnectionTrait>(
+    db: &C,
+    mut next: order::Model,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<order::Model, StoreError> {
+    let before = next.version;
+    next.version = before + 1;
+    next.updated_at = now;
+    next.state_reason = reason.to_owned();
+    if before == 0 {
+        next.clone().into_active_model().insert(db).await?;
+    } else {
+        let active = next.clone().into_active_model().reset_all();
+        let done = order::Entity::update_many()
+            .set(active)
+            .filter(order::Column::OrderId.eq(next.order_id.as_str()))
+            .filter(order::Column::Version.eq(before))
+            .exec(db)
+            .await?;
+        if done.rows_affected != 1 {
+            return Err(StoreError::Raced(format!(
+                "order {} changed concurrently",
+                next.order_id
+            )));
+        }
+    }
+    let statement = money::statement(db, &next.order_id).await?;
+    order_change::Model {
+        order_id: next.order_id.clone(),
+        version: next.version,
+        reason: reason.to_owned(),
+        at: now,
+        snapshot: to_proto(&next, &statement).encode_to_vec(),
+    }
+    .into_active_model()
+    .insert(db)
+    .await?;
+    Ok(next)
+}
+
+/// Applies `event` to the order through the one transition function, with `edit` for the
+/// fields the step sets, and saves it.
+async fn step<C: ConnectionTrait>(
+    db: &C,
+    current: order::Model,
+    event: OrderEvent,
+    reason: &str,
+    now: DateTime<Utc>,
+    edit: impl FnOnce(&mut order::Model),
+) -> Result<order::Model, StoreError> {
+    let (kind, state) = kind_and_state(&current)?;
+    let to = transition(kind, state, event)?;
+    let mut next = current;
+    next.state = to.as_str().to_owned();
+    if to.is_terminal() {
+        next.closed_at = Some(now);
+    }
+    edit(&mut next);
+    save(db, next, reason, now).await
+}
+
+/// Orders of a user not yet terminal (ids), oldest first.
+pub(crate) async fn unsettled_orders<C: ConnectionTrait>(
+    db: &C,
+    user_id: &str,
+) -> Result<Vec<String>, DbErr> {
+    let terminal: Vec<&str> = OrderState::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .map(OrderState::as_str)
+        .collect();
+    Ok(order::Entity::find()
+        .filter(order::Column::UserId.eq(user_id))
+        .filter(order::Column::State.is_not_in(terminal))
+        .order_by_asc(order::Column::CreatedAt)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|o| o.order_id)
+        .collect())
+}
+
+async fn lock_order<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+) -> Result<Option<order::Model>, DbErr> {
+    order::Entity::find_by_id(order_id.to_owned())
+        .lock_exclusive()
+        .one(db)
+        .await
+}
+
+async fn free_slot<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<(), DbErr> {
+    account::Entity::update_many()
+        .col_expr(
+            account::Column::OpenOrderId,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(account::Column::OpenOrderId.eq(order_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Writes a kiosk command to the outbox, to be handed to the gateway after commit.
+pub(crate) async fn enqueue<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    idempotency_key: &str,
+    order_id: &str,
+    payload: &gateway::CommandPayload,
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    outbox::ActiveModel {
+        kiosk_id: sea_orm::Set(kiosk_id.to_owned()),
+        idempotency_key: sea_orm::Set(idempotency_key.to_owned()),
+        order_id: sea_orm::Set(order_id.to_owned()),
+        payload: sea_orm::Set(payload.encode_to_vec()),
+        deadline: sea_orm::Set(deadline),
+        created_at: sea_orm::Set(now),
+        sent_at: sea_orm::Set(None),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// How CreateRental should go on.
+#[derive(Debug)]
+pub enum RentalStart {
+    /// This key already made this order: answer it.
+    Existing(order::Model),
+    /// This key came with another request.
+    KeyReused,
+    /// This key was declined before.
+    Declined,
+    /// This key's payment was abandoned and refunded; a new key is needed.
+    Abandoned,
+    /// The account holds no deposit.
+    NoDeposit,
+    /// The account has this order open.
+    ItemOut(String),
+    /// No unit of the type is free at the kiosk.
+    TypeUnavailable,
+    /// Charge now with this provider key; the unit and the account's slot are held for
+    /// this order id.
+    Charge {
+        /// Provider key.
+        payment_key: String,
+        /// The order the charge will pay.
+        order_id: String,
+    },
+}
+
+/// What CreateRental asks for, checked.
+#[derive(Clone, Debug)]
+pub struct RentalRequest {
+    /// The account.
+    pub user_id: String,
+    /// CreateRental's key.
+    pub idempotency_key: String,
+    /// Fingerprint of the request.
+    pub request_hash: String,
+    /// The kiosk.
+    pub kiosk_id: String,
+    /// The type.
+    pub wanted: TypeKey,
+    /// The card to charge.
+    pub card_token: String,
+    /// The price.
+    pub price: Money,
+}
+
+/// A paid rental, to be booked.
+#[derive(Clone, Debug)]
+pub struct PaidRental {
+    /// The order row (version 0; `save` makes it 1).
+    pub order: order::Model,
+    /// Provider key of the charge.
+    pub payment_key: String,
+    /// The lend command.
+    pub lend: gateway::CommandPayload,
+}
+
+/// Which orders a listing shows.
+#[derive(Clone, Debug, Default)]
+pub struct OrderFilter {
+    /// Only this user's (always set for users).
+    pub user_id: Option<String>,
+    /// Only this kind.
+    pub kind: Option<OrderKind>,
+    /// Only these states (empty: all).
+    pub states: Vec<OrderState>,
+}
+
+impl Store {
+    /// Stores an offer made to `user_id`.
+    pub async fn save_offer(
+        &self,
+        offer: &pb::Offer,
+        user_id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        offer::Model {
+            offer_id: offer.offer_id.clone(),
+            user_id: user_id.to_owned(),
+            kiosk_id: offer.kiosk_id.clone(),
+            expires_at,
+            body: offer.encode_to_vec(),
+        }
+        .into_active_model()
+        .insert(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// An offer.
+    pub async fn offer(&self, offer_id: &str) -> Result<Option<offer::Model>, DbErr> {
+        offer::Entity::find_by_id(offer_id.to_owned())
+            .one(&self.db)
+            .await
+    }
+
+    /// Forgets offers that expired before `before`.
+    pub async fn forget_offers(&self, before: DateTime<Utc>) -> Result<u64, DbErr> {
+        Ok(offer::Entity::delete_many()
+            .filter(offer::Column::ExpiresAt.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+
+    /// The order a user made with this idempotency key.
+    pub async fn order_by_key(
+        &self,
+        user_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<order::Model>, DbErr> {
+        order::Entity::find()
+            .filter(order::Column::UserId.eq(user_id))
+            .filter(order::Column::IdempotencyKey.eq(idempotency_key))
+            .one(&self.db)
+            .await
+    }
+
+    /// One order.
+    pub async fn order(&self, order_id: &str) -> Result<Option<order::Model>, DbErr> {
+        order::Entity::find_by_id(order_id.to_owned())
+            .one(&self.db)
+            .await
+    }
+
+    /// The order as the API shows it.
+    pub async fn order_proto(&self, row: &order::Model) -> Result<pb::Order, DbErr> {
+        let statement = money::statement(&self.db, &row.order_id).await?;
+        Ok(to_proto(row, &statement))
+    }
+
+    /// The changes of an order after `version`, in order.
+    pub async fn changes_after(
+        &self,
+        order_id: &str,
+        version: i64,
+    ) -> Result<Vec<order_change::Model>, DbErr> {
+        order_change::Entity::find()
+            .filter(order_change::Column::OrderId.eq(order_id))
+            .filter(order_change::Column::Version.gt(version))
+            .order_by_asc(order_change::Column::Version)
+            .all(&self.db)
+            .await
+    }
+
+    /// Up to `limit` orders matching `filter` older than `before` (created_at, id), newest
+    /// first.
+    pub async fn list_orders(
+        &self,
+        filter: &OrderFilter,
+        before: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+    ) -> Result<Vec<order::Model>, DbErr> {
+        let mut query = order::Entity::find();
+        if let Some(user) = &filter.user_id {
+            query = query.filter(order::Column::UserId.eq(user.as_str()));
+        }
+        if let Some(kind) = filter.kind {
+            query = query.filter(order::Column::Kind.eq(kind.as_str()));
+        }
+        if !filter.states.is_empty() {
+            query =
+                query.filter(order::Column::State.is_in(filter.states.iter().map(|s| s.as_str())));
+        }
+        if let Some((at, id)) = before {
+            query = query.filter(
+                sea_orm::Condition::any()
+                    .add(order::Column::CreatedAt.lt(at))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(order::Column::CreatedAt.eq(at))
+                            .add(order::Column::OrderId.lt(id)),
+                    ),
+            );
+        }
+        query
+            .order_by_desc(order::Column::CreatedAt)
+            .order_by_desc(order::Column::OrderId)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Decides how a CreateRental goes on: the same key's order, or a refusal, or a held unit
+    /// and account slot to charge for.
+    pub async fn begin_rental(
+        &self,
+        request: &RentalRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RentalStart, StoreError> {
+        let payment_key = format!("rental:{}:{}", request.user_id, request.idempotency_key);
+        let txn = self.write().await?;
+        let account = money::account_row(&txn, &request.user_id).await?;
+        if let Some(existing) = order::Entity::find()
+            .filter(order::Column::UserId.eq(request.user_id.as_str()))
+            .filter(order::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
+            .one(&txn)
+            .await?
+        {
+            return Ok(if existing.request_hash == request.request_hash {
+                RentalStart::Existing(existing)
+            } else {
+                RentalStart::KeyReused
+            });
+        }
+        let attempt = payment_attempt::Entity::find_by_id(payment_key.clone())
+            .one(&txn)
+            .await?;
+        if let Some(attempt) = &attempt {
+            if attempt.request_hash != request.request_hash {
+                return Ok(RentalStart::KeyReused);
+            }
+            match attempt.state.as_str() {
+                attempt_state::DECLINED => return Ok(RentalStart::Declined),
+                attempt_state::PENDING => {}
+                _ => return Ok(RentalStart::Abandoned),
+            }
+        }
+        let order_id = attempt
+            .as_ref()
+            .map(|a| a.subject_id.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let deposit_held = match &account.deposit_id {
+            Some(id) => deposit::Entity::find_by_id(id.clone())
+                .one(&txn)
+                .await?
+                .is_some_and(|d| d.state == "held"),
+            None => false,
+        };
+        if !deposit_held {
+            return Ok(RentalStart::NoDeposit);
+        }
+        match &account.open_order_id {
+            Some(open) if *open != order_id => return Ok(RentalStart::ItemOut(open.clone())),
+            _ => {}
+        }
+        let claimed = account::Entity::update_many()
+            .col_expr(account::Column::OpenOrderId, Expr::value(order_id.clone()))
+            .filter(account::Column::UserId.eq(request.user_id.as_str()))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(account::Column::OpenOrderId.is_null())
+                    .add(account::Column::OpenOrderId.eq(order_id.as_str())),
+            )
+            .exec(&txn)
+            .await?;
+        if claimed.rows_affected != 1 {
+            return Ok(RentalStart::ItemOut(String::new()));
+        }
+        fleet::release_hold(&txn, &order_id).await?;
+        let Some(unit) =
+            fleet::hold_unit(&txn, &request.kiosk_id, &request.wanted, &order_id).await?
+        else {
+            // Dropping the transaction rolls the slot back.
+            return Ok(RentalStart::TypeUnavailable);
+        };
+        match attempt {
+            Some(_) => {
+                payment_attempt::Entity::update_many()
+                    .col_expr(payment_attempt::Column::HeldItem, Expr::value(unit))
+                    .col_expr(payment_attempt::Column::UpdatedAt, Expr::value(now))
+                    .filter(payment_attempt::Column::PaymentKey.eq(payment_key.as_str()))
+                    .exec(&txn)
+                    .await?;
+            }
+            None => {
+                payment_attempt::Model {
+                    payment_key: payment_key.clone(),
+                    user_id: request.user_id.clone(),
+                    purpose: "rental".into(),
+                    subject_id: order_id.clone(),
+                    request_hash: request.request_hash.clone(),
+                    amount: request.price.minor(),
+                    currency: request.price.currency().code().to_owned(),
+                    card_token: request.card_token.clone(),
+                    state: attempt_state::PENDING.into(),
+                    charge_id: String::new(),
+                    held_item: unit,
+                    created_at: now,
+                    updated_at: now,
+                }
+                .into_active_model()
+                .insert(&txn)
+                .await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(RentalStart::Charge {
+            payment_key,
+            order_id,
+        })
+    }
+
+    /// Books a paid rental: the order (PAID), the charge in the ledger, the lend in the
+    /// outbox, in one transaction.
+    pub async fn finish_rental(
+        &self,
+        paid: PaidRental,
+        now: DateTime<Utc>,
+    ) -> Result<order::Model, StoreError> {
+        let txn = self.write().await?;
+        if !money::move_attempt(
+            &txn,
+            &paid.payment_key,
+            &[attempt_state::PENDING],
+            attempt_state::CHARGED,
+            Some(&paid.order.charge_id),
+            now,
+        )
+        .await?
+        {
+            return Err(StoreError::Raced(
+                "the rental's payment was resolved by the sweeper; use a new idempotency key"
+                    .into(),
+            ));
+        }
+        let price = Money::new(paid.order.price, currency(&paid.order)?);
+        book(
+            &txn,
+            &Posting::user_pays(&paid.order.user_id, price)?,
+            Booking {
+                order_id: &paid.order.order_id,
+                deposit_id: "",
+                movement: Movement::Price,
+                payment_key: &paid.payment_key,
+                at: now,
+            },
+        )
+        .await?;
+        let order = save(
+            &txn,
+            paid.order,
+            "Paid. Asking the kiosk to hand out your item.",
+            now,
+        )
+        .await?;
+        enqueue(
+            &txn,
+            &order.kiosk_id,
+            &format!("lend:{}", order.order_id),
+            &order.order_id,
+            &paid.lend,
+            order.deadline,
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        self.announce(&order.order_id);
+        Ok(order)
+    }
+
+    /// Gives up a rental's charge: the unit and the account slot are freed, the attempt ends
+    /// as `outcome` says.
+    pub async fn abandon_rental(
+        &self,
+        payment_key: &str,
+        order_id: &str,
+        outcome: Abandon,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self.write().await?;
+        fleet::release_hold(&txn, order_id).await?;
+        free_slot(&txn, order_id).await?;
+        money::abandon_attempt(&txn, payment_key, outcome, now).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Commands decided and not yet handed to the gateway, oldest first.
+    pub async fn unsent_commands(&self, limit: u64) -> Result<Vec<outbox::Model>, DbErr> {
+        outbox::Entity::find()
+            .filter(outbox::Column::SentAt.is_null())
+            .order_by_asc(outbox::Column::OutboxId)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// The gateway logged an outbox command: mark it sent; a lend moves its order to
+    /// DISPENSING (if it still waits for it).
+    pub async fn command_sent(
+        &self,
+        row: &outbox::Model,
+        command_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self.write().await?;
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::SentAt, Expr::value(now))
+            .filter(outbox::Column::OutboxId.eq(row.outbox_id))
+            .exec(&txn)
+            .await?;
+        let mut changed = None;
+        let is_lend = gateway::CommandPayload::decode(row.payload.as_slice())
+            .ok()
+            .and_then(|p| p.kind)
+            .is_some_and(|k| matches!(k, gateway::command_payload::Kind::Lend(_)));
+        if is_lend
+            && let Some(current) = lock_order(&txn, &row.order_id).await?
+            && current.state == OrderState::Paid.as_str()
+        {
+            let command_id = command_id.to_owned();
+            changed = Some(
+                step(
+                    &txn,
+                    current,
+                    OrderEvent::LendRequested,
+                    "The kiosk is handing out your item.",
+                    now,
+                    |o| o.command_id = Some(command_id),
+                )
+                .await?,
+            );
+        }
+        txn.commit().await?;
+        if let Some(order) = changed {
+            self.announce(&order.order_id);
+        }
+        Ok(())
+    }
+
+    /// Orders in `state` whose deadline is before `before`, oldest deadline first.
+    pub async fn orders_due(
+        &self,
+        state: OrderState,
+        before: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<order::Model>, DbErr> {
+        order::Entity::find()
+            .filter(order::Column::State.eq(state.as_str()))
+            .filter(order::Column::Deadline.lt(before))
+            .order_by_asc(order::Column::Deadline)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// The lend of a PAID or DISPENSING order failed (or was never possible in time): FAILED,
+    /// unit and slot freed; a refund follows. Nothing happens to an order already past that.
+    pub async fn fail_lend(
+        &self,
+        order_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self.write().await?;
+        let changed = fail_lend_in(&txn, order_id, reason, now).await?;
+        txn.commit().await?;
+        if changed {
+            self.announce(order_id);
+        }
+        Ok(())
+    }
+
+    /// Books the refund of a FAILED order and ends it REFUNDED.
+    pub async fn refunded(
+        &self,
+        order_id: &str,
+        refund_key: &str,
+        amount: Money,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self.write().await?;
+        let Some(current) = lock_order(&txn, order_id).await? else {
+            return Ok(());
+        };
+        if current.state != OrderState::Failed.as_str() {
+            return Ok(());
+        }
+        if amount.minor() > 0 {
+            book(
+                &txn,
+                &Posting::refund(&current.user_id, amount)?,
+                Booking {
+                    order_id,
+                    deposit_id: "",
+                    movement: Movement::Refund,
+                    payment_key: refund_key,
+                    at: now,
+                },
+            )
+            .await?;
+        }
+        let reason = format!("Refunded {amount}.");
+        step(&txn, current, OrderEvent::Refunded, &reason, now, |o| {
+            o.amount_refunded += amount.minor();
+        })
+        .await?;
+        txn.commit().await?;
+        self.announce(order_id);
+        Ok(())
+    }
+
+    /// Books a fee of a returned or lost order under `key` (the fee's provider key): charged
+    /// to the card when `charged`, else taken from the deposit (the card declined). A fee
+    /// already booked under `key` is not booked again.
+    pub async fn fee_booked(
+        &self,
+        order_id: &str,
+        movement: Movement,
+        amount: Money,
+        key: &str,
+        charged: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self.write().await?;
+        let Some(current) = lock_order(&txn, order_id).await? else {
+            return Ok(());
+        };
+        let already = crate::entity::ledger_transaction::Entity::find()
+            .filter(crate::entity::ledger_transaction::Column::PaymentKey.eq(key))
+            .one(&txn)
+            .await?;
+        if already.is_some() {
+            return Ok(());
+        }
+        let user = current.user_id.clone();
+        let booking = |movement| Booking {
+            order_id,
+            deposit_id: "",
+            movement,
+            payment_key: key,
+            at: now,
+        };
+        let mut next = current.clone();
+        let reason;
+        if charged {
+            book(&txn, &Posting::user_pays(&user, amount)?, booking(movement)).await?;
+            book(
+                &txn,
+                &Posting::earn(&user, amount)?,
+                Booking {
+                    payment_key: "",
+                    ..booking(Movement::Earned)
+                },
+            )
+            .await?;
+            next.amount_charged += amount.minor();
+            reason = match movement {
+                Movement::LostItemFee => format!("The item counts as lost: charged {amount}."),
+                _ => format!("Charged {amount} for the late return."),
+            };
+        } else {
+            // The card declined: the fee is taken from the held deposit, which pays back less.
+            let account = account::Entity::find_by_id(user.clone()).one(&txn).await?;
+            let held = match account.and_then(|a| a.deposit_id) {
+                Some(id) => {
+                    deposit::Entity::find_by_id(id)
+                        .lock_exclusive()
+                        .one(&txn)
+                        .await?
+                }
+                None => None,
+            };
+            let kept = held
+                .as_ref()
+                .map_or(0, |d| amount.minor().min(d.amount - d.withheld).max(0));
+            if let Some(held) = held
+                && kept > 0
+            {
+                let kept_money = Money::new(kept, amount.currency());
+                book(
+                    &txn,
+                    &Posting::release_deposit(&user, kept_money)?,
+                    booking(Movement::DepositKept),
+                )
+                .await?;
+                book(
+                    &txn,
+                    &Posting::earn(&user, kept_money)?,
+                    Booking {
+                        payment_key: "",
+                        ..booking(Movement::DepositKept)
+                    },
+                )
+                .await?;
+                deposit::Entity::update_many()
+                    .col_expr(deposit::Column::Withheld, Expr::value(held.withheld + kept))
+                    .filter(deposit::Column::DepositId.eq(held.deposit_id.as_str()))
+                    .exec(&txn)
+                    .await?;
+            }
+            reason = format!(
+                "The card declined a fee of {amount}; {} was taken from the deposit.",
+                Money::new(kept, amount.currency())
+            );
+        }
+        if movement == Movement::LostItemFee {
+            next.lost_fee_charged = true;
+        }
+        save(&txn, next, &reason, now).await?;
+        txn.commit().await?;
+        self.announce(order_id);
+        Ok(())
+    }
+
+    /// A RETURNED order whose fees are booked: CLOSED.
+    pub async fn close(&self, order_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let txn = self.write().await?;
+        let Some(current) = lock_order(&txn, order_id).await? else {
+            return Ok(());
+        };
+        if current.state != OrderState::Returned.as_str() {
+            return Ok(());
+        }
+        let total = Money::new(current.amount_charged, currency(&current)?);
+        let reason = format!("Closed. You paid {total} in total.");
+        step(&txn, current, OrderEvent::Settled, &reason, now, |_| {}).await?;
+        txn.commit().await?;
+        self.announce(order_id);
+        Ok(())
+    }
+
+    /// LENT orders due before `before` whose lost-item fee is not charged.
+    pub async fn lent_overdue(
+        &self,
+        before: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<order::Model>, DbErr> {
+        order::Entity::find()
+            .filter(order::Column::State.eq(OrderState::Lent.as_str()))
+            .filter(order::Column::LostFeeCharged.eq(false))
+            .filter(order::Column::DueAt.lt(before))
+            .order_by_asc(order::Column::DueAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// Applies a command record fetched from the gateway (the sweeper's fallback when an
+    /// event is late), in its own transaction.
+    pub async fn apply_command_record(
+        &self,
+        record: &gateway::CommandRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self.write().await?;
+        let touched = self.apply_command(&txn, record, now).await?;
+        txn.commit().await?;
+        if let Some(order_id) = touched {
+            self.announce(&order_id);
+        }
+        Ok(())
+    }
+
+    /// Applies a command's new state to its order, if it is a lend of ours. Returns the order
+    /// that changed, if any.
+    pub(crate) async fn apply_command<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        record: &gateway::CommandRecord,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(kind) = record.payload.as_ref().and_then(|p| p.kind.as_ref()) else {
+            return Ok(None);
+        };
+        let state = gateway::CommandState::try_from(record.state).unwrap_or_default();
+        let result = record.result.as_ref().and_then(|r| r.outcome.as_ref());
+        match kind {
+            gateway::command_payload::Kind::Lend(lend) => {
+                let order_id = lend.order_id.as_str();
+                match (state, result) {
+                    (
+                        gateway::CommandState::Succeeded,
+                        Some(gateway::command_result::Outcome::Lend(lent)),
+                    ) => lent_in(db, order_id, record, lent, at).await,
+                    (gateway::CommandState::Failed, failure) => {
+                        let why = match failure {
+                            Some(gateway::command_result::Outcome::Failure(f)) => {
+                                describe_failure(f)
+                            }
+                            _ => "The kiosk could not hand out an item.".to_owned(),
+                        };
+                        let reason = format!("{why} Your payment is being refunded.");
+                        Ok(fail_lend_in(db, order_id, &reason, at)
+                            .await?
+                            .then(|| order_id.to_owned()))
+                    }
+                    (gateway::CommandState::Expired, _) => {
+                        let reason = "The kiosk did not hand out an item in time. Your payment is being refunded.";
+                        Ok(fail_lend_in(db, order_id, reason, at)
+                            .await?
+                            .then(|| order_id.to_owned()))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            gateway::command_payload::Kind::Wipe(wipe) => {
+                if state == gateway::CommandState::Succeeded {
+                    fleet::unit_wiped(db, &wipe.item_id).await?;
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// An item came back to a kiosk: its unit is recorded (waiting for a wipe if it came
+    /// back writable), and the order it was lent under is RETURNED.
+    pub(crate) async fn apply_return<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        kiosk_id: &str,
+        returned: &gateway::ItemReturned,
+        cursor: i64,
+        at: DateTime<Utc>,
+        wipe_deadline: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(item) = &returned.item else {
+            return Ok(None);
+        };
+        let wipe = fleet::needs_wipe(item);
+        fleet::put_unit(db, kiosk_id, item, !wipe, None).await?;
+        if wipe {
+            let payload = gateway::CommandPayload {
+                kind: Some(gateway::command_payload::Kind::Wipe(gateway::WipeCommand {
+                    item_id: item.item_id.clone(),
+                })),
+            };
+            enqueue(
+                db,
+                kiosk_id,
+                &format!("wipe:{}:{cursor}", item.item_id),
+                "",
+                &payload,
+                at + wipe_deadline,
+                at,
+            )
+            .await?;
+        }
+        let Some(current) = order::Entity::find()
+            .filter(order::Column::ItemId.eq(item.item_id.as_str()))
+            .filter(order::Column::State.eq(OrderState::Lent.as_str()))
+            .lock_exclusive()
+            .one(db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let returned_at = returned
+            .returned_at
+            .as_ref()
+            .and_then(sneakernet_runtime::wire::from_timestamp)
+            .unwrap_or(at);
+        let order_id = current.order_id.clone();
+        let reason = format!("Returned at kiosk {kiosk_id}. Settling the rental.");
+        step(db, current, OrderEvent::Returned, &reason, at, |o| {
+            o.returned_kiosk_id = kiosk_id.to_owned();
+            o.returned_at = Some(returned_at);
+            o.deadline = at;
+        })
+        .await?;
+        free_slot(db, &order_id).await?;
+        Ok(Some(order_id))
+    }
+}
+
+fn describe_failure(failure: &gateway::Failure) -> String {
+    use gateway::FailureReason as R;
+    let what = match R::try_from(failure.reason).unwrap_or_default() {
+        R::EjectJammed => "The kiosk's bay jammed while handing out your item.",
+        R::NoMatchingItem => "The kiosk has no item of that type any more.",
+        R::NotTaken => "The item was not taken from the bay.",
+        R::BayFault => "The kiosk's bay reported a fault.",
+        R::DeadlineExceeded => "The kiosk got the request too late.",
+        _ => "The kiosk could not hand out an item.",
+    };
+    what.to_owned()
+}
+
+/// See [`Store::fail_lend`]; whether the order changed.
+async fn fail_lend_in<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(current) = lock_order(db, order_id).await? else {
+        return Ok(false);
+    };
+    if current.state != OrderState::Paid.as_str()
+        && current.state != OrderState::Dispensing.as_str()
+    {
+        return Ok(false);
+    }
+    step(db, current, OrderEvent::LendFailed, reason, now, |o| {
+        o.deadline = now;
+    })
+    .await?;
+    fleet::release_hold(db, order_id).await?;
+    free_slot(db, order_id).await?;
+    Ok(true)
+}
+
+/// The kiosk lent `lent.item_id` for the order: LENT (through DISPENSING if the outbox had
+/// not marked it yet), the price earned, the unit gone, the hold released. A lend reported
+/// for an order that already failed is kept for the auditor, never applied.
+async fn lent_in<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+    record: &gateway::CommandRecord,
+    lent: &gateway::LendResult,
+    at: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    let Some(mut current) = lock_order(db, order_id).await? else {
+        tracing::warn!(order_id, item_id = %lent.item_id, "lend result for an unknown order");
+        return Ok(None);
+    };
+    fleet::remove_unit(db, &lent.item_id).await?;
+    let (_, state) = kind_and_state(&current)?;
+    if state == OrderState::Paid {
+        let command_id = record.command_id.clone();
+        current = step(
+            db,
+            current,
+            OrderEvent::LendRequested,
+            "The kiosk is handing out your item.",
+            at,
+            |o| o.command_id = Some(command_id),
+        )
+        .await?;
+    } else if state != OrderState::Dispensing {
+        if matches!(state, OrderState::Failed | OrderState::Refunded)
+            && current.late_item_id.is_none()
+        {
+            tracing::error!(order_id, item_id = %lent.item_id, "kiosk lent an item for an order that had already failed");
+            let mut next = current;
+            next.late_item_id = Some(lent.item_id.clone());
+            let reason = next.state_reason.clone();
+            save(db, next, &reason, at).await?;
+            return Ok(Some(order_id.to_owned()));
+        }
+        return Ok(None);
+    }
+    let lent_at = record
+        .result
+        .as_ref()
+        .and_then(|r| r.finished_at.as_ref())
+        .and_then(sneakernet_runtime::wire::from_timestamp)
+        .unwrap_or(at);
+    let days = pb::ItemChoice::decode(current.choice.as_slice())
+        .map(|c| c.duration_days)
+        .unwrap_or(1);
+    let due = lent_at + Duration::days(i64::from(days));
+    let price = Money::new(current.price, currency(&current)?);
+    book(
+        db,
+        &Posting::earn(&current.user_id, price)?,
+        Booking {
+            order_id,
+            deposit_id: "",
+            movement: Movement::Earned,
+            payment_key: "",
+            at,
+        },
+    )
+    .await?;
+    let bay = if lent.bay_id.is_empty() {
+        String::new()
+    } else {
+        format!(" from bay {}", lent.bay_id)
+    };
+    let reason = format!("Take your item {}{bay}.", lent.item_id);
+    let item_id = lent.item_id.clone();
+    let write_protected = lent
+        .item
+        .as_ref()
+        .and_then(|i| i.attributes.as_ref())
+        .and_then(|a| a.kind.as_ref())
+        .is_some_and(|k| matches!(k, sneakernet_proto::common::v1::item_attributes::Kind::Drive(d) if d.write_protected));
+    step(db, current, OrderEvent::Lent, &reason, at, |o| {
+        o.item_id = item_id;
+        o.lent_at = Some(lent_at);
+        o.due_at = Some(due);
+        o.deadline = due;
+        o.write_protected = write_protected;
+    })
+    .await?;
+    fleet::release_hold(db, order_id).await?;
+    Ok(Some(order_id.to_owned()))
+}
