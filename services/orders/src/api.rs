@@ -43,6 +43,8 @@ pub struct OrdersApi {
     pub(crate) shutdown: Shutdown,
     /// Orders counted unsettled this long after a step's deadline (the sweeper's lag).
     pub(crate) audit_grace: chrono::Duration,
+    /// Orders and deposits created per account.
+    pub(crate) creations: sneakernet_runtime::rate_limit::KeyedLimiter<UserId>,
 }
 
 fn kiosk(view: Option<&kiosk_view::Model>, profile: Option<&kiosk::Model>) -> pb::Kiosk {
@@ -165,6 +167,7 @@ impl OrderService for OrdersApi {
         request: Request<pb::PayDepositRequest>,
     ) -> Result<Response<pb::PayDepositResponse>, Status> {
         let user = Self::renter(&request)?;
+        self.creations.check(&user)?;
         let body = request.into_inner();
         let mut violations = Vec::new();
         let amount = convert::money("amount", body.amount.as_ref())
@@ -215,6 +218,7 @@ impl OrderService for OrdersApi {
         request: Request<pb::CreateRentalRequest>,
     ) -> Result<Response<pb::CreateRentalResponse>, Status> {
         let user = Self::renter(&request)?;
+        self.creations.check(&user)?;
         let body = request.into_inner();
         let mut violations = Vec::new();
         if let Err(why) = KioskId::parse(&body.kiosk_id) {

@@ -129,6 +129,11 @@ impl ServiceRole for OrdersRole {
             rentals,
             shutdown: ctx.shutdown.clone(),
             audit_grace: chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::minutes(1)),
+            creations: sneakernet_runtime::rate_limit::KeyedLimiter::new(
+                "orders and deposits for this account",
+                ctx.config.rate_limit.orders_per_account,
+                ctx.config.rate_limit.period,
+            ),
         };
         services
             .add(OrderServiceServer::new(api.clone()))

@@ -120,6 +120,9 @@ pub struct RateLimitConfig {
     pub login_per_address: u32,
     /// Registrations allowed per client address per `period`.
     pub register_per_address: u32,
+    /// Orders and deposits an account may create per `period` (CreateRental, PayDeposit;
+    /// retries with the same idempotency key count too).
+    pub orders_per_account: u32,
     /// The refill period of every budget above.
     #[serde(with = "humantime_serde")]
     pub period: Duration,
@@ -260,6 +263,7 @@ impl Default for RateLimitConfig {
             attempts_per_account: 10,
             login_per_address: 60,
             register_per_address: 30,
+            orders_per_account: 30,
             period: Duration::from_secs(60),
         }
     }
@@ -576,6 +580,11 @@ impl Config {
                 "rate_limit.register_per_address",
                 "SNEAKERNET_RATE_LIMIT__REGISTER_PER_ADDRESS",
                 limits.register_per_address,
+            ),
+            (
+                "rate_limit.orders_per_account",
+                "SNEAKERNET_RATE_LIMIT__ORDERS_PER_ACCOUNT",
+                limits.orders_per_account,
             ),
         ] {
             if value == 0 {

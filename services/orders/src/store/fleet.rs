@@ -346,9 +346,10 @@ pub(crate) async fn unit_wiped<C: ConnectionTrait>(db: &C, item_id: &str) -> Res
 }
 
 /// Whether a returned item may be lent as it is: a drive that came back writable may hold
-/// anything now and waits for a wipe; a write-protected drive and a power bank are ready.
+/// anything now and waits for a wipe; a write-protected drive is ready, a power bank once
+/// charged enough.
 pub fn ready_on_return(item: &common::Item) -> bool {
-    !needs_wipe(item)
+    !needs_wipe(item) && lendable(gateway::BayState::Ready.into(), item)
 }
 
 /// Whether a returned item must be wiped before it is lent again.

@@ -157,7 +157,7 @@ impl Store {
             }
             Some(gateway::event::Kind::CommandStateChanged(changed)) => {
                 if let Some(record) = &changed.command
-                    && record.requested_by == crate::SERVICE
+                    && record.requested_by == format!("service:{}", crate::SERVICE)
                 {
                     touched = self.apply_command(&txn, record, at).await?;
                 }

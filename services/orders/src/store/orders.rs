@@ -973,7 +973,7 @@ impl Store {
             return Ok(None);
         };
         let wipe = fleet::needs_wipe(item);
-        fleet::put_unit(db, kiosk_id, item, !wipe, None).await?;
+        fleet::put_unit(db, kiosk_id, item, fleet::ready_on_return(item), None).await?;
         if wipe {
             let payload = gateway::CommandPayload {
                 kind: Some(gateway::command_payload::Kind::Wipe(gateway::WipeCommand {
