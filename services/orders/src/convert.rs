@@ -191,3 +191,69 @@ pub fn card_token(method: Option<&pb::PaymentMethod>) -> Result<Option<String>, 
         None => Err(ApiError::invalid("payment_method.method", "is required")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eur(minor: i64) -> Option<common::Money> {
+        Some(common::Money {
+            minor_units: minor,
+            currency: "EUR".into(),
+        })
+    }
+
+    fn pricing() -> pb::Pricing {
+        pb::Pricing {
+            base_price: eur(400),
+            price_per_extra_day: eur(150),
+            max_duration_days: 10,
+            grace_period: Some(duration(std::time::Duration::from_secs(3600))),
+            late_fee_per_day: eur(200),
+            late_fee_cap: eur(2000),
+            lost_item_fee: eur(6000),
+            lost_after_days: 14,
+            pickup_window: None,
+        }
+    }
+
+    #[test]
+    fn terms_round_trip_and_bad_fields_are_named() {
+        let checked = terms("pricing", Some(&pricing())).unwrap();
+        assert_eq!(checked.rental_price(3).unwrap().minor(), 700);
+        assert_eq!(terms_proto(&checked, None), pricing());
+
+        let mut bad = pricing();
+        bad.late_fee_per_day = Some(common::Money {
+            minor_units: 1,
+            currency: "XXX".into(),
+        });
+        bad.lost_item_fee = None;
+        let ApiError::InvalidArgument(violations) = terms("pricing", Some(&bad)).unwrap_err()
+        else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["pricing.late_fee_per_day.currency", "pricing.lost_item_fee"]
+        );
+
+        let mut mixed = pricing();
+        mixed.late_fee_cap = Some(common::Money {
+            minor_units: 1,
+            currency: "USD".into(),
+        });
+        assert!(terms("pricing", Some(&mixed)).is_err());
+        let mut long = pricing();
+        long.max_duration_days = 400;
+        assert!(terms("pricing", Some(&long)).is_err());
+    }
+
+    #[test]
+    fn offered_lengths_stay_within_the_maximum() {
+        assert_eq!(offered_durations(1), [1]);
+        assert_eq!(offered_durations(14), [1, 2, 3, 4, 5, 6, 7, 14]);
+        assert_eq!(offered_durations(365).last(), Some(&365));
+    }
+}

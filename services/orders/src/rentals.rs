@@ -768,3 +768,58 @@ pub fn configured_deposit(minor: i64, currency: &str) -> Result<Money, String> {
     let currency = Currency::parse(currency).map_err(|e| e.to_string())?;
     Ok(Money::new(minor, currency))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(site: &str, kind: i32, capacity: i64, package: &str) -> pricing_rule::Model {
+        pricing_rule::Model {
+            rule_key: format!("{site}|{kind}|{capacity}|{package}"),
+            site_id: site.into(),
+            kind,
+            capacity_bytes: capacity,
+            content_package_id: package.into(),
+            pricing: vec![],
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_rule_wins_and_a_site_rule_beats_the_network() {
+        let drive = i32::from(common::ItemKind::Drive);
+        let rules = vec![
+            rule("", drive, 0, ""),
+            rule("", drive, 1000, ""),
+            rule("", drive, 0, "films"),
+            rule("s1", drive, 0, ""),
+            rule("s2", drive, 0, "films"),
+        ];
+        let films_1000 = TypeKey {
+            kind: drive,
+            capacity_bytes: 1000,
+            content_package_id: "films".into(),
+        };
+        let blank_1000 = TypeKey {
+            content_package_id: String::new(),
+            ..films_1000.clone()
+        };
+        let key = |site, wanted| best_rule(&rules, site, wanted).map(|r| r.rule_key.clone());
+        assert_eq!(key("s1", &films_1000).as_deref(), Some("s1|1|0|"));
+        assert_eq!(key("s2", &films_1000).as_deref(), Some("s2|1|0|films"));
+        assert_eq!(key("s3", &films_1000).as_deref(), Some("|1|0|films"));
+        assert_eq!(key("s3", &blank_1000).as_deref(), Some("|1|1000|"));
+        let bank = TypeKey {
+            kind: i32::from(common::ItemKind::PowerBank),
+            capacity_bytes: 0,
+            content_package_id: String::new(),
+        };
+        assert_eq!(key("s1", &bank), None, "no rule, no offer");
+    }
+
+    #[test]
+    fn fingerprints_separate_their_parts() {
+        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
+        assert_eq!(fingerprint(&["a", "b"]), fingerprint(&["a", "b"]));
+    }
+}
