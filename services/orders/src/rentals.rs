@@ -55,7 +55,7 @@ pub struct Rentals {
 }
 
 /// How a charge ended.
-enum Charged {
+enum ChargeOutcome {
     Yes(crate::payments::Charge),
     Declined,
     NothingCharged,
@@ -90,7 +90,7 @@ fn refuse(violations: Vec<PreconditionViolation>, info: Option<ErrorInfo>) -> Ap
     ApiError::FailedPrecondition {
         message,
         violations,
-        info,
+        info: info.map(Box::new),
     }
 }
 
@@ -309,16 +309,18 @@ impl Rentals {
         Ok(offer)
     }
 
-    async fn charge(&self, request: ChargeRequest) -> Charged {
+    async fn charge(&self, request: ChargeRequest) -> ChargeOutcome {
         let mut wait = Duration::from_millis(100);
         for _ in 0..CHARGE_TRIES {
             match self.provider.charge(request.clone()).await {
-                Ok(charge) => return Charged::Yes(charge),
-                Err(PaymentError::Declined(_)) => return Charged::Declined,
-                Err(PaymentError::Processor) => return Charged::NothingCharged,
-                Err(PaymentError::Invalid(why)) => return Charged::Invalid(why),
+                Ok(charge) => return ChargeOutcome::Yes(charge),
+                Err(PaymentError::Declined(_)) => return ChargeOutcome::Declined,
+                Err(PaymentError::Processor) => return ChargeOutcome::NothingCharged,
+                Err(PaymentError::Invalid(why)) => return ChargeOutcome::Invalid(why),
                 Err(PaymentError::KeyReused) => {
-                    return Charged::Invalid("the payment key was used for another charge".into());
+                    return ChargeOutcome::Invalid(
+                        "the payment key was used for another charge".into(),
+                    );
                 }
                 Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
                     tokio::time::sleep(wait).await;
@@ -326,7 +328,7 @@ impl Rentals {
                 }
             }
         }
-        Charged::Unknown
+        ChargeOutcome::Unknown
     }
 
     /// PayDeposit.
@@ -379,7 +381,7 @@ impl Rentals {
                 .abandon_deposit(&user_key, &payment_key, &deposit_id, outcome, self.now())
         };
         match outcome {
-            Charged::Yes(charge) => Ok(self
+            ChargeOutcome::Yes(charge) => Ok(self
                 .store
                 .finish_deposit(
                     DepositCharge {
@@ -394,21 +396,21 @@ impl Rentals {
                     self.now(),
                 )
                 .await?),
-            Charged::Declined => {
+            ChargeOutcome::Declined => {
                 abandon(Abandon::Declined).await?;
                 Err(declined())
             }
-            Charged::NothingCharged => {
+            ChargeOutcome::NothingCharged => {
                 abandon(Abandon::NothingCharged).await?;
                 Err(unavailable(
                     "the payment processor failed; nothing was charged; retry",
                 ))
             }
-            Charged::Invalid(why) => {
+            ChargeOutcome::Invalid(why) => {
                 abandon(Abandon::NothingCharged).await?;
                 Err(ApiError::invalid("payment_method.card_token", why))
             }
-            Charged::Unknown => {
+            ChargeOutcome::Unknown => {
                 abandon(Abandon::Unknown).await?;
                 Err(unavailable(
                     "the payment provider did not answer; retry with the same idempotency key",
@@ -592,7 +594,7 @@ impl Rentals {
             price,
         };
         let (payment_key, order_id) = match self.store.begin_rental(&ask, now).await? {
-            RentalStart::Existing(order) => return Ok(order),
+            RentalStart::Existing(order) => return Ok(*order),
             RentalStart::KeyReused => return Err(key_reused()),
             RentalStart::Declined => return Err(declined()),
             RentalStart::Abandoned => return Err(abandoned()),
@@ -637,22 +639,22 @@ impl Rentals {
                 .abandon_rental(&payment_key, &order_id, outcome, self.now())
         };
         let charge = match outcome {
-            Charged::Yes(charge) => charge,
-            Charged::Declined => {
+            ChargeOutcome::Yes(charge) => charge,
+            ChargeOutcome::Declined => {
                 abandon(Abandon::Declined).await?;
                 return Err(declined());
             }
-            Charged::NothingCharged => {
+            ChargeOutcome::NothingCharged => {
                 abandon(Abandon::NothingCharged).await?;
                 return Err(unavailable(
                     "the payment processor failed; nothing was charged; retry",
                 ));
             }
-            Charged::Invalid(why) => {
+            ChargeOutcome::Invalid(why) => {
                 abandon(Abandon::NothingCharged).await?;
                 return Err(ApiError::invalid("payment_method.card_token", why));
             }
-            Charged::Unknown => {
+            ChargeOutcome::Unknown => {
                 abandon(Abandon::Unknown).await?;
                 return Err(unavailable(
                     "the payment provider did not answer; nothing is held; retry with the same idempotency key",

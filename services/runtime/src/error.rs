@@ -73,7 +73,8 @@ pub enum ApiError {
         /// Each unmet precondition.
         violations: Vec<PreconditionViolation>,
         /// A machine-readable reason with values the client needs to act (google.rpc.ErrorInfo).
-        info: Option<ErrorInfo>,
+        /// Boxed: it is rare and would make every `Result<_, ApiError>` larger.
+        info: Option<Box<ErrorInfo>>,
     },
     /// A concurrent request got in the way (for example one with the same idempotency key is
     /// still running); retrying later can succeed.
@@ -186,7 +187,12 @@ impl From<ApiError> for Status {
                     details.add_precondition_failure_violation(v.kind, v.subject, v.description);
                 }
                 if let Some(info) = info {
-                    details.set_error_info(info.reason, info.domain, info.metadata);
+                    let ErrorInfo {
+                        reason,
+                        domain,
+                        metadata,
+                    } = *info;
+                    details.set_error_info(reason, domain, metadata);
                 }
                 message
             }

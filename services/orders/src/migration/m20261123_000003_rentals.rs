@@ -475,6 +475,7 @@ enum LedgerEntries {
 }
 
 #[derive(DeriveIden)]
+#[allow(clippy::enum_variant_names)]
 enum Outbox {
     Table,
     OutboxId,

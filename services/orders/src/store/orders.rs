@@ -265,7 +265,7 @@ pub(crate) async fn enqueue<C: ConnectionTrait>(
 #[derive(Debug)]
 pub enum RentalStart {
     /// This key already made this order: answer it.
-    Existing(order::Model),
+    Existing(Box<order::Model>),
     /// This key came with another request.
     KeyReused,
     /// This key was declined before.
@@ -461,7 +461,7 @@ impl Store {
             .await?
         {
             return Ok(if existing.request_hash == request.request_hash {
-                RentalStart::Existing(existing)
+                RentalStart::Existing(Box::new(existing))
             } else {
                 RentalStart::KeyReused
             });
