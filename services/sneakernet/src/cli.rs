@@ -1,4 +1,5 @@
-//! The command line: `serve`, `standalone`, `operator create`, `keys rotate`.
+//! The command line: `serve`, `standalone`, `demo`, `audit`, `qr`, `operator create`,
+//! `keys rotate`.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::config::Config;
 
 use crate::node::{self, NodeRole};
+use crate::standalone::{self, Fleet};
 
 /// Sneakernet: the backend of a network of kiosks lending pre-loaded hard drives.
 #[derive(Debug, Parser)]
@@ -32,12 +34,46 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         role: Vec<NodeRole>,
     },
-    /// Serve every role on one port with embedded storage: the whole system on a laptop.
+    /// Serve every role on one port with embedded storage, plus three simulated kiosks: the
+    /// whole system on a laptop. The first start creates an operator and a demo user and says
+    /// where their passwords are.
     Standalone {
         /// gRPC listen address (overrides `listen`).
         #[arg(long)]
         listen: Option<SocketAddr>,
         /// Where the SQLite files and local state live (overrides `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Serve without the simulated kiosks (and without creating the standalone accounts).
+        #[arg(long)]
+        without_kiosks: bool,
+    },
+    /// Run a fresh standalone node in a temporary directory and tell a walk-up rental step by
+    /// step: register, deposit, scan, rent, lend, return at another kiosk, close, audit.
+    /// Exits 0 only when every step reached its state and the audit is clean.
+    Demo,
+    /// Audit the money of a running node (FleetService.Audit) as an operator; exits non-zero
+    /// when the ledger does not balance or anything is wrong.
+    Audit {
+        /// The node's gRPC address (default: `listen`, on loopback when it is unspecified).
+        #[arg(long)]
+        address: Option<String>,
+        /// The operator's email (default: the standalone operator of --data-dir).
+        #[arg(long)]
+        email: Option<String>,
+        /// File holding the operator's password (default: the standalone operator's).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// The standalone node's data directory (overrides `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the text a simulated kiosk's QR code shows now (valid for about a minute), for
+    /// OrderService.ScanKiosk by hand.
+    Qr {
+        /// The simulated kiosk, e.g. K-BER-HBF.
+        kiosk_id: String,
+        /// The standalone node's data directory (overrides `data_dir`).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -91,7 +127,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&config)?;
             serve(config, &role).await
         }
-        Command::Standalone { listen, data_dir } => {
+        Command::Standalone {
+            listen,
+            data_dir,
+            without_kiosks,
+        } => {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -99,7 +139,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.data_dir = dir;
             }
             init_tracing(&config)?;
-            serve(config, &NodeRole::ALL).await
+            run_standalone(config, !without_kiosks).await
+        }
+        Command::Demo => {
+            // The story is the output; only warnings and errors are logged beside it, not the
+            // expected refusals (no deposit) the request tracer reports as failed calls.
+            config.log.filter = "warn,tower_http=off".into();
+            init_tracing(&config)?;
+            crate::demo::run(config).await
+        }
+        Command::Audit {
+            address,
+            email,
+            password_file,
+            data_dir,
+        } => {
+            let address = address
+                .unwrap_or_else(|| format!("http://{}", crate::client::loopback(config.listen)));
+            crate::audit::run(crate::audit::AuditTarget {
+                address,
+                email,
+                password_file,
+                data_dir: data_dir.unwrap_or(config.data_dir),
+            })
+            .await
+        }
+        Command::Qr { kiosk_id, data_dir } => {
+            let data_dir = data_dir.unwrap_or(config.data_dir);
+            let kiosk = sneakernet_runtime::KioskId::parse(&kiosk_id)
+                .map_err(|why| anyhow::anyhow!("kiosk id {kiosk_id:?} {why}"))?;
+            let secret = standalone::read_qr_secret(&data_dir, &kiosk_id).await?;
+            println!(
+                "{}",
+                sneakernet_runtime::qr::payload(&kiosk, &secret, chrono::Utc::now())
+            );
+            Ok(())
         }
         Command::Keys {
             action: KeysAction::Rotate { lead },
@@ -153,18 +227,104 @@ fn init_tracing(config: &Config) -> anyhow::Result<()> {
 async fn serve(config: Config, roles: &[NodeRole]) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let data_dir = config.data_dir.clone();
-    let embedded = config.database_url.is_none();
-    let node = node::start(config, roles, shutdown, None).await?;
+    let node = node::start(config.clone(), roles, shutdown, None).await?;
+    announce(&config, roles, node.address);
+    node.wait().await?;
+    Ok(())
+}
+
+/// The lines that say a node serves (tests read the first one for the address).
+fn announce(config: &Config, roles: &[NodeRole], address: SocketAddr) {
     let roles: Vec<String> = roles.iter().map(ToString::to_string).collect();
-    println!(
-        "sneakernet: serving {} on {}",
-        roles.join(", "),
-        node.address
-    );
-    if embedded {
-        println!("sneakernet: embedded storage in {}", data_dir.display());
+    println!("sneakernet: serving {} on {}", roles.join(", "), address);
+    if config.database_url.is_none() {
+        println!(
+            "sneakernet: embedded storage in {}",
+            config.data_dir.display()
+        );
+    }
+}
+
+/// Every role, then (unless told otherwise) the simulated fleet, until a signal; the kiosks
+/// stop before the node drains.
+async fn run_standalone(config: Config, with_kiosks: bool) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    let node = node::start(config.clone(), &NodeRole::ALL, shutdown.clone(), None).await?;
+    announce(&config, &NodeRole::ALL, node.address);
+    let fleet = if !with_kiosks {
+        None
+    } else if config.tls.is_some() {
+        println!(
+            "sneakernet: no simulated kiosks: the listener serves TLS, which their in-process agents do not trust"
+        );
+        None
+    } else {
+        // Setting the fleet up is bounded by its calls' timeouts; a signal cuts it short.
+        let started = tokio::select! {
+            fleet = standalone::start(&config, node.address) => Some(fleet),
+            () = shutdown.triggered() => None,
+        };
+        match started {
+            Some(Ok(fleet)) => Some(fleet),
+            Some(Err(error)) => {
+                node.stop();
+                // The setup's error is what a person needs; the node's own stop is logged.
+                if let Err(stop) = node.wait().await {
+                    tracing::warn!(error = %stop, "node stopped with an error");
+                }
+                return Err(error.context("cannot start the simulated kiosks"));
+            }
+            None => None,
+        }
+    };
+    if let Some(fleet) = &fleet {
+        print_fleet(fleet, node.address);
+    }
+    shutdown.triggered().await;
+    if let Some(fleet) = fleet {
+        fleet.stop().await;
     }
     node.wait().await?;
     Ok(())
+}
+
+/// How a person logs in and finds the kiosks.
+fn print_fleet(fleet: &Fleet, address: SocketAddr) {
+    let address = crate::client::loopback(address);
+    let accounts = &fleet.accounts;
+    let created = if fleet.first_start {
+        " (created now)"
+    } else {
+        ""
+    };
+    println!(
+        "sneakernet: operator {}{created}, password in {}",
+        accounts.operator_email,
+        accounts.operator_password_file.display()
+    );
+    println!(
+        "sneakernet: demo user {}{created}, password in {}",
+        accounts.demo_user_email,
+        accounts.demo_user_password_file.display()
+    );
+    println!(
+        "sneakernet: log in: grpcurl -plaintext -d \"{{\\\"email\\\":\\\"{}\\\",\\\"password\\\":\\\"$(cat '{}')\\\"}}\" {address} sneakernet.auth.v1.AuthService/Login",
+        accounts.demo_user_email,
+        accounts.demo_user_password_file.display()
+    );
+    let kiosks: Vec<String> = fleet
+        .kiosks
+        .iter()
+        .map(|k| format!("{} ({})", k.site.kiosk_id, k.site.site_name))
+        .collect();
+    println!(
+        "sneakernet: simulated kiosks {}; `sneakernet qr <kiosk id>` prints a kiosk's QR code text now",
+        kiosks.join(", ")
+    );
+    if !fleet.registered_with_orders {
+        println!(
+            "sneakernet: the orders service does not register kiosks yet, so they offer nothing"
+        );
+    }
 }

@@ -1,7 +1,15 @@
 //! The one Sneakernet binary as a library: the command line ([`cli`]) and nodes serving any set
-//! of roles ([`node`]), so integration tests start exactly what the binary starts.
+//! of roles ([`node`]), so integration tests start exactly what the binary starts; the
+//! standalone node's simulated kiosks ([`standalone`], laid out in [`simulated_fleet`]); the
+//! walk-up story of `demo` ([`demo`]); `audit` ([`audit`]); and what their gRPC clients
+//! share ([`client`]).
 
+pub mod audit;
 pub mod cli;
+pub mod client;
+pub mod demo;
 pub mod node;
+pub mod simulated_fleet;
+pub mod standalone;
 
 pub use node::{Node, NodeRole};

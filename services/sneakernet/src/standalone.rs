@@ -1,0 +1,626 @@
+//! `standalone`'s simulated fleet: the whole system on a laptop, with kiosks to rent from.
+//!
+//! Next to a node serving every role, [`start`] runs the three kiosks of
+//! [`crate::simulated_fleet`] with the real kiosk agent in-process (simulated bays), each with
+//! its own data directory under `data_dir/kiosks/<kiosk_id>/`. It talks to the node only
+//! through gRPC, as an operator and the kiosks would:
+//!
+//! - first start (no `data_dir/standalone.toml` yet): an operator (the bootstrap path, which no
+//!   RPC offers) and a demo user (AuthService.Register), each with a random password saved in
+//!   a file only the owner may read; `standalone.toml` records them;
+//! - every start: each kiosk's credential (AuthService.IssueKioskCredential, kept in the
+//!   kiosk's directory and issued again only when it no longer logs in), its QR secret (32
+//!   random bytes made once and kept), and its profile (FleetService.RegisterKiosk, an upsert);
+//! - until it succeeded once: the simulated sites' price rules (FleetService.SetPricing, per
+//!   site, so a network-wide default an operator sets is never replaced).
+//!
+//! Every step is idempotent, so a start interrupted anywhere is finished by the next one.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::{Rng, RngCore};
+use serde::Deserialize;
+use sneakernet_kiosk_agent::AgentHandle;
+use sneakernet_kiosk_agent::config::{AgentConfig, LinkConfig, SimFaults, SimulationConfig};
+use sneakernet_kiosk_agent::simulated::SimulatedBays;
+use sneakernet_proto::auth::v1 as auth;
+use sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient;
+use sneakernet_proto::common::v1 as common;
+use sneakernet_proto::orders::v1 as pb;
+use sneakernet_proto::orders::v1::fleet_service_client::FleetServiceClient;
+use sneakernet_runtime::KioskId;
+use sneakernet_runtime::config::Config;
+use tonic::transport::Channel;
+
+use crate::client::{self, authed};
+use crate::simulated_fleet::{self, KioskSite};
+
+/// The first start's record, under `data_dir`.
+pub const STATE_FILE: &str = "standalone.toml";
+/// Where the simulated kiosks keep their state, under `data_dir`: one directory per kiosk id.
+pub const KIOSKS_DIR: &str = "kiosks";
+/// The operator the first start creates.
+pub const OPERATOR_EMAIL: &str = "operator@sneakernet.example";
+/// The user account the first start creates.
+pub const DEMO_USER_EMAIL: &str = "demo@sneakernet.example";
+/// The kiosk's credential secret, in its directory.
+pub const KIOSK_CREDENTIAL_FILE: &str = "kiosk.secret";
+/// The kiosk's QR secret (raw bytes), in its directory.
+pub const QR_SECRET_FILE: &str = "qr.secret";
+
+const OPERATOR_PASSWORD_FILE: &str = "operator.password";
+const DEMO_USER_PASSWORD_FILE: &str = "demo-user.password";
+/// Random passwords are this many letters and digits (about 143 bits).
+const PASSWORD_CHARS: usize = 24;
+/// Bytes of a new QR secret.
+const QR_SECRET_BYTES: usize = 32;
+/// How long one agent may take to stop before it is left behind.
+const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the first start created, as `data_dir/standalone.toml` records it. Password files
+/// are named relative to `data_dir`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StandaloneState {
+    /// The operator's email.
+    pub operator_email: String,
+    /// The file holding the operator's password.
+    pub operator_password_file: PathBuf,
+    /// The demo user's email.
+    pub demo_user_email: String,
+    /// The file holding the demo user's password.
+    pub demo_user_password_file: PathBuf,
+    /// Whether the simulated sites' price rules were set (they are set once, so an
+    /// operator's later change stays).
+    #[serde(default)]
+    pub site_pricing_set: bool,
+}
+
+impl StandaloneState {
+    /// Reads `data_dir/standalone.toml`; `None` when there is none (a first start).
+    pub fn load(data_dir: &Path) -> anyhow::Result<Option<Self>> {
+        let file = data_dir.join(STATE_FILE);
+        if !file.exists() {
+            return Ok(None);
+        }
+        use figment::providers::Format;
+        let state = figment::Figment::from(figment::providers::Toml::file_exact(&file))
+            .extract()
+            .map_err(|e| {
+                anyhow::anyhow!("{}: {}", file.display(), e.to_string().replace('\n', "; "))
+            })?;
+        Ok(Some(state))
+    }
+
+    /// Writes `data_dir/standalone.toml` (replacing it atomically).
+    async fn save(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let text = format!(
+            "# Written by `sneakernet standalone` on its first start; the passwords are in the files named.\n\
+             operator_email = {:?}\noperator_password_file = {:?}\n\
+             demo_user_email = {:?}\ndemo_user_password_file = {:?}\n\
+             site_pricing_set = {}\n",
+            self.operator_email,
+            self.operator_password_file.display().to_string(),
+            self.demo_user_email,
+            self.demo_user_password_file.display().to_string(),
+            self.site_pricing_set,
+        );
+        write_private(&data_dir.join(STATE_FILE), text.as_bytes()).await
+    }
+
+    /// The operator's password, read from its file.
+    pub async fn operator_password(&self, data_dir: &Path) -> anyhow::Result<String> {
+        read_password(&data_dir.join(&self.operator_password_file)).await
+    }
+}
+
+/// How a person logs in to the standalone node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accounts {
+    /// The operator's email.
+    pub operator_email: String,
+    /// The file holding the operator's password.
+    pub operator_password_file: PathBuf,
+    /// The demo user's email.
+    pub demo_user_email: String,
+    /// The file holding the demo user's password.
+    pub demo_user_password_file: PathBuf,
+}
+
+/// One running simulated kiosk.
+pub struct SimulatedKiosk {
+    /// Where it stands and what it held on its first start.
+    pub site: KioskSite,
+    /// The kiosk's id, checked.
+    pub kiosk_id: KioskId,
+    /// Its QR secret, as registered with orders.
+    pub qr_secret: Vec<u8>,
+    /// Its data directory (journal, simulated bays, credential, QR secret).
+    pub data_dir: PathBuf,
+    agent: AgentHandle,
+}
+
+impl std::fmt::Debug for SimulatedKiosk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedKiosk")
+            .field("kiosk_id", &self.site.kiosk_id)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimulatedKiosk {
+    /// Its simulated bays: what they hold now, and `insert` for a return.
+    pub fn bays(&self) -> &SimulatedBays {
+        self.agent.bays()
+    }
+
+    /// The text its screen's QR code shows at `at`.
+    pub fn qr_payload(&self, at: chrono::DateTime<chrono::Utc>) -> String {
+        sneakernet_runtime::qr::payload(&self.kiosk_id, &self.qr_secret, at)
+    }
+}
+
+/// The simulated fleet of a standalone node, running.
+#[derive(Debug)]
+pub struct Fleet {
+    /// How to log in.
+    pub accounts: Accounts,
+    /// The kiosks, in [`simulated_fleet::SITES`] order.
+    pub kiosks: Vec<SimulatedKiosk>,
+    /// True when this start created the accounts.
+    pub first_start: bool,
+    /// False when the orders service refused kiosk registration as not implemented: the
+    /// kiosks are linked to the gateway but have no profile, so nothing can be rented.
+    pub registered_with_orders: bool,
+}
+
+impl Fleet {
+    /// The kiosk with this id.
+    pub fn kiosk(&self, kiosk_id: &str) -> Option<&SimulatedKiosk> {
+        self.kiosks.iter().find(|k| k.site.kiosk_id == kiosk_id)
+    }
+
+    /// Stops every agent gracefully (link closed, a running command finished, journal
+    /// closed); one that takes longer than ten seconds is left behind with a warning.
+    pub async fn stop(self) {
+        stop_agents(self.kiosks.into_iter().map(|k| (k.site.kiosk_id, k.agent))).await;
+    }
+}
+
+async fn stop_agents(agents: impl Iterator<Item = (&'static str, AgentHandle)>) {
+    for (kiosk_id, agent) in agents {
+        if tokio::time::timeout(AGENT_STOP_TIMEOUT, agent.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!(kiosk_id, "simulated kiosk did not stop in time");
+        }
+    }
+}
+
+/// Sets up and starts the simulated fleet of the standalone node listening on `address`,
+/// whose configuration is `config` (see the module comment for what each start does).
+pub async fn start(config: &Config, address: SocketAddr) -> anyhow::Result<Fleet> {
+    let data_dir = config.data_dir.clone();
+    tokio::fs::create_dir_all(&data_dir)
+        .await
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let existing = StandaloneState::load(&data_dir)?;
+    let first_start = existing.is_none();
+    let mut state = match existing {
+        Some(state) => state,
+        None => create_operator(config).await?,
+    };
+    let url = format!("http://{}", client::loopback(address));
+    let channel = client::channel(&url)?;
+    let operator_password = state.operator_password(&data_dir).await?;
+    let operator = client::login(&channel, &state.operator_email, &operator_password)
+        .await
+        .with_context(|| {
+            format!(
+                "the standalone operator cannot log in with the password in {}",
+                data_dir.join(&state.operator_password_file).display()
+            )
+        })?;
+    if first_start {
+        register_demo_user(&channel, &data_dir, &state).await?;
+        state.save(&data_dir).await?;
+        tracing::info!(data_dir = %data_dir.display(), "standalone accounts created");
+    }
+
+    let mut prepared = Vec::new();
+    let mut registered_with_orders = true;
+    for site in simulated_fleet::SITES {
+        let kiosk = prepare_kiosk(&channel, &operator, &data_dir, site).await?;
+        match register_kiosk(&channel, &operator, &kiosk).await {
+            Ok(()) => {}
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                registered_with_orders = false;
+            }
+            Err(status) => bail!(
+                "cannot register simulated kiosk {}: {}",
+                site.kiosk_id,
+                client::describe(&status)
+            ),
+        }
+        prepared.push(kiosk);
+    }
+    if !registered_with_orders {
+        tracing::warn!(
+            "orders does not register kiosks yet (unimplemented): the simulated kiosks offer nothing"
+        );
+    } else if !state.site_pricing_set {
+        set_site_pricing(&channel, &operator).await?;
+        state.site_pricing_set = true;
+        state.save(&data_dir).await?;
+    }
+
+    let mut kiosks = Vec::new();
+    for kiosk in prepared {
+        match sneakernet_kiosk_agent::start(kiosk.agent_config(&url)).await {
+            Ok(agent) => kiosks.push(SimulatedKiosk {
+                site: kiosk.site,
+                kiosk_id: kiosk.kiosk_id,
+                qr_secret: kiosk.qr_secret,
+                data_dir: kiosk.data_dir,
+                agent,
+            }),
+            Err(error) => {
+                stop_agents(kiosks.into_iter().map(|k| (k.site.kiosk_id, k.agent))).await;
+                return Err(error.context(format!(
+                    "cannot start simulated kiosk {}",
+                    kiosk.site.kiosk_id
+                )));
+            }
+        }
+    }
+    tracing::info!(kiosks = kiosks.len(), "simulated kiosks started");
+    Ok(Fleet {
+        accounts: Accounts {
+            operator_email: state.operator_email.clone(),
+            operator_password_file: data_dir.join(&state.operator_password_file),
+            demo_user_email: state.demo_user_email.clone(),
+            demo_user_password_file: data_dir.join(&state.demo_user_password_file),
+        },
+        kiosks,
+        first_start,
+        registered_with_orders,
+    })
+}
+
+/// Creates the operator through the bootstrap path with a random password (reusing the
+/// password file of an interrupted first start); returns the state to record.
+async fn create_operator(config: &Config) -> anyhow::Result<StandaloneState> {
+    let data_dir = &config.data_dir;
+    let state = StandaloneState {
+        operator_email: OPERATOR_EMAIL.to_owned(),
+        operator_password_file: OPERATOR_PASSWORD_FILE.into(),
+        demo_user_email: DEMO_USER_EMAIL.to_owned(),
+        demo_user_password_file: DEMO_USER_PASSWORD_FILE.into(),
+        site_pricing_set: false,
+    };
+    let password = password_in(&data_dir.join(OPERATOR_PASSWORD_FILE)).await?;
+    match sneakernet_auth::create_operator(config, OPERATOR_EMAIL, &password).await? {
+        sneakernet_auth::OperatorCreated::Created(user_id) => {
+            tracing::info!(%user_id, "standalone operator created");
+        }
+        // An interrupted first start created it with the password in the file.
+        sneakernet_auth::OperatorCreated::Exists => {}
+    }
+    Ok(state)
+}
+
+async fn register_demo_user(
+    channel: &Channel,
+    data_dir: &Path,
+    state: &StandaloneState,
+) -> anyhow::Result<()> {
+    let password = password_in(&data_dir.join(&state.demo_user_password_file)).await?;
+    let mut auth = AuthServiceClient::new(channel.clone());
+    let answer = client::within(client::CALL_TIMEOUT, "register the demo user", async {
+        Ok(auth
+            .register(auth::RegisterRequest {
+                email: state.demo_user_email.clone(),
+                password,
+            })
+            .await)
+    })
+    .await?;
+    match answer {
+        Ok(_) => Ok(()),
+        // An interrupted first start registered it with the password in the file.
+        Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(status) => bail!(
+            "cannot register the demo user: {}",
+            client::describe(&status)
+        ),
+    }
+}
+
+/// A kiosk whose credential and QR secret are in place, not running yet.
+struct PreparedKiosk {
+    site: KioskSite,
+    kiosk_id: KioskId,
+    data_dir: PathBuf,
+    credential_file: PathBuf,
+    qr_secret: Vec<u8>,
+}
+
+impl PreparedKiosk {
+    fn agent_config(&self, url: &str) -> AgentConfig {
+        AgentConfig {
+            kiosk_id: self.site.kiosk_id.to_owned(),
+            credential_file: self.credential_file.clone(),
+            auth_url: url.to_owned(),
+            gateway_url: url.to_owned(),
+            data_dir: self.data_dir.clone(),
+            link: LinkConfig {
+                backoff_initial: Duration::from_millis(200),
+                backoff_max: Duration::from_secs(5),
+            },
+            simulation: Some(SimulationConfig {
+                bays: self.site.bays(),
+                faults: SimFaults::default(),
+            }),
+        }
+    }
+}
+
+async fn prepare_kiosk(
+    channel: &Channel,
+    operator: &str,
+    data_dir: &Path,
+    site: KioskSite,
+) -> anyhow::Result<PreparedKiosk> {
+    let kiosk_id = KioskId::parse(site.kiosk_id)
+        .map_err(|why| anyhow::anyhow!("kiosk id {:?} {why}", site.kiosk_id))?;
+    let dir = data_dir.join(KIOSKS_DIR).join(site.kiosk_id);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let qr_secret = qr_secret_in(&dir.join(QR_SECRET_FILE)).await?;
+    let credential_file = dir.join(KIOSK_CREDENTIAL_FILE);
+    ensure_kiosk_credential(channel, operator, site.kiosk_id, &credential_file).await?;
+    Ok(PreparedKiosk {
+        site,
+        kiosk_id,
+        data_dir: dir,
+        credential_file,
+        qr_secret,
+    })
+}
+
+/// Keeps the kiosk's credential when it still logs in; issues a new one otherwise.
+async fn ensure_kiosk_credential(
+    channel: &Channel,
+    operator: &str,
+    kiosk_id: &str,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let mut auth = AuthServiceClient::new(channel.clone());
+    if let Ok(secret) = read_password(file).await {
+        let login = client::within(client::CALL_TIMEOUT, "kiosk login", async {
+            Ok(auth
+                .kiosk_login(auth::KioskLoginRequest {
+                    kiosk_id: kiosk_id.to_owned(),
+                    secret,
+                })
+                .await)
+        })
+        .await?;
+        match login {
+            Ok(_) => return Ok(()),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                tracing::info!(
+                    kiosk_id,
+                    "simulated kiosk credential no longer valid, issuing a new one"
+                );
+            }
+            Err(status) => bail!(
+                "cannot check the credential of simulated kiosk {kiosk_id}: {}",
+                client::describe(&status)
+            ),
+        }
+    }
+    let issued = client::call(
+        &format!("issue the credential of simulated kiosk {kiosk_id}"),
+        auth.issue_kiosk_credential(authed(
+            auth::IssueKioskCredentialRequest {
+                kiosk_id: kiosk_id.to_owned(),
+            },
+            operator,
+        )?),
+    )
+    .await?;
+    write_private(file, format!("{}\n", issued.secret).as_bytes()).await
+}
+
+async fn register_kiosk(
+    channel: &Channel,
+    operator: &str,
+    kiosk: &PreparedKiosk,
+) -> Result<(), tonic::Status> {
+    let request = pb::RegisterKioskRequest {
+        kiosk_id: kiosk.site.kiosk_id.to_owned(),
+        site_id: kiosk.site.site_id.to_owned(),
+        site_name: kiosk.site.site_name.to_owned(),
+        location: Some(common::Location {
+            latitude: kiosk.site.latitude,
+            longitude: kiosk.site.longitude,
+        }),
+        qr_secret: kiosk.qr_secret.clone(),
+        out_of_service: false,
+    };
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(client::CALL_TIMEOUT);
+    let bearer = format!("Bearer {operator}")
+        .parse()
+        .map_err(|_| tonic::Status::internal("the operator's token is not header text"))?;
+    request.metadata_mut().insert("authorization", bearer);
+    FleetServiceClient::new(channel.clone())
+        .register_kiosk(request)
+        .await?;
+    tracing::info!(kiosk_id = kiosk.site.kiosk_id, "simulated kiosk registered");
+    Ok(())
+}
+
+/// The simulated sites' price rules, one per site and priced kind.
+async fn set_site_pricing(channel: &Channel, operator: &str) -> anyhow::Result<()> {
+    let mut fleet = FleetServiceClient::new(channel.clone());
+    for site in simulated_fleet::SITES {
+        for kind in simulated_fleet::PRICED_KINDS {
+            client::call(
+                &format!("set the price of {kind:?} at site {}", site.site_id),
+                fleet.set_pricing(authed(
+                    pb::SetPricingRequest {
+                        site_id: site.site_id.to_owned(),
+                        item_type: Some(common::ItemType {
+                            kind: kind.into(),
+                            capacity_bytes: 0,
+                            content_package_id: String::new(),
+                        }),
+                        pricing: Some(simulated_fleet::pricing(kind)),
+                    },
+                    operator,
+                )?),
+            )
+            .await?;
+        }
+    }
+    tracing::info!("simulated sites priced");
+    Ok(())
+}
+
+/// The password in `file`, made (random, owner-only) when the file does not exist.
+async fn password_in(file: &Path) -> anyhow::Result<String> {
+    if tokio::fs::try_exists(file).await.unwrap_or(false) {
+        return read_password(file).await;
+    }
+    let password: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(PASSWORD_CHARS)
+        .map(char::from)
+        .collect();
+    write_private(file, format!("{password}\n").as_bytes()).await?;
+    Ok(password)
+}
+
+/// A password or secret file's text without its trailing newline; an empty one is an error.
+pub(crate) async fn read_password(file: &Path) -> anyhow::Result<String> {
+    let text = tokio::fs::read_to_string(file)
+        .await
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        bail!("{} is empty", file.display());
+    }
+    Ok(secret.to_owned())
+}
+
+/// The QR secret in `file`, made (random, owner-only) when the file does not exist.
+async fn qr_secret_in(file: &Path) -> anyhow::Result<Vec<u8>> {
+    if tokio::fs::try_exists(file).await.unwrap_or(false) {
+        let secret = tokio::fs::read(file)
+            .await
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if !sneakernet_runtime::qr::SECRET_LEN.contains(&secret.len()) {
+            bail!(
+                "{} holds {} bytes; a QR secret is 20 to 64 bytes (delete the file to make a new one)",
+                file.display(),
+                secret.len()
+            );
+        }
+        return Ok(secret);
+    }
+    let mut secret = vec![0_u8; QR_SECRET_BYTES];
+    rand::rng().fill_bytes(&mut secret);
+    write_private(file, &secret).await?;
+    Ok(secret)
+}
+
+/// The QR secret of simulated kiosk `kiosk_id` under `data_dir`.
+pub async fn read_qr_secret(data_dir: &Path, kiosk_id: &str) -> anyhow::Result<Vec<u8>> {
+    let file = data_dir
+        .join(KIOSKS_DIR)
+        .join(kiosk_id)
+        .join(QR_SECRET_FILE);
+    if !tokio::fs::try_exists(&file).await.unwrap_or(false) {
+        bail!(
+            "no QR secret at {}: is {kiosk_id} a simulated kiosk of the standalone node with data_dir {}?",
+            file.display(),
+            data_dir.display()
+        );
+    }
+    qr_secret_in(&file).await
+}
+
+/// Writes `bytes` to `file` readable and writable by the owner only (on Unix), replacing it
+/// atomically: a crash leaves the old file or the new one.
+async fn write_private(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = file.with_file_name(format!(".{name}.tmp"));
+    let _ = tokio::fs::remove_file(&temp).await;
+    let write = async {
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut out = options.open(&temp).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut out, bytes).await?;
+        out.sync_all().await?;
+        drop(out);
+        tokio::fs::rename(&temp, file).await
+    };
+    write
+        .await
+        .with_context(|| format!("cannot write {}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn secrets_are_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = password_in(&dir.path().join("p")).await.unwrap();
+        assert_eq!(password.len(), PASSWORD_CHARS);
+        assert_eq!(password_in(&dir.path().join("p")).await.unwrap(), password);
+        let qr = qr_secret_in(&dir.path().join("q")).await.unwrap();
+        assert_eq!(qr.len(), QR_SECRET_BYTES);
+        assert_eq!(qr_secret_in(&dir.path().join("q")).await.unwrap(), qr);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for name in ["p", "q"] {
+                let mode = std::fs::metadata(dir.path().join(name))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{name}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_state_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(StandaloneState::load(dir.path()).unwrap(), None);
+        let state = StandaloneState {
+            operator_email: OPERATOR_EMAIL.into(),
+            operator_password_file: OPERATOR_PASSWORD_FILE.into(),
+            demo_user_email: DEMO_USER_EMAIL.into(),
+            demo_user_password_file: DEMO_USER_PASSWORD_FILE.into(),
+            site_pricing_set: true,
+        };
+        state.save(dir.path()).await.unwrap();
+        assert_eq!(StandaloneState::load(dir.path()).unwrap(), Some(state));
+    }
+}
