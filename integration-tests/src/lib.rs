@@ -9,6 +9,7 @@
 pub mod fake_kiosk;
 pub mod kiosk;
 pub mod proxy;
+pub mod rentals;
 
 use std::path::Path;
 use std::process::Stdio;
