@@ -605,6 +605,16 @@ async fn a_jammed_bay_fails_the_order_refunds_it_and_releases_the_unit() {
             ready.is_some() && ready == offered
         })
         .await;
+        // After a failed lend orders asks the kiosk what it holds: the jammed drive is no
+        // longer offered, so nobody else is charged for it.
+        eventually(WAIT, "the jammed drive to leave the offer", || async {
+            scan(&channel, &user.token, &kiosk.qr())
+                .await
+                .ok()
+                .map(|o| line(&o, &drive_type()).map_or(0, |l| l.available))
+                == Some(0)
+        })
+        .await;
         // And the account is free to rent again.
         let offer =
             scan_until_available(&channel, &user.token, &kiosk, &power_bank_type(), 1).await;

@@ -334,6 +334,16 @@ pub(crate) async fn remove_unit<C: ConnectionTrait>(db: &C, item_id: &str) -> Re
     Ok(())
 }
 
+/// Marks a unit not lendable (the kiosk failed to hand it out) until a report says otherwise.
+pub(crate) async fn unit_not_ready<C: ConnectionTrait>(db: &C, item_id: &str) -> Result<(), DbErr> {
+    kiosk_item::Entity::update_many()
+        .col_expr(kiosk_item::Column::Ready, Expr::value(false))
+        .filter(kiosk_item::Column::ItemId.eq(item_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Marks a unit lendable again as a blank drive (after a wipe).
 pub(crate) async fn unit_wiped<C: ConnectionTrait>(db: &C, item_id: &str) -> Result<(), DbErr> {
     kiosk_item::Entity::update_many()

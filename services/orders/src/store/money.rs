@@ -399,6 +399,13 @@ impl Store {
         )
         .await?
         {
+            // A concurrent call with the same key booked it first: answer that deposit.
+            if let Some(existing) = deposit::Entity::find_by_id(charge.deposit_id.clone())
+                .one(&txn)
+                .await?
+            {
+                return Ok(existing);
+            }
             return Err(StoreError::Raced(
                 "the deposit's payment was resolved by the sweeper; use a new idempotency key"
                     .into(),

@@ -572,6 +572,13 @@ impl Store {
         )
         .await?
         {
+            // A concurrent call with the same key booked it first: answer that order.
+            if let Some(existing) = order::Entity::find_by_id(paid.order.order_id.clone())
+                .one(&txn)
+                .await?
+            {
+                return Ok(existing);
+            }
             return Err(StoreError::Raced(
                 "the rental's payment was resolved by the sweeper; use a new idempotency key"
                     .into(),
@@ -930,10 +937,31 @@ impl Store {
                     (gateway::CommandState::Failed, failure) => {
                         let why = match failure {
                             Some(gateway::command_result::Outcome::Failure(f)) => {
+                                if !f.item_id.is_empty() {
+                                    // The kiosk named the item it could not hand out (a
+                                    // jammed bay): not lendable until the kiosk says so.
+                                    fleet::unit_not_ready(db, &f.item_id).await?;
+                                }
                                 describe_failure(f)
                             }
                             _ => "The kiosk could not hand out an item.".to_owned(),
                         };
+                        // Our view of the kiosk proved wrong: ask it what it holds now.
+                        let ask = gateway::CommandPayload {
+                            kind: Some(gateway::command_payload::Kind::RequestInventory(
+                                gateway::RequestInventoryCommand {},
+                            )),
+                        };
+                        enqueue(
+                            db,
+                            &record.kiosk_id,
+                            &format!("inventory-after:{}", record.command_id),
+                            "",
+                            &ask,
+                            at + Duration::minutes(5),
+                            at,
+                        )
+                        .await?;
                         let reason = format!("{why} Your payment is being refunded.");
                         Ok(fail_lend_in(db, order_id, &reason, at)
                             .await?
