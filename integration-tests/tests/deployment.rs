@@ -18,8 +18,11 @@ fn kid(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
 
-/// What the orders node answers for `token`: UNIMPLEMENTED means the auth layer accepted it
-/// (the orders RPCs are skeletons), UNAUTHENTICATED means it did not.
+/// What the orders node answers for `token` on GetOrder with no order id: INVALID_ARGUMENT
+/// ([`ACCEPTED`]) means the auth layer let it through to the handler, UNAUTHENTICATED means
+/// it did not.
+const ACCEPTED: Code = Code::InvalidArgument;
+
 async fn orders_verdict(
     orders: &mut OrderServiceClient<tonic::transport::Channel>,
     token: &str,
@@ -27,8 +30,8 @@ async fn orders_verdict(
     let status = orders
         .get_order(authed(GetOrderRequest::default(), token))
         .await
-        .expect_err("skeleton RPCs never succeed");
-    if status.code() != Code::Unimplemented {
+        .expect_err("an empty order id never succeeds");
+    if status.code() != ACCEPTED {
         eprintln!("orders node refused the token: {}", status.message());
     }
     status.code()
@@ -89,7 +92,7 @@ async fn node_without_auth_verifies_with_fetched_keys_and_follows_a_rotation() {
             "the orders node to fetch the signing keys",
             || {
                 let (mut orders, token) = (orders.clone(), session.access_token.clone());
-                async move { orders_verdict(&mut orders, &token).await == Code::Unimplemented }
+                async move { orders_verdict(&mut orders, &token).await == ACCEPTED }
             },
         )
         .await;
@@ -138,12 +141,12 @@ async fn node_without_auth_verifies_with_fetched_keys_and_follows_a_rotation() {
         // The orders node knew the new key before it signed anything: accepted at once.
         assert_eq!(
             orders_verdict(&mut orders, &fresh).await,
-            Code::Unimplemented,
+            ACCEPTED,
             "{backend}: new key"
         );
         assert_eq!(
             orders_verdict(&mut orders, &session.access_token).await,
-            Code::Unimplemented,
+            ACCEPTED,
             "{backend}: tokens of the retired key verify until they expire"
         );
 

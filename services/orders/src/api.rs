@@ -667,6 +667,14 @@ impl FleetService for OrdersApi {
         };
         let item_type = convert::item_type("item_type", body.item_type.as_ref())?;
         let terms = convert::terms("pricing", body.pricing.as_ref())?;
+        if terms.base_price.minor() <= 0 {
+            // Every rental is charged through the provider, which takes no zero amounts.
+            return Err(ApiError::invalid(
+                "pricing.base_price",
+                "must be positive (free rentals are not supported)",
+            )
+            .into());
+        }
         let pickup_window = body.pricing.as_ref().and_then(|p| p.pickup_window);
         let pricing = convert::terms_proto(&terms, pickup_window);
         let capacity = i64::try_from(item_type.capacity_bytes)

@@ -311,21 +311,22 @@ impl Rentals {
 
     async fn charge(&self, request: ChargeRequest) -> ChargeOutcome {
         let mut wait = Duration::from_millis(100);
-        for _ in 0..CHARGE_TRIES {
+        for attempt in 0..CHARGE_TRIES {
+            // After a timeout a charge may exist under the key: only a success or a decline
+            // is a definite answer then; anything else stays unknown.
+            let unsure = attempt > 0;
             match self.provider.charge(request.clone()).await {
                 Ok(charge) => return ChargeOutcome::Yes(charge),
                 Err(PaymentError::Declined(_)) => return ChargeOutcome::Declined,
-                Err(PaymentError::Processor) => return ChargeOutcome::NothingCharged,
-                Err(PaymentError::Invalid(why)) => return ChargeOutcome::Invalid(why),
-                Err(PaymentError::KeyReused) => {
-                    return ChargeOutcome::Invalid(
-                        "the payment key was used for another charge".into(),
-                    );
-                }
+                Err(PaymentError::Processor) if !unsure => return ChargeOutcome::NothingCharged,
+                Err(PaymentError::Invalid(why)) if !unsure => return ChargeOutcome::Invalid(why),
                 Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
+                // The key was used for another charge (which may have gone through), or an
+                // error after a timeout: leave it to the settling worker.
+                Err(_) => return ChargeOutcome::Unknown,
             }
         }
         ChargeOutcome::Unknown
@@ -364,6 +365,7 @@ impl Rentals {
             }
             DepositStart::Declined => return Err(declined()),
             DepositStart::Abandoned => return Err(abandoned()),
+            DepositStart::Resolving => return Err(resolving()),
             DepositStart::Charge {
                 payment_key,
                 deposit_id,
@@ -474,6 +476,9 @@ impl Rentals {
             &request.duration_days.to_string(),
             request.card_token.as_deref().unwrap_or("-"),
         ]);
+        // The price is part of the request too: a retry after a price change must not reuse
+        // a key whose charge was for the old amount (checked once the price is known).
+        let priced_hash = |price: &Money| fingerprint(&[&hash, &price.to_string()]);
         if let Some(existing) = self
             .store
             .order_by_key(&user_key, &request.idempotency_key)
@@ -588,6 +593,7 @@ impl Rentals {
             user_id: user_key.clone(),
             idempotency_key: request.idempotency_key.clone(),
             request_hash: hash.clone(),
+            attempt_hash: priced_hash(&price),
             kiosk_id: request.kiosk_id.clone(),
             wanted: wanted.clone(),
             card_token: card_token.clone(),
@@ -598,6 +604,7 @@ impl Rentals {
             RentalStart::KeyReused => return Err(key_reused()),
             RentalStart::Declined => return Err(declined()),
             RentalStart::Abandoned => return Err(abandoned()),
+            RentalStart::Resolving => return Err(resolving()),
             RentalStart::NoDeposit => {
                 let (v, i) = self.no_deposit(&user);
                 return Err(refuse(vec![v], Some(i)));
@@ -755,6 +762,12 @@ fn abandoned() -> ApiError {
     ApiError::Aborted(
         "this request's payment never completed and was paid back; retry with a new idempotency key"
             .into(),
+    )
+}
+
+fn resolving() -> ApiError {
+    unavailable(
+        "this request's payment is being checked with the provider; retry with the same idempotency key shortly",
     )
 }
 

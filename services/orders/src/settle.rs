@@ -30,6 +30,8 @@ use crate::store::money::Movement;
 const BATCH: u64 = 100;
 /// How long after its deadline a lend is given up (clock skew, a result in flight).
 const LEND_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
+/// What a user reads when a paid lend never reached the kiosk.
+const NOT_ASKED: &str = "The kiosk could not be asked in time. Your payment is being refunded.";
 /// How long a payment attempt may stay unknown before the worker resolves it.
 const ATTEMPT_STALE: chrono::Duration = chrono::Duration::minutes(2);
 
@@ -61,15 +63,24 @@ impl Worker {
         self.rentals.clock.now()
     }
 
+    /// One pass over every step. A step that fails is logged and the others still run: one
+    /// bad row must not stop refunds elsewhere.
     async fn round(&self) -> Result<(), StoreError> {
-        self.send_outbox().await?;
-        self.fail_overdue().await?;
-        self.ask_dispensing().await?;
-        self.refund_failed().await?;
-        self.settle_returned().await?;
-        self.charge_lost().await?;
-        self.refund_deposits().await?;
-        self.resolve_attempts().await?;
+        let steps = [
+            ("outbox", self.send_outbox().await),
+            ("overdue lends", self.fail_overdue().await),
+            ("late lend results", self.ask_dispensing().await),
+            ("refunds", self.refund_failed().await),
+            ("returns", self.settle_returned().await),
+            ("lost items", self.charge_lost().await),
+            ("deposit refunds", self.refund_deposits().await),
+            ("unknown payments", self.resolve_attempts().await),
+        ];
+        for (step, outcome) in steps {
+            if let Err(error) = outcome {
+                tracing::warn!(step, %error, "settling step failed; retrying next round");
+            }
+        }
         let store = &self.rentals.store;
         store
             .forget_offers(self.now() - chrono::Duration::hours(1))
@@ -80,8 +91,14 @@ impl Worker {
     async fn send_outbox(&self) -> Result<(), StoreError> {
         let store = &self.rentals.store;
         for row in store.unsent_commands(BATCH).await? {
-            let payload = gateway::CommandPayload::decode(row.payload.as_slice())
-                .map_err(|e| StoreError::Corrupt(format!("outbox {}: {e}", row.outbox_id)))?;
+            let Ok(payload) = gateway::CommandPayload::decode(row.payload.as_slice()) else {
+                tracing::error!(
+                    outbox_id = row.outbox_id,
+                    "unreadable outbox row; dropping it"
+                );
+                store.command_sent(&row, "", self.now()).await?;
+                continue;
+            };
             let request = gateway::SendCommandRequest {
                 kiosk_id: row.kiosk_id.clone(),
                 payload: Some(payload),
@@ -117,11 +134,7 @@ impl Worker {
         {
             tracing::warn!(order_id = %order.order_id, "lend never reached the kiosk in time");
             store
-                .fail_lend(
-                    &order.order_id,
-                    "The kiosk could not be reached in time. Your payment is being refunded.",
-                    self.now(),
-                )
+                .fail_lend(&order.order_id, NOT_ASKED, self.now())
                 .await?;
         }
         Ok(())
@@ -134,10 +147,26 @@ impl Worker {
             .await?
         {
             let Some(command_id) = order.command_id.as_deref().filter(|c| !c.is_empty()) else {
+                // Never logged at the gateway: nothing can be lent any more.
+                store
+                    .fail_lend(&order.order_id, NOT_ASKED, self.now())
+                    .await?;
                 continue;
             };
             match self.gateway.get(command_id).await {
-                Ok(record) => store.apply_command_record(&record, self.now()).await?,
+                Ok(record) => {
+                    if let Err(error) = store.apply_command_record(&record, self.now()).await {
+                        tracing::warn!(order_id = %order.order_id, %error, "late lend result not applied");
+                    }
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    // The gateway lost its log; the kiosk refuses a lend past its deadline,
+                    // so none can happen any more.
+                    tracing::error!(order_id = %order.order_id, command_id, "gateway does not know the lend; failing the order");
+                    store
+                        .fail_lend(&order.order_id, NOT_ASKED, self.now())
+                        .await?;
+                }
                 Err(status) => {
                     tracing::warn!(order_id = %order.order_id, error = %status.message(), "cannot ask the gateway about a late lend");
                     return Ok(());
@@ -205,15 +234,18 @@ impl Worker {
         let far = self.now() + chrono::Duration::days(3650);
         'orders: for order in store.orders_due(OrderState::Returned, far, BATCH).await? {
             let pricing = pb::Pricing::decode(order.pricing.as_slice()).ok();
-            let terms = convert::terms("pricing", pricing.as_ref())
-                .map_err(|e| StoreError::Corrupt(format!("order {} terms: {e}", order.order_id)))?;
-            let (Some(due), Some(back)) = (order.due_at, order.returned_at) else {
-                store.close(&order.order_id, self.now()).await?;
+            let overtime = match (
+                convert::terms("pricing", pricing.as_ref()),
+                order.due_at,
+                order.returned_at,
+            ) {
+                (Ok(terms), Some(due), Some(back)) => terms.overtime(due, back).ok(),
+                _ => None,
+            };
+            let Some(overtime) = overtime else {
+                tracing::error!(order_id = %order.order_id, "returned order without readable terms or times; left for an operator");
                 continue;
             };
-            let overtime = terms
-                .overtime(due, back)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let mut fees = vec![(Movement::LateFee, overtime.late_fee, "late")];
             if let Some(lost) = overtime.lost_item_fee
                 && !order.lost_fee_charged
@@ -349,6 +381,7 @@ impl Worker {
                                 .finish_resolving(
                                     &attempt,
                                     Some((&charge.charge_id, &refund_key, amount)),
+                                    false,
                                     now,
                                 )
                                 .await?;
@@ -358,13 +391,13 @@ impl Worker {
                         }
                     }
                 }
+                Err(PaymentError::Declined(_)) => {
+                    store.finish_resolving(&attempt, None, true, now).await?;
+                }
                 Err(
-                    PaymentError::Declined(_)
-                    | PaymentError::Processor
-                    | PaymentError::Invalid(_)
-                    | PaymentError::KeyReused,
+                    PaymentError::Processor | PaymentError::Invalid(_) | PaymentError::KeyReused,
                 ) => {
-                    store.finish_resolving(&attempt, None, now).await?;
+                    store.finish_resolving(&attempt, None, false, now).await?;
                 }
                 Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
                     store.unclaim_attempt(&attempt.payment_key, now).await?;

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{DbErr, EntityTrait, TransactionTrait};
+use sea_orm::{
+    AccessMode, DbBackend, DbErr, EntityTrait, IsolationLevel, TransactionOptions, TransactionTrait,
+};
 use sneakernet_proto::orders::v1 as pb;
 
 use super::Store;
@@ -44,9 +46,17 @@ impl Store {
     /// Audits everything as of `now`. An order counts as unsettled once the deadline of its
     /// current step is more than `grace` ago (the sweeper's own lag).
     pub async fn audit(&self, now: DateTime<Utc>, grace: Duration) -> Result<AuditReport, DbErr> {
-        // One read transaction: a consistent snapshot on Postgres (repeatable enough for
-        // sums: every writer books a whole transaction at once).
-        let txn = self.db.begin().await?;
+        // One read-only snapshot: REPEATABLE READ on Postgres (one snapshot for every query of
+        // the transaction); on SQLite a read transaction sees one state of the file.
+        let options = match self.db.get_database_backend() {
+            DbBackend::Postgres => TransactionOptions {
+                isolation_level: Some(IsolationLevel::RepeatableRead),
+                access_mode: Some(AccessMode::ReadOnly),
+                ..TransactionOptions::default()
+            },
+            _ => TransactionOptions::default(),
+        };
+        let txn = self.db.begin_with_options(options).await?;
         let transactions = ledger_transaction::Entity::find().all(&txn).await?;
         let entries = ledger_entry::Entity::find().all(&txn).await?;
         let orders = order::Entity::find().all(&txn).await?;

@@ -272,22 +272,31 @@ pub(crate) async fn replace_units<C: ConnectionTrait>(
             .and_then(|row| row.held_by.clone());
         put_unit(db, kiosk_id, item, lendable(bay.state, item), held_by).await?;
     }
-    let gone: Vec<String> = existing
+    let gone: Vec<kiosk_item::Model> = existing
         .into_iter()
-        .map(|row| row.item_id)
-        .filter(|id| !present.contains(id))
+        .filter(|row| !present.contains(&row.item_id))
         .collect();
     if !gone.is_empty() {
         kiosk_item::Entity::delete_many()
-            .filter(kiosk_item::Column::ItemId.is_in(gone))
+            .filter(kiosk_item::Column::ItemId.is_in(gone.iter().map(|r| r.item_id.clone())))
             .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
             .exec(db)
             .await?;
     }
+    // A held unit that left (most likely lent for its order, whose result is on its way)
+    // passes its hold to another unit of the type if one is free: counting one unit too few
+    // until the result arrives is safe, one too many is not.
+    for row in gone {
+        if let Some(order_id) = &row.held_by {
+            hold_unit(db, kiosk_id, &type_of_row(&row), order_id).await?;
+        }
+    }
     Ok(())
 }
 
-/// Records one item in a kiosk (a return, a wipe), replacing what was known of it anywhere.
+/// Records one item in a kiosk (a report, a return), replacing what was known of it anywhere
+/// except its hold: a hold is only ever set by `hold_unit` and cleared by `release_hold`, so a
+/// report racing a hold cannot undo it.
 pub(crate) async fn put_unit<C: ConnectionTrait>(
     db: &C,
     kiosk_id: &str,
@@ -316,12 +325,34 @@ pub(crate) async fn put_unit<C: ConnectionTrait>(
                 kiosk_item::Column::CapacityBytes,
                 kiosk_item::Column::ContentPackageId,
                 kiosk_item::Column::Ready,
-                kiosk_item::Column::HeldBy,
             ])
             .to_owned(),
     )
     .exec_without_returning(db)
     .await?;
+    Ok(())
+}
+
+/// The kiosk lent `item_id` for `order_id`: if another order held that very unit, it takes
+/// over `order_id`'s hold instead, so no order loses its unit to the kiosk's choice.
+pub(crate) async fn hand_over_hold<C: ConnectionTrait>(
+    db: &C,
+    item_id: &str,
+    order_id: &str,
+) -> Result<(), DbErr> {
+    let Some(other) = kiosk_item::Entity::find_by_id(item_id.to_owned())
+        .one(db)
+        .await?
+        .and_then(|row| row.held_by)
+        .filter(|holder| holder != order_id)
+    else {
+        return Ok(());
+    };
+    kiosk_item::Entity::update_many()
+        .col_expr(kiosk_item::Column::HeldBy, Expr::value(other))
+        .filter(kiosk_item::Column::HeldBy.eq(order_id))
+        .exec(db)
+        .await?;
     Ok(())
 }
 

@@ -54,6 +54,16 @@ impl From<StoreError> for sneakernet_runtime::ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Raced(message) => sneakernet_runtime::ApiError::Aborted(message),
+            // Postgres broke a lock cycle or a serialization conflict: nothing was written;
+            // the caller retries.
+            StoreError::Db(error)
+                if error.to_string().contains("deadlock detected")
+                    || error.to_string().contains("could not serialize") =>
+            {
+                sneakernet_runtime::ApiError::Aborted(
+                    "a concurrent request got in the way; retry".into(),
+                )
+            }
             other => sneakernet_runtime::ApiError::Internal(other.to_string()),
         }
     }

@@ -26,6 +26,8 @@ pub mod attempt_state {
     pub const CHARGED: &str = "charged";
     /// Declined by the card; final for its key.
     pub const DECLINED: &str = "declined";
+    /// Nothing was charged (a processor error); a retry with the key may charge.
+    pub const FAILED: &str = "failed";
     /// The sweeper is finding out what happened.
     pub const RESOLVING: &str = "resolving";
     /// Charged, but nothing took it: paid back.
@@ -216,6 +218,56 @@ pub(crate) async fn move_attempt<C: ConnectionTrait>(
     Ok(done.rows_affected == 1)
 }
 
+/// A payment attempt about to be asked of the provider.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewAttempt<'a> {
+    /// Provider idempotency key.
+    pub payment_key: &'a str,
+    /// Whose card.
+    pub user_id: &'a str,
+    /// `rental`, `deposit` or `fee`.
+    pub purpose: &'a str,
+    /// The order or deposit it pays for.
+    pub subject_id: &'a str,
+    /// Fingerprint of the request.
+    pub request_hash: &'a str,
+    /// How much.
+    pub amount: Money,
+    /// The card.
+    pub card_token: &'a str,
+    /// Rentals: the unit held while charging.
+    pub held_item: &'a str,
+}
+
+impl NewAttempt<'_> {
+    /// Writes it as `pending`.
+    pub(crate) async fn insert<C: ConnectionTrait>(
+        self,
+        db: &C,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        payment_attempt::Model {
+            payment_key: self.payment_key.to_owned(),
+            user_id: self.user_id.to_owned(),
+            purpose: self.purpose.to_owned(),
+            subject_id: self.subject_id.to_owned(),
+            request_hash: self.request_hash.to_owned(),
+            amount: self.amount.minor(),
+            currency: self.amount.currency().code().to_owned(),
+            card_token: self.card_token.to_owned(),
+            state: attempt_state::PENDING.into(),
+            charge_id: String::new(),
+            held_item: self.held_item.to_owned(),
+            created_at: now,
+            updated_at: now,
+        }
+        .into_active_model()
+        .insert(db)
+        .await?;
+        Ok(())
+    }
+}
+
 /// How PayDeposit should go on.
 #[derive(Debug)]
 pub enum DepositStart {
@@ -229,6 +281,8 @@ pub enum DepositStart {
     Declined,
     /// This key's payment was abandoned and refunded; a new key is needed.
     Abandoned,
+    /// The settling worker is finding out what this key's payment did; retry shortly.
+    Resolving,
     /// Charge now, with this provider key, for this deposit id.
     Charge {
         /// Provider idempotency key.
@@ -320,9 +374,8 @@ impl Store {
                     return Ok(DepositStart::Existing(existing));
                 }
                 attempt_state::DECLINED => return Ok(DepositStart::Declined),
-                attempt_state::RESOLVING | attempt_state::REFUNDED => {
-                    return Ok(DepositStart::Abandoned);
-                }
+                attempt_state::RESOLVING => return Ok(DepositStart::Resolving),
+                attempt_state::REFUNDED => return Ok(DepositStart::Abandoned),
                 _ => {}
             }
         }
@@ -347,7 +400,7 @@ impl Store {
                 move_attempt(
                     &txn,
                     &payment_key,
-                    &[attempt_state::PENDING],
+                    &[attempt_state::PENDING, attempt_state::FAILED],
                     attempt_state::PENDING,
                     None,
                     now,
@@ -355,23 +408,17 @@ impl Store {
                 .await?;
             }
             None => {
-                payment_attempt::Model {
-                    payment_key: payment_key.clone(),
-                    user_id: user_id.to_owned(),
-                    purpose: "deposit".into(),
-                    subject_id: deposit_id.clone(),
-                    request_hash: request_hash.to_owned(),
-                    amount: amount.minor(),
-                    currency: amount.currency().code().to_owned(),
-                    card_token: card_token.to_owned(),
-                    state: attempt_state::PENDING.into(),
-                    charge_id: String::new(),
-                    held_item: String::new(),
-                    created_at: now,
-                    updated_at: now,
+                NewAttempt {
+                    payment_key: &payment_key,
+                    user_id,
+                    purpose: "deposit",
+                    subject_id: &deposit_id,
+                    request_hash,
+                    amount,
+                    card_token,
+                    held_item: "",
                 }
-                .into_active_model()
-                .insert(&txn)
+                .insert(&txn, now)
                 .await?;
             }
         }
@@ -389,6 +436,18 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<deposit::Model, StoreError> {
         let txn = self.write().await?;
+        let account = account_row(&txn, &charge.user_id).await?;
+        if account
+            .deposit_id
+            .as_ref()
+            .is_some_and(|held| *held != charge.deposit_id)
+        {
+            // Another deposit took the account's slot meanwhile: this charge pays for
+            // nothing. Rolled back, the attempt stays pending and the worker pays it back.
+            return Err(StoreError::Raced(
+                "the account got a deposit from another request meanwhile; this charge is paid back".into(),
+            ));
+        }
         if !move_attempt(
             &txn,
             &charge.payment_key,
@@ -500,6 +559,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<RefundStart, StoreError> {
         let txn = self.write().await?;
+        // The account row first: it serialises RefundDeposit calls of one account.
+        let account = account_row(&txn, user_id).await?;
         if let Some(done) = deposit::Entity::find()
             .filter(deposit::Column::UserId.eq(user_id))
             .filter(deposit::Column::RefundKey.eq(idempotency_key))
@@ -508,7 +569,6 @@ impl Store {
         {
             return Ok(RefundStart::Existing(done));
         }
-        let account = account_row(&txn, user_id).await?;
         let Some(deposit_id) = account.deposit_id.clone() else {
             return Ok(RefundStart::NoDeposit);
         };
@@ -654,18 +714,20 @@ impl Store {
     }
 
     /// Ends a resolved attempt: `refund` is the refund of a charge nothing took (booked), or
-    /// `None` when nothing was charged. Frees what the attempt held.
+    /// `None` when nothing was charged (`declined` by the card, or failed). Frees what the
+    /// attempt held.
     pub async fn finish_resolving(
         &self,
         attempt: &payment_attempt::Model,
         refund: Option<(&str, &str, Money)>,
+        declined: bool,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let txn = self.write().await?;
-        let to = if refund.is_some() {
-            attempt_state::REFUNDED
-        } else {
-            attempt_state::DECLINED
+        let to = match (refund, declined) {
+            (Some(_), _) => attempt_state::REFUNDED,
+            (None, true) => attempt_state::DECLINED,
+            (None, false) => attempt_state::FAILED,
         };
         let charge_id = refund.map(|(charge_id, _, _)| charge_id);
         if !move_attempt(
@@ -774,7 +836,7 @@ async fn release_attempt_claims<C: ConnectionTrait>(
 pub enum Abandon {
     /// The card declined: final for the key.
     Declined,
-    /// Nothing was charged (processor error): the attempt is forgotten, a retry starts over.
+    /// Nothing was charged (processor error): the attempt is FAILED, a retry may charge.
     NothingCharged,
     /// The outcome is unknown: the attempt stays pending for a retry or the sweeper.
     Unknown,
@@ -800,11 +862,16 @@ pub(crate) async fn abandon_attempt<C: ConnectionTrait>(
             .await?;
         }
         Abandon::NothingCharged => {
-            payment_attempt::Entity::delete_many()
-                .filter(payment_attempt::Column::PaymentKey.eq(payment_key))
-                .filter(payment_attempt::Column::State.eq(attempt_state::PENDING))
-                .exec(db)
-                .await?;
+            // Kept, not deleted: the record of every key asked of the provider stays.
+            move_attempt(
+                db,
+                payment_key,
+                &[attempt_state::PENDING],
+                attempt_state::FAILED,
+                None,
+                now,
+            )
+            .await?;
         }
         Abandon::Unknown => {}
     }

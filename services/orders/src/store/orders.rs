@@ -272,6 +272,8 @@ pub enum RentalStart {
     Declined,
     /// This key's payment was abandoned and refunded; a new key is needed.
     Abandoned,
+    /// The settling worker is finding out what this key's payment did; retry shortly.
+    Resolving,
     /// The account holds no deposit.
     NoDeposit,
     /// The account has this order open.
@@ -295,8 +297,11 @@ pub struct RentalRequest {
     pub user_id: String,
     /// CreateRental's key.
     pub idempotency_key: String,
-    /// Fingerprint of the request.
+    /// Fingerprint of the request (stored on the order).
     pub request_hash: String,
+    /// Fingerprint of the request and its price (stored on the payment attempt: a retry at
+    /// another price is another charge).
+    pub attempt_hash: String,
     /// The kiosk.
     pub kiosk_id: String,
     /// The type.
@@ -470,12 +475,13 @@ impl Store {
             .one(&txn)
             .await?;
         if let Some(attempt) = &attempt {
-            if attempt.request_hash != request.request_hash {
+            if attempt.request_hash != request.attempt_hash {
                 return Ok(RentalStart::KeyReused);
             }
             match attempt.state.as_str() {
                 attempt_state::DECLINED => return Ok(RentalStart::Declined),
-                attempt_state::PENDING => {}
+                attempt_state::PENDING | attempt_state::FAILED => {}
+                attempt_state::RESOLVING => return Ok(RentalStart::Resolving),
                 _ => return Ok(RentalStart::Abandoned),
             }
         }
@@ -520,6 +526,10 @@ impl Store {
         match attempt {
             Some(_) => {
                 payment_attempt::Entity::update_many()
+                    .col_expr(
+                        payment_attempt::Column::State,
+                        Expr::value(attempt_state::PENDING),
+                    )
                     .col_expr(payment_attempt::Column::HeldItem, Expr::value(unit))
                     .col_expr(payment_attempt::Column::UpdatedAt, Expr::value(now))
                     .filter(payment_attempt::Column::PaymentKey.eq(payment_key.as_str()))
@@ -527,23 +537,17 @@ impl Store {
                     .await?;
             }
             None => {
-                payment_attempt::Model {
-                    payment_key: payment_key.clone(),
-                    user_id: request.user_id.clone(),
-                    purpose: "rental".into(),
-                    subject_id: order_id.clone(),
-                    request_hash: request.request_hash.clone(),
-                    amount: request.price.minor(),
-                    currency: request.price.currency().code().to_owned(),
-                    card_token: request.card_token.clone(),
-                    state: attempt_state::PENDING.into(),
-                    charge_id: String::new(),
-                    held_item: unit,
-                    created_at: now,
-                    updated_at: now,
+                money::NewAttempt {
+                    payment_key: &payment_key,
+                    user_id: &request.user_id,
+                    purpose: "rental",
+                    subject_id: &order_id,
+                    request_hash: &request.attempt_hash,
+                    amount: request.price,
+                    card_token: &request.card_token,
+                    held_item: &unit,
                 }
-                .into_active_model()
-                .insert(&txn)
+                .insert(&txn, now)
                 .await?;
             }
         }
@@ -582,6 +586,15 @@ impl Store {
             return Err(StoreError::Raced(
                 "the rental's payment was resolved by the sweeper; use a new idempotency key"
                     .into(),
+            ));
+        }
+        let account = money::account_row(&txn, &paid.order.user_id).await?;
+        if account.open_order_id.as_deref() != Some(paid.order.order_id.as_str()) {
+            // The slot was freed (an abandoned concurrent call) and maybe taken by another
+            // order: this charge pays for nothing. Rolled back, the attempt stays pending and
+            // the settling worker pays it back.
+            return Err(StoreError::Raced(
+                "this request was overtaken by another of the account; nothing is kept, the charge is paid back; retry with a new idempotency key".into(),
             ));
         }
         let price = Money::new(paid.order.price, currency(&paid.order)?);
@@ -629,8 +642,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let txn = self.write().await?;
-        fleet::release_hold(&txn, order_id).await?;
         free_slot(&txn, order_id).await?;
+        fleet::release_hold(&txn, order_id).await?;
         money::abandon_attempt(&txn, payment_key, outcome, now).await?;
         txn.commit().await?;
         Ok(())
@@ -665,7 +678,19 @@ impl Store {
             .ok()
             .and_then(|p| p.kind)
             .is_some_and(|k| matches!(k, gateway::command_payload::Kind::Lend(_)));
-        if is_lend
+        if is_lend && command_id.is_empty() {
+            // The gateway refused the lend for good: it will never reach the kiosk.
+            if fail_lend_in(
+                &txn,
+                &row.order_id,
+                "The kiosk could not be asked in time. Your payment is being refunded.",
+                now,
+            )
+            .await?
+            {
+                changed = lock_order(&txn, &row.order_id).await?;
+            }
+        } else if is_lend
             && let Some(current) = lock_order(&txn, &row.order_id).await?
             && current.state == OrderState::Paid.as_str()
         {
@@ -1078,8 +1103,15 @@ async fn fail_lend_in<C: ConnectionTrait>(
         o.deadline = now;
     })
     .await?;
-    fleet::release_hold(db, order_id).await?;
+    // A lend not yet handed to the gateway must never be: the money goes back.
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::SentAt, Expr::value(now))
+        .filter(outbox::Column::OrderId.eq(order_id))
+        .filter(outbox::Column::SentAt.is_null())
+        .exec(db)
+        .await?;
     free_slot(db, order_id).await?;
+    fleet::release_hold(db, order_id).await?;
     Ok(true)
 }
 
@@ -1097,6 +1129,7 @@ async fn lent_in<C: ConnectionTrait>(
         tracing::warn!(order_id, item_id = %lent.item_id, "lend result for an unknown order");
         return Ok(None);
     };
+    fleet::hand_over_hold(db, &lent.item_id, order_id).await?;
     fleet::remove_unit(db, &lent.item_id).await?;
     let (_, state) = kind_and_state(&current)?;
     if state == OrderState::Paid {
