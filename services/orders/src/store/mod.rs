@@ -12,6 +12,8 @@ pub mod audit;
 pub mod fleet;
 pub mod money;
 pub mod orders;
+#[cfg(test)]
+mod tests;
 
 use chrono::{DateTime, Utc};
 use prost::Message;

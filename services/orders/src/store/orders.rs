@@ -1129,8 +1129,18 @@ async fn lent_in<C: ConnectionTrait>(
         tracing::warn!(order_id, item_id = %lent.item_id, "lend result for an unknown order");
         return Ok(None);
     };
-    fleet::hand_over_hold(db, &lent.item_id, order_id).await?;
-    fleet::remove_unit(db, &lent.item_id).await?;
+    // The item may already be back in another kiosk: that kiosk's return arrived before this
+    // kiosk's late result (it was offline after ejecting). Then the order is lent and
+    // returned at once, and the unit stays where it is now.
+    let back_at = crate::entity::kiosk_item::Entity::find_by_id(lent.item_id.clone())
+        .one(db)
+        .await?
+        .map(|row| row.kiosk_id)
+        .filter(|kiosk| *kiosk != current.kiosk_id);
+    if back_at.is_none() {
+        fleet::hand_over_hold(db, &lent.item_id, order_id).await?;
+        fleet::remove_unit(db, &lent.item_id).await?;
+    }
     let (_, state) = kind_and_state(&current)?;
     if state == OrderState::Paid {
         let command_id = record.command_id.clone();
@@ -1192,7 +1202,7 @@ async fn lent_in<C: ConnectionTrait>(
         .and_then(|i| i.attributes.as_ref())
         .and_then(|a| a.kind.as_ref())
         .is_some_and(|k| matches!(k, sneakernet_proto::common::v1::item_attributes::Kind::Drive(d) if d.write_protected));
-    step(db, current, OrderEvent::Lent, &reason, at, |o| {
+    let lent_order = step(db, current, OrderEvent::Lent, &reason, at, |o| {
         o.item_id = item_id;
         o.lent_at = Some(lent_at);
         o.due_at = Some(due);
@@ -1201,5 +1211,16 @@ async fn lent_in<C: ConnectionTrait>(
     })
     .await?;
     fleet::release_hold(db, order_id).await?;
+    if let Some(kiosk_id) = back_at {
+        tracing::warn!(order_id, item_id = %lent.item_id, kiosk_id, "lend result arrived after the item was returned elsewhere");
+        let reason = format!("Returned at kiosk {kiosk_id}. Settling the rental.");
+        step(db, lent_order, OrderEvent::Returned, &reason, at, |o| {
+            o.returned_kiosk_id = kiosk_id.clone();
+            o.returned_at = Some(at);
+            o.deadline = at;
+        })
+        .await?;
+        free_slot(db, order_id).await?;
+    }
     Ok(Some(order_id.to_owned()))
 }

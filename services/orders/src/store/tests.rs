@@ -1,0 +1,367 @@
+//! What kiosk events do to orders and units, on the store alone (SQLite): the orderings a
+//! whole-system test cannot force.
+
+use chrono::Utc;
+use prost::Message;
+use sneakernet_proto::common::v1 as common;
+use sneakernet_proto::gateway::v1 as gateway;
+use sneakernet_proto::orders::v1 as pb;
+use sneakernet_runtime::Config;
+use sneakernet_runtime::wire::timestamp;
+
+use super::Store;
+use super::fleet::TypeKey;
+use super::money::DepositCharge;
+use super::orders::{PaidRental, RentalRequest, RentalStart};
+use crate::domain::money::{Currency, Money};
+use crate::entity::{kiosk_item, order};
+
+const CONSUMER: &str = "test";
+
+struct World {
+    store: Store,
+    cursor: u64,
+    _dir: tempfile::TempDir,
+}
+
+fn drive(id: &str) -> common::Item {
+    common::Item {
+        item_id: id.into(),
+        kind: common::ItemKind::Drive.into(),
+        attributes: Some(common::ItemAttributes {
+            kind: Some(common::item_attributes::Kind::Drive(
+                common::DriveAttributes {
+                    capacity_bytes: 1000,
+                    content_package_id: String::new(),
+                    write_protected: true,
+                    remote_link: false,
+                },
+            )),
+        }),
+    }
+}
+
+fn wanted() -> TypeKey {
+    TypeKey::of_item(&drive("x"))
+}
+
+fn eur(minor: i64) -> Money {
+    Money::new(minor, Currency::parse("EUR").unwrap())
+}
+
+impl World {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let db = sneakernet_runtime::db::open_and_migrate::<crate::migration::Migrator>(
+            &config, "orders",
+        )
+        .await
+        .unwrap();
+        Self {
+            store: Store::new(db),
+            cursor: 0,
+            _dir: dir,
+        }
+    }
+
+    async fn event(&mut self, kiosk: &str, kind: gateway::event::Kind) {
+        self.cursor += 1;
+        let event = gateway::Event {
+            cursor: self.cursor,
+            kiosk_id: kiosk.into(),
+            occurred_at: Some(timestamp(Utc::now())),
+            kind: Some(kind),
+        };
+        assert!(
+            self.store
+                .apply_kiosk_event(CONSUMER, &event)
+                .await
+                .unwrap()
+        );
+    }
+
+    async fn inventory(&mut self, kiosk: &str, items: &[&str]) {
+        let bays = items
+            .iter()
+            .enumerate()
+            .map(|(i, id)| gateway::Bay {
+                bay_id: format!("A{i}"),
+                state: gateway::BayState::Ready.into(),
+                item: Some(drive(id)),
+                pinned_order_id: String::new(),
+            })
+            .collect();
+        let inventory = gateway::Inventory {
+            bays,
+            taken_at: Some(timestamp(Utc::now())),
+        };
+        self.event(
+            kiosk,
+            gateway::event::Kind::InventoryChanged(gateway::KioskInventory {
+                inventory: Some(inventory),
+            }),
+        )
+        .await;
+    }
+
+    /// A user with a deposit who rents one drive at `kiosk`; the order is PAID.
+    async fn rent(&self, user: &str, kiosk: &str) -> order::Model {
+        let now = Utc::now();
+        let super::money::DepositStart::Charge {
+            payment_key,
+            deposit_id,
+        } = self
+            .store
+            .begin_deposit(user, "d", "h", eur(5000), "card", now)
+            .await
+            .unwrap()
+        else {
+            panic!("deposit not started");
+        };
+        self.store
+            .finish_deposit(
+                DepositCharge {
+                    user_id: user.into(),
+                    deposit_id,
+                    payment_key,
+                    charge_id: "ch".into(),
+                    amount: eur(5000),
+                    card_token: "card".into(),
+                    idempotency_key: "d".into(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let request = RentalRequest {
+            user_id: user.into(),
+            idempotency_key: "r".into(),
+            request_hash: "h".into(),
+            attempt_hash: "h".into(),
+            kiosk_id: kiosk.into(),
+            wanted: wanted(),
+            card_token: "card".into(),
+            price: eur(400),
+        };
+        let RentalStart::Charge {
+            payment_key,
+            order_id,
+        } = self.store.begin_rental(&request, now).await.unwrap()
+        else {
+            panic!("rental not started");
+        };
+        let choice = pb::ItemChoice {
+            spec: Some(common::ItemSpec {
+                item_type: Some(wanted().to_proto()),
+                write_protect: true,
+            }),
+            duration_days: 1,
+        };
+        let row = order::Model {
+            order_id: order_id.clone(),
+            user_id: user.into(),
+            kind: "rental".into(),
+            state: "paid".into(),
+            state_reason: String::new(),
+            kiosk_id: kiosk.into(),
+            choice: choice.encode_to_vec(),
+            item_id: String::new(),
+            returned_kiosk_id: String::new(),
+            write_protected: false,
+            pricing: vec![],
+            price: 400,
+            currency: "EUR".into(),
+            amount_charged: 400,
+            amount_refunded: 0,
+            idempotency_key: "r".into(),
+            request_hash: "h".into(),
+            charge_id: "ch".into(),
+            card_token: "card".into(),
+            command_id: None,
+            late_item_id: None,
+            lost_fee_charged: false,
+            version: 0,
+            deadline: now + chrono::Duration::minutes(2),
+            created_at: now,
+            updated_at: now,
+            lent_at: None,
+            due_at: None,
+            returned_at: None,
+            closed_at: None,
+        };
+        self.store
+            .finish_rental(
+                PaidRental {
+                    order: row,
+                    payment_key,
+                    lend: gateway::CommandPayload::default(),
+                },
+                now,
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn lent(&mut self, kiosk: &str, order_id: &str, item: &str) {
+        let record = gateway::CommandRecord {
+            command_id: format!("cmd-{order_id}"),
+            kiosk_id: kiosk.into(),
+            payload: Some(gateway::CommandPayload {
+                kind: Some(gateway::command_payload::Kind::Lend(gateway::LendCommand {
+                    target: None,
+                    order_id: order_id.into(),
+                })),
+            }),
+            state: gateway::CommandState::Succeeded.into(),
+            result: Some(gateway::CommandResult {
+                command_id: format!("cmd-{order_id}"),
+                outcome: Some(gateway::command_result::Outcome::Lend(
+                    gateway::LendResult {
+                        item_id: item.into(),
+                        bay_id: "A0".into(),
+                        item: Some(drive(item)),
+                    },
+                )),
+                finished_at: Some(timestamp(Utc::now())),
+            }),
+            requested_by: "service:orders".into(),
+            ..Default::default()
+        };
+        self.event(
+            kiosk,
+            gateway::event::Kind::CommandStateChanged(gateway::CommandStateChanged {
+                command: Some(record),
+            }),
+        )
+        .await;
+    }
+
+    async fn returned(&mut self, kiosk: &str, item: &str) {
+        self.event(
+            kiosk,
+            gateway::event::Kind::ItemReturned(gateway::ItemReturned {
+                bay_id: "A9".into(),
+                item: Some(drive(item)),
+                returned_at: Some(timestamp(Utc::now())),
+            }),
+        )
+        .await;
+    }
+
+    async fn order(&self, id: &str) -> order::Model {
+        self.store.order(id).await.unwrap().unwrap()
+    }
+
+    async fn holders(&self) -> Vec<(String, Option<String>)> {
+        use sea_orm::EntityTrait;
+        let mut rows: Vec<_> = kiosk_item::Entity::find()
+            .all(&self.store.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.item_id, row.held_by))
+            .collect();
+        rows.sort();
+        rows
+    }
+}
+
+fn user(n: u8) -> String {
+    uuid::Uuid::from_bytes([n; 16]).to_string()
+}
+
+#[tokio::test]
+async fn the_kiosk_lending_a_unit_another_order_held_hands_that_order_our_hold() {
+    let mut world = World::new().await;
+    world.inventory("K1", &["U", "V"]).await;
+    let x = world.rent(&user(1), "K1").await;
+    let y = world.rent(&user(2), "K1").await;
+    let holders = world.holders().await;
+    let held_by = |id: &str| holders.iter().find(|(i, _)| i == id).unwrap().1.clone();
+    let (x_unit, y_unit) = if held_by("U") == Some(x.order_id.clone()) {
+        ("U", "V")
+    } else {
+        ("V", "U")
+    };
+    assert_eq!(held_by(y_unit), Some(y.order_id.clone()));
+
+    // The kiosk chose Y's unit for X.
+    world.lent("K1", &x.order_id, y_unit).await;
+    assert_eq!(world.order(&x.order_id).await.state, "lent");
+    assert_eq!(
+        world.holders().await,
+        vec![(x_unit.to_owned(), Some(y.order_id.clone()))],
+        "Y still holds a unit; nothing is free for a third order"
+    );
+    assert!(world.store.available("K1").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_return_elsewhere_before_the_late_lend_result_closes_the_order_not_a_lost_item() {
+    let mut world = World::new().await;
+    world.inventory("K1", &["D1"]).await;
+    world.inventory("K2", &[]).await;
+    let x = world.rent(&user(1), "K1").await;
+    // K1 ejected D1 and went offline; the user returned it at K2 first.
+    world.returned("K2", "D1").await;
+    assert_eq!(world.order(&x.order_id).await.state, "paid");
+    world.lent("K1", &x.order_id, "D1").await;
+    let order = world.order(&x.order_id).await;
+    assert_eq!(order.state, "returned");
+    assert_eq!(order.returned_kiosk_id, "K2");
+    assert_eq!(
+        world.holders().await,
+        vec![("D1".to_owned(), None)],
+        "D1 stays a unit of K2"
+    );
+    let account = world.store.account(&user(1)).await.unwrap().unwrap();
+    assert_eq!(account.open_order_id, None, "the account may rent again");
+}
+
+#[tokio::test]
+async fn replayed_events_change_nothing_and_a_lend_after_failure_is_kept_for_the_audit() {
+    let mut world = World::new().await;
+    world.inventory("K1", &["D1"]).await;
+    let x = world.rent(&user(1), "K1").await;
+    world
+        .store
+        .fail_lend(&x.order_id, "test", Utc::now())
+        .await
+        .unwrap();
+    world.lent("K1", &x.order_id, "D1").await;
+    let order = world.order(&x.order_id).await;
+    assert_eq!(order.state, "failed");
+    assert_eq!(order.late_item_id.as_deref(), Some("D1"));
+    let report = world
+        .store
+        .audit(Utc::now(), chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(report.ledger_balanced);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.kind == i32::from(pb::AuditViolationKind::LentAfterFailure)),
+        "{:?}",
+        report.violations
+    );
+    // A replay of an applied event is refused by the cursor.
+    let replay = gateway::Event {
+        cursor: world.cursor,
+        kiosk_id: "K1".into(),
+        occurred_at: None,
+        kind: None,
+    };
+    assert!(
+        !world
+            .store
+            .apply_kiosk_event(CONSUMER, &replay)
+            .await
+            .unwrap()
+    );
+}
