@@ -23,10 +23,10 @@ use crate::domain::money::{Currency, Money};
 use crate::entity::{deposit, order, pricing_rule};
 use crate::payments::{ChargeRequest, PaymentError, PaymentProvider};
 use crate::sealing::SealingKey;
-use crate::store::Store;
 use crate::store::fleet::TypeKey;
 use crate::store::money::{Abandon, DepositCharge, DepositStart, RefundStart};
 use crate::store::orders::{PaidRental, RentalRequest, RentalStart};
+use crate::store::{Store, StoreError};
 
 /// The domain of ErrorInfo details.
 const DOMAIN: &str = "orders.sneakernet";
@@ -332,6 +332,28 @@ impl Rentals {
         ChargeOutcome::Unknown
     }
 
+    /// A booking that lost a race leaves its charge to be found by a retry or paid back.
+    async fn orphan_on_race<T>(
+        &self,
+        booked: Result<T, StoreError>,
+        payment_key: &str,
+        charge_id: &str,
+    ) -> Result<T, ApiError> {
+        match booked {
+            Err(StoreError::Raced(message)) => {
+                tracing::warn!(
+                    payment_key,
+                    "a charge lost its booking race; it will be paid back unless retried"
+                );
+                self.store
+                    .orphan_attempt(payment_key, charge_id, self.now())
+                    .await?;
+                Err(ApiError::Aborted(message))
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// PayDeposit.
     pub async fn pay_deposit(
         &self,
@@ -383,21 +405,27 @@ impl Rentals {
                 .abandon_deposit(&user_key, &payment_key, &deposit_id, outcome, self.now())
         };
         match outcome {
-            ChargeOutcome::Yes(charge) => Ok(self
-                .store
-                .finish_deposit(
-                    DepositCharge {
-                        user_id: user_key.clone(),
-                        deposit_id: deposit_id.clone(),
-                        payment_key: payment_key.clone(),
-                        charge_id: charge.charge_id,
-                        amount,
-                        card_token,
-                        idempotency_key,
-                    },
-                    self.now(),
-                )
-                .await?),
+            ChargeOutcome::Yes(charge) => {
+                let charge_id = charge.charge_id.clone();
+                let booked = self
+                    .store
+                    .finish_deposit(
+                        DepositCharge {
+                            user_id: user_key.clone(),
+                            deposit_id: deposit_id.clone(),
+                            payment_key: payment_key.clone(),
+                            charge_id: charge.charge_id,
+                            amount,
+                            card_token,
+                            idempotency_key,
+                        },
+                        self.now(),
+                    )
+                    .await;
+                Ok(self
+                    .orphan_on_race(booked, &payment_key, &charge_id)
+                    .await?)
+            }
             ChargeOutcome::Declined => {
                 abandon(Abandon::Declined).await?;
                 Err(declined())
@@ -498,16 +526,6 @@ impl Rentals {
             .ok_or_else(|| {
                 ApiError::invalid("offer_id", "is not an offer made to you at this kiosk")
             })?;
-        if offer.expires_at <= now {
-            return Err(refuse(
-                vec![violation(
-                    "OFFER_EXPIRED",
-                    format!("kiosks/{}", request.kiosk_id),
-                    "The offer expired; scan the kiosk again.",
-                )],
-                None,
-            ));
-        }
         let body = pb::Offer::decode(offer.body.as_slice())
             .map_err(|e| ApiError::Internal(format!("stored offer: {e}")))?;
         let wanted = TypeKey::from_proto(&item_type);
@@ -526,6 +544,26 @@ impl Rentals {
             })?;
         let price =
             convert::money("price", Some(price)).map_err(|v| ApiError::Internal(v.description))?;
+        // An expired offer is still honoured for a retry of this key whose payment outcome is
+        // not known yet (the contract says: retry with the same key).
+        let retrying = self
+            .store
+            .payment_attempt(&format!("rental:{user_key}:{}", request.idempotency_key))
+            .await?
+            .is_some_and(|a| {
+                a.request_hash == priced_hash(&price)
+                    && a.state == crate::store::money::attempt_state::PENDING
+            });
+        if offer.expires_at <= now && !retrying {
+            return Err(refuse(
+                vec![violation(
+                    "OFFER_EXPIRED",
+                    format!("kiosks/{}", request.kiosk_id),
+                    "The offer expired; scan the kiosk again.",
+                )],
+                None,
+            ));
+        }
         match pb::WriteProtectOption::try_from(line.write_protect).unwrap_or_default() {
             pb::WriteProtectOption::AlwaysOn if !spec.write_protect => {
                 return Err(ApiError::invalid(
@@ -714,16 +752,20 @@ impl Rentals {
                 order_id: order_id.clone(),
             })),
         };
-        let order = self
+        let charge_id = row.charge_id.clone();
+        let booked = self
             .store
             .finish_rental(
                 PaidRental {
                     order: row,
-                    payment_key,
+                    payment_key: payment_key.clone(),
                     lend,
                 },
                 now,
             )
+            .await;
+        let order = self
+            .orphan_on_race(booked, &payment_key, &charge_id)
             .await?;
         self.wake.notify_one();
         Ok(order)

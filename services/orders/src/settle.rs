@@ -349,21 +349,15 @@ impl Worker {
                 .await?,
         );
         for attempt in attempts {
-            let Ok(currency) = Currency::parse(&attempt.currency) else {
-                continue;
-            };
-            let amount = Money::new(attempt.amount, currency);
-            let asked = self
+            // Looked up, never charged again: asking to charge would make a charge that never
+            // arrived the first time.
+            match self
                 .rentals
                 .provider
-                .charge(ChargeRequest {
-                    idempotency_key: attempt.payment_key.clone(),
-                    card_token: attempt.card_token.clone(),
-                    amount,
-                })
-                .await;
-            match asked {
-                Ok(charge) => {
+                .find_charge(&attempt.payment_key)
+                .await
+            {
+                Ok(Some(charge)) => {
                     let refund_key = format!("orphan-refund:{}", attempt.payment_key);
                     let refund = self
                         .rentals
@@ -371,7 +365,7 @@ impl Worker {
                         .refund(RefundRequest {
                             idempotency_key: refund_key.clone(),
                             charge_id: charge.charge_id.clone(),
-                            amount,
+                            amount: charge.amount,
                         })
                         .await;
                     match refund {
@@ -380,7 +374,7 @@ impl Worker {
                             store
                                 .finish_resolving(
                                     &attempt,
-                                    Some((&charge.charge_id, &refund_key, amount)),
+                                    Some((&charge.charge_id, &refund_key, charge.amount)),
                                     false,
                                     now,
                                 )
@@ -391,19 +385,136 @@ impl Worker {
                         }
                     }
                 }
-                Err(PaymentError::Declined(_)) => {
-                    store.finish_resolving(&attempt, None, true, now).await?;
-                }
-                Err(
-                    PaymentError::Processor | PaymentError::Invalid(_) | PaymentError::KeyReused,
-                ) => {
+                Ok(None) => {
+                    // Nothing was charged: the key may be retried.
                     store.finish_resolving(&attempt, None, false, now).await?;
                 }
-                Err(PaymentError::Timeout | PaymentError::Unavailable(_)) => {
+                Err(error) => {
+                    tracing::warn!(payment_key = %attempt.payment_key, %error, "provider cannot say what happened; asking later");
                     store.unclaim_attempt(&attempt.payment_key, now).await?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payments::sandbox::{APPROVES, SandboxProvider};
+    use crate::payments::{Charge, PaymentFuture, PaymentProvider, Refund};
+    use crate::store::money::{Abandon, attempt_state};
+    use crate::store::tests::{World, eur, user};
+    use sneakernet_runtime::clock::{Clock, OffsetClock};
+    use sneakernet_runtime::service_token::ServiceToken;
+
+    /// The sandbox, except that every charge's answer is lost on the way back.
+    #[derive(Debug)]
+    struct LostAnswers(SandboxProvider);
+
+    impl PaymentProvider for LostAnswers {
+        fn charge(&self, request: ChargeRequest) -> PaymentFuture<'_, Charge> {
+            Box::pin(async move {
+                let _ = self.0.charge(request).await;
+                Err(PaymentError::Timeout)
+            })
+        }
+        fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund> {
+            self.0.refund(request)
+        }
+        fn find_charge<'a>(&'a self, key: &'a str) -> PaymentFuture<'a, Option<Charge>> {
+            self.0.find_charge(key)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_whose_answer_was_lost_is_found_and_paid_back_and_the_unit_freed() {
+        let mut world = World::new().await;
+        world.inventory("K1", &["D1"]).await;
+        let sandbox = SandboxProvider::new(world.store.connection().clone());
+        let clock = std::sync::Arc::new(OffsetClock::new());
+        let rentals = Rentals {
+            store: world.store.clone(),
+            provider: std::sync::Arc::new(LostAnswers(sandbox.clone())),
+            clock: clock.clone(),
+            sealing: crate::sealing::SealingKey::from_bytes([0; 32]),
+            deposit: eur(5000),
+            offer_ttl: Duration::from_secs(300),
+            lend_deadline: Duration::from_secs(120),
+            wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+        };
+        // What CreateRental does when the provider never answers: hold, charge, give up.
+        let owner = user(1);
+        let (payment_key, order_id) = world.begin_rental(&owner, "K1").await;
+        let asked = rentals
+            .provider
+            .charge(ChargeRequest {
+                idempotency_key: payment_key.clone(),
+                card_token: APPROVES.into(),
+                amount: eur(400),
+            })
+            .await;
+        assert_eq!(asked, Err(PaymentError::Timeout));
+        world
+            .store
+            .abandon_rental(&payment_key, &order_id, Abandon::Unknown, clock.now())
+            .await
+            .unwrap();
+        assert_eq!(
+            world.store.available("K1").await.unwrap().len(),
+            1,
+            "nothing held"
+        );
+
+        let worker = Worker {
+            rentals,
+            gateway: GatewayClient::new(
+                &tonic::transport::Endpoint::from_static("http://127.0.0.1:9"),
+                ServiceToken::fixed("unused"),
+            ),
+        };
+        worker.round().await.unwrap();
+        let attempt = world
+            .store
+            .payment_attempt(&payment_key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            attempt.state,
+            attempt_state::PENDING,
+            "too fresh to resolve"
+        );
+
+        clock.advance(chrono::Duration::minutes(3));
+        worker.round().await.unwrap();
+        let attempt = world
+            .store
+            .payment_attempt(&payment_key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(attempt.state, attempt_state::REFUNDED);
+        assert_eq!(sandbox.refunds_of(&attempt.charge_id).await.unwrap(), 1);
+        let report = world
+            .store
+            .audit(clock.now(), chrono::Duration::minutes(1))
+            .await
+            .unwrap();
+        assert!(
+            report.ledger_balanced && report.violations.is_empty(),
+            "{report:?}"
+        );
+        let account = world.store.account(&owner).await.unwrap().unwrap();
+        assert_eq!(account.open_order_id, None);
+
+        // Another round finds nothing left to do.
+        worker.round().await.unwrap();
+        assert_eq!(
+            sandbox.refunds_of(&attempt.charge_id).await.unwrap(),
+            1,
+            "refunded once"
+        );
     }
 }

@@ -77,6 +77,12 @@ impl ServiceToken {
         Ok(Self { current })
     }
 
+    /// A token that never changes and needs no login (tests and tools that were handed one).
+    pub fn fixed(token: impl Into<String>) -> Self {
+        let (_, current) = watch::channel(Some(token.into()));
+        Self { current }
+    }
+
     /// The token now, if the service has logged in.
     pub fn current(&self) -> Option<String> {
         self.current.borrow().clone()

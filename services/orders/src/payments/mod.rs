@@ -94,4 +94,8 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     fn charge(&self, request: ChargeRequest) -> PaymentFuture<'_, Charge>;
     /// Pays back part or all of a charge (idempotent by key).
     fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund>;
+    /// The successful charge made under `idempotency_key`, if any; `None` when none was (it
+    /// was declined, failed, or never arrived). Moves no money: this is how an outcome that
+    /// was unknown is found out (card processors keep their idempotency records for this).
+    fn find_charge<'a>(&'a self, idempotency_key: &'a str) -> PaymentFuture<'a, Option<Charge>>;
 }

@@ -211,6 +211,23 @@ impl PaymentProvider for SandboxProvider {
     fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund> {
         Box::pin(self.do_refund(request))
     }
+
+    fn find_charge<'a>(&'a self, idempotency_key: &'a str) -> PaymentFuture<'a, Option<Charge>> {
+        Box::pin(async move {
+            let Some(found) = self.find(idempotency_key).await? else {
+                return Ok(None);
+            };
+            if found.kind != "charge" || found.outcome != SUCCEEDED {
+                return Ok(None);
+            }
+            let currency = Currency::parse(&found.currency)
+                .map_err(|e| PaymentError::Unavailable(format!("stored charge: {e}")))?;
+            Ok(Some(Charge {
+                charge_id: found.payment_id,
+                amount: Money::new(found.amount, currency),
+            }))
+        })
+    }
 }
 
 fn unavailable(error: impl std::fmt::Display) -> PaymentError {
@@ -364,6 +381,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(charges.len(), 1, "charged once");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_outcome_is_found_by_key_without_moving_money() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = sandbox(dir.path()).await;
+        assert_eq!(provider.find_charge("never-asked").await, Ok(None));
+        let _ = provider.charge(charge("t1", TIMES_OUT, 700)).await;
+        let found = provider.find_charge("t1").await.unwrap().expect("charged");
+        assert_eq!(found.amount, eur(700));
+        let _ = provider.charge(charge("d1", DECLINES, 700)).await;
+        assert_eq!(provider.find_charge("d1").await, Ok(None), "declined");
+        let charges = record::Entity::find()
+            .filter(record::Column::Kind.eq("charge"))
+            .all(&provider.db)
+            .await
+            .unwrap();
+        assert_eq!(charges.len(), 2, "looking up charged nothing");
     }
 
     #[tokio::test]

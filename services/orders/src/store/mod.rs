@@ -13,7 +13,7 @@ pub mod fleet;
 pub mod money;
 pub mod orders;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use chrono::{DateTime, Utc};
 use prost::Message;

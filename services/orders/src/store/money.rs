@@ -319,6 +319,16 @@ impl Store {
             .await
     }
 
+    /// A payment attempt by its provider key.
+    pub async fn payment_attempt(
+        &self,
+        payment_key: &str,
+    ) -> Result<Option<payment_attempt::Model>, DbErr> {
+        payment_attempt::Entity::find_by_id(payment_key.to_owned())
+            .one(&self.db)
+            .await
+    }
+
     /// A deposit.
     pub async fn deposit(&self, deposit_id: &str) -> Result<Option<deposit::Model>, DbErr> {
         deposit::Entity::find_by_id(deposit_id.to_owned())
@@ -766,6 +776,31 @@ impl Store {
         release_attempt_claims(&txn, attempt).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// A charge went through but its booking lost a race (the claim it paid for was gone):
+    /// the attempt goes (back) to pending with the charge's id, so a retry with the key finds
+    /// the charge, or else the settling worker pays it back.
+    pub async fn orphan_attempt(
+        &self,
+        payment_key: &str,
+        charge_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        move_attempt(
+            &self.db,
+            payment_key,
+            &[
+                attempt_state::PENDING,
+                attempt_state::FAILED,
+                attempt_state::RESOLVING,
+            ],
+            attempt_state::PENDING,
+            Some(charge_id),
+            now,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Puts a claimed attempt back to pending (the provider still did not answer).

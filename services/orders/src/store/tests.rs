@@ -18,13 +18,13 @@ use crate::entity::{kiosk_item, order};
 
 const CONSUMER: &str = "test";
 
-struct World {
-    store: Store,
+pub(crate) struct World {
+    pub(crate) store: Store,
     cursor: u64,
     _dir: tempfile::TempDir,
 }
 
-fn drive(id: &str) -> common::Item {
+pub(crate) fn drive(id: &str) -> common::Item {
     common::Item {
         item_id: id.into(),
         kind: common::ItemKind::Drive.into(),
@@ -41,16 +41,16 @@ fn drive(id: &str) -> common::Item {
     }
 }
 
-fn wanted() -> TypeKey {
+pub(crate) fn wanted() -> TypeKey {
     TypeKey::of_item(&drive("x"))
 }
 
-fn eur(minor: i64) -> Money {
+pub(crate) fn eur(minor: i64) -> Money {
     Money::new(minor, Currency::parse("EUR").unwrap())
 }
 
 impl World {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
             data_dir: dir.path().to_owned(),
@@ -84,7 +84,7 @@ impl World {
         );
     }
 
-    async fn inventory(&mut self, kiosk: &str, items: &[&str]) {
+    pub(crate) async fn inventory(&mut self, kiosk: &str, items: &[&str]) {
         let bays = items
             .iter()
             .enumerate()
@@ -110,6 +110,13 @@ impl World {
 
     /// A user with a deposit who rents one drive at `kiosk`; the order is PAID.
     async fn rent(&self, user: &str, kiosk: &str) -> order::Model {
+        let (payment_key, order_id) = self.begin_rental(user, kiosk).await;
+        self.finish(user, kiosk, payment_key, order_id).await
+    }
+
+    /// A user with a deposit whose rental at `kiosk` holds a unit and is about to be charged:
+    /// (payment key, order id).
+    pub(crate) async fn begin_rental(&self, user: &str, kiosk: &str) -> (String, String) {
         let now = Utc::now();
         let super::money::DepositStart::Charge {
             payment_key,
@@ -154,6 +161,17 @@ impl World {
         else {
             panic!("rental not started");
         };
+        (payment_key, order_id)
+    }
+
+    async fn finish(
+        &self,
+        user: &str,
+        kiosk: &str,
+        payment_key: String,
+        order_id: String,
+    ) -> order::Model {
+        let now = Utc::now();
         let choice = pb::ItemChoice {
             spec: Some(common::ItemSpec {
                 item_type: Some(wanted().to_proto()),
@@ -270,7 +288,7 @@ impl World {
     }
 }
 
-fn user(n: u8) -> String {
+pub(crate) fn user(n: u8) -> String {
     uuid::Uuid::from_bytes([n; 16]).to_string()
 }
 
