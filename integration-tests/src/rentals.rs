@@ -281,6 +281,16 @@ pub struct SimKiosk {
 impl SimKiosk {
     /// Registers kiosk `id` (a fresh 32-byte QR secret), issues its credential, and starts an
     /// agent at `address` with `bays` and `faults`. Does not wait for it to be online.
+    /// [`SimKiosk::start`] with these items in bays A1, A2, ... and no faults.
+    pub async fn healthy(
+        address: SocketAddr,
+        operator: &str,
+        id: &str,
+        items: Vec<Option<SimItemConfig>>,
+    ) -> Self {
+        Self::start(address, operator, id, bays(items), SimFaults::default()).await
+    }
+
     pub async fn start(
         address: SocketAddr,
         operator: &str,

@@ -53,22 +53,15 @@ async fn a_walk_up_rental_is_lent_by_the_kiosk_and_closed_when_returned_at_anoth
     for backend in backends() {
         let (sandbox, channel, operator) = start(&backend).await;
         let address = sandbox.node().address;
-        let k1 = SimKiosk::start(
+        let k1 = SimKiosk::healthy(
             address,
             &operator,
             "K-1",
-            bays(vec![Some(drive("D-1")), Some(drive("D-2"))]),
-            SimFaults::default(),
+            vec![Some(drive("D-1")), Some(drive("D-2"))],
         )
         .await;
-        let mut k2 = SimKiosk::start(
-            address,
-            &operator,
-            "K-2",
-            bays(vec![Some(drive("D-9")), None]),
-            SimFaults::default(),
-        )
-        .await;
+        let mut k2 =
+            SimKiosk::healthy(address, &operator, "K-2", vec![Some(drive("D-9")), None]).await;
         let user = customer_with_deposit(&channel).await;
 
         // First instruction: the offer lists the type, how many, and the price per length.
@@ -224,12 +217,11 @@ async fn fifty_users_racing_for_the_last_unit_get_one_order_and_forty_nine_refus
     const USERS: usize = 50;
     for backend in backends() {
         let (sandbox, channel, operator) = start(&backend).await;
-        let mut kiosk = SimKiosk::start(
+        let mut kiosk = SimKiosk::healthy(
             sandbox.node().address,
             &operator,
             "K-1",
-            bays(vec![Some(power_bank("P-1")), None]),
-            SimFaults::default(),
+            vec![Some(power_bank("P-1")), None],
         )
         .await;
 
@@ -319,12 +311,11 @@ async fn fifty_users_racing_for_the_last_unit_get_one_order_and_forty_nine_refus
 async fn a_repeated_idempotency_key_answers_the_same_order_and_charges_once() {
     for backend in backends() {
         let (sandbox, channel, operator) = start(&backend).await;
-        let mut kiosk = SimKiosk::start(
+        let mut kiosk = SimKiosk::healthy(
             sandbox.node().address,
             &operator,
             "K-1",
-            bays(vec![Some(power_bank("P-1")), Some(power_bank("P-2"))]),
-            SimFaults::default(),
+            vec![Some(power_bank("P-1")), Some(power_bank("P-2"))],
         )
         .await;
         let user = customer_with_deposit(&channel).await;
@@ -425,12 +416,11 @@ async fn a_repeated_idempotency_key_answers_the_same_order_and_charges_once() {
 async fn a_declined_card_makes_no_order_and_a_provider_timeout_charges_once() {
     for backend in backends() {
         let (sandbox, channel, operator) = start(&backend).await;
-        let mut kiosk = SimKiosk::start(
+        let mut kiosk = SimKiosk::healthy(
             sandbox.node().address,
             &operator,
             "K-1",
-            bays(vec![Some(power_bank("P-1"))]),
-            SimFaults::default(),
+            vec![Some(power_bank("P-1"))],
         )
         .await;
         let user = customer_with_deposit(&channel).await;
@@ -801,22 +791,15 @@ async fn scan_kiosk_refuses_without_deposit_with_an_item_out_with_a_stale_code_a
     for backend in backends() {
         let (sandbox, channel, operator) = start(&backend).await;
         let address = sandbox.node().address;
-        let k1 = SimKiosk::start(
+        let k1 = SimKiosk::healthy(
             address,
             &operator,
             "K-1",
-            bays(vec![Some(power_bank("P-1")), Some(power_bank("P-2"))]),
-            SimFaults::default(),
+            vec![Some(power_bank("P-1")), Some(power_bank("P-2"))],
         )
         .await;
-        let mut k2 = SimKiosk::start(
-            address,
-            &operator,
-            "K-2",
-            bays(vec![Some(power_bank("P-9"))]),
-            SimFaults::default(),
-        )
-        .await;
+        let mut k2 =
+            SimKiosk::healthy(address, &operator, "K-2", vec![Some(power_bank("P-9"))]).await;
 
         // No deposit: refused, and told how much to pay.
         let user = rentals::register_user(&channel).await;
@@ -998,12 +981,11 @@ fn forge_user_token(sandbox: &Sandbox, kid: &str, user_id: &str) -> String {
 async fn users_see_only_their_own_orders_and_each_role_only_its_service() {
     for backend in backends() {
         let (sandbox, channel, operator) = start(&backend).await;
-        let mut kiosk = SimKiosk::start(
+        let mut kiosk = SimKiosk::healthy(
             sandbox.node().address,
             &operator,
             "K-1",
-            bays(vec![Some(power_bank("P-1"))]),
-            SimFaults::default(),
+            vec![Some(power_bank("P-1"))],
         )
         .await;
         let alice = customer_with_deposit(&channel).await;
