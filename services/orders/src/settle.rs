@@ -406,6 +406,7 @@ mod tests {
     use crate::payments::{Charge, PaymentFuture, PaymentProvider, Refund};
     use crate::store::money::{Abandon, attempt_state};
     use crate::store::tests::{World, eur, user};
+    use sneakernet_proto::orders::v1 as pb;
     use sneakernet_runtime::clock::{Clock, OffsetClock};
     use sneakernet_runtime::service_token::ServiceToken;
 
@@ -515,6 +516,134 @@ mod tests {
             sandbox.refunds_of(&attempt.charge_id).await.unwrap(),
             1,
             "refunded once"
+        );
+    }
+
+    fn worker(world: &World, clock: &std::sync::Arc<OffsetClock>) -> Worker {
+        Worker {
+            rentals: Rentals {
+                store: world.store.clone(),
+                provider: std::sync::Arc::new(SandboxProvider::new(
+                    world.store.connection().clone(),
+                )),
+                clock: clock.clone(),
+                sealing: crate::sealing::SealingKey::from_bytes([0; 32]),
+                deposit: eur(5000),
+                offer_ttl: Duration::from_secs(300),
+                lend_deadline: Duration::from_secs(120),
+                wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            },
+            gateway: GatewayClient::new(
+                &tonic::transport::Endpoint::from_static("http://127.0.0.1:9"),
+                ServiceToken::fixed("unused"),
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_item_is_charged_its_fee_once_and_its_late_return_the_capped_late_fee() {
+        let mut world = World::new().await;
+        world.inventory("K1", &["D1"]).await;
+        let clock = std::sync::Arc::new(OffsetClock::new());
+        let worker = worker(&world, &clock);
+        let order = world.rent(&user(1), "K1").await;
+        world.lent("K1", &order.order_id, "D1").await;
+        let lent = world.order(&order.order_id).await;
+        assert_eq!(lent.state, "lent");
+        let due = lent.due_at.expect("due");
+
+        // A day late: nothing is charged while the item is out.
+        clock.advance(chrono::Duration::days(2));
+        worker.round().await.unwrap();
+        assert_eq!(world.order(&order.order_id).await.amount_charged, 400);
+
+        // 14 days after due it counts as lost: the lost-item fee, once.
+        clock.advance(chrono::Duration::days(14));
+        worker.round().await.unwrap();
+        worker.round().await.unwrap();
+        let lost = world.order(&order.order_id).await;
+        assert_eq!(lost.state, "lent", "a lost item's order stays open");
+        assert!(lost.lost_fee_charged);
+        assert_eq!(lost.amount_charged, 400 + 8000);
+
+        // It comes back after all: late fees up to the cap, the lost fee not again.
+        world.returned_at("K1", "D1", clock.now()).await;
+        worker.round().await.unwrap();
+        let closed = world.order(&order.order_id).await;
+        assert_eq!(closed.state, "closed");
+        assert_eq!(closed.amount_charged, 400 + 8000 + 1500);
+        assert!(closed.returned_at.unwrap() > due);
+        let statement = world.store.order_proto(&closed).await.unwrap().movements;
+        let kinds: Vec<i32> = statement.iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                pb::MoneyMovementKind::Price as i32,
+                pb::MoneyMovementKind::LostItemFee as i32,
+                pb::MoneyMovementKind::LateFee as i32,
+            ]
+        );
+        let report = world
+            .store
+            .audit(clock.now(), chrono::Duration::minutes(1))
+            .await
+            .unwrap();
+        assert!(
+            report.ledger_balanced && report.violations.is_empty(),
+            "{report:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fee_the_card_declines_is_taken_from_the_deposit_which_pays_back_the_rest() {
+        let mut world = World::new().await;
+        world.card = crate::payments::sandbox::DECLINES;
+        world.inventory("K1", &["D1"]).await;
+        let clock = std::sync::Arc::new(OffsetClock::new());
+        let worker = worker(&world, &clock);
+        let owner = user(1);
+        let order = world.rent(&owner, "K1").await;
+        world.lent("K1", &order.order_id, "D1").await;
+        // Back a little over three days after due: 4 started days of 3.00.
+        clock.advance(chrono::Duration::days(4));
+        world.returned_at("K1", "D1", clock.now()).await;
+        worker.round().await.unwrap();
+        let closed = world.order(&order.order_id).await;
+        assert_eq!(closed.state, "closed");
+        assert_eq!(closed.amount_charged, 400, "the card paid no fee");
+        let deposit = world
+            .store
+            .held_deposit(&owner)
+            .await
+            .unwrap()
+            .expect("held");
+        assert_eq!(deposit.withheld, 1200);
+
+        let crate::store::money::RefundStart::Refund(_) = world
+            .store
+            .begin_deposit_refund(&owner, "refund", clock.now())
+            .await
+            .unwrap()
+        else {
+            panic!("nothing is out: the deposit can be refunded");
+        };
+        worker.round().await.unwrap();
+        let refunded = world
+            .store
+            .deposit(&deposit.deposit_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(refunded.state, "refunded");
+        assert_eq!(refunded.refunded, 5000 - 1200);
+        let report = world
+            .store
+            .audit(clock.now(), chrono::Duration::minutes(1))
+            .await
+            .unwrap();
+        assert!(
+            report.ledger_balanced && report.violations.is_empty(),
+            "{report:?}"
         );
     }
 }

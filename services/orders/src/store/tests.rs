@@ -20,6 +20,8 @@ const CONSUMER: &str = "test";
 
 pub(crate) struct World {
     pub(crate) store: Store,
+    /// The card every order here is paid with (fees go to it).
+    pub(crate) card: &'static str,
     cursor: u64,
     _dir: tempfile::TempDir,
 }
@@ -38,6 +40,31 @@ pub(crate) fn drive(id: &str) -> common::Item {
                 },
             )),
         }),
+    }
+}
+
+/// The terms of every order here: 4.00 a day, 1 h grace, 3.00 per late day capped at 15.00,
+/// 80.00 when lost 14 days after due.
+pub(crate) fn terms() -> pb::Pricing {
+    let eur = |minor| {
+        Some(common::Money {
+            minor_units: minor,
+            currency: "EUR".into(),
+        })
+    };
+    pb::Pricing {
+        base_price: eur(400),
+        price_per_extra_day: eur(150),
+        max_duration_days: 14,
+        grace_period: Some(prost_types::Duration {
+            seconds: 3600,
+            nanos: 0,
+        }),
+        late_fee_per_day: eur(300),
+        late_fee_cap: eur(1500),
+        lost_item_fee: eur(8000),
+        lost_after_days: 14,
+        pickup_window: None,
     }
 }
 
@@ -63,6 +90,7 @@ impl World {
         .unwrap();
         Self {
             store: Store::new(db),
+            card: crate::payments::sandbox::APPROVES,
             cursor: 0,
             _dir: dir,
         }
@@ -109,7 +137,7 @@ impl World {
     }
 
     /// A user with a deposit who rents one drive at `kiosk`; the order is PAID.
-    async fn rent(&self, user: &str, kiosk: &str) -> order::Model {
+    pub(crate) async fn rent(&self, user: &str, kiosk: &str) -> order::Model {
         let (payment_key, order_id) = self.begin_rental(user, kiosk).await;
         self.finish(user, kiosk, payment_key, order_id).await
     }
@@ -123,21 +151,38 @@ impl World {
             deposit_id,
         } = self
             .store
-            .begin_deposit(user, "d", "h", eur(5000), "card", now)
+            .begin_deposit(
+                user,
+                "d",
+                "h",
+                eur(5000),
+                crate::payments::sandbox::APPROVES,
+                now,
+            )
             .await
             .unwrap()
         else {
             panic!("deposit not started");
         };
+        // Paid for real in the sandbox, so the deposit can be refunded.
+        use crate::payments::PaymentProvider;
+        let charge = crate::payments::sandbox::SandboxProvider::new(self.store.db.clone())
+            .charge(crate::payments::ChargeRequest {
+                idempotency_key: payment_key.clone(),
+                card_token: crate::payments::sandbox::APPROVES.into(),
+                amount: eur(5000),
+            })
+            .await
+            .unwrap();
         self.store
             .finish_deposit(
                 DepositCharge {
                     user_id: user.into(),
                     deposit_id,
                     payment_key,
-                    charge_id: "ch".into(),
+                    charge_id: charge.charge_id,
                     amount: eur(5000),
-                    card_token: "card".into(),
+                    card_token: crate::payments::sandbox::APPROVES.into(),
                     idempotency_key: "d".into(),
                 },
                 now,
@@ -151,7 +196,7 @@ impl World {
             attempt_hash: "h".into(),
             kiosk_id: kiosk.into(),
             wanted: wanted(),
-            card_token: "card".into(),
+            card_token: crate::payments::sandbox::APPROVES.into(),
             price: eur(400),
         };
         let RentalStart::Charge {
@@ -190,7 +235,7 @@ impl World {
             item_id: String::new(),
             returned_kiosk_id: String::new(),
             write_protected: false,
-            pricing: vec![],
+            pricing: terms().encode_to_vec(),
             price: 400,
             currency: "EUR".into(),
             amount_charged: 400,
@@ -198,7 +243,7 @@ impl World {
             idempotency_key: "r".into(),
             request_hash: "h".into(),
             charge_id: "ch".into(),
-            card_token: "card".into(),
+            card_token: self.card.into(),
             command_id: None,
             late_item_id: None,
             lost_fee_charged: false,
@@ -224,7 +269,7 @@ impl World {
             .unwrap()
     }
 
-    async fn lent(&mut self, kiosk: &str, order_id: &str, item: &str) {
+    pub(crate) async fn lent(&mut self, kiosk: &str, order_id: &str, item: &str) {
         let record = gateway::CommandRecord {
             command_id: format!("cmd-{order_id}"),
             kiosk_id: kiosk.into(),
@@ -259,18 +304,22 @@ impl World {
     }
 
     async fn returned(&mut self, kiosk: &str, item: &str) {
+        self.returned_at(kiosk, item, Utc::now()).await;
+    }
+
+    pub(crate) async fn returned_at(&mut self, kiosk: &str, item: &str, at: chrono::DateTime<Utc>) {
         self.event(
             kiosk,
             gateway::event::Kind::ItemReturned(gateway::ItemReturned {
                 bay_id: "A9".into(),
                 item: Some(drive(item)),
-                returned_at: Some(timestamp(Utc::now())),
+                returned_at: Some(timestamp(at)),
             }),
         )
         .await;
     }
 
-    async fn order(&self, id: &str) -> order::Model {
+    pub(crate) async fn order(&self, id: &str) -> order::Model {
         self.store.order(id).await.unwrap().unwrap()
     }
 
