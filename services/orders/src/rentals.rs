@@ -362,11 +362,29 @@ impl Rentals {
         card_token: String,
         idempotency_key: String,
     ) -> Result<deposit::Model, ApiError> {
+        let user_key = user.to_string();
+        let hash = fingerprint(&[&amount.to_string(), &card_token]);
+        // A key that already paid is answered as it was, even if the deposit asked changed
+        // since.
+        if let Some(paid) = self
+            .store
+            .payment_attempt(&format!("deposit:{user_key}:{idempotency_key}"))
+            .await?
+            .filter(|a| a.state == crate::store::money::attempt_state::CHARGED)
+        {
+            if paid.request_hash != hash {
+                return Err(ApiError::invalid(
+                    "idempotency_key",
+                    "was used for another PayDeposit request",
+                ));
+            }
+            if let Some(deposit) = self.store.deposit(&paid.subject_id).await? {
+                return Ok(deposit);
+            }
+        }
         if amount != self.deposit {
             return Err(self.deposit_changed());
         }
-        let user_key = user.to_string();
-        let hash = fingerprint(&[&amount.to_string(), &card_token]);
         let now = self.now();
         let start = self
             .store
