@@ -175,3 +175,93 @@ async fn the_fleet_view_is_for_operators_and_checks_its_input() {
     assert_eq!(status.code(), Code::NotFound);
     sandbox.stop().await;
 }
+
+fn registration(kiosk_id: &str, site_id: &str) -> pb::RegisterKioskRequest {
+    pb::RegisterKioskRequest {
+        kiosk_id: kiosk_id.into(),
+        site_id: site_id.into(),
+        site_name: format!("Site {site_id}"),
+        location: Some(sneakernet_proto::common::v1::Location {
+            latitude: 48.1374,
+            longitude: 11.5755,
+        }),
+        qr_secret: vec![7; 32],
+        out_of_service: false,
+    }
+}
+
+#[tokio::test]
+async fn registered_kiosks_are_listed_by_site_page_by_page_and_bad_profiles_are_named() {
+    for backend in backends() {
+        let sandbox = Sandbox::start(&backend).await;
+        let operator = sandbox.operator().await.access_token;
+        let mut fleet = FleetServiceClient::new(sandbox.channel().await);
+        // Interleaved ids: the site filter must skip the others without ending early.
+        for (id, site) in [
+            ("K-1", "north"),
+            ("K-2", "south"),
+            ("K-3", "north"),
+            ("K-4", "south"),
+            ("K-5", "south"),
+            ("K-6", "north"),
+        ] {
+            fleet
+                .register_kiosk(authed(registration(id, site), &operator))
+                .await
+                .unwrap_or_else(|s| panic!("{backend}: register {id}: {s:?}"));
+        }
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = fleet
+                .list_kiosks(authed(
+                    pb::ListKiosksRequest {
+                        page_size: 1,
+                        page_token: token.clone(),
+                        site_id: "north".into(),
+                        online_only: false,
+                    },
+                    &operator,
+                ))
+                .await
+                .unwrap_or_else(|s| panic!("{backend}: list: {s:?}"))
+                .into_inner();
+            for kiosk in page.kiosks {
+                let profile = kiosk.profile.expect("a registered kiosk has a profile");
+                assert_eq!(profile.site_id, "north", "{backend}");
+                assert!(!kiosk.online, "{backend}: never connected");
+                seen.push(profile.kiosk_id);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(seen, ["K-1", "K-3", "K-6"], "{backend}");
+
+        let mut bad = registration("bad id", "");
+        bad.location = Some(sneakernet_proto::common::v1::Location {
+            latitude: 91.0,
+            longitude: 0.0,
+        });
+        bad.qr_secret = vec![1; 8];
+        let status = fleet
+            .register_kiosk(authed(bad, &operator))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{backend}");
+        let details = tonic_types::StatusExt::get_details_bad_request(&status).expect("fields");
+        let mut fields: Vec<_> = details
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            ["kiosk_id", "location.latitude", "qr_secret", "site_id"],
+            "{backend}"
+        );
+        sandbox.stop().await;
+    }
+}

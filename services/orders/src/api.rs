@@ -419,11 +419,16 @@ impl OrderService for OrdersApi {
                         return;
                     }
                     () = tx.closed() => return,
-                    changed = changes.recv() => {
-                        if matches!(&changed, Ok(id) if *id != order.order_id) {
-                            continue;
+                    changed = changes.recv() => match changed {
+                        Ok(id) if id != order.order_id => continue,
+                        // The service is going away: the client watches again elsewhere.
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            let _ = tx.send(Err(Status::unavailable("watch again"))).await;
+                            return;
                         }
-                    }
+                        // Ours, or lagged (some signals lost): read what changed.
+                        _ => {}
+                    },
                     () = tokio::time::sleep(WATCH_POLL) => {}
                 }
                 let rows = match store.changes_after(&order.order_id, version).await {
@@ -587,43 +592,76 @@ impl FleetService for OrdersApi {
             site_id("site_id", &body.site_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
         }
         let store = &self.rentals.store;
-        // Kiosks are those registered and those that ever connected; page over the union.
-        let limit = u64::from(size) + 1;
-        let views = store
-            .kiosks(&after, limit, body.online_only)
-            .await
-            .map_err(internal)?;
-        let profiles = store
-            .kiosk_profiles_after(&after, limit)
-            .await
-            .map_err(internal)?;
-        let mut ids: Vec<String> = views
-            .iter()
-            .map(|v| v.kiosk_id.clone())
-            .chain(profiles.iter().map(|p| p.kiosk_id.clone()))
-            .collect();
-        ids.sort();
-        ids.dedup();
+        // Kiosks are those registered and those that ever connected. Candidates come in id
+        // order in batches, each source read up to the same id, and are filtered here; the
+        // loop goes on until the page is full or the candidates run out, so a filter that
+        // drops many never ends a listing early.
+        const BATCH: u64 = 200;
+        let mut cursor = after;
         let mut page = Vec::new();
         let mut more = false;
-        for id in ids {
-            let view = views.iter().find(|v| v.kiosk_id == id);
-            let view = match view {
-                Some(view) => Some(view.clone()),
-                None => store.kiosk(&id).await.map_err(internal)?,
+        'batches: loop {
+            let views = store
+                .kiosks(&cursor, BATCH, body.online_only)
+                .await
+                .map_err(internal)?;
+            let profiles = if body.online_only {
+                Vec::new()
+            } else {
+                store
+                    .kiosk_profiles_after(&cursor, BATCH, &body.site_id)
+                    .await
+                    .map_err(internal)?
             };
-            let profile = profiles.iter().find(|p| p.kiosk_id == id);
-            if body.online_only && !view.as_ref().is_some_and(|v| v.online) {
-                continue;
-            }
-            if !body.site_id.is_empty() && profile.is_none_or(|p| p.site_id != body.site_id) {
-                continue;
-            }
-            if page.len() == size as usize {
-                more = true;
+            // Up to which id both sources are complete in this batch.
+            let complete_to = [
+                (views.len() as u64 == BATCH).then(|| views.last().map(|v| v.kiosk_id.clone())),
+                (profiles.len() as u64 == BATCH)
+                    .then(|| profiles.last().map(|p| p.kiosk_id.clone())),
+            ]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .min();
+            let mut ids: Vec<String> = views
+                .iter()
+                .filter(|_| body.site_id.is_empty() || body.online_only)
+                .map(|v| v.kiosk_id.clone())
+                .chain(profiles.iter().map(|p| p.kiosk_id.clone()))
+                .filter(|id| complete_to.as_ref().is_none_or(|to| id <= to))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() {
                 break;
             }
-            page.push((id, kiosk(view.as_ref(), profile)));
+            for id in ids {
+                cursor = id.clone();
+                let view = match views.iter().find(|v| v.kiosk_id == id) {
+                    Some(view) => Some(view.clone()),
+                    None => store.kiosk(&id).await.map_err(internal)?,
+                };
+                let profile = match profiles.iter().find(|p| p.kiosk_id == id) {
+                    Some(profile) => Some(profile.clone()),
+                    None => store.kiosk_profile(&id).await.map_err(internal)?,
+                };
+                if body.online_only && !view.as_ref().is_some_and(|v| v.online) {
+                    continue;
+                }
+                if !body.site_id.is_empty()
+                    && profile.as_ref().is_none_or(|p| p.site_id != body.site_id)
+                {
+                    continue;
+                }
+                if page.len() == size as usize {
+                    more = true;
+                    break 'batches;
+                }
+                page.push((id, kiosk(view.as_ref(), profile.as_ref())));
+            }
+            if complete_to.is_none() {
+                break;
+            }
         }
         let next_page_token = match (more, page.last()) {
             (true, Some((last, _))) => URL_SAFE_NO_PAD.encode(last),

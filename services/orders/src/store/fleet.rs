@@ -122,13 +122,19 @@ impl Store {
             .await
     }
 
-    /// Up to `limit` profiles with an id above `after`, by id.
+    /// Up to `limit` profiles with an id above `after`, by id; of one site unless `site_id`
+    /// is empty.
     pub async fn kiosk_profiles_after(
         &self,
         after: &str,
         limit: u64,
+        site_id: &str,
     ) -> Result<Vec<kiosk::Model>, DbErr> {
-        kiosk::Entity::find()
+        let mut query = kiosk::Entity::find();
+        if !site_id.is_empty() {
+            query = query.filter(kiosk::Column::SiteId.eq(site_id));
+        }
+        query
             .filter(kiosk::Column::KioskId.gt(after))
             .order_by_asc(kiosk::Column::KioskId)
             .limit(limit)
