@@ -28,6 +28,32 @@ pub fn agent_config(
     address: std::net::SocketAddr,
     drives: usize,
 ) -> AgentConfig {
+    let bays = (1..=drives)
+        .map(|n| SimBayConfig {
+            id: format!("A{n}"),
+            item: Some(SimItemConfig {
+                kind: SimItemKind::Drive,
+                item_id: format!("D-{n}"),
+                capacity_bytes: Some(CAPACITY),
+                content_package_id: Some(PACKAGE.into()),
+                write_protected: false,
+                charge_percent: None,
+            }),
+        })
+        .collect();
+    simulated_agent_config(dir, kiosk_id, secret, address, bays, SimFaults::default())
+}
+
+/// A kiosk agent configuration with `bays` and `faults`, reconnecting fast; its credential is
+/// written to `dir/secret`.
+pub fn simulated_agent_config(
+    dir: &Path,
+    kiosk_id: &str,
+    secret: &str,
+    address: std::net::SocketAddr,
+    bays: Vec<SimBayConfig>,
+    faults: SimFaults,
+) -> AgentConfig {
     let credential_file = dir.join("secret");
     std::fs::write(&credential_file, secret).expect("write secret");
     AgentConfig {
@@ -40,22 +66,7 @@ pub fn agent_config(
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
         },
-        simulation: Some(SimulationConfig {
-            bays: (1..=drives)
-                .map(|n| SimBayConfig {
-                    id: format!("A{n}"),
-                    item: Some(SimItemConfig {
-                        kind: SimItemKind::Drive,
-                        item_id: format!("D-{n}"),
-                        capacity_bytes: Some(CAPACITY),
-                        content_package_id: Some(PACKAGE.into()),
-                        write_protected: false,
-                        charge_percent: None,
-                    }),
-                })
-                .collect(),
-            faults: SimFaults::default(),
-        }),
+        simulation: Some(SimulationConfig { bays, faults }),
     }
 }
 

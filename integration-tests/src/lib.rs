@@ -171,25 +171,7 @@ impl Sandbox {
 
     /// Creates an operator through the bootstrap path and logs in as it.
     pub async fn operator(&self) -> auth::Session {
-        let email = format!("op-{}@example.com", uuid::Uuid::new_v4().simple());
-        let created = sneakernet_auth::create_operator(&self.config, &email, PASSWORD)
-            .await
-            .expect("create operator");
-        assert!(matches!(
-            created,
-            sneakernet_auth::OperatorCreated::Created(_)
-        ));
-        self.auth()
-            .await
-            .login(auth::LoginRequest {
-                email,
-                password: PASSWORD.into(),
-            })
-            .await
-            .expect("operator login")
-            .into_inner()
-            .session
-            .expect("session")
+        operator_session(&self.channel().await, &self.config).await
     }
 
     /// The current signing key (kid and private seed), read from the auth store: lets tests
@@ -363,6 +345,29 @@ pub fn fast_links(config: &mut Config) {
     config.gateway.offline_after = Duration::from_millis(1500);
     config.gateway.command_poll_interval = Duration::from_millis(100);
     config.gateway.expiry_sweep_interval = Duration::from_millis(100);
+}
+
+/// Creates an operator through the bootstrap path (written straight into the auth database
+/// of `config`, so it works against a child process too) and logs in as it.
+pub async fn operator_session(channel: &Channel, config: &Config) -> auth::Session {
+    let email = format!("op-{}@example.com", uuid::Uuid::new_v4().simple());
+    let created = sneakernet_auth::create_operator(config, &email, PASSWORD)
+        .await
+        .expect("create operator");
+    assert!(matches!(
+        created,
+        sneakernet_auth::OperatorCreated::Created(_)
+    ));
+    AuthServiceClient::new(channel.clone())
+        .login(auth::LoginRequest {
+            email,
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect("operator login")
+        .into_inner()
+        .session
+        .expect("session")
 }
 
 /// Issues a credential for `kiosk_id` with an operator's token; returns its secret.

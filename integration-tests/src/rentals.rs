@@ -3,12 +3,11 @@
 //! a deposit, scan the kiosk's QR code, rent, and follow the order.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use sneakernet_kiosk_agent::AgentHandle;
 use sneakernet_kiosk_agent::config::{
-    AgentConfig, LinkConfig, SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig,
+    AgentConfig, SimBayConfig, SimFaults, SimItemConfig, SimItemKind,
 };
 use sneakernet_proto::auth::v1 as auth;
 use sneakernet_proto::common::v1 as common;
@@ -170,21 +169,7 @@ pub async fn operator_token(
     channel: &Channel,
     config: &sneakernet_runtime::config::Config,
 ) -> String {
-    let email = format!("op-{}@example.com", uuid::Uuid::new_v4().simple());
-    sneakernet_auth::create_operator(config, &email, PASSWORD)
-        .await
-        .expect("create operator");
-    sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel.clone())
-        .login(auth::LoginRequest {
-            email,
-            password: PASSWORD.into(),
-        })
-        .await
-        .expect("operator login")
-        .into_inner()
-        .session
-        .expect("session")
-        .access_token
+    crate::operator_session(channel, config).await.access_token
 }
 
 /// FleetService.RegisterKiosk: kiosk `kiosk_id` at a test site with `qr_secret`.
@@ -305,7 +290,8 @@ impl SimKiosk {
             .unwrap_or_else(|s| panic!("register kiosk {id}: {s:?}"));
         let secret = issue_kiosk_secret(channel, operator, id).await;
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = agent_config(dir.path(), id, &secret, address, bays, faults);
+        let config =
+            crate::kiosk::simulated_agent_config(dir.path(), id, &secret, address, bays, faults);
         let agent = sneakernet_kiosk_agent::start(config.clone())
             .await
             .unwrap_or_else(|e| panic!("agent {id}: {e:#}"));
@@ -347,32 +333,6 @@ impl SimKiosk {
         if let Some(agent) = self.agent.take() {
             agent.stop().await;
         }
-    }
-}
-
-/// A kiosk agent configuration with `bays` and `faults`, reconnecting fast; its credential is
-/// written to `dir/secret`.
-pub fn agent_config(
-    dir: &Path,
-    kiosk_id: &str,
-    secret: &str,
-    address: SocketAddr,
-    bays: Vec<SimBayConfig>,
-    faults: SimFaults,
-) -> AgentConfig {
-    let credential_file = dir.join("secret");
-    std::fs::write(&credential_file, secret).expect("write secret");
-    AgentConfig {
-        kiosk_id: kiosk_id.into(),
-        credential_file,
-        auth_url: format!("http://{address}"),
-        gateway_url: format!("http://{address}"),
-        data_dir: dir.join("data"),
-        link: LinkConfig {
-            backoff_initial: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(500),
-        },
-        simulation: Some(SimulationConfig { bays, faults }),
     }
 }
 

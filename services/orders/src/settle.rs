@@ -176,6 +176,27 @@ impl Worker {
         Ok(())
     }
 
+    /// Pays `amount` of `charge_id` back under `key` (nothing to do for zero); whether it is
+    /// paid. A refund not done is logged and retried next round with the same key.
+    async fn pay_back(&self, key: &str, charge_id: &str, amount: Money) -> bool {
+        if amount.minor() <= 0 {
+            return true;
+        }
+        let refund = self
+            .rentals
+            .provider
+            .refund(RefundRequest {
+                idempotency_key: key.to_owned(),
+                charge_id: charge_id.to_owned(),
+                amount,
+            })
+            .await;
+        if let Err(error) = &refund {
+            tracing::warn!(key, %error, "refund not done; retrying later");
+        }
+        refund.is_ok()
+    }
+
     async fn refund_failed(&self) -> Result<(), StoreError> {
         let store = &self.rentals.store;
         let far = self.now() + chrono::Duration::days(3650);
@@ -183,20 +204,8 @@ impl Worker {
             let currency = crate::store::orders::currency(&order)?;
             let owed = Money::new(order.amount_charged - order.amount_refunded, currency);
             let key = format!("refund:{}", order.order_id);
-            if owed.minor() > 0 {
-                let refund = self
-                    .rentals
-                    .provider
-                    .refund(RefundRequest {
-                        idempotency_key: key.clone(),
-                        charge_id: order.charge_id.clone(),
-                        amount: owed,
-                    })
-                    .await;
-                if let Err(error) = refund {
-                    tracing::warn!(order_id = %order.order_id, %error, "refund not done; retrying later");
-                    continue;
-                }
+            if !self.pay_back(&key, &order.charge_id, owed).await {
+                continue;
             }
             store
                 .refunded(&order.order_id, &key, owed, self.now())
@@ -315,20 +324,8 @@ impl Worker {
                 .map_err(|e| StoreError::Corrupt(format!("deposit {}: {e}", deposit.deposit_id)))?;
             let back = Money::new(deposit.amount - deposit.withheld, currency);
             let key = format!("deposit-refund:{}", deposit.deposit_id);
-            if back.minor() > 0 {
-                let refund = self
-                    .rentals
-                    .provider
-                    .refund(RefundRequest {
-                        idempotency_key: key.clone(),
-                        charge_id: deposit.charge_id.clone(),
-                        amount: back,
-                    })
-                    .await;
-                if let Err(error) = refund {
-                    tracing::warn!(deposit_id = %deposit.deposit_id, %error, "deposit refund not done; retrying later");
-                    continue;
-                }
+            if !self.pay_back(&key, &deposit.charge_id, back).await {
+                continue;
             }
             store
                 .finish_deposit_refund(&deposit, &key, back, self.now())
@@ -359,30 +356,19 @@ impl Worker {
             {
                 Ok(Some(charge)) => {
                     let refund_key = format!("orphan-refund:{}", attempt.payment_key);
-                    let refund = self
-                        .rentals
-                        .provider
-                        .refund(RefundRequest {
-                            idempotency_key: refund_key.clone(),
-                            charge_id: charge.charge_id.clone(),
-                            amount: charge.amount,
-                        })
-                        .await;
-                    match refund {
-                        Ok(_) => {
-                            tracing::warn!(payment_key = %attempt.payment_key, "a charge nothing took was paid back");
-                            store
-                                .finish_resolving(
-                                    &attempt,
-                                    Some((&charge.charge_id, &refund_key, charge.amount)),
-                                    false,
-                                    now,
-                                )
-                                .await?;
-                        }
-                        Err(error) => {
-                            tracing::warn!(payment_key = %attempt.payment_key, %error, "orphan refund not done; retrying later");
-                        }
+                    if self
+                        .pay_back(&refund_key, &charge.charge_id, charge.amount)
+                        .await
+                    {
+                        tracing::warn!(payment_key = %attempt.payment_key, "a charge nothing took was paid back");
+                        store
+                            .finish_resolving(
+                                &attempt,
+                                Some((&charge.charge_id, &refund_key, charge.amount)),
+                                false,
+                                now,
+                            )
+                            .await?;
                     }
                 }
                 Ok(None) => {
