@@ -34,7 +34,8 @@ pub fn inventory(drives: usize) -> pb::Inventory {
                 state: pb::BayState::Ready.into(),
                 item: Some(common::Item {
                     item_id: format!("D-{n}"),
-                    ..Default::default()
+                    kind: common::ItemKind::Drive.into(),
+                    attributes: None,
                 }),
                 pinned_order_id: String::new(),
             })

@@ -704,7 +704,7 @@ impl<B: Bays> Session<'_, B> {
                         return lost("the gateway closed the up stream");
                     };
                     if let Some(message) = self.pending.pop_front().or_else(|| self.outbox.pop_front()) {
-                        permit.send(message);
+                        permit.send(wire::outgoing(message, self.link.clock.now()));
                     }
                 }
                 message = down.message(), if can_read => match message {

@@ -6,10 +6,11 @@
 use chrono::{DateTime, Utc};
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_proto::link_rules;
 
 use crate::bays::{BayInfo, BayState, Inserted, ItemFacts, ItemInfo, ItemKind};
 
-pub use sneakernet_runtime::wire::{from_duration, from_timestamp, timestamp};
+pub use sneakernet_proto::wire::{from_duration, from_timestamp, timestamp};
 
 /// The contract's kind.
 pub fn item_kind(kind: ItemKind) -> common::ItemKind {
@@ -114,5 +115,96 @@ pub fn success(
         command_id: command_id.to_owned(),
         outcome: Some(outcome),
         finished_at: Some(timestamp(at)),
+    }
+}
+
+/// How far inside the gateway's window of believable report times ([`link_rules`]) the agent
+/// keeps the times it sends: a day of margin against a skew correction still to come.
+const REPORT_AGE_MARGIN: chrono::Duration = chrono::Duration::days(1);
+
+/// A message as the agent puts it on the link, at `now` (the skew-corrected clock): the times
+/// it reports are moved into what the gateway believes, never after `now` and never older
+/// than the gateway accepts. A report journaled while the kiosk's clock was wrong (a reboot
+/// with a drifted hardware clock, before a Welcome corrected it) is sent with the nearest
+/// believable time rather than refused and lost; the servers clamp the times that set money
+/// anyway. A message that still breaks the link rules is an agent defect: logged, and sent,
+/// so the gateway keeps it for an operator to see.
+pub fn outgoing(mut message: pb::OpenRequest, now: DateTime<Utc>) -> pb::OpenRequest {
+    use pb::open_request::Body as Up;
+    let oldest = chrono::Duration::from_std(link_rules::MAX_REPORT_AGE)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .and_then(|at| at.checked_add_signed(REPORT_AGE_MARGIN))
+        .unwrap_or(now);
+    let believable = |at: &mut Option<prost_types::Timestamp>| {
+        if let Some(time) = at.as_ref().and_then(from_timestamp) {
+            *at = Some(timestamp(time.clamp(oldest, now)));
+        } else if at.is_some() {
+            *at = Some(timestamp(now));
+        }
+    };
+    match &mut message.body {
+        Some(Up::Result(result)) => {
+            believable(&mut result.finished_at);
+            if let Some(pb::command_result::Outcome::RequestInventory(reported)) =
+                &mut result.outcome
+                && let Some(inventory) = &mut reported.inventory
+            {
+                believable(&mut inventory.taken_at);
+            }
+        }
+        Some(Up::ItemReturned(returned)) => believable(&mut returned.returned_at),
+        Some(Up::InventoryChanged(changed)) => match &mut changed.change {
+            Some(
+                pb::inventory_changed::Change::Full(inventory)
+                | pb::inventory_changed::Change::Partial(inventory),
+            ) => believable(&mut inventory.taken_at),
+            None => {}
+        },
+        Some(Up::Hello(hello)) => {
+            if let Some(inventory) = &mut hello.inventory {
+                believable(&mut inventory.taken_at);
+            }
+        }
+        _ => {}
+    }
+    if let Err(refusal) = link_rules::check_message(&message, now) {
+        tracing::error!(message_id = %message.message_id, %refusal, "sending a message the gateway will refuse (an agent defect)");
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_stamped_by_a_wrong_clock_are_sent_with_a_believable_time() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let returned = |at: DateTime<Utc>| pb::OpenRequest {
+            message_id: "m-1".into(),
+            body: Some(pb::open_request::Body::ItemReturned(pb::ItemReturned {
+                bay_id: "A1".into(),
+                item: Some(common::Item {
+                    item_id: "D-1".into(),
+                    kind: common::ItemKind::Drive.into(),
+                    attributes: None,
+                }),
+                returned_at: Some(timestamp(at)),
+            })),
+        };
+        let sent_at = |message: pb::OpenRequest| match message.body {
+            Some(pb::open_request::Body::ItemReturned(r)) => {
+                from_timestamp(&r.returned_at.unwrap()).unwrap()
+            }
+            _ => unreachable!(),
+        };
+        let ahead = outgoing(returned(now + chrono::Duration::days(30)), now);
+        assert_eq!(sent_at(ahead.clone()), now);
+        assert_eq!(link_rules::check_message(&ahead, now), Ok(()));
+        let ancient = outgoing(returned(now - chrono::Duration::days(400)), now);
+        assert_eq!(link_rules::check_message(&ancient, now), Ok(()));
+        let honest = now - chrono::Duration::hours(3);
+        assert_eq!(sent_at(outgoing(returned(honest), now)), honest);
     }
 }

@@ -110,6 +110,12 @@ async fn next_up(conn: &mut Conn) -> pb::OpenRequest {
             .expect("an up-message in time")
             .expect("stream ok")
             .expect("stream open");
+        // The agent never sends what the real gateway would refuse.
+        if let Err(refusal) =
+            sneakernet_proto::link_rules::check_message(&message, chrono::Utc::now())
+        {
+            panic!("the agent sent a message the gateway refuses ({refusal}): {message:?}");
+        }
         if !matches!(message.body, Some(Up::Heartbeat(_))) {
             return message;
         }

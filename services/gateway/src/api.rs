@@ -262,4 +262,66 @@ impl DeviceEventService for GatewayApi {
             subscribe::start(self.link.clone(), request.into_inner().after_cursor, filter).await?;
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn list_refused_messages(
+        &self,
+        request: Request<pb::ListRefusedMessagesRequest>,
+    ) -> Result<Response<pb::ListRefusedMessagesResponse>, Status> {
+        request.caller()?.require(COMMANDERS)?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        let kiosk = if body.kiosk_id.is_empty() {
+            None
+        } else {
+            kiosk_field("kiosk_id", &body.kiosk_id)
+                .map_err(|e| collect(e, &mut violations))
+                .ok()
+        };
+        let size = match body.page_size {
+            0 => 50,
+            n @ 1..=500 => u64::from(n),
+            _ => {
+                violations.push(FieldViolation::new("page_size", "must be 0 to 500"));
+                0
+            }
+        };
+        let before = if body.page_token.is_empty() {
+            i64::MAX
+        } else {
+            body.page_token.parse::<i64>().unwrap_or_else(|_| {
+                violations.push(FieldViolation::new(
+                    "page_token",
+                    "is not a token this RPC issued",
+                ));
+                0
+            })
+        };
+        if !violations.is_empty() {
+            return Err(GatewayError::Invalid(violations).into());
+        }
+        let rows = self
+            .link
+            .store
+            .refused_messages(kiosk.as_ref().map(KioskId::as_str), before, size)
+            .await?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() as u64 == size => last.id.to_string(),
+            _ => String::new(),
+        };
+        let messages = rows
+            .into_iter()
+            .map(|row| pb::RefusedMessage {
+                message: prost::Message::decode(row.body.as_slice()).ok(),
+                kiosk_id: row.kiosk_id,
+                message_id: row.message_id,
+                received_at: Some(sneakernet_runtime::wire::timestamp(row.received_at)),
+                field: row.field,
+                reason: row.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::ListRefusedMessagesResponse {
+            messages,
+            next_page_token,
+        }))
+    }
 }

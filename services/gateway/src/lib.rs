@@ -30,6 +30,7 @@ use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::config::Config;
 use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};
 use sneakernet_runtime::server::GrpcServices;
+use sneakernet_runtime::supervise::{self, Supervised, TaskHealth};
 
 use crate::api::GatewayApi;
 use crate::presence::Presence;
@@ -68,7 +69,14 @@ impl ServiceRole for GatewayRole {
 
     async fn start(ctx: &RoleContext, services: &mut GrpcServices) -> Result<(), StartError> {
         let api = build(ctx).await?;
-        spawn_expiry_sweeper(&api.link, ctx.config.gateway.expiry_sweep_interval);
+        // Without the sweeper, commands past their deadline are never expired and their
+        // orders never refunded: DeviceCommandService says NOT_SERVING while it is down.
+        spawn_expiry_sweeper(
+            &api.link,
+            ctx.config.gateway.expiry_sweep_interval,
+            services.task_health(),
+            vec![<DeviceCommandServiceServer<GatewayApi> as tonic::server::NamedService>::NAME],
+        );
         services
             .add(
                 KioskLinkServiceServer::new(api.clone())
@@ -119,36 +127,60 @@ pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
     Ok(GatewayApi { link })
 }
 
-/// Expires commands whose deadline passed unacknowledged, with their events, until shutdown.
+/// Expires commands whose deadline passed unacknowledged, with their events, until shutdown;
+/// forgets kiosk message ids and refused messages past retention. A supervised task.
 /// Several replicas may sweep at once: each expiry is a conditional update, so one wins.
-fn spawn_expiry_sweeper(link: &Arc<LinkContext>, every: Duration) {
+fn spawn_expiry_sweeper(
+    link: &Arc<LinkContext>,
+    every: Duration,
+    health: TaskHealth,
+    serves: Vec<&'static str>,
+) {
+    let task = Supervised {
+        name: "gateway-expiry-sweeper",
+        serves,
+    };
     let link = link.clone();
-    let token = link.shutdown.token();
-    link.shutdown.clone().spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        let mut forget = tokio::time::interval(FORGET_EVERY);
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return,
-                _ = forget.tick() => {
-                    let before = link.clock.now() - MESSAGE_MEMORY;
-                    match link.store.forget_kiosk_messages(before).await {
-                        Ok(0) => {}
-                        Ok(forgotten) => tracing::info!(forgotten, "forgot delivered kiosk message ids past retention"),
-                        Err(error) => tracing::warn!(%error, "kiosk message retention sweep failed"),
-                    }
-                    continue;
-                }
-                _ = tick.tick() => {}
-            }
-            match link.store.expire_due(link.clock.now(), EXPIRE_BATCH).await {
-                Ok(expired) => {
-                    for command in expired {
-                        tracing::warn!(kiosk_id = %command.kiosk_id, command_id = %command.command_id, kind = %command.kind, "command expired unacknowledged");
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "expiry sweep failed; retrying next tick"),
-            }
+    let shutdown = link.shutdown.clone();
+    supervise::spawn(&shutdown, health, task, move || {
+        let link = link.clone();
+        async move {
+            sweep(&link, every).await;
+            Ok::<(), std::convert::Infallible>(())
         }
     });
+}
+
+async fn sweep(link: &LinkContext, every: Duration) {
+    let token = link.shutdown.token();
+    let mut tick = tokio::time::interval(every);
+    let mut forget = tokio::time::interval(FORGET_EVERY);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = forget.tick() => {
+                let before = link.clock.now() - MESSAGE_MEMORY;
+                match link.store.forget_kiosk_messages(before).await {
+                    Ok(0) => {}
+                    Ok(forgotten) => tracing::info!(forgotten, "forgot delivered kiosk message ids past retention"),
+                    Err(error) => tracing::warn!(%error, "kiosk message retention sweep failed"),
+                }
+                match link.store.forget_refused(before).await {
+                    Ok(0) => {}
+                    Ok(forgotten) => tracing::info!(forgotten, "forgot refused kiosk messages past retention"),
+                    Err(error) => tracing::warn!(%error, "refused message retention sweep failed"),
+                }
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
+        match link.store.expire_due(link.clock.now(), EXPIRE_BATCH).await {
+            Ok(expired) => {
+                for command in expired {
+                    tracing::warn!(kiosk_id = %command.kiosk_id, command_id = %command.command_id, kind = %command.kind, "command expired unacknowledged");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "expiry sweep failed; retrying next tick"),
+        }
+    }
 }

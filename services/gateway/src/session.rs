@@ -11,8 +11,6 @@
 //! never fatal. A durable message (result, item returned, inventory) takes effect once per
 //! message id and is answered with a Receipt only after it is committed.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +18,7 @@ use std::time::Duration;
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::gateway::v1::open_response::Body as Down;
+use sneakernet_proto::link_rules::{self, Refusal};
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::{KioskId, Shutdown};
 use tokio::sync::mpsc;
@@ -42,10 +41,6 @@ const OUTBOUND_CAPACITY: usize = 64;
 const DELIVERY_BATCH: u64 = 64;
 /// Without a wake-up, a link still looks for commands this often (see the poll arm).
 const SAFETY_POLL: Duration = Duration::from_secs(30);
-/// Most bays a kiosk may report.
-const MAX_BAYS: usize = 1024;
-/// Longest message id, bay id and agent version accepted.
-const MAX_SHORT_TEXT: usize = 64;
 
 /// Link timing.
 #[derive(Clone, Copy, Debug)]
@@ -106,10 +101,15 @@ pub async fn open(
         }
         None => return Err(Status::failed_precondition("the link closed before Hello")),
     };
-    validate_hello(&hello).map_err(|e| Status::from(GatewayError::from(e)))?;
+    let now = link.clock.now();
+    link_rules::check_hello(&hello).map_err(|refusal| {
+        Status::from(GatewayError::from(sneakernet_runtime::FieldViolation::new(
+            refusal.field,
+            refusal.reason,
+        )))
+    })?;
 
     let session_id = uuid::Uuid::now_v7().to_string();
-    let now = link.clock.now();
     let handle = SessionHandle::new(session_id.clone());
     {
         // The row and the registry must agree on the kiosk's latest link even when two open
@@ -147,43 +147,6 @@ pub async fn open(
     };
     link.shutdown.spawn(session.run(inbound));
     Ok(ReceiverStream::new(receiver))
-}
-
-fn validate_hello(hello: &pb::Hello) -> Result<(), sneakernet_runtime::FieldViolation> {
-    use sneakernet_runtime::FieldViolation;
-    if hello.agent_version.is_empty() || hello.agent_version.len() > MAX_SHORT_TEXT {
-        return Err(FieldViolation::new(
-            "hello.agent_version",
-            "must be 1 to 64 characters",
-        ));
-    }
-    validate_inventory("hello.inventory", hello.inventory.as_ref())
-}
-
-fn validate_inventory(
-    field: &str,
-    inventory: Option<&pb::Inventory>,
-) -> Result<(), sneakernet_runtime::FieldViolation> {
-    use sneakernet_runtime::FieldViolation;
-    let Some(inventory) = inventory else {
-        return Err(FieldViolation::new(field, "must be set"));
-    };
-    if inventory.bays.len() > MAX_BAYS {
-        return Err(FieldViolation::new(
-            format!("{field}.bays"),
-            format!("at most {MAX_BAYS} bays"),
-        ));
-    }
-    let mut seen = HashSet::new();
-    for (i, bay) in inventory.bays.iter().enumerate() {
-        if bay.bay_id.is_empty() || bay.bay_id.len() > 32 || !seen.insert(bay.bay_id.as_str()) {
-            return Err(FieldViolation::new(
-                format!("{field}.bays[{i}].bay_id"),
-                "must be 1 to 32 characters and unique",
-            ));
-        }
-    }
-    Ok(())
 }
 
 struct Session {
@@ -453,36 +416,38 @@ impl Session {
         Ok(())
     }
 
+    /// Checks a kiosk message against the link's rules ([`link_rules`]) and applies it; a
+    /// message that breaks them is refused (and kept for operators), never applied.
     async fn handle_message(&mut self, message: pb::OpenRequest) -> Result<(), Stop> {
-        let message_id = message.message_id;
-        let Some(body) = message.body else {
-            return self.reject(&message_id, "empty message");
-        };
-        match body {
-            Up::Hello(_) => {
+        let now = self.link.clock.now();
+        if let Err(refusal) = link_rules::check_message(&message, now) {
+            return self.refuse(&message, &refusal).await;
+        }
+        match &message.body {
+            None | Some(Up::Heartbeat(_)) => Ok(()),
+            Some(Up::Hello(_)) => {
                 tracing::warn!(kiosk_id = %self.kiosk, "second Hello on one link ignored");
                 Ok(())
             }
-            Up::Heartbeat(_) => Ok(()),
-            Up::Ack(ack) => self.ack(ack).await,
-            Up::Result(result) => self.result(&message_id, result).await,
-            Up::Progress(progress) => {
+            Some(Up::Ack(ack)) => self.ack(ack).await,
+            Some(Up::Result(result)) => self.result(&message, result).await,
+            Some(Up::Progress(progress)) => {
                 if let Err(error) = self
                     .link
                     .store
-                    .set_progress(self.kiosk.as_str(), &progress)
+                    .set_progress(self.kiosk.as_str(), progress)
                     .await
                 {
                     tracing::warn!(kiosk_id = %self.kiosk, %error, "progress not recorded");
                 }
                 Ok(())
             }
-            Up::ItemReturned(returned) => self.item_returned(&message_id, returned).await,
-            Up::InventoryChanged(changed) => self.inventory_changed(&message_id, changed).await,
+            Some(Up::ItemReturned(returned)) => self.item_returned(&message, returned).await,
+            Some(Up::InventoryChanged(changed)) => self.inventory_changed(&message, changed).await,
         }
     }
 
-    async fn ack(&mut self, ack: pb::Ack) -> Result<(), Stop> {
+    async fn ack(&mut self, ack: &pb::Ack) -> Result<(), Stop> {
         let now = self.link.clock.now();
         match self
             .link
@@ -506,17 +471,27 @@ impl Session {
         }
     }
 
-    async fn result(&mut self, message_id: &str, result: pb::CommandResult) -> Result<(), Stop> {
-        if !valid_message_id(message_id) {
-            tracing::warn!(kiosk_id = %self.kiosk, "result without a valid message_id dropped");
-            return Ok(());
-        }
+    async fn result(
+        &mut self,
+        message: &pb::OpenRequest,
+        result: &pb::CommandResult,
+    ) -> Result<(), Stop> {
+        let message_id = message.message_id.as_str();
         let Some(outcome) = result.outcome.as_ref() else {
-            return self.reject(message_id, "result has no outcome");
+            return self
+                .refuse(message, &refusal("result.outcome", "must be set"))
+                .await;
         };
         let command = match self.link.store.command(&result.command_id).await {
             Ok(Some(command)) if command.kiosk_id == self.kiosk.as_str() => command,
-            Ok(_) => return self.reject(message_id, "no such command for this kiosk"),
+            Ok(_) => {
+                return self
+                    .refuse(
+                        message,
+                        &refusal("result.command_id", "no such command for this kiosk"),
+                    )
+                    .await;
+            }
             Err(error) => return Err(Stop::Unavailable(error)),
         };
         let payload = match store::wire_command(&command) {
@@ -524,7 +499,12 @@ impl Session {
             Err(error) => return Err(Stop::Unavailable(error)),
         };
         if !commands::result_matches(&payload, outcome) {
-            return self.reject(message_id, "the outcome does not match the command's kind");
+            return self
+                .refuse(
+                    message,
+                    &refusal("result.outcome", "does not match the command's kind"),
+                )
+                .await;
         }
         let event = match outcome {
             pb::command_result::Outcome::Failure(_) => CommandEvent::Fail,
@@ -538,7 +518,7 @@ impl Session {
                 &result.command_id,
                 Some(self.kiosk.as_str()),
                 event,
-                Some(&result),
+                Some(result),
                 Some(message_id),
                 now,
             )
@@ -552,10 +532,23 @@ impl Session {
             }
             Ok(_) => pb::ReceiptStatus::Duplicate,
             Err(GatewayError::Illegal(illegal)) => {
-                return self.reject(message_id, &format!("conflicting result: {illegal}"));
+                return self
+                    .refuse(
+                        message,
+                        &refusal(
+                            "result",
+                            format!("conflicts with the command's state: {illegal}"),
+                        ),
+                    )
+                    .await;
             }
             Err(GatewayError::CommandNotFound(_)) => {
-                return self.reject(message_id, "no such command for this kiosk");
+                return self
+                    .refuse(
+                        message,
+                        &refusal("result.command_id", "no such command for this kiosk"),
+                    )
+                    .await;
             }
             Err(error) => return Err(Stop::Unavailable(error)),
         };
@@ -564,36 +557,18 @@ impl Session {
 
     async fn item_returned(
         &mut self,
-        message_id: &str,
-        returned: pb::ItemReturned,
+        message: &pb::OpenRequest,
+        returned: &pb::ItemReturned,
     ) -> Result<(), Stop> {
-        if !valid_message_id(message_id) {
-            tracing::warn!(kiosk_id = %self.kiosk, "item_returned without a valid message_id dropped");
-            return Ok(());
-        }
-        if returned.bay_id.is_empty() || returned.bay_id.len() > 32 {
-            return self.reject(
-                message_id,
-                "item_returned.bay_id must be 1 to 32 characters",
-            );
-        }
-        let Some(item) = returned.item.as_ref() else {
-            return self.reject(message_id, "item_returned.item must be set");
-        };
-        if item.item_id.is_empty() || item.item_id.len() > MAX_SHORT_TEXT {
-            return self.reject(
-                message_id,
-                "item_returned.item.item_id must be 1 to 64 characters",
-            );
-        }
         let now = self.link.clock.now();
+        let message_id = message.message_id.as_str();
         match self
             .link
             .store
             .record_kiosk_event(
                 self.kiosk.as_str(),
                 message_id,
-                pb::event::Kind::ItemReturned(returned),
+                pb::event::Kind::ItemReturned(returned.clone()),
                 None,
                 now,
             )
@@ -607,37 +582,35 @@ impl Session {
 
     async fn inventory_changed(
         &mut self,
-        message_id: &str,
-        changed: pb::InventoryChanged,
+        message: &pb::OpenRequest,
+        changed: &pb::InventoryChanged,
     ) -> Result<(), Stop> {
-        if !valid_message_id(message_id) {
-            tracing::warn!(kiosk_id = %self.kiosk, "inventory_changed without a valid message_id dropped");
-            return Ok(());
-        }
-        let (report, partial) = match changed.change {
-            Some(pb::inventory_changed::Change::Full(full)) => (full, false),
-            Some(pb::inventory_changed::Change::Partial(partial)) => (partial, true),
-            None => {
-                return self.reject(message_id, "inventory_changed has neither full nor partial");
-            }
-        };
-        if let Err(violation) = validate_inventory("inventory_changed", Some(&report)) {
-            return self.reject(
-                message_id,
-                &format!("{}: {}", violation.field, violation.description),
-            );
-        }
-        let merged = if partial {
-            let known = match self.link.store.kiosk(self.kiosk.as_str()).await {
-                Ok(Some(row)) => {
-                    prost::Message::decode(row.inventory.as_slice()).unwrap_or_default()
+        let message_id = message.message_id.as_str();
+        let merged = match &changed.change {
+            Some(pb::inventory_changed::Change::Full(full)) => full.clone(),
+            Some(pb::inventory_changed::Change::Partial(partial)) => {
+                let known = match self.link.store.kiosk(self.kiosk.as_str()).await {
+                    Ok(Some(row)) => {
+                        prost::Message::decode(row.inventory.as_slice()).unwrap_or_default()
+                    }
+                    Ok(None) => pb::Inventory::default(),
+                    Err(error) => return Err(Stop::Unavailable(error)),
+                };
+                let merged = merge(known, partial.clone());
+                // A kiosk's inventory is bounded in all it reported, not only per message.
+                if let Err(refused) = link_rules::check_merged_inventory(&merged) {
+                    return self.refuse(message, &refused).await;
                 }
-                Ok(None) => pb::Inventory::default(),
-                Err(error) => return Err(Stop::Unavailable(error)),
-            };
-            merge(known, report)
-        } else {
-            report
+                merged
+            }
+            None => {
+                return self
+                    .refuse(
+                        message,
+                        &refusal("inventory_changed.change", "must be full or partial"),
+                    )
+                    .await;
+            }
         };
         let now = self.link.clock.now();
         let kind = pb::event::Kind::InventoryChanged(pb::KioskInventory {
@@ -655,13 +628,27 @@ impl Session {
         }
     }
 
-    fn reject(&self, message_id: &str, why: &str) -> Result<(), Stop> {
-        tracing::warn!(kiosk_id = %self.kiosk, message_id = %message_id, error = %why, "kiosk message rejected");
-        if valid_message_id(message_id) {
-            self.receipt(message_id, pb::ReceiptStatus::Rejected, why)
-        } else {
-            Ok(())
+    /// Refuses a kiosk message: logged and counted; one with a well-formed message id is
+    /// kept for operators (once) and answered REJECTED, naming what is wrong, so the kiosk
+    /// stops resending it. Never applied.
+    async fn refuse(&self, message: &pb::OpenRequest, refusal: &Refusal) -> Result<(), Stop> {
+        let kind = message.body.as_ref().map_or("empty", message_kind);
+        tracing::warn!(kiosk_id = %self.kiosk, message_id = %message.message_id.escape_debug(), kind, field = %refusal.field, error = %refusal.reason, "kiosk message refused");
+        metrics::counter!("gateway_kiosk_messages_refused_total", "kind" => kind).increment(1);
+        if link_rules::check_message_id(&message.message_id).is_err() {
+            return Ok(());
         }
+        let now = self.link.clock.now();
+        self.link
+            .store
+            .keep_refused(self.kiosk.as_str(), message, refusal, now)
+            .await
+            .map_err(Stop::Unavailable)?;
+        self.receipt(
+            &message.message_id,
+            pb::ReceiptStatus::Rejected,
+            &refusal.to_string(),
+        )
     }
 
     fn receipt(
@@ -681,8 +668,24 @@ impl Session {
     }
 }
 
-fn valid_message_id(message_id: &str) -> bool {
-    !message_id.is_empty() && message_id.len() <= MAX_SHORT_TEXT
+fn refusal(field: &str, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A kiosk message's kind, for logs and metric labels (a fixed set).
+fn message_kind(body: &Up) -> &'static str {
+    match body {
+        Up::Hello(_) => "hello",
+        Up::Heartbeat(_) => "heartbeat",
+        Up::Ack(_) => "ack",
+        Up::Result(_) => "result",
+        Up::Progress(_) => "progress",
+        Up::ItemReturned(_) => "item_returned",
+        Up::InventoryChanged(_) => "inventory_changed",
+    }
 }
 
 /// A partial inventory report merged into the last known one, bay by bay.
@@ -773,34 +776,6 @@ mod tests {
                 ("A2", pb::BayState::Empty as i32),
                 ("B1", pb::BayState::Fault as i32)
             ]
-        );
-    }
-
-    #[test]
-    fn hello_must_carry_a_sane_inventory() {
-        let mut hello = pb::Hello {
-            agent_version: "1.0.0".into(),
-            inventory: Some(pb::Inventory::default()),
-            last_finished_command_id: String::new(),
-        };
-        assert!(validate_hello(&hello).is_ok());
-        hello.inventory = Some(pb::Inventory {
-            bays: vec![
-                bay("A1", pb::BayState::Ready),
-                bay("A1", pb::BayState::Empty),
-            ],
-            taken_at: None,
-        });
-        assert_eq!(
-            validate_hello(&hello).unwrap_err().field,
-            "hello.inventory.bays[1].bay_id"
-        );
-        hello.inventory = None;
-        assert_eq!(validate_hello(&hello).unwrap_err().field, "hello.inventory");
-        hello.agent_version.clear();
-        assert_eq!(
-            validate_hello(&hello).unwrap_err().field,
-            "hello.agent_version"
         );
     }
 }

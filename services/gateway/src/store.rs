@@ -18,7 +18,7 @@ use sneakernet_runtime::wire::timestamp;
 use tokio::sync::watch;
 
 use crate::domain::command::{CommandEvent, CommandState, transition};
-use crate::entity::{command, event, kiosk, kiosk_message};
+use crate::entity::{command, event, kiosk, kiosk_message, refused_message};
 use crate::error::GatewayError;
 
 /// Key of the advisory lock that orders event appends on Postgres.
@@ -370,6 +370,66 @@ impl Store {
         txn.commit().await?;
         self.appended(Some(cursor));
         Ok(true)
+    }
+
+    /// Keeps a refused kiosk message for operators, once per kiosk and message id. Returns
+    /// false when it was kept before (a replay).
+    pub async fn keep_refused(
+        &self,
+        kiosk_id: &str,
+        message: &pb::OpenRequest,
+        refusal: &sneakernet_proto::link_rules::Refusal,
+        now: DateTime<Utc>,
+    ) -> Result<bool, GatewayError> {
+        let inserted = refused_message::Entity::insert(refused_message::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            kiosk_id: sea_orm::ActiveValue::Set(kiosk_id.to_owned()),
+            message_id: sea_orm::ActiveValue::Set(message.message_id.clone()),
+            received_at: sea_orm::ActiveValue::Set(now),
+            field: sea_orm::ActiveValue::Set(refusal.field.clone()),
+            reason: sea_orm::ActiveValue::Set(refusal.reason.clone()),
+            body: sea_orm::ActiveValue::Set(message.encode_to_vec()),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                refused_message::Column::KioskId,
+                refused_message::Column::MessageId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(inserted == 1)
+    }
+
+    /// Up to `limit` refused messages with an id below `before` (newest first), of one kiosk
+    /// or all.
+    pub async fn refused_messages(
+        &self,
+        kiosk_id: Option<&str>,
+        before: i64,
+        limit: u64,
+    ) -> Result<Vec<refused_message::Model>, GatewayError> {
+        let mut query =
+            refused_message::Entity::find().filter(refused_message::Column::Id.lt(before));
+        if let Some(kiosk) = kiosk_id {
+            query = query.filter(refused_message::Column::KioskId.eq(kiosk));
+        }
+        Ok(query
+            .order_by_desc(refused_message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Forgets refused messages received before `before`; returns how many.
+    pub async fn forget_refused(&self, before: DateTime<Utc>) -> Result<u64, GatewayError> {
+        Ok(refused_message::Entity::delete_many()
+            .filter(refused_message::Column::ReceivedAt.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
     }
 
     /// Forgets delivered kiosk message ids received before `before`; returns how many.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use prost::Message;
 use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_proto::link_rules;
 use sneakernet_runtime::{FieldViolation, KioskId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -137,19 +138,7 @@ async fn follow(
                 continue;
             }
             skipped = false;
-            let event = match pb::Event::decode(row.body.as_slice()) {
-                Ok(mut event) => {
-                    event.cursor = u64::try_from(row.cursor).unwrap_or(0);
-                    event
-                }
-                Err(error) => {
-                    tracing::error!(cursor = row.cursor, %error, "corrupt event in the log");
-                    let _ = sender
-                        .send(Err(Status::internal("corrupt event in the log")))
-                        .await;
-                    return;
-                }
-            };
+            let event = deliverable(row);
             let message = pb::SubscribeResponse {
                 entry: Some(pb::subscribe_response::Entry::Event(event)),
             };
@@ -180,6 +169,33 @@ async fn follow(
             idle_since = tokio::time::Instant::now();
         }
     }
+}
+
+/// The event a row holds, as a subscriber may receive it. An event that cannot be decoded, or
+/// that would encode past [`link_rules::MAX_EVENT_BYTES`] (the most any subscriber must
+/// accept), goes out without its kind, which consumers skip (the contract says so): one bad
+/// row never stops a subscription, and never makes a consumer resubscribe forever.
+fn deliverable(row: &crate::entity::event::Model) -> pb::Event {
+    let cursor = u64::try_from(row.cursor).unwrap_or(0);
+    let mut event = match pb::Event::decode(row.body.as_slice()) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::error!(cursor = row.cursor, %error, "corrupt event in the log; sent without its kind");
+            metrics::counter!("gateway_events_withheld_total", "why" => "corrupt").increment(1);
+            pb::Event::default()
+        }
+    };
+    event.cursor = cursor;
+    event.kiosk_id.clone_from(&row.kiosk_id);
+    if event.occurred_at.is_none() {
+        event.occurred_at = Some(sneakernet_runtime::wire::timestamp(row.occurred_at));
+    }
+    if event.encoded_len() > link_rules::MAX_EVENT_BYTES {
+        tracing::error!(cursor = row.cursor, kiosk_id = %row.kiosk_id, bytes = event.encoded_len(), "event too large to send; sent without its kind");
+        metrics::counter!("gateway_events_withheld_total", "why" => "too_large").increment(1);
+        event.kind = None;
+    }
+    event
 }
 
 async fn checkpoint(

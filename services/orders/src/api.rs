@@ -23,6 +23,7 @@ use crate::entity::{deposit, kiosk, kiosk_view, order, pricing_rule};
 use crate::inventory;
 use crate::rentals::{RentalAsk, Rentals};
 use crate::store::orders::{OrderFilter, state_of_proto};
+use crate::store::parked::Retried;
 
 /// Kiosks per page when the caller does not say.
 const DEFAULT_PAGE: u32 = 50;
@@ -766,4 +767,104 @@ impl FleetService for OrdersApi {
             transactions_checked: report.transactions_checked,
         }))
     }
+
+    async fn list_parked_events(
+        &self,
+        request: Request<pb::ListParkedEventsRequest>,
+    ) -> Result<Response<pb::ListParkedEventsResponse>, Status> {
+        request.caller()?.require(&[Role::Operator])?;
+        let body = request.into_inner();
+        let size = page_size(body.page_size)?;
+        let after = if body.page_token.is_empty() {
+            0
+        } else {
+            body.page_token
+                .parse::<i64>()
+                .map_err(|_| ApiError::invalid("page_token", "is not a token this RPC issued"))?
+        };
+        let rows = self
+            .rentals
+            .store
+            .parked(after, u64::from(size))
+            .await
+            .map_err(internal)?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() == size as usize => last.cursor.to_string(),
+            _ => String::new(),
+        };
+        let events = rows
+            .into_iter()
+            .map(|row| pb::ParkedEvent {
+                cursor: u64::try_from(row.cursor).unwrap_or(0),
+                kiosk_id: row.kiosk_id,
+                error: row.error,
+                parked_at: Some(timestamp(row.parked_at)),
+                attempts: u32::try_from(row.attempts).unwrap_or(0),
+                event: gateway::Event::decode(row.event.as_slice()).ok(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListParkedEventsResponse {
+            events,
+            next_page_token,
+        }))
+    }
+
+    async fn retry_parked_event(
+        &self,
+        request: Request<pb::RetryParkedEventRequest>,
+    ) -> Result<Response<pb::RetryParkedEventResponse>, Status> {
+        request.caller()?.require(&[Role::Operator])?;
+        let cursor = parked_cursor(request.get_ref().cursor)?;
+        let now = self.rentals.clock.now();
+        match self.rentals.store.retry_parked(cursor, now).await {
+            Ok(Retried::Applied) => {
+                self.rentals.wake.notify_one();
+                Ok(Response::new(pb::RetryParkedEventResponse {}))
+            }
+            Ok(Retried::NotFound) => {
+                Err(ApiError::NotFound(format!("no parked event with cursor {cursor}")).into())
+            }
+            Ok(Retried::StillFailing(error)) => Err(ApiError::precondition(
+                "STILL_FAILING",
+                format!("parked_events/{cursor}"),
+                error,
+            )
+            .into()),
+            Err(error) => Err(ApiError::from(error).into()),
+        }
+    }
+
+    async fn drop_parked_event(
+        &self,
+        request: Request<pb::DropParkedEventRequest>,
+    ) -> Result<Response<pb::DropParkedEventResponse>, Status> {
+        request.caller()?.require(&[Role::Operator])?;
+        let cursor = parked_cursor(request.get_ref().cursor)?;
+        if !self
+            .rentals
+            .store
+            .drop_parked(cursor)
+            .await
+            .map_err(internal)?
+        {
+            return Err(ApiError::NotFound(format!("no parked event with cursor {cursor}")).into());
+        }
+        tracing::warn!(cursor, "parked event dropped by an operator");
+        Ok(Response::new(pb::DropParkedEventResponse {}))
+    }
+}
+
+fn page_size(raw: u32) -> Result<u32, ApiError> {
+    match raw {
+        0 => Ok(DEFAULT_PAGE),
+        1..=MAX_PAGE => Ok(raw),
+        _ => Err(ApiError::invalid("page_size", "must be 0 to 500")),
+    }
+}
+
+fn parked_cursor(raw: u64) -> Result<i64, ApiError> {
+    i64::try_from(raw)
+        .ok()
+        .filter(|c| *c > 0)
+        .ok_or_else(|| ApiError::invalid("cursor", "must be a parked event's cursor"))
 }

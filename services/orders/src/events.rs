@@ -1,51 +1,132 @@
 //! Consuming the gateway's kiosk event log: a resumable subscription from the stored cursor,
 //! each event applied once (see `Store::apply_kiosk_event`), reconnecting with backoff when
-//! the gateway or the link is away. The events keep the kiosk view and the unit view, and
+//! the gateway or the link is away. An event that cannot be applied (data this service
+//! cannot store, a defect, even a panic) is parked with its error and the cursor moves on
+//! (`store::parked`), so one bad event never stops the events of every other kiosk. The events keep the kiosk view and the unit view, and
 //! move orders: a lend's result makes an order LENT or FAILED, a returned item RETURNED.
 
 use std::time::Duration;
 
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::gateway::v1::device_event_service_client::DeviceEventServiceClient;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use sneakernet_proto::link_rules;
 use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::service_token::ServiceToken;
+use sneakernet_runtime::supervise::{self, Supervised, TaskHealth};
 use tonic::transport::Endpoint;
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The kiosk view's consumer name (its cursor row).
 pub const KIOSK_VIEW: &str = "kiosk-view";
+/// Longest wait between resubscriptions while the gateway is away.
+const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(5);
+/// Tries of an event that fails with an error not known to be transient, before it is parked
+/// (a flaky connection can look permanent once).
+const TRIES_BEFORE_PARKING: u32 = 3;
 
-/// Keeps the kiosk view in step with the gateway's events until shutdown.
+/// Why applying one event failed.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Applying it panicked (a defect): the transaction was rolled back.
+    #[error("panicked: {0}")]
+    Panicked(String),
+}
+
+/// Keeps the kiosk view (and the orders kiosk events move) in step with the gateway's events
+/// until shutdown: one supervised task (health NOT_SERVING for `serves` while it is down).
 pub fn spawn_kiosk_view(
     store: Store,
     gateway: Endpoint,
     token: ServiceToken,
     wake: std::sync::Arc<tokio::sync::Notify>,
     shutdown: &Shutdown,
+    health: TaskHealth,
+    serves: Vec<&'static str>,
 ) {
+    let task = Supervised {
+        name: "orders-kiosk-events",
+        serves,
+    };
     let stop = shutdown.clone();
-    shutdown.spawn(async move {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let run = follow(&store, &gateway, &token, &wake);
-            let outcome = tokio::select! {
-                () = stop.triggered() => return,
-                outcome = run => outcome,
-            };
-            match outcome {
-                Ok(()) => backoff = Duration::from_millis(200),
-                Err(error) => {
-                    tracing::warn!(%error, "kiosk event subscription interrupted; resubscribing");
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+    supervise::spawn(shutdown, health, task, move || {
+        let (store, gateway, token, wake, stop) = (
+            store.clone(),
+            gateway.clone(),
+            token.clone(),
+            wake.clone(),
+            stop.clone(),
+        );
+        async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match follow(&store, &gateway, &token, &wake).await {
+                    Ok(()) => backoff = Duration::from_millis(200),
+                    Err(Follow::Interrupted(error)) => {
+                        tracing::warn!(%error, "kiosk event subscription interrupted; resubscribing");
+                        backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
+                    }
+                    // The store cannot park either: let the supervisor restart us.
+                    Err(Follow::Failed(error)) => return Err(error),
                 }
-            }
-            tokio::select! {
-                () = stop.triggered() => return,
-                () = tokio::time::sleep(backoff) => {}
+                tokio::select! {
+                    () = stop.triggered() => return Ok(()),
+                    () = tokio::time::sleep(backoff) => {}
+                }
             }
         }
     });
+}
+
+/// How a subscription ended.
+enum Follow {
+    /// The link or the gateway went away: resubscribe.
+    Interrupted(String),
+    /// This service's own storage failed in a way resubscribing will not mend.
+    Failed(String),
+}
+
+/// Applies one event, catching a panic as an error; retries an error that may be transient,
+/// and parks the event when it keeps failing. Errs only when parking fails too.
+async fn apply_or_park(store: &Store, event: &gateway::Event) -> Result<(), Follow> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let applied = AssertUnwindSafe(store.apply_kiosk_event(KIOSK_VIEW, event))
+            .catch_unwind()
+            .await;
+        let error = match applied {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(error)) if error.is_transient() => {
+                return Err(Follow::Interrupted(format!("storage: {error}")));
+            }
+            Ok(Err(error)) => ApplyError::Store(error),
+            Err(panic) => ApplyError::Panicked(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default(),
+            ),
+        };
+        if tries < TRIES_BEFORE_PARKING {
+            tracing::warn!(cursor = event.cursor, kiosk_id = %event.kiosk_id, %error, "kiosk event not applied; trying again");
+            tokio::time::sleep(Duration::from_millis(100) * 4u32.pow(tries - 1)).await;
+            continue;
+        }
+        tracing::error!(cursor = event.cursor, kiosk_id = %event.kiosk_id, %error, "kiosk event cannot be applied; parked for an operator (FleetService.ListParkedEvents)");
+        metrics::counter!("orders_events_parked_total").increment(1);
+        return store
+            .park(KIOSK_VIEW, event, &error.to_string(), chrono::Utc::now())
+            .await
+            .map_err(|e| Follow::Failed(format!("cannot park event {}: {e}", event.cursor)));
+    }
 }
 
 /// One subscription, from the stored cursor, until it ends.
@@ -54,11 +135,14 @@ async fn follow(
     gateway: &Endpoint,
     token: &ServiceToken,
     wake: &tokio::sync::Notify,
-) -> Result<(), String> {
+) -> Result<(), Follow> {
     let Some(bearer) = token.ready().await else {
-        return Err("no service token".into());
+        return Err(Follow::Interrupted("no service token".into()));
     };
-    let after = store.cursor(KIOSK_VIEW).await.map_err(|e| e.to_string())?;
+    let after = store
+        .cursor(KIOSK_VIEW)
+        .await
+        .map_err(|e| Follow::Interrupted(format!("storage: {e}")))?;
     let mut request = tonic::Request::new(gateway::SubscribeRequest {
         after_cursor: u64::try_from(after).unwrap_or(0),
         kiosk_ids: vec![],
@@ -72,9 +156,11 @@ async fn follow(
     });
     let value = format!("Bearer {bearer}")
         .parse()
-        .map_err(|_| "service token is not ASCII".to_owned())?;
+        .map_err(|_| Follow::Failed("service token is not ASCII".to_owned()))?;
     request.metadata_mut().insert("authorization", value);
-    let mut client = DeviceEventServiceClient::new(gateway.connect_lazy());
+    // The gateway never sends an event larger than MAX_EVENT_BYTES; leave room for framing.
+    let mut client = DeviceEventServiceClient::new(gateway.connect_lazy())
+        .max_decoding_message_size(2 * link_rules::MAX_EVENT_BYTES);
     let mut stream = match client.subscribe(request).await {
         Ok(response) => response.into_inner(),
         Err(status) if status.code() == tonic::Code::OutOfRange => {
@@ -83,23 +169,39 @@ async fn follow(
                 after,
                 "gateway event log is behind our cursor; rebuilding the kiosk view"
             );
-            store.reset(KIOSK_VIEW).await.map_err(|e| e.to_string())?;
+            store
+                .reset(KIOSK_VIEW)
+                .await
+                .map_err(|e| Follow::Interrupted(format!("storage: {e}")))?;
             return Ok(());
         }
-        Err(status) => return Err(format!("{}: {}", status.code(), status.message())),
+        Err(status) => {
+            return Err(Follow::Interrupted(format!(
+                "{}: {}",
+                status.code(),
+                status.message()
+            )));
+        }
     };
     loop {
         let message = match stream.message().await {
             Ok(Some(message)) => message,
-            Ok(None) => return Err("the gateway ended the subscription".into()),
-            Err(status) => return Err(format!("{}: {}", status.code(), status.message())),
+            Ok(None) => {
+                return Err(Follow::Interrupted(
+                    "the gateway ended the subscription".into(),
+                ));
+            }
+            Err(status) => {
+                return Err(Follow::Interrupted(format!(
+                    "{}: {}",
+                    status.code(),
+                    status.message()
+                )));
+            }
         };
         match message.entry {
             Some(gateway::subscribe_response::Entry::Event(event)) => {
-                store
-                    .apply_kiosk_event(KIOSK_VIEW, &event)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                apply_or_park(store, &event).await?;
                 if matches!(
                     event.kind,
                     Some(
@@ -116,7 +218,7 @@ async fn follow(
                 store
                     .advance(KIOSK_VIEW, cursor)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| Follow::Interrupted(format!("storage: {e}")))?;
             }
             None => {}
         }

@@ -117,12 +117,28 @@ impl ServiceRole for OrdersRole {
             wake: wake.clone(),
         };
         let client = gateway_client::GatewayClient::new(&gateway, token.clone());
-        events::spawn_kiosk_view(store.clone(), gateway, token, wake, &ctx.shutdown);
+        // Without these two tasks no order moves: while either is down, both services say
+        // NOT_SERVING.
+        let serves = vec![
+            <OrderServiceServer<OrdersApi> as tonic::server::NamedService>::NAME,
+            <FleetServiceServer<OrdersApi> as tonic::server::NamedService>::NAME,
+        ];
+        events::spawn_kiosk_view(
+            store.clone(),
+            gateway,
+            token,
+            wake,
+            &ctx.shutdown,
+            services.task_health(),
+            serves.clone(),
+        );
         settle::spawn(
             rentals.clone(),
             client,
             orders.sweep_interval,
             &ctx.shutdown,
+            services.task_health(),
+            serves,
         );
         let grace = orders.sweep_interval * 3 + Duration::from_secs(30);
         let api = OrdersApi {

@@ -15,6 +15,7 @@ use prost::Message;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::Shutdown;
+use sneakernet_runtime::supervise::{self, Supervised, TaskHealth};
 use sneakernet_runtime::wire::timestamp;
 
 use crate::convert;
@@ -35,19 +36,39 @@ const NOT_ASKED: &str = "The kiosk could not be asked in time. Your payment is b
 /// How long a payment attempt may stay unknown before the worker resolves it.
 const ATTEMPT_STALE: chrono::Duration = chrono::Duration::minutes(2);
 
-/// Runs the worker until shutdown.
-pub fn spawn(rentals: Rentals, gateway: GatewayClient, interval: Duration, shutdown: &Shutdown) {
+/// Runs the worker until shutdown: one supervised task (health NOT_SERVING for `serves`
+/// while it is down, restarted after a panic).
+pub fn spawn(
+    rentals: Rentals,
+    gateway: GatewayClient,
+    interval: Duration,
+    shutdown: &Shutdown,
+    health: TaskHealth,
+    serves: Vec<&'static str>,
+) {
     let stop = shutdown.clone();
-    shutdown.spawn(async move {
-        let worker = Worker { rentals, gateway };
-        loop {
-            if let Err(error) = worker.round().await {
-                tracing::warn!(%error, "settling round failed; retrying next round");
-            }
-            tokio::select! {
-                () = stop.triggered() => return,
-                () = worker.rentals.wake.notified() => {}
-                () = tokio::time::sleep(interval) => {}
+    let task = Supervised {
+        name: "orders-settle",
+        serves,
+    };
+    supervise::spawn(shutdown, health, task, move || {
+        let worker = Worker {
+            rentals: rentals.clone(),
+            gateway: gateway.clone(),
+        };
+        let stop = stop.clone();
+        async move {
+            loop {
+                // Tests make a round panic here, to see the supervisor restart the worker.
+                sneakernet_runtime::failpoint::pause_point("orders::settle::round").await;
+                if let Err(error) = worker.round().await {
+                    tracing::warn!(%error, "settling round failed; retrying next round");
+                }
+                tokio::select! {
+                    () = stop.triggered() => return Ok::<(), std::convert::Infallible>(()),
+                    () = worker.rentals.wake.notified() => {}
+                    () = tokio::time::sleep(interval) => {}
+                }
             }
         }
     });
@@ -524,6 +545,74 @@ mod tests {
                 ServiceToken::fixed("unused"),
             ),
         }
+    }
+
+    #[tokio::test]
+    async fn a_kiosk_clock_a_month_ahead_charges_no_fee_and_the_year_262142_lends_by_server_time() {
+        let mut world = World::new().await;
+        world.inventory("K1", &["D1"]).await;
+        let clock = std::sync::Arc::new(OffsetClock::new());
+        let worker = worker(&world, &clock);
+        let order = world.rent(&user(1), "K1").await;
+        let received = clock.now();
+        // A lend result stamped late in the year 262142 (valid for chrono, absurd for a kiosk):
+        // the lend counts from when the gateway received it, and nothing overflows.
+        let far = prost_types::Timestamp {
+            seconds: 8_210_266_833_599,
+            nanos: 0,
+        };
+        world
+            .lent_reported("K1", &order.order_id, "D1", far, received)
+            .await;
+        let lent = world.order(&order.order_id).await;
+        assert_eq!(lent.state, "lent");
+        assert_eq!(lent.lent_at, Some(received));
+        assert_eq!(lent.due_at, Some(received + chrono::Duration::days(1)));
+
+        // Returned at once, by a kiosk whose clock says a month later: no late or lost fee.
+        world
+            .reported_return("K1", "D1", received + chrono::Duration::days(30), received)
+            .await;
+        worker.round().await.unwrap();
+        let closed = world.order(&order.order_id).await;
+        assert_eq!(closed.state, "closed");
+        assert_eq!(closed.amount_charged, 400, "only the price");
+        assert_eq!(closed.returned_at, Some(received));
+    }
+
+    #[tokio::test]
+    async fn a_return_reported_late_by_an_offline_kiosk_is_charged_from_its_time_within_the_window()
+    {
+        let mut world = World::new().await;
+        world.inventory("K1", &["D1"]).await;
+        let clock = std::sync::Arc::new(OffsetClock::new());
+        let worker = worker(&world, &clock);
+        let order = world.rent(&user(1), "K1").await;
+        world.lent("K1", &order.order_id, "D1").await;
+        let lent_at = world.order(&order.order_id).await.lent_at.expect("lent");
+        // Back two days after the lend (a day late, past the hour of grace), but the kiosk was
+        // offline and reports it four days later: the fee is a day's, not five.
+        let back = lent_at + chrono::Duration::days(2);
+        clock.advance(chrono::Duration::days(6));
+        world.reported_return("K1", "D1", back, clock.now()).await;
+        worker.round().await.unwrap();
+        let closed = world.order(&order.order_id).await;
+        assert_eq!(closed.state, "closed");
+        assert_eq!(closed.returned_at, Some(back));
+        assert_eq!(closed.amount_charged, 400 + 300);
+
+        // A kiosk that claims the item came back before it was lent is believed only as far as
+        // the lend.
+        let order = world.rent(&user(2), "K1").await;
+        world.lent("K1", &order.order_id, "D1").await;
+        let lent_at = world.order(&order.order_id).await.lent_at.expect("lent");
+        world
+            .reported_return("K1", "D1", lent_at - chrono::Duration::days(9), clock.now())
+            .await;
+        worker.round().await.unwrap();
+        let closed = world.order(&order.order_id).await;
+        assert_eq!(closed.returned_at, Some(lent_at));
+        assert_eq!(closed.amount_charged, 400);
     }
 
     #[tokio::test]

@@ -97,36 +97,7 @@ impl FromStr for UserId {
     }
 }
 
-/// A kiosk's identification number: 1 to 64 of `A-Z a-z 0-9 - _`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KioskId(String);
-
-impl KioskId {
-    /// Checks the documented shape; the error says what is wrong.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() || raw.len() > 64 {
-            return Err("must be 1 to 64 characters".into());
-        }
-        if !raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err("may hold only A-Z, a-z, 0-9, \"-\" and \"_\"".into());
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for KioskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use sneakernet_proto::ids::KioskId;
 
 /// A Sneakernet service that may hold a service credential.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

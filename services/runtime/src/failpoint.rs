@@ -8,6 +8,8 @@
 //!   here, in the middle of whatever the point sits in (an open transaction, an unsent reply).
 //! - `pause:<milliseconds>:<marker file>`: write the marker, wait, then continue normally: the
 //!   test acts (sends SIGTERM, cuts a stream) while the operation is provably in flight.
+//! - `panic:<marker file>`: write the marker, then panic: the test sees how the task's
+//!   supervisor copes (`fail`'s count prefix, `1*return(panic:...)`, makes it happen once).
 
 use std::time::Duration;
 
@@ -27,6 +29,9 @@ pub async fn pause_point(name: &str) {
         announce(name, marker);
         let millis = millis.parse().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(millis)).await;
+    } else if let Some(marker) = action.strip_prefix("panic:") {
+        announce(name, marker);
+        panic!("failpoint {name} panicked on purpose");
     } else {
         tracing::error!(point = name, action = %action, "unknown failpoint action; ignored");
     }

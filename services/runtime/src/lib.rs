@@ -13,6 +13,7 @@
 //! - [`role`]: [`role::ServiceRole`], how a service plugs into the one binary.
 //! - [`clock`]: injected time.
 //! - [`qr`]: the kiosk QR payload and its rotating code.
+//! - [`supervise`]: background tasks restarted when they fail, their state in health.
 //! - [`wire`]: time conversions to and from protobuf well-known types.
 //! - [`failpoint`]: fault-injection points for tests (inert in production builds).
 
@@ -29,6 +30,7 @@ pub mod role;
 pub mod server;
 pub mod service_token;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 pub mod wire;
 

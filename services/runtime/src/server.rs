@@ -21,6 +21,7 @@ use crate::caller::{AuthLayer, TokenVerifier};
 use crate::config::TlsConfig;
 use crate::rate_limit::{AddressRateLimitLayer, KeyedLimiter};
 use crate::shutdown::Shutdown;
+use crate::supervise::TaskHealth;
 use crate::telemetry::GrpcMetricsLayer;
 
 /// HTTP/2 keepalive: tonic turns it off by default, which lets dead kiosk links linger.
@@ -51,6 +52,7 @@ pub struct GrpcServices {
     names: Vec<&'static str>,
     address_limits: Vec<(String, KeyedLimiter<IpAddr>)>,
     public: Vec<String>,
+    task_health: TaskHealth,
 }
 
 impl std::fmt::Debug for GrpcServices {
@@ -102,6 +104,12 @@ impl GrpcServices {
         self
     }
 
+    /// Where the roles' supervised background tasks say they are down: health reports
+    /// NOT_SERVING for the services a down task serves (see [`crate::supervise`]).
+    pub fn task_health(&self) -> TaskHealth {
+        self.task_health.clone()
+    }
+
     /// The fully-qualified names of the services added so far.
     pub fn names(&self) -> &[&'static str] {
         &self.names
@@ -141,11 +149,16 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let names = std::mem::take(&mut services.names);
+    let task_health = services.task_health.clone();
     for name in &names {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
+        let status = if task_health.is_down(name) {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        health.set_service_status(*name, status).await;
     }
+    follow_task_health(&health, &task_health, &names, &shutdown);
 
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sneakernet_proto::FILE_DESCRIPTOR_SET)
@@ -231,6 +244,40 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Keeps health in step with the supervised tasks until shutdown (which sets NOT_SERVING
+/// itself).
+fn follow_task_health(
+    health: &tonic_health::server::HealthReporter,
+    task_health: &TaskHealth,
+    names: &[&'static str],
+    shutdown: &Shutdown,
+) {
+    let health = health.clone();
+    let mut changes = task_health.subscribe();
+    let names = names.to_vec();
+    let stop = shutdown.clone();
+    shutdown.spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.triggered() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            let down = changes.borrow_and_update().clone();
+            if stop.is_triggered() {
+                return;
+            }
+            for name in &names {
+                let status = if down.iter().any(|(service, _)| service == name) {
+                    ServingStatus::NotServing
+                } else {
+                    ServingStatus::Serving
+                };
+                health.set_service_status(*name, status).await;
+            }
+        }
+    });
 }
 
 async fn load_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {

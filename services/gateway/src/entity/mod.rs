@@ -4,3 +4,4 @@ pub mod command;
 pub mod event;
 pub mod kiosk;
 pub mod kiosk_message;
+pub mod refused_message;

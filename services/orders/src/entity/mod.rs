@@ -12,6 +12,7 @@ pub mod offer;
 pub mod order;
 pub mod order_change;
 pub mod outbox;
+pub mod parked_event;
 pub mod payment_attempt;
 pub mod pricing_rule;
 pub mod sandbox_charge;

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m20261123_000001_kiosk_views;
 mod m20261123_000002_sandbox_payments;
 mod m20261123_000003_rentals;
+mod m20261129_000004_parked_events;
 
 /// Applies the orders service's migrations.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_kiosk_views::Migration),
             Box::new(m20261123_000002_sandbox_payments::Migration),
             Box::new(m20261123_000003_rentals::Migration),
+            Box::new(m20261129_000004_parked_events::Migration),
         ]
     }
 }

@@ -6,12 +6,14 @@
 //! - [`fleet`]: kiosk profiles, price rules, units and holds.
 //! - [`money`]: the ledger, payment attempts, deposits.
 //! - [`orders`]: orders, their change history, the outbox, and what kiosk events do to them.
+//! - [`parked`]: events a consumer could not apply, set aside for operators.
 //! - [`audit`]: the auditor's checks.
 
 pub mod audit;
 pub mod fleet;
 pub mod money;
 pub mod orders;
+pub mod parked;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -50,6 +52,33 @@ pub enum StoreError {
     /// Stored data that cannot be read (a bug or a manual edit).
     #[error("corrupt data: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed: the database was unreachable, or broke a lock
+    /// cycle. Anything else (data the database refuses, an illegal transition, a defect) will
+    /// fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Raced(_) => true,
+            StoreError::Db(error) => {
+                let text = error.to_string();
+                matches!(
+                    error,
+                    sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)
+                ) || [
+                    "deadlock detected",
+                    "could not serialize",
+                    "database is locked",
+                    "connection",
+                    "terminating",
+                ]
+                .iter()
+                .any(|needle| text.contains(needle))
+            }
+            _ => false,
+        }
+    }
 }
 
 impl From<StoreError> for sneakernet_runtime::ApiError {
@@ -133,6 +162,26 @@ impl Store {
         if cursor <= stored {
             return Ok(false);
         }
+        let touched = self.apply_event_in(&txn, event).await?;
+        set_cursor(&txn, consumer, cursor).await?;
+        txn.commit().await?;
+        if let Some(order_id) = touched {
+            self.announce(&order_id);
+        }
+        Ok(true)
+    }
+
+    /// What one gateway event does, inside the caller's transaction: the kiosk view (only
+    /// from events newer than what it shows, so a parked event retried late never rolls it
+    /// back), units, and orders. Returns the order that changed, if any.
+    pub(crate) async fn apply_event_in<C: sea_orm::ConnectionTrait>(
+        &self,
+        txn: &C,
+        event: &gateway::Event,
+    ) -> Result<Option<String>, StoreError> {
+        let cursor = i64::try_from(event.cursor).unwrap_or(i64::MAX);
+        // The gateway stamps every event with its own clock when it writes it: the time the
+        // kiosk's report was received, not the kiosk's clock.
         let at = event
             .occurred_at
             .as_ref()
@@ -142,7 +191,7 @@ impl Store {
         let mut touched = None;
         match &event.kind {
             Some(gateway::event::Kind::KioskOnline(online)) => {
-                upsert(&txn, kiosk, cursor, at, |row| {
+                upsert(txn, kiosk, cursor, at, |row| {
                     row.online = true;
                     row.agent_version = online.agent_version.clone();
                 })
@@ -153,8 +202,9 @@ impl Store {
                     .last_seen_at
                     .as_ref()
                     .and_then(sneakernet_runtime::wire::from_timestamp)
-                    .unwrap_or(at);
-                upsert(&txn, kiosk, cursor, last_seen, |row| row.online = false).await?;
+                    .unwrap_or(at)
+                    .min(at);
+                upsert(txn, kiosk, cursor, last_seen, |row| row.online = false).await?;
             }
             Some(gateway::event::Kind::InventoryChanged(changed)) => {
                 let inventory = changed
@@ -162,31 +212,26 @@ impl Store {
                     .clone()
                     .unwrap_or_default()
                     .encode_to_vec();
-                upsert(&txn, kiosk, cursor, at, |row| row.inventory = inventory).await?;
-                if let Some(inventory) = &changed.inventory {
-                    fleet::replace_units(&txn, kiosk, inventory).await?;
+                let newer = upsert(txn, kiosk, cursor, at, |row| row.inventory = inventory).await?;
+                if newer && let Some(inventory) = &changed.inventory {
+                    fleet::replace_units(txn, kiosk, inventory).await?;
                 }
             }
             Some(gateway::event::Kind::CommandStateChanged(changed)) => {
                 if let Some(record) = &changed.command
                     && record.requested_by == format!("service:{}", crate::SERVICE)
                 {
-                    touched = self.apply_command(&txn, record, at).await?;
+                    touched = self.apply_command(txn, record, at).await?;
                 }
             }
             Some(gateway::event::Kind::ItemReturned(returned)) => {
                 touched = self
-                    .apply_return(&txn, kiosk, returned, cursor, at, WIPE_DEADLINE)
+                    .apply_return(txn, kiosk, returned, cursor, at, WIPE_DEADLINE)
                     .await?;
             }
             None => {}
         }
-        set_cursor(&txn, consumer, cursor).await?;
-        txn.commit().await?;
-        if let Some(order_id) = touched {
-            self.announce(&order_id);
-        }
-        Ok(true)
+        Ok(touched)
     }
 
     /// Moves `consumer`'s cursor forward (a checkpoint of filtered-out events).
@@ -265,16 +310,20 @@ async fn set_cursor<C: sea_orm::ConnectionTrait>(
 }
 
 /// Creates or changes a kiosk's row with `change`, stamping the event's cursor and time.
+/// Returns false, changing nothing, when the row already reflects a newer event.
 async fn upsert<C: sea_orm::ConnectionTrait>(
     db: &C,
     kiosk_id: &str,
     cursor: i64,
     at: DateTime<Utc>,
     change: impl FnOnce(&mut kiosk_view::Model),
-) -> Result<(), sea_orm::DbErr> {
+) -> Result<bool, sea_orm::DbErr> {
     let existing = kiosk_view::Entity::find_by_id(kiosk_id.to_owned())
         .one(db)
         .await?;
+    if existing.as_ref().is_some_and(|row| row.cursor >= cursor) {
+        return Ok(false);
+    }
     let is_new = existing.is_none();
     let mut row = existing.unwrap_or_else(|| kiosk_view::Model {
         kiosk_id: kiosk_id.to_owned(),
@@ -306,5 +355,5 @@ async fn upsert<C: sea_orm::ConnectionTrait>(
             .exec(db)
             .await?;
     }
-    Ok(())
+    Ok(true)
 }

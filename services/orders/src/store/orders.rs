@@ -929,8 +929,15 @@ impl Store {
         record: &gateway::CommandRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // The gateway's time of the change, as an event of it would carry: when the result
+        // reached the gateway, not when this sweeper asked.
+        let at = record
+            .updated_at
+            .as_ref()
+            .and_then(sneakernet_runtime::wire::from_timestamp)
+            .map_or(now, |at| at.min(now));
         let txn = self.write().await?;
-        let touched = self.apply_command(&txn, record, now).await?;
+        let touched = self.apply_command(&txn, record, at).await?;
         txn.commit().await?;
         if let Some(order_id) = touched {
             self.announce(&order_id);
@@ -983,7 +990,7 @@ impl Store {
                             &format!("inventory-after:{}", record.command_id),
                             "",
                             &ask,
-                            at + Duration::minutes(5),
+                            later(at, Duration::minutes(5))?,
                             at,
                         )
                         .await?;
@@ -1039,7 +1046,7 @@ impl Store {
                 &format!("wipe:{}:{cursor}", item.item_id),
                 "",
                 &payload,
-                at + wipe_deadline,
+                later(at, wipe_deadline)?,
                 at,
             )
             .await?;
@@ -1053,11 +1060,14 @@ impl Store {
         else {
             return Ok(None);
         };
-        let returned_at = returned
-            .returned_at
-            .as_ref()
-            .and_then(sneakernet_runtime::wire::from_timestamp)
-            .unwrap_or(at);
+        // The kiosk may have been offline when the item came back: its time is believed
+        // between the lend and the gateway's receipt of the report, never beyond (see
+        // orders.proto, Order.returned_at).
+        let returned_at = reported_within(
+            returned.returned_at.as_ref(),
+            current.lent_at.unwrap_or(at),
+            at,
+        );
         let order_id = current.order_id.clone();
         let reason = format!("Returned at kiosk {kiosk_id}. Settling the rental.");
         step(db, current, OrderEvent::Returned, &reason, at, |o| {
@@ -1069,6 +1079,25 @@ impl Store {
         free_slot(db, &order_id).await?;
         Ok(Some(order_id))
     }
+}
+
+/// A time a kiosk reported, believed only within `[earliest, latest]` (times the servers
+/// know); `latest` when the kiosk said nothing or something unreadable.
+pub(crate) fn reported_within(
+    reported: Option<&prost_types::Timestamp>,
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let earliest = earliest.min(latest);
+    reported
+        .and_then(sneakernet_runtime::wire::from_timestamp)
+        .map_or(latest, |at| at.clamp(earliest, latest))
+}
+
+/// `at` plus `by`, or an error naming the overflow (never a panic, whatever time came in).
+fn later(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
+    at.checked_add_signed(by)
+        .ok_or_else(|| StoreError::Corrupt(format!("{at} plus {by} is past the end of time")))
 }
 
 fn describe_failure(failure: &gateway::Failure) -> String {
@@ -1166,16 +1195,23 @@ async fn lent_in<C: ConnectionTrait>(
         }
         return Ok(None);
     }
-    let lent_at = record
-        .result
+    // The lend happened after the command was logged and before its result reached the
+    // gateway (`at`): the kiosk's time is believed within that, never beyond (see
+    // orders.proto, Order.lent_at).
+    let commanded_at = record
+        .created_at
         .as_ref()
-        .and_then(|r| r.finished_at.as_ref())
         .and_then(sneakernet_runtime::wire::from_timestamp)
         .unwrap_or(at);
+    let lent_at = reported_within(
+        record.result.as_ref().and_then(|r| r.finished_at.as_ref()),
+        commanded_at,
+        at,
+    );
     let days = pb::ItemChoice::decode(current.choice.as_slice())
         .map(|c| c.duration_days)
         .unwrap_or(1);
-    let due = lent_at + Duration::days(i64::from(days));
+    let due = later(lent_at, Duration::days(i64::from(days)))?;
     let price = Money::new(current.price, currency(&current)?);
     book(
         db,

@@ -1,7 +1,7 @@
 //! What kiosk events do to orders and units, on the store alone (SQLite): the orderings a
 //! whole-system test cannot force.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use prost::Message;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
@@ -97,11 +97,16 @@ impl World {
     }
 
     async fn event(&mut self, kiosk: &str, kind: gateway::event::Kind) {
+        self.event_at(kiosk, kind, Utc::now()).await;
+    }
+
+    /// An event the gateway wrote at `at` (its receive time of the kiosk's report).
+    async fn event_at(&mut self, kiosk: &str, kind: gateway::event::Kind, at: DateTime<Utc>) {
         self.cursor += 1;
         let event = gateway::Event {
             cursor: self.cursor,
             kiosk_id: kiosk.into(),
-            occurred_at: Some(timestamp(Utc::now())),
+            occurred_at: Some(timestamp(at)),
             kind: Some(kind),
         };
         assert!(
@@ -270,6 +275,20 @@ impl World {
     }
 
     pub(crate) async fn lent(&mut self, kiosk: &str, order_id: &str, item: &str) {
+        let now = Utc::now();
+        self.lent_reported(kiosk, order_id, item, timestamp(now), now)
+            .await;
+    }
+
+    /// The kiosk says it lent `item` at `finished_at`; the gateway got that at `received_at`.
+    pub(crate) async fn lent_reported(
+        &mut self,
+        kiosk: &str,
+        order_id: &str,
+        item: &str,
+        finished_at: prost_types::Timestamp,
+        received_at: DateTime<Utc>,
+    ) {
         let record = gateway::CommandRecord {
             command_id: format!("cmd-{order_id}"),
             kiosk_id: kiosk.into(),
@@ -289,16 +308,17 @@ impl World {
                         item: Some(drive(item)),
                     },
                 )),
-                finished_at: Some(timestamp(Utc::now())),
+                finished_at: Some(finished_at),
             }),
             requested_by: "service:orders".into(),
             ..Default::default()
         };
-        self.event(
+        self.event_at(
             kiosk,
             gateway::event::Kind::CommandStateChanged(gateway::CommandStateChanged {
                 command: Some(record),
             }),
+            received_at,
         )
         .await;
     }
@@ -307,14 +327,28 @@ impl World {
         self.returned_at(kiosk, item, Utc::now()).await;
     }
 
+    /// The kiosk reports a return at `at`, and the gateway receives it then.
     pub(crate) async fn returned_at(&mut self, kiosk: &str, item: &str, at: chrono::DateTime<Utc>) {
-        self.event(
+        self.reported_return(kiosk, item, at, at).await;
+    }
+
+    /// The kiosk says the item came back at `kiosk_time`; the gateway received that at
+    /// `received_at`.
+    pub(crate) async fn reported_return(
+        &mut self,
+        kiosk: &str,
+        item: &str,
+        kiosk_time: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) {
+        self.event_at(
             kiosk,
             gateway::event::Kind::ItemReturned(gateway::ItemReturned {
                 bay_id: "A9".into(),
                 item: Some(drive(item)),
-                returned_at: Some(timestamp(at)),
+                returned_at: Some(timestamp(kiosk_time)),
             }),
+            received_at,
         )
         .await;
     }
@@ -431,4 +465,78 @@ async fn replayed_events_change_nothing_and_a_lend_after_failure_is_kept_for_the
             .await
             .unwrap()
     );
+}
+
+fn inventory_event(cursor: u64, kiosk: &str, items: &[&str]) -> gateway::Event {
+    let bays = items
+        .iter()
+        .enumerate()
+        .map(|(i, id)| gateway::Bay {
+            bay_id: format!("A{i}"),
+            state: gateway::BayState::Ready.into(),
+            item: Some(drive(id)),
+            pinned_order_id: String::new(),
+        })
+        .collect();
+    gateway::Event {
+        cursor,
+        kiosk_id: kiosk.into(),
+        occurred_at: Some(timestamp(Utc::now())),
+        kind: Some(gateway::event::Kind::InventoryChanged(
+            gateway::KioskInventory {
+                inventory: Some(gateway::Inventory {
+                    bays,
+                    taken_at: None,
+                }),
+            },
+        )),
+    }
+}
+
+#[tokio::test]
+async fn a_parked_event_moves_the_cursor_on_and_a_retry_applies_it_without_rolling_back_newer_ones()
+{
+    let world = World::new().await;
+    let store = &world.store;
+    let older = inventory_event(1, "K1", &["D1"]);
+    store
+        .park(CONSUMER, &older, "cannot store it", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(store.cursor(CONSUMER).await.unwrap(), 1, "moved past it");
+    let parked = store.parked(0, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].error, "cannot store it");
+    assert!(store.available("K1").await.unwrap().is_empty());
+
+    // A newer inventory of K1 arrives and is applied; then the operator retries the old one.
+    let newer = inventory_event(2, "K1", &["D1", "D2"]);
+    assert!(store.apply_kiosk_event(CONSUMER, &newer).await.unwrap());
+    assert!(matches!(
+        store.retry_parked(1, Utc::now()).await.unwrap(),
+        super::parked::Retried::Applied
+    ));
+    assert!(store.parked(0, 10).await.unwrap().is_empty());
+    let units: u32 = store
+        .available("K1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(units, 2, "the newer inventory stands");
+    assert!(matches!(
+        store.retry_parked(1, Utc::now()).await.unwrap(),
+        super::parked::Retried::NotFound
+    ));
+
+    // Parked and dropped: gone without being applied.
+    let other = inventory_event(3, "K2", &["D9"]);
+    store
+        .park(CONSUMER, &other, "bad", Utc::now())
+        .await
+        .unwrap();
+    assert!(store.drop_parked(3).await.unwrap());
+    assert!(!store.drop_parked(3).await.unwrap());
+    assert!(store.available("K2").await.unwrap().is_empty());
 }
