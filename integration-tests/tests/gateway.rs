@@ -530,7 +530,10 @@ async fn bad_kiosk_messages_are_answered_and_the_link_survives() {
     );
     let unknown = Up::Result(pb::CommandResult {
         command_id: uuid::Uuid::new_v4().to_string(),
-        outcome: Some(pb::command_result::Outcome::Failure(pb::Failure::default())),
+        outcome: Some(pb::command_result::Outcome::Failure(pb::Failure {
+            reason: pb::FailureReason::Internal.into(),
+            ..Default::default()
+        })),
         finished_at: None,
     });
     link.send("m-unknown", unknown).await;
@@ -572,14 +575,20 @@ async fn bad_kiosk_messages_are_answered_and_the_link_survives() {
         "m-mismatch",
         Up::Result(pb::CommandResult {
             command_id: command_id.clone(),
-            outcome: Some(pb::command_result::Outcome::Lend(pb::LendResult::default())),
+            outcome: Some(pb::command_result::Outcome::Lend(pb::LendResult {
+                item_id: "D-1".into(),
+                ..Default::default()
+            })),
             finished_at: None,
         }),
     )
     .await;
-    assert_eq!(
-        link.next_receipt().await.status,
-        pb::ReceiptStatus::Rejected as i32
+    let receipt = link.next_receipt().await;
+    assert_eq!(receipt.status, pb::ReceiptStatus::Rejected as i32);
+    assert!(
+        receipt.error.contains("does not match"),
+        "{}",
+        receipt.error
     );
 
     // The link still works: a valid return is accepted.
@@ -587,7 +596,8 @@ async fn bad_kiosk_messages_are_answered_and_the_link_survives() {
         bay_id: "A1".into(),
         item: Some(sneakernet_proto::common::v1::Item {
             item_id: "D-7".into(),
-            ..Default::default()
+            kind: sneakernet_proto::common::v1::ItemKind::Drive.into(),
+            attributes: None,
         }),
         returned_at: None,
     });

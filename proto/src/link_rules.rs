@@ -190,9 +190,8 @@ pub fn check_message(message: &pb::OpenRequest, received_at: DateTime<Utc>) -> C
         body,
         Up::Result(_) | Up::ItemReturned(_) | Up::InventoryChanged(_)
     );
-    if durable {
-        check_message_id(&message.message_id)?;
-    } else if !message.message_id.is_empty() {
+    // Durable messages need an id a Receipt can name; others may carry one, well-formed.
+    if durable || !message.message_id.is_empty() {
         check_message_id(&message.message_id)?;
     }
     match body {

@@ -98,9 +98,13 @@ async fn apply_or_park(store: &Store, event: &gateway::Event) -> Result<(), Foll
     let mut tries = 0;
     loop {
         tries += 1;
-        let applied = AssertUnwindSafe(store.apply_kiosk_event(KIOSK_VIEW, event))
-            .catch_unwind()
-            .await;
+        let applied = AssertUnwindSafe(async {
+            // Tests make applying panic here, to see the event parked.
+            sneakernet_runtime::failpoint::pause_point("orders::events::apply").await;
+            store.apply_kiosk_event(KIOSK_VIEW, event).await
+        })
+        .catch_unwind()
+        .await;
         let error = match applied {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(error)) if error.is_transient() => {

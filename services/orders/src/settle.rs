@@ -59,8 +59,6 @@ pub fn spawn(
         let stop = stop.clone();
         async move {
             loop {
-                // Tests make a round panic here, to see the supervisor restart the worker.
-                sneakernet_runtime::failpoint::pause_point("orders::settle::round").await;
                 if let Err(error) = worker.round().await {
                     tracing::warn!(%error, "settling round failed; retrying next round");
                 }
@@ -112,6 +110,8 @@ impl Worker {
     async fn send_outbox(&self) -> Result<(), StoreError> {
         let store = &self.rentals.store;
         for row in store.unsent_commands(BATCH).await? {
+            // Tests make the worker panic here (a command waits), to see it restarted.
+            sneakernet_runtime::failpoint::pause_point("orders::settle::outbox").await;
             let Ok(payload) = gateway::CommandPayload::decode(row.payload.as_slice()) else {
                 tracing::error!(
                     outbox_id = row.outbox_id,

@@ -1260,3 +1260,28 @@ async fn lent_in<C: ConnectionTrait>(
     }
     Ok(Some(order_id.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Whatever time a kiosk reports (any seconds, any nanos), the times that set money
+        /// stay within what the servers know, and adding a rental's length never panics.
+        #[test]
+        fn kiosk_times_never_escape_the_servers_window_nor_panic(
+            seconds: i64,
+            nanos: i32,
+            days in 0i64..=366,
+        ) {
+            let earliest = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+            let latest = earliest + Duration::hours(3);
+            let reported = prost_types::Timestamp { seconds, nanos };
+            let at = reported_within(Some(&reported), earliest, latest);
+            proptest::prop_assert!(earliest <= at && at <= latest);
+            proptest::prop_assert!(later(at, Duration::days(days)).is_ok());
+            let end = DateTime::<Utc>::MAX_UTC;
+            proptest::prop_assert!(later(end, Duration::days(days.max(1))).is_err());
+        }
+    }
+}
