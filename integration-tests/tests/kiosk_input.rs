@@ -398,6 +398,106 @@ async fn a_lying_kiosk_is_refused_at_the_edge_and_the_fleet_keeps_renting() {
     }
 }
 
+#[tokio::test]
+async fn a_return_reported_a_day_late_by_an_offline_kiosk_is_charged_by_the_kiosks_time_within_the_window()
+ {
+    for backend in backends() {
+        let (sandbox, channel, operator) = start(&backend).await;
+        let secret = new_qr_secret();
+        register_kiosk(&channel, &operator, LIAR, &secret)
+            .await
+            .expect("register the kiosk");
+        let token = sandbox.kiosk_token(LIAR).await;
+        let mut kiosk = FakeKiosk::connect(
+            channel.clone(),
+            &token,
+            gw::Inventory {
+                bays: vec![bay("A1", Some(liar_drive("L-1"))), bay("A2", None)],
+                taken_at: None,
+            },
+        )
+        .await
+        .expect("the kiosk's link");
+        let renter = customer_with_deposit(&channel).await;
+        let offer = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Ok(offer) = scan(&channel, &renter.token, &qr_payload(LIAR, &secret)).await
+                    && rentals::line(&offer, &drive_type()).is_some_and(|l| l.available == 1)
+                {
+                    return offer;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the drive on offer");
+        let order = create_rental(
+            &channel,
+            &renter.token,
+            rental_request(&offer, &drive_type(), 1, None, "offline-return"),
+        )
+        .await
+        .expect("rent");
+        let lend = kiosk.next_command().await;
+        let receipt = say(
+            &mut kiosk,
+            "lend",
+            Up::Result(gw::CommandResult {
+                command_id: lend.command_id.clone(),
+                outcome: Some(gw::command_result::Outcome::Lend(gw::LendResult {
+                    item_id: "L-1".into(),
+                    bay_id: "A1".into(),
+                    item: Some(liar_drive("L-1")),
+                })),
+                finished_at: Some(timestamp(chrono::Utc::now())),
+            }),
+        )
+        .await;
+        assert_eq!(
+            receipt.status,
+            gw::ReceiptStatus::Accepted as i32,
+            "{receipt:?}"
+        );
+        let lent = wait_for_state(&channel, &renter.token, &order.order_id, &[S::Lent]).await;
+        let lent_at = lent.lent_at.expect("lent_at");
+        let lent_at = chrono::DateTime::from_timestamp(lent_at.seconds, 0).expect("time");
+
+        // Three days pass. The drive came back two days after the lend (a day late), but the
+        // kiosk was offline and reports it only now: the late fee is one day's, not two.
+        sandbox.clock.advance(chrono::Duration::days(3));
+        let back = lent_at + chrono::Duration::days(2);
+        let receipt = say(
+            &mut kiosk,
+            "late-report",
+            Up::ItemReturned(gw::ItemReturned {
+                bay_id: "A2".into(),
+                item: Some(liar_drive("L-1")),
+                returned_at: Some(timestamp(back)),
+            }),
+        )
+        .await;
+        assert_eq!(
+            receipt.status,
+            gw::ReceiptStatus::Accepted as i32,
+            "{receipt:?}"
+        );
+        let closed = wait_for_state(&channel, &renter.token, &order.order_id, &[S::Closed]).await;
+        assert_eq!(
+            closed.returned_at.map(|t| t.seconds),
+            Some(back.timestamp()),
+            "{backend}: the kiosk's time, inside [lent_at, received]"
+        );
+        let price = rentals::price_for(1).minor_units;
+        assert_eq!(
+            closed.amount_charged.map(|m| m.minor_units),
+            Some(price + 300),
+            "{backend}: one started day late"
+        );
+        assert_audit_clean(&channel, &operator, &backend.to_string()).await;
+        sandbox.stop().await;
+    }
+}
+
 /// Follows a service's health until it has been `first`, then `second` (the Watch stream
 /// sends every change, so no sleep decides what was seen).
 async fn health_goes(

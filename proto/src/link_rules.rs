@@ -13,6 +13,9 @@
 //!   gateway's events always fit in [`MAX_EVENT_BYTES`].
 //! - Free text (a failure's message) is bounded and holds no control characters.
 
+// What a kiosk sent flows through here: no arithmetic that can panic or wrap.
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::collections::HashSet;
 use std::time::Duration;
 

@@ -5,6 +5,9 @@
 //! (`store::parked`), so one bad event never stops the events of every other kiosk. The events keep the kiosk view and the unit view, and
 //! move orders: a lend's result makes an order LENT or FAILED, a returned item RETURNED.
 
+// What a kiosk sent flows through here: no arithmetic that can panic or wrap.
+#![deny(clippy::arithmetic_side_effects)]
+
 use std::time::Duration;
 
 use sneakernet_proto::gateway::v1 as gateway;
@@ -70,7 +73,7 @@ pub fn spawn_kiosk_view(
                     Ok(()) => backoff = Duration::from_millis(200),
                     Err(Follow::Interrupted(error)) => {
                         tracing::warn!(%error, "kiosk event subscription interrupted; resubscribing");
-                        backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
+                        backoff = backoff.saturating_mul(2).min(MAX_RESUBSCRIBE_BACKOFF);
                     }
                     // The store cannot park either: let the supervisor restart us.
                     Err(Follow::Failed(error)) => return Err(error),
@@ -95,9 +98,9 @@ enum Follow {
 /// Applies one event, catching a panic as an error; retries an error that may be transient,
 /// and parks the event when it keeps failing. Errs only when parking fails too.
 async fn apply_or_park(store: &Store, event: &gateway::Event) -> Result<(), Follow> {
-    let mut tries = 0;
+    let mut tries: u32 = 0;
     loop {
-        tries += 1;
+        tries = tries.saturating_add(1);
         let applied = AssertUnwindSafe(async {
             // Tests make applying panic here, to see the event parked.
             sneakernet_runtime::failpoint::pause_point("orders::events::apply").await;
@@ -121,7 +124,8 @@ async fn apply_or_park(store: &Store, event: &gateway::Event) -> Result<(), Foll
         };
         if tries < TRIES_BEFORE_PARKING {
             tracing::warn!(cursor = event.cursor, kiosk_id = %event.kiosk_id, %error, "kiosk event not applied; trying again");
-            tokio::time::sleep(Duration::from_millis(100) * 4u32.pow(tries - 1)).await;
+            let pause = 4u32.saturating_pow(tries.saturating_sub(1));
+            tokio::time::sleep(Duration::from_millis(100).saturating_mul(pause)).await;
             continue;
         }
         tracing::error!(cursor = event.cursor, kiosk_id = %event.kiosk_id, %error, "kiosk event cannot be applied; parked for an operator (FleetService.ListParkedEvents)");

@@ -2,6 +2,9 @@
 //! function with its history row, what kiosk events do to orders, the outbox of kiosk
 //! commands, and the settling steps (refunds, fees, closing).
 
+// What a kiosk sent flows through here: no arithmetic that can panic or wrap.
+#![deny(clippy::arithmetic_side_effects)]
+
 use chrono::{DateTime, Duration, Utc};
 use prost::Message;
 use sea_orm::sea_query::Expr;
@@ -138,7 +141,9 @@ async fn save<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<order::Model, StoreError> {
     let before = next.version;
-    next.version = before + 1;
+    next.version = before
+        .checked_add(1)
+        .ok_or_else(|| overflow("order version"))?;
     next.updated_at = now;
     next.state_reason = reason.to_owned();
     if before == 0 {
@@ -777,8 +782,12 @@ impl Store {
             .await?;
         }
         let reason = format!("Refunded {amount}.");
+        let refunded = current
+            .amount_refunded
+            .checked_add(amount.minor())
+            .ok_or_else(|| overflow("amount refunded"))?;
         step(&txn, current, OrderEvent::Refunded, &reason, now, |o| {
-            o.amount_refunded += amount.minor();
+            o.amount_refunded = refunded;
         })
         .await?;
         txn.commit().await?;
@@ -830,7 +839,10 @@ impl Store {
                 },
             )
             .await?;
-            next.amount_charged += amount.minor();
+            next.amount_charged = next
+                .amount_charged
+                .checked_add(amount.minor())
+                .ok_or_else(|| overflow("amount charged"))?;
             reason = match movement {
                 Movement::LostItemFee => format!("The item counts as lost: charged {amount}."),
                 _ => format!("Charged {amount} for the late return."),
@@ -847,9 +859,12 @@ impl Store {
                 }
                 None => None,
             };
-            let kept = held
-                .as_ref()
-                .map_or(0, |d| amount.minor().min(d.amount - d.withheld).max(0));
+            let kept = held.as_ref().map_or(0, |d| {
+                amount
+                    .minor()
+                    .min(d.amount.saturating_sub(d.withheld))
+                    .max(0)
+            });
             if let Some(held) = held
                 && kept > 0
             {
@@ -869,8 +884,12 @@ impl Store {
                     },
                 )
                 .await?;
+                let withheld = held
+                    .withheld
+                    .checked_add(kept)
+                    .ok_or_else(|| overflow("deposit withheld"))?;
                 deposit::Entity::update_many()
-                    .col_expr(deposit::Column::Withheld, Expr::value(held.withheld + kept))
+                    .col_expr(deposit::Column::Withheld, Expr::value(withheld))
                     .filter(deposit::Column::DepositId.eq(held.deposit_id.as_str()))
                     .exec(&txn)
                     .await?;
@@ -1094,6 +1113,10 @@ pub(crate) fn reported_within(
         .map_or(latest, |at| at.clamp(earliest, latest))
 }
 
+fn overflow(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} would overflow"))
+}
+
 /// `at` plus `by`, or an error naming the overflow (never a panic, whatever time came in).
 fn later(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
     at.checked_add_signed(by)
@@ -1275,7 +1298,7 @@ mod tests {
             days in 0i64..=366,
         ) {
             let earliest = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-            let latest = earliest + Duration::hours(3);
+            let latest = later(earliest, Duration::hours(3)).unwrap();
             let reported = prost_types::Timestamp { seconds, nanos };
             let at = reported_within(Some(&reported), earliest, latest);
             proptest::prop_assert!(earliest <= at && at <= latest);
