@@ -166,6 +166,85 @@ async fn health(channel: &Channel, service: &str) -> i32 {
         .status
 }
 
+/// The kiosk speaking the link by hand, registered and credentialed as an operator would,
+/// holding one drive L-1 (bay A1) and an empty bay A2; a renter has rented L-1 there and the
+/// kiosk holds the Lend command, acknowledged.
+struct HandKiosk {
+    link: FakeKiosk,
+    renter: rentals::Customer,
+    order: pb::Order,
+    lend: gw::Command,
+}
+
+async fn a_rental_at_a_hand_driven_kiosk(
+    sandbox: &Sandbox,
+    channel: &Channel,
+    operator: &str,
+) -> HandKiosk {
+    let secret = new_qr_secret();
+    register_kiosk(channel, operator, LIAR, &secret)
+        .await
+        .expect("register the kiosk");
+    let token = sandbox.kiosk_token(LIAR).await;
+    let mut link = FakeKiosk::connect(
+        channel.clone(),
+        &token,
+        gw::Inventory {
+            bays: vec![bay("A1", Some(liar_drive("L-1"))), bay("A2", None)],
+            taken_at: None,
+        },
+    )
+    .await
+    .expect("the kiosk's link");
+    let renter = customer_with_deposit(channel).await;
+    let offer = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(offer) = scan(channel, &renter.token, &qr_payload(LIAR, &secret)).await
+                && rentals::line(&offer, &drive_type()).is_some_and(|l| l.available == 1)
+            {
+                return offer;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the kiosk's drive on offer");
+    let order = create_rental(
+        channel,
+        &renter.token,
+        rental_request(&offer, &drive_type(), 1, None, "at-the-hand-kiosk"),
+    )
+    .await
+    .expect("rent at the kiosk");
+    let lend = link.next_command().await;
+    link.send(
+        "",
+        Up::Ack(gw::Ack {
+            command_id: lend.command_id.clone(),
+        }),
+    )
+    .await;
+    HandKiosk {
+        link,
+        renter,
+        order,
+        lend,
+    }
+}
+
+/// The kiosk's result for the Lend: L-1 left from bay A1, finished at `finished_at`.
+fn lend_result(lend: &gw::Command, finished_at: prost_types::Timestamp) -> Up {
+    Up::Result(gw::CommandResult {
+        command_id: lend.command_id.clone(),
+        outcome: Some(gw::command_result::Outcome::Lend(gw::LendResult {
+            item_id: "L-1".into(),
+            bay_id: "A1".into(),
+            item: Some(liar_drive("L-1")),
+        })),
+        finished_at: Some(finished_at),
+    })
+}
+
 #[tokio::test]
 async fn a_lying_kiosk_is_refused_at_the_edge_and_the_fleet_keeps_renting() {
     for backend in backends() {
@@ -178,62 +257,14 @@ async fn a_lying_kiosk_is_refused_at_the_edge_and_the_fleet_keeps_renting() {
             vec![Some(drive("D-1")), Some(drive("D-2")), None, None],
         )
         .await;
-        let secret = new_qr_secret();
-        register_kiosk(&channel, &operator, LIAR, &secret)
-            .await
-            .expect("register the liar");
-        let token = sandbox.kiosk_token(LIAR).await;
-        let mut liar = FakeKiosk::connect(
-            channel.clone(),
-            &token,
-            gw::Inventory {
-                bays: vec![bay("A1", Some(liar_drive("L-1"))), bay("A2", None)],
-                taken_at: None,
-            },
-        )
-        .await
-        .expect("the liar's link");
-
         // 1. A lend result stamped late in the year 262142.
-        let renter = customer_with_deposit(&channel).await;
-        let offer = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Ok(offer) = scan(&channel, &renter.token, &qr_payload(LIAR, &secret)).await
-                    && rentals::line(&offer, &drive_type()).is_some_and(|l| l.available == 1)
-                {
-                    return offer;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .expect("the liar's drive on offer");
-        let order = create_rental(
-            &channel,
-            &renter.token,
-            rental_request(&offer, &drive_type(), 1, None, "at-the-liar"),
-        )
-        .await
-        .expect("rent at the liar");
-        let lend = liar.next_command().await;
-        liar.send(
-            "",
-            Up::Ack(gw::Ack {
-                command_id: lend.command_id.clone(),
-            }),
-        )
-        .await;
-        let result = |finished_at: prost_types::Timestamp| {
-            Up::Result(gw::CommandResult {
-                command_id: lend.command_id.clone(),
-                outcome: Some(gw::command_result::Outcome::Lend(gw::LendResult {
-                    item_id: "L-1".into(),
-                    bay_id: "A1".into(),
-                    item: Some(liar_drive("L-1")),
-                })),
-                finished_at: Some(finished_at),
-            })
-        };
+        let HandKiosk {
+            link: mut liar,
+            renter,
+            order,
+            lend,
+        } = a_rental_at_a_hand_driven_kiosk(&sandbox, &channel, &operator).await;
+        let result = |finished_at| lend_result(&lend, finished_at);
         let far = prost_types::Timestamp {
             seconds: 8_210_266_833_599,
             nanos: 0,
@@ -403,54 +434,16 @@ async fn a_return_reported_a_day_late_by_an_offline_kiosk_is_charged_by_the_kios
  {
     for backend in backends() {
         let (sandbox, channel, operator) = start(&backend).await;
-        let secret = new_qr_secret();
-        register_kiosk(&channel, &operator, LIAR, &secret)
-            .await
-            .expect("register the kiosk");
-        let token = sandbox.kiosk_token(LIAR).await;
-        let mut kiosk = FakeKiosk::connect(
-            channel.clone(),
-            &token,
-            gw::Inventory {
-                bays: vec![bay("A1", Some(liar_drive("L-1"))), bay("A2", None)],
-                taken_at: None,
-            },
-        )
-        .await
-        .expect("the kiosk's link");
-        let renter = customer_with_deposit(&channel).await;
-        let offer = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Ok(offer) = scan(&channel, &renter.token, &qr_payload(LIAR, &secret)).await
-                    && rentals::line(&offer, &drive_type()).is_some_and(|l| l.available == 1)
-                {
-                    return offer;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .expect("the drive on offer");
-        let order = create_rental(
-            &channel,
-            &renter.token,
-            rental_request(&offer, &drive_type(), 1, None, "offline-return"),
-        )
-        .await
-        .expect("rent");
-        let lend = kiosk.next_command().await;
+        let HandKiosk {
+            link: mut kiosk,
+            renter,
+            order,
+            lend,
+        } = a_rental_at_a_hand_driven_kiosk(&sandbox, &channel, &operator).await;
         let receipt = say(
             &mut kiosk,
             "lend",
-            Up::Result(gw::CommandResult {
-                command_id: lend.command_id.clone(),
-                outcome: Some(gw::command_result::Outcome::Lend(gw::LendResult {
-                    item_id: "L-1".into(),
-                    bay_id: "A1".into(),
-                    item: Some(liar_drive("L-1")),
-                })),
-                finished_at: Some(timestamp(chrono::Utc::now())),
-            }),
+            lend_result(&lend, timestamp(chrono::Utc::now())),
         )
         .await;
         assert_eq!(
