@@ -286,11 +286,13 @@ pub fn check_inventory(field: &str, inventory: &pb::Inventory, window: &TimeWind
                 ));
             }
             (Some(item), _) => check_item(&format!("{at}.item"), item)?,
-            (None, pb::BayState::Empty | pb::BayState::Fault) => {}
+            // A faulty bay, or one holding something the kiosk could not identify, may not
+            // say what it holds; a bay that offers, prepares or keeps an item must.
+            (None, pb::BayState::Empty | pb::BayState::Fault | pb::BayState::Quarantined) => {}
             (None, _) => {
                 return Err(Refusal::new(
                     format!("{at}.item"),
-                    "must be set unless the bay is EMPTY or FAULT",
+                    "must be set when the bay is READY, BUSY or PINNED",
                 ));
             }
         }
