@@ -91,6 +91,23 @@ async fn say(kiosk: &mut FakeKiosk, id: &str, body: Up) -> gw::Receipt {
     }
 }
 
+fn assert_accepted(receipt: &gw::Receipt) {
+    assert_eq!(
+        receipt.status,
+        gw::ReceiptStatus::Accepted as i32,
+        "accepted: {receipt:?}"
+    );
+}
+
+/// The kiosk reports `item` back in bay A2 at `at` (its clock).
+fn returned(item: common::Item, at: chrono::DateTime<chrono::Utc>) -> Up {
+    Up::ItemReturned(gw::ItemReturned {
+        bay_id: "A2".into(),
+        item: Some(item),
+        returned_at: Some(timestamp(at)),
+    })
+}
+
 fn assert_refused(receipt: &gw::Receipt, field: &str) {
     assert_eq!(
         receipt.status,
@@ -320,19 +337,8 @@ async fn a_lying_kiosk_is_refused_at_the_edge_and_the_fleet_keeps_renting() {
         // 3. The lend, honestly this time; then a return a month in the kiosk's future.
         let now = chrono::Utc::now();
         let receipt = say(&mut liar, "honest-lend", result(timestamp(now))).await;
-        assert_eq!(
-            receipt.status,
-            gw::ReceiptStatus::Accepted as i32,
-            "{receipt:?}"
-        );
+        assert_accepted(&receipt);
         wait_for_state(&channel, &renter.token, &order.order_id, &[S::Lent]).await;
-        let returned = |item: common::Item, at: chrono::DateTime<chrono::Utc>| {
-            Up::ItemReturned(gw::ItemReturned {
-                bay_id: "A2".into(),
-                item: Some(item),
-                returned_at: Some(timestamp(at)),
-            })
-        };
         let receipt = say(
             &mut liar,
             "month-ahead",
@@ -353,11 +359,7 @@ async fn a_lying_kiosk_is_refused_at_the_edge_and_the_fleet_keeps_renting() {
             returned(liar_drive("L-1"), now + chrono::Duration::minutes(4)),
         )
         .await;
-        assert_eq!(
-            receipt.status,
-            gw::ReceiptStatus::Accepted as i32,
-            "{receipt:?}"
-        );
+        assert_accepted(&receipt);
         let closed = wait_for_state(&channel, &renter.token, &order.order_id, &[S::Closed]).await;
         assert_eq!(
             closed.amount_charged,
@@ -446,11 +448,7 @@ async fn a_return_reported_a_day_late_by_an_offline_kiosk_is_charged_by_the_kios
             lend_result(&lend, timestamp(chrono::Utc::now())),
         )
         .await;
-        assert_eq!(
-            receipt.status,
-            gw::ReceiptStatus::Accepted as i32,
-            "{receipt:?}"
-        );
+        assert_accepted(&receipt);
         let lent = wait_for_state(&channel, &renter.token, &order.order_id, &[S::Lent]).await;
         let lent_at = lent.lent_at.expect("lent_at");
         let lent_at = chrono::DateTime::from_timestamp(lent_at.seconds, 0).expect("time");
@@ -459,21 +457,8 @@ async fn a_return_reported_a_day_late_by_an_offline_kiosk_is_charged_by_the_kios
         // kiosk was offline and reports it only now: the late fee is one day's, not two.
         sandbox.clock.advance(chrono::Duration::days(3));
         let back = lent_at + chrono::Duration::days(2);
-        let receipt = say(
-            &mut kiosk,
-            "late-report",
-            Up::ItemReturned(gw::ItemReturned {
-                bay_id: "A2".into(),
-                item: Some(liar_drive("L-1")),
-                returned_at: Some(timestamp(back)),
-            }),
-        )
-        .await;
-        assert_eq!(
-            receipt.status,
-            gw::ReceiptStatus::Accepted as i32,
-            "{receipt:?}"
-        );
+        let receipt = say(&mut kiosk, "late-report", returned(liar_drive("L-1"), back)).await;
+        assert_accepted(&receipt);
         let closed = wait_for_state(&channel, &renter.token, &order.order_id, &[S::Closed]).await;
         assert_eq!(
             closed.returned_at.map(|t| t.seconds),

@@ -55,7 +55,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A refusal of `field` for `reason`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             reason: reason.into(),

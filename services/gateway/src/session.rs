@@ -479,7 +479,7 @@ impl Session {
         let message_id = message.message_id.as_str();
         let Some(outcome) = result.outcome.as_ref() else {
             return self
-                .refuse(message, &refusal("result.outcome", "must be set"))
+                .refuse(message, &Refusal::new("result.outcome", "must be set"))
                 .await;
         };
         let command = match self.link.store.command(&result.command_id).await {
@@ -488,7 +488,7 @@ impl Session {
                 return self
                     .refuse(
                         message,
-                        &refusal("result.command_id", "no such command for this kiosk"),
+                        &Refusal::new("result.command_id", "no such command for this kiosk"),
                     )
                     .await;
             }
@@ -502,7 +502,7 @@ impl Session {
             return self
                 .refuse(
                     message,
-                    &refusal("result.outcome", "does not match the command's kind"),
+                    &Refusal::new("result.outcome", "does not match the command's kind"),
                 )
                 .await;
         }
@@ -535,7 +535,7 @@ impl Session {
                 return self
                     .refuse(
                         message,
-                        &refusal(
+                        &Refusal::new(
                             "result",
                             format!("conflicts with the command's state: {illegal}"),
                         ),
@@ -546,7 +546,7 @@ impl Session {
                 return self
                     .refuse(
                         message,
-                        &refusal("result.command_id", "no such command for this kiosk"),
+                        &Refusal::new("result.command_id", "no such command for this kiosk"),
                     )
                     .await;
             }
@@ -607,7 +607,7 @@ impl Session {
                 return self
                     .refuse(
                         message,
-                        &refusal("inventory_changed.change", "must be full or partial"),
+                        &Refusal::new("inventory_changed.change", "must be full or partial"),
                     )
                     .await;
             }
@@ -665,13 +665,6 @@ impl Session {
             error: error.to_owned(),
         }))
         .map_err(|LinkGone| Stop::Gone)
-    }
-}
-
-fn refusal(field: &str, reason: impl Into<String>) -> Refusal {
-    Refusal {
-        field: field.to_owned(),
-        reason: reason.into(),
     }
 }
 

@@ -569,16 +569,7 @@ impl FleetService for OrdersApi {
     ) -> Result<Response<pb::ListKiosksResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
         let body = request.into_inner();
-        if body.page_size > MAX_PAGE {
-            return Err(
-                ApiError::invalid("page_size", format!("must be at most {MAX_PAGE}")).into(),
-            );
-        }
-        let size = if body.page_size == 0 {
-            DEFAULT_PAGE
-        } else {
-            body.page_size
-        };
+        let size = page_size(body.page_size)?;
         let after = if body.page_token.is_empty() {
             String::new()
         } else {
@@ -854,11 +845,15 @@ impl FleetService for OrdersApi {
     }
 }
 
+/// A FleetService page size: 0 means [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
 fn page_size(raw: u32) -> Result<u32, ApiError> {
     match raw {
         0 => Ok(DEFAULT_PAGE),
         1..=MAX_PAGE => Ok(raw),
-        _ => Err(ApiError::invalid("page_size", "must be 0 to 500")),
+        _ => Err(ApiError::invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE}"),
+        )),
     }
 }
 

@@ -114,13 +114,7 @@ async fn apply_or_park(store: &Store, event: &gateway::Event) -> Result<(), Foll
                 return Err(Follow::Interrupted(format!("storage: {error}")));
             }
             Ok(Err(error)) => ApplyError::Store(error),
-            Err(panic) => ApplyError::Panicked(
-                panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default(),
-            ),
+            Err(panic) => ApplyError::Panicked(supervise::panic_message(panic.as_ref())),
         };
         if tries < TRIES_BEFORE_PARKING {
             tracing::warn!(cursor = event.cursor, kiosk_id = %event.kiosk_id, %error, "kiosk event not applied; trying again");
