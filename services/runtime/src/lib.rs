@@ -22,7 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod failpoint;
+pub use sneakernet_failpoint as failpoint;
 pub mod keys;
 pub mod qr;
 pub mod rate_limit;

@@ -1,4 +1,6 @@
-//! Fault injection for tests that kill or stall a process at an exact point.
+//! Fault injection for tests that kill or stall a process at an exact point, in any Sneakernet
+//! process (services and the kiosk agent alike), so the kiosk agent need not link the server
+//! runtime for it.
 //!
 //! A pause point is inert unless the build includes fail-rs's `failpoints` feature (only builds
 //! that contain the `integration-tests` crate do) *and* the process armed it through the
