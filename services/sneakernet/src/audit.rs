@@ -1,34 +1,16 @@
 //! `sneakernet audit`: FleetService.Audit on a running node, as an operator, printed for a
 //! person; fails when the ledger does not balance or anything is wrong.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::fleet_service_client::FleetServiceClient;
 
 use crate::client::{self, authed};
-use crate::standalone::StandaloneState;
-
-/// Who calls the audit and where.
-#[derive(Clone, Debug)]
-pub struct AuditTarget {
-    /// The node's gRPC address (`http://host:port`).
-    pub address: String,
-    /// The operator's email; `None` for the standalone operator of `data_dir`.
-    pub email: Option<String>,
-    /// The file holding the operator's password; `None` for the standalone operator's.
-    pub password_file: Option<PathBuf>,
-    /// The standalone node's data directory, where its `standalone.toml` is.
-    pub data_dir: PathBuf,
-}
+use crate::operator::OperatorSession;
 
 /// Logs in, audits, prints the result; an error when the audit found anything wrong.
-pub async fn run(target: AuditTarget) -> anyhow::Result<()> {
-    let (email, password) = credentials(&target).await?;
-    let channel = client::channel(&target.address)?;
-    let token = client::login(&channel, &email, &password).await?;
-    let audit = audit(&channel, &token).await?;
+pub async fn run(session: &OperatorSession) -> anyhow::Result<()> {
+    let audit = audit(&session.channel, &session.token).await?;
     for line in report(&audit) {
         println!("{line}");
     }
@@ -117,27 +99,6 @@ pub fn verdict(audit: &pb::AuditResponse) -> anyhow::Result<()> {
 }
 
 /// The operator's email and password: as given, or the standalone operator's.
-async fn credentials(target: &AuditTarget) -> anyhow::Result<(String, String)> {
-    let state = StandaloneState::load(&target.data_dir)?;
-    let email = match (&target.email, &state) {
-        (Some(email), _) => email.clone(),
-        (None, Some(state)) => state.operator_email.clone(),
-        (None, None) => bail!(
-            "no operator given: pass --email and --password-file, or --data-dir of a standalone node (no {} in {})",
-            crate::standalone::STATE_FILE,
-            target.data_dir.display()
-        ),
-    };
-    let password = match (&target.password_file, &state) {
-        (Some(file), _) => crate::standalone::read_password(file).await?,
-        (None, Some(state)) if state.operator_email.eq_ignore_ascii_case(&email) => {
-            state.operator_password(&target.data_dir).await?
-        }
-        (None, _) => bail!("no password for {email}: pass --password-file"),
-    };
-    Ok((email, password))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

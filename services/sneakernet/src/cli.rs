@@ -1,5 +1,5 @@
-//! The command line: `serve`, `standalone`, `demo`, `audit`, `qr`, `operator create`,
-//! `keys rotate`.
+//! The command line: `serve`, `standalone`, `demo`, `audit`, `content upload|list`, `qr`,
+//! `operator create`, `keys rotate`.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::config::Config;
 
+use crate::content::ContentAction;
 use crate::node::{self, NodeRole};
+use crate::operator::OperatorArgs;
 use crate::standalone::{self, Fleet};
 
 /// Sneakernet: the backend of a network of kiosks lending pre-loaded hard drives.
@@ -55,18 +57,15 @@ pub enum Command {
     /// Audit the money of a running node (FleetService.Audit) as an operator; exits non-zero
     /// when the ledger does not balance or anything is wrong.
     Audit {
-        /// The node's gRPC address (default: `listen`, on loopback when it is unspecified).
-        #[arg(long)]
-        address: Option<String>,
-        /// The operator's email (default: the standalone operator of --data-dir).
-        #[arg(long)]
-        email: Option<String>,
-        /// File holding the operator's password (default: the standalone operator's).
-        #[arg(long)]
-        password_file: Option<PathBuf>,
-        /// The standalone node's data directory (overrides `data_dir`).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        /// Where and as whom.
+        #[command(flatten)]
+        operator: OperatorArgs,
+    },
+    /// Content packages, as an operator: upload a directory as a package, list packages.
+    Content {
+        /// What to do with content.
+        #[command(subcommand)]
+        action: ContentAction,
     },
     /// Print the text a simulated kiosk's QR code shows now (valid for about a minute), for
     /// OrderService.ScanKiosk by hand.
@@ -148,22 +147,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&config)?;
             crate::demo::run(config).await
         }
-        Command::Audit {
-            address,
-            email,
-            password_file,
-            data_dir,
-        } => {
-            let address = address
-                .unwrap_or_else(|| format!("http://{}", crate::client::loopback(config.listen)));
-            crate::audit::run(crate::audit::AuditTarget {
-                address,
-                email,
-                password_file,
-                data_dir: data_dir.unwrap_or(config.data_dir),
-            })
-            .await
-        }
+        Command::Audit { operator } => crate::audit::run(&operator.login(&config).await?).await,
+        Command::Content { action } => crate::content::run(action, &config).await,
         Command::Qr { kiosk_id, data_dir } => {
             let data_dir = data_dir.unwrap_or(config.data_dir);
             let kiosk = sneakernet_runtime::KioskId::parse(&kiosk_id)

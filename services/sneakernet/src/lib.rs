@@ -1,14 +1,17 @@
 //! The one Sneakernet binary as a library: the command line ([`cli`]) and nodes serving any set
 //! of roles ([`node`]), so integration tests start exactly what the binary starts; the
 //! standalone node's simulated kiosks ([`standalone`], laid out in [`simulated_fleet`]); the
-//! walk-up story of `demo` ([`demo`]); `audit` ([`audit`]); and what their gRPC clients
+//! walk-up story of `demo` ([`demo`]); `audit` ([`audit`]); `content upload|list`
+//! ([`content`]); how operator commands log in ([`operator`]); and what their gRPC clients
 //! share ([`client`]).
 
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod content;
 pub mod demo;
 pub mod node;
+pub mod operator;
 pub mod simulated_fleet;
 pub mod standalone;
 

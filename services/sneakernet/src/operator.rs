@@ -1,0 +1,77 @@
+//! How the binary's operator commands (`audit`, `content ...`) find a node and log in: an
+//! explicit email and password file, or the operator a standalone node created in its
+//! data directory.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use tonic::transport::Channel;
+
+use crate::client;
+use crate::standalone::StandaloneState;
+
+/// Where an operator command calls and as whom (the flags every operator command shares).
+#[derive(Clone, Debug, clap::Args)]
+pub struct OperatorArgs {
+    /// The node's gRPC address (default: `listen`, on loopback when it is unspecified).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// The operator's email (default: the standalone operator of --data-dir).
+    #[arg(long)]
+    pub email: Option<String>,
+    /// File holding the operator's password (default: the standalone operator's).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// The standalone node's data directory (overrides `data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// An operator logged in at a node.
+#[derive(Clone, Debug)]
+pub struct OperatorSession {
+    /// The channel to the node.
+    pub channel: Channel,
+    /// The operator's access token.
+    pub token: String,
+}
+
+impl OperatorArgs {
+    /// Logs in as the operator these flags name; `config` supplies the defaults (`listen`,
+    /// `data_dir`).
+    pub async fn login(
+        &self,
+        config: &sneakernet_runtime::config::Config,
+    ) -> anyhow::Result<OperatorSession> {
+        let address = self
+            .address
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", client::loopback(config.listen)));
+        let data_dir = self.data_dir.clone().unwrap_or(config.data_dir.clone());
+        let (email, password) = self.credentials(&data_dir).await?;
+        let channel = client::channel(&address)?;
+        let token = client::login(&channel, &email, &password).await?;
+        Ok(OperatorSession { channel, token })
+    }
+
+    async fn credentials(&self, data_dir: &std::path::Path) -> anyhow::Result<(String, String)> {
+        let state = StandaloneState::load(data_dir)?;
+        let email = match (&self.email, &state) {
+            (Some(email), _) => email.clone(),
+            (None, Some(state)) => state.operator_email.clone(),
+            (None, None) => bail!(
+                "no operator given: pass --email and --password-file, or --data-dir of a standalone node (no {} in {})",
+                crate::standalone::STATE_FILE,
+                data_dir.display()
+            ),
+        };
+        let password = match (&self.password_file, &state) {
+            (Some(file), _) => crate::standalone::read_password(file).await?,
+            (None, Some(state)) if state.operator_email.eq_ignore_ascii_case(&email) => {
+                state.operator_password(data_dir).await?
+            }
+            (None, _) => bail!("no password for {email}: pass --password-file"),
+        };
+        Ok((email, password))
+    }
+}
