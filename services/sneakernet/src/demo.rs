@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use crate::client::{self, authed};
+use crate::demo_content::DemoCatalog;
 use crate::node::{self, NodeRole};
 use crate::simulated_fleet;
 use crate::standalone::{self, Fleet, SimulatedKiosk};
@@ -202,10 +203,10 @@ async fn story(fleet: &Fleet, channel: &Channel) -> anyhow::Result<()> {
         time(offer.expires_at.as_ref())
     ));
     for line in &offer.lines {
-        narrator.detail(describe_offer_line(line));
+        narrator.detail(describe_offer_line(line, Some(&fleet.catalog)));
     }
 
-    let line = choose(&offer)?;
+    let line = choose(&offer, &fleet.catalog.film_classics.package_id)?;
     let item_type = line
         .item_type
         .clone()
@@ -252,7 +253,7 @@ async fn story(fleet: &Fleet, channel: &Channel) -> anyhow::Result<()> {
     .context("rent: the answer carries no order")?;
     narrator.step(format!(
         "Rented a {} for {}{}: order {}, charged {}.",
-        describe_type(&item_type, &line.content_title),
+        describe_type(&item_type, &line.content_title, Some(&fleet.catalog)),
         days(duration.duration_days),
         if write_protect {
             ", write-protected"
@@ -502,7 +503,9 @@ async fn scan(
 
 /// The line the demo rents from: a drive of film classics when there is one, else a drive
 /// with content, else anything available.
-fn choose(offer: &pb::Offer) -> anyhow::Result<&pb::OfferLine> {
+/// The line the demo rents: a drive of `preferred_package` if available, else any content
+/// drive, else anything available.
+fn choose<'a>(offer: &'a pb::Offer, preferred_package: &str) -> anyhow::Result<&'a pb::OfferLine> {
     let available = || {
         offer
             .lines
@@ -519,7 +522,7 @@ fn choose(offer: &pb::Offer) -> anyhow::Result<&pb::OfferLine> {
         })
     };
     available()
-        .find(|l| holds(l, Some(simulated_fleet::FILM_CLASSICS.id)))
+        .find(|l| holds(l, Some(preferred_package)))
         .or_else(|| available().find(|l| holds(l, None)))
         .or_else(|| available().next())
         .context("the offer has nothing available to rent")
@@ -716,7 +719,11 @@ fn time(at: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// `1 TB drive, Film classics`, `2 TB blank drive`, `power bank`.
-fn describe_type(item_type: &common::ItemType, content_title: &str) -> String {
+fn describe_type(
+    item_type: &common::ItemType,
+    content_title: &str,
+    catalog: Option<&DemoCatalog>,
+) -> String {
     if item_type.kind != common::ItemKind::Drive as i32 {
         return "power bank".into();
     }
@@ -729,7 +736,8 @@ fn describe_type(item_type: &common::ItemType, content_title: &str) -> String {
         return format!("{capacity} blank drive");
     }
     let title = if content_title.is_empty() {
-        simulated_fleet::package_title(&item_type.content_package_id)
+        catalog
+            .and_then(|c| c.title(&item_type.content_package_id))
             .unwrap_or(&item_type.content_package_id)
     } else {
         content_title
@@ -737,11 +745,11 @@ fn describe_type(item_type: &common::ItemType, content_title: &str) -> String {
     format!("{capacity} drive, {title}")
 }
 
-fn describe_offer_line(line: &pb::OfferLine) -> String {
+fn describe_offer_line(line: &pb::OfferLine, catalog: Option<&DemoCatalog>) -> String {
     let kind = line
         .item_type
         .as_ref()
-        .map(|t| describe_type(t, &line.content_title))
+        .map(|t| describe_type(t, &line.content_title, catalog))
         .unwrap_or_else(|| "(no type)".into());
     let protection = match pb::WriteProtectOption::try_from(line.write_protect) {
         Ok(pb::WriteProtectOption::Choosable) => ", write protection on or off",
@@ -793,6 +801,22 @@ fn describe_movement(movement: &pb::MoneyMovement) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo_content::{self, Published};
+
+    const FILM: &str = "p-film";
+    const NATURE: &str = "p-nature";
+
+    fn catalog() -> DemoCatalog {
+        let published = |package, id: &str| Published {
+            package,
+            package_id: id.to_owned(),
+            dir: "demo".into(),
+        };
+        DemoCatalog {
+            film_classics: published(demo_content::FILM_CLASSICS, FILM),
+            nature_documentaries: published(demo_content::NATURE_DOCUMENTARIES, NATURE),
+        }
+    }
 
     fn eur(minor_units: i64) -> common::Money {
         common::Money {
@@ -806,9 +830,12 @@ mod tests {
         let film = common::ItemType {
             kind: common::ItemKind::Drive.into(),
             capacity_bytes: simulated_fleet::TB,
-            content_package_id: simulated_fleet::FILM_CLASSICS.id.into(),
+            content_package_id: FILM.into(),
         };
-        assert_eq!(describe_type(&film, ""), "1 TB drive, Film classics");
+        assert_eq!(
+            describe_type(&film, "", Some(&catalog())),
+            "1 TB drive, Film classics"
+        );
         assert_eq!(
             describe_type(
                 &common::ItemType {
@@ -816,7 +843,8 @@ mod tests {
                     capacity_bytes: 2 * simulated_fleet::TB,
                     content_package_id: String::new(),
                 },
-                ""
+                "",
+                None
             ),
             "2 TB blank drive"
         );
@@ -834,7 +862,7 @@ mod tests {
             pricing: None,
         };
         assert_eq!(
-            describe_offer_line(&line),
+            describe_offer_line(&line, Some(&catalog())),
             "1 TB drive, Film classics: 2 available, write protection on or off; 1 day 4.00 EUR, 2 days 5.50 EUR ... 14 days 23.50 EUR"
         );
         assert_eq!(money(&eur(5000)), "50.00 EUR");
@@ -856,33 +884,29 @@ mod tests {
             ..Default::default()
         };
         let mut offer = pb::Offer {
-            lines: vec![
-                line("", 3),
-                line(simulated_fleet::NATURE_DOCUMENTARIES.id, 1),
-                line(simulated_fleet::FILM_CLASSICS.id, 2),
-            ],
+            lines: vec![line("", 3), line(NATURE, 1), line(FILM, 2)],
             ..Default::default()
         };
         assert_eq!(
-            choose(&offer)
+            choose(&offer, FILM)
                 .unwrap()
                 .item_type
                 .as_ref()
                 .unwrap()
                 .content_package_id,
-            simulated_fleet::FILM_CLASSICS.id
+            FILM
         );
         offer.lines[2].available = 0;
         assert_eq!(
-            choose(&offer)
+            choose(&offer, FILM)
                 .unwrap()
                 .item_type
                 .as_ref()
                 .unwrap()
                 .content_package_id,
-            simulated_fleet::NATURE_DOCUMENTARIES.id
+            NATURE
         );
         offer.lines.clear();
-        assert!(choose(&offer).is_err());
+        assert!(choose(&offer, FILM).is_err());
     }
 }

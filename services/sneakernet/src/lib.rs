@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod content;
 pub mod demo;
+pub mod demo_content;
 pub mod node;
 pub mod operator;
 pub mod simulated_fleet;

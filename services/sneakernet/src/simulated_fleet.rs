@@ -1,43 +1,12 @@
 //! What `standalone` simulates: three kiosk sites in one city, the items in their bays on the
-//! first start, the content packages those drives hold, and the price terms of those sites.
-//! Plain data, no I/O; [`crate::standalone`] brings it to life.
+//! first start (their content drives hold the demo packages of [`crate::demo_content`]), and
+//! the price terms of those sites. Plain data, no I/O; [`crate::standalone`] brings it to life.
 
 use sneakernet_kiosk_agent::config::{SimBayConfig, SimItemConfig, SimItemKind};
+
+use crate::demo_content::DemoCatalog;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::orders::v1 as pb;
-
-/// A content package the simulated drives hold. The content service does not know these
-/// packages, so offers show no title for them; [`package_title`] supplies one for display.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Package {
-    /// The package id (a UUID, as the content service would give it).
-    pub id: &'static str,
-    /// The package's display title.
-    pub title: &'static str,
-}
-
-/// Classic films on 1 TB drives.
-pub const FILM_CLASSICS: Package = Package {
-    id: "3b0c5f1e-6a7d-4e2b-9c11-0f5d8e2a7b61",
-    title: "Film classics",
-};
-
-/// Nature documentaries on 2 TB drives.
-pub const NATURE_DOCUMENTARIES: Package = Package {
-    id: "9d4e2c7a-1b3f-4a6e-8d20-5c7b9e1f3a42",
-    title: "Nature documentaries",
-};
-
-/// Every package on a simulated drive.
-pub const PACKAGES: [Package; 2] = [FILM_CLASSICS, NATURE_DOCUMENTARIES];
-
-/// The display title of a package a simulated drive holds, if it is one of [`PACKAGES`].
-pub fn package_title(package_id: &str) -> Option<&'static str> {
-    PACKAGES
-        .iter()
-        .find(|p| p.id == package_id)
-        .map(|p| p.title)
-}
 
 /// One terabyte, as drives report their nominal capacity.
 pub const TB: u64 = 1_000_000_000_000;
@@ -90,13 +59,15 @@ pub const SITES: [KioskSite; 3] = [
 impl KioskSite {
     /// The bays on the first start: five drives (1 TB film classics twice, 2 TB nature
     /// documentaries, a blank 2 TB and a blank 1 TB), two charged power banks, and two empty
-    /// bays for returns.
-    pub fn bays(&self) -> Vec<SimBayConfig> {
-        let drive = |n: u32, capacity: u64, package: Option<Package>| SimItemConfig {
+    /// bays for returns. Content drives name the packages of `catalog`.
+    pub fn bays(&self, catalog: &DemoCatalog) -> Vec<SimBayConfig> {
+        let film_classics = Some(catalog.film_classics.package_id.as_str());
+        let nature_documentaries = Some(catalog.nature_documentaries.package_id.as_str());
+        let drive = |n: u32, capacity: u64, package: Option<&str>| SimItemConfig {
             kind: SimItemKind::Drive,
             item_id: format!("{}-D{n:02}", self.item_prefix),
             capacity_bytes: Some(capacity),
-            content_package_id: package.map(|p| p.id.to_owned()),
+            content_package_id: package.map(str::to_owned),
             write_protected: false,
             charge_percent: None,
         };
@@ -109,9 +80,9 @@ impl KioskSite {
             charge_percent: Some(charge),
         };
         let items = [
-            ("A01", Some(drive(1, TB, Some(FILM_CLASSICS)))),
-            ("A02", Some(drive(2, TB, Some(FILM_CLASSICS)))),
-            ("A03", Some(drive(3, 2 * TB, Some(NATURE_DOCUMENTARIES)))),
+            ("A01", Some(drive(1, TB, film_classics))),
+            ("A02", Some(drive(2, TB, film_classics))),
+            ("A03", Some(drive(3, 2 * TB, nature_documentaries))),
             ("A04", Some(drive(4, 2 * TB, None))),
             ("A05", Some(drive(5, TB, None))),
             ("B01", Some(power_bank(1, 95))),
@@ -169,12 +140,25 @@ mod tests {
     use sneakernet_kiosk_agent::config::{AgentConfig, LinkConfig, SimFaults, SimulationConfig};
 
     use super::*;
+    use crate::demo_content::{self, Published};
+
+    fn catalog() -> DemoCatalog {
+        let published = |package, id: &str| Published {
+            package,
+            package_id: id.to_owned(),
+            dir: "demo".into(),
+        };
+        DemoCatalog {
+            film_classics: published(demo_content::FILM_CLASSICS, "p-film"),
+            nature_documentaries: published(demo_content::NATURE_DOCUMENTARIES, "p-nature"),
+        }
+    }
 
     #[test]
     fn every_site_is_a_valid_agent_configuration_with_empty_bays_for_returns() {
         let mut item_ids = std::collections::HashSet::new();
         for site in SITES {
-            let bays = site.bays();
+            let bays = site.bays(&catalog());
             assert!(bays.iter().filter(|b| b.item.is_none()).count() >= 1);
             for item in bays.iter().filter_map(|b| b.item.as_ref()) {
                 assert!(item_ids.insert(item.item_id.clone()), "{}", item.item_id);
@@ -204,7 +188,7 @@ mod tests {
         let bank = pricing(common::ItemKind::PowerBank);
         assert_eq!(drive.lost_item_fee.map(|m| m.minor_units), Some(6000));
         assert_eq!(bank.lost_item_fee.map(|m| m.minor_units), Some(3000));
-        assert_eq!(package_title(FILM_CLASSICS.id), Some("Film classics"));
-        assert_eq!(package_title("unknown"), None);
+        assert_eq!(catalog().title("p-film"), Some("Film classics"));
+        assert_eq!(catalog().title("unknown"), None);
     }
 }

@@ -11,6 +11,8 @@
 //! - every start: each kiosk's credential (AuthService.IssueKioskCredential, kept in the
 //!   kiosk's directory and issued again only when it no longer logs in), its QR secret (32
 //!   random bytes made once and kept), and its profile (FleetService.RegisterKiosk, an upsert);
+//! - every start: the demo content packages ([`crate::demo_content`]: generated, uploaded
+//!   through ContentService, found again by their idempotency key);
 //! - until it succeeded once: the simulated sites' price rules (FleetService.SetPricing, per
 //!   site, so a network-wide default an operator sets is never replaced).
 //!
@@ -36,6 +38,7 @@ use sneakernet_runtime::config::Config;
 use tonic::transport::Channel;
 
 use crate::client::{self, authed};
+use crate::demo_content::{self, DemoCatalog};
 use crate::simulated_fleet::{self, KioskSite};
 
 /// The first start's record, under `data_dir`.
@@ -171,6 +174,8 @@ pub struct Fleet {
     pub accounts: Accounts,
     /// The kiosks, in [`simulated_fleet::SITES`] order.
     pub kiosks: Vec<SimulatedKiosk>,
+    /// The demo packages the content service holds and the content drives carry.
+    pub catalog: DemoCatalog,
     /// True when this start created the accounts.
     pub first_start: bool,
     /// False when the orders service refused kiosk registration as not implemented: the
@@ -231,6 +236,7 @@ pub async fn start(config: &Config, address: SocketAddr) -> anyhow::Result<Fleet
         state.save(&data_dir).await?;
         tracing::info!(data_dir = %data_dir.display(), "standalone accounts created");
     }
+    let catalog = demo_content::publish(&channel, &operator, &data_dir).await?;
 
     let mut prepared = Vec::new();
     let mut registered_with_orders = true;
@@ -261,7 +267,7 @@ pub async fn start(config: &Config, address: SocketAddr) -> anyhow::Result<Fleet
 
     let mut kiosks = Vec::new();
     for kiosk in prepared {
-        match sneakernet_kiosk_agent::start(kiosk.agent_config(&url)).await {
+        match sneakernet_kiosk_agent::start(kiosk.agent_config(&url, &catalog)).await {
             Ok(agent) => kiosks.push(SimulatedKiosk {
                 site: kiosk.site,
                 kiosk_id: kiosk.kiosk_id,
@@ -287,6 +293,7 @@ pub async fn start(config: &Config, address: SocketAddr) -> anyhow::Result<Fleet
             demo_user_password_file: data_dir.join(&state.demo_user_password_file),
         },
         kiosks,
+        catalog,
         first_start,
         registered_with_orders,
     })
@@ -351,7 +358,7 @@ struct PreparedKiosk {
 }
 
 impl PreparedKiosk {
-    fn agent_config(&self, url: &str) -> AgentConfig {
+    fn agent_config(&self, url: &str, catalog: &DemoCatalog) -> AgentConfig {
         AgentConfig {
             kiosk_id: self.site.kiosk_id.to_owned(),
             credential_file: self.credential_file.clone(),
@@ -363,7 +370,7 @@ impl PreparedKiosk {
                 backoff_max: Duration::from_secs(5),
             },
             simulation: Some(SimulationConfig {
-                bays: self.site.bays(),
+                bays: self.site.bays(catalog),
                 faults: SimFaults::default(),
             }),
         }
