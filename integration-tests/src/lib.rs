@@ -6,6 +6,7 @@
 //! schemas, so tests run in parallel). Without `DATABASE_URL` the Postgres run is skipped with
 //! a loud message, and with `TEST_REQUIRE_SERVICES=1` (CI sets it) the skip is a failure.
 
+pub mod content;
 pub mod fake_kiosk;
 pub mod kiosk;
 pub mod proxy;
