@@ -14,12 +14,12 @@ use sneakernet_content::ContentRole;
 use sneakernet_content::domain::ContentHash;
 use sneakernet_proto::content::v1 as pb;
 use sneakernet_proto::content::v1::content_service_client::ContentServiceClient;
+use sneakernet_runtime::Role;
 use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::caller::{Claims, PublicKey};
 use sneakernet_runtime::config::Config;
 use sneakernet_runtime::role::{RoleContext, ServiceRole};
 use sneakernet_runtime::server::GrpcServices;
-use sneakernet_runtime::Role;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -196,13 +196,10 @@ pub fn token(role: Role) -> String {
         iat: now,
         jti: uuid::Uuid::new_v4().to_string(),
     };
-    let der = SigningKey::from_bytes(&SEED)
-        .to_pkcs8_der()
-        .expect("pkcs8");
+    let der = SigningKey::from_bytes(&SEED).to_pkcs8_der().expect("pkcs8");
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(KID.into());
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes()))
-        .expect("sign")
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).expect("sign")
 }
 
 /// `message` with `token` as its bearer (none when `None`).
@@ -380,7 +377,9 @@ pub async fn resume(
     loop {
         let from = stored(client, package, path).await as usize;
         match upload_range(client, package, path, content, from, content.len()).await {
-            Err(status) if status.code() == Code::Aborted && tokio::time::Instant::now() < deadline => {
+            Err(status)
+                if status.code() == Code::Aborted && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             other => return other.unwrap_or_else(|s| panic!("resume {path}: {s:?}")),
@@ -408,7 +407,11 @@ pub async fn download(
 }
 
 /// A DownloadChunks request.
-pub fn chunks_request(package: &str, hashes: Vec<Vec<u8>>, offset: u64) -> pb::DownloadChunksRequest {
+pub fn chunks_request(
+    package: &str,
+    hashes: Vec<Vec<u8>>,
+    offset: u64,
+) -> pb::DownloadChunksRequest {
     pb::DownloadChunksRequest {
         package_id: package.into(),
         chunk_hashes: hashes,
