@@ -63,8 +63,20 @@ async fn multi_file_package_uploaded_with_breaks_and_a_restart_becomes_ready_wit
             .send(data(&film[CHUNK + 7..CHUNK + 7 + MIB]))
             .await
             .expect("send");
+        // Let the bytes reach the server before the client vanishes (no reply to wait on:
+        // the stream is still open).
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         open.answer.abort();
         drop(open.tx);
+        let kept = (CHUNK + 7 + MIB) as u64;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while stored(&mut client, &id, "films/film.bin").await != kept {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the broken stream's bytes were not kept"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
 
         // Nothing of it shows in a manifest or a download meanwhile.
         let not_ready = client
@@ -77,8 +89,7 @@ async fn multi_file_package_uploaded_with_breaks_and_a_restart_becomes_ready_wit
         // The process restarts; the upload resumes from what the new one reports.
         let server = server.restart().await;
         let mut client = server.client().await;
-        let resumed_at = stored(&mut client, &id, "films/film.bin").await;
-        assert!(resumed_at >= (CHUNK + 7) as u64, "{resumed_at}");
+        assert_eq!(stored(&mut client, &id, "films/film.bin").await, kept);
         let done = resume(&mut client, &id, "films/film.bin", &film).await;
         assert!(done.complete);
         assert_eq!(done.package_state(), pb::PackageState::Uploading);
