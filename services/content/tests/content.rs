@@ -6,9 +6,11 @@ mod support;
 
 use sneakernet_content::domain::{CHUNK_SIZE, ContentHash};
 use sneakernet_proto::content::v1 as pb;
+use sneakernet_proto::content::v1::content_service_client::ContentServiceClient;
 use sneakernet_runtime::Role;
 use support::*;
 use tonic::Code;
+use tonic::transport::Channel;
 
 const CHUNK: usize = CHUNK_SIZE as usize;
 const MIB: usize = 1024 * 1024;
@@ -292,7 +294,7 @@ async fn downloads_verify_every_chunk_resume_dedupe_and_hide_unready_packages() 
         ] {
             let (pieces, end) = download(&mut client, request).await;
             assert!(pieces.is_empty());
-            assert_eq!(end.expect("refused").code(), Code::FailedPrecondition);
+            ended_with(end, Code::FailedPrecondition);
         }
         let lister = client.clone();
         let listed = |role: Role| {
@@ -331,20 +333,15 @@ async fn downloads_verify_every_chunk_resume_dedupe_and_hide_unready_packages() 
         )
         .await;
         assert!(pieces.is_empty());
-        let end = end.expect("refused");
-        assert_eq!(end.code(), Code::NotFound);
-        assert!(
-            end.message().contains(&unknown.to_hex()),
-            "{}",
-            end.message()
-        );
+        let message = ended_with(end, Code::NotFound);
+        assert!(message.contains(&unknown.to_hex()), "{message}");
         for bad in [
             chunks_request(&id, vec![hashes[0].clone(); 4097], 0),
             chunks_request(&id, vec![vec![1; 31]], 0),
             chunks_request(&id, vec![hashes[1].clone()], (2 * MIB + 5) as u64),
         ] {
             let (_, end) = download(&mut client, kiosk(bad)).await;
-            assert_eq!(end.expect("refused").code(), Code::InvalidArgument);
+            ended_with(end, Code::InvalidArgument);
         }
 
         // Resume inside the first chunk; a hash asked twice comes once.
@@ -385,13 +382,8 @@ async fn downloads_verify_every_chunk_resume_dedupe_and_hide_unready_packages() 
             )),
         )
         .await;
-        let end = end.expect("refused");
-        assert_eq!(end.code(), Code::DataLoss);
-        assert!(
-            end.message().contains(&corrupt_hash.to_hex()),
-            "{}",
-            end.message()
-        );
+        let message = ended_with(end, Code::DataLoss);
+        assert!(message.contains(&corrupt_hash.to_hex()), "{message}");
         assert!(pieces.iter().all(|p| p.hash == hashes[0]));
         assert!(pieces.last().expect("first chunk sent").last);
     }
@@ -503,89 +495,124 @@ async fn packages_are_idempotent_validated_and_paged_newest_first() {
     }
 }
 
+/// Asserts CreatePackage, UploadFile and GetUploadStatus refuse `token` with `code`.
+async fn writes_refused(
+    client: &mut ContentServiceClient<Channel>,
+    package: &str,
+    token: Option<&str>,
+    code: Code,
+) {
+    let create = client
+        .create_package(as_caller(
+            pb::CreatePackageRequest {
+                title: "T".into(),
+                description: String::new(),
+                files: vec![declare("f", b"")],
+                idempotency_key: "auth".into(),
+            },
+            token,
+        ))
+        .await;
+    assert_eq!(
+        create.expect_err("create").code(),
+        code,
+        "create as {token:?}"
+    );
+    let content = b"0123456789";
+    let upload = client
+        .upload_file(as_caller(
+            tokio_stream::iter(vec![header(package, "f", content, 0), data(content)]),
+            token,
+        ))
+        .await;
+    assert_eq!(
+        upload.expect_err("upload").code(),
+        code,
+        "upload as {token:?}"
+    );
+    let status = client
+        .get_upload_status(as_caller(
+            pb::GetUploadStatusRequest {
+                package_id: package.into(),
+            },
+            token,
+        ))
+        .await;
+    assert_eq!(
+        status.expect_err("status").code(),
+        code,
+        "status as {token:?}"
+    );
+}
+
+/// Asserts GetManifest and DownloadChunks refuse `token` with `code`.
+async fn reads_refused(
+    client: &mut ContentServiceClient<Channel>,
+    package: &str,
+    token: Option<&str>,
+    code: Code,
+) {
+    let manifest = client
+        .get_manifest(as_caller(
+            pb::GetManifestRequest {
+                package_id: package.into(),
+            },
+            token,
+        ))
+        .await;
+    assert_eq!(
+        manifest.expect_err("manifest").code(),
+        code,
+        "manifest as {token:?}"
+    );
+    let hashes = chunk_hashes(b"0123456789", CHUNK);
+    let (_, end) = download(client, as_caller(chunks_request(package, hashes, 0), token)).await;
+    ended_with(end, code);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_needs_a_token_and_the_right_role() {
     for backend in backends() {
         let server = Server::start(&backend).await;
         let mut client = server.client().await;
-        let content = bytes(10, 7);
-        let package = create(&mut client, "Auth", &[("f", &content)]).await;
-        let id = package.package_id;
-        let create_request = || pb::CreatePackageRequest {
-            title: "T".into(),
-            description: String::new(),
-            files: vec![declare("f", b"")],
-            idempotency_key: "auth".into(),
+        let id = create(&mut client, "Auth", &[("f", b"0123456789")])
+            .await
+            .package_id;
+        let lister = client.clone();
+        let list = |token: Option<String>| {
+            let mut client = lister.clone();
+            async move {
+                client
+                    .list_packages(as_caller(
+                        pb::ListPackagesRequest::default(),
+                        token.as_deref(),
+                    ))
+                    .await
+            }
         };
-        let status_request = || pb::GetUploadStatusRequest {
-            package_id: id.clone(),
-        };
-        let manifest_request = || pb::GetManifestRequest {
-            package_id: id.clone(),
-        };
-        let hashes = chunk_hashes(&content, CHUNK);
 
+        // No token: UNAUTHENTICATED everywhere; a bad one is refused before any handler.
+        writes_refused(&mut client, &id, None, Code::Unauthenticated).await;
+        reads_refused(&mut client, &id, None, Code::Unauthenticated).await;
+        expect_code(list(None).await, Code::Unauthenticated);
+        expect_code(list(Some("not-a-jwt".into())).await, Code::Unauthenticated);
+        // Users list the catalog and nothing else.
         let user = token(Role::User);
-        let kiosk_token = token(Role::Kiosk);
-        for (who, token, code_for_all, can_list) in [
-            ("anonymous", None, Code::Unauthenticated, false),
-            ("user", Some(user.as_str()), Code::PermissionDenied, true),
-        ] {
-            let mut c = client.clone();
-            let r = c.create_package(as_caller(create_request(), token)).await;
-            assert_eq!(r.expect_err(who).code(), code_for_all, "{who} create");
-            let r = c
-                .upload_file(as_caller(
-                    tokio_stream::iter(vec![header(&id, "f", &content, 0), data(&content)]),
-                    token,
-                ))
-                .await;
-            assert_eq!(r.expect_err(who).code(), code_for_all, "{who} upload");
-            let r = c
-                .get_upload_status(as_caller(status_request(), token))
-                .await;
-            assert_eq!(r.expect_err(who).code(), code_for_all, "{who} status");
-            let r = c.get_manifest(as_caller(manifest_request(), token)).await;
-            assert_eq!(r.expect_err(who).code(), code_for_all, "{who} manifest");
-            let (_, end) = download(
-                &mut c,
-                as_caller(chunks_request(&id, hashes.clone(), 0), token),
-            )
-            .await;
-            assert_eq!(end.expect(who).code(), code_for_all, "{who} download");
-            let r = c
-                .list_packages(as_caller(pb::ListPackagesRequest::default(), token))
-                .await;
-            assert_eq!(r.is_ok(), can_list, "{who} list");
-        }
+        writes_refused(&mut client, &id, Some(&user), Code::PermissionDenied).await;
+        reads_refused(&mut client, &id, Some(&user), Code::PermissionDenied).await;
+        list(Some(user)).await.expect("users list READY packages");
         // Kiosks read, never write.
-        let r = client
-            .create_package(as_caller(create_request(), Some(&kiosk_token)))
-            .await;
-        assert_eq!(r.expect_err("kiosk").code(), Code::PermissionDenied);
-        let r = client
-            .upload_file(as_caller(
-                tokio_stream::iter(vec![header(&id, "f", &content, 0), data(&content)]),
-                Some(&kiosk_token),
-            ))
-            .await;
-        assert_eq!(r.expect_err("kiosk").code(), Code::PermissionDenied);
-        let r = client
-            .get_upload_status(as_caller(status_request(), Some(&kiosk_token)))
-            .await;
-        assert_eq!(r.expect_err("kiosk").code(), Code::PermissionDenied);
-        // A bad token is refused before any handler.
-        let r = client
-            .list_packages(as_caller(
-                pb::ListPackagesRequest::default(),
-                Some("not-a-jwt"),
-            ))
-            .await;
-        assert_eq!(r.expect_err("bad token").code(), Code::Unauthenticated);
+        let kiosk_token = token(Role::Kiosk);
+        writes_refused(&mut client, &id, Some(&kiosk_token), Code::PermissionDenied).await;
         // Nobody, not even an operator, downloads an UPLOADING package.
-        let (_, end) = download(&mut client, op(chunks_request(&id, hashes.clone(), 0))).await;
-        assert_eq!(end.expect("refused").code(), Code::FailedPrecondition);
-        // The user and the kiosk were refused everything above: the file is still not stored.
+        reads_refused(
+            &mut client,
+            &id,
+            Some(&token(Role::Operator)),
+            Code::FailedPrecondition,
+        )
+        .await;
+        // Everything above was refused: the file is still not stored.
         assert_eq!(stored(&mut client, &id, "f").await, 0);
     }
 }

@@ -922,26 +922,24 @@ mod tests {
     }
 
     #[test]
-    fn s3_content_store_needs_a_bucket() {
-        let err = try_env(&[("SNEAKERNET_CONTENT__OBJECT_STORE", "s3")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("content.s3_bucket"), "{err}");
+    fn s3_content_store_needs_a_bucket_and_an_allowed_endpoint() {
+        let s3 = ("SNEAKERNET_CONTENT__OBJECT_STORE", "s3");
+        let bucket = ("SNEAKERNET_CONTENT__S3_BUCKET", "packages");
+        let endpoint = ("SNEAKERNET_CONTENT__S3_ENDPOINT", "http://127.0.0.1:5000");
+        for (pairs, key) in [
+            (vec![s3], "content.s3_bucket"),
+            (vec![s3, bucket, endpoint], "content.s3_allow_http"),
+        ] {
+            let err = try_env(&pairs).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
         let config = env(&[
-            ("SNEAKERNET_CONTENT__OBJECT_STORE", "s3"),
-            ("SNEAKERNET_CONTENT__S3_BUCKET", "packages"),
-            ("SNEAKERNET_CONTENT__S3_ENDPOINT", "http://127.0.0.1:5000"),
+            s3,
+            bucket,
+            endpoint,
             ("SNEAKERNET_CONTENT__S3_ALLOW_HTTP", "true"),
         ]);
         assert_eq!(config.content.s3_bucket.as_deref(), Some("packages"));
-        let err = try_env(&[
-            ("SNEAKERNET_CONTENT__OBJECT_STORE", "s3"),
-            ("SNEAKERNET_CONTENT__S3_BUCKET", "packages"),
-            ("SNEAKERNET_CONTENT__S3_ENDPOINT", "http://127.0.0.1:5000"),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("content.s3_allow_http"), "{err}");
     }
 
     #[test]

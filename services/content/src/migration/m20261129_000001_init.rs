@@ -30,29 +30,22 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("packages_idempotency")
-                    .table(Packages::Table)
-                    .col(Packages::CreatedBy)
-                    .col(Packages::IdempotencyKey)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("packages_by_state")
-                    .table(Packages::Table)
-                    .col(Packages::State)
-                    .col(Packages::Seq)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(
+            manager,
+            "packages_idempotency",
+            Packages::Table,
+            [Packages::CreatedBy, Packages::IdempotencyKey],
+            true,
+        )
+        .await?;
+        index(
+            manager,
+            "packages_by_state",
+            Packages::Table,
+            [Packages::State, Packages::Seq],
+            false,
+        )
+        .await?;
         manager
             .create_table(
                 Table::create()
@@ -76,18 +69,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("package_files_by_path")
-                    .table(PackageFiles::Table)
-                    .col(PackageFiles::PackageId)
-                    .col(PackageFiles::Path)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(
+            manager,
+            "package_files_by_path",
+            PackageFiles::Table,
+            [PackageFiles::PackageId, PackageFiles::Path],
+            true,
+        )
+        .await?;
         manager
             .create_table(
                 Table::create()
@@ -107,17 +96,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("file_chunks_by_hash")
-                    .table(FileChunks::Table)
-                    .col(FileChunks::PackageId)
-                    .col(FileChunks::Hash)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        index(
+            manager,
+            "file_chunks_by_hash",
+            FileChunks::Table,
+            [FileChunks::PackageId, FileChunks::Hash],
+            false,
+        )
+        .await?;
         manager
             .create_table(
                 Table::create()
@@ -145,6 +131,29 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
+}
+
+/// Creates index `name` on `columns` of `table` (unique if asked), unless it exists.
+async fn index<T, C>(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+    columns: impl IntoIterator<Item = C>,
+    unique: bool,
+) -> Result<(), DbErr>
+where
+    T: IntoIden,
+    C: IntoIndexColumn,
+{
+    let mut index = Index::create();
+    index.name(name).table(table).if_not_exists();
+    for column in columns {
+        index.col(column);
+    }
+    if unique {
+        index.unique();
+    }
+    manager.create_index(index.to_owned()).await
 }
 
 #[derive(DeriveIden)]

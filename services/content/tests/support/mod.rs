@@ -427,6 +427,11 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
     }
 }
 
+/// Asserts a download ended with `code` (rather than completing), and returns its message.
+pub fn ended_with(end: Option<Status>, code: Code) -> String {
+    expect_code(end.map_or(Ok(()), Err), code)
+}
+
 /// Overwrites one byte of a file (a corrupted stored chunk).
 pub fn corrupt(path: &Path) {
     let mut bytes = std::fs::read(path).expect("stored chunk");
