@@ -97,7 +97,11 @@ impl ContentService for ContentApi {
         request: Request<pb::CreatePackageRequest>,
     ) -> Result<Response<pb::CreatePackageResponse>, Status> {
         let caller = request.caller()?.require(OPERATORS)?.audit_name();
-        let new = NewPackage::from_request(request.into_inner()).map_err(ContentError::Invalid)?;
+        let body = request.into_inner();
+        let new = tokio::task::spawn_blocking(move || NewPackage::from_request(body))
+            .await
+            .map_err(|e| ContentError::Task(e.to_string()))?
+            .map_err(ContentError::Invalid)?;
         let now = self.ctx.clock.now();
         let row = match self
             .ctx

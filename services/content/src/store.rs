@@ -78,7 +78,7 @@ impl Store {
         chunk_size: u32,
         now: DateTime<Utc>,
     ) -> Result<Created, ContentError> {
-        let fingerprint = new.fingerprint();
+        let fingerprint = new.fingerprint.clone();
         if let Some(existing) = self.by_key(created_by, &new.idempotency_key).await? {
             return same_request(existing, &fingerprint).map(Created::Existing);
         }

@@ -248,7 +248,10 @@ impl<'a> FileUpload<'a> {
             if index < full_chunks {
                 hasher = hash_into(hasher, bytes).await?;
             } else {
-                buffer.extend_from_slice(bytes.get(..keep).unwrap_or(&bytes));
+                let kept = bytes
+                    .get(..keep)
+                    .ok_or(ContentError::CorruptChunk { hash })?;
+                buffer.extend_from_slice(kept);
             }
         }
         if keep > 0 && buffer.is_empty() {
