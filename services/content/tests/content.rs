@@ -239,32 +239,7 @@ async fn upload_errors_are_clear_and_a_bad_hash_restarts_the_file_at_zero() {
         );
         assert_eq!(stored(&mut client, &id, "big").await, 0);
 
-        // A second writer of the same file while the first holds it: ABORTED.
-        let first = open_upload(&client).await;
-        first
-            .tx
-            .send(header(&id, "big", &big, 0))
-            .await
-            .expect("send");
-        for piece in big[..CHUNK].chunks(MIB) {
-            first.tx.send(data(piece)).await.expect("send");
-        }
-        // Once a chunk is recorded the first stream certainly holds the file.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        while stored(&mut client, &id, "big").await < CHUNK as u64 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "first chunk never stored"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let second = upload_messages(&mut client, vec![header(&id, "big", &big, 0)]).await;
-        let message = expect_code(second, Code::Aborted);
-        assert!(message.contains("in progress"), "{message}");
-        first.tx.send(data(&big[CHUNK..])).await.expect("send");
-        drop(first.tx);
-        let answer = first.answer.await.expect("join").expect("first upload");
-        assert!(answer.complete);
+        resume(&mut client, &id, "big", &big).await;
         resume(&mut client, &id, "small", &small).await;
 
         // A READY package is immutable.
@@ -492,6 +467,59 @@ async fn packages_are_idempotent_validated_and_paged_newest_first() {
             .collect();
         assert_eq!(titles, ["Newer", "Empty"]);
         assert_ne!(newer.package_id, newest.package_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_is_refused_on_any_replica_until_the_first_one_stalls_past_its_claim() {
+    for backend in backends() {
+        let server = Server::start(&backend).await;
+        let replica = server.replica().await;
+        let mut client = server.client().await;
+        let mut other = replica.client().await;
+        let big = bytes(CHUNK + 10, 8);
+        let id = create(&mut client, "Claims", &[("big", &big)])
+            .await
+            .package_id;
+
+        let first = open_upload(&client).await;
+        first
+            .tx
+            .send(header(&id, "big", &big, 0))
+            .await
+            .expect("send");
+        for piece in big[..CHUNK].chunks(MIB) {
+            first.tx.send(data(piece)).await.expect("send");
+        }
+        // Once a chunk is recorded the first stream certainly holds the file.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while stored(&mut client, &id, "big").await < CHUNK as u64 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "first chunk never stored"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for client in [&mut client, &mut other] {
+            let second = upload_messages(client, vec![header(&id, "big", &big, 0)]).await;
+            let message = expect_code(second, Code::Aborted);
+            assert!(message.contains("in progress"), "{message}");
+        }
+
+        // The first stream stalls past its claim: the replica's upload takes the file over
+        // and finishes it; the stalled stream's last write is refused.
+        let lease = chrono::Duration::from_std(sneakernet_content::upload::LEASE).expect("lease");
+        replica.clock.advance(lease + chrono::Duration::seconds(1));
+        let done = resume(&mut other, &id, "big", &big).await;
+        assert_eq!(done.package_state(), pb::PackageState::Ready);
+        first.tx.send(data(&big[CHUNK..])).await.expect("send");
+        drop(first.tx);
+        let late = first.answer.await.expect("join");
+        let message = expect_code(late, Code::Aborted);
+        assert!(message.contains("lost its claim"), "{message}");
+        assert_eq!(stored(&mut client, &id, "big").await, big.len() as u64);
+        drop(other);
+        drop(replica);
     }
 }
 

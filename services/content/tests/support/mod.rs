@@ -17,6 +17,7 @@ use sneakernet_proto::content::v1::content_service_client::ContentServiceClient;
 use sneakernet_runtime::Role;
 use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::caller::{Claims, PublicKey};
+use sneakernet_runtime::clock::OffsetClock;
 use sneakernet_runtime::config::Config;
 use sneakernet_runtime::role::{RoleContext, ServiceRole};
 use sneakernet_runtime::server::GrpcServices;
@@ -65,6 +66,8 @@ const KID: &str = "content-test";
 pub struct Server {
     /// Its configuration (data dir, schemas, object store).
     pub config: Config,
+    /// Its clock: move it to let upload claims lapse.
+    pub clock: OffsetClock,
     address: std::net::SocketAddr,
     shutdown: Shutdown,
     _data_dir: Option<tempfile::TempDir>,
@@ -102,7 +105,12 @@ impl Server {
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        let mut ctx = RoleContext::new(config.clone(), shutdown.clone());
+        let clock = OffsetClock::new();
+        let mut ctx = RoleContext::with_clock(
+            config.clone(),
+            shutdown.clone(),
+            std::sync::Arc::new(clock.clone()),
+        );
         ctx.local_address = Some(address);
         ctx.local_roles = vec![sneakernet_content::SERVICE];
         let mut services = GrpcServices::new();
@@ -128,10 +136,19 @@ impl Server {
         });
         Self {
             config,
+            clock,
             address,
             shutdown,
             _data_dir: None,
         }
+    }
+
+    /// Another replica of this server: its own process state, the same database and object
+    /// store. Drop it before this one.
+    pub async fn replica(&self) -> Self {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        Self::run(config).await
     }
 
     /// Stops this server and starts another on the same data dir and database: what a process
