@@ -541,11 +541,7 @@ async fn writes_refused(
             token,
         ))
         .await;
-    assert_eq!(
-        create.expect_err("create").code(),
-        code,
-        "create as {token:?}"
-    );
+    expect_code(create, code);
     let content = b"0123456789";
     let upload = client
         .upload_file(as_caller(
@@ -553,11 +549,7 @@ async fn writes_refused(
             token,
         ))
         .await;
-    assert_eq!(
-        upload.expect_err("upload").code(),
-        code,
-        "upload as {token:?}"
-    );
+    expect_code(upload, code);
     let status = client
         .get_upload_status(as_caller(
             pb::GetUploadStatusRequest {
@@ -566,11 +558,7 @@ async fn writes_refused(
             token,
         ))
         .await;
-    assert_eq!(
-        status.expect_err("status").code(),
-        code,
-        "status as {token:?}"
-    );
+    expect_code(status, code);
 }
 
 /// Asserts GetManifest and DownloadChunks refuse `token` with `code`.
@@ -588,11 +576,7 @@ async fn reads_refused(
             token,
         ))
         .await;
-    assert_eq!(
-        manifest.expect_err("manifest").code(),
-        code,
-        "manifest as {token:?}"
-    );
+    expect_code(manifest, code);
     let hashes = chunk_hashes(b"0123456789", CHUNK);
     let (_, end) = download(client, as_caller(chunks_request(package, hashes, 0), token)).await;
     ended_with(end, code);

@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+/// Creates the packages, package_files, file_chunks and chunks tables.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
