@@ -231,6 +231,7 @@ impl<'a> FileUpload<'a> {
             .await?;
         let mut hasher = blake3::Hasher::new();
         let mut buffer = Vec::with_capacity(chunk_size);
+        let mut renewed_at = ctx.clock.now();
         for row in &chunks {
             let index = u64::try_from(row.chunk_index).unwrap_or(u64::MAX);
             if index > full_chunks || (index == full_chunks && keep == 0) {
@@ -247,6 +248,16 @@ impl<'a> FileUpload<'a> {
                 .ok_or(ContentError::CorruptChunk { hash })?;
             if index < full_chunks {
                 hasher = hash_into(hasher, bytes).await?;
+                // Re-reading gigabytes can outlast the claim: keep it.
+                let now = ctx.clock.now();
+                if now - renewed_at > lease() / 3 {
+                    if !ctx.store.renew_claim(&claim, now + lease()).await? {
+                        return Err(ContentError::LeaseLost {
+                            path: file.path.clone(),
+                        });
+                    }
+                    renewed_at = now;
+                }
             } else {
                 let kept = bytes
                     .get(..keep)
@@ -279,7 +290,7 @@ impl<'a> FileUpload<'a> {
             buffer,
             hasher,
             staging: file.staging_key.clone(),
-            renewed_at: ctx.clock.now(),
+            renewed_at,
         })
     }
 
