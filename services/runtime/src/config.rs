@@ -51,6 +51,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// The orders service.
     pub orders: OrdersConfig,
+    /// The content service: where package bytes live.
+    pub content: ContentConfig,
     /// TLS for the gRPC listener. Unset: plaintext (put a TLS-terminating proxy in front).
     pub tls: Option<TlsConfig>,
 }
@@ -170,6 +172,108 @@ impl Default for OrdersConfig {
     }
 }
 
+/// Where the content service keeps package bytes (chunks and partial uploads).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentConfig {
+    /// `local`: files under `local_dir`; `s3`: an S3-compatible bucket.
+    pub object_store: ObjectStoreKind,
+    /// Directory of the `local` store. Unset: `<data_dir>/content/objects`.
+    pub local_dir: Option<PathBuf>,
+    /// S3 endpoint URL (`https://...`, or `http://...` with `s3_allow_http`). Unset: AWS itself
+    /// (or `AWS_ENDPOINT` from the environment).
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket; required when `object_store` is `s3`. It must exist: the service does not
+    /// create buckets.
+    pub s3_bucket: Option<String>,
+    /// S3 region.
+    pub s3_region: String,
+    /// Allow a plain `http://` endpoint (test servers such as moto; never in production).
+    pub s3_allow_http: bool,
+    /// Address buckets as `https://<bucket>.<endpoint>` (virtual-hosted style) instead of
+    /// `https://<endpoint>/<bucket>` (path style, which S3-compatible servers accept).
+    pub s3_virtual_hosted_style: bool,
+}
+
+/// Which object store holds the content service's bytes.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectStoreKind {
+    /// Files in a local directory.
+    Local,
+    /// An S3-compatible bucket; credentials from the environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, or the instance's role).
+    S3,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        Self {
+            object_store: ObjectStoreKind::Local,
+            local_dir: None,
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: "us-east-1".to_owned(),
+            s3_allow_http: false,
+            s3_virtual_hosted_style: false,
+        }
+    }
+}
+
+impl ContentConfig {
+    /// The `local` store's directory: `local_dir`, or `<data_dir>/content/objects`.
+    pub fn local_dir(&self, data_dir: &Path) -> PathBuf {
+        self.local_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("content").join("objects"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.object_store != ObjectStoreKind::S3 {
+            return Ok(());
+        }
+        if self.s3_bucket.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "content.s3_bucket",
+                "SNEAKERNET_CONTENT__S3_BUCKET",
+                "must be set when content.object_store is s3".into(),
+            ));
+        }
+        if self.s3_region.is_empty() {
+            return Err(invalid(
+                "content.s3_region",
+                "SNEAKERNET_CONTENT__S3_REGION",
+                "must not be empty".into(),
+            ));
+        }
+        if let Some(endpoint) = &self.s3_endpoint {
+            let (key, env) = ("content.s3_endpoint", "SNEAKERNET_CONTENT__S3_ENDPOINT");
+            let parsed = url::Url::parse(endpoint)
+                .map_err(|e| invalid(key, env, format!("cannot parse {endpoint}: {e}")))?;
+            match parsed.scheme() {
+                "https" => {}
+                "http" if self.s3_allow_http => {}
+                "http" => {
+                    return Err(invalid(
+                        key,
+                        env,
+                        "is http://; set content.s3_allow_http to allow a plaintext endpoint"
+                            .into(),
+                    ));
+                }
+                other => {
+                    return Err(invalid(
+                        key,
+                        env,
+                        format!("scheme must be https:// or http://, got {other}://"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Kiosk link timing.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -226,6 +330,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             gateway: GatewayConfig::default(),
             orders: OrdersConfig::default(),
+            content: ContentConfig::default(),
             tls: None,
         }
     }
@@ -591,6 +696,7 @@ impl Config {
                 return Err(invalid(key, env, "must be at least 1".into()));
             }
         }
+        self.content.validate()?;
         if let Some(tls) = &self.tls {
             for (key, env, path) in [
                 ("tls.cert", "SNEAKERNET_TLS__CERT", &tls.cert),
@@ -813,6 +919,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/sneakernet.toml"), "{err}");
+    }
+
+    #[test]
+    fn s3_content_store_needs_a_bucket_and_an_allowed_endpoint() {
+        let s3 = ("SNEAKERNET_CONTENT__OBJECT_STORE", "s3");
+        let bucket = ("SNEAKERNET_CONTENT__S3_BUCKET", "packages");
+        let endpoint = ("SNEAKERNET_CONTENT__S3_ENDPOINT", "http://127.0.0.1:5000");
+        for (pairs, key) in [
+            (vec![s3], "content.s3_bucket"),
+            (vec![s3, bucket, endpoint], "content.s3_allow_http"),
+        ] {
+            let err = try_env(&pairs).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let config = env(&[
+            s3,
+            bucket,
+            endpoint,
+            ("SNEAKERNET_CONTENT__S3_ALLOW_HTTP", "true"),
+        ]);
+        assert_eq!(config.content.s3_bucket.as_deref(), Some("packages"));
+    }
+
+    #[test]
+    fn local_content_store_defaults_under_the_data_dir() {
+        let config = env(&[]);
+        assert_eq!(
+            config.content.local_dir(&config.data_dir),
+            PathBuf::from("./sneakernet-data/content/objects")
+        );
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub enum ApiError {
         /// When to retry, if known.
         retry_after: Option<Duration>,
     },
+    /// Stored data is lost or corrupt (for example a stored chunk no longer matches its hash,
+    /// or uploaded bytes do not match their declared hash). The message names what is lost.
+    #[error("data loss: {0}")]
+    DataLoss(String),
     /// A bug or an unexpected failure. The detail is logged, the client sees a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -155,6 +159,7 @@ impl ApiError {
             Self::OutOfRange(_) => Code::OutOfRange,
             Self::Unavailable { .. } => Code::Unavailable,
             Self::Aborted(_) => Code::Aborted,
+            Self::DataLoss(_) => Code::DataLoss,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -221,7 +226,8 @@ impl From<ApiError> for Status {
             | ApiError::Unauthenticated(m)
             | ApiError::PermissionDenied(m)
             | ApiError::OutOfRange(m)
-            | ApiError::Aborted(m) => m,
+            | ApiError::Aborted(m)
+            | ApiError::DataLoss(m) => m,
         };
         Status::with_error_details(code, message, details)
     }
@@ -311,6 +317,7 @@ mod tests {
                 Code::Unavailable,
             ),
             (ApiError::OutOfRange("x".into()), Code::OutOfRange),
+            (ApiError::DataLoss("x".into()), Code::DataLoss),
             (ApiError::Internal("x".into()), Code::Internal),
         ];
         for (error, code) in cases {
