@@ -43,17 +43,9 @@ pub fn generate(dir: &Path, seed: &str, title: &str, files: &[(&str, u64)]) -> U
     }
 }
 
-/// Declares `package` (the key `sneakernet content upload` would use), streams the first
-/// `break_after` bytes of its first file and then cuts the stream (the call is aborted, as a
-/// dropped connection would); returns the package id and how many bytes the server kept.
-pub async fn upload_with_a_break(
-    channel: &Channel,
-    operator: &str,
-    package: &Upload,
-    break_after: u64,
-) -> (String, u64) {
-    let mut content = ContentServiceClient::new(channel.clone());
-    let created = content
+/// Declares `package` under the key `sneakernet content upload` would use; returns its id.
+pub async fn declare(channel: &Channel, operator: &str, package: &Upload) -> String {
+    ContentServiceClient::new(channel.clone())
         .create_package(authed(
             pb::CreatePackageRequest {
                 title: package.title.clone(),
@@ -75,15 +67,31 @@ pub async fn upload_with_a_break(
         .expect("create package")
         .into_inner()
         .package
-        .expect("package");
+        .expect("package")
+        .package_id
+}
+
+/// Declares `package`, streams the first `send` bytes of its first file, waits until the
+/// server holds at least `stored_before_break` bytes durably, and then cuts the stream (the
+/// call is aborted with its sender still open, as a dropped connection would); returns the
+/// package id and how many bytes the server held at the break.
+pub async fn upload_with_a_break(
+    channel: &Channel,
+    operator: &str,
+    package: &Upload,
+    send: u64,
+    stored_before_break: u64,
+) -> (String, u64) {
+    let package_id = declare(channel, operator, package).await;
+    let content = ContentServiceClient::new(channel.clone());
     let file = &package.files[0];
     let bytes = std::fs::read(package.dir.join(&file.path)).expect("read test file");
-    let sent = usize::try_from(break_after).expect("small");
+    let sent = usize::try_from(send).expect("small");
     let (pieces, stream) = tokio::sync::mpsc::channel(4);
     pieces
         .send(pb::UploadFileRequest {
             part: Some(pb::upload_file_request::Part::Header(pb::UploadHeader {
-                package_id: created.package_id.clone(),
+                package_id: package_id.clone(),
                 path: file.path.clone(),
                 size_bytes: file.size,
                 blake3: file.blake3.to_vec(),
@@ -108,25 +116,21 @@ pub async fn upload_with_a_break(
             .await
             .expect("piece queued");
     }
-    // The server keeps what reached it; wait until at least one whole chunk is durable, then
-    // cut the stream with the sender still open (no clean end of stream).
-    let status = |content: ContentServiceClient<Channel>| {
-        let id = created.package_id.clone();
+    let held = || {
+        let content = content.clone();
+        let id = package_id.clone();
         async move { stored(content, operator, &id).await }
     };
     eventually(
         Duration::from_secs(30),
         "part of the upload to be stored",
-        || {
-            let content = content.clone();
-            async move { status(content).await >= MIB }
-        },
+        || async { held().await >= stored_before_break },
     )
     .await;
+    let at_break = held().await;
     call.abort();
     drop(pieces);
-    let kept = status(content.clone()).await;
-    (created.package_id, kept)
+    (package_id, at_break)
 }
 
 async fn stored(mut content: ContentServiceClient<Channel>, operator: &str, id: &str) -> u64 {
@@ -169,6 +173,10 @@ pub async fn download_file(
     package_id: &str,
     file: &pb::ManifestFile,
 ) -> Result<Vec<u8>, tonic::Status> {
+    if file.chunk_hashes.is_empty() {
+        // An empty file has no chunks, and DownloadChunks asks for at least one.
+        return Ok(Vec::new());
+    }
     let mut stream = ContentServiceClient::new(channel.clone())
         .download_chunks(authed(
             pb::DownloadChunksRequest {

@@ -32,11 +32,12 @@ async fn an_upload_cut_halfway_resumes_and_the_manifest_matches_every_byte() {
                 ("empty", 0),
             ],
         );
+        // Three chunks' worth sent; the break comes once two whole chunks are durable.
         let (package_id, kept) =
-            content::upload_with_a_break(&channel, &operator, &package, 12 * MIB).await;
+            content::upload_with_a_break(&channel, &operator, &package, 12 * MIB, 8 * MIB).await;
         assert!(
-            (MIB..=12 * MIB).contains(&kept),
-            "{backend}: the server kept {kept} bytes of the 12 MiB sent"
+            (8 * MIB..=12 * MIB).contains(&kept),
+            "{backend}: the server held {kept} bytes of the 12 MiB sent"
         );
 
         // `sneakernet content upload` of the same directory finds the package and resumes.
@@ -47,10 +48,12 @@ async fn an_upload_cut_halfway_resumes_and_the_manifest_matches_every_byte() {
                 .expect("resumed upload");
         assert_eq!(ready.package_id, package_id, "{backend}: the same package");
         assert_eq!(ready.state(), pb::PackageState::Ready, "{backend}");
-        assert_eq!(
-            stored.first().copied(),
-            Some(kept),
-            "{backend}: resumed from what the server kept"
+        // The cut stream's unfinished chunk may still be saved after the break: the resumed
+        // upload starts from at least what the server held then, never from zero.
+        let resumed_from = stored.first().copied().unwrap_or_default();
+        assert!(
+            (kept..=12 * MIB).contains(&resumed_from),
+            "{backend}: resumed from {resumed_from}, held {kept} at the break"
         );
 
         let manifest = content::manifest(&channel, &operator, &package_id).await;
@@ -154,7 +157,7 @@ async fn only_operators_write_kiosks_read_users_browse_ready_packages_and_strang
             .expect("upload");
         let half_dir = tempfile::tempdir().unwrap();
         let half = content::generate(half_dir.path(), "half", "Half", &[("h", 3 * MIB)]);
-        let (half_id, _) = content::upload_with_a_break(&channel, &operator, &half, 2 * MIB).await;
+        let half_id = content::declare(&channel, &operator, &half).await;
 
         let client = || ContentServiceClient::new(channel.clone());
         let create = |token: &str| {
