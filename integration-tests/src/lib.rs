@@ -26,36 +26,9 @@ use sneakernet_runtime::config::Config;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
-/// Turns a skipped backend into a failure when set to `1` (CI).
-pub const REQUIRE_SERVICES_VAR: &str = "TEST_REQUIRE_SERVICES";
-
-/// A database backend a test runs against.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// The embedded default: SQLite files in the sandbox's data dir.
-    Sqlite,
-    /// Postgres at this URL, in fresh schemas.
-    Postgres(String),
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        })
-    }
-}
-
-/// Every backend this run can reach. SQLite always; Postgres if `DATABASE_URL` is set.
-pub fn backends() -> Vec<Backend> {
-    let mut backends = vec![Backend::Sqlite];
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => backends.push(Backend::Postgres(url)),
-        _ => skip_or_fail("Postgres", "DATABASE_URL"),
-    }
-    backends
-}
+pub use sneakernet_runtime::testing::{
+    Backend, REQUIRE_SERVICES_VAR, backends, skip_or_fail, unique_schema_prefix,
+};
 
 /// The Redis URL, if this run has one (`REDIS_URL`); a loud skip (or a failure under
 /// `TEST_REQUIRE_SERVICES=1`) otherwise.
@@ -69,14 +42,6 @@ pub fn redis_url() -> Option<String> {
     }
 }
 
-fn skip_or_fail(what: &str, var: &str) {
-    let message = format!("SKIPPED: {what} part of this test: {var} is not set");
-    if std::env::var(REQUIRE_SERVICES_VAR).is_ok_and(|v| v == "1") {
-        panic!("{message}, and {REQUIRE_SERVICES_VAR}=1 requires it");
-    }
-    eprintln!("\n*** {message} ***\n");
-}
-
 /// A configuration for a test node on `backend`: port 0, its own data dir, its own schemas.
 pub fn test_config(backend: &Backend, data_dir: &Path) -> Config {
     let mut config = Config {
@@ -85,16 +50,8 @@ pub fn test_config(backend: &Backend, data_dir: &Path) -> Config {
         shutdown_grace: Duration::from_secs(5),
         ..Config::default()
     };
-    if let Backend::Postgres(url) = backend {
-        config.database_url = Some(url.clone());
-        config.database_schema_prefix = unique_schema_prefix();
-    }
+    backend.configure(&mut config);
     config
-}
-
-/// A schema prefix no other test uses.
-pub fn unique_schema_prefix() -> String {
-    format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// A whole system in this process: every role on one ephemeral port, with an adjustable clock.

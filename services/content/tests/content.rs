@@ -8,6 +8,7 @@ use sneakernet_content::domain::{CHUNK_SIZE, ContentHash};
 use sneakernet_proto::content::v1 as pb;
 use sneakernet_proto::content::v1::content_service_client::ContentServiceClient;
 use sneakernet_runtime::Role;
+use sneakernet_runtime::testing::backends;
 use support::*;
 use tonic::Code;
 use tonic::transport::Channel;

@@ -9,6 +9,7 @@ mod support;
 
 use sneakernet_content::domain::CHUNK_SIZE;
 use sneakernet_runtime::config::ObjectStoreKind;
+use sneakernet_runtime::testing::{Backend, skip_or_fail};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

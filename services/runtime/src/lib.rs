@@ -16,6 +16,7 @@
 //! - [`supervise`]: background tasks restarted when they fail, their state in health.
 //! - [`wire`]: time conversions to and from protobuf well-known types.
 //! - [`failpoint`]: fault-injection points for tests (inert in production builds).
+//! - `testing` (feature `testing`, tests only): the database backends every test runs on.
 
 pub mod caller;
 pub mod clock;
@@ -32,6 +33,8 @@ pub mod service_token;
 pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 
 pub use caller::{Caller, CallerExt, KioskId, Role, ServiceName, TokenVerifier, UserId};

@@ -26,37 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-/// Turns a skipped backend into a failure when set to `1` (CI), as in `integration-tests`.
-pub const REQUIRE_SERVICES_VAR: &str = "TEST_REQUIRE_SERVICES";
-
-/// A database backend a test runs against.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// SQLite files in the test's data dir.
-    Sqlite,
-    /// Postgres at this URL, in fresh schemas.
-    Postgres(String),
-}
-
-/// SQLite always; Postgres when `DATABASE_URL` is set (a loud skip, or a failure under
-/// `TEST_REQUIRE_SERVICES=1`, otherwise).
-pub fn backends() -> Vec<Backend> {
-    let mut backends = vec![Backend::Sqlite];
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => backends.push(Backend::Postgres(url)),
-        _ => skip_or_fail("Postgres", "DATABASE_URL"),
-    }
-    backends
-}
-
-/// Prints a loud skip message, or fails under `TEST_REQUIRE_SERVICES=1`.
-pub fn skip_or_fail(what: &str, var: &str) {
-    let message = format!("SKIPPED: {what} part of this test: {var} is not set");
-    if std::env::var(REQUIRE_SERVICES_VAR).is_ok_and(|v| v == "1") {
-        panic!("{message}, and {REQUIRE_SERVICES_VAR}=1 requires it");
-    }
-    eprintln!("\n*** {message} ***\n");
-}
+use sneakernet_runtime::testing::Backend;
 
 /// The signing key every test token is signed with.
 const SEED: [u8; 32] = [42; 32];
@@ -88,11 +58,7 @@ impl Server {
             shutdown_grace: Duration::from_secs(2),
             ..Config::default()
         };
-        if let Backend::Postgres(url) = backend {
-            config.database_url = Some(url.clone());
-            config.database_schema_prefix =
-                format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        }
+        backend.configure(&mut config);
         adjust(&mut config);
         let mut server = Self::run(config).await;
         server._data_dir = Some(dir);
