@@ -317,7 +317,7 @@ impl SimItemConfig {
 }
 
 fn is_kiosk_id(id: &str) -> bool {
-    sneakernet_runtime::KioskId::parse(id).is_ok()
+    sneakernet_proto::ids::KioskId::parse(id).is_ok()
 }
 
 /// 1 to 32 printable ASCII characters (no spaces): a bay id the contract accepts.

@@ -1,0 +1,40 @@
+//! Release: unpin a reservation's drive so walk-up lends may take it (a no-show, a cancelled
+//! reservation). Idempotent, so it is run again after a crash; a timed-out unpin counts as done
+//! only if the bays then report the drive READY.
+
+use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_proto::gateway::v1::command_result::Outcome;
+
+use super::{Answer, Executor, Failed, Run};
+use crate::bays::{BayState, Bays, within};
+
+/// Journals, unpins, judges a timeout from the bays, answers.
+pub(super) async fn execute<B: Bays>(
+    ex: &Executor<B>,
+    id: &str,
+    order_id: &str,
+    item_id: &str,
+    run: Run,
+) -> Answer {
+    if !ex.mark_started(id, None, run).await? {
+        return Ok(None);
+    }
+    let call = within(
+        ex.timeouts.configure,
+        format!("unpin {item_id}"),
+        ex.bays.unpin(item_id, order_id),
+    );
+    // Released only if the bays now report the drive READY.
+    let outcome = ex
+        .settle_timeout(call.await, item_id, |bay| bay.state == BayState::Ready)
+        .await;
+    Ok(Some(match outcome {
+        Ok(item) => ex.success(
+            id,
+            Outcome::Release(pb::ReleaseResult {
+                item_id: item.item_id,
+            }),
+        ),
+        Err(error) => ex.failure(id, Failed::bay(&error).of_item(item_id)),
+    }))
+}

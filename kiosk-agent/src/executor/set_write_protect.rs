@@ -1,0 +1,84 @@
+//! SetWriteProtect: turn a drive's write protection on or off. Run again after a crash (a
+//! repeat sets the same state); a timed-out change counts as done only if the bays then report
+//! the drive in the asked state.
+
+use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_proto::gateway::v1::FailureReason;
+use sneakernet_proto::gateway::v1::command_result::Outcome;
+
+use super::{Answer, Executor, Failed, Run};
+use crate::bays::{BayError, Bays, ItemFacts, within};
+
+/// Journals, asks the drive, judges a timeout from the bays, answers.
+pub(super) async fn execute<B: Bays>(
+    ex: &Executor<B>,
+    id: &str,
+    item_id: &str,
+    on: bool,
+    run: Run,
+) -> Answer {
+    if !ex.mark_started(id, None, run).await? {
+        return Ok(None);
+    }
+    let call = within(
+        ex.timeouts.configure,
+        format!("set_write_protect {item_id}"),
+        ex.bays.set_write_protect(item_id, on),
+    );
+    let outcome = ex
+        .settle_timeout(call.await, item_id, |bay| {
+            bay.item.as_ref().is_some_and(|item| {
+                matches!(item.facts, ItemFacts::Drive { write_protected, .. } if write_protected == on)
+            })
+        })
+        .await;
+    Ok(Some(match outcome {
+        Ok(item) => {
+            let write_protected = matches!(
+                item.facts,
+                ItemFacts::Drive {
+                    write_protected: true,
+                    ..
+                }
+            );
+            ex.success(
+                id,
+                Outcome::SetWriteProtect(pb::SetWriteProtectResult {
+                    item_id: item.item_id,
+                    write_protected,
+                }),
+            )
+        }
+        Err(error @ BayError::WriteProtectFailed(_)) => ex.failure(
+            id,
+            Failed::new(FailureReason::WriteProtectFailed, error.to_string()).of_item(item_id),
+        ),
+        Err(error) => ex.failure(id, Failed::bay(&error).of_item(item_id)),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use crate::config::SimFaults;
+    use sneakernet_proto::gateway::v1 as pb;
+    use sneakernet_proto::gateway::v1::command_result::Outcome;
+
+    #[tokio::test]
+    async fn write_protection_is_reported_as_set() {
+        let k = kiosk(SimFaults::default()).await;
+        let wp = k
+            .executor
+            .handle(&command(
+                "C-wp",
+                pb::command_payload::Kind::SetWriteProtect(pb::SetWriteProtectCommand {
+                    item_id: "D-1".into(),
+                    on: true,
+                }),
+                60,
+            ))
+            .await
+            .unwrap();
+        assert!(matches!(wp.outcome, Some(Outcome::SetWriteProtect(ref r)) if r.write_protected));
+    }
+}
