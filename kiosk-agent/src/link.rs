@@ -56,11 +56,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use crate::bays::{Bays, within};
+use crate::bays::{Bays, Drives, within};
 use crate::clock::KioskClock;
 use crate::config::AgentConfig;
 use crate::executor::{ExecError, Executor, INVENTORY_TIMEOUT};
 use crate::journal::Journal;
+use crate::returns;
 use crate::wire;
 
 /// Messages the session may have handed to the transport and not yet sent.
@@ -287,7 +288,7 @@ pub(crate) async fn kiosk_login(
 }
 
 /// Everything the link's tasks share.
-pub(crate) struct Link<B: Bays> {
+pub(crate) struct Link<B: Bays + Drives> {
     pub config: Arc<AgentConfig>,
     pub journal: Journal,
     pub bays: Arc<B>,
@@ -300,7 +301,7 @@ pub(crate) struct Link<B: Bays> {
     pub stop: CancellationToken,
 }
 
-impl<B: Bays> Link<B> {
+impl<B: Bays + Drives> Link<B> {
     /// Keeps a link open until `stop`: log in, open, run a session, back off, again.
     pub(crate) async fn run(self: Arc<Self>) {
         let mut backoff = Backoff::new(
@@ -555,8 +556,9 @@ impl<B: Bays> Link<B> {
     }
 
     /// Polls the bays for inserted items every [`RETURN_POLL`] and reports them durably with
-    /// [`report_returns`] (whether or not the link is up). Anything that failed stays pending
-    /// in the bays and is tried again on the next poll.
+    /// [`report_returns`] (whether or not the link is up), then checks returned drives
+    /// ([`returns::check_returned_drives`]). Anything that failed stays pending in the bays
+    /// and is tried again on the next poll.
     pub(crate) async fn detect_returns(self: Arc<Self>) {
         let mut tick = tokio::time::interval(RETURN_POLL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -571,6 +573,11 @@ impl<B: Bays> Link<B> {
             }
             if let Some(error) = reported.error {
                 tracing::warn!(%error, "cannot report returned items yet; retrying");
+            }
+            match returns::check_returned_drives(&self.bays, &self.journal, &self.clock).await {
+                Ok(checked) if !checked.is_empty() => self.outbox_ready.notify_one(),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot check returned drives yet; retrying"),
             }
         }
     }
@@ -644,7 +651,7 @@ pub async fn report_returns<B: Bays>(bays: &B, journal: &Journal, clock: &KioskC
 }
 
 /// One open stream's state, owned by the session task.
-struct Session<'a, B: Bays> {
+struct Session<'a, B: Bays + Drives> {
     link: &'a Link<B>,
     /// Acks and heartbeats (not durable), sent before outbox messages.
     pending: VecDeque<pb::OpenRequest>,
@@ -665,7 +672,7 @@ struct Session<'a, B: Bays> {
     retiring: Option<Retiring>,
 }
 
-impl<B: Bays> Session<'_, B> {
+impl<B: Bays + Drives> Session<'_, B> {
     async fn run(
         mut self,
         up: mpsc::Sender<pb::OpenRequest>,

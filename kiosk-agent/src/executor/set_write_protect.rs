@@ -60,6 +60,7 @@ pub(super) async fn execute<B: Bays>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+    use crate::bays::{DriveError, Drives};
     use crate::config::SimFaults;
     use sneakernet_proto::gateway::v1 as pb;
     use sneakernet_proto::gateway::v1::command_result::Outcome;
@@ -80,5 +81,36 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(wp.outcome, Some(Outcome::SetWriteProtect(ref r)) if r.write_protected));
+    }
+
+    #[tokio::test]
+    async fn a_protected_drive_refuses_writes_until_protection_is_turned_off() {
+        let k = kiosk(SimFaults::default()).await;
+        let set = |id: &str, on: bool| {
+            command(
+                id,
+                pb::command_payload::Kind::SetWriteProtect(pb::SetWriteProtectCommand {
+                    item_id: "D-1".into(),
+                    on,
+                }),
+                60,
+            )
+        };
+        let write = || {
+            let mut file = k.bays.create_file("D-1", "note.txt")?;
+            file.write(b"hi")?;
+            file.finish()
+        };
+        k.executor.handle(&set("C-on", true)).await.unwrap();
+        assert_eq!(
+            write().unwrap_err(),
+            DriveError::WriteProtected("D-1".into())
+        );
+        k.executor.handle(&set("C-off", false)).await.unwrap();
+        assert_eq!(write().unwrap(), 2);
+        assert_eq!(
+            std::fs::read(k.bays.drive_dir("D-1").join("note.txt")).unwrap(),
+            b"hi"
+        );
     }
 }
