@@ -116,10 +116,12 @@ pub struct ChunkCache {
 
 impl std::fmt::Debug for ChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkCache")
-            .field("dir", &self.inner.dir)
-            .field("stats", &self.stats())
-            .finish()
+        write!(
+            f,
+            "ChunkCache({}, {:?})",
+            self.inner.dir.display(),
+            self.stats()
+        )
     }
 }
 
@@ -666,6 +668,20 @@ mod tests {
         ChunkCache::open(dir.to_owned(), budget).await.unwrap()
     }
 
+    /// Chunks a, b and c, 100 bytes each.
+    fn abc() -> [(ChunkHash, Bytes); 3] {
+        [chunk(b'a', 100), chunk(b'b', 100), chunk(b'c', 100)]
+    }
+
+    /// A cache in `dir` holding `chunks`, inserted in order.
+    async fn holding(dir: &Path, budget: u64, chunks: &[(ChunkHash, Bytes)]) -> ChunkCache {
+        let cache = open(dir, budget).await;
+        for (hash, bytes) in chunks {
+            cache.insert(*hash, bytes.clone()).await.unwrap();
+        }
+        cache
+    }
+
     fn set_mtime(path: &Path, secs: u64) {
         let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
         File::options()
@@ -750,15 +766,10 @@ mod tests {
      {
         let dir = tempfile::tempdir().unwrap();
         // Room for three chunks of 100 bytes: less than two packages of two chunks.
-        let cache = open(dir.path(), 300).await;
-        let (a, a_bytes) = chunk(b'a', 100);
-        let (b, b_bytes) = chunk(b'b', 100);
-        let (c, c_bytes) = chunk(b'c', 100);
+        let [(a, _), (b, _), (c, _)] = abc();
+        let cache = holding(dir.path(), 300, &abc()).await;
         let (d, d_bytes) = chunk(b'd', 100);
         let (e, e_bytes) = chunk(b'e', 100);
-        for (hash, bytes) in [(a, &a_bytes), (b, &b_bytes), (c, &c_bytes)] {
-            cache.insert(hash, bytes.clone()).await.unwrap();
-        }
         cache.read(&a).await.unwrap();
         // Order of use, oldest first: b, c, a. Pinning b leaves c the oldest evictable one.
         let pin_b = cache.pin(&[b, b]);
@@ -793,28 +804,21 @@ mod tests {
     #[tokio::test]
     async fn a_pin_taken_before_insert_protects_the_chunk_once_inserted() {
         let dir = tempfile::tempdir().unwrap();
+        let [(a, _), (b, _), (c, _)] = abc();
         let cache = open(dir.path(), 200).await;
-        let (a, a_bytes) = chunk(b'a', 100);
-        let (b, b_bytes) = chunk(b'b', 100);
-        let (c, c_bytes) = chunk(b'c', 100);
         let _pin = cache.pin(&[a]);
-        cache.insert(a, a_bytes).await.unwrap();
-        cache.insert(b, b_bytes).await.unwrap();
-        cache.insert(c, c_bytes).await.unwrap();
+        for (hash, bytes) in abc() {
+            cache.insert(hash, bytes).await.unwrap();
+        }
         assert_eq!(cache.missing(&[a, b, c]), vec![b]);
     }
 
     #[tokio::test]
     async fn reopening_after_a_crash_rebuilds_the_index_and_catches_the_truncated_chunk_on_read() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, a_bytes) = chunk(b'a', 100);
-        let (b, b_bytes) = chunk(b'b', 100);
-        let (c, c_bytes) = chunk(b'c', 100);
+        let [(a, a_bytes), (b, b_bytes), (c, c_bytes)] = abc();
         let paths = {
-            let cache = open(dir.path(), 1000).await;
-            for (hash, bytes) in [(a, &a_bytes), (b, &b_bytes), (c, &c_bytes)] {
-                cache.insert(hash, bytes.clone()).await.unwrap();
-            }
+            let cache = holding(dir.path(), 1000, &abc()).await;
             [a, b, c].map(|h| cache.inner.path_of(&h))
         };
         // The crash: a temp file left mid-write, a chunk file cut short, an impossible one.
@@ -843,14 +847,9 @@ mod tests {
     #[tokio::test]
     async fn a_lowered_budget_evicts_at_open_oldest_modification_first() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, a_bytes) = chunk(b'a', 100);
-        let (b, b_bytes) = chunk(b'b', 100);
-        let (c, c_bytes) = chunk(b'c', 100);
+        let [(a, _), (b, _), (c, _)] = abc();
         {
-            let cache = open(dir.path(), 1000).await;
-            for (hash, bytes) in [(a, &a_bytes), (b, &b_bytes), (c, &c_bytes)] {
-                cache.insert(hash, bytes.clone()).await.unwrap();
-            }
+            let cache = holding(dir.path(), 1000, &abc()).await;
             set_mtime(&cache.inner.path_of(&a), 3_000);
             set_mtime(&cache.inner.path_of(&b), 1_000);
             set_mtime(&cache.inner.path_of(&c), 2_000);
@@ -865,12 +864,9 @@ mod tests {
     #[tokio::test]
     async fn a_read_renews_the_chunks_place_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, a_bytes) = chunk(b'a', 100);
-        let (b, b_bytes) = chunk(b'b', 100);
+        let [(a, _), (b, _), _] = abc();
         {
-            let cache = open(dir.path(), 1000).await;
-            cache.insert(a, a_bytes).await.unwrap();
-            cache.insert(b, b_bytes).await.unwrap();
+            let cache = holding(dir.path(), 1000, &abc()[..2]).await;
             set_mtime(&cache.inner.path_of(&a), 1_000);
             set_mtime(&cache.inner.path_of(&b), 2_000);
             cache.read(&a).await.unwrap();

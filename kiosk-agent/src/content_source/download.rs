@@ -528,6 +528,49 @@ mod tests {
             .unwrap()
     }
 
+    /// A budget far above the test package.
+    const ROOMY: u64 = 64 << 20;
+
+    /// A kiosk's view of the test package: its cache (in `_dir`), the manifest, the files and
+    /// a source serving them.
+    struct Kiosk {
+        _dir: tempfile::TempDir,
+        cache: ChunkCache,
+        manifest: Manifest,
+        files: Vec<(String, Vec<u8>)>,
+        source: FakeSource,
+    }
+
+    impl Kiosk {
+        async fn download(
+            &self,
+            retries: u32,
+        ) -> (
+            Result<(DownloadReport, CachePin), DownloadError>,
+            Vec<(u64, u64)>,
+        ) {
+            download(&self.source, &self.cache, &self.manifest, retries).await
+        }
+
+        async fn assert_files_rebuild(&self) {
+            assert_files_rebuild(&self.cache, &self.manifest, &self.files).await;
+        }
+    }
+
+    async fn kiosk(budget: u64) -> Kiosk {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache(&dir, budget).await;
+        let (manifest, files) = package();
+        let source = FakeSource::serving(&files);
+        Kiosk {
+            _dir: dir,
+            cache,
+            manifest,
+            files,
+            source,
+        }
+    }
+
     /// Rebuilds every file from the cache and checks it against the manifest and the original.
     async fn assert_files_rebuild(
         cache: &ChunkCache,
@@ -568,78 +611,57 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_download_of_a_cached_package_fetches_no_chunk() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(&dir, 64 << 20).await;
-        let (manifest, files) = package();
-        let source = FakeSource::serving(&files);
-        let total = manifest.total_bytes;
+        let k = kiosk(ROOMY).await;
+        let total = k.manifest.total_bytes;
 
-        let (result, progress) = download(&source, &cache, &manifest, 3).await;
+        let (result, progress) = k.download(3).await;
         let (report, pin) = result.unwrap();
-        assert_eq!(
-            report,
-            DownloadReport {
-                chunks_downloaded: 5,
-                bytes_downloaded: total,
-                chunks_cached: 0
-            }
-        );
-        assert_eq!(pin.hashes(), manifest.unique_chunks());
+        let counts = (report.chunks_downloaded, report.bytes_downloaded);
+        assert_eq!((counts, report.chunks_cached), ((5, total), 0));
+        assert_eq!(pin.hashes(), k.manifest.unique_chunks());
         assert_eq!(progress.last(), Some(&(total, total)));
         assert!(progress.windows(2).all(|w| w[0].0 <= w[1].0));
-        assert_eq!(source.calls().len(), 1);
-        assert_files_rebuild(&cache, &manifest, &files).await;
+        assert_eq!(k.source.calls().len(), 1);
+        k.assert_files_rebuild().await;
 
-        let (result, progress) = download(&source, &cache, &manifest, 3).await;
+        let (result, progress) = k.download(3).await;
         let (report, _pin) = result.unwrap();
-        assert_eq!(
-            report,
-            DownloadReport {
-                chunks_downloaded: 0,
-                bytes_downloaded: 0,
-                chunks_cached: 5
-            }
-        );
+        let counts = (report.chunks_downloaded, report.bytes_downloaded);
+        assert_eq!((counts, report.chunks_cached), ((0, 0), 5));
         assert!(progress.is_empty());
-        assert_eq!(source.calls().len(), 1, "no second call to the source");
-        assert_eq!(cache.stats().inserted, 5);
+        assert_eq!(k.source.calls().len(), 1, "no second call to the source");
+        assert_eq!(k.cache.stats().inserted, 5);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_broken_mid_chunk_resumes_from_the_bytes_already_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(&dir, 64 << 20).await;
-        let (manifest, files) = package();
-        let source = FakeSource::serving(&files);
+        let k = kiosk(ROOMY).await;
         // Four pieces make the first chunk; two more are half of the second.
-        *source.break_after_pieces.lock().unwrap() = Some(6);
+        *k.source.break_after_pieces.lock().unwrap() = Some(6);
 
-        let (result, progress) = download(&source, &cache, &manifest, 3).await;
+        let (result, progress) = k.download(3).await;
         let (report, _pin) = result.unwrap();
         assert_eq!(report.chunks_downloaded, 5);
-        let chunks = manifest.unique_chunks();
+        let chunks = k.manifest.unique_chunks();
         assert_eq!(
-            source.calls(),
+            k.source.calls(),
             vec![(chunks[0], 5, 0), (chunks[1], 4, 2 * PIECE as u64)]
         );
         assert!(progress.iter().all(|(done, total)| done <= total));
-        assert_files_rebuild(&cache, &manifest, &files).await;
+        k.assert_files_rebuild().await;
     }
 
     #[tokio::test]
     async fn a_chunk_served_corrupt_twice_is_fetched_again_until_right() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(&dir, 64 << 20).await;
-        let (manifest, files) = package();
-        let source = FakeSource::serving(&files);
-        let bad = manifest.unique_chunks()[2];
-        source.corrupt.lock().unwrap().insert(bad, 2);
+        let k = kiosk(ROOMY).await;
+        let bad = k.manifest.unique_chunks()[2];
+        k.source.corrupt.lock().unwrap().insert(bad, 2);
 
-        let (result, progress) = download(&source, &cache, &manifest, 3).await;
+        let (result, progress) = k.download(3).await;
         let (report, _pin) = result.unwrap();
         assert_eq!(report.chunks_downloaded, 5);
-        assert_eq!(report.bytes_downloaded, manifest.total_bytes);
-        let calls = source.calls();
+        assert_eq!(report.bytes_downloaded, k.manifest.total_bytes);
+        let calls = k.source.calls();
         assert_eq!(calls.len(), 3);
         assert!(
             calls[1..].iter().all(|call| *call == (bad, 3, 0)),
@@ -647,83 +669,68 @@ mod tests {
         );
         assert_eq!(
             progress.last(),
-            Some(&(manifest.total_bytes, manifest.total_bytes))
+            Some(&(k.manifest.total_bytes, k.manifest.total_bytes))
         );
-        assert_files_rebuild(&cache, &manifest, &files).await;
+        k.assert_files_rebuild().await;
     }
 
     #[tokio::test]
     async fn a_chunk_always_corrupt_fails_the_download_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(&dir, 64 << 20).await;
-        let (manifest, files) = package();
-        let source = FakeSource::serving(&files);
-        let bad = manifest.unique_chunks()[1];
-        source.corrupt.lock().unwrap().insert(bad, u32::MAX);
+        let k = kiosk(ROOMY).await;
+        let bad = k.manifest.unique_chunks()[1];
+        k.source.corrupt.lock().unwrap().insert(bad, u32::MAX);
 
-        let (result, _) = download(&source, &cache, &manifest, 3).await;
+        let (result, _) = k.download(3).await;
         let error = result.unwrap_err();
         assert!(
             matches!(error, DownloadError::ChunkCorrupt { hash, attempts: 4 } if hash == bad),
             "{error}"
         );
         assert!(error.to_string().contains(bad.to_hex().as_str()));
-        assert_eq!(source.calls().len(), 4);
+        assert_eq!(k.source.calls().len(), 4);
         // What arrived intact stays cached; the corrupt chunk is not stored.
         assert_eq!(
-            cache.missing(&manifest.unique_chunks()),
-            manifest.unique_chunks()[1..].to_vec()
+            k.cache.missing(&k.manifest.unique_chunks()),
+            k.manifest.unique_chunks()[1..].to_vec()
         );
     }
 
     #[tokio::test]
     async fn a_package_the_budget_cannot_hold_beside_pinned_chunks_fails_as_cache_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let (manifest, files) = package();
-        let source = FakeSource::serving(&files);
-
         // Larger than the whole budget: refused before any call.
-        let small = cache(&dir, 2 * MIB as u64).await;
-        let (result, _) = download(&source, &small, &manifest, 3).await;
+        let small = kiosk(2 * MIB as u64).await;
+        let (result, _) = small.download(3).await;
         assert!(
             matches!(result, Err(DownloadError::CacheFull { .. })),
             "{result:?}"
         );
-        assert!(source.calls().is_empty());
-        drop(small);
+        assert!(small.source.calls().is_empty());
 
         // Fits the budget, but not beside another package being provisioned.
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(&dir, manifest.total_bytes + MIB as u64 / 2).await;
+        let k = kiosk(package().0.total_bytes + MIB as u64 / 2).await;
         let other = Bytes::from(noise("other package", MIB));
         let other_hash = blake3::hash(&other);
-        cache.insert(other_hash, other).await.unwrap();
-        let _other_pin = cache.pin(&[other_hash]);
-        let (result, _) = download(&source, &cache, &manifest, 3).await;
+        k.cache.insert(other_hash, other).await.unwrap();
+        let _other_pin = k.cache.pin(&[other_hash]);
+        let (result, _) = k.download(3).await;
         let error = result.unwrap_err();
         assert!(matches!(error, DownloadError::CacheFull { .. }), "{error}");
         assert!(
-            cache.missing(&[other_hash]).is_empty(),
+            k.cache.missing(&[other_hash]).is_empty(),
             "the pinned chunk stays"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn transient_failures_are_retried_up_to_the_limit_in_a_row() {
-        let (manifest, files) = package();
-
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(&dir, 64 << 20).await;
-        let source = FakeSource::serving(&files);
-        *source.unavailable.lock().unwrap() = 2;
-        let (result, _) = download(&source, &cache, &manifest, 2).await;
+        let patient = kiosk(ROOMY).await;
+        *patient.source.unavailable.lock().unwrap() = 2;
+        let (result, _) = patient.download(2).await;
         assert_eq!(result.unwrap().0.chunks_downloaded, 5);
 
-        let dir = tempfile::tempdir().unwrap();
-        let cache = super::tests::cache(&dir, 64 << 20).await;
-        let source = FakeSource::serving(&files);
-        *source.unavailable.lock().unwrap() = 3;
-        let (result, _) = download(&source, &cache, &manifest, 2).await;
+        let impatient = kiosk(ROOMY).await;
+        *impatient.source.unavailable.lock().unwrap() = 3;
+        let (result, _) = impatient.download(2).await;
         assert!(
             matches!(
                 result,
@@ -731,18 +738,16 @@ mod tests {
             ),
             "{result:?}"
         );
-        assert_eq!(source.calls().len(), 3);
+        assert_eq!(impatient.source.calls().len(), 3);
     }
 
     #[tokio::test]
     async fn a_cancelled_download_stops_before_asking() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(&dir, 64 << 20).await;
-        let (manifest, files) = package();
-        let source = FakeSource::serving(&files);
+        let k = kiosk(ROOMY).await;
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let result = download_missing(&source, &cache, &manifest, 3, |_, _| {}, &cancel).await;
+        let result =
+            download_missing(&k.source, &k.cache, &k.manifest, 3, |_, _| {}, &cancel).await;
         assert!(
             matches!(result, Err(DownloadError::Cancelled)),
             "{result:?}"
