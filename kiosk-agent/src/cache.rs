@@ -295,10 +295,10 @@ impl Index {
 }
 
 impl ChunkCache {
-    /// Opens (creating it if needed) the cache in `dir` with a budget of `budget_bytes`
-    /// (config: the agent's cache budget; the directory is meant to be `data_dir/chunks`).
+    /// Opens (creating it if needed) the cache in `dir` with a budget of `budget_bytes`.
     /// Rebuilds the index from the files as the module doc says, and evicts down to the
-    /// budget.
+    /// budget. Both values belong in the agent's config, which has no keys for them yet:
+    /// proposed `cache.dir` (default `data_dir/chunks`) and `cache.budget_bytes`.
     pub async fn open(dir: PathBuf, budget_bytes: u64) -> Result<Self, CacheError> {
         let inner = blocking(move || Inner::open(dir, budget_bytes)).await?;
         let cache = ChunkCache {
@@ -438,14 +438,13 @@ impl Inner {
         for (hash, size, _) in found {
             index.add(hash, size);
         }
+        let victims = index.evict_for(0)?;
         let inner = Inner {
             dir,
-            index: Mutex::new(Index::default()),
+            index: Mutex::new(index),
             files: Mutex::new(()),
             temp_seq: AtomicU64::new(0),
         };
-        let victims = index.evict_for(0)?;
-        *inner.index() = index;
         inner.delete(&victims);
         Ok(inner)
     }

@@ -438,6 +438,8 @@ mod tests {
         break_after_pieces: Mutex<Option<usize>>,
         /// Serve these chunks with a flipped byte this many more times.
         corrupt: Mutex<HashMap<ChunkHash, u32>>,
+        /// Answer DATA_LOSS naming these chunks this many more times, instead of their bytes.
+        lost: Mutex<HashMap<ChunkHash, u32>>,
         /// Answer this many more calls UNAVAILABLE.
         unavailable: Mutex<u32>,
         /// Every call: (first hash, how many, first_chunk_offset).
@@ -487,6 +489,14 @@ mod tests {
             let mut break_after = self.break_after_pieces.lock().unwrap().take();
             let mut items = Vec::new();
             for (i, hash) in hashes.iter().enumerate() {
+                if let Some(left) = self.lost.lock().unwrap().get_mut(hash).filter(|l| **l > 0) {
+                    *left -= 1;
+                    items.push(Err(SourceError::DataLoss {
+                        hash: Some(*hash),
+                        message: format!("chunk {hash} is corrupt in the store"),
+                    }));
+                    return Ok(stream::iter(items).boxed());
+                }
                 let mut bytes = self.chunks[hash].clone();
                 let mut corrupt = self.corrupt.lock().unwrap();
                 if let Some(left) = corrupt.get_mut(hash).filter(|left| **left > 0) {
@@ -552,9 +562,32 @@ mod tests {
             download(&self.source, &self.cache, &self.manifest, retries).await
         }
 
+        /// Makes the source serve chunk `index` corrupt `times` more times; returns its hash.
+        fn corrupt(&self, index: usize, times: u32) -> ChunkHash {
+            fault(
+                &self.source.corrupt,
+                self.manifest.unique_chunks()[index],
+                times,
+            )
+        }
+
+        /// Makes the source report chunk `index` lost `times` more times; returns its hash.
+        fn lose(&self, index: usize, times: u32) -> ChunkHash {
+            fault(
+                &self.source.lost,
+                self.manifest.unique_chunks()[index],
+                times,
+            )
+        }
+
         async fn assert_files_rebuild(&self) {
             assert_files_rebuild(&self.cache, &self.manifest, &self.files).await;
         }
+    }
+
+    fn fault(faults: &Mutex<HashMap<ChunkHash, u32>>, hash: ChunkHash, times: u32) -> ChunkHash {
+        faults.lock().unwrap().insert(hash, times);
+        hash
     }
 
     async fn kiosk(budget: u64) -> Kiosk {
@@ -654,8 +687,7 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_served_corrupt_twice_is_fetched_again_until_right() {
         let k = kiosk(ROOMY).await;
-        let bad = k.manifest.unique_chunks()[2];
-        k.source.corrupt.lock().unwrap().insert(bad, 2);
+        let bad = k.corrupt(2, 2);
 
         let (result, progress) = k.download(3).await;
         let (report, _pin) = result.unwrap();
@@ -677,8 +709,7 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_always_corrupt_fails_the_download_naming_it() {
         let k = kiosk(ROOMY).await;
-        let bad = k.manifest.unique_chunks()[1];
-        k.source.corrupt.lock().unwrap().insert(bad, u32::MAX);
+        let bad = k.corrupt(1, u32::MAX);
 
         let (result, _) = k.download(3).await;
         let error = result.unwrap_err();
@@ -693,6 +724,22 @@ mod tests {
             k.cache.missing(&k.manifest.unique_chunks()),
             k.manifest.unique_chunks()[1..].to_vec()
         );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_the_service_reports_lost_is_asked_again_then_fails_naming_it() {
+        let k = kiosk(ROOMY).await;
+        k.lose(3, 2);
+        assert_eq!(k.download(2).await.0.unwrap().0.chunks_downloaded, 5);
+
+        let k = kiosk(ROOMY).await;
+        let lost = k.lose(3, u32::MAX);
+        match k.download(2).await.0 {
+            Err(DownloadError::ChunkCorrupt { hash, attempts }) => {
+                assert_eq!((hash, attempts), (lost, 3));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -12,6 +12,9 @@ use crate::cache::{ChunkHash, MAX_CHUNK_BYTES};
 pub const MIN_CHUNK_SIZE: u32 = 1024 * 1024;
 /// The largest chunk size the contract allows ([`MAX_CHUNK_BYTES`]).
 pub const MAX_CHUNK_SIZE: u32 = 64 * 1024 * 1024;
+// Every chunk a valid manifest names fits the cache.
+const _: () = assert!(MAX_CHUNK_SIZE as u64 <= MAX_CHUNK_BYTES);
+
 /// The longest file path the contract allows, in bytes.
 pub const MAX_PATH_BYTES: usize = 1024;
 /// The most files a package may have.
@@ -46,8 +49,8 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError
 /// power of two, 1 MiB to 64 MiB); 1 to [`MAX_FILES`] files, in the source's order, with
 /// unique paths that are safe to join under a drive root and never both a file and a
 /// directory; every file's chunk count `ceil(size / chunk_size)`; one length per chunk hash
-/// wherever it appears; `total_bytes` the sum of the sizes. Built only by
-/// `TryFrom<proto Manifest>` or [`Manifest::from_json`], so holding one means all of that holds.
+/// wherever it appears; `total_bytes` the sum of the sizes. `TryFrom<proto Manifest>` and
+/// [`Manifest::from_json`] check all of that; code that builds one by hand must keep it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The package's id.
@@ -143,7 +146,6 @@ impl Manifest {
                 ),
             ));
         }
-        debug_assert!(u64::from(MAX_CHUNK_SIZE) <= MAX_CHUNK_BYTES);
         if self.files.is_empty() || self.files.len() > MAX_FILES {
             return Err(invalid(
                 "files",
