@@ -15,10 +15,12 @@
 //! so two agent processes can never both execute a command from one journal.
 
 pub mod bays;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod content_source;
 pub mod drive_content;
 pub mod executor;
 pub mod journal;
