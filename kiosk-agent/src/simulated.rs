@@ -42,7 +42,8 @@ use crate::bays::{
     ItemInfo, is_drive_path,
 };
 use crate::config::{SimFaults, SimItemConfig, SimItemKind, SimulationConfig, is_bay_id};
-use crate::drive_content::{self, DriveManifest, StockError};
+use crate::content_source::Manifest;
+use crate::drive_content::{self, StockError};
 
 /// The simulator's state file, under `data_dir`.
 pub const STATE_FILE: &str = "simulator.json";
@@ -863,10 +864,9 @@ impl SimulatedBays {
     pub async fn stock(
         &self,
         item_id: &str,
-        manifest: &DriveManifest,
+        manifest: &Manifest,
         source_dir: &Path,
     ) -> Result<ItemInfo, StockError> {
-        manifest.check().map_err(StockError::Manifest)?;
         let item = item_id.to_owned();
         let protected = self
             .change(move |state| {
@@ -1050,6 +1050,7 @@ impl Drives for SimulatedBays {
 pub(crate) mod tests {
     use super::*;
     use crate::config::SimBayConfig;
+    use crate::content_source::manifest::tests::proto_manifest;
 
     pub(crate) fn drive(id: &str, capacity: u64, package: Option<&str>) -> SimItemConfig {
         SimItemConfig {
@@ -1328,23 +1329,16 @@ pub(crate) mod tests {
     }
 
     /// A package of two files written into `dir`, and its manifest.
-    pub(crate) fn package(dir: &Path, package_id: &str) -> DriveManifest {
-        let files = [("a.bin", vec![7u8; 300]), ("sub/b.txt", b"hello".to_vec())];
+    pub(crate) fn package(dir: &Path, package_id: &str) -> Manifest {
+        let files: [(&str, &[u8]); 2] = [("a.bin", &[7u8; 300]), ("sub/b.txt", b"hello")];
         for (path, bytes) in &files {
             let file = dir.join(path);
             std::fs::create_dir_all(file.parent().unwrap()).unwrap();
             std::fs::write(file, bytes).unwrap();
         }
-        DriveManifest::new(
-            package_id,
-            files.iter().map(|(path, bytes)| {
-                (
-                    (*path).to_owned(),
-                    bytes.len() as u64,
-                    *blake3::hash(bytes).as_bytes(),
-                )
-            }),
-        )
+        let mut manifest = Manifest::try_from(proto_manifest(&files)).unwrap();
+        manifest.package_id = package_id.into();
+        manifest
     }
 
     fn write(
