@@ -7,6 +7,10 @@
 //! (SQLite: commands and outbox), [`executor`] (exactly-once execution and crash recovery),
 //! [`link`] (the gateway stream), [`wire`] (conversions to the contract), [`clock`] (skew).
 //!
+//! Content: [`cache`] (the chunk cache), [`content_source`] (manifests and chunks from the
+//! content service), [`drive_content`] (on-drive manifest, copy, read-back verification),
+//! [`returns`] (re-verifying returned drives).
+//!
 //! Tasks: [`start`] spawns three, all owned by the [`AgentHandle`] and awaited by
 //! [`AgentHandle::stop`]: the link, the command worker, and the return detector.
 //!
@@ -38,8 +42,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use crate::cache::{CacheStats, ChunkCache};
 use crate::clock::KioskClock;
 use crate::config::AgentConfig;
+use crate::content_source::{GrpcContentSource, KioskTokens};
+use crate::executor::Content;
 use crate::executor::Executor;
 use crate::journal::Journal;
 use crate::link::Link;
@@ -104,6 +111,7 @@ async fn holding(lock: Arc<DataDirLock>, task: impl Future<Output = ()>) {
 /// waiting for them); the data directory stays locked until the last task has ended.
 pub struct AgentHandle {
     bays: Arc<SimulatedBays>,
+    cache: ChunkCache,
     journal: Journal,
     tasks: TaskTracker,
     stop: DropGuard,
@@ -124,11 +132,19 @@ impl AgentHandle {
         &self.bays
     }
 
+    /// The chunk cache's size and counters now (chunks and bytes held, chunks inserted, hits,
+    /// evictions, corrupt chunks found). A Provision whose package was cached inserts nothing:
+    /// `inserted` does not move.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
     /// Stops gracefully: closes the link, lets a running command finish, waits for every task,
     /// then closes the journal, and last releases the data directory's lock.
     pub async fn stop(self) {
         let AgentHandle {
             bays: _,
+            cache: _,
             journal,
             tasks,
             stop,
@@ -163,15 +179,38 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
                 )
             })?,
     );
+    let cache = ChunkCache::open(config.cache_dir(), config.cache_budget_bytes())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the chunk cache in {}",
+                config.cache_dir().display()
+            )
+        })?;
+    let config = Arc::new(config);
+    let channel = link::endpoint(config.content_url())
+        .map_err(|e| anyhow::anyhow!("content.url: {e}"))?
+        .connect_lazy();
+    let source = GrpcContentSource::new(channel, KioskTokens::new(Arc::clone(&config)));
+    // Progress is not durable: a bounded queue whose full case drops the update.
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(executor::PROGRESS_QUEUE);
     let clock = KioskClock::new();
     let outbox_ready = Arc::new(Notify::new());
     let work_ready = Arc::new(Notify::new());
-    let executor = Arc::new(Executor::new(
-        journal.clone(),
-        Arc::clone(&bays),
-        clock.clone(),
-        Arc::clone(&outbox_ready),
-    ));
+    let executor = Arc::new(
+        Executor::new(
+            journal.clone(),
+            Arc::clone(&bays),
+            clock.clone(),
+            Arc::clone(&outbox_ready),
+        )
+        .with_content(Content {
+            source: Arc::new(source),
+            cache: cache.clone(),
+            retries: config.provision_retries(),
+            progress: progress_tx,
+        }),
+    );
     let settled = executor
         .recover()
         .await
@@ -181,13 +220,14 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     }
     let stop = CancellationToken::new();
     let link = Arc::new(Link {
-        config: Arc::new(config),
+        config,
         journal: journal.clone(),
         bays: Arc::clone(&bays),
         executor: Arc::clone(&executor),
         clock,
         outbox_ready,
         work_ready: Arc::clone(&work_ready),
+        progress: std::sync::Mutex::new(Some(progress_rx)),
         stop: stop.clone(),
     });
     let tasks = TaskTracker::new();
@@ -204,6 +244,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     tasks.spawn(holding(Arc::clone(&lock), link.run()));
     Ok(AgentHandle {
         bays,
+        cache,
         journal,
         tasks,
         stop: stop.drop_guard(),
@@ -238,6 +279,7 @@ mod tests {
         let credential_file = dir.path().join("secret");
         std::fs::write(&credential_file, "s3cret\n").unwrap();
         let config = AgentConfig {
+            content: Default::default(),
             kiosk_id: "K-1".into(),
             credential_file,
             // Nothing listens here: the link just keeps backing off.

@@ -59,6 +59,7 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use crate::bays::{Bays, Drives, within};
 use crate::clock::KioskClock;
 use crate::config::AgentConfig;
+use crate::content_source::ContentSource;
 use crate::executor::{ExecError, Executor, INVENTORY_TIMEOUT};
 use crate::journal::Journal;
 use crate::returns;
@@ -288,20 +289,22 @@ pub(crate) async fn kiosk_login(
 }
 
 /// Everything the link's tasks share.
-pub(crate) struct Link<B: Bays + Drives> {
+pub(crate) struct Link<B: Bays + Drives, S: ContentSource> {
     pub config: Arc<AgentConfig>,
     pub journal: Journal,
     pub bays: Arc<B>,
-    pub executor: Arc<Executor<B>>,
+    pub executor: Arc<Executor<B, S>>,
     pub clock: KioskClock,
     /// Notified when the outbox gained a message.
     pub outbox_ready: Arc<Notify>,
     /// Notified when a command was journaled for the worker.
     pub work_ready: Arc<Notify>,
+    /// Progress of long commands, taken by the session that is up ([`ProgressFeed`]).
+    pub progress: std::sync::Mutex<Option<mpsc::Receiver<pb::Progress>>>,
     pub stop: CancellationToken,
 }
 
-impl<B: Bays + Drives> Link<B> {
+impl<B: Bays + Drives, S: ContentSource> Link<B, S> {
     /// Keeps a link open until `stop`: log in, open, run a session, back off, again.
     pub(crate) async fn run(self: Arc<Self>) {
         let mut backoff = Backoff::new(
@@ -651,8 +654,8 @@ pub async fn report_returns<B: Bays>(bays: &B, journal: &Journal, clock: &KioskC
 }
 
 /// One open stream's state, owned by the session task.
-struct Session<'a, B: Bays + Drives> {
-    link: &'a Link<B>,
+struct Session<'a, B: Bays + Drives, S: ContentSource> {
+    link: &'a Link<B, S>,
     /// Acks and heartbeats (not durable), sent before outbox messages.
     pending: VecDeque<pb::OpenRequest>,
     /// Outbox messages read and not yet sent on this stream.
@@ -672,7 +675,7 @@ struct Session<'a, B: Bays + Drives> {
     retiring: Option<Retiring>,
 }
 
-impl<B: Bays + Drives> Session<'_, B> {
+impl<B: Bays + Drives, S: ContentSource> Session<'_, B, S> {
     async fn run(
         mut self,
         up: mpsc::Sender<pb::OpenRequest>,
@@ -680,6 +683,7 @@ impl<B: Bays + Drives> Session<'_, B> {
         welcome: Option<pb::Welcome>,
     ) -> SessionEnd {
         let mut heartbeat = new_heartbeat(self.heartbeat_every);
+        let mut feed = ProgressFeed::take(&self.link.progress);
         if let Some(welcome) = welcome {
             self.on_welcome(welcome, &mut heartbeat);
         }
@@ -729,6 +733,12 @@ impl<B: Bays + Drives> Session<'_, B> {
                     Err(status) => return lost_status("link", &status),
                 },
                 () = self.link.outbox_ready.notified() => self.outbox_dirty = true,
+                update = feed.next(), if can_read => {
+                    self.pending.push_back(pb::OpenRequest {
+                        message_id: String::new(),
+                        body: Some(Up::Progress(update)),
+                    });
+                }
                 _ = heartbeat.tick() => {
                     if self.pending.len() < MAX_PENDING {
                         self.pending.push_back(pb::OpenRequest {
@@ -887,6 +897,49 @@ impl<B: Bays + Drives> Session<'_, B> {
             Ok(true) => {}
             Ok(false) => tracing::debug!(%message_id, "receipt for a message not in the outbox"),
             Err(error) => tracing::error!(%message_id, %error, "cannot drop a receipted message"),
+        }
+    }
+}
+
+/// The progress receiver, held by the session that is up and given back when it ends. Progress
+/// is not durable: updates queued while no link was up are dropped when a session takes the
+/// feed (they are stale), and the executor drops new ones while the queue is full.
+struct ProgressFeed<'a> {
+    slot: &'a std::sync::Mutex<Option<mpsc::Receiver<pb::Progress>>>,
+    rx: Option<mpsc::Receiver<pb::Progress>>,
+}
+
+impl<'a> ProgressFeed<'a> {
+    fn take(slot: &'a std::sync::Mutex<Option<mpsc::Receiver<pb::Progress>>>) -> Self {
+        let mut rx = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(rx) = rx.as_mut() {
+            while rx.try_recv().is_ok() {}
+        }
+        Self { slot, rx }
+    }
+
+    /// The next update; never resolves when there is no feed or no sender left.
+    async fn next(&mut self) -> pb::Progress {
+        match self.rx.as_mut() {
+            Some(rx) => match rx.recv().await {
+                Some(update) => update,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for ProgressFeed<'_> {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            *self
+                .slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
         }
     }
 }

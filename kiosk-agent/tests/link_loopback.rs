@@ -185,6 +185,7 @@ async fn lend_over_the_link_is_executed_once_and_replayed_until_receipted() {
     let credential_file = dir.path().join("secret");
     std::fs::write(&credential_file, "s3cret\n").unwrap();
     let config = AgentConfig {
+        content: Default::default(),
         kiosk_id: "K-1".into(),
         credential_file,
         auth_url: format!("http://{address}"),
@@ -354,6 +355,7 @@ fn config_for(
     let credential_file = dir.join("secret");
     std::fs::write(&credential_file, "s3cret\n").unwrap();
     AgentConfig {
+        content: Default::default(),
         kiosk_id: "K-1".into(),
         credential_file,
         auth_url: format!("http://{address}"),

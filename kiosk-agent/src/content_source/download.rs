@@ -395,7 +395,7 @@ impl<S: ContentSource, F: FnMut(u64, u64) + Send> Download<'_, S, F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Mutex;
 
     use futures::stream;
@@ -408,7 +408,7 @@ mod tests {
     const PIECE: usize = MIB / 4;
 
     /// `len` bytes that differ from chunk to chunk (so no two chunks share a hash).
-    fn noise(seed: &str, len: usize) -> Vec<u8> {
+    pub(crate) fn noise(seed: &str, len: usize) -> Vec<u8> {
         let mut bytes = vec![0; len];
         blake3::Hasher::new()
             .update(seed.as_bytes())
@@ -432,12 +432,12 @@ mod tests {
 
     /// A content service in memory, serving pieces of [`PIECE`] bytes, with scripted faults.
     #[derive(Default)]
-    struct FakeSource {
+    pub(crate) struct FakeSource {
         chunks: HashMap<ChunkHash, Bytes>,
         /// Break the next stream (once) after this many pieces.
         break_after_pieces: Mutex<Option<usize>>,
         /// Serve these chunks with a flipped byte this many more times.
-        corrupt: Mutex<HashMap<ChunkHash, u32>>,
+        pub(crate) corrupt: Mutex<HashMap<ChunkHash, u32>>,
         /// Answer DATA_LOSS naming these chunks this many more times, instead of their bytes.
         lost: Mutex<HashMap<ChunkHash, u32>>,
         /// Answer this many more calls UNAVAILABLE.
@@ -447,7 +447,7 @@ mod tests {
     }
 
     impl FakeSource {
-        fn serving(files: &[(String, Vec<u8>)]) -> Self {
+        pub(crate) fn serving(files: &[(String, Vec<u8>)]) -> Self {
             let chunks = files
                 .iter()
                 .flat_map(|(_, bytes)| bytes.chunks(MIB))

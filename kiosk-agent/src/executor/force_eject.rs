@@ -6,12 +6,17 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
 use super::{Answer, Executor, Failed};
-use crate::bays::{BayError, Bays, within};
+use crate::bays::{BayError, Bays, Drives, within};
+use crate::content_source::ContentSource;
 use crate::journal::Choice;
 use crate::wire;
 
 /// Looks at the bay, journals what it holds, ejects, answers.
-pub(super) async fn execute<B: Bays>(ex: &Executor<B>, id: &str, bay_id: &str) -> Answer {
+pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
+    ex: &Executor<B, S>,
+    id: &str,
+    bay_id: &str,
+) -> Answer {
     let bays = match ex.inventory().await {
         Ok(bays) => bays,
         Err(error) => return Ok(Some(ex.failure(id, Failed::bay(&error).at_bay(bay_id)))),

@@ -9,8 +9,9 @@ use sneakernet_proto::gateway::v1::FailureReason;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
 use super::{Answer, Executor, Failed};
-use crate::bays::{BayError, Bays, ItemFacts, within};
+use crate::bays::{BayError, Bays, Drives, ItemFacts, within};
 use crate::command::LendTarget;
+use crate::content_source::ContentSource;
 use crate::journal::Choice;
 use crate::selection::{self, NoChoice, WantedType};
 use crate::wire;
@@ -19,8 +20,8 @@ use crate::wire;
 pub const AFTER_EJECT_POINT: &str = "agent::lend::after_eject";
 
 /// Chooses, journals the choice, applies write protection, ejects, answers.
-pub(super) async fn execute<B: Bays>(
-    ex: &Executor<B>,
+pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
+    ex: &Executor<B, S>,
     id: &str,
     order_id: &str,
     target: &LendTarget,
@@ -283,9 +284,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_eject_that_timed_out_after_the_item_left_is_reported_lent() {
-        let (_dir, bays, _journal, executor) = hanging_kiosk(Hang {
+        let (_dir, bays, _journal, executor) = faulty_kiosk(Faults {
             eject_after: true,
-            ..Hang::default()
+            ..Faults::default()
         })
         .await;
         let result = handle_in_time(&executor, &command("C-1", lend_spec(false), 60)).await;

@@ -25,7 +25,8 @@
 //!   could double (write protection, wipe, release, inventory) are simply run again.
 //! - A command is never started after its deadline (on the skew-corrected clock): it fails
 //!   DEADLINE_EXCEEDED. A payload that does not validate fails INVALID_COMMAND. None of these
-//!   is a panic.
+//!   is a panic. An interrupted Provision is settled, not re-run: its drive is wiped and it
+//!   fails INTERNAL ("interrupted").
 //! - A result is written with its outbox message in one transaction.
 //! - Every bay call has a time limit ([`BayTimeouts`], defaults [`EJECT_TIMEOUT`] and the other
 //!   `*_TIMEOUT` constants), so a hung bay fails its command with BAY_FAULT instead of
@@ -50,19 +51,22 @@ mod testing;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::FailureReason;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::bays::{BayError, BayInfo, Bays, ItemInfo, within};
+use crate::bays::{BayError, BayInfo, Bays, Drives, ItemInfo, within};
 use crate::clock::KioskClock;
 use crate::command::{self, Action};
+use crate::content_source::ContentSource;
 use crate::journal::{Arrival, Choice, Journal, JournalError, JournaledCommand};
 use crate::wire;
 
 pub use lend::AFTER_EJECT_POINT;
+pub use provision::{Content, MID_COPY_POINT, NoContent, PROGRESS_EVERY, PROGRESS_QUEUE};
 
 /// Longest wait for reading what the bays hold (inventory, inserted items): a status read of
 /// the controller, normally milliseconds.
@@ -192,24 +196,27 @@ pub enum ExecError {
 /// command first (it is done or executing elsewhere).
 type Answer = Result<Option<pb::CommandResult>, ExecError>;
 
-/// Executes journaled commands against the bays.
-pub struct Executor<B: Bays> {
+/// Executes journaled commands against the bays; Provision with the content `S` gives.
+pub struct Executor<B: Bays + Drives, S = NoContent> {
     journal: Journal,
     bays: Arc<B>,
     clock: KioskClock,
     timeouts: BayTimeouts,
     /// Woken whenever a message was added to the outbox.
     outbox_ready: Arc<Notify>,
+    /// Where Provision gets content; `None`: Provision answers UNSUPPORTED.
+    content: Option<Content<S>>,
 }
 
-impl<B: Bays> std::fmt::Debug for Executor<B> {
+impl<B: Bays + Drives, S> std::fmt::Debug for Executor<B, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Executor").finish_non_exhaustive()
     }
 }
 
-impl<B: Bays> Executor<B> {
-    /// An executor over `journal` and `bays`; `outbox_ready` is notified after every result.
+impl<B: Bays + Drives> Executor<B> {
+    /// An executor over `journal` and `bays` that provisions nothing (see
+    /// [`Executor::with_content`]); `outbox_ready` is notified after every result.
     pub fn new(
         journal: Journal,
         bays: Arc<B>,
@@ -222,6 +229,21 @@ impl<B: Bays> Executor<B> {
             clock,
             timeouts: BayTimeouts::default(),
             outbox_ready,
+            content: None,
+        }
+    }
+}
+
+impl<B: Bays + Drives, S: ContentSource> Executor<B, S> {
+    /// The same executor, provisioning with `content`.
+    pub fn with_content<T: ContentSource>(self, content: Content<T>) -> Executor<B, T> {
+        Executor {
+            journal: self.journal,
+            bays: self.bays,
+            clock: self.clock,
+            timeouts: self.timeouts,
+            outbox_ready: self.outbox_ready,
+            content: Some(content),
         }
     }
 
@@ -297,7 +319,10 @@ impl<B: Bays> Executor<B> {
                     self.settle_eject(&command, false, Interruption::Restart)
                         .await?
                 }
-                Ok(action) => match self.run_action(id, action, Run::Recovery).await? {
+                Ok(Action::Provision { order_id, .. }) => {
+                    provision::settle_interrupted(self, &command, &order_id).await?
+                }
+                Ok(action) => match self.run_action(id, action, Run::Recovery, None).await? {
                     Some(result) => result,
                     None => continue,
                 },
@@ -377,14 +402,35 @@ impl<B: Bays> Executor<B> {
                 ),
             )));
         }
-        self.run_action(id, action, Run::Fresh).await
+        self.run_action(id, action, Run::Fresh, Some(deadline))
+            .await
     }
 
     /// One arm per command kind: each file's `execute`.
-    async fn run_action(&self, id: &str, action: Action, run: Run) -> Answer {
+    async fn run_action(
+        &self,
+        id: &str,
+        action: Action,
+        run: Run,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Answer {
         match action {
             Action::Lend { order_id, target } => lend::execute(self, id, &order_id, &target).await,
-            Action::Provision => provision::execute(self, id).await,
+            Action::Provision {
+                order_id,
+                package_id,
+                capacity_bytes,
+                write_protect,
+            } => {
+                let asked = provision::Asked {
+                    order_id: &order_id,
+                    package_id: &package_id,
+                    capacity_bytes,
+                    write_protect,
+                    deadline,
+                };
+                provision::execute(self, id, asked).await
+            }
             Action::SetWriteProtect { item_id, on } => {
                 set_write_protect::execute(self, id, &item_id, on, run).await
             }
@@ -637,7 +683,7 @@ mod tests {
             .unwrap();
         let (reason, message) = failure_of(&provision);
         assert_eq!(reason, FailureReason::Unsupported);
-        assert_eq!(message, "provisioning arrives with the content issue");
+        assert_eq!(message, "this agent has no content service configured");
 
         assert!(matches!(
             k.executor.receive(&command("", lend_spec(false), 60)).await,
@@ -648,9 +694,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_hung_eject_fails_bay_fault_and_the_worker_goes_on() {
-        let (_dir, bays, journal, executor) = hanging_kiosk(Hang {
+        let (_dir, bays, journal, executor) = faulty_kiosk(Faults {
             eject_before: true,
-            ..Hang::default()
+            ..Faults::default()
         })
         .await;
         let result = handle_in_time(&executor, &command("C-1", lend_spec(false), 60)).await;

@@ -6,11 +6,12 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
 use super::{Answer, Executor, Failed, Run};
-use crate::bays::{BayState, Bays, within};
+use crate::bays::{BayState, Bays, Drives, within};
+use crate::content_source::ContentSource;
 
 /// Journals, unpins, judges a timeout from the bays, answers.
-pub(super) async fn execute<B: Bays>(
-    ex: &Executor<B>,
+pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
+    ex: &Executor<B, S>,
     id: &str,
     order_id: &str,
     item_id: &str,

@@ -5,11 +5,16 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
 use super::{Answer, Executor, Failed, Run};
-use crate::bays::Bays;
+use crate::bays::{Bays, Drives};
+use crate::content_source::ContentSource;
 use crate::wire;
 
 /// Journals, reads the bays, answers.
-pub(super) async fn execute<B: Bays>(ex: &Executor<B>, id: &str, run: Run) -> Answer {
+pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
+    ex: &Executor<B, S>,
+    id: &str,
+    run: Run,
+) -> Answer {
     if !ex.mark_started(id, None, run).await? {
         return Ok(None);
     }

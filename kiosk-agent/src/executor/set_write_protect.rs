@@ -7,11 +7,12 @@ use sneakernet_proto::gateway::v1::FailureReason;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
 use super::{Answer, Executor, Failed, Run};
-use crate::bays::{BayError, Bays, ItemFacts, within};
+use crate::bays::{BayError, Bays, Drives, ItemFacts, within};
+use crate::content_source::ContentSource;
 
 /// Journals, asks the drive, judges a timeout from the bays, answers.
-pub(super) async fn execute<B: Bays>(
-    ex: &Executor<B>,
+pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
+    ex: &Executor<B, S>,
     id: &str,
     item_id: &str,
     on: bool,

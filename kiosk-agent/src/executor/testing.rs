@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use super::{BayTimeouts, Executor};
 use crate::bays::{BayError, BayInfo, Bays};
-use crate::bays::{Ejected, Inserted, ItemInfo};
+use crate::bays::{DriveError, DriveFile, Drives, Ejected, Inserted, ItemInfo};
 use crate::clock::KioskClock;
 use crate::config::{SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig};
 use crate::journal::Journal;
@@ -117,9 +117,12 @@ pub(crate) fn failure_of(result: &pb::CommandResult) -> (FailureReason, String) 
     }
 }
 
-/// Which calls of [`HangingBays`] never answer.
+/// Which calls of [`FaultyBays`] never answer, and which file goes bad on the medium.
 #[derive(Clone, Copy, Default)]
-pub(crate) struct Hang {
+pub(crate) struct Faults {
+    /// This file of any drive has a byte flipped on disk just before it is read back (the
+    /// medium lost what was written).
+    pub(crate) corrupt_on_read_back: Option<&'static str>,
     /// `eject` hangs before touching the bay.
     pub(crate) eject_before: bool,
     /// `eject` does its work, then never answers.
@@ -128,13 +131,13 @@ pub(crate) struct Hang {
     pub(crate) wipe: bool,
 }
 
-/// Simulated bays whose chosen calls hang like a stuck mechanism.
-pub(crate) struct HangingBays {
+/// Simulated bays whose chosen calls hang like a stuck mechanism, or whose medium corrupts.
+pub(crate) struct FaultyBays {
     pub(crate) inner: SimulatedBays,
-    pub(crate) hang: Hang,
+    pub(crate) hang: Faults,
 }
 
-impl Bays for HangingBays {
+impl Bays for FaultyBays {
     async fn inventory(&self) -> Result<Vec<BayInfo>, BayError> {
         self.inner.inventory().await
     }
@@ -171,6 +174,44 @@ impl Bays for HangingBays {
     }
 }
 
+impl Drives for FaultyBays {
+    fn create_file(&self, item_id: &str, path: &str) -> Result<DriveFile, DriveError> {
+        self.inner.create_file(item_id, path)
+    }
+    fn read_back(
+        &self,
+        item_id: &str,
+        path: &str,
+    ) -> Result<Box<dyn std::io::Read + Send>, DriveError> {
+        if self.hang.corrupt_on_read_back == Some(path) {
+            let file = self.inner.drive_dir(item_id).join(path);
+            let mut bytes = std::fs::read(&file).unwrap();
+            bytes[0] ^= 0xff;
+            std::fs::write(&file, bytes).unwrap();
+        }
+        self.inner.read_back(item_id, path)
+    }
+    async fn prepare(&self, item_id: &str) -> Result<ItemInfo, BayError> {
+        self.inner.prepare(item_id).await
+    }
+    async fn mark_provisioned(
+        &self,
+        item_id: &str,
+        package_id: &str,
+        order_id: &str,
+    ) -> Result<ItemInfo, BayError> {
+        self.inner
+            .mark_provisioned(item_id, package_id, order_id)
+            .await
+    }
+    async fn unverified(&self) -> Result<Vec<ItemInfo>, BayError> {
+        self.inner.unverified().await
+    }
+    async fn mark_verified(&self, item_id: &str) -> Result<Option<ItemInfo>, BayError> {
+        self.inner.mark_verified(item_id).await
+    }
+}
+
 pub(crate) const SHORT: BayTimeouts = BayTimeouts {
     inventory: Duration::from_secs(5),
     eject: Duration::from_millis(200),
@@ -178,13 +219,13 @@ pub(crate) const SHORT: BayTimeouts = BayTimeouts {
     wipe: Duration::from_millis(200),
 };
 
-pub(crate) async fn hanging_kiosk(
-    hang: Hang,
+pub(crate) async fn faulty_kiosk(
+    hang: Faults,
 ) -> (
     tempfile::TempDir,
     SimulatedBays,
     Journal,
-    Executor<HangingBays>,
+    Executor<FaultyBays>,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let inner = SimulatedBays::open(dir.path(), &simulation(SimFaults::default()))
@@ -193,7 +234,7 @@ pub(crate) async fn hanging_kiosk(
     let journal = Journal::open(dir.path()).await.unwrap();
     let executor = Executor::new(
         journal.clone(),
-        Arc::new(HangingBays {
+        Arc::new(FaultyBays {
             inner: inner.clone(),
             hang,
         }),
@@ -205,8 +246,8 @@ pub(crate) async fn hanging_kiosk(
 }
 
 /// Runs `command` to its result, failing the test (not hanging it) after 10 s.
-pub(crate) async fn handle_in_time<B: Bays>(
-    executor: &Executor<B>,
+pub(crate) async fn handle_in_time<B: Bays + Drives, S: crate::content_source::ContentSource>(
+    executor: &Executor<B, S>,
     command: &pb::Command,
 ) -> pb::CommandResult {
     tokio::time::timeout(Duration::from_secs(10), executor.handle(command))

@@ -6,11 +6,12 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
 use super::{Answer, Executor, Failed, Run};
-use crate::bays::{BayState, Bays, ItemFacts, within};
+use crate::bays::{BayState, Bays, Drives, ItemFacts, within};
+use crate::content_source::ContentSource;
 
 /// Journals, erases, judges a timeout from the bays, answers.
-pub(super) async fn execute<B: Bays>(
-    ex: &Executor<B>,
+pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
+    ex: &Executor<B, S>,
     id: &str,
     item_id: &str,
     run: Run,
@@ -60,9 +61,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_hung_wipe_fails_bay_fault() {
-        let (_dir, bays, _journal, executor) = hanging_kiosk(Hang {
+        let (_dir, bays, _journal, executor) = faulty_kiosk(Faults {
             wipe: true,
-            ..Hang::default()
+            ..Faults::default()
         })
         .await;
         let result = handle_in_time(
