@@ -134,8 +134,8 @@ mod tests {
     use super::*;
     use crate::bays::BayState;
     use crate::config::{SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig};
-    use crate::simulated::SimulatedBays;
     use crate::simulated::tests::package;
+    use crate::simulated::{InboxInsert, SimulatedBays, queue_insert};
 
     fn drive(id: &str) -> SimItemConfig {
         SimItemConfig {
@@ -177,11 +177,19 @@ mod tests {
         }
         // While D-2 was out, someone changed a byte of it.
         std::fs::write(bays.drive_dir("D-2").join("sub/b.txt"), b"hellO").unwrap();
+        // They come back through the simulator's inbox, as they left.
         for (bay, item) in ["A01", "A02", "A03"].iter().zip(&lent) {
-            bays.insert(bay, crate::simulated::tests::as_config(item))
-                .await
-                .unwrap();
+            queue_insert(
+                dir.path(),
+                &InboxInsert {
+                    bay_id: (*bay).into(),
+                    item_id: item.item_id.clone(),
+                    item: None,
+                },
+            )
+            .unwrap();
         }
+        assert_eq!(bays.pending_inserted().await.unwrap().len(), 3);
         assert!(
             bays.snapshot().iter().all(|b| b.state == BayState::Busy),
             "never READY while unverified"

@@ -1302,32 +1302,6 @@ pub(crate) mod tests {
         );
     }
 
-    /// The configuration that inserts `item` as it is.
-    pub(crate) fn as_config(item: &ItemInfo) -> SimItemConfig {
-        match &item.facts {
-            ItemFacts::Drive {
-                capacity_bytes,
-                content_package_id,
-                write_protected,
-            } => SimItemConfig {
-                kind: SimItemKind::Drive,
-                item_id: item.item_id.clone(),
-                capacity_bytes: Some(*capacity_bytes),
-                content_package_id: content_package_id.clone(),
-                write_protected: *write_protected,
-                charge_percent: None,
-            },
-            ItemFacts::PowerBank { charge_percent } => SimItemConfig {
-                kind: SimItemKind::PowerBank,
-                item_id: item.item_id.clone(),
-                capacity_bytes: None,
-                content_package_id: None,
-                write_protected: false,
-                charge_percent: Some(*charge_percent),
-            },
-        }
-    }
-
     /// A package of two files written into `dir`, and its manifest.
     pub(crate) fn package(dir: &Path, package_id: &str) -> Manifest {
         let files: [(&str, &[u8]); 2] = [("a.bin", &[7u8; 300]), ("sub/b.txt", b"hello")];

@@ -48,6 +48,7 @@ mod wipe;
 #[cfg(test)]
 mod testing;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -471,22 +472,28 @@ impl<B: Bays + Drives, S: ContentSource> Executor<B, S> {
             .find(|b| b.item.as_ref().is_some_and(|i| i.item_id == item_id))
     }
 
-    /// A bay call that timed out may still have taken effect: it counts as done only if the
-    /// bays now show `item_id` in a bay for which `done` holds; otherwise the timeout stands.
-    /// Any other outcome passes through.
-    async fn settle_timeout(
+    /// Runs a command whose effect is a state of one item, not a movement (a repeat does no
+    /// harm): journals it `executing`, awaits `call` (already under its time limit), and
+    /// judges a timeout: it counts as done only if the bays now show `item_id` in a bay for
+    /// which `done` holds; otherwise the timeout stands. `None`: another run has the command.
+    async fn run_judged(
         &self,
-        outcome: Result<ItemInfo, BayError>,
+        id: &str,
+        run: Run,
         item_id: &str,
+        call: impl Future<Output = Result<ItemInfo, BayError>>,
         done: impl Fn(&BayInfo) -> bool,
-    ) -> Result<ItemInfo, BayError> {
-        match outcome {
+    ) -> Result<Option<Result<ItemInfo, BayError>>, ExecError> {
+        if !self.mark_started(id, None, run).await? {
+            return Ok(None);
+        }
+        Ok(Some(match call.await {
             Err(error @ BayError::Timeout { .. }) => match self.bay_of_item(item_id).await {
                 Some(bay) if done(&bay) => bay.item.ok_or(error),
                 _ => Err(error),
             },
             other => other,
-        }
+        }))
     }
 
     /// An eject that timed out may have happened: the command is journaled `executing` with

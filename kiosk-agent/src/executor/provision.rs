@@ -827,6 +827,19 @@ mod tests {
     }
 
     impl Kiosk {
+        async fn provision(
+            &self,
+            id: &str,
+            order: &str,
+            package: &str,
+            capacity: u64,
+        ) -> pb::CommandResult {
+            self.executor
+                .handle(&provision(id, order, package, capacity))
+                .await
+                .unwrap()
+        }
+
         fn state_of(&self, item: &str) -> (BayState, ItemFacts) {
             let bay = self
                 .bays
@@ -856,11 +869,7 @@ mod tests {
     #[tokio::test]
     async fn provision_writes_identical_files_and_manifest_pins_and_a_second_downloads_nothing() {
         let mut k = kiosk(&[("D-1", DRIVE), ("D-2", DRIVE)], ROOMY, Faults::default()).await;
-        let first = k
-            .executor
-            .handle(&provision("C-1", "O-1", "P1", DRIVE))
-            .await
-            .unwrap();
+        let first = k.provision("C-1", "O-1", "P1", DRIVE).await;
         let done = provisioned(&first);
         let package_bytes = 5 * MIB / 2 + 1000;
         assert_eq!(done.item_id, "D-1");
@@ -908,11 +917,7 @@ mod tests {
         );
 
         let inserted = k.cache.stats().inserted;
-        let second = k
-            .executor
-            .handle(&provision("C-2", "O-2", "P1", DRIVE))
-            .await
-            .unwrap();
+        let second = k.provision("C-2", "O-2", "P1", DRIVE).await;
         assert_eq!(provisioned(&second).item_id, "D-2");
         assert_eq!(provisioned(&second).bytes_downloaded, 0);
         assert_eq!(k.cache.stats().inserted, inserted, "no chunk fetched again");
@@ -932,11 +937,7 @@ mod tests {
             .lock()
             .unwrap()
             .insert(bad, 100);
-        let result = k
-            .executor
-            .handle(&provision("C-1", "O-1", "P1", DRIVE))
-            .await
-            .unwrap();
+        let result = k.provision("C-1", "O-1", "P1", DRIVE).await;
         let (reason, message) = failure_of(&result);
         assert_eq!(reason, FailureReason::ChunkCorrupt, "{message}");
         assert!(message.contains(&bad.to_hex().to_string()), "{message}");
@@ -946,21 +947,13 @@ mod tests {
     #[tokio::test]
     async fn a_drive_too_small_fails_drive_full_before_anything_is_written() {
         let k = kiosk(&[("D-1", MIB)], ROOMY, Faults::default()).await;
-        let result = k
-            .executor
-            .handle(&provision("C-1", "O-1", "P1", MIB))
-            .await
-            .unwrap();
+        let result = k.provision("C-1", "O-1", "P1", MIB).await;
         let (reason, message) = failure_of(&result);
         assert_eq!(reason, FailureReason::DriveFull, "{message}");
         assert_eq!(k.cache.stats().inserted, 0, "nothing downloaded either");
         k.assert_wiped("D-1");
 
-        let none = k
-            .executor
-            .handle(&provision("C-2", "O-2", "P1", DRIVE))
-            .await
-            .unwrap();
+        let none = k.provision("C-2", "O-2", "P1", DRIVE).await;
         assert_eq!(failure_of(&none).0, FailureReason::NoFreeDrive);
     }
 
@@ -975,11 +968,7 @@ mod tests {
             },
         )
         .await;
-        let result = k
-            .executor
-            .handle(&provision("C-1", "O-1", "P1", DRIVE))
-            .await
-            .unwrap();
+        let result = k.provision("C-1", "O-1", "P1", DRIVE).await;
         let (reason, message) = failure_of(&result);
         assert_eq!(reason, FailureReason::VerifyFailed, "{message}");
         assert!(message.contains("P1/notes.txt"), "{message}");
@@ -995,11 +984,7 @@ mod tests {
         )
         .await;
         for (id, order, package) in [("C-1", "O-1", "P1"), ("C-2", "O-2", "P2")] {
-            let result = k
-                .executor
-                .handle(&provision(id, order, package, DRIVE))
-                .await
-                .unwrap();
+            let result = k.provision(id, order, package, DRIVE).await;
             provisioned(&result);
         }
         assert!(k.cache.stats().evictions > 0, "{:?}", k.cache.stats());

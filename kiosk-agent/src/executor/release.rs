@@ -17,18 +17,18 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
     item_id: &str,
     run: Run,
 ) -> Answer {
-    if !ex.mark_started(id, None, run).await? {
-        return Ok(None);
-    }
     let call = within(
         ex.timeouts.configure,
         format!("unpin {item_id}"),
         ex.bays.unpin(item_id, order_id),
     );
     // Released only if the bays now report the drive READY.
-    let outcome = ex
-        .settle_timeout(call.await, item_id, |bay| bay.state == BayState::Ready)
-        .await;
+    let Some(outcome) = ex
+        .run_judged(id, run, item_id, call, |bay| bay.state == BayState::Ready)
+        .await?
+    else {
+        return Ok(None);
+    };
     Ok(Some(match outcome {
         Ok(item) => ex.success(
             id,

@@ -18,21 +18,21 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
     on: bool,
     run: Run,
 ) -> Answer {
-    if !ex.mark_started(id, None, run).await? {
-        return Ok(None);
-    }
     let call = within(
         ex.timeouts.configure,
         format!("set_write_protect {item_id}"),
         ex.bays.set_write_protect(item_id, on),
     );
-    let outcome = ex
-        .settle_timeout(call.await, item_id, |bay| {
+    let Some(outcome) = ex
+        .run_judged(id, run, item_id, call, |bay| {
             bay.item.as_ref().is_some_and(|item| {
                 matches!(item.facts, ItemFacts::Drive { write_protected, .. } if write_protected == on)
             })
         })
-        .await;
+        .await?
+    else {
+        return Ok(None);
+    };
     Ok(Some(match outcome {
         Ok(item) => {
             let write_protected = matches!(

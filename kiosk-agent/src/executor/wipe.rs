@@ -16,17 +16,14 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
     item_id: &str,
     run: Run,
 ) -> Answer {
-    if !ex.mark_started(id, None, run).await? {
-        return Ok(None);
-    }
     let call = within(
         ex.timeouts.wipe,
         format!("wipe {item_id}"),
         ex.bays.wipe(item_id),
     );
     // Done only if the bays now report the drive blank and READY.
-    let outcome = ex
-        .settle_timeout(call.await, item_id, |bay| {
+    let Some(outcome) = ex
+        .run_judged(id, run, item_id, call, |bay| {
             bay.state == BayState::Ready
                 && bay.item.as_ref().is_some_and(|item| {
                     matches!(
@@ -39,7 +36,10 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
                     )
                 })
         })
-        .await;
+        .await?
+    else {
+        return Ok(None);
+    };
     Ok(Some(match outcome {
         Ok(item) => ex.success(
             id,
