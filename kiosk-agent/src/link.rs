@@ -985,6 +985,35 @@ mod tests {
         assert_eq!(backoff.ceiling(), initial);
     }
 
+    #[tokio::test]
+    async fn a_session_takes_the_progress_feed_without_stale_updates_and_gives_it_back() {
+        let (tx, rx) = mpsc::channel(4);
+        let slot = std::sync::Mutex::new(Some(rx));
+        let stale = pb::Progress {
+            command_id: "C-old".into(),
+            ..pb::Progress::default()
+        };
+        tx.try_send(stale).unwrap();
+        {
+            let mut feed = ProgressFeed::take(&slot);
+            assert!(slot.lock().unwrap().is_none(), "held by the session");
+            tx.try_send(pb::Progress {
+                command_id: "C-1".into(),
+                ..pb::Progress::default()
+            })
+            .unwrap();
+            assert_eq!(
+                feed.next().await.command_id,
+                "C-1",
+                "the stale one was dropped"
+            );
+        }
+        assert!(
+            slot.lock().unwrap().is_some(),
+            "given back when the session ends"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn heartbeats_tick_at_the_interval() {
         let start = Instant::now();

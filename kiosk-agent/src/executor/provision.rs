@@ -26,7 +26,7 @@
 //! and on each phase change; it is not durable.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
@@ -34,6 +34,7 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 use sneakernet_proto::gateway::v1::{FailureReason, ProgressPhase};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Answer, ExecError, Executor, Failed};
@@ -1023,5 +1024,29 @@ mod tests {
             "exactly one result: nothing left to settle"
         );
         assert_eq!(k.executor.handle(&command).await.unwrap(), result);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_goes_out_on_phase_changes_and_at_most_every_quarter_second() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut report = ProgressReport::new("C-1", tx);
+        report.update(ProgressPhase::Downloading, 0, 10);
+        report.update(ProgressPhase::Downloading, 5, 10); // too soon: dropped
+        report.update(ProgressPhase::Copying, 0, 10); // a new phase: sent
+        tokio::time::advance(PROGRESS_EVERY).await;
+        report.update(ProgressPhase::Copying, 7, 10); // the queue is full: dropped, no wait
+        let sent: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|p| (p.phase, p.bytes_done))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (ProgressPhase::Downloading as i32, 0),
+                (ProgressPhase::Copying as i32, 0)
+            ]
+        );
+        tokio::time::advance(PROGRESS_EVERY).await;
+        report.update(ProgressPhase::Copying, 9, 10);
+        assert_eq!(rx.try_recv().unwrap().bytes_done, 9);
     }
 }
