@@ -708,7 +708,7 @@ mod tests {
         dir: tempfile::TempDir,
         bays: SimulatedBays,
         journal: Journal,
-        executor: Executor<FaultyBays, Packages>,
+        executor: Arc<Executor<FaultyBays, Packages>>,
         cache: ChunkCache,
         progress: mpsc::Receiver<pb::Progress>,
         files: HashMap<String, Files>,
@@ -779,7 +779,7 @@ mod tests {
             dir,
             bays,
             journal,
-            executor,
+            executor: Arc::new(executor),
             cache,
             progress,
             files,
@@ -993,22 +993,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_provision_interrupted_mid_copy_gets_one_result_and_its_drive_is_wiped() {
-        let k = kiosk(&[("D-1", DRIVE)], ROOMY, Faults::default()).await;
+    async fn a_provision_dropped_mid_copy_gets_one_result_and_its_drive_is_wiped() {
+        let mut k = kiosk(&[("D-1", DRIVE)], ROOMY, Faults::default()).await;
         let command = provision("C-1", "O-1", "P1", DRIVE);
-        k.executor.receive(&command).await.unwrap();
-        // What a kill mid-copy leaves: journaled executing with its drive, the drive BUSY
-        // and half written.
-        let choice = Choice {
-            bay_id: "A01".into(),
-            item_id: Some("D-1".into()),
-            item: None,
-        };
-        assert!(k.journal.start("C-1", Some(&choice)).await.unwrap());
-        k.bays.prepare("D-1").await.unwrap();
-        let mut half = k.bays.create_file("D-1", "P1/film.bin").unwrap();
-        half.write(&k.files["P1"][0].1[..1000]).unwrap();
-        half.finish().unwrap();
+        let running = tokio::spawn({
+            let executor = Arc::clone(&k.executor);
+            let command = command.clone();
+            async move { executor.handle(&command).await }
+        });
+        // The copy has begun: kill the executor there (its future is dropped mid-copy).
+        loop {
+            let update = k.progress.recv().await.unwrap();
+            if update.phase == ProgressPhase::Copying as i32 {
+                break;
+            }
+        }
+        running.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+        let (state, _) = k.state_of("D-1");
+        assert_eq!(state, BayState::Busy, "half written: never READY");
+        assert_eq!(
+            k.journal.command("C-1").await.unwrap().unwrap().state,
+            crate::journal::CommandState::Executing
+        );
 
         let Kiosk { dir, .. } = k;
         let k = open(dir, &[("D-1", DRIVE)], ROOMY, Faults::default()).await;
