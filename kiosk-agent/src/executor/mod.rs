@@ -473,9 +473,10 @@ impl<B: Bays + Drives, S: ContentSource> Executor<B, S> {
     }
 
     /// Runs a command whose effect is a state of one item, not a movement (a repeat does no
-    /// harm): journals it `executing`, awaits `call` (already under its time limit), and
-    /// judges a timeout: it counts as done only if the bays now show `item_id` in a bay for
-    /// which `done` holds; otherwise the timeout stands. `None`: another run has the command.
+    /// harm): journals it `executing`, awaits `call` (already under its time limit), judges a
+    /// timeout (it counts as done only if the bays now show `item_id` in a bay for which
+    /// `done` holds; otherwise the timeout stands), and answers `success(item)` or the bay
+    /// error's failure naming the item. `None`: another run has the command.
     async fn run_judged(
         &self,
         id: &str,
@@ -483,16 +484,21 @@ impl<B: Bays + Drives, S: ContentSource> Executor<B, S> {
         item_id: &str,
         call: impl Future<Output = Result<ItemInfo, BayError>>,
         done: impl Fn(&BayInfo) -> bool,
-    ) -> Result<Option<Result<ItemInfo, BayError>>, ExecError> {
+        success: impl FnOnce(ItemInfo) -> Outcome,
+    ) -> Answer {
         if !self.mark_started(id, None, run).await? {
             return Ok(None);
         }
-        Ok(Some(match call.await {
+        let outcome = match call.await {
             Err(error @ BayError::Timeout { .. }) => match self.bay_of_item(item_id).await {
                 Some(bay) if done(&bay) => bay.item.ok_or(error),
                 _ => Err(error),
             },
             other => other,
+        };
+        Ok(Some(match outcome {
+            Ok(item) => self.success(id, success(item)),
+            Err(error) => self.failure(id, Failed::bay(&error).of_item(item_id)),
         }))
     }
 

@@ -5,8 +5,8 @@
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
-use super::{Answer, Executor, Failed, Run};
-use crate::bays::{BayState, Bays, Drives, within};
+use super::{Answer, Executor, Run};
+use crate::bays::{BayInfo, BayState, Bays, Drives, within};
 use crate::content_source::ContentSource;
 
 /// Journals, unpins, judges a timeout from the bays, answers.
@@ -23,19 +23,11 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
         ex.bays.unpin(item_id, order_id),
     );
     // Released only if the bays now report the drive READY.
-    let Some(outcome) = ex
-        .run_judged(id, run, item_id, call, |bay| bay.state == BayState::Ready)
-        .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(match outcome {
-        Ok(item) => ex.success(
-            id,
-            Outcome::Release(pb::ReleaseResult {
-                item_id: item.item_id,
-            }),
-        ),
-        Err(error) => ex.failure(id, Failed::bay(&error).of_item(item_id)),
-    }))
+    let ready = |bay: &BayInfo| bay.state == BayState::Ready;
+    ex.run_judged(id, run, item_id, call, ready, |item| {
+        Outcome::Release(pb::ReleaseResult {
+            item_id: item.item_id,
+        })
+    })
+    .await
 }

@@ -3,11 +3,10 @@
 //! the drive in the asked state.
 
 use sneakernet_proto::gateway::v1 as pb;
-use sneakernet_proto::gateway::v1::FailureReason;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
-use super::{Answer, Executor, Failed, Run};
-use crate::bays::{BayError, Bays, Drives, ItemFacts, within};
+use super::{Answer, Executor, Run};
+use crate::bays::{BayInfo, Bays, Drives, ItemFacts, within};
 use crate::content_source::ContentSource;
 
 /// Journals, asks the drive, judges a timeout from the bays, answers.
@@ -23,39 +22,25 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
         format!("set_write_protect {item_id}"),
         ex.bays.set_write_protect(item_id, on),
     );
-    let Some(outcome) = ex
-        .run_judged(id, run, item_id, call, |bay| {
-            bay.item.as_ref().is_some_and(|item| {
-                matches!(item.facts, ItemFacts::Drive { write_protected, .. } if write_protected == on)
-            })
+    let set = |bay: &BayInfo| {
+        bay.item.as_ref().is_some_and(|item| {
+            matches!(item.facts, ItemFacts::Drive { write_protected, .. } if write_protected == on)
         })
-        .await?
-    else {
-        return Ok(None);
     };
-    Ok(Some(match outcome {
-        Ok(item) => {
-            let write_protected = matches!(
-                item.facts,
-                ItemFacts::Drive {
-                    write_protected: true,
-                    ..
-                }
-            );
-            ex.success(
-                id,
-                Outcome::SetWriteProtect(pb::SetWriteProtectResult {
-                    item_id: item.item_id,
-                    write_protected,
-                }),
-            )
-        }
-        Err(error @ BayError::WriteProtectFailed(_)) => ex.failure(
-            id,
-            Failed::new(FailureReason::WriteProtectFailed, error.to_string()).of_item(item_id),
-        ),
-        Err(error) => ex.failure(id, Failed::bay(&error).of_item(item_id)),
-    }))
+    ex.run_judged(id, run, item_id, call, set, |item| {
+        let write_protected = matches!(
+            item.facts,
+            ItemFacts::Drive {
+                write_protected: true,
+                ..
+            }
+        );
+        Outcome::SetWriteProtect(pb::SetWriteProtectResult {
+            item_id: item.item_id,
+            write_protected,
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 
-use super::{Answer, Executor, Failed, Run};
-use crate::bays::{BayState, Bays, Drives, ItemFacts, within};
+use super::{Answer, Executor, Run};
+use crate::bays::{BayInfo, BayState, Bays, Drives, ItemFacts, within};
 use crate::content_source::ContentSource;
 
 /// Journals, erases, judges a timeout from the bays, answers.
@@ -22,33 +22,25 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
         ex.bays.wipe(item_id),
     );
     // Done only if the bays now report the drive blank and READY.
-    let Some(outcome) = ex
-        .run_judged(id, run, item_id, call, |bay| {
-            bay.state == BayState::Ready
-                && bay.item.as_ref().is_some_and(|item| {
-                    matches!(
-                        item.facts,
-                        ItemFacts::Drive {
-                            content_package_id: None,
-                            write_protected: false,
-                            ..
-                        }
-                    )
-                })
-        })
-        .await?
-    else {
-        return Ok(None);
+    let wiped = |bay: &BayInfo| {
+        bay.state == BayState::Ready
+            && bay.item.as_ref().is_some_and(|item| {
+                matches!(
+                    item.facts,
+                    ItemFacts::Drive {
+                        content_package_id: None,
+                        write_protected: false,
+                        ..
+                    }
+                )
+            })
     };
-    Ok(Some(match outcome {
-        Ok(item) => ex.success(
-            id,
-            Outcome::Wipe(pb::WipeResult {
-                item_id: item.item_id,
-            }),
-        ),
-        Err(error) => ex.failure(id, Failed::bay(&error).of_item(item_id)),
-    }))
+    ex.run_judged(id, run, item_id, call, wiped, |item| {
+        Outcome::Wipe(pb::WipeResult {
+            item_id: item.item_id,
+        })
+    })
+    .await
 }
 
 #[cfg(test)]
