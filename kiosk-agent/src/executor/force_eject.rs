@@ -61,24 +61,18 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::config::SimFaults;
-    use sneakernet_proto::gateway::v1 as pb;
-    use sneakernet_proto::gateway::v1::command_result::Outcome;
 
     #[tokio::test]
     async fn a_forced_eject_reports_what_left() {
         let k = kiosk(SimFaults::default()).await;
         let eject = k
-            .executor
-            .handle(&command(
+            .run(
                 "C-fe",
                 pb::command_payload::Kind::ForceEject(pb::ForceEjectCommand {
                     bay_id: "A02".into(),
                 }),
-                60,
-            ))
-            .await
-            .unwrap();
+            )
+            .await;
         assert!(matches!(eject.outcome, Some(Outcome::ForceEject(ref r)) if r.item_id == "D-2"));
     }
 }

@@ -162,12 +162,8 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
 mod tests {
     use super::super::testing::*;
     use crate::bays::{BayState, Bays};
-    use crate::config::SimFaults;
     use crate::journal::Choice;
     use crate::wire;
-    use sneakernet_proto::gateway::v1 as pb;
-    use sneakernet_proto::gateway::v1::FailureReason;
-    use sneakernet_proto::gateway::v1::command_result::Outcome;
 
     #[tokio::test]
     async fn interrupted_lend_whose_item_left_is_reported_lent() {
@@ -266,19 +262,11 @@ mod tests {
         assert!(matches!(lent.outcome, Some(Outcome::Lend(ref l)) if l.item_id == "D-2"));
 
         // A01 is jammed: the walk-up lend fails clearly and nothing leaves.
-        let jammed = k
-            .executor
-            .handle(&command("C-4", lend_spec(false), 60))
-            .await
-            .unwrap();
+        let jammed = k.run("C-4", lend_spec(false)).await;
         assert_eq!(failure_of(&jammed).0, FailureReason::EjectJammed);
         assert_eq!(k.bays.eject_count("D-1"), 0);
         // The bay is now FAULT: the next walk-up lend finds nothing to lend.
-        let none = k
-            .executor
-            .handle(&command("C-5", lend_spec(false), 60))
-            .await
-            .unwrap();
+        let none = k.run("C-5", lend_spec(false)).await;
         assert_eq!(failure_of(&none).0, FailureReason::NoMatchingItem);
     }
 

@@ -621,7 +621,6 @@ pub fn failure_reason(error: &BayError) -> FailureReason {
 mod tests {
     use super::testing::*;
     use super::*;
-    use crate::config::SimFaults;
     use sneakernet_proto::common::v1 as common;
 
     #[tokio::test]

@@ -32,22 +32,16 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use crate::config::SimFaults;
-    use sneakernet_proto::gateway::v1 as pb;
-    use sneakernet_proto::gateway::v1::command_result::Outcome;
 
     #[tokio::test]
     async fn the_inventory_lists_every_bay() {
         let k = kiosk(SimFaults::default()).await;
         let inventory = k
-            .executor
-            .handle(&command(
+            .run(
                 "C-inv",
                 pb::command_payload::Kind::RequestInventory(pb::RequestInventoryCommand {}),
-                60,
-            ))
-            .await
-            .unwrap();
+            )
+            .await;
         let Some(Outcome::RequestInventory(r)) = inventory.outcome else {
             panic!()
         };

@@ -47,25 +47,19 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
 mod tests {
     use super::super::testing::*;
     use crate::bays::{DriveError, Drives};
-    use crate::config::SimFaults;
-    use sneakernet_proto::gateway::v1 as pb;
-    use sneakernet_proto::gateway::v1::command_result::Outcome;
 
     #[tokio::test]
     async fn write_protection_is_reported_as_set() {
         let k = kiosk(SimFaults::default()).await;
         let wp = k
-            .executor
-            .handle(&command(
+            .run(
                 "C-wp",
                 pb::command_payload::Kind::SetWriteProtect(pb::SetWriteProtectCommand {
                     item_id: "D-1".into(),
                     on: true,
                 }),
-                60,
-            ))
-            .await
-            .unwrap();
+            )
+            .await;
         assert!(matches!(wp.outcome, Some(Outcome::SetWriteProtect(ref r)) if r.write_protected));
     }
 

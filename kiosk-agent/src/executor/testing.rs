@@ -4,16 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sneakernet_proto::gateway::v1 as pb;
-use sneakernet_proto::gateway::v1::FailureReason;
-use sneakernet_proto::gateway::v1::command_result::Outcome;
+pub(crate) use sneakernet_proto::gateway::v1 as pb;
+pub(crate) use sneakernet_proto::gateway::v1::FailureReason;
+pub(crate) use sneakernet_proto::gateway::v1::command_result::Outcome;
 use tokio::sync::Notify;
 
 use super::{BayTimeouts, Executor};
 use crate::bays::{BayError, BayInfo, Bays};
 use crate::bays::{DriveError, DriveFile, Drives, Ejected, Inserted, ItemInfo};
 use crate::clock::KioskClock;
-use crate::config::{SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig};
+pub(crate) use crate::config::SimFaults;
+use crate::config::{SimBayConfig, SimItemConfig, SimItemKind, SimulationConfig};
 use crate::journal::Journal;
 use crate::simulated::SimulatedBays;
 use crate::wire;
@@ -54,6 +55,13 @@ pub(crate) struct Kiosk {
     pub(crate) bays: Arc<SimulatedBays>,
     pub(crate) journal: Journal,
     pub(crate) executor: Executor<SimulatedBays>,
+}
+
+impl Kiosk {
+    /// Runs a command of `kind` with a minute to its deadline, to its result.
+    pub(crate) async fn run(&self, id: &str, kind: pb::command_payload::Kind) -> pb::CommandResult {
+        self.executor.handle(&command(id, kind, 60)).await.unwrap()
+    }
 }
 
 pub(crate) async fn kiosk(faults: SimFaults) -> Kiosk {

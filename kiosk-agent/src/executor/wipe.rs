@@ -47,9 +47,6 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
 mod tests {
     use super::super::testing::*;
     use crate::bays::ItemFacts;
-    use crate::config::SimFaults;
-    use sneakernet_proto::gateway::v1 as pb;
-    use sneakernet_proto::gateway::v1::FailureReason;
 
     #[tokio::test]
     async fn a_hung_wipe_fails_bay_fault() {
@@ -86,16 +83,13 @@ mod tests {
     async fn wiping_an_item_not_in_the_kiosk_fails_item_not_found() {
         let k = kiosk(SimFaults::default()).await;
         let unknown = k
-            .executor
-            .handle(&command(
+            .run(
                 "C-wipe",
                 pb::command_payload::Kind::Wipe(pb::WipeCommand {
                     item_id: "D-9".into(),
                 }),
-                60,
-            ))
-            .await
-            .unwrap();
+            )
+            .await;
         assert_eq!(failure_of(&unknown).0, FailureReason::ItemNotFound);
     }
 }
