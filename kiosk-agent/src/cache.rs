@@ -297,8 +297,8 @@ impl Index {
 impl ChunkCache {
     /// Opens (creating it if needed) the cache in `dir` with a budget of `budget_bytes`.
     /// Rebuilds the index from the files as the module doc says, and evicts down to the
-    /// budget. Both values belong in the agent's config, which has no keys for them yet:
-    /// proposed `cache.dir` (default `data_dir/chunks`) and `cache.budget_bytes`.
+    /// budget. The agent passes `content.cache_dir` (default `data_dir/chunk-cache`) and
+    /// `content.cache_budget_bytes` from its config.
     pub async fn open(dir: PathBuf, budget_bytes: u64) -> Result<Self, CacheError> {
         let inner = blocking(move || Inner::open(dir, budget_bytes)).await?;
         let cache = ChunkCache {

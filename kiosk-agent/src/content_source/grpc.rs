@@ -141,8 +141,8 @@ impl<T> std::fmt::Debug for GrpcContentSource<T> {
 
 impl<T: AccessTokens> GrpcContentSource<T> {
     /// A source over `channel` to the content service (for example
-    /// `link::endpoint(content_url)?.connect_lazy()`; the agent's config has no `content_url`
-    /// yet, and a standalone node serves content on the gateway's listener).
+    /// `link::endpoint(config.content_url())?.connect_lazy()`: `content.url`, by default the
+    /// gateway's address, since a standalone node serves content on the gateway's listener).
     pub fn new(channel: Channel, tokens: T) -> Self {
         GrpcContentSource {
             client: ContentServiceClient::new(channel),
