@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Answer, ExecError, Executor, Failed};
-use crate::bays::{BayState, Bays, DriveError, Drives, ItemInfo, within};
+use crate::bays::{BayError, BayState, Bays, DriveError, Drives, ItemInfo, within};
 use crate::cache::{CacheError, ChunkCache};
 use crate::content_source::download::{RETRY_INITIAL, RETRY_MAX};
 use crate::content_source::{
@@ -187,8 +187,9 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
 /// After a crash: the Provision journaled `executing` with its drive is not run again. The
 /// drive (unpinned first if the crash came after the pin) is wiped and the command fails
 /// INTERNAL "interrupted", so it gets exactly one result and no drive is ready with bytes
-/// nobody verified for this command. Bay trouble leaves the command `executing` for the next
-/// recovery.
+/// nobody verified for this command. Bays that do not answer (a timeout, their own storage)
+/// leave the command `executing` for the next recovery; a drive they refuse to wipe (a faulty
+/// bay) is reported in the failure's message.
 pub(super) async fn settle_interrupted<B: Bays + Drives, S: ContentSource>(
     ex: &Executor<B, S>,
     command: &JournaledCommand,
@@ -215,21 +216,36 @@ pub(super) async fn settle_interrupted<B: Bays + Drives, S: ContentSource>(
     let message = match here {
         None => "interrupted; the drive is no longer in the kiosk".to_owned(),
         Some(bay) => {
-            if matches!(&bay.state, BayState::Pinned { order_id: o } if o == order_id) {
+            let pinned_here =
+                matches!(&bay.state, BayState::Pinned { order_id: o } if o == order_id);
+            let wiped = async {
+                if pinned_here {
+                    within(
+                        ex.timeouts.configure,
+                        format!("unpin {item_id}"),
+                        ex.bays.unpin(&item_id, order_id),
+                    )
+                    .await?;
+                }
                 within(
-                    ex.timeouts.configure,
-                    format!("unpin {item_id}"),
-                    ex.bays.unpin(&item_id, order_id),
+                    ex.timeouts.wipe,
+                    format!("wipe {item_id}"),
+                    ex.bays.wipe(&item_id),
                 )
-                .await?;
+                .await
+            };
+            match wiped.await {
+                Ok(_) => "interrupted by a restart; the drive was wiped".to_owned(),
+                // Worth another try at the next recovery: the bays may answer then.
+                Err(error @ (BayError::Timeout { .. } | BayError::Storage(_))) => {
+                    return Err(error.into());
+                }
+                // The drive stays BUSY (or, if its pin was released, READY with the content
+                // it verified before the pin): never ready with unverified bytes.
+                Err(error) => {
+                    format!("interrupted by a restart; the drive could not be wiped: {error}")
+                }
             }
-            within(
-                ex.timeouts.wipe,
-                format!("wipe {item_id}"),
-                ex.bays.wipe(&item_id),
-            )
-            .await?;
-            "interrupted by a restart; the drive was wiped".to_owned()
         }
     };
     Ok(ex.failure(
