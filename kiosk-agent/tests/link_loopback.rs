@@ -325,9 +325,11 @@ async fn lend_over_the_link_is_executed_once_and_replayed_until_receipted() {
     server.abort();
 }
 
-/// A fake auth and gateway on 127.0.0.1; new links arrive on the receiver.
+/// A fake auth and gateway (and content service, when given) on 127.0.0.1; new links arrive
+/// on the receiver.
 async fn serve(
     first_lifetime: chrono::Duration,
+    content: Option<FakeContent>,
 ) -> (
     std::net::SocketAddr,
     mpsc::Receiver<Conn>,
@@ -344,6 +346,9 @@ async fn serve(
             .add_service(pb::kiosk_link_service_server::KioskLinkServiceServer::new(
                 FakeGateway { conns: conns_tx },
             ))
+            .add_optional_service(
+                content.map(content::content_service_server::ContentServiceServer::new),
+            )
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     (address, conns, server)
@@ -433,7 +438,7 @@ async fn ends(conn: &mut Conn) {
 /// the old link (before or after that Welcome) starts no reconnect; the new link replays the
 /// outbox under the same ids, and nothing runs twice.
 async fn renewal(replaced_before_welcome: bool) {
-    let (address, mut conns, server) = serve(chrono::Duration::seconds(5)).await;
+    let (address, mut conns, server) = serve(chrono::Duration::seconds(5), None).await;
     let dir = tempfile::tempdir().unwrap();
     let agent = sneakernet_kiosk_agent::start(config_for(
         dir.path(),
@@ -540,7 +545,7 @@ async fn renewal_opens_the_new_link_first_replaced_after_welcome() {
 
 #[tokio::test]
 async fn a_link_ended_unauthenticated_logs_in_again_and_reconnects_promptly() {
-    let (address, mut conns, server) = serve(chrono::Duration::hours(1)).await;
+    let (address, mut conns, server) = serve(chrono::Duration::hours(1), None).await;
     let dir = tempfile::tempdir().unwrap();
     // A backoff this long would make the test time out.
     let agent = sneakernet_kiosk_agent::start(config_for(
@@ -675,22 +680,7 @@ fn package() -> FakeContent {
 
 #[tokio::test]
 async fn a_provision_over_the_link_reports_progress_then_its_result() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (conns_tx, mut conns) = mpsc::channel(4);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(auth::auth_service_server::AuthServiceServer::new(
-                FakeAuth::new(chrono::Duration::hours(1)),
-            ))
-            .add_service(pb::kiosk_link_service_server::KioskLinkServiceServer::new(
-                FakeGateway { conns: conns_tx },
-            ))
-            .add_service(content::content_service_server::ContentServiceServer::new(
-                package(),
-            ))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (address, mut conns, server) = serve(chrono::Duration::hours(1), Some(package())).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_for(dir.path(), address, LinkConfig::default());
     if let Some(simulation) = config.simulation.as_mut() {
