@@ -172,6 +172,39 @@ impl SimState {
             .ok_or_else(|| BayError::UnknownItem(item_id.to_owned()))
     }
 
+    /// Clears drive `item_id` for writing (no content, writable) and puts its bay in `then`,
+    /// if the bay is not faulty and `refuse` finds nothing against its condition. Returns the
+    /// drive as it was before.
+    fn clear_drive(
+        &mut self,
+        item_id: &str,
+        refuse: impl Fn(SimCondition) -> Option<&'static str>,
+        then: SimCondition,
+        what: &str,
+    ) -> Result<SimItemConfig, BayError> {
+        let bay = self.bay_of_item(item_id)?;
+        if bay.fault {
+            return Err(BayError::Fault(bay.id.clone()));
+        }
+        if let Some(reason) = refuse(bay.condition) {
+            return Err(BayError::ItemBusy {
+                item_id: item_id.to_owned(),
+                reason: reason.into(),
+            });
+        }
+        let Some(drive) = bay.item.as_mut() else {
+            return Err(BayError::UnknownItem(item_id.to_owned()));
+        };
+        if drive.kind != SimItemKind::Drive {
+            return Err(wrong_kind(drive, what));
+        }
+        let before = drive.clone();
+        drive.content_package_id = None;
+        drive.write_protected = false;
+        bay.condition = then;
+        Ok(before)
+    }
+
     fn info(&self) -> Vec<BayInfo> {
         self.bays
             .iter()
@@ -247,6 +280,11 @@ impl SimState {
         });
         Ok(())
     }
+}
+
+/// Refuses a drive pinned to a reservation (for [`SimState::clear_drive`]).
+fn pinned(condition: SimCondition) -> Option<&'static str> {
+    (condition == SimCondition::Pinned).then_some("pinned to a reservation")
 }
 
 fn item_info(item: &SimItemConfig) -> ItemInfo {
@@ -657,26 +695,12 @@ impl Bays for SimulatedBays {
         // between leaves a drive the return check wipes again, never one lent half-erased.
         let item = item_id.to_owned();
         self.change(move |state| {
-            let bay = state.bay_of_item(&item)?;
-            if bay.fault {
-                return Err(BayError::Fault(bay.id.clone()));
-            }
-            if bay.condition == SimCondition::Pinned {
-                return Err(BayError::ItemBusy {
-                    item_id: item,
-                    reason: "pinned to a reservation".into(),
-                });
-            }
-            let Some(drive) = bay.item.as_mut() else {
-                return Err(BayError::UnknownItem(item));
-            };
-            if drive.kind != SimItemKind::Drive {
-                return Err(wrong_kind(drive, "only drives can be wiped"));
-            }
-            drive.content_package_id = None;
-            drive.write_protected = false;
-            bay.condition = SimCondition::Unverified;
-            Ok(())
+            state.clear_drive(
+                &item,
+                pinned,
+                SimCondition::Unverified,
+                "only drives can be wiped",
+            )
         })
         .await?;
         self.erase(item_id).await?;
@@ -870,24 +894,14 @@ impl SimulatedBays {
         let item = item_id.to_owned();
         let protected = self
             .change(move |state| {
-                let bay = state.bay_of_item(&item)?;
-                if bay.condition == SimCondition::Pinned || bay.fault {
-                    return Err(BayError::ItemBusy {
-                        item_id: item,
-                        reason: "pinned or in a faulty bay".into(),
-                    });
-                }
-                let Some(drive) = bay.item.as_mut() else {
-                    return Err(BayError::UnknownItem(item));
-                };
-                if drive.kind != SimItemKind::Drive {
-                    return Err(wrong_kind(drive, "only drives hold content"));
-                }
-                let protected = drive.write_protected;
-                drive.content_package_id = None;
-                drive.write_protected = false;
-                bay.condition = SimCondition::Busy;
-                Ok(protected)
+                state
+                    .clear_drive(
+                        &item,
+                        pinned,
+                        SimCondition::Busy,
+                        "only drives hold content",
+                    )
+                    .map(|before| before.write_protected)
             })
             .await?;
         self.erase(item_id).await?;
@@ -964,30 +978,22 @@ impl Drives for SimulatedBays {
 
     async fn prepare(&self, item_id: &str) -> Result<ItemInfo, BayError> {
         let item = item_id.to_owned();
-        let info = self
+        let not_ready = |condition| (condition != SimCondition::Ready).then_some("not READY");
+        let before = self
             .change(move |state| {
-                let bay = state.bay_of_item(&item)?;
-                if bay.fault {
-                    return Err(BayError::Fault(bay.id.clone()));
-                }
-                if bay.condition != SimCondition::Ready {
-                    return Err(BayError::ItemBusy {
-                        item_id: item,
-                        reason: "not READY".into(),
-                    });
-                }
-                let Some(drive) = bay.item.as_mut() else {
-                    return Err(BayError::UnknownItem(item));
-                };
-                if drive.kind != SimItemKind::Drive {
-                    return Err(wrong_kind(drive, "only drives are provisioned"));
-                }
-                drive.content_package_id = None;
-                drive.write_protected = false;
-                bay.condition = SimCondition::Busy;
-                Ok(item_info(drive))
+                state.clear_drive(
+                    &item,
+                    not_ready,
+                    SimCondition::Busy,
+                    "only drives are provisioned",
+                )
             })
             .await?;
+        let info = item_info(&SimItemConfig {
+            content_package_id: None,
+            write_protected: false,
+            ..before
+        });
         self.erase(item_id).await?;
         Ok(info)
     }
