@@ -975,6 +975,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unknown_package_and_a_cache_too_small_are_named_and_leave_no_drive_ready() {
+        let k = kiosk(&[("D-1", DRIVE)], 2 * MIB, Faults::default()).await;
+        let unknown = k.provision("C-1", "O-1", "P9", DRIVE).await;
+        let (reason, message) = failure_of(&unknown);
+        assert_eq!(reason, FailureReason::DownloadFailed, "{message}");
+        assert!(message.contains("P9"), "{message}");
+        k.assert_wiped("D-1");
+
+        let too_big = k.provision("C-2", "O-1", "P1", DRIVE).await;
+        let (reason, message) = failure_of(&too_big);
+        assert_eq!(reason, FailureReason::CacheFull, "{message}");
+        k.assert_wiped("D-1");
+    }
+
+    #[tokio::test]
     async fn bytes_that_read_back_wrong_fail_verification_naming_the_file_and_are_wiped() {
         let k = kiosk(
             &[("D-1", DRIVE)],
