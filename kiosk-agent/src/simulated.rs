@@ -399,6 +399,14 @@ impl SimulatedBays {
                 fresh = true;
             }
         }
+        // Every drive in a bay has its directory, blank ones too.
+        for item in state.bays.iter().filter_map(|b| b.item.as_ref()) {
+            if item.kind == SimItemKind::Drive {
+                let dir = drives.join(drive_dir_name(&item.item_id));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| storage(&format!("create {}", dir.display()), e))?;
+            }
+        }
         if fresh {
             let bytes = serde_json::to_vec_pretty(&state).map_err(|e| storage("encode", e))?;
             write_atomically(&file, &bytes)

@@ -3,10 +3,10 @@
 //!
 //! The steps, each failing with its own reason:
 //! 1. choose a READY drive of exactly the asked capacity ([`selection::choose_for_provision`]:
-//!    a blank one first) — NO_FREE_DRIVE; journal the choice `executing`; take the drive BUSY
-//!    and erase it ([`Drives::prepare`]);
+//!    a blank one first) — NO_FREE_DRIVE; journal the choice `executing`;
 //! 2. fetch the manifest, retrying an unreachable service — DOWNLOAD_FAILED; content larger
-//!    than the drive — DRIVE_FULL, before anything is copied;
+//!    than the drive — DRIVE_FULL, before the drive is touched; then take the drive BUSY and
+//!    erase it ([`Drives::prepare`]);
 //! 3. download the chunks the cache lacks ([`download_missing`]) — CHUNK_CORRUPT naming the
 //!    chunk after the retries, CACHE_FULL, DOWNLOAD_FAILED;
 //! 4. copy every file from the cache onto the drive while hashing it — WRITE_FAILED,
@@ -17,8 +17,8 @@
 //! 6. write the on-drive manifest, turn write protection on if asked — WRITE_PROTECT_FAILED;
 //!    pin the drive to the order; answer a ProvisionResult.
 //!
-//! Guarantees: a failure after step 1 wipes the drive (blank READY), so no drive looks ready
-//! that is not; the deadline is checked between steps (and cancels a download), failing
+//! Guarantees: a failure after the drive was taken wipes it (blank READY), so no drive looks
+//! ready that is not (one that failed before keeps what it held); the deadline is checked between steps (and cancels a download), failing
 //! DEADLINE_EXCEEDED; copying and hashing run on the blocking pool. After a crash an
 //! interrupted Provision is not run again: [`settle_interrupted`] wipes its drive and answers
 //! INTERNAL "interrupted", so it has exactly one result and never a half-written ready drive.
@@ -164,6 +164,7 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
         item_id: &item_id,
         asked: &asked,
         progress: ProgressReport::new(id, content.progress.clone()),
+        touched: false,
     };
     let outcome = run.steps().await;
     Ok(Some(match outcome {
@@ -178,7 +179,9 @@ pub(super) async fn execute<B: Bays + Drives, S: ContentSource>(
             }),
         ),
         Err(failed) => {
-            wipe_after_failure(ex, id, &item_id).await;
+            if run.touched {
+                wipe_after_failure(ex, id, &item_id).await;
+            }
             ex.failure(id, failed.at_bay(&bay_id).of_item(&item_id))
         }
     }))
@@ -284,17 +287,12 @@ struct Provisioning<'a, B: Bays + Drives, S> {
     item_id: &'a str,
     asked: &'a Asked<'a>,
     progress: ProgressReport,
+    /// The drive was taken (BUSY, erased): a failure must wipe it.
+    touched: bool,
 }
 
 impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
     async fn steps(&mut self) -> Result<Done, Failed> {
-        within(
-            self.ex.timeouts.wipe,
-            format!("prepare {}", self.item_id),
-            self.ex.bays.prepare(self.item_id),
-        )
-        .await
-        .map_err(|e| Failed::bay(&e))?;
         let manifest = self.manifest().await?;
         if manifest.total_bytes > self.asked.capacity_bytes {
             return Err(Failed::new(
@@ -305,6 +303,16 @@ impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
                 ),
             ));
         }
+        self.check_deadline("before taking the drive")?;
+        // From here on the drive is BUSY and erased: a failure wipes it.
+        self.touched = true;
+        within(
+            self.ex.timeouts.wipe,
+            format!("prepare {}", self.item_id),
+            self.ex.bays.prepare(self.item_id),
+        )
+        .await
+        .map_err(|e| Failed::bay(&e))?;
         self.check_deadline("before downloading")?;
         let (bytes_downloaded, _pin) = self.download(&manifest).await?;
         self.check_deadline("before copying")?;
