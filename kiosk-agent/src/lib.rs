@@ -127,7 +127,9 @@ impl std::fmt::Debug for AgentHandle {
 }
 
 impl AgentHandle {
-    /// The simulated bays this agent drives (for tests: eject counts, inserts, snapshots).
+    /// The simulated bays this agent drives: eject counts, inserts and snapshots for tests;
+    /// [`SimulatedBays::stock`] to load a package onto a drive and [`SimulatedBays::drive_dir`]
+    /// for where a drive's files are.
     pub fn bays(&self) -> &SimulatedBays {
         &self.bays
     }

@@ -8,7 +8,7 @@
 //! when another run took the command first).
 //!
 //! To add a command kind: give it an [`Action`] variant in `command.rs` (validation), a file
-//! here with its `execute`, and one arm in [`Executor::run_action`]; if a repeat after a crash
+//! here with its `execute`, and one arm in `Executor::run_action`; if a repeat after a crash
 //! could double a physical effect, give it an arm in [`Executor::recover`] that settles it
 //! from what the bays show instead of running it again.
 //!
