@@ -340,7 +340,7 @@ impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
         match self.asked.deadline {
             Some(deadline) if self.ex.clock.now() > deadline => Err(Failed::new(
                 FailureReason::DeadlineExceeded,
-                format!("deadline {deadline} passed {step}; the drive was wiped"),
+                format!("deadline {deadline} passed {step}"),
             )),
             _ => Ok(()),
         }
@@ -405,7 +405,7 @@ impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
             Ok(Err(error)) => Err(download_failure(error)),
             Err(_) => Err(Failed::new(
                 FailureReason::DeadlineExceeded,
-                "deadline passed while downloading; the drive was wiped",
+                "deadline passed while downloading",
             )),
         }
     }
