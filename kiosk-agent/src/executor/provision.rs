@@ -703,10 +703,14 @@ mod tests {
     struct Packages {
         chunks: FakeSource,
         manifests: HashMap<String, Manifest>,
+        /// How long a manifest takes to arrive.
+        manifest_delay: std::sync::Mutex<Duration>,
     }
 
     impl ContentSource for Packages {
         async fn manifest(&self, package_id: &str) -> Result<Manifest, SourceError> {
+            let delay = *self.manifest_delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             self.manifests
                 .get(package_id)
                 .cloned()
@@ -782,6 +786,7 @@ mod tests {
                 .iter()
                 .map(|(id, f)| (id.clone(), manifest(id, f)))
                 .collect(),
+            manifest_delay: std::sync::Mutex::new(Duration::ZERO),
         };
         let (tx, progress) = mpsc::channel(1024);
         let executor = Executor::new(
@@ -994,6 +999,30 @@ mod tests {
         let too_big = k.provision("C-2", "O-1", "P1", DRIVE).await;
         let (reason, message) = failure_of(&too_big);
         assert_eq!(reason, FailureReason::CacheFull, "{message}");
+        k.assert_wiped("D-1");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_that_passes_mid_way_fails_deadline_exceeded() {
+        let k = kiosk(&[("D-1", DRIVE)], ROOMY, Faults::default()).await;
+        let source = &k.executor.content.as_ref().unwrap().source;
+        *source.manifest_delay.lock().unwrap() = Duration::from_millis(1500);
+        let result = k
+            .executor
+            .handle(&command(
+                "C-1",
+                pb::command_payload::Kind::Provision(pb::ProvisionCommand {
+                    order_id: "O-1".into(),
+                    package_id: "P1".into(),
+                    capacity_bytes: DRIVE,
+                    write_protect: false,
+                }),
+                1,
+            ))
+            .await
+            .unwrap();
+        let (reason, message) = failure_of(&result);
+        assert_eq!(reason, FailureReason::DeadlineExceeded, "{message}");
         k.assert_wiped("D-1");
     }
 
