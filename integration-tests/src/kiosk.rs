@@ -57,6 +57,7 @@ pub fn simulated_agent_config(
     let credential_file = dir.join("secret");
     std::fs::write(&credential_file, secret).expect("write secret");
     AgentConfig {
+        content: Default::default(),
         kiosk_id: kiosk_id.into(),
         credential_file,
         auth_url: format!("http://{address}"),

@@ -407,6 +407,7 @@ async fn kiosk_credentials_log_in_only_as_that_kiosk_and_stop_when_revoked() {
         let credential_file = dir.path().join("kiosk.secret");
         std::fs::write(&credential_file, format!("{}\n", second.secret)).unwrap();
         let agent = sneakernet_kiosk_agent::config::AgentConfig {
+            content: Default::default(),
             kiosk_id: "K-0001".into(),
             credential_file,
             auth_url: format!("http://{}", sandbox.node().address),

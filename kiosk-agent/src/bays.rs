@@ -256,3 +256,169 @@ pub async fn within<T>(
         }),
     }
 }
+
+/// Why a drive's files could not be written or read. Blocking file access maps the operating
+/// system's answers onto these: ENOSPC is [`DriveError::Full`], EROFS (a drive whose write
+/// protection is on) is [`DriveError::WriteProtected`], anything else is [`DriveError::Io`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DriveError {
+    /// The drive has no room for what was asked (the write did not happen).
+    #[error("drive {item_id} is full")]
+    Full {
+        /// The drive.
+        item_id: String,
+    },
+    /// The drive's write protection is on: nothing may be written or erased file by file.
+    #[error("drive {0} is write-protected")]
+    WriteProtected(String),
+    /// No drive with this id is in the kiosk.
+    #[error("drive {0} is not in this kiosk")]
+    UnknownDrive(String),
+    /// A path that is not a relative, "/"-separated path inside the drive.
+    #[error("{0:?} is not a path inside a drive")]
+    BadPath(String),
+    /// The file does not exist on the drive.
+    #[error("{path} is missing on drive {item_id}")]
+    Missing {
+        /// The drive.
+        item_id: String,
+        /// The file.
+        path: String,
+    },
+    /// Any other input/output error.
+    #[error("drive {item_id}: {message}")]
+    Io {
+        /// The drive.
+        item_id: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl DriveError {
+    /// The typed error an operating-system error on drive `item_id` means.
+    pub fn from_io(item_id: &str, context: &str, error: &std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Self::Full {
+                item_id: item_id.to_owned(),
+            },
+            std::io::ErrorKind::ReadOnlyFilesystem => Self::WriteProtected(item_id.to_owned()),
+            _ => Self::Io {
+                item_id: item_id.to_owned(),
+                message: format!("{context}: {error}"),
+            },
+        }
+    }
+}
+
+/// True when `path` can name a file inside a drive: relative, "/"-separated, 1 to 1024 bytes,
+/// no empty, "." or ".." segment, no backslash or NUL (the content contract's rule), so a
+/// manifest can never write outside the drive.
+pub fn is_drive_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 1024
+        && !path.contains(['\\', '\0'])
+        && path
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+/// One file being written onto a drive, with the room the drive had for it when it was
+/// opened. A write that would pass that room fails [`DriveError::Full`] and writes nothing;
+/// [`DriveFile::finish`] makes the file durable.
+#[derive(Debug)]
+pub struct DriveFile {
+    item_id: String,
+    file: std::fs::File,
+    room: u64,
+    written: u64,
+}
+
+impl DriveFile {
+    /// Wraps an open `file` of drive `item_id` that may grow by at most `room` bytes.
+    pub fn new(item_id: &str, file: std::fs::File, room: u64) -> Self {
+        Self {
+            item_id: item_id.to_owned(),
+            file,
+            room,
+            written: 0,
+        }
+    }
+
+    /// Appends `bytes` (blocking).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), DriveError> {
+        use std::io::Write;
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let after = self.written.saturating_add(len);
+        if after > self.room {
+            return Err(DriveError::Full {
+                item_id: self.item_id.clone(),
+            });
+        }
+        self.file
+            .write_all(bytes)
+            .map_err(|e| DriveError::from_io(&self.item_id, "write", &e))?;
+        self.written = after;
+        Ok(())
+    }
+
+    /// Flushes the file to the drive (fsync) and returns how many bytes were written.
+    pub fn finish(self) -> Result<u64, DriveError> {
+        self.file
+            .sync_all()
+            .map_err(|e| DriveError::from_io(&self.item_id, "fsync", &e))?;
+        Ok(self.written)
+    }
+}
+
+/// The drives in the bays, for provisioning, stocking and verification: their files, and the
+/// states those steps move them through. The file methods block on disk I/O: call them from
+/// `spawn_blocking`, never on the runtime.
+///
+/// Reading back (guarantee of [`Drives::read_back`]): what it returns comes from the drive,
+/// not from the kiosk's page cache, so a verification proves the bytes are on the medium. On
+/// real hardware the driver opens the file with `O_DIRECT` (aligned buffers), or, where the
+/// drive's file system refuses `O_DIRECT`, calls `posix_fadvise(POSIX_FADV_DONTNEED)` on the
+/// whole file after the writer's fsync and before reading, which drops the clean cached pages
+/// so the read goes to the device. The simulator's drives are directories on the kiosk's own
+/// disk, so there is no separate medium to reach: it reads through the page cache, and what it
+/// reads back is exactly what is in the files (a test that corrupts a file on disk is seen).
+pub trait Drives: Send + Sync + 'static {
+    /// Creates (or truncates) the file at the relative `path` on drive `item_id`, with its
+    /// parent directories, for writing. Fails [`DriveError::WriteProtected`] when the drive's
+    /// write protection is on, [`DriveError::BadPath`] for a path outside the drive.
+    fn create_file(&self, item_id: &str, path: &str) -> Result<DriveFile, DriveError>;
+
+    /// Opens the file at `path` on drive `item_id` for reading it back from the medium (see
+    /// the trait's documentation).
+    fn read_back(
+        &self,
+        item_id: &str,
+        path: &str,
+    ) -> Result<Box<dyn std::io::Read + Send>, DriveError>;
+
+    // The drive's state, beside its files (async; like [`Bays`], an `Ok` is durable).
+
+    /// Takes the READY drive `item_id` for provisioning: BUSY, its files erased, no content,
+    /// writable. Fails [`BayError::ItemBusy`] when it is not READY.
+    fn prepare(&self, item_id: &str) -> impl Future<Output = Result<ItemInfo, BayError>> + Send;
+
+    /// The BUSY drive `item_id` now holds verified `package_id`: PINNED to `order_id`.
+    fn mark_provisioned(
+        &self,
+        item_id: &str,
+        package_id: &str,
+        order_id: &str,
+    ) -> impl Future<Output = Result<ItemInfo, BayError>> + Send;
+
+    /// Drives that came back (or were interrupted in a wipe) and are not checked yet: BUSY,
+    /// never lent until [`Drives::mark_verified`] or a wipe.
+    fn unverified(&self) -> impl Future<Output = Result<Vec<ItemInfo>, BayError>> + Send;
+
+    /// The unverified drive `item_id` matched its on-drive manifest: READY with its content.
+    /// `Ok(None)` when it is no longer unverified (wiped or taken meanwhile); nothing changes.
+    fn mark_verified(
+        &self,
+        item_id: &str,
+    ) -> impl Future<Output = Result<Option<ItemInfo>, BayError>> + Send;
+}

@@ -40,8 +40,17 @@ pub enum Action {
         /// Which item.
         target: LendTarget,
     },
-    /// Provision a drive (not supported by this agent yet).
-    Provision,
+    /// Copy a content package onto a free drive and pin it to a reservation.
+    Provision {
+        /// The reservation the drive is pinned to.
+        order_id: String,
+        /// The content package.
+        package_id: String,
+        /// The drive's capacity, exactly.
+        capacity_bytes: u64,
+        /// Whether to turn write protection on once verified.
+        write_protect: bool,
+    },
     /// Change a drive's write protection.
     SetWriteProtect {
         /// The drive.
@@ -75,6 +84,7 @@ pub fn is_command_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_COMMAND_ID_LEN && id.chars().all(|c| c.is_ascii_graphic())
 }
 
+/// An order or package id: 1 to [`MAX_ORDER_ID_LEN`] printable ASCII characters.
 fn order_id(key: &str, id: &str) -> Result<String, String> {
     if id.is_empty() || id.len() > MAX_ORDER_ID_LEN || !id.chars().all(|c| c.is_ascii_graphic()) {
         return Err(format!(
@@ -152,7 +162,17 @@ pub fn validate(payload: Option<&pb::CommandPayload>) -> Result<Action, String> 
             };
             Action::Lend { order_id, target }
         }
-        Kind::Provision(_) => Action::Provision,
+        Kind::Provision(c) => {
+            if c.capacity_bytes == 0 {
+                return Err("provision.capacity_bytes must be more than 0".into());
+            }
+            Action::Provision {
+                order_id: order_id("provision.order_id", &c.order_id)?,
+                package_id: order_id("provision.package_id", &c.package_id)?,
+                capacity_bytes: c.capacity_bytes,
+                write_protect: c.write_protect,
+            }
+        }
         Kind::SetWriteProtect(c) => Action::SetWriteProtect {
             item_id: item_id("set_write_protect.item_id", &c.item_id)?,
             on: c.on,
@@ -260,6 +280,28 @@ mod tests {
                     )),
                 },
                 "force_eject.bay_id",
+            ),
+            (
+                pb::CommandPayload {
+                    kind: Some(pb::command_payload::Kind::Provision(pb::ProvisionCommand {
+                        order_id: "O-1".into(),
+                        package_id: "P".into(),
+                        capacity_bytes: 0,
+                        write_protect: false,
+                    })),
+                },
+                "provision.capacity_bytes",
+            ),
+            (
+                pb::CommandPayload {
+                    kind: Some(pb::command_payload::Kind::Provision(pb::ProvisionCommand {
+                        order_id: "O-1".into(),
+                        package_id: String::new(),
+                        capacity_bytes: 1,
+                        write_protect: false,
+                    })),
+                },
+                "provision.package_id",
             ),
             (pb::CommandPayload { kind: None }, "payload"),
         ];

@@ -32,6 +32,10 @@ pub struct AgentConfig {
     /// How the link to the gateway reconnects.
     #[serde(default)]
     pub link: LinkConfig,
+    /// Where provisioning gets content and keeps its chunk cache (`[content]`; every key has
+    /// a default).
+    #[serde(default)]
+    pub content: ContentConfig,
     /// Simulated bays (tests and standalone); required by [`crate::start`] until real bay
     /// hardware has a driver.
     #[serde(default)]
@@ -64,6 +68,70 @@ impl Default for LinkConfig {
             backoff_initial: default_backoff_initial(),
             backoff_max: default_backoff_max(),
         }
+    }
+}
+
+/// Provisioning's content settings (`[content]`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContentConfig {
+    /// `content.url`: gRPC address of the content service. Default: `gateway_url`, since a
+    /// standalone node serves every service on one listener.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `content.cache_dir`: directory of the chunk cache. Default: `data_dir/chunk-cache`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// `content.cache_budget_bytes`: most bytes the chunk cache keeps before evicting the
+    /// least recently used chunks. Default [`DEFAULT_CACHE_BUDGET_BYTES`] (20 GiB); at least
+    /// [`MIN_CACHE_BUDGET_BYTES`] (one largest chunk).
+    #[serde(default)]
+    pub cache_budget_bytes: Option<u64>,
+    /// `content.provision_retries`: how many times a Provision retries a failed manifest
+    /// fetch, an unreachable content service, or a chunk that arrived corrupt, before it fails
+    /// (DOWNLOAD_FAILED, CHUNK_CORRUPT). Default [`DEFAULT_PROVISION_RETRIES`]; at most
+    /// [`MAX_PROVISION_RETRIES`].
+    #[serde(default)]
+    pub provision_retries: Option<u32>,
+}
+
+/// Default chunk cache budget: 20 GiB, room for a few packages of films on a kiosk's own disk.
+pub const DEFAULT_CACHE_BUDGET_BYTES: u64 = 20 << 30;
+/// The smallest chunk cache budget accepted: one chunk of the largest size the contract allows.
+pub const MIN_CACHE_BUDGET_BYTES: u64 = crate::cache::MAX_CHUNK_BYTES;
+/// Default retries of a Provision's downloads.
+pub const DEFAULT_PROVISION_RETRIES: u32 = 3;
+/// The most retries accepted (more would hold a reservation for hours behind a dead link).
+pub const MAX_PROVISION_RETRIES: u32 = 20;
+/// The chunk cache's directory under `data_dir` when `content.cache_dir` is not given.
+pub const DEFAULT_CACHE_DIR: &str = "chunk-cache";
+
+impl AgentConfig {
+    /// The content service's address: `content.url`, else `gateway_url`.
+    pub fn content_url(&self) -> &str {
+        self.content.url.as_deref().unwrap_or(&self.gateway_url)
+    }
+
+    /// The chunk cache's directory: `content.cache_dir`, else `data_dir/chunk-cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.content
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_CACHE_DIR))
+    }
+
+    /// The chunk cache's budget in bytes.
+    pub fn cache_budget_bytes(&self) -> u64 {
+        self.content
+            .cache_budget_bytes
+            .unwrap_or(DEFAULT_CACHE_BUDGET_BYTES)
+    }
+
+    /// Retries of a Provision's downloads.
+    pub fn provision_retries(&self) -> u32 {
+        self.content
+            .provision_retries
+            .unwrap_or(DEFAULT_PROVISION_RETRIES)
     }
 }
 
@@ -183,8 +251,9 @@ impl AgentConfig {
             ));
         }
         for (key, url) in [
-            ("auth_url", &self.auth_url),
-            ("gateway_url", &self.gateway_url),
+            ("auth_url", self.auth_url.as_str()),
+            ("gateway_url", self.gateway_url.as_str()),
+            ("content.url", self.content_url()),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!(
@@ -200,6 +269,24 @@ impl AgentConfig {
         }
         if self.link.backoff_max < self.link.backoff_initial {
             return Err("`link.backoff_max` must be at least `link.backoff_initial`".into());
+        }
+        if self.cache_budget_bytes() < MIN_CACHE_BUDGET_BYTES {
+            return Err(format!(
+                "`content.cache_budget_bytes` must be at least {MIN_CACHE_BUDGET_BYTES} (one largest chunk)"
+            ));
+        }
+        if self.provision_retries() > MAX_PROVISION_RETRIES {
+            return Err(format!(
+                "`content.provision_retries` must be at most {MAX_PROVISION_RETRIES}"
+            ));
+        }
+        if self
+            .content
+            .cache_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err("`content.cache_dir` must not be empty when given".into());
         }
         if let Some(simulation) = &self.simulation {
             simulation.check()?;
@@ -317,7 +404,7 @@ impl SimItemConfig {
 }
 
 fn is_kiosk_id(id: &str) -> bool {
-    sneakernet_runtime::KioskId::parse(id).is_ok()
+    sneakernet_proto::ids::KioskId::parse(id).is_ok()
 }
 
 /// 1 to 32 printable ASCII characters (no spaces): a bay id the contract accepts.
@@ -358,6 +445,35 @@ mod tests {
         assert_eq!(config.link.backoff_initial, Duration::from_millis(200));
         assert_eq!(config.link.backoff_max, Duration::from_secs(30));
         assert!(config.simulation.is_none());
+        assert_eq!(config.content_url(), "http://g:1");
+        assert_eq!(
+            config.cache_dir(),
+            PathBuf::from("/var/lib/agent/chunk-cache")
+        );
+        assert_eq!(config.cache_budget_bytes(), 20 << 30);
+        assert_eq!(config.provision_retries(), 3);
+    }
+
+    #[test]
+    fn content_keys_load_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{BASE}[content]\nurl = \"http://c:2\"\ncache_dir = \"/cache\"\ncache_budget_bytes = 1073741824\nprovision_retries = 5\n"
+        );
+        let config = AgentConfig::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(config.content_url(), "http://c:2");
+        assert_eq!(config.cache_dir(), PathBuf::from("/cache"));
+        assert_eq!(config.cache_budget_bytes(), 1 << 30);
+        assert_eq!(config.provision_retries(), 5);
+        for (section, key) in [
+            ("url = \"c:2\"", "content.url"),
+            ("cache_budget_bytes = 1000", "content.cache_budget_bytes"),
+            ("provision_retries = 99", "content.provision_retries"),
+            ("cache_dri = \"/x\"", "cache_dri"),
+        ] {
+            let message = error_of(&format!("{BASE}[content]\n{section}\n"));
+            assert!(message.contains(key), "{key} not in {message}");
+        }
     }
 
     #[test]

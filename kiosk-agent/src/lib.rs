@@ -7,6 +7,10 @@
 //! (SQLite: commands and outbox), [`executor`] (exactly-once execution and crash recovery),
 //! [`link`] (the gateway stream), [`wire`] (conversions to the contract), [`clock`] (skew).
 //!
+//! Content: [`cache`] (the chunk cache), [`content_source`] (manifests and chunks from the
+//! content service), [`drive_content`] (on-drive manifest, copy, read-back verification),
+//! [`returns`] (re-verifying returned drives).
+//!
 //! Tasks: [`start`] spawns three, all owned by the [`AgentHandle`] and awaited by
 //! [`AgentHandle::stop`]: the link, the command worker, and the return detector.
 //!
@@ -15,13 +19,17 @@
 //! so two agent processes can never both execute a command from one journal.
 
 pub mod bays;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod content_source;
+pub mod drive_content;
 pub mod executor;
 pub mod journal;
 pub mod link;
+pub mod returns;
 pub mod selection;
 pub mod simulated;
 pub mod wire;
@@ -34,8 +42,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use crate::cache::{CacheStats, ChunkCache};
 use crate::clock::KioskClock;
 use crate::config::AgentConfig;
+use crate::content_source::{GrpcContentSource, KioskTokens};
+use crate::executor::Content;
 use crate::executor::Executor;
 use crate::journal::Journal;
 use crate::link::Link;
@@ -100,6 +111,7 @@ async fn holding(lock: Arc<DataDirLock>, task: impl Future<Output = ()>) {
 /// waiting for them); the data directory stays locked until the last task has ended.
 pub struct AgentHandle {
     bays: Arc<SimulatedBays>,
+    cache: ChunkCache,
     journal: Journal,
     tasks: TaskTracker,
     stop: DropGuard,
@@ -115,9 +127,18 @@ impl std::fmt::Debug for AgentHandle {
 }
 
 impl AgentHandle {
-    /// The simulated bays this agent drives (for tests: eject counts, inserts, snapshots).
+    /// The simulated bays this agent drives: eject counts, inserts and snapshots for tests;
+    /// [`SimulatedBays::stock`] to load a package onto a drive and [`SimulatedBays::drive_dir`]
+    /// for where a drive's files are.
     pub fn bays(&self) -> &SimulatedBays {
         &self.bays
+    }
+
+    /// The chunk cache's size and counters now (chunks and bytes held, chunks inserted, hits,
+    /// evictions, corrupt chunks found). A Provision whose package was cached inserts nothing:
+    /// `inserted` does not move.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Stops gracefully: closes the link, lets a running command finish, waits for every task,
@@ -125,6 +146,7 @@ impl AgentHandle {
     pub async fn stop(self) {
         let AgentHandle {
             bays: _,
+            cache: _,
             journal,
             tasks,
             stop,
@@ -159,15 +181,38 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
                 )
             })?,
     );
+    let cache = ChunkCache::open(config.cache_dir(), config.cache_budget_bytes())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the chunk cache in {}",
+                config.cache_dir().display()
+            )
+        })?;
+    let config = Arc::new(config);
+    let channel = link::endpoint(config.content_url())
+        .map_err(|e| anyhow::anyhow!("content.url: {e}"))?
+        .connect_lazy();
+    let source = GrpcContentSource::new(channel, KioskTokens::new(Arc::clone(&config)));
+    // Progress is not durable: a bounded queue whose full case drops the update.
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(executor::PROGRESS_QUEUE);
     let clock = KioskClock::new();
     let outbox_ready = Arc::new(Notify::new());
     let work_ready = Arc::new(Notify::new());
-    let executor = Arc::new(Executor::new(
-        journal.clone(),
-        Arc::clone(&bays),
-        clock.clone(),
-        Arc::clone(&outbox_ready),
-    ));
+    let executor = Arc::new(
+        Executor::new(
+            journal.clone(),
+            Arc::clone(&bays),
+            clock.clone(),
+            Arc::clone(&outbox_ready),
+        )
+        .with_content(Content {
+            source: Arc::new(source),
+            cache: cache.clone(),
+            retries: config.provision_retries(),
+            progress: progress_tx,
+        }),
+    );
     let settled = executor
         .recover()
         .await
@@ -177,13 +222,14 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     }
     let stop = CancellationToken::new();
     let link = Arc::new(Link {
-        config: Arc::new(config),
+        config,
         journal: journal.clone(),
         bays: Arc::clone(&bays),
         executor: Arc::clone(&executor),
         clock,
         outbox_ready,
         work_ready: Arc::clone(&work_ready),
+        progress: std::sync::Mutex::new(Some(progress_rx)),
         stop: stop.clone(),
     });
     let tasks = TaskTracker::new();
@@ -200,6 +246,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     tasks.spawn(holding(Arc::clone(&lock), link.run()));
     Ok(AgentHandle {
         bays,
+        cache,
         journal,
         tasks,
         stop: stop.drop_guard(),
@@ -234,6 +281,7 @@ mod tests {
         let credential_file = dir.path().join("secret");
         std::fs::write(&credential_file, "s3cret\n").unwrap();
         let config = AgentConfig {
+            content: Default::default(),
             kiosk_id: "K-1".into(),
             credential_file,
             // Nothing listens here: the link just keeps backing off.

@@ -56,11 +56,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use crate::bays::{Bays, within};
+use crate::bays::{Bays, Drives, within};
 use crate::clock::KioskClock;
 use crate::config::AgentConfig;
+use crate::content_source::ContentSource;
 use crate::executor::{ExecError, Executor, INVENTORY_TIMEOUT};
 use crate::journal::Journal;
+use crate::returns;
 use crate::wire;
 
 /// Messages the session may have handed to the transport and not yet sent.
@@ -287,20 +289,22 @@ pub(crate) async fn kiosk_login(
 }
 
 /// Everything the link's tasks share.
-pub(crate) struct Link<B: Bays> {
+pub(crate) struct Link<B: Bays + Drives, S: ContentSource> {
     pub config: Arc<AgentConfig>,
     pub journal: Journal,
     pub bays: Arc<B>,
-    pub executor: Arc<Executor<B>>,
+    pub executor: Arc<Executor<B, S>>,
     pub clock: KioskClock,
     /// Notified when the outbox gained a message.
     pub outbox_ready: Arc<Notify>,
     /// Notified when a command was journaled for the worker.
     pub work_ready: Arc<Notify>,
+    /// Progress of long commands, taken by the session that is up ([`ProgressFeed`]).
+    pub progress: std::sync::Mutex<Option<mpsc::Receiver<pb::Progress>>>,
     pub stop: CancellationToken,
 }
 
-impl<B: Bays> Link<B> {
+impl<B: Bays + Drives, S: ContentSource> Link<B, S> {
     /// Keeps a link open until `stop`: log in, open, run a session, back off, again.
     pub(crate) async fn run(self: Arc<Self>) {
         let mut backoff = Backoff::new(
@@ -555,8 +559,9 @@ impl<B: Bays> Link<B> {
     }
 
     /// Polls the bays for inserted items every [`RETURN_POLL`] and reports them durably with
-    /// [`report_returns`] (whether or not the link is up). Anything that failed stays pending
-    /// in the bays and is tried again on the next poll.
+    /// [`report_returns`] (whether or not the link is up), then checks returned drives
+    /// ([`returns::check_returned_drives`]). Anything that failed stays pending in the bays
+    /// and is tried again on the next poll.
     pub(crate) async fn detect_returns(self: Arc<Self>) {
         let mut tick = tokio::time::interval(RETURN_POLL);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -571,6 +576,11 @@ impl<B: Bays> Link<B> {
             }
             if let Some(error) = reported.error {
                 tracing::warn!(%error, "cannot report returned items yet; retrying");
+            }
+            match returns::check_returned_drives(&self.bays, &self.journal, &self.clock).await {
+                Ok(checked) if !checked.is_empty() => self.outbox_ready.notify_one(),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot check returned drives yet; retrying"),
             }
         }
     }
@@ -644,8 +654,8 @@ pub async fn report_returns<B: Bays>(bays: &B, journal: &Journal, clock: &KioskC
 }
 
 /// One open stream's state, owned by the session task.
-struct Session<'a, B: Bays> {
-    link: &'a Link<B>,
+struct Session<'a, B: Bays + Drives, S: ContentSource> {
+    link: &'a Link<B, S>,
     /// Acks and heartbeats (not durable), sent before outbox messages.
     pending: VecDeque<pb::OpenRequest>,
     /// Outbox messages read and not yet sent on this stream.
@@ -665,7 +675,7 @@ struct Session<'a, B: Bays> {
     retiring: Option<Retiring>,
 }
 
-impl<B: Bays> Session<'_, B> {
+impl<B: Bays + Drives, S: ContentSource> Session<'_, B, S> {
     async fn run(
         mut self,
         up: mpsc::Sender<pb::OpenRequest>,
@@ -673,6 +683,7 @@ impl<B: Bays> Session<'_, B> {
         welcome: Option<pb::Welcome>,
     ) -> SessionEnd {
         let mut heartbeat = new_heartbeat(self.heartbeat_every);
+        let mut feed = ProgressFeed::take(&self.link.progress);
         if let Some(welcome) = welcome {
             self.on_welcome(welcome, &mut heartbeat);
         }
@@ -722,6 +733,12 @@ impl<B: Bays> Session<'_, B> {
                     Err(status) => return lost_status("link", &status),
                 },
                 () = self.link.outbox_ready.notified() => self.outbox_dirty = true,
+                update = feed.next(), if can_read => {
+                    self.pending.push_back(pb::OpenRequest {
+                        message_id: String::new(),
+                        body: Some(Up::Progress(update)),
+                    });
+                }
                 _ = heartbeat.tick() => {
                     if self.pending.len() < MAX_PENDING {
                         self.pending.push_back(pb::OpenRequest {
@@ -884,6 +901,49 @@ impl<B: Bays> Session<'_, B> {
     }
 }
 
+/// The progress receiver, held by the session that is up and given back when it ends. Progress
+/// is not durable: updates queued while no link was up are dropped when a session takes the
+/// feed (they are stale), and the executor drops new ones while the queue is full.
+struct ProgressFeed<'a> {
+    slot: &'a std::sync::Mutex<Option<mpsc::Receiver<pb::Progress>>>,
+    rx: Option<mpsc::Receiver<pb::Progress>>,
+}
+
+impl<'a> ProgressFeed<'a> {
+    fn take(slot: &'a std::sync::Mutex<Option<mpsc::Receiver<pb::Progress>>>) -> Self {
+        let mut rx = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(rx) = rx.as_mut() {
+            while rx.try_recv().is_ok() {}
+        }
+        Self { slot, rx }
+    }
+
+    /// The next update; never resolves when there is no feed or no sender left.
+    async fn next(&mut self) -> pb::Progress {
+        match self.rx.as_mut() {
+            Some(rx) => match rx.recv().await {
+                Some(update) => update,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for ProgressFeed<'_> {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            *self
+                .slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
+        }
+    }
+}
+
 fn new_heartbeat(every: Duration) -> tokio::time::Interval {
     let mut interval = tokio::time::interval_at(Instant::now() + every, every);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -923,6 +983,35 @@ mod tests {
         assert!(samples.iter().any(|d| *d > cap * 3 / 4));
         backoff.reset();
         assert_eq!(backoff.ceiling(), initial);
+    }
+
+    #[tokio::test]
+    async fn a_session_takes_the_progress_feed_without_stale_updates_and_gives_it_back() {
+        let (tx, rx) = mpsc::channel(4);
+        let slot = std::sync::Mutex::new(Some(rx));
+        let stale = pb::Progress {
+            command_id: "C-old".into(),
+            ..pb::Progress::default()
+        };
+        tx.try_send(stale).unwrap();
+        {
+            let mut feed = ProgressFeed::take(&slot);
+            assert!(slot.lock().unwrap().is_none(), "held by the session");
+            tx.try_send(pb::Progress {
+                command_id: "C-1".into(),
+                ..pb::Progress::default()
+            })
+            .unwrap();
+            assert_eq!(
+                feed.next().await.command_id,
+                "C-1",
+                "the stale one was dropped"
+            );
+        }
+        assert!(
+            slot.lock().unwrap().is_some(),
+            "given back when the session ends"
+        );
     }
 
     #[tokio::test(start_paused = true)]

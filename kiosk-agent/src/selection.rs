@@ -19,6 +19,10 @@
 //! lend's order; anything else is "item not found" (the server must not lend a drive kept for
 //! another order, or one that is not in this kiosk).
 //!
+//! **Provision.** Candidates are drives in a READY bay whose capacity equals the asked one
+//! exactly (never a PINNED, BUSY, QUARANTINED or faulty one). A blank drive wins over one
+//! holding other content (that content is wiped); then the least lent, then the lowest bay id.
+//!
 //! Everything here is pure: no I/O, no clock.
 
 use crate::bays::{BayInfo, BayState, ItemFacts, ItemKind};
@@ -108,6 +112,29 @@ pub fn choose_by_spec<'a>(
             .map(|(bay, _)| bay)
             .ok_or(NoChoice::NoMatchingItem),
     }
+}
+
+/// The bay whose drive a Provision of `capacity_bytes` fills, by the rules above;
+/// [`NoChoice::NoMatchingItem`] when no drive is free.
+pub fn choose_for_provision(bays: &[BayInfo], capacity_bytes: u64) -> Result<&BayInfo, NoChoice> {
+    bays.iter()
+        .filter(|bay| bay.state == BayState::Ready)
+        .filter_map(|bay| match bay.item.as_ref().map(|i| &i.facts) {
+            Some(ItemFacts::Drive {
+                capacity_bytes: capacity,
+                content_package_id,
+                ..
+            }) if *capacity == capacity_bytes => Some((bay, content_package_id.is_some())),
+            _ => None,
+        })
+        .min_by(|(a, a_full), (b, b_full)| {
+            a_full
+                .cmp(b_full)
+                .then_with(|| a.lend_count.cmp(&b.lend_count))
+                .then_with(|| a.bay_id.cmp(&b.bay_id))
+        })
+        .map(|(bay, _)| bay)
+        .ok_or(NoChoice::NoMatchingItem)
 }
 
 /// The bay holding `item_id` if it is PINNED to `order_id`, for a reservation's lend.
@@ -337,6 +364,46 @@ mod tests {
         ];
         for (case, item, order, expected) in cases {
             let chosen = choose_reserved(&bays, item, order).map(|b| b.bay_id.as_str());
+            assert_eq!(chosen, expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn provision_prefers_a_blank_ready_drive_of_exactly_the_capacity() {
+        use BayState::*;
+        let cases: Vec<(&str, Vec<BayInfo>, Result<&str, NoChoice>)> = vec![
+            (
+                "blank wins over content, even when lent more",
+                vec![
+                    drive("A01", Ready, "D-1", TB, Some("p"), 0),
+                    drive("A02", Ready, "D-2", TB, None, 9),
+                ],
+                Ok("D-2"),
+            ),
+            (
+                "a drive with other content when no blank one is free",
+                vec![
+                    drive("A01", Ready, "D-1", TB, Some("p"), 2),
+                    drive("A02", Ready, "D-2", TB, Some("q"), 1),
+                    drive("A03", Ready, "D-3", 2 * TB, None, 0),
+                ],
+                Ok("D-2"),
+            ),
+            (
+                "never pinned, busy, quarantined or faulty",
+                vec![
+                    drive("A01", pinned("O-1"), "D-1", TB, None, 0),
+                    drive("A02", Busy, "D-2", TB, None, 0),
+                    drive("A03", Quarantined, "D-3", TB, None, 0),
+                    drive("A04", Fault, "D-4", TB, None, 0),
+                    bank("B01", Ready, "P-1", 100, 0),
+                ],
+                Err(NoChoice::NoMatchingItem),
+            ),
+        ];
+        for (case, bays, expected) in cases {
+            let chosen = choose_for_provision(&bays, TB)
+                .map(|bay| bay.item.as_ref().map(|i| i.item_id.as_str()).unwrap_or(""));
             assert_eq!(chosen, expected, "{case}");
         }
     }

@@ -14,8 +14,15 @@
 //! - Inserted items: [`SimulatedBays::insert`] in-process, or a JSON file dropped atomically
 //!   into `data_dir/sim-inbox/` by `kiosk-agent insert` (picked up, applied and deleted by the
 //!   running agent on its next [`Bays::pending_inserted`]). The simulator identifies an
-//!   inserted item at once: a drive that comes back writable is BUSY until wiped (its data may
-//!   have changed); a write-protected drive or a power bank is READY as inserted.
+//!   inserted item at once: a drive that comes back is BUSY (unverified) until the return check
+//!   ([`crate::returns`]) matched it against its on-drive manifest (write-protected drives
+//!   only: READY with its content) or wiped it (blank READY); a power bank is READY as inserted.
+//! - Drives are real files: drive `D` is the directory `data_dir/drives/<D>/` (the id
+//!   percent-encoded where it is not `A-Z a-z 0-9 - _`; [`SimulatedBays::drive_dir`]). Writes
+//!   through [`Drives::create_file`] fail FULL once the bytes of all files under the directory
+//!   would pass the drive's capacity, and WRITE_PROTECTED while its write protection is on; a
+//!   wipe erases the directory. The directory stays while the drive is lent, so a test can
+//!   change a lent drive's bytes before it comes back.
 //! - Every insertion gets an id (a UUID: the inbox file's name, or a fresh one in-process),
 //!   stored with the pending insertion in the state file. [`Bays::pending_inserted`] lists
 //!   pending insertions without consuming them; only [`Bays::confirm_inserted`] forgets one,
@@ -30,11 +37,18 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::bays::{BayError, BayInfo, BayState, Bays, Ejected, Inserted, ItemFacts, ItemInfo};
+use crate::bays::{
+    BayError, BayInfo, BayState, Bays, DriveError, DriveFile, Drives, Ejected, Inserted, ItemFacts,
+    ItemInfo, is_drive_path,
+};
 use crate::config::{SimFaults, SimItemConfig, SimItemKind, SimulationConfig, is_bay_id};
+use crate::content_source::Manifest;
+use crate::drive_content::{self, StockError};
 
 /// The simulator's state file, under `data_dir`.
 pub const STATE_FILE: &str = "simulator.json";
+/// The directory holding the simulated drives' directories, under `data_dir`.
+pub const DRIVES_DIR: &str = "drives";
 /// The directory `kiosk-agent insert` drops requests into, under `data_dir`.
 pub const INBOX_DIR: &str = "sim-inbox";
 /// The state file's format version.
@@ -76,6 +90,9 @@ enum SimCondition {
     Busy,
     Pinned,
     Quarantined,
+    /// A drive that came back, or whose wipe was interrupted: BUSY until the return check
+    /// ([`crate::returns`]) verified it against its on-drive manifest or wiped it.
+    Unverified,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -155,6 +172,39 @@ impl SimState {
             .ok_or_else(|| BayError::UnknownItem(item_id.to_owned()))
     }
 
+    /// Clears drive `item_id` for writing (no content, writable) and puts its bay in `then`,
+    /// if the bay is not faulty and `refuse` finds nothing against its condition. Returns the
+    /// drive as it was before.
+    fn clear_drive(
+        &mut self,
+        item_id: &str,
+        refuse: impl Fn(SimCondition) -> Option<&'static str>,
+        then: SimCondition,
+        what: &str,
+    ) -> Result<SimItemConfig, BayError> {
+        let bay = self.bay_of_item(item_id)?;
+        if bay.fault {
+            return Err(BayError::Fault(bay.id.clone()));
+        }
+        if let Some(reason) = refuse(bay.condition) {
+            return Err(BayError::ItemBusy {
+                item_id: item_id.to_owned(),
+                reason: reason.into(),
+            });
+        }
+        let Some(drive) = bay.item.as_mut() else {
+            return Err(BayError::UnknownItem(item_id.to_owned()));
+        };
+        if drive.kind != SimItemKind::Drive {
+            return Err(wrong_kind(drive, what));
+        }
+        let before = drive.clone();
+        drive.content_package_id = None;
+        drive.write_protected = false;
+        bay.condition = then;
+        Ok(before)
+    }
+
     fn info(&self) -> Vec<BayInfo> {
         self.bays
             .iter()
@@ -163,7 +213,9 @@ impl SimState {
                     (_, true, _) => BayState::Fault,
                     (None, false, _) => BayState::Empty,
                     (Some(_), false, SimCondition::Ready) => BayState::Ready,
-                    (Some(_), false, SimCondition::Busy) => BayState::Busy,
+                    (Some(_), false, SimCondition::Busy | SimCondition::Unverified) => {
+                        BayState::Busy
+                    }
                     (Some(_), false, SimCondition::Quarantined) => BayState::Quarantined,
                     (Some(_), false, SimCondition::Pinned) => BayState::Pinned {
                         order_id: bay.pinned_order_id.clone().unwrap_or_default(),
@@ -209,10 +261,10 @@ impl SimState {
         if bay.item.is_some() {
             return Err(BayError::Occupied(bay_id.to_owned()));
         }
-        // A drive that comes back writable may hold anything now: it waits BUSY for the
-        // server's Wipe. A write-protected drive or a power bank is ready as it is.
-        bay.condition = if item.kind == SimItemKind::Drive && !item.write_protected {
-            SimCondition::Busy
+        // A drive that comes back may hold anything now: it waits BUSY until the return
+        // check verified it against its manifest or wiped it. A power bank is ready as it is.
+        bay.condition = if item.kind == SimItemKind::Drive {
+            SimCondition::Unverified
         } else {
             SimCondition::Ready
         };
@@ -228,6 +280,11 @@ impl SimState {
         });
         Ok(())
     }
+}
+
+/// Refuses a drive pinned to a reservation (for [`SimState::clear_drive`]).
+fn pinned(condition: SimCondition) -> Option<&'static str> {
+    (condition == SimCondition::Pinned).then_some("pinned to a reservation")
 }
 
 fn item_info(item: &SimItemConfig) -> ItemInfo {
@@ -264,6 +321,7 @@ struct Live {
 struct Inner {
     file: PathBuf,
     inbox: PathBuf,
+    drives: PathBuf,
     faults: SimFaults,
     live: Mutex<Live>,
     /// The version last written to `file`; held while writing so writes never interleave and
@@ -311,8 +369,11 @@ impl SimulatedBays {
             .map_err(|e| storage(&format!("create {}", data_dir.display()), e))?;
         let file = data_dir.join(STATE_FILE);
         let inbox = data_dir.join(INBOX_DIR);
-        std::fs::create_dir_all(&inbox)
-            .map_err(|e| storage(&format!("create {}", inbox.display()), e))?;
+        let drives = data_dir.join(DRIVES_DIR);
+        for dir in [&inbox, &drives] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| storage(&format!("create {}", dir.display()), e))?;
+        }
         // A temporary file left by a kill mid-write never became the state: drop it.
         let _ = std::fs::remove_file(temp_path(&file));
         let (mut state, mut fresh) = match std::fs::read(&file) {
@@ -338,6 +399,14 @@ impl SimulatedBays {
                 fresh = true;
             }
         }
+        // Every drive in a bay has its directory, blank ones too.
+        for item in state.bays.iter().filter_map(|b| b.item.as_ref()) {
+            if item.kind == SimItemKind::Drive {
+                let dir = drives.join(drive_dir_name(&item.item_id));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| storage(&format!("create {}", dir.display()), e))?;
+            }
+        }
         if fresh {
             let bytes = serde_json::to_vec_pretty(&state).map_err(|e| storage("encode", e))?;
             write_atomically(&file, &bytes)
@@ -347,6 +416,7 @@ impl SimulatedBays {
             inner: Arc::new(Inner {
                 file,
                 inbox,
+                drives,
                 faults: config.faults.clone(),
                 live: Mutex::new(Live { state, version: 0 }),
                 written: Mutex::new(0),
@@ -629,28 +699,29 @@ impl Bays for SimulatedBays {
     }
 
     async fn wipe(&self, item_id: &str) -> Result<ItemInfo, BayError> {
-        let item_id = item_id.to_owned();
+        // First marked unverified (no content, writable), then erased, then READY: a kill in
+        // between leaves a drive the return check wipes again, never one lent half-erased.
+        let item = item_id.to_owned();
         self.change(move |state| {
-            let bay = state.bay_of_item(&item_id)?;
-            if bay.fault {
-                return Err(BayError::Fault(bay.id.clone()));
+            state.clear_drive(
+                &item,
+                pinned,
+                SimCondition::Unverified,
+                "only drives can be wiped",
+            )
+        })
+        .await?;
+        self.erase(item_id).await?;
+        let item = item_id.to_owned();
+        self.change(move |state| {
+            let bay = state.bay_of_item(&item)?;
+            if bay.condition == SimCondition::Unverified {
+                bay.condition = SimCondition::Ready;
             }
-            if bay.condition == SimCondition::Pinned {
-                return Err(BayError::ItemBusy {
-                    item_id,
-                    reason: "pinned to a reservation".into(),
-                });
-            }
-            let Some(item) = bay.item.as_mut() else {
-                return Err(BayError::UnknownItem(item_id));
-            };
-            if item.kind != SimItemKind::Drive {
-                return Err(wrong_kind(item, "only drives can be wiped"));
-            }
-            item.content_package_id = None;
-            item.write_protected = false;
-            bay.condition = SimCondition::Ready;
-            Ok(item_info(item))
+            bay.item
+                .as_ref()
+                .map(item_info)
+                .ok_or(BayError::UnknownItem(item))
         })
         .await
     }
@@ -745,10 +816,255 @@ impl Bays for SimulatedBays {
     }
 }
 
+/// The directory name of drive `item_id`: the id itself, each byte that is not
+/// `A-Z a-z 0-9 - _` written `%XX` (so no id can name `..` or a path, and two ids never share
+/// a directory).
+fn drive_dir_name(item_id: &str) -> String {
+    item_id
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The bytes of every file under `dir` (0 when it does not exist).
+fn bytes_under(dir: &Path) -> std::io::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut total = 0u64;
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total = total.saturating_add(if meta.is_dir() {
+            bytes_under(&entry.path())?
+        } else {
+            meta.len()
+        });
+    }
+    Ok(total)
+}
+
+impl SimulatedBays {
+    /// The directory that is drive `item_id` (`data_dir/drives/<item_id>/`, see the module
+    /// documentation), whether or not the drive is in a bay now. Tests read, corrupt or fill
+    /// it; standalone may look at it.
+    pub fn drive_dir(&self, item_id: &str) -> PathBuf {
+        self.inner.drives.join(drive_dir_name(item_id))
+    }
+
+    /// (capacity, write protected) of the drive `item_id` in a bay.
+    fn drive_facts(&self, item_id: &str) -> Result<(u64, bool), DriveError> {
+        let live = lock(&self.inner.live);
+        live.state
+            .bays
+            .iter()
+            .filter_map(|b| b.item.as_ref())
+            .find(|i| i.item_id == item_id && i.kind == SimItemKind::Drive)
+            .map(|i| (i.capacity_bytes.unwrap_or(0), i.write_protected))
+            .ok_or_else(|| DriveError::UnknownDrive(item_id.to_owned()))
+    }
+
+    /// Erases drive `item_id`'s directory (and makes it again, empty).
+    async fn erase(&self, item_id: &str) -> Result<(), BayError> {
+        let dir = self.drive_dir(item_id);
+        tokio::task::spawn_blocking(move || {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(storage(&format!("erase {}", dir.display()), e)),
+            }
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| storage(&format!("create {}", dir.display()), e))
+        })
+        .await
+        .map_err(|e| storage("erase", e))?
+    }
+
+    /// Stocks drive `item_id` (in a bay, not pinned) with a content package, as a factory
+    /// loading drives would: erases it, copies every file of `manifest` from
+    /// `source_dir/<path>`, reads it all back and verifies it, writes the on-drive manifest,
+    /// and records `manifest.package_id` as the drive's content, READY, with its write
+    /// protection as it was. On failure the drive is wiped (blank READY) and the error says why.
+    pub async fn stock(
+        &self,
+        item_id: &str,
+        manifest: &Manifest,
+        source_dir: &Path,
+    ) -> Result<ItemInfo, StockError> {
+        let item = item_id.to_owned();
+        let protected = self
+            .change(move |state| {
+                state
+                    .clear_drive(
+                        &item,
+                        pinned,
+                        SimCondition::Busy,
+                        "only drives hold content",
+                    )
+                    .map(|before| before.write_protected)
+            })
+            .await?;
+        self.erase(item_id).await?;
+        let copied = tokio::task::spawn_blocking({
+            let bays = self.clone();
+            let item = item_id.to_owned();
+            let manifest = manifest.clone();
+            let source = source_dir.to_owned();
+            move || drive_content::copy_from_dir(&bays, &item, &manifest, &source)
+        })
+        .await
+        .map_err(|e| StockError::Bay(storage("stock", e)))?;
+        if let Err(error) = copied {
+            self.wipe(item_id).await?;
+            return Err(error);
+        }
+        let item = item_id.to_owned();
+        let package = manifest.package_id.clone();
+        Ok(self
+            .change(move |state| {
+                let bay = state.bay_of_item(&item)?;
+                let Some(drive) = bay.item.as_mut() else {
+                    return Err(BayError::UnknownItem(item));
+                };
+                drive.content_package_id = Some(package);
+                drive.write_protected = protected;
+                bay.condition = SimCondition::Ready;
+                Ok(item_info(drive))
+            })
+            .await?)
+    }
+}
+
+impl Drives for SimulatedBays {
+    fn create_file(&self, item_id: &str, path: &str) -> Result<DriveFile, DriveError> {
+        if !is_drive_path(path) {
+            return Err(DriveError::BadPath(path.to_owned()));
+        }
+        let (capacity, protected) = self.drive_facts(item_id)?;
+        if protected {
+            return Err(DriveError::WriteProtected(item_id.to_owned()));
+        }
+        let dir = self.drive_dir(item_id);
+        let file = dir.join(path);
+        let io = |context: &str, e: std::io::Error| DriveError::from_io(item_id, context, &e);
+        let used = bytes_under(&dir).map_err(|e| io("measure", e))?;
+        let replaced = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let room = capacity.saturating_sub(used.saturating_sub(replaced));
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(&format!("create {path}"), e))?;
+        }
+        let out = std::fs::File::create(&file).map_err(|e| io(&format!("create {path}"), e))?;
+        Ok(DriveFile::new(item_id, out, room))
+    }
+
+    fn read_back(
+        &self,
+        item_id: &str,
+        path: &str,
+    ) -> Result<Box<dyn std::io::Read + Send>, DriveError> {
+        if !is_drive_path(path) {
+            return Err(DriveError::BadPath(path.to_owned()));
+        }
+        self.drive_facts(item_id)?;
+        match std::fs::File::open(self.drive_dir(item_id).join(path)) {
+            Ok(file) => Ok(Box::new(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DriveError::Missing {
+                item_id: item_id.to_owned(),
+                path: path.to_owned(),
+            }),
+            Err(e) => Err(DriveError::from_io(item_id, &format!("open {path}"), &e)),
+        }
+    }
+
+    async fn prepare(&self, item_id: &str) -> Result<ItemInfo, BayError> {
+        let item = item_id.to_owned();
+        let not_ready = |condition| (condition != SimCondition::Ready).then_some("not READY");
+        let before = self
+            .change(move |state| {
+                state.clear_drive(
+                    &item,
+                    not_ready,
+                    SimCondition::Busy,
+                    "only drives are provisioned",
+                )
+            })
+            .await?;
+        let info = item_info(&SimItemConfig {
+            content_package_id: None,
+            write_protected: false,
+            ..before
+        });
+        self.erase(item_id).await?;
+        Ok(info)
+    }
+
+    async fn mark_provisioned(
+        &self,
+        item_id: &str,
+        package_id: &str,
+        order_id: &str,
+    ) -> Result<ItemInfo, BayError> {
+        let item = item_id.to_owned();
+        let package = package_id.to_owned();
+        let order = order_id.to_owned();
+        self.change(move |state| {
+            let bay = state.bay_of_item(&item)?;
+            if bay.condition != SimCondition::Busy {
+                return Err(BayError::ItemBusy {
+                    item_id: item,
+                    reason: "not being provisioned".into(),
+                });
+            }
+            let Some(drive) = bay.item.as_mut() else {
+                return Err(BayError::UnknownItem(item));
+            };
+            drive.content_package_id = Some(package);
+            bay.condition = SimCondition::Pinned;
+            bay.pinned_order_id = Some(order);
+            Ok(item_info(drive))
+        })
+        .await
+    }
+
+    async fn unverified(&self) -> Result<Vec<ItemInfo>, BayError> {
+        Ok(lock(&self.inner.live)
+            .state
+            .bays
+            .iter()
+            .filter(|b| b.condition == SimCondition::Unverified && !b.fault)
+            .filter_map(|b| b.item.as_ref().map(item_info))
+            .collect())
+    }
+
+    async fn mark_verified(&self, item_id: &str) -> Result<Option<ItemInfo>, BayError> {
+        let item = item_id.to_owned();
+        self.change(move |state| {
+            let Ok(bay) = state.bay_of_item(&item) else {
+                return Ok(None);
+            };
+            if bay.condition != SimCondition::Unverified {
+                return Ok(None);
+            }
+            bay.condition = SimCondition::Ready;
+            Ok(bay.item.as_ref().map(item_info))
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::SimBayConfig;
+    use crate::content_source::manifest::tests::proto_manifest;
 
     pub(crate) fn drive(id: &str, capacity: u64, package: Option<&str>) -> SimItemConfig {
         SimItemConfig {
@@ -998,5 +1314,94 @@ mod tests {
             !file.with_extension("rejected").exists(),
             "and not rejected"
         );
+    }
+
+    /// A package of two files written into `dir`, and its manifest.
+    pub(crate) fn package(dir: &Path, package_id: &str) -> Manifest {
+        let files: [(&str, &[u8]); 2] = [("a.bin", &[7u8; 300]), ("sub/b.txt", b"hello")];
+        for (path, bytes) in &files {
+            let file = dir.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, bytes).unwrap();
+        }
+        let mut manifest = Manifest::try_from(proto_manifest(&files)).unwrap();
+        manifest.package_id = package_id.into();
+        manifest
+    }
+
+    fn write(
+        bays: &SimulatedBays,
+        item: &str,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<u64, DriveError> {
+        let mut file = bays.create_file(item, path)?;
+        file.write(bytes)?;
+        file.finish()
+    }
+
+    #[tokio::test]
+    async fn a_drive_is_a_directory_that_fills_up_and_refuses_writes_while_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        let bays = SimulatedBays::open(dir.path(), &config()).await.unwrap();
+        assert_eq!(write(&bays, "D-3", "x/one", &[1; 600]).unwrap(), 600);
+        assert_eq!(
+            std::fs::read(bays.drive_dir("D-3").join("x/one")).unwrap(),
+            vec![1; 600]
+        );
+        // 600 of 1000 bytes used: 500 more do not fit, 400 do.
+        assert_eq!(
+            write(&bays, "D-3", "two", &[2; 500]).unwrap_err(),
+            DriveError::Full {
+                item_id: "D-3".into()
+            }
+        );
+        write(&bays, "D-3", "two", &[2; 400]).unwrap();
+        assert!(matches!(
+            write(&bays, "D-3", "../escape", b"x"),
+            Err(DriveError::BadPath(_))
+        ));
+
+        bays.set_write_protect("D-3", true).await.unwrap();
+        assert_eq!(
+            write(&bays, "D-3", "three", b"x").unwrap_err(),
+            DriveError::WriteProtected("D-3".into())
+        );
+        bays.set_write_protect("D-3", false).await.unwrap();
+        write(&bays, "D-3", "x/one", b"x").unwrap();
+
+        bays.wipe("D-3").await.unwrap();
+        assert_eq!(
+            std::fs::read_dir(bays.drive_dir("D-3")).unwrap().count(),
+            0,
+            "a wipe erases the drive for real"
+        );
+        assert_eq!(bays.snapshot()[2].state, BayState::Ready);
+        assert_eq!(drive_dir_name("../x y"), "%2E%2E%2Fx%20y");
+    }
+
+    #[tokio::test]
+    async fn a_stocked_drive_holds_the_package_byte_for_byte_with_its_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = tempfile::tempdir().unwrap();
+        let manifest = package(source.path(), "pkg-1");
+        let bays = SimulatedBays::open(dir.path(), &config()).await.unwrap();
+        bays.set_write_protect("D-3", true).await.unwrap();
+        let item = bays.stock("D-3", &manifest, source.path()).await.unwrap();
+        assert_eq!(
+            item.facts,
+            ItemFacts::Drive {
+                capacity_bytes: 1000,
+                content_package_id: Some("pkg-1".into()),
+                write_protected: true,
+            }
+        );
+        assert_eq!(
+            std::fs::read(bays.drive_dir("D-3").join("sub/b.txt")).unwrap(),
+            b"hello"
+        );
+        let on_drive = drive_content::read_manifest(&bays, "D-3").unwrap().unwrap();
+        assert_eq!(on_drive, manifest);
+        assert_eq!(bays.snapshot()[2].state, BayState::Ready);
     }
 }

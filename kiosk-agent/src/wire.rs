@@ -9,6 +9,7 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::link_rules;
 
 use crate::bays::{BayInfo, BayState, Inserted, ItemFacts, ItemInfo, ItemKind};
+use crate::executor::Failed;
 
 pub use sneakernet_proto::wire::{from_duration, from_timestamp, timestamp};
 
@@ -84,22 +85,16 @@ pub fn item_returned(inserted: &Inserted) -> pb::ItemReturned {
     }
 }
 
-/// A failure result.
-pub fn failure(
-    command_id: &str,
-    reason: pb::FailureReason,
-    message: impl Into<String>,
-    bay_id: &str,
-    item_id: &str,
-    at: DateTime<Utc>,
-) -> pb::CommandResult {
+/// A failure result; a bay or item the failure does not name goes out as the contract's empty
+/// string.
+pub fn failure(command_id: &str, failed: Failed, at: DateTime<Utc>) -> pb::CommandResult {
     pb::CommandResult {
         command_id: command_id.to_owned(),
         outcome: Some(pb::command_result::Outcome::Failure(pb::Failure {
-            reason: reason as i32,
-            message: message.into(),
-            bay_id: bay_id.to_owned(),
-            item_id: item_id.to_owned(),
+            reason: failed.reason as i32,
+            message: failed.message,
+            bay_id: failed.bay_id.unwrap_or_default(),
+            item_id: failed.item_id.unwrap_or_default(),
         })),
         finished_at: Some(timestamp(at)),
     }

@@ -1,8 +1,9 @@
 //! The agent against a scripted fake gateway and fake auth on 127.0.0.1: login, Hello first,
 //! commands acknowledged and answered, outbox replay after a reconnect, a resent command
 //! answered from the journal, returns reported, graceful stop; token renewal that opens the
-//! new link before letting the old one go; a prompt re-login after UNAUTHENTICATED. (The real
-//! gateway is tested in `integration-tests`.)
+//! new link before letting the old one go; a prompt re-login after UNAUTHENTICATED; a Provision
+//! against a fake content service, its Progress reaching the gateway before its result. (The
+//! real gateway is tested in `integration-tests`.)
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,6 +14,7 @@ use sneakernet_kiosk_agent::config::{
 };
 use sneakernet_proto::auth::v1 as auth;
 use sneakernet_proto::common::v1 as common;
+use sneakernet_proto::content::v1 as content;
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::gateway::v1::open_response::Body as Down;
@@ -185,6 +187,7 @@ async fn lend_over_the_link_is_executed_once_and_replayed_until_receipted() {
     let credential_file = dir.path().join("secret");
     std::fs::write(&credential_file, "s3cret\n").unwrap();
     let config = AgentConfig {
+        content: Default::default(),
         kiosk_id: "K-1".into(),
         credential_file,
         auth_url: format!("http://{address}"),
@@ -322,9 +325,11 @@ async fn lend_over_the_link_is_executed_once_and_replayed_until_receipted() {
     server.abort();
 }
 
-/// A fake auth and gateway on 127.0.0.1; new links arrive on the receiver.
+/// A fake auth and gateway (and content service, when given) on 127.0.0.1; new links arrive
+/// on the receiver.
 async fn serve(
     first_lifetime: chrono::Duration,
+    content: Option<FakeContent>,
 ) -> (
     std::net::SocketAddr,
     mpsc::Receiver<Conn>,
@@ -341,6 +346,9 @@ async fn serve(
             .add_service(pb::kiosk_link_service_server::KioskLinkServiceServer::new(
                 FakeGateway { conns: conns_tx },
             ))
+            .add_optional_service(
+                content.map(content::content_service_server::ContentServiceServer::new),
+            )
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     (address, conns, server)
@@ -354,6 +362,7 @@ fn config_for(
     let credential_file = dir.join("secret");
     std::fs::write(&credential_file, "s3cret\n").unwrap();
     AgentConfig {
+        content: Default::default(),
         kiosk_id: "K-1".into(),
         credential_file,
         auth_url: format!("http://{address}"),
@@ -429,7 +438,7 @@ async fn ends(conn: &mut Conn) {
 /// the old link (before or after that Welcome) starts no reconnect; the new link replays the
 /// outbox under the same ids, and nothing runs twice.
 async fn renewal(replaced_before_welcome: bool) {
-    let (address, mut conns, server) = serve(chrono::Duration::seconds(5)).await;
+    let (address, mut conns, server) = serve(chrono::Duration::seconds(5), None).await;
     let dir = tempfile::tempdir().unwrap();
     let agent = sneakernet_kiosk_agent::start(config_for(
         dir.path(),
@@ -536,7 +545,7 @@ async fn renewal_opens_the_new_link_first_replaced_after_welcome() {
 
 #[tokio::test]
 async fn a_link_ended_unauthenticated_logs_in_again_and_reconnects_promptly() {
-    let (address, mut conns, server) = serve(chrono::Duration::hours(1)).await;
+    let (address, mut conns, server) = serve(chrono::Duration::hours(1), None).await;
     let dir = tempfile::tempdir().unwrap();
     // A backoff this long would make the test time out.
     let agent = sneakernet_kiosk_agent::start(config_for(
@@ -574,5 +583,176 @@ async fn a_link_ended_unauthenticated_logs_in_again_and_reconnects_promptly() {
     tokio::time::timeout(WAIT, agent.stop())
         .await
         .expect("stops in time");
+    server.abort();
+}
+
+/// The content service, as far as a kiosk uses it: one READY package, served in 256 KiB
+/// pieces.
+struct FakeContent {
+    manifest: content::Manifest,
+    chunks: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+}
+
+/// What DownloadChunks answers with.
+type ChunkStream = Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<content::DownloadChunksResponse, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl content::content_service_server::ContentService for FakeContent {
+    async fn get_manifest(
+        &self,
+        request: Request<content::GetManifestRequest>,
+    ) -> Result<Response<content::GetManifestResponse>, Status> {
+        if request.into_inner().package_id != "P1" {
+            return Err(Status::not_found("no such package"));
+        }
+        Ok(Response::new(content::GetManifestResponse {
+            manifest: Some(self.manifest.clone()),
+        }))
+    }
+
+    async fn download_chunks(
+        &self,
+        request: Request<content::DownloadChunksRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let request = request.into_inner();
+        let mut pieces = Vec::new();
+        for (i, hash) in request.chunk_hashes.iter().enumerate() {
+            let bytes = self
+                .chunks
+                .get(hash)
+                .ok_or_else(|| Status::not_found("no such chunk"))?;
+            let mut at = if i == 0 {
+                request.first_chunk_offset as usize
+            } else {
+                0
+            };
+            while at < bytes.len() {
+                let end = (at + (256 << 10)).min(bytes.len());
+                pieces.push(Ok(content::DownloadChunksResponse {
+                    hash: hash.clone(),
+                    offset: at as u64,
+                    data: bytes[at..end].to_vec(),
+                    last: end == bytes.len(),
+                }));
+                at = end;
+            }
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
+    }
+}
+
+/// A package of one 2.5 MiB file in 1 MiB chunks: its manifest and its chunks by hash.
+fn package() -> FakeContent {
+    const MIB: usize = 1 << 20;
+    let bytes: Vec<u8> = (0..5 * MIB / 2).map(|i| (i * 31 % 251) as u8).collect();
+    let chunks: std::collections::HashMap<Vec<u8>, Vec<u8>> = bytes
+        .chunks(MIB)
+        .map(|c| (blake3::hash(c).as_bytes().to_vec(), c.to_vec()))
+        .collect();
+    let package = content::Package {
+        package_id: "P1".into(),
+        title: "Film".into(),
+        state: content::PackageState::Ready as i32,
+        total_size_bytes: bytes.len() as u64,
+        file_count: 1,
+        chunk_size_bytes: MIB as u32,
+        ..content::Package::default()
+    };
+    FakeContent {
+        manifest: content::Manifest {
+            package: Some(package),
+            chunk_size_bytes: MIB as u32,
+            files: vec![content::ManifestFile {
+                path: "film/main.bin".into(),
+                size_bytes: bytes.len() as u64,
+                blake3: blake3::hash(&bytes).as_bytes().to_vec(),
+                chunk_hashes: bytes
+                    .chunks(MIB)
+                    .map(|c| blake3::hash(c).as_bytes().to_vec())
+                    .collect(),
+            }],
+        },
+        chunks,
+    }
+}
+
+#[tokio::test]
+async fn a_provision_over_the_link_reports_progress_then_its_result() {
+    let (address, mut conns, server) = serve(chrono::Duration::hours(1), Some(package())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(dir.path(), address, LinkConfig::default());
+    if let Some(simulation) = config.simulation.as_mut() {
+        simulation.bays.push(SimBayConfig {
+            id: "A03".into(),
+            item: Some(SimItemConfig {
+                capacity_bytes: Some(8 << 20),
+                content_package_id: None,
+                ..drive("D-3")
+            }),
+        });
+    }
+    let agent = sneakernet_kiosk_agent::start(config).await.unwrap();
+    let mut conn = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(next_up(&mut conn).await.body, Some(Up::Hello(_))));
+    welcome(&conn, "S-1").await;
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
+    down(
+        &conn,
+        Down::Command(pb::Command {
+            command_id: "C-prov".into(),
+            deadline: Some(prost_types::Timestamp {
+                seconds: deadline.timestamp(),
+                nanos: 0,
+            }),
+            payload: Some(pb::CommandPayload {
+                kind: Some(pb::command_payload::Kind::Provision(pb::ProvisionCommand {
+                    order_id: "O-9".into(),
+                    package_id: "P1".into(),
+                    capacity_bytes: 8 << 20,
+                    write_protect: true,
+                })),
+            }),
+            attempt: 1,
+        }),
+    )
+    .await;
+
+    let mut phases = Vec::new();
+    let result = loop {
+        match next_up(&mut conn).await.body {
+            Some(Up::Progress(progress)) => {
+                assert_eq!(progress.command_id, "C-prov");
+                if phases.last() != Some(&progress.phase) {
+                    phases.push(progress.phase);
+                }
+            }
+            Some(Up::Result(result)) => break result,
+            _ => {}
+        }
+    };
+    let Some(pb::command_result::Outcome::Provision(done)) = result.outcome else {
+        panic!("{result:?}");
+    };
+    assert_eq!(done.item_id, "D-3");
+    assert_eq!(done.bytes_written, 5 << 19);
+    assert_eq!(done.bytes_downloaded, 5 << 19);
+    assert_eq!(
+        phases,
+        [
+            pb::ProgressPhase::Downloading as i32,
+            pb::ProgressPhase::Copying as i32,
+            pb::ProgressPhase::Verifying as i32,
+            pb::ProgressPhase::Configuring as i32,
+        ]
+    );
+    assert_eq!(agent.cache_stats().inserted, 3, "three chunks fetched once");
+    let written = std::fs::read(agent.bays().drive_dir("D-3").join("film/main.bin")).unwrap();
+    assert_eq!(written.len(), 5 << 19);
+    agent.stop().await;
     server.abort();
 }

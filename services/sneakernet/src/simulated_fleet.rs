@@ -167,6 +167,7 @@ mod tests {
                 }
             }
             let config = AgentConfig {
+                content: Default::default(),
                 kiosk_id: site.kiosk_id.into(),
                 credential_file: "kiosk.secret".into(),
                 auth_url: "http://127.0.0.1:1".into(),

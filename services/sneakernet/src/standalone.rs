@@ -360,6 +360,7 @@ struct PreparedKiosk {
 impl PreparedKiosk {
     fn agent_config(&self, url: &str, catalog: &DemoCatalog) -> AgentConfig {
         AgentConfig {
+            content: Default::default(),
             kiosk_id: self.site.kiosk_id.to_owned(),
             credential_file: self.credential_file.clone(),
             auth_url: url.to_owned(),
