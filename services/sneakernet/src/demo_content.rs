@@ -11,8 +11,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use sneakernet_kiosk_agent::content_source::Manifest;
+use sneakernet_proto::content::v1 as pb;
+use sneakernet_proto::content::v1::content_service_client::ContentServiceClient;
 use tonic::transport::Channel;
 
+use crate::client::{self, authed};
 use crate::content;
 
 /// Under `data_dir`: one directory per demo package, holding its generated files.
@@ -158,6 +162,44 @@ pub async fn publish(
         film_classics,
         nature_documentaries,
     })
+}
+
+/// Each catalog package's id, its manifest as the content service serves it (checked as a
+/// kiosk checks it), and the directory holding its files.
+pub async fn manifests(
+    channel: &Channel,
+    operator: &str,
+    catalog: &DemoCatalog,
+) -> anyhow::Result<Vec<(String, Manifest, PathBuf)>> {
+    let mut content = ContentServiceClient::new(channel.clone());
+    let mut manifests = Vec::new();
+    for published in [&catalog.film_classics, &catalog.nature_documentaries] {
+        let answer = client::call(
+            &format!("manifest of {:?}", published.package.title),
+            content.get_manifest(authed(
+                pb::GetManifestRequest {
+                    package_id: published.package_id.clone(),
+                },
+                operator,
+            )?),
+        )
+        .await?;
+        let manifest = answer
+            .manifest
+            .context("GetManifest answered no manifest")?;
+        let manifest = Manifest::try_from(manifest).map_err(|e| {
+            anyhow::anyhow!(
+                "the manifest of {:?} is malformed: {e}",
+                published.package.title
+            )
+        })?;
+        manifests.push((
+            published.package_id.clone(),
+            manifest,
+            published.dir.clone(),
+        ));
+    }
+    Ok(manifests)
 }
 
 #[cfg(test)]

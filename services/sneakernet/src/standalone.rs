@@ -12,7 +12,9 @@
 //!   kiosk's directory and issued again only when it no longer logs in), its QR secret (32
 //!   random bytes made once and kept), and its profile (FleetService.RegisterKiosk, an upsert);
 //! - every start: the demo content packages ([`crate::demo_content`]: generated, uploaded
-//!   through ContentService, found again by their idempotency key);
+//!   through ContentService, found again by their idempotency key), and, before a kiosk
+//!   starts, its content drives stocked with them (files written, read back and verified,
+//!   the on-drive manifest last) unless they already hold them;
 //! - until it succeeded once: the simulated sites' price rules (FleetService.SetPricing, per
 //!   site, so a network-wide default an operator sets is never replaced).
 //!
@@ -26,7 +28,10 @@ use anyhow::{Context, bail};
 use rand::{Rng, RngCore};
 use serde::Deserialize;
 use sneakernet_kiosk_agent::AgentHandle;
+use sneakernet_kiosk_agent::bays::ItemFacts;
 use sneakernet_kiosk_agent::config::{AgentConfig, LinkConfig, SimFaults, SimulationConfig};
+use sneakernet_kiosk_agent::content_source::Manifest;
+use sneakernet_kiosk_agent::drive_content;
 use sneakernet_kiosk_agent::simulated::SimulatedBays;
 use sneakernet_proto::auth::v1 as auth;
 use sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -265,9 +270,16 @@ pub async fn start(config: &Config, address: SocketAddr) -> anyhow::Result<Fleet
         state.save(&data_dir).await?;
     }
 
+    let manifests = demo_content::manifests(&channel, &operator, &catalog).await?;
     let mut kiosks = Vec::new();
     for kiosk in prepared {
-        match sneakernet_kiosk_agent::start(kiosk.agent_config(&url, &catalog)).await {
+        let config = kiosk.agent_config(&url, &catalog);
+        let stocked = stock_content_drives(&config, &manifests).await;
+        let started = match stocked {
+            Ok(()) => sneakernet_kiosk_agent::start(config).await,
+            Err(error) => Err(error),
+        };
+        match started {
             Ok(agent) => kiosks.push(SimulatedKiosk {
                 site: kiosk.site,
                 kiosk_id: kiosk.kiosk_id,
@@ -297,6 +309,61 @@ pub async fn start(config: &Config, address: SocketAddr) -> anyhow::Result<Fleet
         first_start,
         registered_with_orders,
     })
+}
+
+/// Loads the demo packages onto the content drives of a kiosk that is not running yet, as a
+/// factory would: every drive whose bay names a demo package and that does not hold it,
+/// verified (first start, a start interrupted while stocking, or a drive damaged since), gets
+/// the package's files. Drives that hold it are left alone; checking them reads back the few
+/// MiB of demo content per drive.
+async fn stock_content_drives(
+    config: &AgentConfig,
+    manifests: &[(String, Manifest, PathBuf)],
+) -> anyhow::Result<()> {
+    let simulation = config
+        .simulation
+        .as_ref()
+        .context("a simulated kiosk has simulated bays")?;
+    let bays = SimulatedBays::open(&config.data_dir, simulation)
+        .await
+        .with_context(|| format!("cannot open the simulated bays of {}", config.kiosk_id))?;
+    for bay in bays.snapshot() {
+        let Some(item) = bay.item else { continue };
+        let ItemFacts::Drive {
+            content_package_id: Some(package_id),
+            ..
+        } = &item.facts
+        else {
+            continue;
+        };
+        let Some((_, manifest, dir)) = manifests.iter().find(|(id, ..)| id == package_id) else {
+            continue;
+        };
+        let holds_it = {
+            let bays = bays.clone();
+            let item_id = item.item_id.clone();
+            let manifest = manifest.clone();
+            tokio::task::spawn_blocking(move || {
+                matches!(drive_content::read_manifest(&bays, &item_id), Ok(Some(held)) if held == manifest)
+                    && drive_content::verify(&bays, &item_id, &manifest, |_| {}).is_ok()
+            })
+            .await
+            .context("checking a content drive stopped")?
+        };
+        if holds_it {
+            continue;
+        }
+        bays.stock(&item.item_id, manifest, dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot stock drive {} of {} with {:?}",
+                    item.item_id, config.kiosk_id, manifest.title
+                )
+            })?;
+        tracing::info!(kiosk_id = %config.kiosk_id, item_id = %item.item_id, package = %manifest.title, "content drive stocked");
+    }
+    Ok(())
 }
 
 /// Creates the operator through the bootstrap path with a random password (reusing the

@@ -1,11 +1,15 @@
 //! The standalone node's simulated fleet across restarts: the first start creates the
-//! accounts and the kiosks' secrets, a second start on the same data directory reuses them.
+//! accounts and the kiosks' secrets, a second start on the same data directory reuses them;
+//! the content drives hold the demo packages' real bytes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sneakernet::demo_content;
 use sneakernet::node::{self, NodeRole};
 use sneakernet::standalone::{self, Fleet, KIOSK_CREDENTIAL_FILE, KIOSKS_DIR, QR_SECRET_FILE};
+use sneakernet_kiosk_agent::bays::{ItemFacts, ItemInfo};
+use sneakernet_kiosk_agent::drive_content;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::fleet_service_client::FleetServiceClient;
 use sneakernet_runtime::Shutdown;
@@ -116,5 +120,91 @@ async fn a_second_start_reuses_accounts_credentials_and_qr_secrets() {
     let (node, fleet) = start(dir.path()).await;
     assert!(!fleet.first_start);
     assert_eq!(secrets(dir.path(), &fleet), first, "nothing was made anew");
+    stop(node, fleet).await;
+}
+
+/// Every content drive of the fleet, as (kiosk, item id, package id).
+fn content_drives(fleet: &Fleet) -> Vec<(&standalone::SimulatedKiosk, String, String)> {
+    let mut drives = Vec::new();
+    for kiosk in &fleet.kiosks {
+        for bay in kiosk.bays().snapshot() {
+            if let Some(ItemInfo {
+                item_id,
+                facts:
+                    ItemFacts::Drive {
+                        content_package_id: Some(package),
+                        ..
+                    },
+            }) = bay.item
+            {
+                drives.push((kiosk, item_id, package));
+            }
+        }
+    }
+    drives
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_drives_hold_the_demo_packages_bytes_and_a_damaged_one_is_stocked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, fleet) = start(dir.path()).await;
+    let drives = content_drives(&fleet);
+    // Two film drives and a documentary drive per kiosk.
+    assert_eq!(drives.len(), 9, "{drives:?}");
+    for (kiosk, item_id, package) in &drives {
+        let published = [
+            &fleet.catalog.film_classics,
+            &fleet.catalog.nature_documentaries,
+        ]
+        .into_iter()
+        .find(|p| &p.package_id == package)
+        .expect("a demo package");
+        let drive = kiosk.bays().drive_dir(item_id);
+        for (path, size) in published.package.files {
+            let on_drive = std::fs::read(drive.join(path)).expect("file on the drive");
+            assert_eq!(on_drive.len() as u64, *size, "{item_id}: {path}");
+            assert_eq!(
+                on_drive,
+                std::fs::read(published.dir.join(path)).unwrap(),
+                "{item_id}: {path} is the uploaded bytes"
+            );
+        }
+        assert!(
+            drive.join(drive_content::MANIFEST_PATH).exists(),
+            "{item_id}"
+        );
+    }
+    let (kiosk, victim, _) = &drives[0];
+    let victim_file = kiosk
+        .bays()
+        .drive_dir(victim)
+        .join(demo_content::FILM_CLASSICS.files[0].0);
+    let untouched = kiosk.bays().drive_dir(&drives[1].1);
+    let untouched_manifest = untouched.join(drive_content::MANIFEST_PATH);
+    let stocked_at = std::fs::metadata(&untouched_manifest)
+        .unwrap()
+        .modified()
+        .unwrap();
+    let good = std::fs::read(&victim_file).unwrap();
+    let victim = victim.clone();
+    stop(node, fleet).await;
+    let mut damaged = good.clone();
+    damaged[7] ^= 0x55;
+    std::fs::write(&victim_file, damaged).unwrap();
+
+    let (node, fleet) = start(dir.path()).await;
+    assert_eq!(
+        std::fs::read(&victim_file).unwrap(),
+        good,
+        "the damaged drive {victim} was stocked again"
+    );
+    assert_eq!(
+        std::fs::metadata(&untouched_manifest)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        stocked_at,
+        "a drive that holds its package is left alone"
+    );
     stop(node, fleet).await;
 }
