@@ -90,12 +90,17 @@ pub fn write_agent_toml(config: &AgentConfig, dir: &Path) -> PathBuf {
         toml.push_str(&format!("\n[[simulation.bays]]\nid = {:?}\n", bay.id));
         if let Some(item) = &bay.item {
             toml.push_str(&format!(
-                "[simulation.bays.item]\nkind = \"drive\"\nitem_id = {:?}\ncapacity_bytes = {}\ncontent_package_id = {:?}\n",
+                "[simulation.bays.item]\nkind = \"drive\"\nitem_id = {:?}\ncapacity_bytes = {}\n",
                 item.item_id,
                 item.capacity_bytes.unwrap_or(CAPACITY),
-                item.content_package_id.clone().unwrap_or_default()
             ));
+            if let Some(package) = &item.content_package_id {
+                toml.push_str(&format!("content_package_id = {package:?}\n"));
+            }
         }
+    }
+    if let Some(budget) = config.content.cache_budget_bytes {
+        toml.push_str(&format!("\n[content]\ncache_budget_bytes = {budget}\n"));
     }
     let file = dir.join("agent.toml");
     std::fs::write(&file, toml).expect("write agent config");
