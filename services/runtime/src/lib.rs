@@ -13,6 +13,7 @@
 //! - [`role`]: [`role::ServiceRole`], how a service plugs into the one binary.
 //! - [`clock`]: injected time.
 //! - [`qr`]: the kiosk QR payload and its rotating code.
+//! - [`tls`]: the one process-wide TLS crypto provider.
 //! - [`supervise`]: background tasks restarted when they fail, their state in health.
 //! - [`wire`]: time conversions to and from protobuf well-known types.
 //! - [`failpoint`]: fault-injection points for tests (inert in production builds).
@@ -35,6 +36,7 @@ pub mod supervise;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod wire;
 
 pub use caller::{Caller, CallerExt, KioskId, Role, ServiceName, TokenVerifier, UserId};

@@ -167,6 +167,7 @@ pub async fn serve_role<R: ServiceRole>(
     config: Config,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
+    crate::tls::install_crypto_provider();
     let listener = bind(&config).await?;
     let mut ctx = RoleContext::new(config, shutdown.clone());
     ctx.local_address = listener.local_addr().ok();

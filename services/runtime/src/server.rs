@@ -147,6 +147,7 @@ pub async fn serve(
     grace: Duration,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    crate::tls::install_crypto_provider();
     let (health, health_service) = tonic_health::server::health_reporter();
     let names = std::mem::take(&mut services.names);
     let task_health = services.task_health.clone();

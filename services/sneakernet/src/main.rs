@@ -4,6 +4,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    sneakernet_runtime::tls::install_crypto_provider();
     let cli = sneakernet::cli::Cli::parse();
     match sneakernet::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

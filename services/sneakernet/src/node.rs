@@ -95,6 +95,8 @@ pub async fn start(
     shutdown: Shutdown,
     clock: Option<SharedClock>,
 ) -> Result<Node, StartError> {
+    // Before any role builds a TLS client (remote keys, the gateway) or the TLS listener.
+    sneakernet_runtime::tls::install_crypto_provider();
     let mut roles = roles.to_vec();
     roles.sort();
     roles.dedup();

@@ -208,3 +208,72 @@ async fn content_drives_hold_the_demo_packages_bytes_and_a_damaged_one_is_stocke
     );
     stop(node, fleet).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_upload_on_the_command_line_publishes_a_directory_once() {
+    use clap::Parser;
+    use sneakernet_proto::content::v1 as content;
+    use sneakernet_proto::content::v1::content_service_client::ContentServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (node, fleet) = start(dir.path()).await;
+    let films = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(films.path().join("season-1")).unwrap();
+    std::fs::write(films.path().join("season-1/pilot.mkv"), vec![7u8; 5 << 20]).unwrap();
+    std::fs::write(films.path().join("notes.txt"), b"watch in order").unwrap();
+    let address = format!("http://{}", node.address);
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let films_dir = films.path().to_str().unwrap().to_owned();
+    let upload = || {
+        sneakernet::cli::Cli::try_parse_from([
+            "sneakernet",
+            "content",
+            "upload",
+            "--title",
+            "Box set",
+            "--address",
+            &address,
+            "--data-dir",
+            &data_dir,
+            &films_dir,
+        ])
+        .expect("the command line parses")
+    };
+    sneakernet::cli::run(upload()).await.expect("upload");
+    // The same directory again: the same package, nothing new.
+    sneakernet::cli::run(upload()).await.expect("upload again");
+    let list = sneakernet::cli::Cli::try_parse_from([
+        "sneakernet",
+        "content",
+        "list",
+        "--state",
+        "ready",
+        "--address",
+        &address,
+        "--data-dir",
+        &data_dir,
+    ])
+    .expect("the command line parses");
+    sneakernet::cli::run(list).await.expect("list");
+
+    let channel = sneakernet::client::channel(&address).unwrap();
+    let password = std::fs::read_to_string(&fleet.accounts.operator_password_file).unwrap();
+    let token =
+        sneakernet::client::login(&channel, &fleet.accounts.operator_email, password.trim())
+            .await
+            .unwrap();
+    let packages = ContentServiceClient::new(channel)
+        .list_packages(
+            sneakernet::client::authed(content::ListPackagesRequest::default(), &token).unwrap(),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .packages;
+    let box_sets: Vec<_> = packages.iter().filter(|p| p.title == "Box set").collect();
+    assert_eq!(box_sets.len(), 1, "{packages:?}");
+    assert_eq!(box_sets[0].state(), content::PackageState::Ready);
+    assert_eq!(box_sets[0].file_count, 2);
+    assert_eq!(box_sets[0].total_size_bytes, (5 << 20) + 14);
+    stop(node, fleet).await;
+}
