@@ -148,3 +148,42 @@ pub async fn send_lend(channel: Channel, token: &str, order_id: &str) -> String 
         .expect("record")
         .command_id
 }
+
+/// The `kiosk-agent` program (built with failpoints) as a child process a test can kill.
+pub struct AgentProcess {
+    child: tokio::process::Child,
+}
+
+impl AgentProcess {
+    /// Runs `binary` (`env!("CARGO_BIN_EXE_kiosk-agent-under-test")` in a test) with the
+    /// configuration `config_file`, with `FAILPOINTS` set to `failpoints` when given.
+    pub fn run(binary: &str, config_file: &Path, failpoints: Option<&str>) -> Self {
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .arg("--config")
+            .arg(config_file)
+            .arg("run")
+            .kill_on_drop(true);
+        if let Some(failpoints) = failpoints {
+            command.env("FAILPOINTS", failpoints);
+        }
+        Self {
+            child: command.spawn().expect("kiosk agent process"),
+        }
+    }
+
+    /// SIGKILL: the agent stops wherever it is.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill the agent");
+    }
+
+    /// SIGTERM, then waits for the agent to finish its graceful stop.
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().expect("a running agent").to_string();
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(stopped.is_ok_and(|s| s.success()), "SIGTERM the agent");
+        self.child.wait().await.expect("agent exit");
+    }
+}

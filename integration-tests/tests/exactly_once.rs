@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sneakernet_integration_tests::kiosk::{self, agent_config, write_agent_toml};
+use sneakernet_integration_tests::kiosk::{self, AgentProcess, agent_config, write_agent_toml};
 use sneakernet_integration_tests::{
     Backend, Child, PASSWORD, Sandbox, authed, backends, binary, connect, eventually, fast_links,
     issue_kiosk_secret, test_config,
@@ -213,14 +213,7 @@ async fn a_lend_is_executed_once_when_the_agent_is_killed_after_ejecting_before_
         let marker = dir.path().join("ejected");
         let hang = format!("agent::lend::after_eject=return(hang:{})", marker.display());
 
-        let mut agent = tokio::process::Command::new(agent_binary)
-            .arg("--config")
-            .arg(&file)
-            .arg("run")
-            .env("FAILPOINTS", &hang)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("agent");
+        let agent = AgentProcess::run(agent_binary, &file, Some(&hang));
         let command_id =
             kiosk::send_lend(sandbox.channel().await, &operator.access_token, "order-a").await;
         eventually(
@@ -229,23 +222,13 @@ async fn a_lend_is_executed_once_when_the_agent_is_killed_after_ejecting_before_
             || async { marker.exists() },
         )
         .await;
-        agent.kill().await.expect("kill agent");
+        agent.kill().await;
 
-        let mut agent = tokio::process::Command::new(agent_binary)
-            .arg("--config")
-            .arg(&file)
-            .arg("run")
-            .kill_on_drop(true)
-            .spawn()
-            .expect("agent restarted");
+        let agent = AgentProcess::run(agent_binary, &file, None);
         let done =
             wait_succeeded(sandbox.node().address, &operator.access_token, &command_id).await;
         let item = lent_item(&done);
-        let stopped = std::process::Command::new("kill")
-            .args(["-TERM", &agent.id().unwrap().to_string()])
-            .status();
-        assert!(stopped.is_ok_and(|s| s.success()));
-        agent.wait().await.expect("agent exit");
+        agent.terminate().await;
 
         let bays = SimulatedBays::open(&config.data_dir, config.simulation.as_ref().unwrap())
             .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sneakernet::content::Upload;
 use sneakernet_integration_tests::content::{self, MIB};
-use sneakernet_integration_tests::kiosk::{simulated_agent_config, write_agent_toml};
+use sneakernet_integration_tests::kiosk::{AgentProcess, simulated_agent_config, write_agent_toml};
 use sneakernet_integration_tests::{Sandbox, authed, backends, eventually, fast_links};
 use sneakernet_kiosk_agent::bays::{BayState, Drives, ItemFacts};
 use sneakernet_kiosk_agent::config::{
@@ -450,14 +450,7 @@ async fn a_kiosk_killed_mid_copy_answers_once_and_leaves_no_drive_with_wrong_byt
             "agent::provision::mid_copy=return(hang:{})",
             marker.display()
         );
-        let mut agent = tokio::process::Command::new(agent_binary)
-            .arg("--config")
-            .arg(&file)
-            .arg("run")
-            .env("FAILPOINTS", &hang)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("agent");
+        let agent = AgentProcess::run(agent_binary, &file, Some(&hang));
         let command_id =
             provision(&channel, &operator, "res-kill", &package_id, 64 * MIB, true).await;
         eventually(
@@ -466,7 +459,7 @@ async fn a_kiosk_killed_mid_copy_answers_once_and_leaves_no_drive_with_wrong_byt
             || async { marker.exists() },
         )
         .await;
-        agent.kill().await.expect("kill agent");
+        agent.kill().await;
         // Half a package is on the drive now.
         assert!(
             std::fs::read_dir(dir.path().join("data").join("drives"))
@@ -476,19 +469,9 @@ async fn a_kiosk_killed_mid_copy_answers_once_and_leaves_no_drive_with_wrong_byt
             "{backend}: the copy had started"
         );
 
-        let mut agent = tokio::process::Command::new(agent_binary)
-            .arg("--config")
-            .arg(&file)
-            .arg("run")
-            .kill_on_drop(true)
-            .spawn()
-            .expect("agent restarted");
+        let agent = AgentProcess::run(agent_binary, &file, None);
         let done = finished(&channel, &operator, &command_id).await;
-        let stopped = std::process::Command::new("kill")
-            .args(["-TERM", &agent.id().unwrap().to_string()])
-            .status();
-        assert!(stopped.is_ok_and(|s| s.success()));
-        agent.wait().await.expect("agent exit");
+        agent.terminate().await;
 
         assert_eq!(
             done.state,

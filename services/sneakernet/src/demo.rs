@@ -801,22 +801,10 @@ fn describe_movement(movement: &pb::MoneyMovement) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo_content::{self, Published};
+    use crate::demo_content::test_catalog;
 
     const FILM: &str = "p-film";
     const NATURE: &str = "p-nature";
-
-    fn catalog() -> DemoCatalog {
-        let published = |package, id: &str| Published {
-            package,
-            package_id: id.to_owned(),
-            dir: "demo".into(),
-        };
-        DemoCatalog {
-            film_classics: published(demo_content::FILM_CLASSICS, FILM),
-            nature_documentaries: published(demo_content::NATURE_DOCUMENTARIES, NATURE),
-        }
-    }
 
     fn eur(minor_units: i64) -> common::Money {
         common::Money {
@@ -833,7 +821,7 @@ mod tests {
             content_package_id: FILM.into(),
         };
         assert_eq!(
-            describe_type(&film, "", Some(&catalog())),
+            describe_type(&film, "", Some(&test_catalog())),
             "1 TB drive, Film classics"
         );
         assert_eq!(
@@ -862,7 +850,7 @@ mod tests {
             pricing: None,
         };
         assert_eq!(
-            describe_offer_line(&line, Some(&catalog())),
+            describe_offer_line(&line, Some(&test_catalog())),
             "1 TB drive, Film classics: 2 available, write protection on or off; 1 day 4.00 EUR, 2 days 5.50 EUR ... 14 days 23.50 EUR"
         );
         assert_eq!(money(&eur(5000)), "50.00 EUR");

@@ -202,6 +202,20 @@ pub async fn manifests(
     Ok(manifests)
 }
 
+/// A catalog for unit tests: the demo packages under the ids `p-film` and `p-nature`.
+#[cfg(test)]
+pub(crate) fn test_catalog() -> DemoCatalog {
+    let published = |package, id: &str| Published {
+        package,
+        package_id: id.to_owned(),
+        dir: "demo".into(),
+    };
+    DemoCatalog {
+        film_classics: published(FILM_CLASSICS, "p-film"),
+        nature_documentaries: published(NATURE_DOCUMENTARIES, "p-nature"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

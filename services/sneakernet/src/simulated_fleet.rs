@@ -140,25 +140,13 @@ mod tests {
     use sneakernet_kiosk_agent::config::{AgentConfig, LinkConfig, SimFaults, SimulationConfig};
 
     use super::*;
-    use crate::demo_content::{self, Published};
-
-    fn catalog() -> DemoCatalog {
-        let published = |package, id: &str| Published {
-            package,
-            package_id: id.to_owned(),
-            dir: "demo".into(),
-        };
-        DemoCatalog {
-            film_classics: published(demo_content::FILM_CLASSICS, "p-film"),
-            nature_documentaries: published(demo_content::NATURE_DOCUMENTARIES, "p-nature"),
-        }
-    }
+    use crate::demo_content::test_catalog;
 
     #[test]
     fn every_site_is_a_valid_agent_configuration_with_empty_bays_for_returns() {
         let mut item_ids = std::collections::HashSet::new();
         for site in SITES {
-            let bays = site.bays(&catalog());
+            let bays = site.bays(&test_catalog());
             assert!(bays.iter().filter(|b| b.item.is_none()).count() >= 1);
             for item in bays.iter().filter_map(|b| b.item.as_ref()) {
                 assert!(item_ids.insert(item.item_id.clone()), "{}", item.item_id);
@@ -189,7 +177,7 @@ mod tests {
         let bank = pricing(common::ItemKind::PowerBank);
         assert_eq!(drive.lost_item_fee.map(|m| m.minor_units), Some(6000));
         assert_eq!(bank.lost_item_fee.map(|m| m.minor_units), Some(3000));
-        assert_eq!(catalog().title("p-film"), Some("Film classics"));
-        assert_eq!(catalog().title("unknown"), None);
+        assert_eq!(test_catalog().title("p-film"), Some("Film classics"));
+        assert_eq!(test_catalog().title("unknown"), None);
     }
 }
