@@ -460,13 +460,12 @@ async fn a_kiosk_killed_mid_copy_answers_once_and_leaves_no_drive_with_wrong_byt
         )
         .await;
         agent.kill().await;
-        // Half a package is on the drive now.
+        // Part of the package is on the drive now (the pause point follows its first file).
+        let drive = dir.path().join("data").join("drives").join("D-1");
         assert!(
-            std::fs::read_dir(dir.path().join("data").join("drives"))
-                .map(|d| d.count())
-                .unwrap_or(0)
-                > 0,
-            "{backend}: the copy had started"
+            std::fs::read_dir(&drive).map(|d| d.count()).unwrap_or(0) > 0,
+            "{backend}: the copy had started in {}",
+            drive.display()
         );
 
         let agent = AgentProcess::run(agent_binary, &file, None);

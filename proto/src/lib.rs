@@ -5,6 +5,7 @@
 //! of the contract that both ends of the kiosk link apply: [`ids`] (checked id types),
 //! [`wire`] (time conversions) and [`link_rules`] (what a kiosk message must be).
 
+pub mod content_rules;
 pub mod ids;
 pub mod link_rules;
 pub mod wire;

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sneakernet_proto::content::v1 as pb;
+use sneakernet_proto::content_rules::{self, check_path};
 
 use crate::cache::{ChunkHash, MAX_CHUNK_BYTES};
 
@@ -16,7 +17,7 @@ pub const MAX_CHUNK_SIZE: u32 = 64 * 1024 * 1024;
 const _: () = assert!(MAX_CHUNK_SIZE as u64 <= MAX_CHUNK_BYTES);
 
 /// The longest file path the contract allows, in bytes.
-pub const MAX_PATH_BYTES: usize = 1024;
+pub use sneakernet_proto::content_rules::MAX_PATH_BYTES;
 /// The most files a package may have.
 pub const MAX_FILES: usize = 100_000;
 /// The longest package id accepted (the gateway's limit on a Provision's `package_id`).
@@ -188,17 +189,12 @@ impl Manifest {
             })?;
         }
         // A path that is also another path's directory cannot be written onto a drive.
-        for (i, file) in self.files.iter().enumerate() {
-            let mut dir = file.path.as_str();
-            while let Some((parent, _)) = dir.rsplit_once('/') {
-                if paths.contains(parent) {
-                    return Err(invalid(
-                        format!("files[{i}].path"),
-                        format!("{parent:?} is both a file and a directory"),
-                    ));
-                }
-                dir = parent;
-            }
+        let listed: Vec<&str> = self.files.iter().map(|f| f.path.as_str()).collect();
+        if let Some((i, parent)) = content_rules::file_and_directory_clash(&listed) {
+            return Err(invalid(
+                format!("files[{i}].path"),
+                format!("{parent:?} is both a file and a directory"),
+            ));
         }
         if total != self.total_bytes {
             return Err(invalid(
@@ -309,26 +305,6 @@ pub(crate) fn hash_from(bytes: &[u8]) -> Option<blake3::Hash> {
 
 fn not_a_hash(bytes: &[u8]) -> String {
     format!("{} bytes, not a 32-byte BLAKE3 hash", bytes.len())
-}
-
-/// Why `path` cannot be joined under a drive root, if it cannot.
-fn check_path(path: &str) -> Result<(), String> {
-    if path.is_empty() || path.len() > MAX_PATH_BYTES {
-        return Err(format!("must be 1 to {MAX_PATH_BYTES} bytes"));
-    }
-    if path.contains(['\\', '\0']) {
-        return Err("contains a backslash or NUL".into());
-    }
-    if path.starts_with('/') {
-        return Err("must be relative".into());
-    }
-    if path
-        .split('/')
-        .any(|segment| matches!(segment, "" | "." | ".."))
-    {
-        return Err(format!("{path:?} has an empty, \".\" or \"..\" segment"));
-    }
-    Ok(())
 }
 
 /// A hash as 64 lowercase hex digits in JSON.

@@ -294,12 +294,16 @@ struct Provisioning<'a, B: Bays + Drives, S> {
 impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
     async fn steps(&mut self) -> Result<Done, Failed> {
         let manifest = self.manifest().await?;
-        if manifest.total_bytes > self.asked.capacity_bytes {
+        // The on-drive manifest is written last and must fit too.
+        let needed = manifest
+            .total_bytes
+            .saturating_add(manifest.to_json().len() as u64);
+        if needed > self.asked.capacity_bytes {
             return Err(Failed::new(
                 FailureReason::DriveFull,
                 format!(
-                    "package {} is {} bytes, the drive holds {}",
-                    manifest.package_id, manifest.total_bytes, self.asked.capacity_bytes
+                    "package {} needs {needed} bytes with its manifest, the drive holds {}",
+                    manifest.package_id, self.asked.capacity_bytes
                 ),
             ));
         }

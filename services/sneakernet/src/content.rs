@@ -286,6 +286,12 @@ pub async fn upload_dir(
         )
         .await
         {
+            Ok(answer) if !answer.complete && answer.bytes_stored <= before => bail!(
+                "uploading {:?}: the server holds {} of its {} bytes and this stream added none; the file changed since it was hashed (start again)",
+                file.path,
+                answer.bytes_stored,
+                file.size
+            ),
             Ok(_) => breaks = 0,
             Err(status) if retryable(&status) => {
                 breaks += 1;
@@ -373,8 +379,8 @@ async fn send_file(
         while left > 0 {
             let mut buffer = vec![0; PIECE_BYTES.min(usize::try_from(left).unwrap_or(PIECE_BYTES))];
             if let Err(error) = reader.read_exact(&mut buffer).await {
-                // The file shrank under the upload; the server sees a short stream and keeps
-                // what it has; the next try reports the mismatch.
+                // The file shrank under the upload: the server sees a short stream and keeps
+                // what it has; the next stream adds nothing, which `upload_dir` reports.
                 tracing::warn!(%error, "cannot read the file being uploaded");
                 return;
             }

@@ -29,7 +29,7 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4000;
 /// Most files in one package.
 pub const MAX_FILES: usize = 100_000;
 /// Longest file path, in bytes.
-pub const MAX_PATH_BYTES: usize = 1024;
+pub use sneakernet_proto::content_rules::MAX_PATH_BYTES;
 /// Longest idempotency key, in characters.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 
@@ -76,26 +76,7 @@ pub fn package_id(field: &str, raw: &str) -> Result<PackageId, FieldViolation> {
     PackageId::parse(raw).map_err(|why| FieldViolation::new(field, why))
 }
 
-/// Checks a file path against the contract: relative, "/"-separated, 1 to 1024 bytes, no
-/// empty, "." or ".." segment, no backslash or NUL. The error says what is wrong.
-pub fn check_path(path: &str) -> Result<(), String> {
-    if path.is_empty() || path.len() > MAX_PATH_BYTES {
-        return Err(format!("must be 1 to {MAX_PATH_BYTES} bytes"));
-    }
-    if path.starts_with('/') {
-        return Err("must be relative (no leading \"/\")".into());
-    }
-    if path.contains('\\') || path.contains('\0') {
-        return Err("must not contain a backslash or NUL".into());
-    }
-    if path
-        .split('/')
-        .any(|s| s.is_empty() || s == "." || s == "..")
-    {
-        return Err("must not have an empty, \".\" or \"..\" segment".into());
-    }
-    Ok(())
-}
+pub use sneakernet_proto::content_rules::check_path;
 
 /// How many chunks a file of `size` bytes has: ceil(size / chunk_size); 0 for an empty file.
 pub fn chunk_count(size: u64, chunk_size: u32) -> u64 {
@@ -225,6 +206,15 @@ impl NewPackage {
                 ));
             }
         }
+        let paths: Vec<&str> = files.iter().map(|(_, f)| f.path.as_str()).collect();
+        if let Some((at, parent)) =
+            sneakernet_proto::content_rules::file_and_directory_clash(&paths)
+        {
+            violations.push(FieldViolation::new(
+                format!("files[{}].path", files[at].0),
+                format!("{parent:?} is declared as a file and used as a directory"),
+            ));
+        }
         if !violations.is_empty() {
             return Err(violations);
         }
@@ -315,6 +305,15 @@ mod tests {
         assert_eq!(paths, ["a", "b"]);
         assert_eq!(package.total_size, 5);
         assert!(!package.is_empty());
+    }
+
+    #[test]
+    fn a_package_no_drive_could_hold_is_refused() {
+        let clash = NewPackage::from_request(request(vec![file("a", b"1"), file("a/b", b"2")]));
+        assert_eq!(fields(&clash.unwrap_err()), ["files[1].path"]);
+        let reserved =
+            NewPackage::from_request(request(vec![file(".sneakernet/manifest.json", b"{}")]));
+        assert_eq!(fields(&reserved.unwrap_err()), ["files[0].path"]);
     }
 
     #[test]
