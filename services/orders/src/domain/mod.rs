@@ -1,6 +1,7 @@
 //! The orders service's rules, free of I/O: money, the order life cycle, the ledger, pricing.
 //! The rentals issue (#5) wires them to the API and the store.
 
+pub mod geo;
 pub mod ledger;
 pub mod money;
 pub mod order;
