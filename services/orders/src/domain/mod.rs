@@ -1,5 +1,5 @@
-//! The orders service's rules, free of I/O: money, the order life cycle, the ledger, pricing.
-//! The rentals issue (#5) wires them to the API and the store.
+//! The orders service's rules, free of I/O: money, the order life cycle, the ledger, pricing,
+//! and the geometry of finding kiosks nearby (`geo`, for FindKiosks).
 
 pub mod geo;
 pub mod ledger;
