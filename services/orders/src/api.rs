@@ -20,8 +20,9 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::entity::{deposit, kiosk, kiosk_view, order, pricing_rule};
+use crate::flows::Flows;
 use crate::inventory;
-use crate::rentals::{RentalAsk, Rentals};
+use crate::rentals::RentalAsk;
 use crate::store::orders::{OrderFilter, state_of_proto};
 use crate::store::parked::Retried;
 
@@ -40,7 +41,7 @@ const WATCH_POLL: Duration = Duration::from_secs(1);
 /// The OrderService and FleetService implementation.
 #[derive(Clone, Debug)]
 pub struct OrdersApi {
-    pub(crate) rentals: Rentals,
+    pub(crate) flows: Flows,
     pub(crate) shutdown: Shutdown,
     /// Orders counted unsettled this long after a step's deadline (the sweeper's lag).
     pub(crate) audit_grace: chrono::Duration,
@@ -138,14 +139,14 @@ impl OrdersApi {
     /// The order if `reader` may see it; NOT_FOUND for unknown and other users' orders alike.
     async fn readable(&self, reader: &Reader, raw_id: &str) -> Result<order::Model, Status> {
         let id = order_id(raw_id)?;
-        match self.rentals.store.order(&id).await.map_err(internal)? {
+        match self.flows.store.order(&id).await.map_err(internal)? {
             Some(order) if reader.may_read(&order) => Ok(order),
             _ => Err(ApiError::NotFound(format!("order {id} does not exist")).into()),
         }
     }
 
     async fn order_proto(&self, row: &order::Model) -> Result<pb::Order, Status> {
-        self.rentals.store.order_proto(row).await.map_err(internal)
+        self.flows.store.order_proto(row).await.map_err(internal)
     }
 }
 
@@ -159,7 +160,7 @@ impl OrderService for OrdersApi {
         let body = request.into_inner();
         let qr = sneakernet_runtime::qr::parse(&body.qr_payload)
             .map_err(|why| ApiError::invalid("qr_payload", why))?;
-        let offer = self.rentals.scan(user, qr).await?;
+        let offer = self.flows.scan(user, qr).await?;
         Ok(Response::new(pb::ScanKioskResponse { offer: Some(offer) }))
     }
 
@@ -196,7 +197,7 @@ impl OrderService for OrdersApi {
         let (Some(amount), Some(card), Some(key)) = (amount, card, key) else {
             return Err(ApiError::InvalidArgument(violations).into());
         };
-        let deposit = self.rentals.pay_deposit(user, amount, card, key).await?;
+        let deposit = self.flows.pay_deposit(user, amount, card, key).await?;
         Ok(Response::new(pb::PayDepositResponse {
             deposit: Some(deposit_proto(&deposit)),
         }))
@@ -208,7 +209,7 @@ impl OrderService for OrdersApi {
     ) -> Result<Response<pb::RefundDepositResponse>, Status> {
         let user = Self::renter(&request)?;
         let key = convert::idempotency_key(&request.get_ref().idempotency_key)?;
-        let deposit = self.rentals.refund_deposit(user, key).await?;
+        let deposit = self.flows.refund_deposit(user, key).await?;
         Ok(Response::new(pb::RefundDepositResponse {
             deposit: Some(deposit_proto(&deposit)),
         }))
@@ -261,7 +262,7 @@ impl OrderService for OrdersApi {
             return Err(ApiError::InvalidArgument(violations).into());
         }
         let order = self
-            .rentals
+            .flows
             .create_rental(
                 user,
                 RentalAsk {
@@ -339,7 +340,7 @@ impl OrderService for OrdersApi {
                 ApiError::invalid(format!("states[{i}]"), "is not an order state")
             })?);
         }
-        let fingerprint = crate::rentals::fingerprint(&[
+        let fingerprint = crate::flows::fingerprint(&[
             filter.user_id.as_deref().unwrap_or(""),
             &body.kind.to_string(),
             &format!("{:?}", body.states),
@@ -357,7 +358,7 @@ impl OrderService for OrdersApi {
             )
         };
         let rows = self
-            .rentals
+            .flows
             .store
             .list_orders(&filter, before, u64::from(size) + 1)
             .await
@@ -388,7 +389,7 @@ impl OrderService for OrdersApi {
     ) -> Result<Response<BoxStream<pb::WatchOrderResponse>>, Status> {
         let reader = Reader::of(&request)?;
         let order = self.readable(&reader, &request.get_ref().order_id).await?;
-        let store = self.rentals.store.clone();
+        let store = self.flows.store.clone();
         let first = self.order_proto(&order).await?;
         // Small: a watcher that does not read holds its task at `send` (backpressure), and
         // changes wait in the database, not in memory.
@@ -531,9 +532,9 @@ impl FleetService for OrdersApi {
             return Err(ApiError::InvalidArgument(violations).into());
         };
         let location = body.location.unwrap_or_default();
-        let now = self.rentals.clock.now();
+        let now = self.flows.clock.now();
         let stored = self
-            .rentals
+            .flows
             .store
             .register_kiosk(kiosk::Model {
                 kiosk_id: kiosk_id.as_str().to_owned(),
@@ -541,10 +542,7 @@ impl FleetService for OrdersApi {
                 site_name: body.site_name.trim().to_owned(),
                 latitude: location.latitude,
                 longitude: location.longitude,
-                qr_secret: self
-                    .rentals
-                    .sealing
-                    .seal(kiosk_id.as_str(), &body.qr_secret),
+                qr_secret: self.flows.sealing.seal(kiosk_id.as_str(), &body.qr_secret),
                 out_of_service: body.out_of_service,
                 registered_at: now,
                 updated_at: now,
@@ -552,7 +550,7 @@ impl FleetService for OrdersApi {
             .await
             .map_err(internal)?;
         let view = self
-            .rentals
+            .flows
             .store
             .kiosk(kiosk_id.as_str())
             .await
@@ -583,7 +581,7 @@ impl FleetService for OrdersApi {
         if !body.site_id.is_empty() {
             site_id("site_id", &body.site_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
         }
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         // Kiosks are those registered and those that ever connected. Candidates come in id
         // order in batches, each source read up to the same id, and are filtered here; the
         // loop goes on until the page is full or the candidates run out, so a filter that
@@ -673,7 +671,7 @@ impl FleetService for OrdersApi {
         let body = request.into_inner();
         let id = KioskId::parse(&body.kiosk_id)
             .map_err(|why| ApiError::InvalidArgument(vec![FieldViolation::new("kiosk_id", why)]))?;
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         let view = store.kiosk(id.as_str()).await.map_err(internal)?;
         let profile = store.kiosk_profile(id.as_str()).await.map_err(internal)?;
         if view.is_none() && profile.is_none() {
@@ -709,9 +707,9 @@ impl FleetService for OrdersApi {
         let pricing = convert::terms_proto(&terms, pickup_window);
         let capacity = i64::try_from(item_type.capacity_bytes)
             .map_err(|_| ApiError::invalid("item_type.capacity_bytes", "is too large"))?;
-        let now = self.rentals.clock.now();
+        let now = self.flows.clock.now();
         let rule = self
-            .rentals
+            .flows
             .store
             .set_pricing(pricing_rule::Model {
                 rule_key: format!(
@@ -743,9 +741,9 @@ impl FleetService for OrdersApi {
         request: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let now = self.rentals.clock.now();
+        let now = self.flows.clock.now();
         let report = self
-            .rentals
+            .flows
             .store
             .audit(now, self.audit_grace)
             .await
@@ -774,7 +772,7 @@ impl FleetService for OrdersApi {
                 .map_err(|_| ApiError::invalid("page_token", "is not a token this RPC issued"))?
         };
         let rows = self
-            .rentals
+            .flows
             .store
             .parked(after, u64::from(size))
             .await
@@ -806,10 +804,10 @@ impl FleetService for OrdersApi {
     ) -> Result<Response<pb::RetryParkedEventResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
         let cursor = parked_cursor(request.get_ref().cursor)?;
-        let now = self.rentals.clock.now();
-        match self.rentals.store.retry_parked(cursor, now).await {
+        let now = self.flows.clock.now();
+        match self.flows.store.retry_parked(cursor, now).await {
             Ok(Retried::Applied) => {
-                self.rentals.wake.notify_one();
+                self.flows.wake.notify_one();
                 Ok(Response::new(pb::RetryParkedEventResponse {}))
             }
             Ok(Retried::NotFound) => {
@@ -832,7 +830,7 @@ impl FleetService for OrdersApi {
         request.caller()?.require(&[Role::Operator])?;
         let cursor = parked_cursor(request.get_ref().cursor)?;
         if !self
-            .rentals
+            .flows
             .store
             .drop_parked(cursor)
             .await

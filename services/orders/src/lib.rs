@@ -18,15 +18,19 @@
 //! - [`store`]: queries, one transaction per decision; [`entity`] and [`migration`]: tables.
 
 pub mod api;
+pub mod checkout;
 pub mod convert;
+pub mod deposits;
 pub mod domain;
 pub mod entity;
 pub mod events;
+pub mod flows;
 pub mod gateway_client;
 pub mod inventory;
 pub mod migration;
 pub mod payments;
 pub mod rentals;
+pub mod scan;
 pub mod sealing;
 pub mod settle;
 pub mod store;
@@ -43,8 +47,8 @@ use sneakernet_runtime::{ServiceName, Shutdown};
 use tonic::transport::Endpoint;
 
 use crate::api::OrdersApi;
+use crate::flows::Flows;
 use crate::payments::sandbox::SandboxProvider;
-use crate::rentals::Rentals;
 use crate::store::Store;
 
 /// The service name used for its database and `--role`.
@@ -97,7 +101,7 @@ impl ServiceRole for OrdersRole {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let orders = &ctx.config.orders;
         let deposit =
-            rentals::configured_deposit(orders.deposit_minor_units, &orders.deposit_currency)
+            flows::configured_deposit(orders.deposit_minor_units, &orders.deposit_currency)
                 .map_err(|reason| {
                     StartError::Config(ConfigError::Invalid {
                         key: "orders.deposit_currency",
@@ -106,7 +110,7 @@ impl ServiceRole for OrdersRole {
                     })
                 })?;
         let sealing = sealing::SealingKey::load(&ctx.config).map_err(StartError::Config)?;
-        let rentals = Rentals {
+        let flows = Flows {
             store: store.clone(),
             provider: std::sync::Arc::new(SandboxProvider::new(store.connection().clone())),
             clock: ctx.clock.clone(),
@@ -133,7 +137,7 @@ impl ServiceRole for OrdersRole {
             serves.clone(),
         );
         settle::spawn(
-            rentals.clone(),
+            flows.clone(),
             client,
             orders.sweep_interval,
             &ctx.shutdown,
@@ -142,7 +146,7 @@ impl ServiceRole for OrdersRole {
         );
         let grace = orders.sweep_interval * 3 + Duration::from_secs(30);
         let api = OrdersApi {
-            rentals,
+            flows,
             shutdown: ctx.shutdown.clone(),
             audit_grace: chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::minutes(1)),
             creations: sneakernet_runtime::rate_limit::KeyedLimiter::new(

@@ -3,5 +3,6 @@
 
 pub mod ledger;
 pub mod money;
+pub mod offer;
 pub mod order;
 pub mod pricing;

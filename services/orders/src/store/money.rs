@@ -162,6 +162,20 @@ pub(crate) async fn statement<C: ConnectionTrait>(
         .await
 }
 
+/// Whether the account holds a deposit now (one in the held state).
+pub(crate) async fn deposit_held<C: ConnectionTrait>(
+    db: &C,
+    account: &account::Model,
+) -> Result<bool, DbErr> {
+    Ok(match &account.deposit_id {
+        Some(id) => deposit::Entity::find_by_id(id.clone())
+            .one(db)
+            .await?
+            .is_some_and(|d| d.state == "held"),
+        None => false,
+    })
+}
+
 /// The account row, created empty if missing.
 pub(crate) async fn account_row<C: ConnectionTrait>(
     db: &C,

@@ -241,6 +241,68 @@ async fn free_slot<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<(), DbE
     Ok(())
 }
 
+/// The order this user already made with the request's key: answered if the request is the
+/// same, refused as a reused key if not.
+async fn same_key_order<C: ConnectionTrait>(
+    db: &C,
+    request: &OrderOpening,
+) -> Result<Option<Opening>, DbErr> {
+    Ok(order::Entity::find()
+        .filter(order::Column::UserId.eq(request.user_id.as_str()))
+        .filter(order::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
+        .one(db)
+        .await?
+        .map(|existing| {
+            if existing.request_hash == request.request_hash {
+                Opening::Existing(Box::new(existing))
+            } else {
+                Opening::KeyReused
+            }
+        }))
+}
+
+/// What an earlier payment attempt under the key already decided, if anything: another
+/// request's key, a decline, an outcome being resolved, or a payment given up. `None` when a
+/// retry may charge (pending or nothing charged).
+fn decided_attempt(attempt: &payment_attempt::Model, attempt_hash: &str) -> Option<Opening> {
+    if attempt.request_hash != attempt_hash {
+        return Some(Opening::KeyReused);
+    }
+    match attempt.state.as_str() {
+        attempt_state::DECLINED => Some(Opening::Declined),
+        attempt_state::PENDING | attempt_state::FAILED => None,
+        attempt_state::RESOLVING => Some(Opening::Resolving),
+        _ => Some(Opening::Abandoned),
+    }
+}
+
+/// Claims the account's one open-order slot for `order_id` (conditionally: a concurrent
+/// claim loses). `Some(refusal)` when another order holds it.
+async fn claim_slot<C: ConnectionTrait>(
+    db: &C,
+    account: &account::Model,
+    order_id: &str,
+) -> Result<Option<Opening>, DbErr> {
+    match &account.open_order_id {
+        Some(open) if open != order_id => return Ok(Some(Opening::ItemOut(open.clone()))),
+        _ => {}
+    }
+    let claimed = account::Entity::update_many()
+        .col_expr(
+            account::Column::OpenOrderId,
+            Expr::value(order_id.to_owned()),
+        )
+        .filter(account::Column::UserId.eq(account.user_id.as_str()))
+        .filter(
+            sea_orm::Condition::any()
+                .add(account::Column::OpenOrderId.is_null())
+                .add(account::Column::OpenOrderId.eq(order_id)),
+        )
+        .exec(db)
+        .await?;
+    Ok((claimed.rows_affected != 1).then(|| Opening::ItemOut(String::new())))
+}
+
 /// Writes a kiosk command to the outbox, to be handed to the gateway after commit.
 pub(crate) async fn enqueue<C: ConnectionTrait>(
     db: &C,
@@ -266,9 +328,9 @@ pub(crate) async fn enqueue<C: ConnectionTrait>(
     Ok(())
 }
 
-/// How CreateRental should go on.
+/// How opening an order goes on (see [`Store::open_order`]).
 #[derive(Debug)]
-pub enum RentalStart {
+pub enum Opening {
     /// This key already made this order: answer it.
     Existing(Box<order::Model>),
     /// This key came with another request.
@@ -286,7 +348,7 @@ pub enum RentalStart {
     /// No unit of the type is free at the kiosk.
     TypeUnavailable,
     /// Charge now with this provider key; the unit and the account's slot are held for
-    /// this order id.
+    /// this order id until the order is booked or abandoned.
     Charge {
         /// Provider key.
         payment_key: String,
@@ -295,12 +357,14 @@ pub enum RentalStart {
     },
 }
 
-/// What CreateRental asks for, checked.
+/// An order being opened: what the user asked for, checked, and its price.
 #[derive(Clone, Debug)]
-pub struct RentalRequest {
+pub struct OrderOpening {
+    /// Rental or reservation: names the payment attempt's purpose and key.
+    pub kind: OrderKind,
     /// The account.
     pub user_id: String,
-    /// CreateRental's key.
+    /// The request's idempotency key.
     pub idempotency_key: String,
     /// Fingerprint of the request (stored on the order).
     pub request_hash: String,
@@ -317,15 +381,25 @@ pub struct RentalRequest {
     pub price: Money,
 }
 
-/// A paid rental, to be booked.
+/// A paid order, to be booked.
 #[derive(Clone, Debug)]
-pub struct PaidRental {
+pub struct PaidOrder {
     /// The order row (version 0; `save` makes it 1).
     pub order: order::Model,
     /// Provider key of the charge.
     pub payment_key: String,
-    /// The lend command.
-    pub lend: gateway::CommandPayload,
+    /// Why the order is where it is, as the user reads it.
+    pub reason: String,
+    /// The kiosk command the order waits for (a lend for a rental), queued in the outbox
+    /// under `command_key`.
+    pub command: gateway::CommandPayload,
+    /// The outbox key of `command` (one command per key).
+    pub command_key: String,
+}
+
+/// The provider key of an order's charge: one per account, kind and idempotency key.
+pub fn payment_key(kind: OrderKind, user_id: &str, idempotency_key: &str) -> String {
+    format!("{}:{user_id}:{idempotency_key}", kind.as_str())
 }
 
 /// Which orders a listing shows.
@@ -454,79 +528,46 @@ impl Store {
             .await
     }
 
-    /// Decides how a CreateRental goes on: the same key's order, or a refusal, or a held unit
-    /// and account slot to charge for.
-    pub async fn begin_rental(
+    /// Opens an order: answers the same key's order, or refuses (key reused, payment already
+    /// decided, no deposit, an item out, nothing free), or holds a unit of the type and the
+    /// account's one open-order slot for the order id, with a pending payment attempt, all in
+    /// one transaction. Nothing is held when it refuses.
+    pub async fn open_order(
         &self,
-        request: &RentalRequest,
+        request: &OrderOpening,
         now: DateTime<Utc>,
-    ) -> Result<RentalStart, StoreError> {
-        let payment_key = format!("rental:{}:{}", request.user_id, request.idempotency_key);
+    ) -> Result<Opening, StoreError> {
+        let payment_key = payment_key(request.kind, &request.user_id, &request.idempotency_key);
         let txn = self.write().await?;
         let account = money::account_row(&txn, &request.user_id).await?;
-        if let Some(existing) = order::Entity::find()
-            .filter(order::Column::UserId.eq(request.user_id.as_str()))
-            .filter(order::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
-            .one(&txn)
-            .await?
-        {
-            return Ok(if existing.request_hash == request.request_hash {
-                RentalStart::Existing(Box::new(existing))
-            } else {
-                RentalStart::KeyReused
-            });
+        if let Some(answer) = same_key_order(&txn, request).await? {
+            return Ok(answer);
         }
         let attempt = payment_attempt::Entity::find_by_id(payment_key.clone())
             .one(&txn)
             .await?;
-        if let Some(attempt) = &attempt {
-            if attempt.request_hash != request.attempt_hash {
-                return Ok(RentalStart::KeyReused);
-            }
-            match attempt.state.as_str() {
-                attempt_state::DECLINED => return Ok(RentalStart::Declined),
-                attempt_state::PENDING | attempt_state::FAILED => {}
-                attempt_state::RESOLVING => return Ok(RentalStart::Resolving),
-                _ => return Ok(RentalStart::Abandoned),
-            }
+        if let Some(attempt) = &attempt
+            && let Some(answer) = decided_attempt(attempt, &request.attempt_hash)
+        {
+            return Ok(answer);
         }
+        // A retry pays for the order its first attempt was for.
         let order_id = attempt
             .as_ref()
             .map(|a| a.subject_id.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let deposit_held = match &account.deposit_id {
-            Some(id) => deposit::Entity::find_by_id(id.clone())
-                .one(&txn)
-                .await?
-                .is_some_and(|d| d.state == "held"),
-            None => false,
-        };
-        if !deposit_held {
-            return Ok(RentalStart::NoDeposit);
+        if !money::deposit_held(&txn, &account).await? {
+            return Ok(Opening::NoDeposit);
         }
-        match &account.open_order_id {
-            Some(open) if *open != order_id => return Ok(RentalStart::ItemOut(open.clone())),
-            _ => {}
-        }
-        let claimed = account::Entity::update_many()
-            .col_expr(account::Column::OpenOrderId, Expr::value(order_id.clone()))
-            .filter(account::Column::UserId.eq(request.user_id.as_str()))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(account::Column::OpenOrderId.is_null())
-                    .add(account::Column::OpenOrderId.eq(order_id.as_str())),
-            )
-            .exec(&txn)
-            .await?;
-        if claimed.rows_affected != 1 {
-            return Ok(RentalStart::ItemOut(String::new()));
+        if let Some(refused) = claim_slot(&txn, &account, &order_id).await? {
+            return Ok(refused);
         }
         fleet::release_hold(&txn, &order_id).await?;
         let Some(unit) =
             fleet::hold_unit(&txn, &request.kiosk_id, &request.wanted, &order_id).await?
         else {
             // Dropping the transaction rolls the slot back.
-            return Ok(RentalStart::TypeUnavailable);
+            return Ok(Opening::TypeUnavailable);
         };
         match attempt {
             Some(_) => {
@@ -545,7 +586,7 @@ impl Store {
                 money::NewAttempt {
                     payment_key: &payment_key,
                     user_id: &request.user_id,
-                    purpose: "rental",
+                    purpose: request.kind.as_str(),
                     subject_id: &order_id,
                     request_hash: &request.attempt_hash,
                     amount: request.price,
@@ -557,17 +598,20 @@ impl Store {
             }
         }
         txn.commit().await?;
-        Ok(RentalStart::Charge {
+        Ok(Opening::Charge {
             payment_key,
             order_id,
         })
     }
 
-    /// Books a paid rental: the order (PAID), the charge in the ledger, the lend in the
-    /// outbox, in one transaction.
-    pub async fn finish_rental(
+    /// Books a paid order in one transaction: its payment attempt CHARGED, the order (at its
+    /// first version, with `paid.reason`), the charge in the ledger, and its kiosk command in
+    /// the outbox. A concurrent call with the same key that booked first is answered with its
+    /// order; [`StoreError::Raced`] when the charge pays for nothing (rolled back, the attempt
+    /// stays pending and the settling worker pays it back).
+    pub async fn book_paid_order(
         &self,
-        paid: PaidRental,
+        paid: PaidOrder,
         now: DateTime<Utc>,
     ) -> Result<order::Model, StoreError> {
         let txn = self.write().await?;
@@ -589,15 +633,13 @@ impl Store {
                 return Ok(existing);
             }
             return Err(StoreError::Raced(
-                "the rental's payment was resolved by the sweeper; use a new idempotency key"
-                    .into(),
+                "the order's payment was resolved by the sweeper; use a new idempotency key".into(),
             ));
         }
         let account = money::account_row(&txn, &paid.order.user_id).await?;
         if account.open_order_id.as_deref() != Some(paid.order.order_id.as_str()) {
             // The slot was freed (an abandoned concurrent call) and maybe taken by another
-            // order: this charge pays for nothing. Rolled back, the attempt stays pending and
-            // the settling worker pays it back.
+            // order: this charge pays for nothing.
             return Err(StoreError::Raced(
                 "this request was overtaken by another of the account; nothing is kept, the charge is paid back; retry with a new idempotency key".into(),
             ));
@@ -615,19 +657,13 @@ impl Store {
             },
         )
         .await?;
-        let order = save(
-            &txn,
-            paid.order,
-            "Paid. Asking the kiosk to hand out your item.",
-            now,
-        )
-        .await?;
+        let order = save(&txn, paid.order, &paid.reason, now).await?;
         enqueue(
             &txn,
             &order.kiosk_id,
-            &format!("lend:{}", order.order_id),
+            &paid.command_key,
             &order.order_id,
-            &paid.lend,
+            &paid.command,
             order.deadline,
             now,
         )
@@ -637,9 +673,9 @@ impl Store {
         Ok(order)
     }
 
-    /// Gives up a rental's charge: the unit and the account slot are freed, the attempt ends
+    /// Gives up an order's charge: the unit and the account slot are freed, the attempt ends
     /// as `outcome` says.
-    pub async fn abandon_rental(
+    pub async fn abandon_order(
         &self,
         payment_key: &str,
         order_id: &str,

@@ -12,7 +12,7 @@ use sneakernet_runtime::wire::timestamp;
 use super::Store;
 use super::fleet::TypeKey;
 use super::money::DepositCharge;
-use super::orders::{PaidRental, RentalRequest, RentalStart};
+use super::orders::{Opening, OrderOpening, PaidOrder};
 use crate::domain::money::{Currency, Money};
 use crate::entity::{kiosk_item, order};
 
@@ -194,7 +194,8 @@ impl World {
             )
             .await
             .unwrap();
-        let request = RentalRequest {
+        let request = OrderOpening {
+            kind: crate::domain::order::OrderKind::Rental,
             user_id: user.into(),
             idempotency_key: "r".into(),
             request_hash: "h".into(),
@@ -204,10 +205,10 @@ impl World {
             card_token: crate::payments::sandbox::APPROVES.into(),
             price: eur(400),
         };
-        let RentalStart::Charge {
+        let Opening::Charge {
             payment_key,
             order_id,
-        } = self.store.begin_rental(&request, now).await.unwrap()
+        } = self.store.open_order(&request, now).await.unwrap()
         else {
             panic!("rental not started");
         };
@@ -262,11 +263,13 @@ impl World {
             closed_at: None,
         };
         self.store
-            .finish_rental(
-                PaidRental {
+            .book_paid_order(
+                PaidOrder {
                     order: row,
                     payment_key,
-                    lend: gateway::CommandPayload::default(),
+                    reason: "Paid. Asking the kiosk to hand out your item.".into(),
+                    command: gateway::CommandPayload::default(),
+                    command_key: format!("lend:{order_id}"),
                 },
                 now,
             )

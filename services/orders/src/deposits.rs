@@ -1,0 +1,144 @@
+//! Deposits: PayDeposit charges the deposit under a payment attempt and books it held;
+//! RefundDeposit starts its refund (paid by the settling worker) once nothing is open.
+
+use sneakernet_runtime::{ApiError, UserId};
+
+use crate::domain::money::Money;
+use crate::entity::deposit;
+use crate::flows::{Flows, abandoned, declined, fingerprint, refuse, resolving, violation};
+use crate::payments::ChargeRequest;
+use crate::store::money::{DepositCharge, DepositStart, RefundStart};
+
+impl Flows {
+    /// PayDeposit.
+    pub async fn pay_deposit(
+        &self,
+        user: UserId,
+        amount: Money,
+        card_token: String,
+        idempotency_key: String,
+    ) -> Result<deposit::Model, ApiError> {
+        let user_key = user.to_string();
+        let hash = fingerprint(&[&amount.to_string(), &card_token]);
+        // A key that already paid is answered as it was, even if the deposit asked changed
+        // since.
+        if let Some(paid) = self
+            .store
+            .payment_attempt(&format!("deposit:{user_key}:{idempotency_key}"))
+            .await?
+            .filter(|a| a.state == crate::store::money::attempt_state::CHARGED)
+        {
+            if paid.request_hash != hash {
+                return Err(ApiError::invalid(
+                    "idempotency_key",
+                    "was used for another PayDeposit request",
+                ));
+            }
+            if let Some(deposit) = self.store.deposit(&paid.subject_id).await? {
+                return Ok(deposit);
+            }
+        }
+        if amount != self.deposit {
+            return Err(self.deposit_changed());
+        }
+        let now = self.now();
+        let start = self
+            .store
+            .begin_deposit(&user_key, &idempotency_key, &hash, amount, &card_token, now)
+            .await?;
+        let (payment_key, deposit_id) = match start {
+            DepositStart::Existing(deposit) => return Ok(deposit),
+            DepositStart::KeyReused => {
+                return Err(ApiError::invalid(
+                    "idempotency_key",
+                    "was used for another PayDeposit request",
+                ));
+            }
+            DepositStart::AlreadyHeld => {
+                return Err(ApiError::AlreadyExists(
+                    "the account already holds a deposit".into(),
+                ));
+            }
+            DepositStart::Declined => return Err(declined()),
+            DepositStart::Abandoned => return Err(abandoned()),
+            DepositStart::Resolving => return Err(resolving()),
+            DepositStart::Charge {
+                payment_key,
+                deposit_id,
+            } => (payment_key, deposit_id),
+        };
+        let charge = self
+            .charge_or_give_up(
+                ChargeRequest {
+                    idempotency_key: payment_key.clone(),
+                    card_token: card_token.clone(),
+                    amount,
+                },
+                |outcome| {
+                    self.store.abandon_deposit(
+                        &user_key,
+                        &payment_key,
+                        &deposit_id,
+                        outcome,
+                        self.now(),
+                    )
+                },
+                "the payment provider did not answer; retry with the same idempotency key",
+            )
+            .await?;
+        let charge_id = charge.charge_id.clone();
+        let booked = self
+            .store
+            .finish_deposit(
+                DepositCharge {
+                    user_id: user_key.clone(),
+                    deposit_id: deposit_id.clone(),
+                    payment_key: payment_key.clone(),
+                    charge_id: charge.charge_id,
+                    amount,
+                    card_token,
+                    idempotency_key,
+                },
+                self.now(),
+            )
+            .await;
+        self.orphan_on_race(booked, &payment_key, &charge_id).await
+    }
+
+    /// RefundDeposit: the refund itself is paid by the settling worker, at once.
+    pub async fn refund_deposit(
+        &self,
+        user: UserId,
+        idempotency_key: String,
+    ) -> Result<deposit::Model, ApiError> {
+        match self
+            .store
+            .begin_deposit_refund(&user.to_string(), &idempotency_key, self.now())
+            .await?
+        {
+            RefundStart::Existing(deposit) => Ok(deposit),
+            RefundStart::NoDeposit => {
+                Err(ApiError::NotFound("the account holds no deposit".into()))
+            }
+            RefundStart::Busy(order_id) => {
+                let open = self.store.order(&order_id).await?;
+                let kind = match open.as_ref().map(|o| o.state.as_str()) {
+                    Some("lent") => "ITEM_OUT",
+                    _ => "ORDER_IN_FLIGHT",
+                };
+                Err(refuse(
+                    vec![violation(
+                        kind,
+                        format!("orders/{order_id}"),
+                        "The deposit can be refunded once every order is settled and nothing is out.",
+                    )],
+                    None,
+                ))
+            }
+            RefundStart::Refund(deposit) => {
+                self.wake.notify_one();
+                Ok(deposit)
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! What every user-facing flow needs ([`Flows`]), and the refusals they share. The flows
+//! live one per module: [`crate::scan`] (first instruction), [`crate::deposits`],
+//! [`crate::rentals`] (second instruction), built from the steps in [`crate::checkout`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sneakernet_runtime::clock::SharedClock;
+use sneakernet_runtime::{ApiError, ErrorInfo, PreconditionViolation, UserId};
+use tokio::sync::Notify;
+
+use crate::domain::money::{Currency, Money};
+use crate::payments::PaymentProvider;
+use crate::sealing::SealingKey;
+use crate::store::Store;
+
+/// The domain of ErrorInfo details.
+const DOMAIN: &str = "orders.sneakernet";
+
+/// What the flows need.
+#[derive(Clone, Debug)]
+pub struct Flows {
+    /// The database.
+    pub store: Store,
+    /// The card processor.
+    pub provider: Arc<dyn PaymentProvider>,
+    /// Now.
+    pub clock: SharedClock,
+    /// Seals QR secrets.
+    pub sealing: SealingKey,
+    /// The deposit asked of every account.
+    pub deposit: Money,
+    /// How long offers last.
+    pub offer_ttl: Duration,
+    /// How long a kiosk has to lend.
+    pub lend_deadline: Duration,
+    /// Wakes the settling worker (an outbox row or a refund is waiting).
+    pub wake: Arc<Notify>,
+}
+
+impl Flows {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn deposit_info(&self, reason: &str) -> ErrorInfo {
+        let mut metadata = HashMap::new();
+        metadata.insert(
+            "deposit_minor_units".to_owned(),
+            self.deposit.minor().to_string(),
+        );
+        metadata.insert(
+            "deposit_currency".to_owned(),
+            self.deposit.currency().code().to_owned(),
+        );
+        ErrorInfo {
+            reason: reason.into(),
+            domain: DOMAIN.into(),
+            metadata,
+        }
+    }
+
+    /// The account holds no deposit: the violation and the amount to pay.
+    pub(crate) fn no_deposit(&self, user: &UserId) -> (PreconditionViolation, ErrorInfo) {
+        (
+            violation(
+                "NO_DEPOSIT",
+                format!("users/{user}"),
+                &format!("Pay the deposit of {} to rent.", self.deposit),
+            ),
+            self.deposit_info("NO_DEPOSIT"),
+        )
+    }
+
+    /// The deposit asked is not the configured one.
+    pub(crate) fn deposit_changed(&self) -> ApiError {
+        let info = self.deposit_info("DEPOSIT_AMOUNT_CHANGED");
+        refuse(
+            vec![violation(
+                "DEPOSIT_AMOUNT_CHANGED",
+                String::new(),
+                &format!("The deposit is now {}.", self.deposit),
+            )],
+            Some(info),
+        )
+    }
+}
+
+/// A fingerprint of a request's parameters, to refuse a reused idempotency key.
+pub fn fingerprint(parts: &[&str]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// One unmet precondition.
+pub(crate) fn violation(kind: &str, subject: String, description: &str) -> PreconditionViolation {
+    PreconditionViolation {
+        kind: kind.into(),
+        subject,
+        description: description.into(),
+    }
+}
+
+/// FAILED_PRECONDITION with these violations; the message joins their descriptions.
+pub(crate) fn refuse(violations: Vec<PreconditionViolation>, info: Option<ErrorInfo>) -> ApiError {
+    let message = violations
+        .iter()
+        .map(|v| v.description.clone())
+        .collect::<Vec<_>>()
+        .join(" ");
+    ApiError::FailedPrecondition {
+        message,
+        violations,
+        info: info.map(Box::new),
+    }
+}
+
+/// One unmet precondition, refused.
+pub(crate) fn refuse_one(kind: &str, subject: String, description: &str) -> ApiError {
+    refuse(vec![violation(kind, subject, description)], None)
+}
+
+/// UNAVAILABLE, retry in a moment.
+pub(crate) fn unavailable(message: &str) -> ApiError {
+    ApiError::Unavailable {
+        message: message.into(),
+        retry_after: Some(Duration::from_secs(2)),
+    }
+}
+
+/// The card declined.
+pub(crate) fn declined() -> ApiError {
+    refuse_one(
+        "PAYMENT_DECLINED",
+        String::new(),
+        "The card was declined; nothing was charged.",
+    )
+}
+
+/// The key's payment was given up and paid back.
+pub(crate) fn abandoned() -> ApiError {
+    ApiError::Aborted(
+        "this request's payment never completed and was paid back; retry with a new idempotency key"
+            .into(),
+    )
+}
+
+/// The key's payment is being resolved by the settling worker.
+pub(crate) fn resolving() -> ApiError {
+    unavailable(
+        "this request's payment is being checked with the provider; retry with the same idempotency key shortly",
+    )
+}
+
+/// The key came with other parameters.
+pub(crate) fn key_reused() -> ApiError {
+    ApiError::invalid(
+        "idempotency_key",
+        "was used for another request with other parameters",
+    )
+}
+
+/// The deposit asked, from the configuration.
+pub fn configured_deposit(minor: i64, currency: &str) -> Result<Money, String> {
+    let currency = Currency::parse(currency).map_err(|e| e.to_string())?;
+    Ok(Money::new(minor, currency))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_separate_their_parts() {
+        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
+        assert_eq!(fingerprint(&["a", "b"]), fingerprint(&["a", "b"]));
+    }
+}
