@@ -3,8 +3,6 @@
 //! UNIMPLEMENTED until the reservations issue). FleetService: kiosk profiles, the fleet view,
 //! price rules, the audit.
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use prost::Message;
@@ -19,9 +17,9 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::entity::{deposit, kiosk, kiosk_view, order, pricing_rule};
+use crate::entity::{deposit, kiosk, order, pricing_rule};
+use crate::fleet::kiosk_proto;
 use crate::flows::Flows;
-use crate::inventory;
 use crate::rentals::RentalAsk;
 use crate::store::orders::{OrderFilter, state_of_proto};
 use crate::store::parked::Retried;
@@ -34,9 +32,6 @@ const MAX_PAGE: u32 = 500;
 const DEFAULT_ORDER_PAGE: u32 = 20;
 /// Most orders per page.
 const MAX_ORDER_PAGE: u32 = 100;
-/// How often a watcher re-reads its order even without a local signal (a change made by
-/// another replica).
-const WATCH_POLL: Duration = Duration::from_secs(1);
 
 /// The OrderService and FleetService implementation.
 #[derive(Clone, Debug)]
@@ -47,31 +42,6 @@ pub struct OrdersApi {
     pub(crate) audit_grace: chrono::Duration,
     /// Orders and deposits created per account.
     pub(crate) creations: sneakernet_runtime::rate_limit::KeyedLimiter<UserId>,
-}
-
-fn kiosk(view: Option<&kiosk_view::Model>, profile: Option<&kiosk::Model>) -> pb::Kiosk {
-    let inventory = view
-        .filter(|row| !row.inventory.is_empty())
-        .and_then(|row| gateway::Inventory::decode(row.inventory.as_slice()).ok())
-        .map(|inventory| inventory::summarize(&inventory));
-    pb::Kiosk {
-        profile: profile.map(|p| pb::KioskProfile {
-            kiosk_id: p.kiosk_id.clone(),
-            site_id: p.site_id.clone(),
-            site_name: p.site_name.clone(),
-            location: Some(sneakernet_proto::common::v1::Location {
-                latitude: p.latitude,
-                longitude: p.longitude,
-            }),
-            out_of_service: p.out_of_service,
-            registered_at: Some(timestamp(p.registered_at)),
-            updated_at: Some(timestamp(p.updated_at)),
-        }),
-        online: view.is_some_and(|v| v.online),
-        last_seen_at: view.map(|v| timestamp(v.last_seen_at)),
-        agent_version: view.map(|v| v.agent_version.clone()).unwrap_or_default(),
-        inventory,
-    }
 }
 
 fn deposit_proto(row: &deposit::Model) -> pb::Deposit {
@@ -389,75 +359,8 @@ impl OrderService for OrdersApi {
     ) -> Result<Response<BoxStream<pb::WatchOrderResponse>>, Status> {
         let reader = Reader::of(&request)?;
         let order = self.readable(&reader, &request.get_ref().order_id).await?;
-        let store = self.flows.store.clone();
         let first = self.order_proto(&order).await?;
-        // Small: a watcher that does not read holds its task at `send` (backpressure), and
-        // changes wait in the database, not in memory.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchOrderResponse, Status>>(4);
-        let stop = self.shutdown.clone();
-        let mut changes = store.order_changes();
-        self.shutdown.spawn(async move {
-            let terminal = |state: i32| {
-                matches!(
-                    pb::OrderState::try_from(state),
-                    Ok(pb::OrderState::Closed | pb::OrderState::Refunded | pb::OrderState::Expired)
-                )
-            };
-            let mut version = order.version;
-            let done = terminal(first.state);
-            let message = pb::WatchOrderResponse {
-                state: first.state,
-                reason: first.state_reason.clone(),
-                time: first.updated_at,
-                order: Some(first),
-            };
-            if tx.send(Ok(message)).await.is_err() || done {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    () = stop.triggered() => {
-                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
-                        return;
-                    }
-                    () = tx.closed() => return,
-                    changed = changes.recv() => match changed {
-                        Ok(id) if id != order.order_id => continue,
-                        // The service is going away: the client watches again elsewhere.
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            let _ = tx.send(Err(Status::unavailable("watch again"))).await;
-                            return;
-                        }
-                        // Ours, or lagged (some signals lost): read what changed.
-                        _ => {}
-                    },
-                    () = tokio::time::sleep(WATCH_POLL) => {}
-                }
-                let rows = match store.changes_after(&order.order_id, version).await {
-                    Ok(rows) => rows,
-                    Err(error) => {
-                        tracing::warn!(%error, order_id = %order.order_id, "watch cannot read changes");
-                        continue;
-                    }
-                };
-                for row in rows {
-                    version = row.version;
-                    let Ok(snapshot) = pb::Order::decode(row.snapshot.as_slice()) else {
-                        continue;
-                    };
-                    let done = terminal(snapshot.state);
-                    let message = pb::WatchOrderResponse {
-                        state: snapshot.state,
-                        reason: row.reason,
-                        time: Some(timestamp(row.at)),
-                        order: Some(snapshot),
-                    };
-                    if tx.send(Ok(message)).await.is_err() || done {
-                        return;
-                    }
-                }
-            }
-        });
+        let rx = self.flows.watch(order, first, &self.shutdown);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -557,7 +460,7 @@ impl FleetService for OrdersApi {
             .map_err(internal)?;
         tracing::info!(kiosk_id = %kiosk_id, site_id = %stored.site_id, "kiosk registered");
         Ok(Response::new(pb::RegisterKioskResponse {
-            kiosk: Some(kiosk(view.as_ref(), Some(&stored))),
+            kiosk: Some(kiosk_proto(view.as_ref(), Some(&stored))),
         }))
     }
 
@@ -581,84 +484,16 @@ impl FleetService for OrdersApi {
         if !body.site_id.is_empty() {
             site_id("site_id", &body.site_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
         }
-        let store = &self.flows.store;
-        // Kiosks are those registered and those that ever connected. Candidates come in id
-        // order in batches, each source read up to the same id, and are filtered here; the
-        // loop goes on until the page is full or the candidates run out, so a filter that
-        // drops many never ends a listing early.
-        const BATCH: u64 = 200;
-        let mut cursor = after;
-        let mut page = Vec::new();
-        let mut more = false;
-        'batches: loop {
-            let views = store
-                .kiosks(&cursor, BATCH, body.online_only)
-                .await
-                .map_err(internal)?;
-            let profiles = if body.online_only {
-                Vec::new()
-            } else {
-                store
-                    .kiosk_profiles_after(&cursor, BATCH, &body.site_id)
-                    .await
-                    .map_err(internal)?
-            };
-            // Up to which id both sources are complete in this batch.
-            let complete_to = [
-                (views.len() as u64 == BATCH).then(|| views.last().map(|v| v.kiosk_id.clone())),
-                (profiles.len() as u64 == BATCH)
-                    .then(|| profiles.last().map(|p| p.kiosk_id.clone())),
-            ]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .min();
-            let mut ids: Vec<String> = views
-                .iter()
-                .filter(|_| body.site_id.is_empty() || body.online_only)
-                .map(|v| v.kiosk_id.clone())
-                .chain(profiles.iter().map(|p| p.kiosk_id.clone()))
-                .filter(|id| complete_to.as_ref().is_none_or(|to| id <= to))
-                .collect();
-            ids.sort();
-            ids.dedup();
-            if ids.is_empty() {
-                break;
-            }
-            for id in ids {
-                cursor = id.clone();
-                let view = match views.iter().find(|v| v.kiosk_id == id) {
-                    Some(view) => Some(view.clone()),
-                    None => store.kiosk(&id).await.map_err(internal)?,
-                };
-                let profile = match profiles.iter().find(|p| p.kiosk_id == id) {
-                    Some(profile) => Some(profile.clone()),
-                    None => store.kiosk_profile(&id).await.map_err(internal)?,
-                };
-                if body.online_only && !view.as_ref().is_some_and(|v| v.online) {
-                    continue;
-                }
-                if !body.site_id.is_empty()
-                    && profile.as_ref().is_none_or(|p| p.site_id != body.site_id)
-                {
-                    continue;
-                }
-                if page.len() == size as usize {
-                    more = true;
-                    break 'batches;
-                }
-                page.push((id, kiosk(view.as_ref(), profile.as_ref())));
-            }
-            if complete_to.is_none() {
-                break;
-            }
-        }
-        let next_page_token = match (more, page.last()) {
-            (true, Some((last, _))) => URL_SAFE_NO_PAD.encode(last),
-            _ => String::new(),
-        };
+        let page = self
+            .flows
+            .list_kiosks(&after, size, body.online_only, &body.site_id)
+            .await?;
+        let next_page_token = page
+            .next_after
+            .map(|last| URL_SAFE_NO_PAD.encode(last))
+            .unwrap_or_default();
         Ok(Response::new(pb::ListKiosksResponse {
-            kiosks: page.into_iter().map(|(_, k)| k).collect(),
+            kiosks: page.kiosks,
             next_page_token,
         }))
     }
@@ -678,7 +513,7 @@ impl FleetService for OrdersApi {
             return Err(ApiError::NotFound(format!("kiosk {id} is unknown")).into());
         }
         Ok(Response::new(pb::GetKioskResponse {
-            kiosk: Some(kiosk(view.as_ref(), profile.as_ref())),
+            kiosk: Some(kiosk_proto(view.as_ref(), profile.as_ref())),
         }))
     }
 

@@ -24,6 +24,7 @@ pub mod deposits;
 pub mod domain;
 pub mod entity;
 pub mod events;
+pub mod fleet;
 pub mod flows;
 pub mod gateway_client;
 pub mod inventory;
@@ -34,6 +35,7 @@ pub mod scan;
 pub mod sealing;
 pub mod settle;
 pub mod store;
+pub mod watch;
 
 use std::time::Duration;
 
