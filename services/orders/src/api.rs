@@ -111,7 +111,7 @@ impl OrdersApi {
         let id = order_id(raw_id)?;
         match self.flows.store.order(&id).await.map_err(internal)? {
             Some(order) if reader.may_read(&order) => Ok(order),
-            _ => Err(ApiError::NotFound(format!("order {id} does not exist")).into()),
+            _ => Err(crate::error::OrdersError::OrderNotFound(id).into()),
         }
     }
 

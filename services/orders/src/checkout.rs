@@ -15,16 +15,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sneakernet_proto::orders::v1 as pb;
-use sneakernet_runtime::{ApiError, UserId};
+use sneakernet_runtime::UserId;
 
 use crate::convert;
 use crate::domain::money::Money;
 use crate::domain::offer::{TypeKey, check_write_protect, priced_line};
 use crate::domain::order::{OrderKind, OrderState};
 use crate::entity::order;
-use crate::flows::{
-    Flows, abandoned, declined, fingerprint, key_reused, refuse, refuse_one, resolving, unavailable,
-};
+use crate::error::OrdersError;
+use crate::flows::{Flows, declined, fingerprint, key_reused};
 use crate::payments::{Charge, ChargeRequest, PaymentError};
 use crate::store::StoreError;
 use crate::store::money::Abandon;
@@ -169,7 +168,7 @@ impl Flows {
         user: &UserId,
         idempotency_key: &str,
         request_hash: &str,
-    ) -> Result<Option<order::Model>, ApiError> {
+    ) -> Result<Option<order::Model>, OrdersError> {
         match self
             .store
             .order_by_key(&user.to_string(), idempotency_key)
@@ -188,7 +187,7 @@ impl Flows {
     pub async fn check_offer_line(
         &self,
         choice: &OfferChoice<'_>,
-    ) -> Result<OfferedLine, ApiError> {
+    ) -> Result<OfferedLine, OrdersError> {
         let user_key = choice.user_id.to_string();
         let offer = self
             .store
@@ -196,14 +195,13 @@ impl Flows {
             .await?
             .filter(|o| o.user_id == user_key && o.kiosk_id == choice.kiosk_id)
             .ok_or_else(|| {
-                ApiError::invalid("offer_id", "is not an offer made to you at this kiosk")
+                OrdersError::invalid("offer_id", "is not an offer made to you at this kiosk")
             })?;
         let body = pb::Offer::decode(offer.body.as_slice())
-            .map_err(|e| ApiError::Internal(format!("stored offer: {e}")))?;
-        let (line, price) = priced_line(&body, choice.wanted, choice.duration_days)
-            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
-        let price =
-            convert::money("price", Some(price)).map_err(|v| ApiError::Internal(v.description))?;
+            .map_err(|e| OrdersError::Corrupt(format!("stored offer: {e}")))?;
+        let (line, price) = priced_line(&body, choice.wanted, choice.duration_days)?;
+        let price = convert::money("price", Some(price))
+            .map_err(|v| OrdersError::Corrupt(v.description))?;
         let attempt_hash = fingerprint(&[choice.request_hash, &price.to_string()]);
         let retrying = self
             .store
@@ -214,14 +212,13 @@ impl Flows {
                     && a.state == crate::store::money::attempt_state::PENDING
             });
         if offer.expires_at <= self.now() && !retrying {
-            return Err(refuse_one(
+            return Err(OrdersError::refused_one(
                 "OFFER_EXPIRED",
                 format!("kiosks/{}", choice.kiosk_id),
                 "The offer expired; scan the kiosk again.",
             ));
         }
-        check_write_protect(line, choice.write_protect)
-            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+        check_write_protect(line, choice.write_protect)?;
         Ok(OfferedLine {
             line: line.clone(),
             price,
@@ -230,15 +227,13 @@ impl Flows {
     }
 
     /// The kiosk is registered, in service and connected now.
-    pub async fn check_kiosk_open(&self, kiosk_id: &str) -> Result<(), ApiError> {
+    pub async fn check_kiosk_open(&self, kiosk_id: &str) -> Result<(), OrdersError> {
         let Some(profile) = self.store.kiosk_profile(kiosk_id).await? else {
-            return Err(ApiError::NotFound(format!(
-                "kiosk {kiosk_id} is not registered"
-            )));
+            return Err(OrdersError::KioskNotRegistered(kiosk_id.to_owned()));
         };
         let kiosk_subject = format!("kiosks/{kiosk_id}");
         if profile.out_of_service {
-            return Err(refuse_one(
+            return Err(OrdersError::refused_one(
                 "KIOSK_DISABLED",
                 kiosk_subject,
                 "This kiosk is out of service.",
@@ -246,7 +241,7 @@ impl Flows {
         }
         let online = self.store.kiosk(kiosk_id).await?.is_some_and(|v| v.online);
         if !online {
-            return Err(refuse_one(
+            return Err(OrdersError::refused_one(
                 "KIOSK_OFFLINE",
                 kiosk_subject,
                 "This kiosk is not connected right now; try again shortly.",
@@ -261,7 +256,7 @@ impl Flows {
         &self,
         user: &UserId,
         given: Option<String>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, OrdersError> {
         let remembered = self
             .store
             .account(&user.to_string())
@@ -269,7 +264,7 @@ impl Flows {
             .map(|a| a.card_token)
             .filter(|t| !t.is_empty());
         given.or(remembered).ok_or_else(|| {
-            refuse_one(
+            OrdersError::refused_one(
                 "NO_PAYMENT_METHOD",
                 format!("users/{user}"),
                 "Add a payment method to rent.",
@@ -280,23 +275,27 @@ impl Flows {
     /// Holds a unit of the wanted type and the account's one open-order slot for the order,
     /// under a pending payment attempt ([`crate::store::Store::open_order`]), or finds the order
     /// this key already made; every refusal leaves nothing held.
-    pub async fn hold(&self, user: &UserId, opening: &OrderOpening) -> Result<Holding, ApiError> {
+    pub async fn hold(
+        &self,
+        user: &UserId,
+        opening: &OrderOpening,
+    ) -> Result<Holding, OrdersError> {
         match self.store.open_order(opening, self.now()).await? {
             Opening::Existing(order) => Ok(Holding::Answered(order)),
             Opening::KeyReused => Err(key_reused()),
             Opening::Declined => Err(declined()),
-            Opening::Abandoned => Err(abandoned()),
-            Opening::Resolving => Err(resolving()),
+            Opening::Abandoned => Err(OrdersError::PaymentAbandoned),
+            Opening::Resolving => Err(OrdersError::PaymentResolving),
             Opening::NoDeposit => {
                 let (v, i) = self.no_deposit(user);
-                Err(refuse(vec![v], Some(i)))
+                Err(OrdersError::refused(vec![v], Some(i)))
             }
-            Opening::ItemOut(open) => Err(refuse_one(
+            Opening::ItemOut(open) => Err(OrdersError::refused_one(
                 "ITEM_OUT",
                 format!("orders/{open}"),
                 "Return the item you have (or wait for your last rental to finish) before renting another.",
             )),
-            Opening::TypeUnavailable => Err(refuse_one(
+            Opening::TypeUnavailable => Err(OrdersError::refused_one(
                 "TYPE_UNAVAILABLE",
                 opening.wanted.subject(),
                 "The last one was just taken; scan again to see what is left.",
@@ -319,8 +318,8 @@ impl Flows {
         &self,
         request: ChargeRequest,
         give_up: F,
-        unknown: &str,
-    ) -> Result<Charge, ApiError>
+        unknown: &'static str,
+    ) -> Result<Charge, OrdersError>
     where
         F: FnOnce(Abandon) -> Fut,
         Fut: Future<Output = Result<(), StoreError>>,
@@ -333,17 +332,15 @@ impl Flows {
             }
             ChargeOutcome::NothingCharged => {
                 give_up(Abandon::NothingCharged).await?;
-                Err(unavailable(
-                    "the payment processor failed; nothing was charged; retry",
-                ))
+                Err(OrdersError::ProcessorFailed)
             }
             ChargeOutcome::Invalid(why) => {
                 give_up(Abandon::NothingCharged).await?;
-                Err(ApiError::invalid("payment_method.card_token", why))
+                Err(OrdersError::invalid("payment_method.card_token", why))
             }
             ChargeOutcome::Unknown => {
                 give_up(Abandon::Unknown).await?;
-                Err(unavailable(unknown))
+                Err(OrdersError::ProviderSilent(unknown))
             }
         }
     }
@@ -354,7 +351,7 @@ impl Flows {
         held: &Held,
         card_token: &str,
         amount: Money,
-    ) -> Result<Charge, ApiError> {
+    ) -> Result<Charge, OrdersError> {
         self.charge_or_give_up(
             ChargeRequest {
                 idempotency_key: held.payment_key.clone(),
@@ -373,7 +370,7 @@ impl Flows {
     /// Books a paid order: its attempt charged, the order with its price postings, and its
     /// kiosk command in the outbox, in one transaction; the settling worker is woken to send
     /// the command. A charge that lost a booking race is left to be paid back (ABORTED).
-    pub async fn book(&self, paid: PaidOrder) -> Result<order::Model, ApiError> {
+    pub async fn book(&self, paid: PaidOrder) -> Result<order::Model, OrdersError> {
         let payment_key = paid.payment_key.clone();
         let charge_id = paid.order.charge_id.clone();
         let booked = self.store.book_paid_order(paid, self.now()).await;
@@ -418,7 +415,7 @@ impl Flows {
         booked: Result<T, StoreError>,
         payment_key: &str,
         charge_id: &str,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, OrdersError> {
         match booked {
             Err(StoreError::Raced(message)) => {
                 tracing::warn!(
@@ -428,7 +425,7 @@ impl Flows {
                 self.store
                     .orphan_attempt(payment_key, charge_id, self.now())
                     .await?;
-                Err(ApiError::Aborted(message))
+                Err(OrdersError::Raced(message))
             }
             other => Ok(other?),
         }

@@ -1,11 +1,12 @@
 //! Deposits: PayDeposit charges the deposit under a payment attempt and books it held;
 //! RefundDeposit starts its refund (paid by the settling worker) once nothing is open.
 
-use sneakernet_runtime::{ApiError, UserId};
+use sneakernet_runtime::UserId;
 
 use crate::domain::money::Money;
 use crate::entity::deposit;
-use crate::flows::{Flows, abandoned, declined, fingerprint, refuse, resolving, violation};
+use crate::error::OrdersError;
+use crate::flows::{Flows, declined, fingerprint, violation};
 use crate::payments::ChargeRequest;
 use crate::store::money::{DepositCharge, DepositStart, RefundStart};
 
@@ -17,7 +18,7 @@ impl Flows {
         amount: Money,
         card_token: String,
         idempotency_key: String,
-    ) -> Result<deposit::Model, ApiError> {
+    ) -> Result<deposit::Model, OrdersError> {
         let user_key = user.to_string();
         let hash = fingerprint(&[&amount.to_string(), &card_token]);
         // A key that already paid is answered as it was, even if the deposit asked changed
@@ -29,7 +30,7 @@ impl Flows {
             .filter(|a| a.state == crate::store::money::attempt_state::CHARGED)
         {
             if paid.request_hash != hash {
-                return Err(ApiError::invalid(
+                return Err(OrdersError::invalid(
                     "idempotency_key",
                     "was used for another PayDeposit request",
                 ));
@@ -49,19 +50,17 @@ impl Flows {
         let (payment_key, deposit_id) = match start {
             DepositStart::Existing(deposit) => return Ok(deposit),
             DepositStart::KeyReused => {
-                return Err(ApiError::invalid(
+                return Err(OrdersError::invalid(
                     "idempotency_key",
                     "was used for another PayDeposit request",
                 ));
             }
             DepositStart::AlreadyHeld => {
-                return Err(ApiError::AlreadyExists(
-                    "the account already holds a deposit".into(),
-                ));
+                return Err(OrdersError::DepositAlreadyHeld);
             }
             DepositStart::Declined => return Err(declined()),
-            DepositStart::Abandoned => return Err(abandoned()),
-            DepositStart::Resolving => return Err(resolving()),
+            DepositStart::Abandoned => return Err(OrdersError::PaymentAbandoned),
+            DepositStart::Resolving => return Err(OrdersError::PaymentResolving),
             DepositStart::Charge {
                 payment_key,
                 deposit_id,
@@ -110,23 +109,21 @@ impl Flows {
         &self,
         user: UserId,
         idempotency_key: String,
-    ) -> Result<deposit::Model, ApiError> {
+    ) -> Result<deposit::Model, OrdersError> {
         match self
             .store
             .begin_deposit_refund(&user.to_string(), &idempotency_key, self.now())
             .await?
         {
             RefundStart::Existing(deposit) => Ok(deposit),
-            RefundStart::NoDeposit => {
-                Err(ApiError::NotFound("the account holds no deposit".into()))
-            }
+            RefundStart::NoDeposit => Err(OrdersError::NoDepositHeld),
             RefundStart::Busy(order_id) => {
                 let open = self.store.order(&order_id).await?;
                 let kind = match open.as_ref().map(|o| o.state.as_str()) {
                     Some("lent") => "ITEM_OUT",
                     _ => "ORDER_IN_FLIGHT",
                 };
-                Err(refuse(
+                Err(OrdersError::refused(
                     vec![violation(
                         kind,
                         format!("orders/{order_id}"),

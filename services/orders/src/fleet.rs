@@ -4,10 +4,10 @@
 use prost::Message;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
-use sneakernet_runtime::ApiError;
 use sneakernet_runtime::wire::timestamp;
 
 use crate::entity::{kiosk, kiosk_view};
+use crate::error::OrdersError;
 use crate::flows::Flows;
 use crate::inventory;
 
@@ -55,7 +55,7 @@ impl Flows {
         size: u32,
         online_only: bool,
         site_id: &str,
-    ) -> Result<KioskPage, ApiError> {
+    ) -> Result<KioskPage, OrdersError> {
         let store = &self.store;
         // Kiosks are those registered and those that ever connected. Candidates come in id
         // order in batches, each source read up to the same id, and are filtered here; the

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sneakernet_runtime::clock::SharedClock;
-use sneakernet_runtime::{ApiError, ErrorInfo, PreconditionViolation, UserId};
+use sneakernet_runtime::{ErrorInfo, PreconditionViolation, UserId};
 use tokio::sync::Notify;
 
 use crate::domain::money::{Currency, Money};
+use crate::error::OrdersError;
 use crate::payments::PaymentProvider;
 use crate::sealing::SealingKey;
 use crate::store::Store;
@@ -75,9 +76,9 @@ impl Flows {
     }
 
     /// The deposit asked is not the configured one.
-    pub(crate) fn deposit_changed(&self) -> ApiError {
+    pub(crate) fn deposit_changed(&self) -> OrdersError {
         let info = self.deposit_info("DEPOSIT_AMOUNT_CHANGED");
-        refuse(
+        OrdersError::refused(
             vec![violation(
                 "DEPOSIT_AMOUNT_CHANGED",
                 String::new(),
@@ -107,60 +108,18 @@ pub(crate) fn violation(kind: &str, subject: String, description: &str) -> Preco
     }
 }
 
-/// FAILED_PRECONDITION with these violations; the message joins their descriptions.
-pub(crate) fn refuse(violations: Vec<PreconditionViolation>, info: Option<ErrorInfo>) -> ApiError {
-    let message = violations
-        .iter()
-        .map(|v| v.description.clone())
-        .collect::<Vec<_>>()
-        .join(" ");
-    ApiError::FailedPrecondition {
-        message,
-        violations,
-        info: info.map(Box::new),
-    }
-}
-
-/// One unmet precondition, refused.
-pub(crate) fn refuse_one(kind: &str, subject: String, description: &str) -> ApiError {
-    refuse(vec![violation(kind, subject, description)], None)
-}
-
-/// UNAVAILABLE, retry in a moment.
-pub(crate) fn unavailable(message: &str) -> ApiError {
-    ApiError::Unavailable {
-        message: message.into(),
-        retry_after: Some(Duration::from_secs(2)),
-    }
-}
-
 /// The card declined.
-pub(crate) fn declined() -> ApiError {
-    refuse_one(
+pub(crate) fn declined() -> OrdersError {
+    OrdersError::refused_one(
         "PAYMENT_DECLINED",
         String::new(),
         "The card was declined; nothing was charged.",
     )
 }
 
-/// The key's payment was given up and paid back.
-pub(crate) fn abandoned() -> ApiError {
-    ApiError::Aborted(
-        "this request's payment never completed and was paid back; retry with a new idempotency key"
-            .into(),
-    )
-}
-
-/// The key's payment is being resolved by the settling worker.
-pub(crate) fn resolving() -> ApiError {
-    unavailable(
-        "this request's payment is being checked with the provider; retry with the same idempotency key shortly",
-    )
-}
-
 /// The key came with other parameters.
-pub(crate) fn key_reused() -> ApiError {
-    ApiError::invalid(
+pub(crate) fn key_reused() -> OrdersError {
+    OrdersError::invalid(
         "idempotency_key",
         "was used for another request with other parameters",
     )

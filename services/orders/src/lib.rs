@@ -23,6 +23,7 @@ pub mod convert;
 pub mod deposits;
 pub mod domain;
 pub mod entity;
+pub mod error;
 pub mod events;
 pub mod fleet;
 pub mod flows;

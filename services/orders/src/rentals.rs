@@ -4,12 +4,13 @@
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
-use sneakernet_runtime::{ApiError, UserId};
+use sneakernet_runtime::UserId;
 
 use crate::checkout::{Holding, NewOrder, OfferChoice};
 use crate::domain::offer::TypeKey;
 use crate::domain::order::OrderKind;
 use crate::entity::order;
+use crate::error::OrdersError;
 use crate::flows::{Flows, fingerprint};
 use crate::store::orders::{OrderOpening, PaidOrder};
 
@@ -52,7 +53,7 @@ impl Flows {
         &self,
         user: UserId,
         request: RentalAsk,
-    ) -> Result<order::Model, ApiError> {
+    ) -> Result<order::Model, OrdersError> {
         let hash = request.fingerprint();
         if let Some(existing) = self
             .same_key_order(&user, &request.idempotency_key, &hash)

@@ -4,13 +4,14 @@
 
 use prost::Message;
 use sneakernet_proto::orders::v1 as pb;
+use sneakernet_runtime::UserId;
 use sneakernet_runtime::qr::QrPayload;
 use sneakernet_runtime::wire::timestamp;
-use sneakernet_runtime::{ApiError, UserId};
 
 use crate::convert;
 use crate::domain::offer::{best_rule, write_protect_option};
-use crate::flows::{Flows, refuse, violation};
+use crate::error::OrdersError;
+use crate::flows::{Flows, violation};
 
 impl Flows {
     /// The offer lines of a kiosk now: each type with free units and a price rule.
@@ -18,7 +19,7 @@ impl Flows {
         &self,
         site_id: &str,
         kiosk_id: &str,
-    ) -> Result<Vec<pb::OfferLine>, ApiError> {
+    ) -> Result<Vec<pb::OfferLine>, OrdersError> {
         let available = self.store.available(kiosk_id).await?;
         let rules = self.store.pricing_rules(site_id).await?;
         let mut lines = Vec::new();
@@ -58,18 +59,16 @@ impl Flows {
     }
 
     /// First instruction: checks the account and the kiosk and answers the offer.
-    pub async fn scan(&self, user: UserId, qr: QrPayload) -> Result<pb::Offer, ApiError> {
+    pub async fn scan(&self, user: UserId, qr: QrPayload) -> Result<pb::Offer, OrdersError> {
         let now = self.now();
         let kiosk_id = qr.kiosk_id.as_str();
         let Some(profile) = self.store.kiosk_profile(kiosk_id).await? else {
-            return Err(ApiError::NotFound(format!(
-                "kiosk {kiosk_id} is not registered"
-            )));
+            return Err(OrdersError::KioskNotRegistered(kiosk_id.to_owned()));
         };
         let secret = self
             .sealing
             .open(kiosk_id, &profile.qr_secret)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| OrdersError::Corrupt(e.to_string()))?;
         let mut violations = Vec::new();
         let mut info = None;
         let kiosk_subject = format!("kiosks/{kiosk_id}");
@@ -132,7 +131,7 @@ impl Flows {
             ));
         }
         if !violations.is_empty() {
-            return Err(refuse(violations, info));
+            return Err(OrdersError::refused(violations, info));
         }
         let expires_at = now
             + chrono::Duration::from_std(self.offer_ttl).unwrap_or(chrono::Duration::minutes(5));

@@ -10,6 +10,7 @@ use sneakernet_runtime::wire::timestamp;
 use tonic::Status;
 
 use crate::entity::order;
+use crate::error::OrdersError;
 use crate::flows::Flows;
 
 /// How often a watcher re-reads its order even without a local signal (a change made by
@@ -53,7 +54,7 @@ impl Flows {
             loop {
                 tokio::select! {
                     () = stop.triggered() => {
-                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
+                        let _ = tx.send(Err(OrdersError::GoingAway("the server is shutting down; watch again").into())).await;
                         return;
                     }
                     () = tx.closed() => return,
@@ -61,7 +62,7 @@ impl Flows {
                         Ok(id) if id != order.order_id => continue,
                         // The service is going away: the client watches again elsewhere.
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            let _ = tx.send(Err(Status::unavailable("watch again"))).await;
+                            let _ = tx.send(Err(OrdersError::GoingAway("watch again").into())).await;
                             return;
                         }
                         // Ours, or lagged (some signals lost): read what changed.
