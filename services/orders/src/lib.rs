@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod flows;
 pub mod gateway_client;
 pub mod inventory;
+pub mod lending;
 pub mod migration;
 pub mod payments;
 pub mod rentals;

@@ -23,6 +23,7 @@ use crate::domain::ledger::Posting;
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderEvent, OrderKind, OrderState, transition};
 use crate::entity::{account, deposit, offer, order, order_change, outbox, payment_attempt};
+use crate::lending::CommandEffect;
 
 /// The order's kind and state, parsed.
 pub fn kind_and_state(row: &order::Model) -> Result<(OrderKind, OrderState), StoreError> {
@@ -741,7 +742,7 @@ impl Store {
                     &txn,
                     current,
                     OrderEvent::LendRequested,
-                    "The kiosk is handing out your item.",
+                    crate::lending::HANDING_OUT,
                     now,
                     |o| o.command_id = Some(command_id),
                 )
@@ -992,7 +993,9 @@ impl Store {
             .and_then(sneakernet_runtime::wire::from_timestamp)
             .map_or(now, |at| at.min(now));
         let txn = self.write().await?;
-        let touched = self.apply_command(&txn, record, at).await?;
+        let touched = self
+            .apply_command(&txn, crate::lending::effect_of(record), at)
+            .await?;
         txn.commit().await?;
         if let Some(order_id) = touched {
             self.announce(&order_id);
@@ -1000,76 +1003,61 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a command's new state to its order, if it is a lend of ours. Returns the order
-    /// that changed, if any.
+    /// Stores what a command's new state does (decided by [`crate::lending::effect_of`]):
+    /// the order moved with the texts given, units marked, the follow-up command queued.
+    /// Returns the order that changed, if any.
     pub(crate) async fn apply_command<C: ConnectionTrait>(
         &self,
         db: &C,
-        record: &gateway::CommandRecord,
+        effect: CommandEffect,
         at: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
-        let Some(kind) = record.payload.as_ref().and_then(|p| p.kind.as_ref()) else {
-            return Ok(None);
-        };
-        let state = gateway::CommandState::try_from(record.state).unwrap_or_default();
-        let result = record.result.as_ref().and_then(|r| r.outcome.as_ref());
-        match kind {
-            gateway::command_payload::Kind::Lend(lend) => {
-                let order_id = lend.order_id.as_str();
-                match (state, result) {
-                    (
-                        gateway::CommandState::Succeeded,
-                        Some(gateway::command_result::Outcome::Lend(lent)),
-                    ) => lent_in(db, order_id, record, lent, at).await,
-                    (gateway::CommandState::Failed, failure) => {
-                        let why = match failure {
-                            Some(gateway::command_result::Outcome::Failure(f)) => {
-                                if !f.item_id.is_empty() {
-                                    // The kiosk named the item it could not hand out (a
-                                    // jammed bay): not lendable until the kiosk says so.
-                                    fleet::unit_not_ready(db, &f.item_id).await?;
-                                }
-                                describe_failure(f)
-                            }
-                            _ => "The kiosk could not hand out an item.".to_owned(),
-                        };
-                        // Our view of the kiosk proved wrong: ask it what it holds now.
-                        let ask = gateway::CommandPayload {
-                            kind: Some(gateway::command_payload::Kind::RequestInventory(
-                                gateway::RequestInventoryCommand {},
-                            )),
-                        };
-                        enqueue(
-                            db,
-                            &record.kiosk_id,
-                            &format!("inventory-after:{}", record.command_id),
-                            "",
-                            &ask,
-                            later(at, Duration::minutes(5))?,
-                            at,
-                        )
-                        .await?;
-                        let reason = format!("{why} Your payment is being refunded.");
-                        Ok(fail_lend_in(db, order_id, &reason, at)
-                            .await?
-                            .then(|| order_id.to_owned()))
-                    }
-                    (gateway::CommandState::Expired, _) => {
-                        let reason = "The kiosk did not hand out an item in time. Your payment is being refunded.";
-                        Ok(fail_lend_in(db, order_id, reason, at)
-                            .await?
-                            .then(|| order_id.to_owned()))
-                    }
-                    _ => Ok(None),
-                }
+        match effect {
+            CommandEffect::Nothing => Ok(None),
+            CommandEffect::Lent {
+                order_id,
+                record,
+                lent,
+                handing_out,
+                take_item,
+                returned_elsewhere,
+            } => {
+                let texts = LentTexts {
+                    handing_out,
+                    take_item: &take_item,
+                    returned_elsewhere,
+                };
+                lent_in(db, &order_id, &record, &lent, &texts, at).await
             }
-            gateway::command_payload::Kind::Wipe(wipe) => {
-                if state == gateway::CommandState::Succeeded {
-                    fleet::unit_wiped(db, &wipe.item_id).await?;
+            CommandEffect::LendFailed {
+                order_id,
+                reason,
+                not_ready_item,
+                follow_up,
+            } => {
+                if let Some(item_id) = not_ready_item {
+                    fleet::unit_not_ready(db, &item_id).await?;
                 }
+                if let Some(follow_up) = follow_up {
+                    enqueue(
+                        db,
+                        &follow_up.kiosk_id,
+                        &follow_up.key,
+                        "",
+                        &follow_up.command,
+                        later(at, follow_up.within)?,
+                        at,
+                    )
+                    .await?;
+                }
+                Ok(fail_lend_in(db, &order_id, &reason, at)
+                    .await?
+                    .then_some(order_id))
+            }
+            CommandEffect::Wiped { item_id } => {
+                fleet::unit_wiped(db, &item_id).await?;
                 Ok(None)
             }
-            _ => Ok(None),
         }
     }
 
@@ -1124,7 +1112,7 @@ impl Store {
             at,
         );
         let order_id = current.order_id.clone();
-        let reason = format!("Returned at kiosk {kiosk_id}. Settling the rental.");
+        let reason = crate::lending::returned_reason(kiosk_id);
         step(db, current, OrderEvent::Returned, &reason, at, |o| {
             o.returned_kiosk_id = kiosk_id.to_owned();
             o.returned_at = Some(returned_at);
@@ -1159,17 +1147,11 @@ fn later(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("{at} plus {by} is past the end of time")))
 }
 
-fn describe_failure(failure: &gateway::Failure) -> String {
-    use gateway::FailureReason as R;
-    let what = match R::try_from(failure.reason).unwrap_or_default() {
-        R::EjectJammed => "The kiosk's bay jammed while handing out your item.",
-        R::NoMatchingItem => "The kiosk has no item of that type any more.",
-        R::NotTaken => "The item was not taken from the bay.",
-        R::BayFault => "The kiosk's bay reported a fault.",
-        R::DeadlineExceeded => "The kiosk got the request too late.",
-        _ => "The kiosk could not hand out an item.",
-    };
-    what.to_owned()
+/// The texts a lend result shows (see [`CommandEffect::Lent`]).
+struct LentTexts<'a> {
+    handing_out: &'static str,
+    take_item: &'a str,
+    returned_elsewhere: fn(&str) -> String,
 }
 
 /// See [`Store::fail_lend`]; whether the order changed.
@@ -1211,6 +1193,7 @@ async fn lent_in<C: ConnectionTrait>(
     order_id: &str,
     record: &gateway::CommandRecord,
     lent: &gateway::LendResult,
+    texts: &LentTexts<'_>,
     at: DateTime<Utc>,
 ) -> Result<Option<String>, StoreError> {
     let Some(mut current) = lock_order(db, order_id).await? else {
@@ -1236,7 +1219,7 @@ async fn lent_in<C: ConnectionTrait>(
             db,
             current,
             OrderEvent::LendRequested,
-            "The kiosk is handing out your item.",
+            texts.handing_out,
             at,
             |o| o.command_id = Some(command_id),
         )
@@ -1284,12 +1267,7 @@ async fn lent_in<C: ConnectionTrait>(
         },
     )
     .await?;
-    let bay = if lent.bay_id.is_empty() {
-        String::new()
-    } else {
-        format!(" from bay {}", lent.bay_id)
-    };
-    let reason = format!("Take your item {}{bay}.", lent.item_id);
+    let reason = texts.take_item;
     let item_id = lent.item_id.clone();
     let write_protected = lent
         .item
@@ -1297,7 +1275,7 @@ async fn lent_in<C: ConnectionTrait>(
         .and_then(|i| i.attributes.as_ref())
         .and_then(|a| a.kind.as_ref())
         .is_some_and(|k| matches!(k, sneakernet_proto::common::v1::item_attributes::Kind::Drive(d) if d.write_protected));
-    let lent_order = step(db, current, OrderEvent::Lent, &reason, at, |o| {
+    let lent_order = step(db, current, OrderEvent::Lent, reason, at, |o| {
         o.item_id = item_id;
         o.lent_at = Some(lent_at);
         o.due_at = Some(due);
@@ -1308,7 +1286,7 @@ async fn lent_in<C: ConnectionTrait>(
     fleet::release_hold(db, order_id).await?;
     if let Some(kiosk_id) = back_at {
         tracing::warn!(order_id, item_id = %lent.item_id, kiosk_id, "lend result arrived after the item was returned elsewhere");
-        let reason = format!("Returned at kiosk {kiosk_id}. Settling the rental.");
+        let reason = (texts.returned_elsewhere)(&kiosk_id);
         step(db, lent_order, OrderEvent::Returned, &reason, at, |o| {
             o.returned_kiosk_id = kiosk_id.clone();
             o.returned_at = Some(at);
