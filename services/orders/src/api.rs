@@ -17,9 +17,11 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::deposits::DepositAsk;
 use crate::entity::{deposit, kiosk, order, pricing_rule};
 use crate::fleet::kiosk_proto;
 use crate::flows::Flows;
+use crate::ids::OrderId;
 use crate::rentals::RentalAsk;
 use crate::store::orders::{OrderFilter, state_of_proto};
 use crate::store::parked::Retried;
@@ -70,10 +72,8 @@ fn internal(error: sea_orm::DbErr) -> Status {
     ApiError::from(error).into()
 }
 
-fn order_id(raw: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map(|id| id.to_string())
-        .map_err(|_| ApiError::invalid("order_id", "must be a UUID"))
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).map_err(|why| ApiError::invalid("order_id", why))
 }
 
 /// Who may read an order: its user, or any operator.
@@ -109,9 +109,15 @@ impl OrdersApi {
     /// The order if `reader` may see it; NOT_FOUND for unknown and other users' orders alike.
     async fn readable(&self, reader: &Reader, raw_id: &str) -> Result<order::Model, Status> {
         let id = order_id(raw_id)?;
-        match self.flows.store.order(&id).await.map_err(internal)? {
+        match self
+            .flows
+            .store
+            .order(&id.to_string())
+            .await
+            .map_err(internal)?
+        {
             Some(order) if reader.may_read(&order) => Ok(order),
-            _ => Err(crate::error::OrdersError::OrderNotFound(id).into()),
+            _ => Err(crate::error::OrdersError::OrderNotFound(id.to_string()).into()),
         }
     }
 
@@ -140,34 +146,8 @@ impl OrderService for OrdersApi {
     ) -> Result<Response<pb::PayDepositResponse>, Status> {
         let user = Self::renter(&request)?;
         self.creations.check(&user)?;
-        let body = request.into_inner();
-        let mut violations = Vec::new();
-        let amount = convert::money("amount", body.amount.as_ref())
-            .map_err(|v| violations.push(v))
-            .ok();
-        let card = match convert::card_token(body.payment_method.as_ref()) {
-            Ok(Some(card)) => Some(card),
-            Ok(None) => {
-                violations.push(FieldViolation::new("payment_method", "is required"));
-                None
-            }
-            Err(ApiError::InvalidArgument(v)) => {
-                violations.extend(v);
-                None
-            }
-            Err(other) => return Err(other.into()),
-        };
-        let key = convert::idempotency_key(&body.idempotency_key)
-            .map_err(|e| {
-                if let ApiError::InvalidArgument(v) = e {
-                    violations.extend(v);
-                }
-            })
-            .ok();
-        let (Some(amount), Some(card), Some(key)) = (amount, card, key) else {
-            return Err(ApiError::InvalidArgument(violations).into());
-        };
-        let deposit = self.flows.pay_deposit(user, amount, card, key).await?;
+        let ask = DepositAsk::try_from(request.into_inner())?;
+        let deposit = self.flows.pay_deposit(user, ask).await?;
         Ok(Response::new(pb::PayDepositResponse {
             deposit: Some(deposit_proto(&deposit)),
         }))
@@ -178,7 +158,8 @@ impl OrderService for OrdersApi {
         request: Request<pb::RefundDepositRequest>,
     ) -> Result<Response<pb::RefundDepositResponse>, Status> {
         let user = Self::renter(&request)?;
-        let key = convert::idempotency_key(&request.get_ref().idempotency_key)?;
+        let key = convert::idempotency_key(&request.get_ref().idempotency_key)
+            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
         let deposit = self.flows.refund_deposit(user, key).await?;
         Ok(Response::new(pb::RefundDepositResponse {
             deposit: Some(deposit_proto(&deposit)),
@@ -191,60 +172,8 @@ impl OrderService for OrdersApi {
     ) -> Result<Response<pb::CreateRentalResponse>, Status> {
         let user = Self::renter(&request)?;
         self.creations.check(&user)?;
-        let body = request.into_inner();
-        let mut violations = Vec::new();
-        if let Err(why) = KioskId::parse(&body.kiosk_id) {
-            violations.push(FieldViolation::new("kiosk_id", why));
-        }
-        if body.offer_id.is_empty() || body.offer_id.len() > 64 {
-            violations.push(FieldViolation::new(
-                "offer_id",
-                "must be the offer_id of a ScanKiosk answer",
-            ));
-        }
-        let choice = body.choice.clone().unwrap_or_default();
-        let spec = choice.spec.clone().unwrap_or_default();
-        if body.choice.is_none() || choice.spec.is_none() {
-            violations.push(FieldViolation::new("choice.spec", "is required"));
-        } else if let Err(ApiError::InvalidArgument(v)) =
-            convert::item_type("choice.spec.item_type", spec.item_type.as_ref())
-        {
-            violations.extend(v);
-        }
-        if choice.duration_days == 0 {
-            violations.push(FieldViolation::new(
-                "choice.duration_days",
-                "must be at least 1",
-            ));
-        }
-        let card_token = match convert::card_token(body.payment_method.as_ref()) {
-            Ok(card) => card,
-            Err(ApiError::InvalidArgument(v)) => {
-                violations.extend(v);
-                None
-            }
-            Err(other) => return Err(other.into()),
-        };
-        if let Err(ApiError::InvalidArgument(v)) = convert::idempotency_key(&body.idempotency_key) {
-            violations.extend(v);
-        }
-        if !violations.is_empty() {
-            return Err(ApiError::InvalidArgument(violations).into());
-        }
-        let order = self
-            .flows
-            .create_rental(
-                user,
-                RentalAsk {
-                    kiosk_id: body.kiosk_id,
-                    offer_id: body.offer_id,
-                    spec,
-                    duration_days: choice.duration_days,
-                    card_token,
-                    idempotency_key: body.idempotency_key,
-                },
-            )
-            .await?;
+        let ask = RentalAsk::try_from(request.into_inner())?;
+        let order = self.flows.create_rental(user, ask).await?;
         Ok(Response::new(pb::CreateRentalResponse {
             order: Some(self.order_proto(&order).await?),
         }))

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sneakernet_proto::orders::v1 as pb;
-use sneakernet_runtime::UserId;
+use sneakernet_runtime::{KioskId, UserId};
 
 use crate::convert;
 use crate::domain::money::Money;
@@ -24,6 +24,7 @@ use crate::domain::order::{OrderKind, OrderState};
 use crate::entity::order;
 use crate::error::OrdersError;
 use crate::flows::{Flows, declined, fingerprint, key_reused};
+use crate::ids::{IdempotencyKey, OfferId};
 use crate::payments::{Charge, ChargeRequest, PaymentError};
 use crate::store::StoreError;
 use crate::store::money::Abandon;
@@ -49,9 +50,9 @@ pub struct OfferChoice<'a> {
     /// The account.
     pub user_id: &'a UserId,
     /// The kiosk the offer is for.
-    pub kiosk_id: &'a str,
+    pub kiosk_id: &'a KioskId,
     /// The offer.
-    pub offer_id: &'a str,
+    pub offer_id: &'a OfferId,
     /// The type chosen.
     pub wanted: &'a TypeKey,
     /// Days.
@@ -59,7 +60,7 @@ pub struct OfferChoice<'a> {
     /// Write protection asked.
     pub write_protect: bool,
     /// The request's idempotency key.
-    pub idempotency_key: &'a str,
+    pub idempotency_key: &'a IdempotencyKey,
     /// The request's fingerprint.
     pub request_hash: &'a str,
 }
@@ -166,12 +167,12 @@ impl Flows {
     pub async fn same_key_order(
         &self,
         user: &UserId,
-        idempotency_key: &str,
+        idempotency_key: &IdempotencyKey,
         request_hash: &str,
     ) -> Result<Option<order::Model>, OrdersError> {
         match self
             .store
-            .order_by_key(&user.to_string(), idempotency_key)
+            .order_by_key(&user.to_string(), idempotency_key.as_str())
             .await?
         {
             Some(existing) if existing.request_hash == request_hash => Ok(Some(existing)),
@@ -191,9 +192,9 @@ impl Flows {
         let user_key = choice.user_id.to_string();
         let offer = self
             .store
-            .offer(choice.offer_id)
+            .offer(choice.offer_id.as_str())
             .await?
-            .filter(|o| o.user_id == user_key && o.kiosk_id == choice.kiosk_id)
+            .filter(|o| o.user_id == user_key && o.kiosk_id == choice.kiosk_id.as_str())
             .ok_or_else(|| {
                 OrdersError::invalid("offer_id", "is not an offer made to you at this kiosk")
             })?;
@@ -205,7 +206,11 @@ impl Flows {
         let attempt_hash = fingerprint(&[choice.request_hash, &price.to_string()]);
         let retrying = self
             .store
-            .payment_attempt(&payment_key(choice.kind, &user_key, choice.idempotency_key))
+            .payment_attempt(&payment_key(
+                choice.kind,
+                &user_key,
+                choice.idempotency_key.as_str(),
+            ))
             .await?
             .is_some_and(|a| {
                 a.request_hash == attempt_hash
@@ -227,9 +232,9 @@ impl Flows {
     }
 
     /// The kiosk is registered, in service and connected now.
-    pub async fn check_kiosk_open(&self, kiosk_id: &str) -> Result<(), OrdersError> {
-        let Some(profile) = self.store.kiosk_profile(kiosk_id).await? else {
-            return Err(OrdersError::KioskNotRegistered(kiosk_id.to_owned()));
+    pub async fn check_kiosk_open(&self, kiosk_id: &KioskId) -> Result<(), OrdersError> {
+        let Some(profile) = self.store.kiosk_profile(kiosk_id.as_str()).await? else {
+            return Err(OrdersError::KioskNotRegistered(kiosk_id.to_string()));
         };
         let kiosk_subject = format!("kiosks/{kiosk_id}");
         if profile.out_of_service {
@@ -239,7 +244,11 @@ impl Flows {
                 "This kiosk is out of service.",
             ));
         }
-        let online = self.store.kiosk(kiosk_id).await?.is_some_and(|v| v.online);
+        let online = self
+            .store
+            .kiosk(kiosk_id.as_str())
+            .await?
+            .is_some_and(|v| v.online);
         if !online {
             return Err(OrdersError::refused_one(
                 "KIOSK_OFFLINE",

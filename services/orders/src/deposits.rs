@@ -7,18 +7,34 @@ use crate::domain::money::Money;
 use crate::entity::deposit;
 use crate::error::OrdersError;
 use crate::flows::{Flows, declined, fingerprint, violation};
+use crate::ids::IdempotencyKey;
 use crate::payments::ChargeRequest;
 use crate::store::money::{DepositCharge, DepositStart, RefundStart};
+
+/// PayDeposit's input, checked at the edge.
+#[derive(Clone, Debug)]
+pub struct DepositAsk {
+    /// The deposit the client was shown (refused if it is not the one asked now).
+    pub amount: Money,
+    /// The card.
+    pub card_token: String,
+    /// The key.
+    pub idempotency_key: IdempotencyKey,
+}
 
 impl Flows {
     /// PayDeposit.
     pub async fn pay_deposit(
         &self,
         user: UserId,
-        amount: Money,
-        card_token: String,
-        idempotency_key: String,
+        ask: DepositAsk,
     ) -> Result<deposit::Model, OrdersError> {
+        let DepositAsk {
+            amount,
+            card_token,
+            idempotency_key,
+        } = ask;
+        let idempotency_key = idempotency_key.to_string();
         let user_key = user.to_string();
         let hash = fingerprint(&[&amount.to_string(), &card_token]);
         // A key that already paid is answered as it was, even if the deposit asked changed
@@ -108,11 +124,11 @@ impl Flows {
     pub async fn refund_deposit(
         &self,
         user: UserId,
-        idempotency_key: String,
+        idempotency_key: IdempotencyKey,
     ) -> Result<deposit::Model, OrdersError> {
         match self
             .store
-            .begin_deposit_refund(&user.to_string(), &idempotency_key, self.now())
+            .begin_deposit_refund(&user.to_string(), idempotency_key.as_str(), self.now())
             .await?
         {
             RefundStart::Existing(deposit) => Ok(deposit),

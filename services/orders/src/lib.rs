@@ -28,6 +28,7 @@ pub mod events;
 pub mod fleet;
 pub mod flows;
 pub mod gateway_client;
+pub mod ids;
 pub mod inventory;
 pub mod lending;
 pub mod migration;

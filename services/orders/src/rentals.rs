@@ -4,7 +4,7 @@
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
-use sneakernet_runtime::UserId;
+use sneakernet_runtime::{KioskId, UserId};
 
 use crate::checkout::{Holding, NewOrder, OfferChoice};
 use crate::domain::offer::TypeKey;
@@ -12,15 +12,16 @@ use crate::domain::order::OrderKind;
 use crate::entity::order;
 use crate::error::OrdersError;
 use crate::flows::{Flows, fingerprint};
+use crate::ids::{IdempotencyKey, OfferId};
 use crate::store::orders::{OrderOpening, PaidOrder};
 
 /// CreateRental's input, checked at the edge.
 #[derive(Clone, Debug)]
 pub struct RentalAsk {
     /// The kiosk.
-    pub kiosk_id: String,
+    pub kiosk_id: KioskId,
     /// The offer accepted.
-    pub offer_id: String,
+    pub offer_id: OfferId,
     /// The type and write protection.
     pub spec: common::ItemSpec,
     /// Days.
@@ -28,7 +29,7 @@ pub struct RentalAsk {
     /// The card, or `None` for the remembered one.
     pub card_token: Option<String>,
     /// The key.
-    pub idempotency_key: String,
+    pub idempotency_key: IdempotencyKey,
 }
 
 impl RentalAsk {
@@ -36,7 +37,7 @@ impl RentalAsk {
     fn fingerprint(&self) -> String {
         let item_type = self.spec.item_type.clone().unwrap_or_default();
         fingerprint(&[
-            &self.kiosk_id,
+            self.kiosk_id.as_str(),
             &item_type.kind.to_string(),
             &item_type.capacity_bytes.to_string(),
             &item_type.content_package_id,
@@ -83,10 +84,10 @@ impl Flows {
         let opening = OrderOpening {
             kind: OrderKind::Rental,
             user_id: user.to_string(),
-            idempotency_key: request.idempotency_key.clone(),
+            idempotency_key: request.idempotency_key.to_string(),
             request_hash: hash.clone(),
             attempt_hash: offered.attempt_hash.clone(),
-            kiosk_id: request.kiosk_id.clone(),
+            kiosk_id: request.kiosk_id.to_string(),
             wanted,
             card_token: card_token.clone(),
             price: offered.price,
@@ -100,14 +101,14 @@ impl Flows {
             kind: OrderKind::Rental,
             order_id: held.order_id.clone(),
             user_id: user.to_string(),
-            kiosk_id: request.kiosk_id.clone(),
+            kiosk_id: request.kiosk_id.to_string(),
             choice: pb::ItemChoice {
                 spec: Some(spec.clone()),
                 duration_days: request.duration_days,
             },
             pricing: offered.line.pricing.clone().unwrap_or_default(),
             price: offered.price,
-            idempotency_key: request.idempotency_key.clone(),
+            idempotency_key: request.idempotency_key.to_string(),
             request_hash: hash,
             charge_id: charge.charge_id,
             card_token,
