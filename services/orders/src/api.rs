@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::deposits::DepositAsk;
+use crate::domain::deposit::DepositState;
 use crate::entity::{deposit, kiosk, order, pricing_rule};
 use crate::fleet::kiosk_proto;
 use crate::flows::Flows;
@@ -51,11 +52,11 @@ fn deposit_proto(row: &deposit::Model) -> pb::Deposit {
         minor_units: minor,
         currency: row.currency.clone(),
     };
-    let state = match row.state.as_str() {
-        "held" => pb::DepositState::Held,
-        "refunding" => pb::DepositState::Refunding,
-        "refunded" => pb::DepositState::Refunded,
-        _ => pb::DepositState::Unspecified,
+    let state = match DepositState::parse(&row.state) {
+        Some(DepositState::Held) => pb::DepositState::Held,
+        Some(DepositState::Refunding) => pb::DepositState::Refunding,
+        Some(DepositState::Refunded) => pb::DepositState::Refunded,
+        None => pb::DepositState::Unspecified,
     };
     pb::Deposit {
         deposit_id: row.deposit_id.clone(),

@@ -21,6 +21,7 @@ use crate::convert;
 use crate::domain::money::Money;
 use crate::domain::offer::{TypeKey, check_write_protect, priced_line};
 use crate::domain::order::{OrderKind, OrderState};
+use crate::domain::payment_attempt::AttemptState;
 use crate::entity::order;
 use crate::error::OrdersError;
 use crate::flows::{Flows, declined, fingerprint, key_reused};
@@ -214,7 +215,7 @@ impl Flows {
             .await?
             .is_some_and(|a| {
                 a.request_hash == attempt_hash
-                    && a.state == crate::store::money::attempt_state::PENDING
+                    && AttemptState::parse(&a.state) == Some(AttemptState::Pending)
             });
         if offer.expires_at <= self.now() && !retrying {
             return Err(OrdersError::refused_one(

@@ -4,6 +4,7 @@
 use sneakernet_runtime::UserId;
 
 use crate::domain::money::Money;
+use crate::domain::payment_attempt::AttemptState;
 use crate::entity::deposit;
 use crate::error::OrdersError;
 use crate::flows::{Flows, declined, fingerprint, violation};
@@ -43,7 +44,7 @@ impl Flows {
             .store
             .payment_attempt(&format!("deposit:{user_key}:{idempotency_key}"))
             .await?
-            .filter(|a| a.state == crate::store::money::attempt_state::CHARGED)
+            .filter(|a| AttemptState::parse(&a.state) == Some(AttemptState::Charged))
         {
             if paid.request_hash != hash {
                 return Err(OrdersError::invalid(

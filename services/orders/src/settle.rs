@@ -404,9 +404,10 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::payment_attempt::AttemptState;
     use crate::payments::sandbox::{APPROVES, SandboxProvider};
     use crate::payments::{Charge, PaymentFuture, PaymentProvider, Refund};
-    use crate::store::money::{Abandon, attempt_state};
+    use crate::store::money::Abandon;
     use crate::store::tests::{World, eur, user};
     use sneakernet_proto::orders::v1 as pb;
     use sneakernet_runtime::clock::{Clock, OffsetClock};
@@ -486,7 +487,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             attempt.state,
-            attempt_state::PENDING,
+            AttemptState::Pending.as_str(),
             "too fresh to resolve"
         );
 
@@ -498,7 +499,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(attempt.state, attempt_state::REFUNDED);
+        assert_eq!(attempt.state, AttemptState::Refunded.as_str());
         assert_eq!(sandbox.refunds_of(&attempt.charge_id).await.unwrap(), 1);
         let report = world
             .store

@@ -17,11 +17,12 @@ use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::wire::timestamp;
 
 use super::fleet::{self, TypeKey};
-use super::money::{self, Abandon, Booking, Movement, attempt_state, book};
+use super::money::{self, Abandon, Booking, Movement, book};
 use super::{Store, StoreError};
 use crate::domain::ledger::Posting;
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderEvent, OrderKind, OrderState, transition};
+use crate::domain::payment_attempt::{AttemptEvent, AttemptState};
 use crate::entity::{account, deposit, offer, order, order_change, outbox, payment_attempt};
 use crate::lending::CommandEffect;
 
@@ -269,11 +270,11 @@ fn decided_attempt(attempt: &payment_attempt::Model, attempt_hash: &str) -> Opti
     if attempt.request_hash != attempt_hash {
         return Some(Opening::KeyReused);
     }
-    match attempt.state.as_str() {
-        attempt_state::DECLINED => Some(Opening::Declined),
-        attempt_state::PENDING | attempt_state::FAILED => None,
-        attempt_state::RESOLVING => Some(Opening::Resolving),
-        _ => Some(Opening::Abandoned),
+    match AttemptState::parse(&attempt.state) {
+        Some(AttemptState::Declined) => Some(Opening::Declined),
+        Some(AttemptState::Pending | AttemptState::Failed) => None,
+        Some(AttemptState::Resolving) => Some(Opening::Resolving),
+        Some(AttemptState::Charged | AttemptState::Refunded) | None => Some(Opening::Abandoned),
     }
 }
 
@@ -575,7 +576,7 @@ impl Store {
                 payment_attempt::Entity::update_many()
                     .col_expr(
                         payment_attempt::Column::State,
-                        Expr::value(attempt_state::PENDING),
+                        Expr::value(AttemptEvent::Retried.moves().1.as_str()),
                     )
                     .col_expr(payment_attempt::Column::HeldItem, Expr::value(unit))
                     .col_expr(payment_attempt::Column::UpdatedAt, Expr::value(now))
@@ -619,8 +620,7 @@ impl Store {
         if !money::move_attempt(
             &txn,
             &paid.payment_key,
-            &[attempt_state::PENDING],
-            attempt_state::CHARGED,
+            AttemptEvent::Charged,
             Some(&paid.order.charge_id),
             now,
         )
