@@ -1,7 +1,7 @@
 //! The third instruction's outcome: what a kiosk's answer to a lend (or a wipe) means for
 //! its order, decided here from the command record alone: the texts the user reads and the
 //! follow-up command to send. The store applies the decision in the event's transaction
-//! ([`crate::store::Store::apply_command`]) and decides nothing itself.
+//! (`Store::apply_command`) and decides nothing itself.
 
 use sneakernet_proto::gateway::v1 as gateway;
 

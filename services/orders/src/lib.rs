@@ -6,12 +6,16 @@
 //! the gateway, the kiosk's result and returns from the gateway's event log, refunds and fees,
 //! the auditor. Reservations (flow 2) answer UNIMPLEMENTED until their issue.
 //!
-//! - [`api`]: the gRPC surface; [`convert`]: checking input at the edge.
-//! - [`rentals`]: the request flows around the store and the payment provider.
+//! - [`api`]: the gRPC surface; [`convert`]: checking input at the edge into [`ids`];
+//!   [`error`]: the flows' errors, mapped to gRPC codes in one place.
+//! - [`flows`]: what the flows share; one module per flow: [`scan`], [`deposits`],
+//!   [`rentals`], [`watch`], [`fleet`], [`lending`]; [`checkout`]: the steps every paid order
+//!   runs (offer line, hold, charge, book).
 //! - [`settle`]: the worker that finishes what requests started (outbox, refunds, fees,
 //!   deadlines, unknown payments).
 //! - [`events`]: following the gateway's event log; [`gateway_client`]: commands.
-//! - [`domain`]: money, the order life cycle, the ledger, pricing (pure).
+//! - [`domain`]: money, the order, payment attempt and deposit life cycles, the ledger,
+//!   pricing, offers (pure).
 //! - [`inventory`]: inventories summed per item type (pure).
 //! - [`payments`]: the PaymentProvider trait and the sandbox provider.
 //! - [`sealing`]: QR secrets encrypted at rest.

@@ -2,7 +2,6 @@
 //! whole-system test cannot force.
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
@@ -230,38 +229,21 @@ impl World {
             }),
             duration_days: 1,
         };
-        let row = order::Model {
+        let row = crate::checkout::NewOrder {
+            kind: crate::domain::order::OrderKind::Rental,
             order_id: order_id.clone(),
             user_id: user.into(),
-            kind: "rental".into(),
-            state: "paid".into(),
-            state_reason: String::new(),
             kiosk_id: kiosk.into(),
-            choice: choice.encode_to_vec(),
-            item_id: String::new(),
-            returned_kiosk_id: String::new(),
-            write_protected: false,
-            pricing: terms().encode_to_vec(),
-            price: 400,
-            currency: "EUR".into(),
-            amount_charged: 400,
-            amount_refunded: 0,
+            choice,
+            pricing: terms(),
+            price: eur(400),
             idempotency_key: "r".into(),
             request_hash: "h".into(),
             charge_id: "ch".into(),
             card_token: self.card.into(),
-            command_id: None,
-            late_item_id: None,
-            lost_fee_charged: false,
-            version: 0,
             deadline: now + chrono::Duration::minutes(2),
-            created_at: now,
-            updated_at: now,
-            lent_at: None,
-            due_at: None,
-            returned_at: None,
-            closed_at: None,
-        };
+        }
+        .paid_row(now);
         self.store
             .book_paid_order(
                 PaidOrder {
