@@ -3,8 +3,6 @@
 //! UNIMPLEMENTED until the reservations issue). FleetService: kiosk profiles, the fleet view,
 //! price rules, the audit.
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use prost::Message;
@@ -19,9 +17,13 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::entity::{deposit, kiosk, kiosk_view, order, pricing_rule};
-use crate::inventory;
-use crate::rentals::{RentalAsk, Rentals};
+use crate::deposits::DepositAsk;
+use crate::domain::deposit::DepositState;
+use crate::entity::{deposit, kiosk, order, pricing_rule};
+use crate::fleet::kiosk_proto;
+use crate::flows::Flows;
+use crate::ids::OrderId;
+use crate::rentals::RentalAsk;
 use crate::store::orders::{OrderFilter, state_of_proto};
 use crate::store::parked::Retried;
 
@@ -33,14 +35,11 @@ const MAX_PAGE: u32 = 500;
 const DEFAULT_ORDER_PAGE: u32 = 20;
 /// Most orders per page.
 const MAX_ORDER_PAGE: u32 = 100;
-/// How often a watcher re-reads its order even without a local signal (a change made by
-/// another replica).
-const WATCH_POLL: Duration = Duration::from_secs(1);
 
 /// The OrderService and FleetService implementation.
 #[derive(Clone, Debug)]
 pub struct OrdersApi {
-    pub(crate) rentals: Rentals,
+    pub(crate) flows: Flows,
     pub(crate) shutdown: Shutdown,
     /// Orders counted unsettled this long after a step's deadline (the sweeper's lag).
     pub(crate) audit_grace: chrono::Duration,
@@ -48,41 +47,16 @@ pub struct OrdersApi {
     pub(crate) creations: sneakernet_runtime::rate_limit::KeyedLimiter<UserId>,
 }
 
-fn kiosk(view: Option<&kiosk_view::Model>, profile: Option<&kiosk::Model>) -> pb::Kiosk {
-    let inventory = view
-        .filter(|row| !row.inventory.is_empty())
-        .and_then(|row| gateway::Inventory::decode(row.inventory.as_slice()).ok())
-        .map(|inventory| inventory::summarize(&inventory));
-    pb::Kiosk {
-        profile: profile.map(|p| pb::KioskProfile {
-            kiosk_id: p.kiosk_id.clone(),
-            site_id: p.site_id.clone(),
-            site_name: p.site_name.clone(),
-            location: Some(sneakernet_proto::common::v1::Location {
-                latitude: p.latitude,
-                longitude: p.longitude,
-            }),
-            out_of_service: p.out_of_service,
-            registered_at: Some(timestamp(p.registered_at)),
-            updated_at: Some(timestamp(p.updated_at)),
-        }),
-        online: view.is_some_and(|v| v.online),
-        last_seen_at: view.map(|v| timestamp(v.last_seen_at)),
-        agent_version: view.map(|v| v.agent_version.clone()).unwrap_or_default(),
-        inventory,
-    }
-}
-
 fn deposit_proto(row: &deposit::Model) -> pb::Deposit {
     let money = |minor| sneakernet_proto::common::v1::Money {
         minor_units: minor,
         currency: row.currency.clone(),
     };
-    let state = match row.state.as_str() {
-        "held" => pb::DepositState::Held,
-        "refunding" => pb::DepositState::Refunding,
-        "refunded" => pb::DepositState::Refunded,
-        _ => pb::DepositState::Unspecified,
+    let state = match DepositState::parse(&row.state) {
+        Some(DepositState::Held) => pb::DepositState::Held,
+        Some(DepositState::Refunding) => pb::DepositState::Refunding,
+        Some(DepositState::Refunded) => pb::DepositState::Refunded,
+        None => pb::DepositState::Unspecified,
     };
     pb::Deposit {
         deposit_id: row.deposit_id.clone(),
@@ -99,10 +73,8 @@ fn internal(error: sea_orm::DbErr) -> Status {
     ApiError::from(error).into()
 }
 
-fn order_id(raw: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map(|id| id.to_string())
-        .map_err(|_| ApiError::invalid("order_id", "must be a UUID"))
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).map_err(|why| ApiError::invalid("order_id", why))
 }
 
 /// Who may read an order: its user, or any operator.
@@ -138,14 +110,20 @@ impl OrdersApi {
     /// The order if `reader` may see it; NOT_FOUND for unknown and other users' orders alike.
     async fn readable(&self, reader: &Reader, raw_id: &str) -> Result<order::Model, Status> {
         let id = order_id(raw_id)?;
-        match self.rentals.store.order(&id).await.map_err(internal)? {
+        match self
+            .flows
+            .store
+            .order(&id.to_string())
+            .await
+            .map_err(internal)?
+        {
             Some(order) if reader.may_read(&order) => Ok(order),
-            _ => Err(ApiError::NotFound(format!("order {id} does not exist")).into()),
+            _ => Err(crate::error::OrdersError::OrderNotFound(id.to_string()).into()),
         }
     }
 
     async fn order_proto(&self, row: &order::Model) -> Result<pb::Order, Status> {
-        self.rentals.store.order_proto(row).await.map_err(internal)
+        self.flows.store.order_proto(row).await.map_err(internal)
     }
 }
 
@@ -159,7 +137,7 @@ impl OrderService for OrdersApi {
         let body = request.into_inner();
         let qr = sneakernet_runtime::qr::parse(&body.qr_payload)
             .map_err(|why| ApiError::invalid("qr_payload", why))?;
-        let offer = self.rentals.scan(user, qr).await?;
+        let offer = self.flows.scan(user, qr).await?;
         Ok(Response::new(pb::ScanKioskResponse { offer: Some(offer) }))
     }
 
@@ -169,34 +147,8 @@ impl OrderService for OrdersApi {
     ) -> Result<Response<pb::PayDepositResponse>, Status> {
         let user = Self::renter(&request)?;
         self.creations.check(&user)?;
-        let body = request.into_inner();
-        let mut violations = Vec::new();
-        let amount = convert::money("amount", body.amount.as_ref())
-            .map_err(|v| violations.push(v))
-            .ok();
-        let card = match convert::card_token(body.payment_method.as_ref()) {
-            Ok(Some(card)) => Some(card),
-            Ok(None) => {
-                violations.push(FieldViolation::new("payment_method", "is required"));
-                None
-            }
-            Err(ApiError::InvalidArgument(v)) => {
-                violations.extend(v);
-                None
-            }
-            Err(other) => return Err(other.into()),
-        };
-        let key = convert::idempotency_key(&body.idempotency_key)
-            .map_err(|e| {
-                if let ApiError::InvalidArgument(v) = e {
-                    violations.extend(v);
-                }
-            })
-            .ok();
-        let (Some(amount), Some(card), Some(key)) = (amount, card, key) else {
-            return Err(ApiError::InvalidArgument(violations).into());
-        };
-        let deposit = self.rentals.pay_deposit(user, amount, card, key).await?;
+        let ask = DepositAsk::try_from(request.into_inner())?;
+        let deposit = self.flows.pay_deposit(user, ask).await?;
         Ok(Response::new(pb::PayDepositResponse {
             deposit: Some(deposit_proto(&deposit)),
         }))
@@ -207,8 +159,9 @@ impl OrderService for OrdersApi {
         request: Request<pb::RefundDepositRequest>,
     ) -> Result<Response<pb::RefundDepositResponse>, Status> {
         let user = Self::renter(&request)?;
-        let key = convert::idempotency_key(&request.get_ref().idempotency_key)?;
-        let deposit = self.rentals.refund_deposit(user, key).await?;
+        let key = convert::idempotency_key(&request.get_ref().idempotency_key)
+            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+        let deposit = self.flows.refund_deposit(user, key).await?;
         Ok(Response::new(pb::RefundDepositResponse {
             deposit: Some(deposit_proto(&deposit)),
         }))
@@ -220,60 +173,8 @@ impl OrderService for OrdersApi {
     ) -> Result<Response<pb::CreateRentalResponse>, Status> {
         let user = Self::renter(&request)?;
         self.creations.check(&user)?;
-        let body = request.into_inner();
-        let mut violations = Vec::new();
-        if let Err(why) = KioskId::parse(&body.kiosk_id) {
-            violations.push(FieldViolation::new("kiosk_id", why));
-        }
-        if body.offer_id.is_empty() || body.offer_id.len() > 64 {
-            violations.push(FieldViolation::new(
-                "offer_id",
-                "must be the offer_id of a ScanKiosk answer",
-            ));
-        }
-        let choice = body.choice.clone().unwrap_or_default();
-        let spec = choice.spec.clone().unwrap_or_default();
-        if body.choice.is_none() || choice.spec.is_none() {
-            violations.push(FieldViolation::new("choice.spec", "is required"));
-        } else if let Err(ApiError::InvalidArgument(v)) =
-            convert::item_type("choice.spec.item_type", spec.item_type.as_ref())
-        {
-            violations.extend(v);
-        }
-        if choice.duration_days == 0 {
-            violations.push(FieldViolation::new(
-                "choice.duration_days",
-                "must be at least 1",
-            ));
-        }
-        let card_token = match convert::card_token(body.payment_method.as_ref()) {
-            Ok(card) => card,
-            Err(ApiError::InvalidArgument(v)) => {
-                violations.extend(v);
-                None
-            }
-            Err(other) => return Err(other.into()),
-        };
-        if let Err(ApiError::InvalidArgument(v)) = convert::idempotency_key(&body.idempotency_key) {
-            violations.extend(v);
-        }
-        if !violations.is_empty() {
-            return Err(ApiError::InvalidArgument(violations).into());
-        }
-        let order = self
-            .rentals
-            .create_rental(
-                user,
-                RentalAsk {
-                    kiosk_id: body.kiosk_id,
-                    offer_id: body.offer_id,
-                    spec,
-                    duration_days: choice.duration_days,
-                    card_token,
-                    idempotency_key: body.idempotency_key,
-                },
-            )
-            .await?;
+        let ask = RentalAsk::try_from(request.into_inner())?;
+        let order = self.flows.create_rental(user, ask).await?;
         Ok(Response::new(pb::CreateRentalResponse {
             order: Some(self.order_proto(&order).await?),
         }))
@@ -339,7 +240,7 @@ impl OrderService for OrdersApi {
                 ApiError::invalid(format!("states[{i}]"), "is not an order state")
             })?);
         }
-        let fingerprint = crate::rentals::fingerprint(&[
+        let fingerprint = crate::flows::fingerprint(&[
             filter.user_id.as_deref().unwrap_or(""),
             &body.kind.to_string(),
             &format!("{:?}", body.states),
@@ -357,7 +258,7 @@ impl OrderService for OrdersApi {
             )
         };
         let rows = self
-            .rentals
+            .flows
             .store
             .list_orders(&filter, before, u64::from(size) + 1)
             .await
@@ -388,75 +289,8 @@ impl OrderService for OrdersApi {
     ) -> Result<Response<BoxStream<pb::WatchOrderResponse>>, Status> {
         let reader = Reader::of(&request)?;
         let order = self.readable(&reader, &request.get_ref().order_id).await?;
-        let store = self.rentals.store.clone();
         let first = self.order_proto(&order).await?;
-        // Small: a watcher that does not read holds its task at `send` (backpressure), and
-        // changes wait in the database, not in memory.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::WatchOrderResponse, Status>>(4);
-        let stop = self.shutdown.clone();
-        let mut changes = store.order_changes();
-        self.shutdown.spawn(async move {
-            let terminal = |state: i32| {
-                matches!(
-                    pb::OrderState::try_from(state),
-                    Ok(pb::OrderState::Closed | pb::OrderState::Refunded | pb::OrderState::Expired)
-                )
-            };
-            let mut version = order.version;
-            let done = terminal(first.state);
-            let message = pb::WatchOrderResponse {
-                state: first.state,
-                reason: first.state_reason.clone(),
-                time: first.updated_at,
-                order: Some(first),
-            };
-            if tx.send(Ok(message)).await.is_err() || done {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    () = stop.triggered() => {
-                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
-                        return;
-                    }
-                    () = tx.closed() => return,
-                    changed = changes.recv() => match changed {
-                        Ok(id) if id != order.order_id => continue,
-                        // The service is going away: the client watches again elsewhere.
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            let _ = tx.send(Err(Status::unavailable("watch again"))).await;
-                            return;
-                        }
-                        // Ours, or lagged (some signals lost): read what changed.
-                        _ => {}
-                    },
-                    () = tokio::time::sleep(WATCH_POLL) => {}
-                }
-                let rows = match store.changes_after(&order.order_id, version).await {
-                    Ok(rows) => rows,
-                    Err(error) => {
-                        tracing::warn!(%error, order_id = %order.order_id, "watch cannot read changes");
-                        continue;
-                    }
-                };
-                for row in rows {
-                    version = row.version;
-                    let Ok(snapshot) = pb::Order::decode(row.snapshot.as_slice()) else {
-                        continue;
-                    };
-                    let done = terminal(snapshot.state);
-                    let message = pb::WatchOrderResponse {
-                        state: snapshot.state,
-                        reason: row.reason,
-                        time: Some(timestamp(row.at)),
-                        order: Some(snapshot),
-                    };
-                    if tx.send(Ok(message)).await.is_err() || done {
-                        return;
-                    }
-                }
-            }
-        });
+        let rx = self.flows.watch(order, first, &self.shutdown);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -531,9 +365,9 @@ impl FleetService for OrdersApi {
             return Err(ApiError::InvalidArgument(violations).into());
         };
         let location = body.location.unwrap_or_default();
-        let now = self.rentals.clock.now();
+        let now = self.flows.clock.now();
         let stored = self
-            .rentals
+            .flows
             .store
             .register_kiosk(kiosk::Model {
                 kiosk_id: kiosk_id.as_str().to_owned(),
@@ -541,10 +375,7 @@ impl FleetService for OrdersApi {
                 site_name: body.site_name.trim().to_owned(),
                 latitude: location.latitude,
                 longitude: location.longitude,
-                qr_secret: self
-                    .rentals
-                    .sealing
-                    .seal(kiosk_id.as_str(), &body.qr_secret),
+                qr_secret: self.flows.sealing.seal(kiosk_id.as_str(), &body.qr_secret),
                 out_of_service: body.out_of_service,
                 registered_at: now,
                 updated_at: now,
@@ -552,14 +383,14 @@ impl FleetService for OrdersApi {
             .await
             .map_err(internal)?;
         let view = self
-            .rentals
+            .flows
             .store
             .kiosk(kiosk_id.as_str())
             .await
             .map_err(internal)?;
         tracing::info!(kiosk_id = %kiosk_id, site_id = %stored.site_id, "kiosk registered");
         Ok(Response::new(pb::RegisterKioskResponse {
-            kiosk: Some(kiosk(view.as_ref(), Some(&stored))),
+            kiosk: Some(kiosk_proto(view.as_ref(), Some(&stored))),
         }))
     }
 
@@ -583,84 +414,16 @@ impl FleetService for OrdersApi {
         if !body.site_id.is_empty() {
             site_id("site_id", &body.site_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
         }
-        let store = &self.rentals.store;
-        // Kiosks are those registered and those that ever connected. Candidates come in id
-        // order in batches, each source read up to the same id, and are filtered here; the
-        // loop goes on until the page is full or the candidates run out, so a filter that
-        // drops many never ends a listing early.
-        const BATCH: u64 = 200;
-        let mut cursor = after;
-        let mut page = Vec::new();
-        let mut more = false;
-        'batches: loop {
-            let views = store
-                .kiosks(&cursor, BATCH, body.online_only)
-                .await
-                .map_err(internal)?;
-            let profiles = if body.online_only {
-                Vec::new()
-            } else {
-                store
-                    .kiosk_profiles_after(&cursor, BATCH, &body.site_id)
-                    .await
-                    .map_err(internal)?
-            };
-            // Up to which id both sources are complete in this batch.
-            let complete_to = [
-                (views.len() as u64 == BATCH).then(|| views.last().map(|v| v.kiosk_id.clone())),
-                (profiles.len() as u64 == BATCH)
-                    .then(|| profiles.last().map(|p| p.kiosk_id.clone())),
-            ]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .min();
-            let mut ids: Vec<String> = views
-                .iter()
-                .filter(|_| body.site_id.is_empty() || body.online_only)
-                .map(|v| v.kiosk_id.clone())
-                .chain(profiles.iter().map(|p| p.kiosk_id.clone()))
-                .filter(|id| complete_to.as_ref().is_none_or(|to| id <= to))
-                .collect();
-            ids.sort();
-            ids.dedup();
-            if ids.is_empty() {
-                break;
-            }
-            for id in ids {
-                cursor = id.clone();
-                let view = match views.iter().find(|v| v.kiosk_id == id) {
-                    Some(view) => Some(view.clone()),
-                    None => store.kiosk(&id).await.map_err(internal)?,
-                };
-                let profile = match profiles.iter().find(|p| p.kiosk_id == id) {
-                    Some(profile) => Some(profile.clone()),
-                    None => store.kiosk_profile(&id).await.map_err(internal)?,
-                };
-                if body.online_only && !view.as_ref().is_some_and(|v| v.online) {
-                    continue;
-                }
-                if !body.site_id.is_empty()
-                    && profile.as_ref().is_none_or(|p| p.site_id != body.site_id)
-                {
-                    continue;
-                }
-                if page.len() == size as usize {
-                    more = true;
-                    break 'batches;
-                }
-                page.push((id, kiosk(view.as_ref(), profile.as_ref())));
-            }
-            if complete_to.is_none() {
-                break;
-            }
-        }
-        let next_page_token = match (more, page.last()) {
-            (true, Some((last, _))) => URL_SAFE_NO_PAD.encode(last),
-            _ => String::new(),
-        };
+        let page = self
+            .flows
+            .list_kiosks(&after, size, body.online_only, &body.site_id)
+            .await?;
+        let next_page_token = page
+            .next_after
+            .map(|last| URL_SAFE_NO_PAD.encode(last))
+            .unwrap_or_default();
         Ok(Response::new(pb::ListKiosksResponse {
-            kiosks: page.into_iter().map(|(_, k)| k).collect(),
+            kiosks: page.kiosks,
             next_page_token,
         }))
     }
@@ -673,14 +436,14 @@ impl FleetService for OrdersApi {
         let body = request.into_inner();
         let id = KioskId::parse(&body.kiosk_id)
             .map_err(|why| ApiError::InvalidArgument(vec![FieldViolation::new("kiosk_id", why)]))?;
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         let view = store.kiosk(id.as_str()).await.map_err(internal)?;
         let profile = store.kiosk_profile(id.as_str()).await.map_err(internal)?;
         if view.is_none() && profile.is_none() {
             return Err(ApiError::NotFound(format!("kiosk {id} is unknown")).into());
         }
         Ok(Response::new(pb::GetKioskResponse {
-            kiosk: Some(kiosk(view.as_ref(), profile.as_ref())),
+            kiosk: Some(kiosk_proto(view.as_ref(), profile.as_ref())),
         }))
     }
 
@@ -709,9 +472,9 @@ impl FleetService for OrdersApi {
         let pricing = convert::terms_proto(&terms, pickup_window);
         let capacity = i64::try_from(item_type.capacity_bytes)
             .map_err(|_| ApiError::invalid("item_type.capacity_bytes", "is too large"))?;
-        let now = self.rentals.clock.now();
+        let now = self.flows.clock.now();
         let rule = self
-            .rentals
+            .flows
             .store
             .set_pricing(pricing_rule::Model {
                 rule_key: format!(
@@ -743,9 +506,9 @@ impl FleetService for OrdersApi {
         request: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let now = self.rentals.clock.now();
+        let now = self.flows.clock.now();
         let report = self
-            .rentals
+            .flows
             .store
             .audit(now, self.audit_grace)
             .await
@@ -774,7 +537,7 @@ impl FleetService for OrdersApi {
                 .map_err(|_| ApiError::invalid("page_token", "is not a token this RPC issued"))?
         };
         let rows = self
-            .rentals
+            .flows
             .store
             .parked(after, u64::from(size))
             .await
@@ -806,10 +569,10 @@ impl FleetService for OrdersApi {
     ) -> Result<Response<pb::RetryParkedEventResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
         let cursor = parked_cursor(request.get_ref().cursor)?;
-        let now = self.rentals.clock.now();
-        match self.rentals.store.retry_parked(cursor, now).await {
+        let now = self.flows.clock.now();
+        match self.flows.store.retry_parked(cursor, now).await {
             Ok(Retried::Applied) => {
-                self.rentals.wake.notify_one();
+                self.flows.wake.notify_one();
                 Ok(Response::new(pb::RetryParkedEventResponse {}))
             }
             Ok(Retried::NotFound) => {
@@ -832,7 +595,7 @@ impl FleetService for OrdersApi {
         request.caller()?.require(&[Role::Operator])?;
         let cursor = parked_cursor(request.get_ref().cursor)?;
         if !self
-            .rentals
+            .flows
             .store
             .drop_parked(cursor)
             .await

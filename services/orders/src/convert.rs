@@ -4,10 +4,14 @@
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::wire::{duration, from_duration};
-use sneakernet_runtime::{ApiError, FieldViolation};
+use sneakernet_runtime::{ApiError, FieldViolation, KioskId};
 
+use crate::deposits::DepositAsk;
 use crate::domain::money::{Currency, Money};
 use crate::domain::pricing::Terms;
+use crate::error::OrdersError;
+use crate::ids::{IdempotencyKey, OfferId};
+use crate::rentals::RentalAsk;
 
 /// A money field: a known currency, any amount.
 pub fn money(field: &str, value: Option<&common::Money>) -> Result<Money, FieldViolation> {
@@ -162,14 +166,114 @@ pub fn item_type(
 }
 
 /// Checks an idempotency key: 1 to 128 characters.
-pub fn idempotency_key(value: &str) -> Result<String, ApiError> {
-    if value.is_empty() || value.chars().count() > 128 {
-        return Err(ApiError::invalid(
-            "idempotency_key",
-            "must be 1 to 128 characters",
-        ));
+pub fn idempotency_key(value: &str) -> Result<IdempotencyKey, FieldViolation> {
+    IdempotencyKey::parse(value).map_err(|why| FieldViolation::new("idempotency_key", why))
+}
+
+/// Collects the violations of one request's fields, so a client hears of all at once.
+#[derive(Debug, Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// The value, or `None` with its violation kept.
+    fn check<T>(&mut self, checked: Result<T, FieldViolation>) -> Option<T> {
+        checked.map_err(|v| self.0.push(v)).ok()
     }
-    Ok(value.to_owned())
+
+    /// Like [`Self::check`], for checks that can fail on several fields.
+    fn check_all<T>(&mut self, checked: Result<T, ApiError>) -> Result<Option<T>, OrdersError> {
+        match checked {
+            Ok(value) => Ok(Some(value)),
+            Err(ApiError::InvalidArgument(v)) => {
+                self.0.extend(v);
+                Ok(None)
+            }
+            Err(other) => Err(OrdersError::Corrupt(other.to_string())),
+        }
+    }
+
+    /// Whether nothing was wrong so far.
+    fn none(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// INVALID_ARGUMENT naming every violation.
+    fn refused(self) -> OrdersError {
+        OrdersError::Invalid(self.0)
+    }
+}
+
+impl TryFrom<pb::CreateRentalRequest> for RentalAsk {
+    type Error = OrdersError;
+
+    /// Every field of CreateRental checked, every violation named at once.
+    fn try_from(body: pb::CreateRentalRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let kiosk_id = violations.check(
+            KioskId::parse(&body.kiosk_id).map_err(|why| FieldViolation::new("kiosk_id", why)),
+        );
+        let offer_id = violations.check(
+            OfferId::parse(&body.offer_id).map_err(|why| FieldViolation::new("offer_id", why)),
+        );
+        let choice = body.choice.clone().unwrap_or_default();
+        let spec = choice.spec.clone().unwrap_or_default();
+        if body.choice.is_none() || choice.spec.is_none() {
+            violations.check::<()>(Err(FieldViolation::new("choice.spec", "is required")));
+        } else {
+            violations.check_all(item_type("choice.spec.item_type", spec.item_type.as_ref()))?;
+        }
+        if choice.duration_days == 0 {
+            violations.check::<()>(Err(FieldViolation::new(
+                "choice.duration_days",
+                "must be at least 1",
+            )));
+        }
+        let card_token = violations.check_all(card_token(body.payment_method.as_ref()))?;
+        let idempotency_key = violations.check(idempotency_key(&body.idempotency_key));
+        match (kiosk_id, offer_id, card_token, idempotency_key) {
+            (Some(kiosk_id), Some(offer_id), Some(card_token), Some(idempotency_key))
+                if violations.none() =>
+            {
+                Ok(RentalAsk {
+                    kiosk_id,
+                    offer_id,
+                    spec,
+                    duration_days: choice.duration_days,
+                    card_token,
+                    idempotency_key,
+                })
+            }
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
+impl TryFrom<pb::PayDepositRequest> for DepositAsk {
+    type Error = OrdersError;
+
+    /// Every field of PayDeposit checked, every violation named at once.
+    fn try_from(body: pb::PayDepositRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let amount = violations.check(money("amount", body.amount.as_ref()));
+        let card = match violations.check_all(card_token(body.payment_method.as_ref()))? {
+            Some(Some(card)) => Some(card),
+            Some(None) => {
+                violations.check(Err(FieldViolation::new("payment_method", "is required")))
+            }
+            None => None,
+        };
+        let idempotency_key = violations.check(idempotency_key(&body.idempotency_key));
+        match (amount, card, idempotency_key) {
+            (Some(amount), Some(card_token), Some(idempotency_key)) if violations.none() => {
+                Ok(DepositAsk {
+                    amount,
+                    card_token,
+                    idempotency_key,
+                })
+            }
+            _ => Err(violations.refused()),
+        }
+    }
 }
 
 /// The card token of an optional payment method (`None`: use the remembered one).
@@ -248,6 +352,64 @@ mod tests {
         let mut long = pricing();
         long.max_duration_days = 400;
         assert!(terms("pricing", Some(&long)).is_err());
+    }
+
+    fn fields(error: OrdersError) -> Vec<String> {
+        let OrdersError::Invalid(violations) = error else {
+            panic!("expected INVALID_ARGUMENT, got {error}");
+        };
+        violations.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn a_create_rental_request_names_every_bad_field_at_once() {
+        let empty = RentalAsk::try_from(pb::CreateRentalRequest::default()).unwrap_err();
+        assert_eq!(
+            fields(empty),
+            [
+                "kiosk_id",
+                "offer_id",
+                "choice.spec",
+                "choice.duration_days",
+                "idempotency_key"
+            ]
+        );
+        let bad_card = pb::CreateRentalRequest {
+            kiosk_id: "K-1".into(),
+            offer_id: "o".into(),
+            choice: Some(pb::ItemChoice {
+                spec: Some(common::ItemSpec {
+                    item_type: Some(common::ItemType {
+                        kind: common::ItemKind::Drive.into(),
+                        ..Default::default()
+                    }),
+                    write_protect: true,
+                }),
+                duration_days: 1,
+            }),
+            payment_method: Some(pb::PaymentMethod { method: None }),
+            idempotency_key: "k".into(),
+        };
+        assert_eq!(
+            fields(RentalAsk::try_from(bad_card.clone()).unwrap_err()),
+            ["payment_method.method"]
+        );
+        let good = pb::CreateRentalRequest {
+            payment_method: None,
+            ..bad_card
+        };
+        let ask = RentalAsk::try_from(good).unwrap();
+        assert_eq!(ask.kiosk_id.as_str(), "K-1");
+        assert_eq!(ask.card_token, None, "the remembered card");
+    }
+
+    #[test]
+    fn a_pay_deposit_request_needs_amount_card_and_key() {
+        let empty = DepositAsk::try_from(pb::PayDepositRequest::default()).unwrap_err();
+        assert_eq!(
+            fields(empty),
+            ["amount", "payment_method", "idempotency_key"]
+        );
     }
 
     #[test]

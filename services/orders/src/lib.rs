@@ -6,30 +6,43 @@
 //! the gateway, the kiosk's result and returns from the gateway's event log, refunds and fees,
 //! the auditor. Reservations (flow 2) answer UNIMPLEMENTED until their issue.
 //!
-//! - [`api`]: the gRPC surface; [`convert`]: checking input at the edge.
-//! - [`rentals`]: the request flows around the store and the payment provider.
+//! - [`api`]: the gRPC surface; [`convert`]: checking input at the edge into [`ids`];
+//!   [`error`]: the flows' errors, mapped to gRPC codes in one place.
+//! - [`flows`]: what the flows share; one module per flow: [`scan`], [`deposits`],
+//!   [`rentals`], [`watch`], [`fleet`], [`lending`]; [`checkout`]: the steps every paid order
+//!   runs (offer line, hold, charge, book).
 //! - [`settle`]: the worker that finishes what requests started (outbox, refunds, fees,
 //!   deadlines, unknown payments).
 //! - [`events`]: following the gateway's event log; [`gateway_client`]: commands.
-//! - [`domain`]: money, the order life cycle, the ledger, pricing (pure).
+//! - [`domain`]: money, the order, payment attempt and deposit life cycles, the ledger,
+//!   pricing, offers (pure).
 //! - [`inventory`]: inventories summed per item type (pure).
 //! - [`payments`]: the PaymentProvider trait and the sandbox provider.
 //! - [`sealing`]: QR secrets encrypted at rest.
 //! - [`store`]: queries, one transaction per decision; [`entity`] and [`migration`]: tables.
 
 pub mod api;
+pub mod checkout;
 pub mod convert;
+pub mod deposits;
 pub mod domain;
 pub mod entity;
+pub mod error;
 pub mod events;
+pub mod fleet;
+pub mod flows;
 pub mod gateway_client;
+pub mod ids;
 pub mod inventory;
+pub mod lending;
 pub mod migration;
 pub mod payments;
 pub mod rentals;
+pub mod scan;
 pub mod sealing;
 pub mod settle;
 pub mod store;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -43,8 +56,8 @@ use sneakernet_runtime::{ServiceName, Shutdown};
 use tonic::transport::Endpoint;
 
 use crate::api::OrdersApi;
+use crate::flows::Flows;
 use crate::payments::sandbox::SandboxProvider;
-use crate::rentals::Rentals;
 use crate::store::Store;
 
 /// The service name used for its database and `--role`.
@@ -97,7 +110,7 @@ impl ServiceRole for OrdersRole {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let orders = &ctx.config.orders;
         let deposit =
-            rentals::configured_deposit(orders.deposit_minor_units, &orders.deposit_currency)
+            flows::configured_deposit(orders.deposit_minor_units, &orders.deposit_currency)
                 .map_err(|reason| {
                     StartError::Config(ConfigError::Invalid {
                         key: "orders.deposit_currency",
@@ -106,7 +119,7 @@ impl ServiceRole for OrdersRole {
                     })
                 })?;
         let sealing = sealing::SealingKey::load(&ctx.config).map_err(StartError::Config)?;
-        let rentals = Rentals {
+        let flows = Flows {
             store: store.clone(),
             provider: std::sync::Arc::new(SandboxProvider::new(store.connection().clone())),
             clock: ctx.clock.clone(),
@@ -133,7 +146,7 @@ impl ServiceRole for OrdersRole {
             serves.clone(),
         );
         settle::spawn(
-            rentals.clone(),
+            flows.clone(),
             client,
             orders.sweep_interval,
             &ctx.shutdown,
@@ -142,7 +155,7 @@ impl ServiceRole for OrdersRole {
         );
         let grace = orders.sweep_interval * 3 + Duration::from_secs(30);
         let api = OrdersApi {
-            rentals,
+            flows,
             shutdown: ctx.shutdown.clone(),
             audit_grace: chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::minutes(1)),
             creations: sneakernet_runtime::rate_limit::KeyedLimiter::new(

@@ -21,9 +21,9 @@ use sneakernet_runtime::wire::timestamp;
 use crate::convert;
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::OrderState;
+use crate::flows::Flows;
 use crate::gateway_client::GatewayClient;
 use crate::payments::{ChargeRequest, PaymentError, RefundRequest};
-use crate::rentals::Rentals;
 use crate::store::StoreError;
 use crate::store::money::Movement;
 
@@ -39,7 +39,7 @@ const ATTEMPT_STALE: chrono::Duration = chrono::Duration::minutes(2);
 /// Runs the worker until shutdown: one supervised task (health NOT_SERVING for `serves`
 /// while it is down, restarted after a panic).
 pub fn spawn(
-    rentals: Rentals,
+    flows: Flows,
     gateway: GatewayClient,
     interval: Duration,
     shutdown: &Shutdown,
@@ -53,7 +53,7 @@ pub fn spawn(
     };
     supervise::spawn(shutdown, health, task, move || {
         let worker = Worker {
-            rentals: rentals.clone(),
+            flows: flows.clone(),
             gateway: gateway.clone(),
         };
         let stop = stop.clone();
@@ -64,7 +64,7 @@ pub fn spawn(
                 }
                 tokio::select! {
                     () = stop.triggered() => return Ok::<(), std::convert::Infallible>(()),
-                    () = worker.rentals.wake.notified() => {}
+                    () = worker.flows.wake.notified() => {}
                     () = tokio::time::sleep(interval) => {}
                 }
             }
@@ -73,13 +73,13 @@ pub fn spawn(
 }
 
 struct Worker {
-    rentals: Rentals,
+    flows: Flows,
     gateway: GatewayClient,
 }
 
 impl Worker {
     fn now(&self) -> DateTime<Utc> {
-        self.rentals.clock.now()
+        self.flows.clock.now()
     }
 
     /// One pass over every step. A step that fails is logged and the others still run: one
@@ -100,7 +100,7 @@ impl Worker {
                 tracing::warn!(step, %error, "settling step failed; retrying next round");
             }
         }
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         store
             .forget_offers(self.now() - chrono::Duration::hours(1))
             .await?;
@@ -108,7 +108,7 @@ impl Worker {
     }
 
     async fn send_outbox(&self) -> Result<(), StoreError> {
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         for row in store.unsent_commands(BATCH).await? {
             // Tests make the worker panic here (a command waits), to see it restarted.
             sneakernet_runtime::failpoint::pause_point("orders::settle::outbox").await;
@@ -148,7 +148,7 @@ impl Worker {
     }
 
     async fn fail_overdue(&self) -> Result<(), StoreError> {
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         for order in store
             .orders_due(OrderState::Paid, self.now() - LEND_MARGIN, BATCH)
             .await?
@@ -162,7 +162,7 @@ impl Worker {
     }
 
     async fn ask_dispensing(&self) -> Result<(), StoreError> {
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         for order in store
             .orders_due(OrderState::Dispensing, self.now() - LEND_MARGIN, BATCH)
             .await?
@@ -204,7 +204,7 @@ impl Worker {
             return true;
         }
         let refund = self
-            .rentals
+            .flows
             .provider
             .refund(RefundRequest {
                 idempotency_key: key.to_owned(),
@@ -219,7 +219,7 @@ impl Worker {
     }
 
     async fn refund_failed(&self) -> Result<(), StoreError> {
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         let far = self.now() + chrono::Duration::days(3650);
         for order in store.orders_due(OrderState::Failed, far, BATCH).await? {
             let currency = crate::store::orders::currency(&order)?;
@@ -239,7 +239,7 @@ impl Worker {
     /// (the fee is then taken from the deposit), None if the outcome is not known yet.
     async fn charge_fee(&self, card: &str, key: &str, amount: Money) -> Option<bool> {
         match self
-            .rentals
+            .flows
             .provider
             .charge(ChargeRequest {
                 idempotency_key: key.to_owned(),
@@ -260,7 +260,7 @@ impl Worker {
     }
 
     async fn settle_returned(&self) -> Result<(), StoreError> {
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         let far = self.now() + chrono::Duration::days(3650);
         'orders: for order in store.orders_due(OrderState::Returned, far, BATCH).await? {
             let pricing = pb::Pricing::decode(order.pricing.as_slice()).ok();
@@ -300,7 +300,7 @@ impl Worker {
     }
 
     async fn charge_lost(&self) -> Result<(), StoreError> {
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         let now = self.now();
         // Lost after at least one day past due; each order's own terms decide.
         for order in store
@@ -339,7 +339,7 @@ impl Worker {
     }
 
     async fn refund_deposits(&self) -> Result<(), StoreError> {
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         for deposit in store.deposits_refunding(BATCH).await? {
             let currency = Currency::parse(&deposit.currency)
                 .map_err(|e| StoreError::Corrupt(format!("deposit {}: {e}", deposit.deposit_id)))?;
@@ -356,7 +356,7 @@ impl Worker {
     }
 
     async fn resolve_attempts(&self) -> Result<(), StoreError> {
-        let store = &self.rentals.store;
+        let store = &self.flows.store;
         let now = self.now();
         let mut attempts = store
             .claim_stale_attempts(now - ATTEMPT_STALE, now, BATCH)
@@ -369,12 +369,7 @@ impl Worker {
         for attempt in attempts {
             // Looked up, never charged again: asking to charge would make a charge that never
             // arrived the first time.
-            match self
-                .rentals
-                .provider
-                .find_charge(&attempt.payment_key)
-                .await
-            {
+            match self.flows.provider.find_charge(&attempt.payment_key).await {
                 Ok(Some(charge)) => {
                     let refund_key = format!("orphan-refund:{}", attempt.payment_key);
                     if self
@@ -409,9 +404,10 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::payment_attempt::AttemptState;
     use crate::payments::sandbox::{APPROVES, SandboxProvider};
     use crate::payments::{Charge, PaymentFuture, PaymentProvider, Refund};
-    use crate::store::money::{Abandon, attempt_state};
+    use crate::store::money::Abandon;
     use crate::store::tests::{World, eur, user};
     use sneakernet_proto::orders::v1 as pb;
     use sneakernet_runtime::clock::{Clock, OffsetClock};
@@ -442,7 +438,7 @@ mod tests {
         world.inventory("K1", &["D1"]).await;
         let sandbox = SandboxProvider::new(world.store.connection().clone());
         let clock = std::sync::Arc::new(OffsetClock::new());
-        let rentals = Rentals {
+        let flows = Flows {
             store: world.store.clone(),
             provider: std::sync::Arc::new(LostAnswers(sandbox.clone())),
             clock: clock.clone(),
@@ -455,7 +451,7 @@ mod tests {
         // What CreateRental does when the provider never answers: hold, charge, give up.
         let owner = user(1);
         let (payment_key, order_id) = world.begin_rental(&owner, "K1").await;
-        let asked = rentals
+        let asked = flows
             .provider
             .charge(ChargeRequest {
                 idempotency_key: payment_key.clone(),
@@ -466,7 +462,7 @@ mod tests {
         assert_eq!(asked, Err(PaymentError::Timeout));
         world
             .store
-            .abandon_rental(&payment_key, &order_id, Abandon::Unknown, clock.now())
+            .abandon_order(&payment_key, &order_id, Abandon::Unknown, clock.now())
             .await
             .unwrap();
         assert_eq!(
@@ -476,7 +472,7 @@ mod tests {
         );
 
         let worker = Worker {
-            rentals,
+            flows,
             gateway: GatewayClient::new(
                 &tonic::transport::Endpoint::from_static("http://127.0.0.1:9"),
                 ServiceToken::fixed("unused"),
@@ -491,7 +487,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             attempt.state,
-            attempt_state::PENDING,
+            AttemptState::Pending.as_str(),
             "too fresh to resolve"
         );
 
@@ -503,7 +499,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(attempt.state, attempt_state::REFUNDED);
+        assert_eq!(attempt.state, AttemptState::Refunded.as_str());
         assert_eq!(sandbox.refunds_of(&attempt.charge_id).await.unwrap(), 1);
         let report = world
             .store
@@ -528,7 +524,7 @@ mod tests {
 
     fn worker(world: &World, clock: &std::sync::Arc<OffsetClock>) -> Worker {
         Worker {
-            rentals: Rentals {
+            flows: Flows {
                 store: world.store.clone(),
                 provider: std::sync::Arc::new(SandboxProvider::new(
                     world.store.connection().clone(),

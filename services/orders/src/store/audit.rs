@@ -13,8 +13,8 @@ use sea_orm::{
 use sneakernet_proto::orders::v1 as pb;
 
 use super::Store;
-use super::money::attempt_state;
 use crate::domain::order::OrderState;
+use crate::domain::payment_attempt::AttemptState;
 use crate::entity::{ledger_entry, ledger_transaction, order, payment_attempt};
 
 /// What the audit found.
@@ -220,8 +220,10 @@ impl Store {
         for attempt in &attempts {
             let stale = attempt.updated_at + grace + Duration::minutes(5) < now;
             if stale
-                && (attempt.state == attempt_state::PENDING
-                    || attempt.state == attempt_state::RESOLVING)
+                && matches!(
+                    AttemptState::parse(&attempt.state),
+                    Some(AttemptState::Pending | AttemptState::Resolving)
+                )
             {
                 report.violations.push(violation(
                     K::PaidNotSettled,

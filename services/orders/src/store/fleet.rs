@@ -20,60 +20,7 @@ use crate::entity::{kiosk, kiosk_item, pricing_rule};
 /// do not promise them).
 const MIN_POWER_BANK_CHARGE_PERCENT: u32 = 80;
 
-/// A lendable type: kind, capacity (0 for power banks), content package ("" when none).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TypeKey {
-    /// `common.v1.ItemKind`.
-    pub kind: i32,
-    /// Drives: capacity in bytes; 0 for power banks.
-    pub capacity_bytes: i64,
-    /// Drives: the content package; empty when blank.
-    pub content_package_id: String,
-}
-
-impl TypeKey {
-    /// The type of an item as a kiosk describes it.
-    pub fn of_item(item: &common::Item) -> Self {
-        match item.attributes.as_ref().and_then(|a| a.kind.as_ref()) {
-            Some(common::item_attributes::Kind::Drive(drive)) => TypeKey {
-                kind: common::ItemKind::Drive.into(),
-                capacity_bytes: i64::try_from(drive.capacity_bytes).unwrap_or(i64::MAX),
-                content_package_id: drive.content_package_id.clone(),
-            },
-            _ => TypeKey {
-                kind: item.kind,
-                capacity_bytes: 0,
-                content_package_id: String::new(),
-            },
-        }
-    }
-
-    /// As a protobuf type.
-    pub fn to_proto(&self) -> common::ItemType {
-        common::ItemType {
-            kind: self.kind,
-            capacity_bytes: u64::try_from(self.capacity_bytes).unwrap_or(0),
-            content_package_id: self.content_package_id.clone(),
-        }
-    }
-
-    /// From a protobuf type (already validated).
-    pub fn from_proto(item_type: &common::ItemType) -> Self {
-        TypeKey {
-            kind: item_type.kind,
-            capacity_bytes: i64::try_from(item_type.capacity_bytes).unwrap_or(i64::MAX),
-            content_package_id: item_type.content_package_id.clone(),
-        }
-    }
-
-    /// `item_types/<kind>/<capacity>/<package>`, a precondition subject.
-    pub fn subject(&self) -> String {
-        format!(
-            "item_types/{}/{}/{}",
-            self.kind, self.capacity_bytes, self.content_package_id
-        )
-    }
-}
+pub use crate::domain::offer::TypeKey;
 
 /// Whether an item in a bay of this state can be lent now.
 fn lendable(state: i32, item: &common::Item) -> bool {

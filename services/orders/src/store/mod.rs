@@ -221,7 +221,9 @@ impl Store {
                 if let Some(record) = &changed.command
                     && record.requested_by == format!("service:{}", crate::SERVICE)
                 {
-                    touched = self.apply_command(txn, record, at).await?;
+                    touched = self
+                        .apply_command(txn, crate::lending::effect_of(record), at)
+                        .await?;
                 }
             }
             Some(gateway::event::Kind::ItemReturned(returned)) => {

@@ -14,25 +14,11 @@ use sea_orm::{
 };
 
 use super::{Store, StoreError};
+use crate::domain::deposit::{DepositEvent, DepositState, transition};
 use crate::domain::ledger::{Account, Posting};
 use crate::domain::money::Money;
+use crate::domain::payment_attempt::{AttemptEvent, AttemptState};
 use crate::entity::{account, deposit, ledger_entry, ledger_transaction, payment_attempt};
-
-/// Attempt states as stored.
-pub mod attempt_state {
-    /// Asked (or about to be); the outcome is not booked.
-    pub const PENDING: &str = "pending";
-    /// Charged and booked.
-    pub const CHARGED: &str = "charged";
-    /// Declined by the card; final for its key.
-    pub const DECLINED: &str = "declined";
-    /// Nothing was charged (a processor error); a retry with the key may charge.
-    pub const FAILED: &str = "failed";
-    /// The sweeper is finding out what happened.
-    pub const RESOLVING: &str = "resolving";
-    /// Charged, but nothing took it: paid back.
-    pub const REFUNDED: &str = "refunded";
-}
 
 /// What a ledger transaction was for; the first four show on an order's statement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,6 +148,20 @@ pub(crate) async fn statement<C: ConnectionTrait>(
         .await
 }
 
+/// Whether the account holds a deposit now (one in the held state).
+pub(crate) async fn deposit_held<C: ConnectionTrait>(
+    db: &C,
+    account: &account::Model,
+) -> Result<bool, DbErr> {
+    Ok(match &account.deposit_id {
+        Some(id) => deposit::Entity::find_by_id(id.clone())
+            .one(db)
+            .await?
+            .is_some_and(|d| DepositState::parse(&d.state) == Some(DepositState::Held)),
+        None => false,
+    })
+}
+
 /// The account row, created empty if missing.
 pub(crate) async fn account_row<C: ConnectionTrait>(
     db: &C,
@@ -195,15 +195,17 @@ pub(crate) async fn account_row<C: ConnectionTrait>(
         .unwrap_or(row))
 }
 
-/// Moves an attempt from one of `from` to `to`; whether it was in one of `from`.
+/// Moves an attempt as `event` says, conditionally (only from a state the event applies
+/// to); whether it moved.
 pub(crate) async fn move_attempt<C: ConnectionTrait>(
     db: &C,
     payment_key: &str,
-    from: &[&str],
-    to: &str,
+    event: AttemptEvent,
     charge_id: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
+    let (from, to) = event.moves();
+    let to = to.as_str();
     let mut update = payment_attempt::Entity::update_many()
         .col_expr(payment_attempt::Column::State, Expr::value(to))
         .col_expr(payment_attempt::Column::UpdatedAt, Expr::value(at));
@@ -212,7 +214,7 @@ pub(crate) async fn move_attempt<C: ConnectionTrait>(
     }
     let done = update
         .filter(payment_attempt::Column::PaymentKey.eq(payment_key))
-        .filter(payment_attempt::Column::State.is_in(from.iter().copied()))
+        .filter(payment_attempt::Column::State.is_in(from.into_iter().map(AttemptState::as_str)))
         .exec(db)
         .await?;
     Ok(done.rows_affected == 1)
@@ -255,7 +257,7 @@ impl NewAttempt<'_> {
             amount: self.amount.minor(),
             currency: self.amount.currency().code().to_owned(),
             card_token: self.card_token.to_owned(),
-            state: attempt_state::PENDING.into(),
+            state: AttemptState::Pending.as_str().into(),
             charge_id: String::new(),
             held_item: self.held_item.to_owned(),
             created_at: now,
@@ -347,7 +349,7 @@ impl Store {
         Ok(self
             .deposit(&deposit_id)
             .await?
-            .filter(|deposit| deposit.state == "held"))
+            .filter(|deposit| DepositState::parse(&deposit.state) == Some(DepositState::Held)))
     }
 
     /// Decides how a PayDeposit goes on, claiming the account's deposit slot for a charge.
@@ -370,8 +372,8 @@ impl Store {
             if attempt.request_hash != request_hash {
                 return Ok(DepositStart::KeyReused);
             }
-            match attempt.state.as_str() {
-                attempt_state::CHARGED => {
+            match AttemptState::parse(&attempt.state) {
+                Some(AttemptState::Charged) => {
                     let existing = deposit::Entity::find_by_id(attempt.subject_id.clone())
                         .one(&txn)
                         .await?
@@ -383,10 +385,10 @@ impl Store {
                         })?;
                     return Ok(DepositStart::Existing(existing));
                 }
-                attempt_state::DECLINED => return Ok(DepositStart::Declined),
-                attempt_state::RESOLVING => return Ok(DepositStart::Resolving),
-                attempt_state::REFUNDED => return Ok(DepositStart::Abandoned),
-                _ => {}
+                Some(AttemptState::Declined) => return Ok(DepositStart::Declined),
+                Some(AttemptState::Resolving) => return Ok(DepositStart::Resolving),
+                Some(AttemptState::Refunded) => return Ok(DepositStart::Abandoned),
+                Some(AttemptState::Pending | AttemptState::Failed) | None => {}
             }
         }
         let deposit_id = attempt
@@ -407,15 +409,7 @@ impl Store {
             .await?;
         match attempt {
             Some(_) => {
-                move_attempt(
-                    &txn,
-                    &payment_key,
-                    &[attempt_state::PENDING, attempt_state::FAILED],
-                    attempt_state::PENDING,
-                    None,
-                    now,
-                )
-                .await?;
+                move_attempt(&txn, &payment_key, AttemptEvent::Retried, None, now).await?;
             }
             None => {
                 NewAttempt {
@@ -461,8 +455,7 @@ impl Store {
         if !move_attempt(
             &txn,
             &charge.payment_key,
-            &[attempt_state::PENDING],
-            attempt_state::CHARGED,
+            AttemptEvent::Charged,
             Some(&charge.charge_id),
             now,
         )
@@ -485,7 +478,7 @@ impl Store {
             user_id: charge.user_id.clone(),
             amount: charge.amount.minor(),
             currency: charge.amount.currency().code().to_owned(),
-            state: "held".into(),
+            state: DepositState::Held.as_str().into(),
             withheld: 0,
             refunded: 0,
             charge_id: charge.charge_id.clone(),
@@ -586,7 +579,7 @@ impl Store {
             .lock_exclusive()
             .one(&txn)
             .await?
-            .filter(|d| d.state == "held")
+            .filter(|d| DepositState::parse(&d.state) == Some(DepositState::Held))
         else {
             // Claimed by a deposit charge still in progress.
             return Ok(RefundStart::NoDeposit);
@@ -599,6 +592,9 @@ impl Store {
             return Ok(RefundStart::Busy(order.clone()));
         }
         let _ = now;
+        let refunding = transition(DepositState::Held, DepositEvent::RefundAsked)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .as_str();
         account::Entity::update_many()
             .col_expr(
                 account::Column::DepositId,
@@ -609,14 +605,14 @@ impl Store {
             .exec(&txn)
             .await?;
         deposit::Entity::update_many()
-            .col_expr(deposit::Column::State, Expr::value("refunding"))
+            .col_expr(deposit::Column::State, Expr::value(refunding))
             .col_expr(deposit::Column::RefundKey, Expr::value(idempotency_key))
             .filter(deposit::Column::DepositId.eq(held.deposit_id.as_str()))
             .exec(&txn)
             .await?;
         txn.commit().await?;
         Ok(RefundStart::Refund(deposit::Model {
-            state: "refunding".into(),
+            state: refunding.into(),
             refund_key: Some(idempotency_key.to_owned()),
             ..held
         }))
@@ -625,7 +621,7 @@ impl Store {
     /// Deposits whose refund is asked and not yet paid.
     pub async fn deposits_refunding(&self, limit: u64) -> Result<Vec<deposit::Model>, DbErr> {
         deposit::Entity::find()
-            .filter(deposit::Column::State.eq("refunding"))
+            .filter(deposit::Column::State.eq(DepositState::Refunding.as_str()))
             .limit(limit)
             .all(&self.db)
             .await
@@ -639,13 +635,16 @@ impl Store {
         paid_back: Money,
         now: DateTime<Utc>,
     ) -> Result<deposit::Model, StoreError> {
+        let from = DepositState::Refunding;
+        let to = transition(from, DepositEvent::RefundPaid)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let txn = self.write().await?;
         let moved = deposit::Entity::update_many()
-            .col_expr(deposit::Column::State, Expr::value("refunded"))
+            .col_expr(deposit::Column::State, Expr::value(to.as_str()))
             .col_expr(deposit::Column::Refunded, Expr::value(paid_back.minor()))
             .col_expr(deposit::Column::RefundedAt, Expr::value(now))
             .filter(deposit::Column::DepositId.eq(deposit.deposit_id.as_str()))
-            .filter(deposit::Column::State.eq("refunding"))
+            .filter(deposit::Column::State.eq(from.as_str()))
             .exec(&txn)
             .await?;
         if moved.rows_affected == 1 && paid_back.minor() > 0 {
@@ -684,21 +683,19 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<payment_attempt::Model>, DbErr> {
         let stale = payment_attempt::Entity::find()
-            .filter(payment_attempt::Column::State.eq(attempt_state::PENDING))
+            .filter(payment_attempt::Column::State.eq(AttemptState::Pending.as_str()))
             .filter(payment_attempt::Column::UpdatedAt.lt(cutoff))
             .limit(limit)
             .all(&self.db)
             .await?;
+        let (from, to) = AttemptEvent::Claimed.moves();
         let mut claimed = Vec::new();
         for attempt in stale {
             let done = payment_attempt::Entity::update_many()
-                .col_expr(
-                    payment_attempt::Column::State,
-                    Expr::value(attempt_state::RESOLVING),
-                )
+                .col_expr(payment_attempt::Column::State, Expr::value(to.as_str()))
                 .col_expr(payment_attempt::Column::UpdatedAt, Expr::value(now))
                 .filter(payment_attempt::Column::PaymentKey.eq(attempt.payment_key.as_str()))
-                .filter(payment_attempt::Column::State.eq(attempt_state::PENDING))
+                .filter(payment_attempt::Column::State.is_in(from.iter().map(|s| s.as_str())))
                 .filter(payment_attempt::Column::UpdatedAt.lt(cutoff))
                 .exec(&self.db)
                 .await?;
@@ -716,7 +713,7 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<payment_attempt::Model>, DbErr> {
         payment_attempt::Entity::find()
-            .filter(payment_attempt::Column::State.eq(attempt_state::RESOLVING))
+            .filter(payment_attempt::Column::State.eq(AttemptState::Resolving.as_str()))
             .filter(payment_attempt::Column::UpdatedAt.lt(cutoff))
             .limit(limit)
             .all(&self.db)
@@ -734,22 +731,13 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let txn = self.write().await?;
-        let to = match (refund, declined) {
-            (Some(_), _) => attempt_state::REFUNDED,
-            (None, true) => attempt_state::DECLINED,
-            (None, false) => attempt_state::FAILED,
+        let event = match (refund, declined) {
+            (Some(_), _) => AttemptEvent::ResolvedRefunded,
+            (None, true) => AttemptEvent::ResolvedDeclined,
+            (None, false) => AttemptEvent::ResolvedFailed,
         };
         let charge_id = refund.map(|(charge_id, _, _)| charge_id);
-        if !move_attempt(
-            &txn,
-            &attempt.payment_key,
-            &[attempt_state::RESOLVING],
-            to,
-            charge_id,
-            now,
-        )
-        .await?
-        {
+        if !move_attempt(&txn, &attempt.payment_key, event, charge_id, now).await? {
             return Ok(());
         }
         if let Some((_, refund_key, amount)) = refund {
@@ -790,12 +778,7 @@ impl Store {
         move_attempt(
             &self.db,
             payment_key,
-            &[
-                attempt_state::PENDING,
-                attempt_state::FAILED,
-                attempt_state::RESOLVING,
-            ],
-            attempt_state::PENDING,
+            AttemptEvent::Orphaned,
             Some(charge_id),
             now,
         )
@@ -809,16 +792,9 @@ impl Store {
         payment_key: &str,
         now: DateTime<Utc>,
     ) -> Result<(), DbErr> {
-        move_attempt(
-            &self.db,
-            payment_key,
-            &[attempt_state::RESOLVING],
-            attempt_state::PENDING,
-            None,
-            now,
-        )
-        .await
-        .map(|_| ())
+        move_attempt(&self.db, payment_key, AttemptEvent::Unclaimed, None, now)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -886,27 +862,11 @@ pub(crate) async fn abandon_attempt<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     match outcome {
         Abandon::Declined => {
-            move_attempt(
-                db,
-                payment_key,
-                &[attempt_state::PENDING],
-                attempt_state::DECLINED,
-                None,
-                now,
-            )
-            .await?;
+            move_attempt(db, payment_key, AttemptEvent::Declined, None, now).await?;
         }
         Abandon::NothingCharged => {
             // Kept, not deleted: the record of every key asked of the provider stays.
-            move_attempt(
-                db,
-                payment_key,
-                &[attempt_state::PENDING],
-                attempt_state::FAILED,
-                None,
-                now,
-            )
-            .await?;
+            move_attempt(db, payment_key, AttemptEvent::NothingCharged, None, now).await?;
         }
         Abandon::Unknown => {}
     }

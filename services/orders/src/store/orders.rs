@@ -17,12 +17,14 @@ use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::wire::timestamp;
 
 use super::fleet::{self, TypeKey};
-use super::money::{self, Abandon, Booking, Movement, attempt_state, book};
+use super::money::{self, Abandon, Booking, Movement, book};
 use super::{Store, StoreError};
 use crate::domain::ledger::Posting;
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderEvent, OrderKind, OrderState, transition};
+use crate::domain::payment_attempt::{AttemptEvent, AttemptState};
 use crate::entity::{account, deposit, offer, order, order_change, outbox, payment_attempt};
+use crate::lending::CommandEffect;
 
 /// The order's kind and state, parsed.
 pub fn kind_and_state(row: &order::Model) -> Result<(OrderKind, OrderState), StoreError> {
@@ -241,6 +243,68 @@ async fn free_slot<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<(), DbE
     Ok(())
 }
 
+/// The order this user already made with the request's key: answered if the request is the
+/// same, refused as a reused key if not.
+async fn same_key_order<C: ConnectionTrait>(
+    db: &C,
+    request: &OrderOpening,
+) -> Result<Option<Opening>, DbErr> {
+    Ok(order::Entity::find()
+        .filter(order::Column::UserId.eq(request.user_id.as_str()))
+        .filter(order::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
+        .one(db)
+        .await?
+        .map(|existing| {
+            if existing.request_hash == request.request_hash {
+                Opening::Existing(Box::new(existing))
+            } else {
+                Opening::KeyReused
+            }
+        }))
+}
+
+/// What an earlier payment attempt under the key already decided, if anything: another
+/// request's key, a decline, an outcome being resolved, or a payment given up. `None` when a
+/// retry may charge (pending or nothing charged).
+fn decided_attempt(attempt: &payment_attempt::Model, attempt_hash: &str) -> Option<Opening> {
+    if attempt.request_hash != attempt_hash {
+        return Some(Opening::KeyReused);
+    }
+    match AttemptState::parse(&attempt.state) {
+        Some(AttemptState::Declined) => Some(Opening::Declined),
+        Some(AttemptState::Pending | AttemptState::Failed) => None,
+        Some(AttemptState::Resolving) => Some(Opening::Resolving),
+        Some(AttemptState::Charged | AttemptState::Refunded) | None => Some(Opening::Abandoned),
+    }
+}
+
+/// Claims the account's one open-order slot for `order_id` (conditionally: a concurrent
+/// claim loses). `Some(refusal)` when another order holds it.
+async fn claim_slot<C: ConnectionTrait>(
+    db: &C,
+    account: &account::Model,
+    order_id: &str,
+) -> Result<Option<Opening>, DbErr> {
+    match &account.open_order_id {
+        Some(open) if open != order_id => return Ok(Some(Opening::ItemOut(open.clone()))),
+        _ => {}
+    }
+    let claimed = account::Entity::update_many()
+        .col_expr(
+            account::Column::OpenOrderId,
+            Expr::value(order_id.to_owned()),
+        )
+        .filter(account::Column::UserId.eq(account.user_id.as_str()))
+        .filter(
+            sea_orm::Condition::any()
+                .add(account::Column::OpenOrderId.is_null())
+                .add(account::Column::OpenOrderId.eq(order_id)),
+        )
+        .exec(db)
+        .await?;
+    Ok((claimed.rows_affected != 1).then(|| Opening::ItemOut(String::new())))
+}
+
 /// Writes a kiosk command to the outbox, to be handed to the gateway after commit.
 pub(crate) async fn enqueue<C: ConnectionTrait>(
     db: &C,
@@ -266,9 +330,9 @@ pub(crate) async fn enqueue<C: ConnectionTrait>(
     Ok(())
 }
 
-/// How CreateRental should go on.
+/// How opening an order goes on (see [`Store::open_order`]).
 #[derive(Debug)]
-pub enum RentalStart {
+pub enum Opening {
     /// This key already made this order: answer it.
     Existing(Box<order::Model>),
     /// This key came with another request.
@@ -286,7 +350,7 @@ pub enum RentalStart {
     /// No unit of the type is free at the kiosk.
     TypeUnavailable,
     /// Charge now with this provider key; the unit and the account's slot are held for
-    /// this order id.
+    /// this order id until the order is booked or abandoned.
     Charge {
         /// Provider key.
         payment_key: String,
@@ -295,12 +359,14 @@ pub enum RentalStart {
     },
 }
 
-/// What CreateRental asks for, checked.
+/// An order being opened: what the user asked for, checked, and its price.
 #[derive(Clone, Debug)]
-pub struct RentalRequest {
+pub struct OrderOpening {
+    /// Rental or reservation: names the payment attempt's purpose and key.
+    pub kind: OrderKind,
     /// The account.
     pub user_id: String,
-    /// CreateRental's key.
+    /// The request's idempotency key.
     pub idempotency_key: String,
     /// Fingerprint of the request (stored on the order).
     pub request_hash: String,
@@ -317,15 +383,25 @@ pub struct RentalRequest {
     pub price: Money,
 }
 
-/// A paid rental, to be booked.
+/// A paid order, to be booked.
 #[derive(Clone, Debug)]
-pub struct PaidRental {
+pub struct PaidOrder {
     /// The order row (version 0; `save` makes it 1).
     pub order: order::Model,
     /// Provider key of the charge.
     pub payment_key: String,
-    /// The lend command.
-    pub lend: gateway::CommandPayload,
+    /// Why the order is where it is, as the user reads it.
+    pub reason: String,
+    /// The kiosk command the order waits for (a lend for a rental), queued in the outbox
+    /// under `command_key`.
+    pub command: gateway::CommandPayload,
+    /// The outbox key of `command` (one command per key).
+    pub command_key: String,
+}
+
+/// The provider key of an order's charge: one per account, kind and idempotency key.
+pub fn payment_key(kind: OrderKind, user_id: &str, idempotency_key: &str) -> String {
+    format!("{}:{user_id}:{idempotency_key}", kind.as_str())
 }
 
 /// Which orders a listing shows.
@@ -454,86 +530,53 @@ impl Store {
             .await
     }
 
-    /// Decides how a CreateRental goes on: the same key's order, or a refusal, or a held unit
-    /// and account slot to charge for.
-    pub async fn begin_rental(
+    /// Opens an order: answers the same key's order, or refuses (key reused, payment already
+    /// decided, no deposit, an item out, nothing free), or holds a unit of the type and the
+    /// account's one open-order slot for the order id, with a pending payment attempt, all in
+    /// one transaction. Nothing is held when it refuses.
+    pub async fn open_order(
         &self,
-        request: &RentalRequest,
+        request: &OrderOpening,
         now: DateTime<Utc>,
-    ) -> Result<RentalStart, StoreError> {
-        let payment_key = format!("rental:{}:{}", request.user_id, request.idempotency_key);
+    ) -> Result<Opening, StoreError> {
+        let payment_key = payment_key(request.kind, &request.user_id, &request.idempotency_key);
         let txn = self.write().await?;
         let account = money::account_row(&txn, &request.user_id).await?;
-        if let Some(existing) = order::Entity::find()
-            .filter(order::Column::UserId.eq(request.user_id.as_str()))
-            .filter(order::Column::IdempotencyKey.eq(request.idempotency_key.as_str()))
-            .one(&txn)
-            .await?
-        {
-            return Ok(if existing.request_hash == request.request_hash {
-                RentalStart::Existing(Box::new(existing))
-            } else {
-                RentalStart::KeyReused
-            });
+        if let Some(answer) = same_key_order(&txn, request).await? {
+            return Ok(answer);
         }
         let attempt = payment_attempt::Entity::find_by_id(payment_key.clone())
             .one(&txn)
             .await?;
-        if let Some(attempt) = &attempt {
-            if attempt.request_hash != request.attempt_hash {
-                return Ok(RentalStart::KeyReused);
-            }
-            match attempt.state.as_str() {
-                attempt_state::DECLINED => return Ok(RentalStart::Declined),
-                attempt_state::PENDING | attempt_state::FAILED => {}
-                attempt_state::RESOLVING => return Ok(RentalStart::Resolving),
-                _ => return Ok(RentalStart::Abandoned),
-            }
+        if let Some(attempt) = &attempt
+            && let Some(answer) = decided_attempt(attempt, &request.attempt_hash)
+        {
+            return Ok(answer);
         }
+        // A retry pays for the order its first attempt was for.
         let order_id = attempt
             .as_ref()
             .map(|a| a.subject_id.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let deposit_held = match &account.deposit_id {
-            Some(id) => deposit::Entity::find_by_id(id.clone())
-                .one(&txn)
-                .await?
-                .is_some_and(|d| d.state == "held"),
-            None => false,
-        };
-        if !deposit_held {
-            return Ok(RentalStart::NoDeposit);
+        if !money::deposit_held(&txn, &account).await? {
+            return Ok(Opening::NoDeposit);
         }
-        match &account.open_order_id {
-            Some(open) if *open != order_id => return Ok(RentalStart::ItemOut(open.clone())),
-            _ => {}
-        }
-        let claimed = account::Entity::update_many()
-            .col_expr(account::Column::OpenOrderId, Expr::value(order_id.clone()))
-            .filter(account::Column::UserId.eq(request.user_id.as_str()))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(account::Column::OpenOrderId.is_null())
-                    .add(account::Column::OpenOrderId.eq(order_id.as_str())),
-            )
-            .exec(&txn)
-            .await?;
-        if claimed.rows_affected != 1 {
-            return Ok(RentalStart::ItemOut(String::new()));
+        if let Some(refused) = claim_slot(&txn, &account, &order_id).await? {
+            return Ok(refused);
         }
         fleet::release_hold(&txn, &order_id).await?;
         let Some(unit) =
             fleet::hold_unit(&txn, &request.kiosk_id, &request.wanted, &order_id).await?
         else {
             // Dropping the transaction rolls the slot back.
-            return Ok(RentalStart::TypeUnavailable);
+            return Ok(Opening::TypeUnavailable);
         };
         match attempt {
             Some(_) => {
                 payment_attempt::Entity::update_many()
                     .col_expr(
                         payment_attempt::Column::State,
-                        Expr::value(attempt_state::PENDING),
+                        Expr::value(AttemptEvent::Retried.moves().1.as_str()),
                     )
                     .col_expr(payment_attempt::Column::HeldItem, Expr::value(unit))
                     .col_expr(payment_attempt::Column::UpdatedAt, Expr::value(now))
@@ -545,7 +588,7 @@ impl Store {
                 money::NewAttempt {
                     payment_key: &payment_key,
                     user_id: &request.user_id,
-                    purpose: "rental",
+                    purpose: request.kind.as_str(),
                     subject_id: &order_id,
                     request_hash: &request.attempt_hash,
                     amount: request.price,
@@ -557,25 +600,27 @@ impl Store {
             }
         }
         txn.commit().await?;
-        Ok(RentalStart::Charge {
+        Ok(Opening::Charge {
             payment_key,
             order_id,
         })
     }
 
-    /// Books a paid rental: the order (PAID), the charge in the ledger, the lend in the
-    /// outbox, in one transaction.
-    pub async fn finish_rental(
+    /// Books a paid order in one transaction: its payment attempt CHARGED, the order (at its
+    /// first version, with `paid.reason`), the charge in the ledger, and its kiosk command in
+    /// the outbox. A concurrent call with the same key that booked first is answered with its
+    /// order; [`StoreError::Raced`] when the charge pays for nothing (rolled back, the attempt
+    /// stays pending and the settling worker pays it back).
+    pub async fn book_paid_order(
         &self,
-        paid: PaidRental,
+        paid: PaidOrder,
         now: DateTime<Utc>,
     ) -> Result<order::Model, StoreError> {
         let txn = self.write().await?;
         if !money::move_attempt(
             &txn,
             &paid.payment_key,
-            &[attempt_state::PENDING],
-            attempt_state::CHARGED,
+            AttemptEvent::Charged,
             Some(&paid.order.charge_id),
             now,
         )
@@ -589,15 +634,13 @@ impl Store {
                 return Ok(existing);
             }
             return Err(StoreError::Raced(
-                "the rental's payment was resolved by the sweeper; use a new idempotency key"
-                    .into(),
+                "the order's payment was resolved by the sweeper; use a new idempotency key".into(),
             ));
         }
         let account = money::account_row(&txn, &paid.order.user_id).await?;
         if account.open_order_id.as_deref() != Some(paid.order.order_id.as_str()) {
             // The slot was freed (an abandoned concurrent call) and maybe taken by another
-            // order: this charge pays for nothing. Rolled back, the attempt stays pending and
-            // the settling worker pays it back.
+            // order: this charge pays for nothing.
             return Err(StoreError::Raced(
                 "this request was overtaken by another of the account; nothing is kept, the charge is paid back; retry with a new idempotency key".into(),
             ));
@@ -615,19 +658,13 @@ impl Store {
             },
         )
         .await?;
-        let order = save(
-            &txn,
-            paid.order,
-            "Paid. Asking the kiosk to hand out your item.",
-            now,
-        )
-        .await?;
+        let order = save(&txn, paid.order, &paid.reason, now).await?;
         enqueue(
             &txn,
             &order.kiosk_id,
-            &format!("lend:{}", order.order_id),
+            &paid.command_key,
             &order.order_id,
-            &paid.lend,
+            &paid.command,
             order.deadline,
             now,
         )
@@ -637,9 +674,9 @@ impl Store {
         Ok(order)
     }
 
-    /// Gives up a rental's charge: the unit and the account slot are freed, the attempt ends
+    /// Gives up an order's charge: the unit and the account slot are freed, the attempt ends
     /// as `outcome` says.
-    pub async fn abandon_rental(
+    pub async fn abandon_order(
         &self,
         payment_key: &str,
         order_id: &str,
@@ -705,7 +742,7 @@ impl Store {
                     &txn,
                     current,
                     OrderEvent::LendRequested,
-                    "The kiosk is handing out your item.",
+                    crate::lending::HANDING_OUT,
                     now,
                     |o| o.command_id = Some(command_id),
                 )
@@ -956,7 +993,9 @@ impl Store {
             .and_then(sneakernet_runtime::wire::from_timestamp)
             .map_or(now, |at| at.min(now));
         let txn = self.write().await?;
-        let touched = self.apply_command(&txn, record, at).await?;
+        let touched = self
+            .apply_command(&txn, crate::lending::effect_of(record), at)
+            .await?;
         txn.commit().await?;
         if let Some(order_id) = touched {
             self.announce(&order_id);
@@ -964,76 +1003,61 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a command's new state to its order, if it is a lend of ours. Returns the order
-    /// that changed, if any.
+    /// Stores what a command's new state does (decided by [`crate::lending::effect_of`]):
+    /// the order moved with the texts given, units marked, the follow-up command queued.
+    /// Returns the order that changed, if any.
     pub(crate) async fn apply_command<C: ConnectionTrait>(
         &self,
         db: &C,
-        record: &gateway::CommandRecord,
+        effect: CommandEffect,
         at: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
-        let Some(kind) = record.payload.as_ref().and_then(|p| p.kind.as_ref()) else {
-            return Ok(None);
-        };
-        let state = gateway::CommandState::try_from(record.state).unwrap_or_default();
-        let result = record.result.as_ref().and_then(|r| r.outcome.as_ref());
-        match kind {
-            gateway::command_payload::Kind::Lend(lend) => {
-                let order_id = lend.order_id.as_str();
-                match (state, result) {
-                    (
-                        gateway::CommandState::Succeeded,
-                        Some(gateway::command_result::Outcome::Lend(lent)),
-                    ) => lent_in(db, order_id, record, lent, at).await,
-                    (gateway::CommandState::Failed, failure) => {
-                        let why = match failure {
-                            Some(gateway::command_result::Outcome::Failure(f)) => {
-                                if !f.item_id.is_empty() {
-                                    // The kiosk named the item it could not hand out (a
-                                    // jammed bay): not lendable until the kiosk says so.
-                                    fleet::unit_not_ready(db, &f.item_id).await?;
-                                }
-                                describe_failure(f)
-                            }
-                            _ => "The kiosk could not hand out an item.".to_owned(),
-                        };
-                        // Our view of the kiosk proved wrong: ask it what it holds now.
-                        let ask = gateway::CommandPayload {
-                            kind: Some(gateway::command_payload::Kind::RequestInventory(
-                                gateway::RequestInventoryCommand {},
-                            )),
-                        };
-                        enqueue(
-                            db,
-                            &record.kiosk_id,
-                            &format!("inventory-after:{}", record.command_id),
-                            "",
-                            &ask,
-                            later(at, Duration::minutes(5))?,
-                            at,
-                        )
-                        .await?;
-                        let reason = format!("{why} Your payment is being refunded.");
-                        Ok(fail_lend_in(db, order_id, &reason, at)
-                            .await?
-                            .then(|| order_id.to_owned()))
-                    }
-                    (gateway::CommandState::Expired, _) => {
-                        let reason = "The kiosk did not hand out an item in time. Your payment is being refunded.";
-                        Ok(fail_lend_in(db, order_id, reason, at)
-                            .await?
-                            .then(|| order_id.to_owned()))
-                    }
-                    _ => Ok(None),
-                }
+        match effect {
+            CommandEffect::Nothing => Ok(None),
+            CommandEffect::Lent {
+                order_id,
+                record,
+                lent,
+                handing_out,
+                take_item,
+                returned_elsewhere,
+            } => {
+                let texts = LentTexts {
+                    handing_out,
+                    take_item: &take_item,
+                    returned_elsewhere,
+                };
+                lent_in(db, &order_id, &record, &lent, &texts, at).await
             }
-            gateway::command_payload::Kind::Wipe(wipe) => {
-                if state == gateway::CommandState::Succeeded {
-                    fleet::unit_wiped(db, &wipe.item_id).await?;
+            CommandEffect::LendFailed {
+                order_id,
+                reason,
+                not_ready_item,
+                follow_up,
+            } => {
+                if let Some(item_id) = not_ready_item {
+                    fleet::unit_not_ready(db, &item_id).await?;
                 }
+                if let Some(follow_up) = follow_up {
+                    enqueue(
+                        db,
+                        &follow_up.kiosk_id,
+                        &follow_up.key,
+                        "",
+                        &follow_up.command,
+                        later(at, follow_up.within)?,
+                        at,
+                    )
+                    .await?;
+                }
+                Ok(fail_lend_in(db, &order_id, &reason, at)
+                    .await?
+                    .then_some(order_id))
+            }
+            CommandEffect::Wiped { item_id } => {
+                fleet::unit_wiped(db, &item_id).await?;
                 Ok(None)
             }
-            _ => Ok(None),
         }
     }
 
@@ -1088,7 +1112,7 @@ impl Store {
             at,
         );
         let order_id = current.order_id.clone();
-        let reason = format!("Returned at kiosk {kiosk_id}. Settling the rental.");
+        let reason = crate::lending::returned_reason(kiosk_id);
         step(db, current, OrderEvent::Returned, &reason, at, |o| {
             o.returned_kiosk_id = kiosk_id.to_owned();
             o.returned_at = Some(returned_at);
@@ -1123,17 +1147,11 @@ fn later(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("{at} plus {by} is past the end of time")))
 }
 
-fn describe_failure(failure: &gateway::Failure) -> String {
-    use gateway::FailureReason as R;
-    let what = match R::try_from(failure.reason).unwrap_or_default() {
-        R::EjectJammed => "The kiosk's bay jammed while handing out your item.",
-        R::NoMatchingItem => "The kiosk has no item of that type any more.",
-        R::NotTaken => "The item was not taken from the bay.",
-        R::BayFault => "The kiosk's bay reported a fault.",
-        R::DeadlineExceeded => "The kiosk got the request too late.",
-        _ => "The kiosk could not hand out an item.",
-    };
-    what.to_owned()
+/// The texts a lend result shows (see [`CommandEffect::Lent`]).
+struct LentTexts<'a> {
+    handing_out: &'static str,
+    take_item: &'a str,
+    returned_elsewhere: fn(&str) -> String,
 }
 
 /// See [`Store::fail_lend`]; whether the order changed.
@@ -1175,6 +1193,7 @@ async fn lent_in<C: ConnectionTrait>(
     order_id: &str,
     record: &gateway::CommandRecord,
     lent: &gateway::LendResult,
+    texts: &LentTexts<'_>,
     at: DateTime<Utc>,
 ) -> Result<Option<String>, StoreError> {
     let Some(mut current) = lock_order(db, order_id).await? else {
@@ -1200,7 +1219,7 @@ async fn lent_in<C: ConnectionTrait>(
             db,
             current,
             OrderEvent::LendRequested,
-            "The kiosk is handing out your item.",
+            texts.handing_out,
             at,
             |o| o.command_id = Some(command_id),
         )
@@ -1248,12 +1267,7 @@ async fn lent_in<C: ConnectionTrait>(
         },
     )
     .await?;
-    let bay = if lent.bay_id.is_empty() {
-        String::new()
-    } else {
-        format!(" from bay {}", lent.bay_id)
-    };
-    let reason = format!("Take your item {}{bay}.", lent.item_id);
+    let reason = texts.take_item;
     let item_id = lent.item_id.clone();
     let write_protected = lent
         .item
@@ -1261,7 +1275,7 @@ async fn lent_in<C: ConnectionTrait>(
         .and_then(|i| i.attributes.as_ref())
         .and_then(|a| a.kind.as_ref())
         .is_some_and(|k| matches!(k, sneakernet_proto::common::v1::item_attributes::Kind::Drive(d) if d.write_protected));
-    let lent_order = step(db, current, OrderEvent::Lent, &reason, at, |o| {
+    let lent_order = step(db, current, OrderEvent::Lent, reason, at, |o| {
         o.item_id = item_id;
         o.lent_at = Some(lent_at);
         o.due_at = Some(due);
@@ -1272,7 +1286,7 @@ async fn lent_in<C: ConnectionTrait>(
     fleet::release_hold(db, order_id).await?;
     if let Some(kiosk_id) = back_at {
         tracing::warn!(order_id, item_id = %lent.item_id, kiosk_id, "lend result arrived after the item was returned elsewhere");
-        let reason = format!("Returned at kiosk {kiosk_id}. Settling the rental.");
+        let reason = (texts.returned_elsewhere)(&kiosk_id);
         step(db, lent_order, OrderEvent::Returned, &reason, at, |o| {
             o.returned_kiosk_id = kiosk_id.clone();
             o.returned_at = Some(at);

@@ -2,7 +2,6 @@
 //! whole-system test cannot force.
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
@@ -12,7 +11,7 @@ use sneakernet_runtime::wire::timestamp;
 use super::Store;
 use super::fleet::TypeKey;
 use super::money::DepositCharge;
-use super::orders::{PaidRental, RentalRequest, RentalStart};
+use super::orders::{Opening, OrderOpening, PaidOrder};
 use crate::domain::money::{Currency, Money};
 use crate::entity::{kiosk_item, order};
 
@@ -194,7 +193,8 @@ impl World {
             )
             .await
             .unwrap();
-        let request = RentalRequest {
+        let request = OrderOpening {
+            kind: crate::domain::order::OrderKind::Rental,
             user_id: user.into(),
             idempotency_key: "r".into(),
             request_hash: "h".into(),
@@ -204,10 +204,10 @@ impl World {
             card_token: crate::payments::sandbox::APPROVES.into(),
             price: eur(400),
         };
-        let RentalStart::Charge {
+        let Opening::Charge {
             payment_key,
             order_id,
-        } = self.store.begin_rental(&request, now).await.unwrap()
+        } = self.store.open_order(&request, now).await.unwrap()
         else {
             panic!("rental not started");
         };
@@ -229,44 +229,29 @@ impl World {
             }),
             duration_days: 1,
         };
-        let row = order::Model {
+        let row = crate::checkout::NewOrder {
+            kind: crate::domain::order::OrderKind::Rental,
             order_id: order_id.clone(),
             user_id: user.into(),
-            kind: "rental".into(),
-            state: "paid".into(),
-            state_reason: String::new(),
             kiosk_id: kiosk.into(),
-            choice: choice.encode_to_vec(),
-            item_id: String::new(),
-            returned_kiosk_id: String::new(),
-            write_protected: false,
-            pricing: terms().encode_to_vec(),
-            price: 400,
-            currency: "EUR".into(),
-            amount_charged: 400,
-            amount_refunded: 0,
+            choice,
+            pricing: terms(),
+            price: eur(400),
             idempotency_key: "r".into(),
             request_hash: "h".into(),
             charge_id: "ch".into(),
             card_token: self.card.into(),
-            command_id: None,
-            late_item_id: None,
-            lost_fee_charged: false,
-            version: 0,
             deadline: now + chrono::Duration::minutes(2),
-            created_at: now,
-            updated_at: now,
-            lent_at: None,
-            due_at: None,
-            returned_at: None,
-            closed_at: None,
-        };
+        }
+        .paid_row(now);
         self.store
-            .finish_rental(
-                PaidRental {
+            .book_paid_order(
+                PaidOrder {
                     order: row,
                     payment_key,
-                    lend: gateway::CommandPayload::default(),
+                    reason: "Paid. Asking the kiosk to hand out your item.".into(),
+                    command: gateway::CommandPayload::default(),
+                    command_key: format!("lend:{order_id}"),
                 },
                 now,
             )

@@ -1,0 +1,149 @@
+//! ScanKiosk, the first instruction: the account and the kiosk are checked, every refusal
+//! named at once, and the kiosk's offer (each type with free units and a price rule) is
+//! answered and kept for CreateRental.
+
+use prost::Message;
+use sneakernet_proto::orders::v1 as pb;
+use sneakernet_runtime::UserId;
+use sneakernet_runtime::qr::QrPayload;
+use sneakernet_runtime::wire::timestamp;
+
+use crate::convert;
+use crate::domain::offer::{best_rule, write_protect_option};
+use crate::error::OrdersError;
+use crate::flows::{Flows, violation};
+
+impl Flows {
+    /// The offer lines of a kiosk now: each type with free units and a price rule.
+    async fn offer_lines(
+        &self,
+        site_id: &str,
+        kiosk_id: &str,
+    ) -> Result<Vec<pb::OfferLine>, OrdersError> {
+        let available = self.store.available(kiosk_id).await?;
+        let rules = self.store.pricing_rules(site_id).await?;
+        let mut lines = Vec::new();
+        for (key, count) in available {
+            let Some(rule) = best_rule(&rules, site_id, &key) else {
+                continue;
+            };
+            let Ok(pricing) = pb::Pricing::decode(rule.pricing.as_slice()) else {
+                continue;
+            };
+            let Ok(terms) = convert::terms("pricing", Some(&pricing)) else {
+                continue;
+            };
+            let prices = convert::offered_durations(terms.max_duration_days)
+                .into_iter()
+                .filter_map(|days| {
+                    terms
+                        .rental_price(days)
+                        .ok()
+                        .map(|price| pb::DurationPrice {
+                            duration_days: days,
+                            price: Some(convert::money_proto(price)),
+                        })
+                })
+                .collect();
+            let write_protect = write_protect_option(key.kind);
+            lines.push(pb::OfferLine {
+                item_type: Some(key.to_proto()),
+                content_title: String::new(),
+                available: count,
+                write_protect: write_protect.into(),
+                prices,
+                pricing: Some(pricing),
+            });
+        }
+        Ok(lines)
+    }
+
+    /// First instruction: checks the account and the kiosk and answers the offer.
+    pub async fn scan(&self, user: UserId, qr: QrPayload) -> Result<pb::Offer, OrdersError> {
+        let now = self.now();
+        let kiosk_id = qr.kiosk_id.as_str();
+        let Some(profile) = self.store.kiosk_profile(kiosk_id).await? else {
+            return Err(OrdersError::KioskNotRegistered(kiosk_id.to_owned()));
+        };
+        let secret = self
+            .sealing
+            .open(kiosk_id, &profile.qr_secret)
+            .map_err(|e| OrdersError::Corrupt(e.to_string()))?;
+        let mut violations = Vec::new();
+        let mut info = None;
+        let kiosk_subject = format!("kiosks/{kiosk_id}");
+        let fresh = qr
+            .code
+            .as_deref()
+            .is_some_and(|code| sneakernet_runtime::qr::verify(&secret, code, now));
+        if !fresh {
+            violations.push(violation(
+                "QR_CODE_STALE",
+                kiosk_subject.clone(),
+                "The code is missing or too old; scan the code on the kiosk's screen again.",
+            ));
+        }
+        let user_key = user.to_string();
+        let deposit = self.store.held_deposit(&user_key).await?;
+        let account = self.store.account(&user_key).await?;
+        if deposit.is_none() {
+            let (v, i) = self.no_deposit(&user);
+            violations.push(v);
+            info = Some(i);
+        } else if account.as_ref().is_none_or(|a| a.card_token.is_empty()) {
+            violations.push(violation(
+                "NO_PAYMENT_METHOD",
+                format!("users/{user}"),
+                "Add a payment method to rent.",
+            ));
+        }
+        if let Some(open) = account.as_ref().and_then(|a| a.open_order_id.clone()) {
+            violations.push(violation(
+                "ITEM_OUT",
+                format!("orders/{open}"),
+                "Return the item you have before renting another.",
+            ));
+        }
+        let online = self
+            .store
+            .kiosk(kiosk_id)
+            .await?
+            .is_some_and(|view| view.online);
+        if profile.out_of_service {
+            violations.push(violation(
+                "KIOSK_DISABLED",
+                kiosk_subject.clone(),
+                "This kiosk is out of service.",
+            ));
+        } else if !online {
+            violations.push(violation(
+                "KIOSK_OFFLINE",
+                kiosk_subject.clone(),
+                "This kiosk is not connected right now; try again shortly.",
+            ));
+        }
+        let lines = self.offer_lines(&profile.site_id, kiosk_id).await?;
+        if lines.is_empty() && online && !profile.out_of_service {
+            violations.push(violation(
+                "NOTHING_AVAILABLE",
+                kiosk_subject,
+                "This kiosk has nothing to rent right now.",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(OrdersError::refused(violations, info));
+        }
+        let expires_at = now
+            + chrono::Duration::from_std(self.offer_ttl).unwrap_or(chrono::Duration::minutes(5));
+        let offer = pb::Offer {
+            offer_id: uuid::Uuid::new_v4().to_string(),
+            kiosk_id: kiosk_id.to_owned(),
+            site_name: profile.site_name.clone(),
+            expires_at: Some(timestamp(expires_at)),
+            lines,
+            ready_reservations: vec![],
+        };
+        self.store.save_offer(&offer, &user_key, expires_at).await?;
+        Ok(offer)
+    }
+}
