@@ -2,11 +2,14 @@
 //! (also with a break in the middle), their manifests and chunks read back as a kiosk would.
 
 use std::path::{Path, PathBuf};
+
 use std::time::Duration;
 
 use sneakernet::content::{self as upload, LocalFile, Upload};
+use sneakernet_content::domain::ContentHash;
 use sneakernet_proto::content::v1 as pb;
 use sneakernet_proto::content::v1::content_service_client::ContentServiceClient;
+use sneakernet_runtime::config::Config;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -15,16 +18,12 @@ use crate::{authed, eventually};
 /// One MiB.
 pub const MIB: u64 = 1 << 20;
 
-/// Writes files of these sizes under `dir` (bytes differ per path: BLAKE3's extendable output
-/// keyed by `seed` and the path) and returns the package to upload.
+/// Writes files of these sizes under `dir` (bytes differ per seed and path:
+/// [`sneakernet::demo_content::generated_bytes`]) and returns the package to upload.
 pub fn generate(dir: &Path, seed: &str, title: &str, files: &[(&str, u64)]) -> Upload {
     let mut local = Vec::new();
     for (path, size) in files {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(seed.as_bytes());
-        hasher.update(path.as_bytes());
-        let mut bytes = vec![0; usize::try_from(*size).expect("test files fit in memory")];
-        hasher.finalize_xof().fill(&mut bytes);
+        let bytes = sneakernet::demo_content::generated_bytes(seed, path, *size);
         let file = dir.join(path);
         std::fs::create_dir_all(file.parent().expect("a file has a parent")).expect("mkdir");
         std::fs::write(&file, &bytes).expect("write test file");
@@ -43,26 +42,11 @@ pub fn generate(dir: &Path, seed: &str, title: &str, files: &[(&str, u64)]) -> U
     }
 }
 
-/// Declares `package` under the key `sneakernet content upload` would use; returns its id.
+/// Declares `package` as `sneakernet content upload` would (same request, same key);
+/// returns its id.
 pub async fn declare(channel: &Channel, operator: &str, package: &Upload) -> String {
     ContentServiceClient::new(channel.clone())
-        .create_package(authed(
-            pb::CreatePackageRequest {
-                title: package.title.clone(),
-                description: package.description.clone(),
-                files: package
-                    .files
-                    .iter()
-                    .map(|f| pb::FileDeclaration {
-                        path: f.path.clone(),
-                        size_bytes: f.size,
-                        blake3: f.blake3.to_vec(),
-                    })
-                    .collect(),
-                idempotency_key: upload::idempotency_key(package),
-            },
-            operator,
-        ))
+        .create_package(authed(upload::declaration(package), operator))
         .await
         .expect("create package")
         .into_inner()
@@ -200,14 +184,12 @@ pub async fn download_file(
     Ok(bytes)
 }
 
-/// The local store's file for chunk `hash` under a sandbox's data dir (the content service's
-/// default object store layout).
-pub fn local_chunk_path(data_dir: &Path, hash: &[u8]) -> PathBuf {
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    data_dir
-        .join("content")
-        .join("objects")
-        .join("chunks")
-        .join(&hex[..2])
-        .join(hex)
+/// The local store's file for chunk `hash` of the node configured by `config` (the content
+/// service's own layout, so a test corrupts exactly the object the service reads).
+pub fn local_chunk_path(config: &Config, hash: &[u8]) -> PathBuf {
+    let hash = ContentHash::from_wire(hash).expect("a 32-byte chunk hash");
+    config
+        .content
+        .local_dir(&config.data_dir)
+        .join(sneakernet_content::objects::chunk_key(hash))
 }

@@ -127,13 +127,24 @@ pub fn lend(order_id: &str) -> pb::CommandPayload {
 /// Sends [`lend`] for `order_id` to kiosk K-1 (deadline in five minutes, idempotency key
 /// `lend:<order>`); returns the command id.
 pub async fn send_lend(channel: Channel, token: &str, order_id: &str) -> String {
+    send_command(&channel, token, lend(order_id), &format!("lend:{order_id}")).await
+}
+
+/// Sends `payload` to kiosk K-1 with a deadline in five minutes under `idempotency_key`;
+/// returns the command id.
+pub async fn send_command(
+    channel: &Channel,
+    token: &str,
+    payload: pb::CommandPayload,
+    idempotency_key: &str,
+) -> String {
     let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
-    DeviceCommandServiceClient::new(channel)
+    DeviceCommandServiceClient::new(channel.clone())
         .send_command(authed(
             pb::SendCommandRequest {
                 kiosk_id: "K-1".into(),
-                payload: Some(lend(order_id)),
-                idempotency_key: format!("lend:{order_id}"),
+                payload: Some(payload),
+                idempotency_key: idempotency_key.into(),
                 deadline: Some(prost_types::Timestamp {
                     seconds: deadline.timestamp(),
                     nanos: 0,
@@ -142,11 +153,51 @@ pub async fn send_lend(channel: Channel, token: &str, order_id: &str) -> String 
             token,
         ))
         .await
-        .expect("send lend")
+        .expect("send command")
         .into_inner()
         .command
         .expect("record")
         .command_id
+}
+
+/// A command's record as `token` reads it; `None` when the gateway does not answer it.
+pub async fn command_record(
+    channel: &Channel,
+    token: &str,
+    command_id: &str,
+) -> Option<pb::CommandRecord> {
+    DeviceCommandServiceClient::new(channel.clone())
+        .get_command(authed(
+            pb::GetCommandRequest {
+                command_id: command_id.into(),
+            },
+            token,
+        ))
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().command)
+}
+
+/// Waits up to `within` until the command SUCCEEDED or FAILED (both final); returns its record.
+pub async fn finished_command(
+    channel: &Channel,
+    token: &str,
+    command_id: &str,
+    within: Duration,
+) -> pb::CommandRecord {
+    let done = |r: &pb::CommandRecord| {
+        r.state == pb::CommandState::Succeeded as i32 || r.state == pb::CommandState::Failed as i32
+    };
+    crate::eventually(within, "the command to finish", || async {
+        command_record(channel, token, command_id)
+            .await
+            .is_some_and(|r| done(&r))
+    })
+    .await;
+    // Final states do not change: this read sees the same record.
+    command_record(channel, token, command_id)
+        .await
+        .expect("record")
 }
 
 /// The `kiosk-agent` program (built with failpoints) as a child process a test can kill.

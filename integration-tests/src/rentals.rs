@@ -19,7 +19,34 @@ use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 use tonic_types::StatusExt;
 
-use crate::{PASSWORD, authed, connect, eventually, issue_kiosk_secret};
+use crate::{
+    Backend, PASSWORD, Sandbox, authed, connect, eventually, fast_links, issue_kiosk_secret,
+};
+
+/// A sandbox for rentals: fast kiosk links, room for many registrations from one address, a
+/// quick settling worker, and the test pricing as the network-wide rule for each of `kinds`.
+/// Returns it with a channel and an operator's token.
+pub async fn start_priced(
+    backend: &Backend,
+    kinds: &[common::ItemKind],
+) -> (Sandbox, Channel, String) {
+    let sandbox = Sandbox::start_with(backend, |config| {
+        fast_links(config);
+        config.rate_limit.register_per_address = 1000;
+        config.orders.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let channel = sandbox.channel().await;
+    let operator = sandbox.operator().await.access_token;
+    for &kind in kinds {
+        let rule = set_default_pricing(&channel, &operator, kind)
+            .await
+            .unwrap_or_else(|s| panic!("{backend}: set pricing for {kind:?}: {s:?}"));
+        assert!(rule.site_id.is_empty(), "{backend}: {rule:?}");
+        assert_eq!(rule.pricing, Some(pricing()), "{backend}");
+    }
+    (sandbox, channel, operator)
+}
 
 /// Sandbox test card: approves.
 pub const CARD_OK: &str = "4242424242424242";

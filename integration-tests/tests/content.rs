@@ -97,7 +97,7 @@ async fn a_chunk_corrupted_in_the_store_is_refused_by_name() {
         let manifest = content::manifest(&channel, &operator, &ready.package_id).await;
         let file = &manifest.files[0];
         let victim = &file.chunk_hashes[1];
-        let path = content::local_chunk_path(&sandbox.config.data_dir, victim);
+        let path = content::local_chunk_path(&sandbox.config, victim);
         let mut bytes = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{backend}: chunk file {}: {e}", path.display()));
         bytes[10] ^= 0xff;

@@ -13,22 +13,8 @@ use sneakernet_kiosk_agent::simulated::SimulatedBays;
 use sneakernet_proto::auth::v1 as auth;
 use sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient;
 use sneakernet_proto::gateway::v1 as pb;
-use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
 use sneakernet_proto::gateway::v1::device_event_service_client::DeviceEventServiceClient;
 use tonic::transport::Channel;
-
-async fn record(channel: Channel, token: &str, command_id: &str) -> Option<pb::CommandRecord> {
-    DeviceCommandServiceClient::new(channel)
-        .get_command(authed(
-            pb::GetCommandRequest {
-                command_id: command_id.into(),
-            },
-            token,
-        ))
-        .await
-        .ok()
-        .and_then(|r| r.into_inner().command)
-}
 
 async fn wait_succeeded(
     address: std::net::SocketAddr,
@@ -36,13 +22,13 @@ async fn wait_succeeded(
     command_id: &str,
 ) -> pb::CommandRecord {
     eventually(Duration::from_secs(60), "the lend to succeed", || async {
-        record(connect(address).await, token, command_id)
+        kiosk::command_record(&connect(address).await, token, command_id)
             .await
             .is_some_and(|r| r.state == pb::CommandState::Succeeded as i32)
     })
     .await;
     // SUCCEEDED is final: this read sees the same record.
-    record(connect(address).await, token, command_id)
+    kiosk::command_record(&connect(address).await, token, command_id)
         .await
         .expect("record")
 }

@@ -4,40 +4,15 @@
 use std::time::Duration;
 
 use sneakernet_integration_tests::kiosk::{self, agent_config};
-use sneakernet_integration_tests::{Sandbox, authed, backends, eventually, fast_links};
+use sneakernet_integration_tests::{Sandbox, authed, backends, fast_links};
 use sneakernet_kiosk_agent::config::{SimItemConfig, SimItemKind};
 use sneakernet_proto::gateway::v1 as pb;
-use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
 use sneakernet_proto::gateway::v1::device_event_service_client::DeviceEventServiceClient;
 use tonic::transport::Channel;
 
 async fn lend_and_wait(channel: Channel, token: &str, order: &str) -> pb::CommandRecord {
-    let commands = DeviceCommandServiceClient::new(channel.clone());
-    let command_id = kiosk::send_lend(channel, token, order).await;
-    let fetch = || {
-        let mut commands = commands.clone();
-        let request = authed(
-            pb::GetCommandRequest {
-                command_id: command_id.clone(),
-            },
-            token,
-        );
-        async move {
-            commands
-                .get_command(request)
-                .await
-                .ok()
-                .and_then(|r| r.into_inner().command)
-        }
-    };
-    eventually(Duration::from_secs(30), "the lend to finish", || async {
-        fetch().await.is_some_and(|r| {
-            r.state == pb::CommandState::Succeeded as i32
-                || r.state == pb::CommandState::Failed as i32
-        })
-    })
-    .await;
-    fetch().await.unwrap()
+    let command_id = kiosk::send_lend(channel.clone(), token, order).await;
+    kiosk::finished_command(&channel, token, &command_id, Duration::from_secs(30)).await
 }
 
 #[tokio::test]

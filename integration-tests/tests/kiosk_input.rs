@@ -13,10 +13,10 @@ use sneakernet_integration_tests::fake_kiosk::FakeKiosk;
 use sneakernet_integration_tests::rentals::{
     self, CAPACITY, PACKAGE, SimKiosk, WAIT, assert_audit_clean, create_rental,
     customer_with_deposit, drive, drive_type, fleet, new_qr_secret, qr_payload, register_kiosk,
-    rental_request, scan, scan_until_available, set_default_pricing, wait_for_state,
+    rental_request, scan, scan_until_available, set_default_pricing, start_priced, wait_for_state,
 };
 use sneakernet_integration_tests::{
-    Backend, Child, Sandbox, authed, backends, binary, connect, eventually, fast_links, test_config,
+    Backend, Child, Sandbox, authed, backends, binary, connect, eventually, test_config,
 };
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gw;
@@ -33,18 +33,7 @@ use tonic_health::pb::health_client::HealthClient;
 const LIAR: &str = "K-LIAR";
 
 async fn start(backend: &Backend) -> (Sandbox, Channel, String) {
-    let sandbox = Sandbox::start_with(backend, |config| {
-        fast_links(config);
-        config.rate_limit.register_per_address = 1000;
-        config.orders.sweep_interval = Duration::from_millis(200);
-    })
-    .await;
-    let channel = sandbox.channel().await;
-    let operator = sandbox.operator().await.access_token;
-    set_default_pricing(&channel, &operator, common::ItemKind::Drive)
-        .await
-        .expect("pricing");
-    (sandbox, channel, operator)
+    start_priced(backend, &[common::ItemKind::Drive]).await
 }
 
 /// A drive of the rentals' drive type, as a kiosk reports it.

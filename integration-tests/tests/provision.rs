@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use sneakernet::content::Upload;
 use sneakernet_integration_tests::content::{self, MIB};
-use sneakernet_integration_tests::kiosk::{AgentProcess, simulated_agent_config, write_agent_toml};
-use sneakernet_integration_tests::{Sandbox, authed, backends, eventually, fast_links};
+use sneakernet_integration_tests::kiosk::{
+    self, AgentProcess, simulated_agent_config, write_agent_toml,
+};
+use sneakernet_integration_tests::{Sandbox, backends, eventually, fast_links};
 use sneakernet_kiosk_agent::bays::{BayState, Drives, ItemFacts};
 use sneakernet_kiosk_agent::config::{
     AgentConfig, SimBayConfig, SimFaults, SimItemConfig, SimItemKind,
@@ -18,7 +20,6 @@ use sneakernet_kiosk_agent::content_source::Manifest;
 use sneakernet_kiosk_agent::drive_content;
 use sneakernet_kiosk_agent::simulated::SimulatedBays;
 use sneakernet_proto::gateway::v1 as pb;
-use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
 use tonic::transport::Channel;
 
 /// Blank drives `D-1..` of `capacity` bytes in bays `A1..`.
@@ -62,33 +63,15 @@ async fn provision(
     capacity: u64,
     write_protect: bool,
 ) -> String {
-    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
-    DeviceCommandServiceClient::new(channel.clone())
-        .send_command(authed(
-            pb::SendCommandRequest {
-                kiosk_id: "K-1".into(),
-                payload: Some(pb::CommandPayload {
-                    kind: Some(pb::command_payload::Kind::Provision(pb::ProvisionCommand {
-                        order_id: order.into(),
-                        package_id: package_id.into(),
-                        capacity_bytes: capacity,
-                        write_protect,
-                    })),
-                }),
-                idempotency_key: format!("provision:{order}"),
-                deadline: Some(prost_types::Timestamp {
-                    seconds: deadline.timestamp(),
-                    nanos: 0,
-                }),
-            },
-            operator,
-        ))
-        .await
-        .expect("send provision")
-        .into_inner()
-        .command
-        .expect("record")
-        .command_id
+    let payload = pb::CommandPayload {
+        kind: Some(pb::command_payload::Kind::Provision(pb::ProvisionCommand {
+            order_id: order.into(),
+            package_id: package_id.into(),
+            capacity_bytes: capacity,
+            write_protect,
+        })),
+    };
+    kiosk::send_command(channel, operator, payload, &format!("provision:{order}")).await
 }
 
 /// Sends `payload` to K-1 and waits for its final state.
@@ -97,60 +80,17 @@ async fn command(
     operator: &str,
     payload: pb::command_payload::Kind,
 ) -> pb::CommandRecord {
-    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
-    let id = DeviceCommandServiceClient::new(channel.clone())
-        .send_command(authed(
-            pb::SendCommandRequest {
-                kiosk_id: "K-1".into(),
-                payload: Some(pb::CommandPayload {
-                    kind: Some(payload),
-                }),
-                idempotency_key: uuid::Uuid::new_v4().to_string(),
-                deadline: Some(prost_types::Timestamp {
-                    seconds: deadline.timestamp(),
-                    nanos: 0,
-                }),
-            },
-            operator,
-        ))
-        .await
-        .expect("send command")
-        .into_inner()
-        .command
-        .expect("record")
-        .command_id;
+    let payload = pb::CommandPayload {
+        kind: Some(payload),
+    };
+    let key = uuid::Uuid::new_v4().to_string();
+    let id = kiosk::send_command(channel, operator, payload, &key).await;
     finished(channel, operator, &id).await
 }
 
-async fn record(channel: &Channel, operator: &str, command_id: &str) -> Option<pb::CommandRecord> {
-    DeviceCommandServiceClient::new(channel.clone())
-        .get_command(authed(
-            pb::GetCommandRequest {
-                command_id: command_id.into(),
-            },
-            operator,
-        ))
-        .await
-        .ok()
-        .and_then(|r| r.into_inner().command)
-}
-
-/// Waits until the command SUCCEEDED or FAILED (both final) and returns its record.
+/// Waits until the command SUCCEEDED or FAILED and returns its record.
 async fn finished(channel: &Channel, operator: &str, command_id: &str) -> pb::CommandRecord {
-    let done = |r: &pb::CommandRecord| {
-        r.state == pb::CommandState::Succeeded as i32 || r.state == pb::CommandState::Failed as i32
-    };
-    eventually(
-        Duration::from_secs(120),
-        "the command to finish",
-        || async {
-            record(channel, operator, command_id)
-                .await
-                .is_some_and(|r| done(&r))
-        },
-    )
-    .await;
-    record(channel, operator, command_id).await.expect("record")
+    kiosk::finished_command(channel, operator, command_id, Duration::from_secs(120)).await
 }
 
 fn provisioned(record: &pb::CommandRecord) -> pb::ProvisionResult {
@@ -398,7 +338,7 @@ async fn provision_failures_say_which_and_leave_no_drive_that_looks_ready() {
             .find(|f| f.path == "films/extras.mkv")
             .unwrap()
             .chunks[1];
-        let path = content::local_chunk_path(&sandbox.config.data_dir, victim.as_bytes());
+        let path = content::local_chunk_path(&sandbox.config, victim.as_bytes());
         let mut bytes = std::fs::read(&path).expect("stored chunk");
         bytes[0] ^= 1;
         std::fs::write(&path, bytes).unwrap();

@@ -11,10 +11,10 @@ use sneakernet_integration_tests::rentals::{
     SimKiosk, WAIT, assert_audit_clean, assert_moves_along, assert_refused, bad_fields, bays,
     create_rental, customer_with_deposit, drive, drive_type, follow, get_order, line, list_orders,
     movements, power_bank, power_bank_type, price_for, pricing, rental_request, scan,
-    scan_until_available, set_default_pricing, subject_of, wait_for_state, watch,
+    scan_until_available, set_default_pricing, start_priced, subject_of, wait_for_state, watch,
 };
 use sneakernet_integration_tests::{
-    Backend, Child, Sandbox, authed, backends, binary, connect, eventually, fast_links, test_config,
+    Backend, Child, Sandbox, authed, backends, binary, connect, eventually, test_config,
 };
 use sneakernet_kiosk_agent::config::SimFaults;
 use sneakernet_proto::common::v1 as common;
@@ -24,24 +24,12 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-/// A sandbox with fast kiosk links and room for many registrations from one address.
 async fn start(backend: &Backend) -> (Sandbox, Channel, String) {
-    let sandbox = Sandbox::start_with(backend, |config| {
-        fast_links(config);
-        config.rate_limit.register_per_address = 1000;
-        config.orders.sweep_interval = Duration::from_millis(200);
-    })
-    .await;
-    let channel = sandbox.channel().await;
-    let operator = sandbox.operator().await.access_token;
-    for kind in [common::ItemKind::Drive, common::ItemKind::PowerBank] {
-        let rule = set_default_pricing(&channel, &operator, kind)
-            .await
-            .unwrap_or_else(|s| panic!("{backend}: set pricing for {kind:?}: {s:?}"));
-        assert!(rule.site_id.is_empty(), "{backend}: {rule:?}");
-        assert_eq!(rule.pricing, Some(pricing()), "{backend}");
-    }
-    (sandbox, channel, operator)
+    start_priced(
+        backend,
+        &[common::ItemKind::Drive, common::ItemKind::PowerBank],
+    )
+    .await
 }
 
 fn zero_or_unset(money: &Option<common::Money>) -> bool {

@@ -217,6 +217,24 @@ pub fn idempotency_key(upload: &Upload) -> String {
     format!("upload-{}", &hasher.finalize().to_hex()[..48])
 }
 
+/// The CreatePackage request declaring `upload`, under [`idempotency_key`].
+pub fn declaration(upload: &Upload) -> pb::CreatePackageRequest {
+    pb::CreatePackageRequest {
+        title: upload.title.clone(),
+        description: upload.description.clone(),
+        files: upload
+            .files
+            .iter()
+            .map(|file| pb::FileDeclaration {
+                path: file.path.clone(),
+                size_bytes: file.size,
+                blake3: file.blake3.to_vec(),
+            })
+            .collect(),
+        idempotency_key: idempotency_key(upload),
+    }
+}
+
 /// Declares the package and uploads every file the server lacks, resuming after breaks;
 /// `on_stored(bytes)` hears how many bytes of the whole package the server has. Returns the
 /// package once READY.
@@ -229,23 +247,7 @@ pub async fn upload_dir(
     let mut content = ContentServiceClient::new(channel.clone());
     let created = client::call(
         &format!("declare package {:?}", upload.title),
-        content.create_package(authed(
-            pb::CreatePackageRequest {
-                title: upload.title.clone(),
-                description: upload.description.clone(),
-                files: upload
-                    .files
-                    .iter()
-                    .map(|file| pb::FileDeclaration {
-                        path: file.path.clone(),
-                        size_bytes: file.size,
-                        blake3: file.blake3.to_vec(),
-                    })
-                    .collect(),
-                idempotency_key: idempotency_key(upload),
-            },
-            operator,
-        )?),
+        content.create_package(authed(declaration(upload), operator)?),
     )
     .await?;
     let package = created
@@ -443,25 +445,10 @@ pub fn describe_package(package: &pb::Package) -> String {
     format!(
         "{}  {state:<9}  {:>10}  {:>5} files  {}",
         package.package_id,
-        human_bytes(package.total_size_bytes),
+        indicatif::HumanBytes(package.total_size_bytes).to_string(),
         package.file_count,
         package.title
     )
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 fn progress_bar(total: u64) -> indicatif::ProgressBar {
@@ -537,11 +524,5 @@ mod tests {
             idempotency_key(&upload("U", 1))
         );
         assert!(idempotency_key(&upload("T", 1)).len() <= 128);
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 }
