@@ -100,6 +100,26 @@ pub fn hash_back<D: Drives + ?Sized>(
     Ok((hasher.finalize(), size))
 }
 
+/// The manifest of drive `item_id` when the drive holds package `package_id` in full: its
+/// on-drive manifest names that package and every file it lists reads back matching. The
+/// error says why not (no manifest, another package, a file that differs, a read failure).
+pub fn holds<D: Drives + ?Sized>(
+    drives: &D,
+    item_id: &str,
+    package_id: &str,
+) -> Result<Manifest, VerifyError> {
+    let manifest = read_manifest(drives, item_id)?
+        .ok_or_else(|| VerifyError::Manifest("no on-drive manifest".into()))?;
+    if manifest.package_id != package_id {
+        return Err(VerifyError::Manifest(format!(
+            "names package {}, the drive should hold {package_id}",
+            manifest.package_id
+        )));
+    }
+    verify(drives, item_id, &manifest, |_| {})?;
+    Ok(manifest)
+}
+
 /// Reads every file of `manifest` back from drive `item_id` and checks its size and hash;
 /// `progress` is told the bytes read as they go. Returns the bytes verified.
 pub fn verify<D: Drives + ?Sized>(

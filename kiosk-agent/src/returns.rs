@@ -54,21 +54,9 @@ fn reason_to_wipe<D: Drives>(drives: &D, item: &ItemInfo) -> Option<String> {
     if !write_protected {
         return Some("came back writable".into());
     }
-    let manifest = match drive_content::read_manifest(drives, &item.item_id) {
-        Ok(Some(manifest)) => manifest,
-        Ok(None) => return Some("no on-drive manifest".into()),
-        Err(error) => return Some(error.to_string()),
-    };
-    if &manifest.package_id != package {
-        return Some(format!(
-            "manifest names package {}, drive says {package}",
-            manifest.package_id
-        ));
-    }
-    match drive_content::verify(drives, &item.item_id, &manifest, |_| {}) {
-        Ok(_) => None,
-        Err(error) => Some(error.to_string()),
-    }
+    drive_content::holds(drives, &item.item_id, package)
+        .err()
+        .map(|error| error.to_string())
 }
 
 /// Checks every unverified drive once (see the module documentation) and reports each change

@@ -344,8 +344,7 @@ async fn stock_content_drives(
             let item_id = item.item_id.clone();
             let manifest = manifest.clone();
             tokio::task::spawn_blocking(move || {
-                matches!(drive_content::read_manifest(&bays, &item_id), Ok(Some(held)) if held == manifest)
-                    && drive_content::verify(&bays, &item_id, &manifest, |_| {}).is_ok()
+                matches!(drive_content::holds(&bays, &item_id, &manifest.package_id), Ok(held) if held == manifest)
             })
             .await
             .context("checking a content drive stopped")?
