@@ -66,7 +66,8 @@ async fn node_without_auth_verifies_with_fetched_keys_and_follows_a_rotation() {
         orders_config.auth.service_secret_file = Some(secret_file);
         let orders_node = sneakernet::node::start(
             orders_config.clone(),
-            &[NodeRole::Orders, NodeRole::Gateway],
+            // Orders reads the content catalog and commands kiosks: those peers run beside it.
+            &[NodeRole::Orders, NodeRole::Gateway, NodeRole::Content],
             Shutdown::new(),
             None,
         )

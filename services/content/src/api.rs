@@ -2,8 +2,9 @@
 //! call the store or a flow ([`crate::upload`], [`crate::download`]), map errors once.
 //!
 //! Who may call what (the proto's service comment says the same): operators everything;
-//! kiosks GetManifest, ListPackages and DownloadChunks, READY packages only; users
-//! ListPackages only, READY packages only (the app's catalog of what can be reserved). A call
+//! kiosks GetManifest, ListPackages, GetPackage and DownloadChunks, READY packages only;
+//! users and services ListPackages and GetPackage only, READY packages only (the app's catalog
+//! of what can be reserved; orders checking a reservation). A call
 //! without a token is UNAUTHENTICATED, a caller without the role PERMISSION_DENIED.
 
 use std::sync::Arc;
@@ -29,8 +30,8 @@ use crate::{download, upload};
 const OPERATORS: &[Role] = &[Role::Operator];
 /// Who reads manifests and downloads chunks.
 const READERS: &[Role] = &[Role::Operator, Role::Kiosk];
-/// Who lists packages (users and kiosks: READY ones only).
-const CATALOG: &[Role] = &[Role::Operator, Role::Kiosk, Role::User];
+/// Who lists and reads packages (all but operators: READY ones only).
+const CATALOG: &[Role] = &[Role::Operator, Role::Kiosk, Role::User, Role::Service];
 
 /// ListPackages' page size when the request says 0.
 const DEFAULT_PAGE: u32 = 50;
@@ -264,6 +265,22 @@ impl ContentService for ContentApi {
         Ok(Response::new(pb::ListPackagesResponse {
             packages,
             next_page_token,
+        }))
+    }
+
+    async fn get_package(
+        &self,
+        request: Request<pb::GetPackageRequest>,
+    ) -> Result<Response<pb::GetPackageResponse>, Status> {
+        let caller = request.caller()?.require(CATALOG)?.clone();
+        let (id, row) = self.package(&request.get_ref().package_id).await?;
+        // Only operators learn that a package is still uploading; to everyone else it does
+        // not exist yet.
+        if !matches!(caller, Caller::Operator(_)) && state_of(&row)? != PackageState::Ready {
+            return Err(ContentError::PackageNotFound(id).into());
+        }
+        Ok(Response::new(pb::GetPackageResponse {
+            package: Some(package_proto(&row)?),
         }))
     }
 

@@ -290,12 +290,40 @@ async fn downloads_verify_every_chunk_resume_dedupe_and_hide_unready_packages() 
                     .collect::<Vec<_>>()
             }
         };
+        let getter = client.clone();
+        let got = |role: Role| {
+            let mut client = getter.clone();
+            let id = id.clone();
+            async move {
+                client
+                    .get_package(as_caller(
+                        pb::GetPackageRequest { package_id: id },
+                        Some(&token(role)),
+                    ))
+                    .await
+                    .map(|answer| answer.into_inner().package.expect("a package").state)
+            }
+        };
         assert!(listed(Role::Operator).await.contains(&id));
         assert!(!listed(Role::Kiosk).await.contains(&id));
         assert!(!listed(Role::User).await.contains(&id));
+        assert_eq!(
+            got(Role::Operator).await.expect("operators see it"),
+            i32::from(pb::PackageState::Uploading)
+        );
+        for role in [Role::Kiosk, Role::User, Role::Service] {
+            expect_code(got(role).await, Code::NotFound);
+        }
         resume(&mut client, &id, "film", &film).await;
         assert!(listed(Role::Kiosk).await.contains(&id));
         assert!(listed(Role::User).await.contains(&id));
+        for role in [Role::Operator, Role::Kiosk, Role::User, Role::Service] {
+            assert_eq!(
+                got(role).await.expect("READY is everyone's"),
+                i32::from(pb::PackageState::Ready),
+                "{role:?}"
+            );
+        }
 
         // Checked before anything is sent.
         let unknown = ContentHash::of(b"not in this package");

@@ -138,28 +138,24 @@ async fn follow(
     token: &ServiceToken,
     wake: &tokio::sync::Notify,
 ) -> Result<(), Follow> {
-    let Some(bearer) = token.ready().await else {
-        return Err(Follow::Interrupted("no service token".into()));
-    };
     let after = store
         .cursor(KIOSK_VIEW)
         .await
         .map_err(|e| Follow::Interrupted(format!("storage: {e}")))?;
-    let mut request = tonic::Request::new(gateway::SubscribeRequest {
-        after_cursor: u64::try_from(after).unwrap_or(0),
-        kiosk_ids: vec![],
-        kinds: vec![
-            gateway::EventKind::KioskOnline.into(),
-            gateway::EventKind::KioskOffline.into(),
-            gateway::EventKind::InventoryChanged.into(),
-            gateway::EventKind::CommandStateChanged.into(),
-            gateway::EventKind::ItemReturned.into(),
-        ],
-    });
-    let value = format!("Bearer {bearer}")
-        .parse()
-        .map_err(|_| Follow::Failed("service token is not ASCII".to_owned()))?;
-    request.metadata_mut().insert("authorization", value);
+    let request = token
+        .authorize(gateway::SubscribeRequest {
+            after_cursor: u64::try_from(after).unwrap_or(0),
+            kiosk_ids: vec![],
+            kinds: vec![
+                gateway::EventKind::KioskOnline.into(),
+                gateway::EventKind::KioskOffline.into(),
+                gateway::EventKind::InventoryChanged.into(),
+                gateway::EventKind::CommandStateChanged.into(),
+                gateway::EventKind::ItemReturned.into(),
+            ],
+        })
+        .await
+        .map_err(|status| Follow::Interrupted(status.message().to_owned()))?;
     // The gateway never sends an event larger than MAX_EVENT_BYTES; leave room for framing.
     let mut client = DeviceEventServiceClient::new(gateway.connect_lazy())
         .max_decoding_message_size(2 * link_rules::MAX_EVENT_BYTES);

@@ -11,6 +11,7 @@ use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::{ErrorInfo, PreconditionViolation, UserId};
 use tokio::sync::Notify;
 
+use crate::content_client::ContentClient;
 use crate::domain::money::{Currency, Money};
 use crate::error::OrdersError;
 use crate::payments::PaymentProvider;
@@ -39,6 +40,8 @@ pub struct Flows {
     pub lend_deadline: Duration,
     /// Wakes the settling worker (an outbox row or a refund is waiting).
     pub wake: Arc<Notify>,
+    /// The content catalog (reservations' packages).
+    pub content: ContentClient,
 }
 
 impl Flows {

@@ -26,26 +26,12 @@ impl GatewayClient {
         &self.token
     }
 
-    async fn authed<T>(&self, message: T) -> Result<tonic::Request<T>, tonic::Status> {
-        let bearer = self
-            .token
-            .ready()
-            .await
-            .ok_or_else(|| tonic::Status::unavailable("orders has no service token yet"))?;
-        let mut request = tonic::Request::new(message);
-        let value = format!("Bearer {bearer}")
-            .parse()
-            .map_err(|_| tonic::Status::internal("service token is not ASCII"))?;
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
-    }
-
     /// SendCommand: logs the command (idempotent by key) and returns its record.
     pub async fn send(
         &self,
         request: gateway::SendCommandRequest,
     ) -> Result<gateway::CommandRecord, tonic::Status> {
-        let request = self.authed(request).await?;
+        let request = self.token.authorize(request).await?;
         DeviceCommandServiceClient::new(self.channel.clone())
             .send_command(request)
             .await?
@@ -57,7 +43,8 @@ impl GatewayClient {
     /// GetCommand.
     pub async fn get(&self, command_id: &str) -> Result<gateway::CommandRecord, tonic::Status> {
         let request = self
-            .authed(gateway::GetCommandRequest {
+            .token
+            .authorize(gateway::GetCommandRequest {
                 command_id: command_id.to_owned(),
             })
             .await?;

@@ -13,7 +13,8 @@
 //!   runs (offer line, hold, charge, book).
 //! - [`settle`]: the worker that finishes what requests started (outbox, refunds, fees,
 //!   deadlines, unknown payments).
-//! - [`events`]: following the gateway's event log; [`gateway_client`]: commands.
+//! - [`events`]: following the gateway's event log; [`gateway_client`]: commands;
+//!   [`content_client`]: what a reservation's package is.
 //! - [`domain`]: money, the order, payment attempt and deposit life cycles, the ledger,
 //!   pricing, offers (pure).
 //! - [`inventory`]: inventories summed per item type (pure).
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod checkout;
+pub mod content_client;
 pub mod convert;
 pub mod deposits;
 pub mod domain;
@@ -94,6 +96,21 @@ impl ServiceRole for OrdersRole {
             "orders.gateway_url",
             "SNEAKERNET_ORDERS__GATEWAY_URL",
         )?;
+        let content_url = ctx.peer_url(
+            "content",
+            ctx.config.orders.content_url.as_ref(),
+            "orders.content_url",
+            "SNEAKERNET_ORDERS__CONTENT_URL",
+        )?;
+        let content = Endpoint::from_shared(content_url.clone())
+            .map_err(|e| {
+                StartError::Config(ConfigError::Invalid {
+                    key: "orders.content_url",
+                    env: "SNEAKERNET_ORDERS__CONTENT_URL",
+                    reason: format!("{content_url}: {e}"),
+                })
+            })?
+            .connect_timeout(Duration::from_secs(10));
         let service = ServiceName::parse(SERVICE).map_err(StartError::Other)?;
         let token = ServiceToken::spawn(service, &auth_url, secret, &ctx.shutdown)?;
         let gateway = Endpoint::from_shared(gateway_url.clone())
@@ -128,6 +145,7 @@ impl ServiceRole for OrdersRole {
             offer_ttl: orders.offer_ttl,
             lend_deadline: orders.lend_deadline,
             wake: wake.clone(),
+            content: content_client::ContentClient::new(&content, token.clone()),
         };
         let client = gateway_client::GatewayClient::new(&gateway, token.clone());
         // Without these two tasks no order moves: while either is down, both services say

@@ -447,6 +447,7 @@ mod tests {
             offer_ttl: Duration::from_secs(300),
             lend_deadline: Duration::from_secs(120),
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            content: unreachable_content(),
         };
         // What CreateRental does when the provider never answers: hold, charge, give up.
         let owner = user(1);
@@ -522,6 +523,14 @@ mod tests {
         );
     }
 
+    /// A content service nobody answers at: these tests never reserve.
+    fn unreachable_content() -> crate::content_client::ContentClient {
+        crate::content_client::ContentClient::new(
+            &tonic::transport::Endpoint::from_static("http://127.0.0.1:9"),
+            sneakernet_runtime::service_token::ServiceToken::fixed("unused"),
+        )
+    }
+
     fn worker(world: &World, clock: &std::sync::Arc<OffsetClock>) -> Worker {
         Worker {
             flows: Flows {
@@ -535,6 +544,7 @@ mod tests {
                 offer_ttl: Duration::from_secs(300),
                 lend_deadline: Duration::from_secs(120),
                 wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+                content: unreachable_content(),
             },
             gateway: GatewayClient::new(
                 &tonic::transport::Endpoint::from_static("http://127.0.0.1:9"),

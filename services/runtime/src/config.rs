@@ -137,6 +137,9 @@ pub struct OrdersConfig {
     /// gRPC address of the device gateway (commands, kiosk events), for a process serving
     /// orders without the gateway role. Ignored when this process serves the gateway.
     pub gateway_url: Option<String>,
+    /// gRPC address of the content service (what a reservation's package is), for a process
+    /// serving orders without the content role. Ignored when this process serves content.
+    pub content_url: Option<String>,
     /// The deposit an account pays before renting, in minor units of `deposit_currency`.
     pub deposit_minor_units: i64,
     /// ISO 4217 code of the deposit.
@@ -162,6 +165,7 @@ impl Default for OrdersConfig {
     fn default() -> Self {
         Self {
             gateway_url: None,
+            content_url: None,
             deposit_minor_units: 5000,
             deposit_currency: "EUR".into(),
             secret_key_file: None,
@@ -463,11 +467,18 @@ impl Config {
                 ));
             }
         }
-        for (key, env, url) in [(
-            "orders.gateway_url",
-            "SNEAKERNET_ORDERS__GATEWAY_URL",
-            &self.orders.gateway_url,
-        )] {
+        for (key, env, url) in [
+            (
+                "orders.gateway_url",
+                "SNEAKERNET_ORDERS__GATEWAY_URL",
+                &self.orders.gateway_url,
+            ),
+            (
+                "orders.content_url",
+                "SNEAKERNET_ORDERS__CONTENT_URL",
+                &self.orders.content_url,
+            ),
+        ] {
             if let Some(url) = url {
                 let parsed = url::Url::parse(url)
                     .map_err(|e| invalid(key, env, format!("cannot parse {url}: {e}")))?;

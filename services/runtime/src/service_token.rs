@@ -88,6 +88,21 @@ impl ServiceToken {
         self.current.borrow().clone()
     }
 
+    /// `message` as a request carrying this service's token as its bearer, once there is
+    /// one. UNAVAILABLE when there is none (the login task ended at shutdown).
+    pub async fn authorize<T>(&self, message: T) -> Result<tonic::Request<T>, tonic::Status> {
+        let bearer = self
+            .ready()
+            .await
+            .ok_or_else(|| tonic::Status::unavailable("this service has no access token"))?;
+        let value = format!("Bearer {bearer}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("the service token is not ASCII"))?;
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+
     /// Waits for a token; `None` only if the login task ended (shutdown).
     pub async fn ready(&self) -> Option<String> {
         let mut current = self.current.clone();

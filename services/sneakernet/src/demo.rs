@@ -60,6 +60,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     config.auth.bootstrap_operator_email = None;
     config.auth.bootstrap_operator_password_file = None;
     config.orders.gateway_url = None;
+    config.orders.content_url = None;
 
     println!("sneakernet demo: a walk-up rental, as the phone app lives it");
     let shutdown = Shutdown::new();
