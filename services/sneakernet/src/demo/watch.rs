@@ -1,0 +1,139 @@
+//! Following one order with WatchOrder, printing each change.
+
+use anyhow::{Context, anyhow, bail};
+use sneakernet_proto::orders::v1 as pb;
+use sneakernet_proto::orders::v1::order_service_client::OrderServiceClient;
+use tonic::transport::Channel;
+
+use super::describe::state_name;
+use super::{Narrator, ORDER_WAIT};
+use crate::client::{self, authed};
+
+/// One WatchOrder stream, read until the order reaches a wanted state.
+pub(super) struct OrderWatch {
+    stream: tonic::Streaming<pb::WatchOrderResponse>,
+    orders: OrderServiceClient<Channel>,
+    user: String,
+    order_id: String,
+    last: Option<i32>,
+}
+
+impl OrderWatch {
+    pub(super) async fn open(
+        orders: &mut OrderServiceClient<Channel>,
+        user: &str,
+        order_id: &str,
+    ) -> anyhow::Result<Self> {
+        let stream = client::call(
+            "watch the order",
+            orders.watch_order(authed(
+                pb::WatchOrderRequest {
+                    order_id: order_id.to_owned(),
+                },
+                user,
+            )?),
+        )
+        .await?;
+        Ok(Self {
+            stream,
+            orders: orders.clone(),
+            user: user.to_owned(),
+            order_id: order_id.to_owned(),
+            last: None,
+        })
+    }
+
+    /// Prints every change until the order is in `wanted`; an error when the stream ends
+    /// first, the order ends elsewhere, or [`ORDER_WAIT`] passes (saying where GetOrder sees
+    /// the order then).
+    pub(super) async fn until(
+        &mut self,
+        narrator: &Narrator,
+        wanted: pb::OrderState,
+    ) -> anyhow::Result<pb::Order> {
+        let what = format!(
+            "order {} to be {}",
+            self.order_id,
+            state_name(wanted as i32)
+        );
+        match tokio::time::timeout(ORDER_WAIT, self.follow(narrator, wanted, &what)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let now = match self.current().await {
+                    Ok(order) => format!(
+                        "GetOrder says it is {}: {:?}",
+                        state_name(order.state),
+                        order.state_reason
+                    ),
+                    Err(error) => format!("GetOrder failed too: {error:#}"),
+                };
+                bail!(
+                    "waited {} for {what}; {now}",
+                    humantime::format_duration(ORDER_WAIT)
+                )
+            }
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        narrator: &Narrator,
+        wanted: pb::OrderState,
+        what: &str,
+    ) -> anyhow::Result<pb::Order> {
+        loop {
+            let change = self
+                .stream
+                .message()
+                .await
+                .map_err(|s| anyhow!("watch the order: {}", client::describe(&s)))?
+                .with_context(|| format!("the watch ended before {what}"))?;
+            let order = change.order.context("a watch message carries no order")?;
+            if self.last != Some(change.state) {
+                self.last = Some(change.state);
+                narrator.detail(format!(
+                    "{:<11} {}",
+                    state_name(change.state),
+                    if change.reason.is_empty() {
+                        order.state_reason.as_str()
+                    } else {
+                        change.reason.as_str()
+                    }
+                ));
+            }
+            if change.state == wanted as i32 {
+                return Ok(order);
+            }
+            if matches!(
+                pb::OrderState::try_from(change.state),
+                Ok(pb::OrderState::Failed
+                    | pb::OrderState::Refunded
+                    | pb::OrderState::Cancelled
+                    | pb::OrderState::Expired
+                    | pb::OrderState::Closed)
+            ) {
+                bail!(
+                    "the order ended {} instead: {}",
+                    state_name(change.state),
+                    order.state_reason
+                );
+            }
+        }
+    }
+
+    /// The order as GetOrder answers it now.
+    async fn current(&mut self) -> anyhow::Result<pb::Order> {
+        client::call(
+            "get the order",
+            self.orders.get_order(authed(
+                pb::GetOrderRequest {
+                    order_id: self.order_id.clone(),
+                },
+                &self.user,
+            )?),
+        )
+        .await?
+        .order
+        .context("get the order: the answer carries no order")
+    }
+}
