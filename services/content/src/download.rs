@@ -68,7 +68,7 @@ pub async fn download(
         tokio::select! {
             () = send_chunks(&task_ctx, request, &tx) => {}
             () = shutdown.cancelled() => {
-                let _ = tx.send(Err(Status::unavailable("the server is shutting down; ask again for the chunks not yet complete"))).await;
+                let _ = tx.send(Err(ContentError::ShuttingDown("ask again for the chunks not yet complete").into())).await;
             }
         }
     });

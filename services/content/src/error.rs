@@ -101,6 +101,9 @@ pub enum ContentError {
     /// The database failed.
     #[error("database: {0}")]
     Store(#[from] sea_orm::DbErr),
+    /// The server stops while a stream is open; the message says how to carry on elsewhere.
+    #[error("the server is shutting down; {0}")]
+    ShuttingDown(&'static str),
 }
 
 impl From<ContentError> for ApiError {
@@ -134,6 +137,10 @@ impl From<ContentError> for ApiError {
                     retry_after: None,
                 }
             }
+            ContentError::ShuttingDown(_) => ApiError::Unavailable {
+                message: error.to_string(),
+                retry_after: None,
+            },
             ContentError::Corrupt { .. } | ContentError::Task(_) | ContentError::Store(_) => {
                 ApiError::Internal(error.to_string())
             }
@@ -202,6 +209,7 @@ mod tests {
                 },
                 Code::Aborted,
             ),
+            (ContentError::ShuttingDown("retry"), Code::Unavailable),
         ];
         for (error, code) in cases {
             assert_eq!(tonic::Status::from(error).code(), code);
