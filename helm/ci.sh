@@ -5,6 +5,8 @@
 # --strict), yamllint, and helm/tests/chart_test.py's assertions and bad-values refusals.
 # .ci/run calls it; run it alone with a virtualenv that has the tools:
 #   CHART_VENV=/tmp/chart-venv helm/ci.sh
+# With CHART_BINARY=target/debug/sneakernet it also has that binary read every pod's
+# environment as its configuration (chart_test.py --binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +54,7 @@ else
   trap 'rm -rf "$out"' EXIT
 fi
 # (From the repository root, not helm/tests: the SDK must not see our directory first.)
-"$venv/bin/python" helm/tests/chart_test.py "$out"
+"$venv/bin/python" helm/tests/chart_test.py "$out" ${CHART_BINARY:+--binary "$CHART_BINARY"}
 
 step "chart: every rendered manifest against Kubernetes $kube_version (kubernetes-validate --strict)"
 # ServiceMonitor is a Prometheus Operator CRD, not in Kubernetes' schemas: it is reported as

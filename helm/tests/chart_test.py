@@ -11,15 +11,22 @@ cluster, no helm binary):
    the migration hook, a PDB per role, peers wired to the chart's Services, ...) and what
    each scenario is for (Redis reaches the gateway, TLS turns the probes into TCP probes, ...);
 4. renders every file in helm/tests/bad/ and fails unless Helm refuses it, with the reason
-   its first line names.
+   its first line names;
+5. with --binary PATH (a built `sneakernet`): gives the binary each pod's environment (the
+   ConfigMap, the Deployment's env, stand-ins for Secret values and mounted files; the
+   migration job's too) and checks that it accepts it as configuration: `sneakernet migrate`
+   against an unreachable database must fail at connecting, not at reading its configuration
+   (an unknown key, a bad value).
 
-Usage: chart_test.py OUT_DIR
+Usage: chart_test.py OUT_DIR [--binary PATH]
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import subprocess
 import sys
 
 import helm_python as helm
@@ -367,11 +374,79 @@ def bad_values() -> None:
             failures.append(f"bad/{path.name} was accepted; it must be refused")
 
 
+# What a secretKeyRef stands for when the binary reads a pod's environment: unreachable on
+# purpose, so the binary gets as far as connecting and stops there.
+SECRET_STAND_INS = {
+    "SNEAKERNET_DATABASE_URL": "postgres://sneakernet:stand-in@127.0.0.1:1/sneakernet",
+    "SNEAKERNET_REDIS_URL": "redis://127.0.0.1:1",
+    "AWS_ACCESS_KEY_ID": "stand-in",
+    "AWS_SECRET_ACCESS_KEY": "stand-in",
+}
+
+
+def pod_environment(objs: dict, role: str) -> tuple[list[str], dict[str, str]]:
+    """The arguments and environment of a role's container (role "migrate": the hook job's)."""
+    if role == "migrate":
+        pod = objs[("Job", f"{FULL}-migrate")]["spec"]["template"]["spec"]
+    else:
+        pod = objs[("Deployment", f"{FULL}-{role}")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        config_map = objs[("ConfigMap", source["configMapRef"]["name"])]
+        env.update(config_map["data"])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            env[item["name"]] = SECRET_STAND_INS[item["name"]]
+    return container["args"], env
+
+
+def binary_accepts(scenario: str, objs: dict, binary: str, mounts: pathlib.Path) -> None:
+    """The binary reads each pod's environment as a valid configuration. Files the pod gets
+    from Secrets (/etc/sneakernet/...) are stand-ins under `mounts`: the configuration only
+    asks that they be readable files."""
+    for role in (*ROLES, "migrate"):
+        args, env = pod_environment(objs, role)
+        if args[0] == "serve":
+            # The same configuration, loaded by a command that stops at the database.
+            args = ["migrate", "--role", role]
+        for name, value in env.items():
+            if value.startswith("/etc/sneakernet/"):
+                stand_in = mounts / value.lstrip("/")
+                stand_in.parent.mkdir(parents=True, exist_ok=True)
+                stand_in.write_text("stand-in\n")
+                env[name] = str(stand_in)
+        # Nothing from this machine's environment: only what the pod would have.
+        env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+        done = subprocess.run(
+            [binary, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        stderr = done.stderr.strip().splitlines()
+        last = stderr[-1] if stderr else ""
+        check(
+            done.returncode != 0 and "cannot connect to database" in last,
+            f"[{scenario}] {role}: the binary must accept the pod's configuration and fail only at "
+            f"the stand-in database; it said: {last or done.stdout.strip()}",
+        )
+
+
 def main() -> int:
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    binary = None
+    if len(args) == 3 and args[1] == "--binary":
+        binary = args[2]
+        args = args[:1]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    out = pathlib.Path(sys.argv[1])
+    out = pathlib.Path(args[0])
     scenarios = sorted((HERE / "values").glob("*.yaml"))
     for path in scenarios:
         scenario = path.stem
@@ -387,6 +462,8 @@ def main() -> int:
         objs = index(objects)
         every_scenario(scenario, objs, values)
         scenario_specific(scenario, objs, values)
+        if binary:
+            binary_accepts(scenario, objs, binary, out / scenario / "mounts")
         kinds = sorted({o["kind"] for o in objects})
         print(f"  {scenario}: {len(objects)} objects ({', '.join(kinds)}) -> {out / scenario}")
     bad_values()
@@ -395,7 +472,11 @@ def main() -> int:
         for failure in failures:
             print(f"  FAIL {failure}", file=sys.stderr)
         return 1
-    print(f"chart checks passed: {len(scenarios)} scenarios, {len(list((HERE / 'bad').glob('*.yaml')))} bad values refused")
+    accepted = f", every pod's configuration accepted by {binary}" if binary else ""
+    print(
+        f"chart checks passed: {len(scenarios)} scenarios, "
+        f"{len(list((HERE / 'bad').glob('*.yaml')))} bad values refused{accepted}"
+    )
     return 0
 
 
