@@ -1,4 +1,4 @@
-//! The command line: `serve`, `standalone`, `demo`, `audit`, `content upload|list`, `qr`,
+//! The command line: `serve`, `migrate`, `standalone`, `demo`, `audit`, `content upload|list`, `qr`,
 //! `operator create`, `keys rotate`.
 
 use std::io::BufRead;
@@ -34,6 +34,15 @@ pub enum Command {
     Serve {
         /// Roles to serve, comma-separated: auth, orders, content, gateway.
         #[arg(long, value_delimiter = ',', required = true)]
+        role: Vec<NodeRole>,
+    },
+    /// Apply the database migrations of some roles (default: all) and exit, e.g. as a
+    /// deployment's pre-upgrade job. `serve` migrates too, so this is never required; it lets
+    /// a migration fail once, loudly, before any new replica starts.
+    Migrate {
+        /// Roles whose databases to migrate, comma-separated: auth, orders, content, gateway.
+        /// Default: every role.
+        #[arg(long, value_delimiter = ',')]
         role: Vec<NodeRole>,
     },
     /// Serve every role on one port with embedded storage, plus three simulated kiosks: the
@@ -126,6 +135,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&config)?;
             serve(config, &role).await
         }
+        Command::Migrate { role } => {
+            init_tracing(&config)?;
+            migrate(&config, &role).await
+        }
         Command::Standalone {
             listen,
             data_dir,
@@ -215,6 +228,26 @@ async fn serve(config: Config, roles: &[NodeRole]) -> anyhow::Result<()> {
     let node = node::start(config.clone(), roles, shutdown, None).await?;
     announce(&config, roles, node.address);
     node.wait().await?;
+    Ok(())
+}
+
+/// Migrates `roles` (every role when empty) in start order, stopping at the first failure.
+pub async fn migrate(config: &Config, roles: &[NodeRole]) -> anyhow::Result<()> {
+    let mut roles = if roles.is_empty() {
+        NodeRole::ALL.to_vec()
+    } else {
+        roles.to_vec()
+    };
+    roles.sort();
+    roles.dedup();
+    let target = match &config.database_url {
+        Some(url) => sneakernet_runtime::config::redact_url(url),
+        None => format!("SQLite files in {}", config.data_dir.display()),
+    };
+    for role in roles {
+        role.migrate(config).await?;
+        println!("sneakernet: {role} database migrated ({target})");
+    }
     Ok(())
 }
 

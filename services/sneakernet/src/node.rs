@@ -11,6 +11,7 @@ use sneakernet_gateway::GatewayRole;
 use sneakernet_orders::OrdersRole;
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::config::Config;
+use sneakernet_runtime::db::{DbOpenError, open_and_migrate};
 use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};
 use sneakernet_runtime::server::GrpcServices;
 use sneakernet_runtime::{Shutdown, TokenVerifier};
@@ -45,6 +46,35 @@ impl NodeRole {
             NodeRole::Content => ContentRole::NAME,
             NodeRole::Gateway => GatewayRole::NAME,
         }
+    }
+
+    /// Opens this role's database and applies its migrations, exactly as its start does
+    /// (idempotent; Postgres under an advisory lock), then closes it.
+    pub async fn migrate(self, config: &Config) -> Result<(), DbOpenError> {
+        let db = match self {
+            NodeRole::Auth => {
+                use sneakernet_auth::{SERVICE, migration::Migrator};
+                open_and_migrate::<Migrator>(config, SERVICE).await?
+            }
+            NodeRole::Orders => {
+                use sneakernet_orders::{SERVICE, migration::Migrator};
+                open_and_migrate::<Migrator>(config, SERVICE).await?
+            }
+            NodeRole::Content => {
+                use sneakernet_content::{SERVICE, migration::Migrator};
+                open_and_migrate::<Migrator>(config, SERVICE).await?
+            }
+            NodeRole::Gateway => {
+                use sneakernet_gateway::{SERVICE, migration::Migrator};
+                open_and_migrate::<Migrator>(config, SERVICE).await?
+            }
+        };
+        // Closing flushes SQLite's write-ahead log into the file; an error here changes
+        // nothing that was committed.
+        if let Err(error) = db.close().await {
+            tracing::warn!(role = %self, %error, "closing the database after migrating failed");
+        }
+        Ok(())
     }
 
     async fn start(self, ctx: &RoleContext, services: &mut GrpcServices) -> Result<(), StartError> {
