@@ -53,15 +53,7 @@ pub(super) async fn tell(
         .first()
         .context("the chosen offer line lists no rental length")?;
     // What the kiosk holds before it lends: the facts of whichever item it will choose.
-    let before: HashMap<String, (String, ItemInfo)> = here
-        .bays()
-        .snapshot()
-        .into_iter()
-        .filter_map(|bay| {
-            bay.item
-                .map(|item| (item.item_id.clone(), (bay.bay_id.clone(), item)))
-        })
-        .collect();
+    let before = items_in(here);
     let order = client::call(
         "rent",
         orders.create_rental(authed(
@@ -116,19 +108,49 @@ pub(super) async fn tell(
         bay,
         time(lent.due_at.as_ref())
     ));
-    if here
+    still_in(here, &lent.item_id)?;
+
+    return_at(narrator, &mut watch, item, &lent, there).await
+}
+
+/// Every item in `kiosk`'s bays, by id: its bay and facts.
+pub(super) fn items_in(kiosk: &SimulatedKiosk) -> HashMap<String, (String, ItemInfo)> {
+    kiosk
+        .bays()
+        .snapshot()
+        .into_iter()
+        .filter_map(|bay| {
+            bay.item
+                .map(|item| (item.item_id.clone(), (bay.bay_id.clone(), item)))
+        })
+        .collect()
+}
+
+/// An error when `item_id`, which the order says was lent, is still in `kiosk`.
+pub(super) fn still_in(kiosk: &SimulatedKiosk, item_id: &str) -> anyhow::Result<()> {
+    if kiosk
         .bays()
         .snapshot()
         .iter()
-        .any(|b| b.item.as_ref().is_some_and(|i| i.item_id == lent.item_id))
+        .any(|b| b.item.as_ref().is_some_and(|i| i.item_id == item_id))
     {
         bail!(
-            "order LENT but {} is still in {}",
-            lent.item_id,
-            here.site.kiosk_id
+            "order LENT but {item_id} is still in {}",
+            kiosk.site.kiosk_id
         );
     }
+    Ok(())
+}
 
+/// Returns the lent `item` into a free bay of `there`, as a person would, and follows the
+/// order until it closed there with its charges.
+pub(super) async fn return_at(
+    narrator: &mut Narrator,
+    watch: &mut OrderWatch,
+    item: &ItemInfo,
+    lent: &pb::Order,
+    there: &SimulatedKiosk,
+) -> anyhow::Result<()> {
     let empty_bay = there
         .bays()
         .snapshot()
