@@ -30,9 +30,10 @@ use crate::prices::price_list;
 pub const DEFAULT_RESULTS: u32 = 20;
 /// Most kiosks per answer.
 pub const MAX_RESULTS: u32 = 100;
-/// Fewest kiosks described per batch of reads: under a filter that leaves many out, fewer
-/// and larger batches.
-const MIN_BATCH: usize = 32;
+/// Fewest kiosks described per batch of reads under a filter: it may leave many out, so
+/// fewer and larger batches. Without one every kiosk is shown and a batch is what the page
+/// still needs.
+const MIN_FILTERED_BATCH: usize = 32;
 
 /// A FindKiosks request, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,9 +153,14 @@ impl Flows {
         // One more than the page, to know whether another page follows.
         let wanted = ask.max_results as usize + 1;
         let mut found: Vec<(PagePosition, pb::NearbyKiosk)> = Vec::new();
+        let smallest_batch = if filter.is_some() {
+            MIN_FILTERED_BATCH
+        } else {
+            1
+        };
         let mut rest = candidates.as_slice();
         while !rest.is_empty() && found.len() < wanted {
-            let take = (wanted - found.len()).max(MIN_BATCH).min(rest.len());
+            let take = (wanted - found.len()).max(smallest_batch).min(rest.len());
             let (batch, after) = rest.split_at(take);
             rest = after;
             for (candidate, shown) in batch
