@@ -221,7 +221,6 @@ mod tests {
                 .exec_without_returning(&store.db)
                 .await
                 .unwrap();
-            store.db.execute_unprepared("ANALYZE").await.unwrap();
             for bounds in [boxed(52.5, 13.4, 50_000), boxed(-16.8, 179.99, 50_000)] {
                 let statement = in_box(&bounds).build(db_backend);
                 let sql = statement.sql.clone();
@@ -231,20 +230,18 @@ mod tests {
                     bounds.longitude_ranges().len(),
                     "{sql}"
                 );
-                let plan = match db_backend {
-                    DbBackend::Sqlite => {
-                        let explain = Statement::from_string(
+                // One transaction, so the statistics and the plan are of one connection.
+                let txn = store.db.begin().await.unwrap();
+                txn.execute_unprepared("ANALYZE").await.unwrap();
+                let (explain, column) = match db_backend {
+                    DbBackend::Sqlite => (
+                        Statement::from_string(
                             db_backend,
-                            format!("EXPLAIN QUERY PLAN {}", statement),
-                        );
-                        let rows = store.db.query_all_raw(explain).await.unwrap();
-                        rows.iter()
-                            .map(|row| row.try_get::<String>("", "detail").unwrap())
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    }
+                            format!("EXPLAIN QUERY PLAN {statement}"),
+                        ),
+                        "detail",
+                    ),
                     _ => {
-                        let txn = store.db.begin().await.unwrap();
                         txn.execute_unprepared("SET LOCAL enable_seqscan = off")
                             .await
                             .unwrap();
@@ -253,16 +250,18 @@ mod tests {
                             format!("EXPLAIN {sql}"),
                             statement.values.clone().map(|v| v.0).unwrap_or_default(),
                         );
-                        let rows = txn.query_all_raw(explain).await.unwrap();
-                        let plan = rows
-                            .iter()
-                            .map(|row| row.try_get::<String>("", "QUERY PLAN").unwrap())
-                            .collect::<Vec<_>>()
-                            .join("\n");
-                        txn.rollback().await.unwrap();
-                        plan
+                        (explain, "QUERY PLAN")
                     }
                 };
+                let plan = txn
+                    .query_all_raw(explain)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.try_get::<String>("", column).unwrap())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                txn.rollback().await.unwrap();
                 assert!(
                     plan.contains("kiosks_by_location"),
                     "{backend}: the plan of {sql} does not use the index:\n{plan}"
