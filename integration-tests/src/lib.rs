@@ -9,6 +9,7 @@
 pub mod content;
 pub mod fake_kiosk;
 pub mod kiosk;
+pub mod nearby;
 pub mod proxy;
 pub mod rentals;
 

@@ -128,11 +128,16 @@ pub fn power_bank_type() -> common::ItemType {
 
 /// A drive of [`drive_type`] with id `item_id`.
 pub fn drive(item_id: &str) -> SimItemConfig {
+    drive_of(item_id, CAPACITY, Some(PACKAGE))
+}
+
+/// A writable drive with id `item_id` of `capacity_bytes`, holding `package` (`None`: blank).
+pub fn drive_of(item_id: &str, capacity_bytes: u64, package: Option<&str>) -> SimItemConfig {
     SimItemConfig {
         kind: SimItemKind::Drive,
         item_id: item_id.into(),
-        capacity_bytes: Some(CAPACITY),
-        content_package_id: Some(PACKAGE.into()),
+        capacity_bytes: Some(capacity_bytes),
+        content_package_id: package.map(str::to_owned),
         write_protected: false,
         charge_percent: None,
     }
@@ -199,12 +204,30 @@ pub async fn operator_token(
     crate::operator_session(channel, config).await.access_token
 }
 
-/// FleetService.RegisterKiosk: kiosk `kiosk_id` at a test site with `qr_secret`.
+/// Where test kiosks stand unless a test says otherwise (Berlin Hauptbahnhof).
+pub const STATION: common::Location = common::Location {
+    latitude: 52.5251,
+    longitude: 13.3694,
+};
+
+/// FleetService.RegisterKiosk: kiosk `kiosk_id` at a test site at [`STATION`] with
+/// `qr_secret`.
 pub async fn register_kiosk(
     channel: &Channel,
     operator: &str,
     kiosk_id: &str,
     qr_secret: &[u8],
+) -> Result<pb::Kiosk, Status> {
+    register_kiosk_at(channel, operator, kiosk_id, qr_secret, STATION).await
+}
+
+/// FleetService.RegisterKiosk: kiosk `kiosk_id` at its own test site at `location`.
+pub async fn register_kiosk_at(
+    channel: &Channel,
+    operator: &str,
+    kiosk_id: &str,
+    qr_secret: &[u8],
+    location: common::Location,
 ) -> Result<pb::Kiosk, Status> {
     fleet(channel)
         .register_kiosk(authed(
@@ -212,10 +235,7 @@ pub async fn register_kiosk(
                 kiosk_id: kiosk_id.into(),
                 site_id: format!("site-{kiosk_id}"),
                 site_name: format!("Central Station, kiosk {kiosk_id}"),
-                location: Some(common::Location {
-                    latitude: 52.5251,
-                    longitude: 13.3694,
-                }),
+                location: Some(location),
                 qr_secret: qr_secret.to_vec(),
                 out_of_service: false,
             },
@@ -291,8 +311,6 @@ pub struct SimKiosk {
 }
 
 impl SimKiosk {
-    /// Registers kiosk `id` (a fresh 32-byte QR secret), issues its credential, and starts an
-    /// agent at `address` with `bays` and `faults`. Does not wait for it to be online.
     /// [`SimKiosk::start`] with these items in bays A1, A2, ... and no faults.
     pub async fn healthy(
         address: SocketAddr,
@@ -303,6 +321,9 @@ impl SimKiosk {
         Self::start(address, operator, id, bays(items), SimFaults::default()).await
     }
 
+    /// Registers kiosk `id` at [`STATION`] (a fresh 32-byte QR secret), issues its
+    /// credential, and starts an agent at `address` with `bays` and `faults`. Does not wait
+    /// for it to be online.
     pub async fn start(
         address: SocketAddr,
         operator: &str,
@@ -310,9 +331,21 @@ impl SimKiosk {
         bays: Vec<SimBayConfig>,
         faults: SimFaults,
     ) -> Self {
+        Self::start_at(address, operator, id, STATION, bays, faults).await
+    }
+
+    /// [`SimKiosk::start`] with the kiosk registered at `location`.
+    pub async fn start_at(
+        address: SocketAddr,
+        operator: &str,
+        id: &str,
+        location: common::Location,
+        bays: Vec<SimBayConfig>,
+        faults: SimFaults,
+    ) -> Self {
         let channel = connect(address).await;
         let qr_secret = new_qr_secret();
-        register_kiosk(&channel, operator, id, &qr_secret)
+        register_kiosk_at(&channel, operator, id, &qr_secret, location)
             .await
             .unwrap_or_else(|s| panic!("register kiosk {id}: {s:?}"));
         let secret = issue_kiosk_secret(channel, operator, id).await;

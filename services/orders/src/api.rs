@@ -1,7 +1,7 @@
 //! The orders service's gRPC surface: decode, check the caller, call the flow, map errors.
-//! OrderService: scan, deposits, rentals, reading and watching orders (reservations answer
-//! UNIMPLEMENTED until the reservations issue). FleetService: kiosk profiles, the fleet view,
-//! price rules, the audit.
+//! OrderService: scan, deposits, rentals, reading and watching orders, finding kiosks nearby
+//! (the other reservation RPCs answer UNIMPLEMENTED until the reservations issue).
+//! FleetService: kiosk profiles, the fleet view, price rules, the audit.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +23,7 @@ use crate::entity::{deposit, kiosk, order, pricing_rule};
 use crate::fleet::kiosk_proto;
 use crate::flows::Flows;
 use crate::ids::OrderId;
+use crate::nearby::NearbyAsk;
 use crate::rentals::RentalAsk;
 use crate::store::orders::{OrderFilter, state_of_proto};
 use crate::store::parked::Retried;
@@ -294,7 +295,8 @@ impl OrderService for OrdersApi {
         request: Request<pb::FindKiosksRequest>,
     ) -> Result<Response<pb::FindKiosksResponse>, Status> {
         Reader::of(&request)?;
-        Err(reservations_not_built("FindKiosks"))
+        let ask = NearbyAsk::try_from(request.into_inner())?;
+        Ok(Response::new(self.flows.find_kiosks(ask).await?))
     }
 
     async fn create_reservation(

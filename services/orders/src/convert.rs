@@ -7,10 +7,13 @@ use sneakernet_runtime::wire::{duration, from_duration};
 use sneakernet_runtime::{ApiError, FieldViolation, KioskId};
 
 use crate::deposits::DepositAsk;
+use crate::domain::availability::TypeFilter;
+use crate::domain::geo::SearchArea;
 use crate::domain::money::{Currency, Money};
 use crate::domain::pricing::Terms;
 use crate::error::OrdersError;
 use crate::ids::{IdempotencyKey, OfferId};
+use crate::nearby::{self, NearbyAsk, PagePosition, search_key};
 use crate::rentals::RentalAsk;
 
 /// A money field: a known currency, any amount.
@@ -276,6 +279,81 @@ impl TryFrom<pb::PayDepositRequest> for DepositAsk {
     }
 }
 
+impl TryFrom<pb::FindKiosksRequest> for NearbyAsk {
+    type Error = OrdersError;
+
+    /// Every field of FindKiosks checked, every violation named at once.
+    fn try_from(body: pb::FindKiosksRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let area = SearchArea::new(body.latitude, body.longitude, body.radius_meters)
+            .map_err(|errors| {
+                for error in errors {
+                    violations
+                        .0
+                        .push(FieldViolation::new(error.field(), error.to_string()));
+                }
+            })
+            .ok();
+        let filter = match &body.item_type {
+            None => Some(None),
+            Some(wanted) => violations.check_all(type_filter(wanted))?.map(Some),
+        };
+        let max_results = match body.max_results {
+            0 => Some(nearby::DEFAULT_RESULTS),
+            n if n <= nearby::MAX_RESULTS => Some(n),
+            n => violations.check(Err(FieldViolation::new(
+                "max_results",
+                format!("must be at most {}, got {n}", nearby::MAX_RESULTS),
+            ))),
+        };
+        let after = match (&area, &filter) {
+            (Some(area), Some(filter)) if !body.page_token.is_empty() => violations.check(
+                PagePosition::from_token(&body.page_token, &search_key(area, filter.as_ref()))
+                    .map(Some)
+                    .ok_or_else(|| {
+                        FieldViolation::new(
+                            "page_token",
+                            "was not issued by FindKiosks for this position, radius and filter",
+                        )
+                    }),
+            ),
+            _ => Some(None),
+        };
+        match (area, filter, max_results, after) {
+            (Some(area), Some(filter), Some(max_results), Some(after)) if violations.none() => {
+                Ok(NearbyAsk {
+                    area,
+                    filter,
+                    max_results,
+                    after,
+                })
+            }
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
+/// A FindKiosks type filter: a valid item type whose content package, when named, is a
+/// package id (a UUID).
+fn type_filter(wanted: &common::ItemType) -> Result<TypeFilter, ApiError> {
+    let wanted = item_type("item_type", Some(wanted))?;
+    if !wanted.content_package_id.is_empty()
+        && uuid::Uuid::parse_str(&wanted.content_package_id).is_err()
+    {
+        return Err(ApiError::invalid(
+            "item_type.content_package_id",
+            "must be a content package id (a UUID)",
+        ));
+    }
+    Ok(TypeFilter {
+        kind: wanted.kind,
+        capacity_bytes: (wanted.capacity_bytes != 0)
+            .then(|| i64::try_from(wanted.capacity_bytes).unwrap_or(i64::MAX)),
+        content_package_id: (!wanted.content_package_id.is_empty())
+            .then_some(wanted.content_package_id),
+    })
+}
+
 /// The card token of an optional payment method (`None`: use the remembered one).
 pub fn card_token(method: Option<&pb::PaymentMethod>) -> Result<Option<String>, ApiError> {
     let Some(method) = method else {
@@ -409,6 +487,59 @@ mod tests {
         assert_eq!(
             fields(empty),
             ["amount", "payment_method", "idempotency_key"]
+        );
+    }
+
+    #[test]
+    fn a_find_kiosks_request_names_every_bad_field_at_once() {
+        let bad = pb::FindKiosksRequest {
+            latitude: 91.0,
+            longitude: f64::NAN,
+            radius_meters: 0,
+            item_type: Some(common::ItemType {
+                kind: common::ItemKind::Drive.into(),
+                capacity_bytes: 0,
+                content_package_id: "films".into(),
+            }),
+            max_results: 101,
+            page_token: "junk".into(),
+        };
+        assert_eq!(
+            fields(NearbyAsk::try_from(bad).unwrap_err()),
+            [
+                "latitude",
+                "longitude",
+                "radius_meters",
+                "item_type.content_package_id",
+                "max_results"
+            ]
+        );
+        let kindless = pb::FindKiosksRequest {
+            latitude: 52.5,
+            longitude: 13.4,
+            radius_meters: 50_001,
+            item_type: Some(common::ItemType::default()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(NearbyAsk::try_from(kindless).unwrap_err()),
+            ["radius_meters", "item_type.kind"]
+        );
+        let good = pb::FindKiosksRequest {
+            latitude: 52.5,
+            longitude: 13.4,
+            radius_meters: 50_000,
+            ..Default::default()
+        };
+        let ask = NearbyAsk::try_from(good.clone()).unwrap();
+        assert_eq!((ask.max_results, ask.filter, ask.after), (20, None, None));
+        let stale = pb::FindKiosksRequest {
+            page_token: "junk".into(),
+            ..good
+        };
+        assert_eq!(
+            fields(NearbyAsk::try_from(stale).unwrap_err()),
+            ["page_token"]
         );
     }
 

@@ -61,6 +61,9 @@ pub enum OrdersError {
     /// The server is shutting down or a stream must be opened again (UNAVAILABLE).
     #[error("{0}")]
     GoingAway(&'static str),
+    /// The content service did not answer a look-up the request needs (UNAVAILABLE: retry).
+    #[error("the content catalog is not answering; retry shortly")]
+    ContentUnavailable,
     /// A stored value cannot be read or a secret cannot be opened (INTERNAL).
     #[error("{0}")]
     Corrupt(String),
@@ -125,7 +128,8 @@ impl From<OrdersError> for ApiError {
             OrdersError::PaymentResolving
             | OrdersError::ProcessorFailed
             | OrdersError::ProviderSilent(_)
-            | OrdersError::GoingAway(_) => ApiError::Unavailable {
+            | OrdersError::GoingAway(_)
+            | OrdersError::ContentUnavailable => ApiError::Unavailable {
                 message,
                 retry_after: Some(RETRY_AFTER),
             },
@@ -178,6 +182,7 @@ mod tests {
             (OrdersError::ProcessorFailed, Code::Unavailable),
             (OrdersError::ProviderSilent("silent"), Code::Unavailable),
             (OrdersError::GoingAway("watch again"), Code::Unavailable),
+            (OrdersError::ContentUnavailable, Code::Unavailable),
             (OrdersError::Corrupt("stored offer".into()), Code::Internal),
             (
                 OrdersError::Store(StoreError::Raced("raced".into())),

@@ -4,19 +4,21 @@
 //! Seed flow 1 end to end: kiosk profiles and prices, ScanKiosk's offer, deposits,
 //! CreateRental (hold, charge, order + ledger + outbox in one transaction), the lend through
 //! the gateway, the kiosk's result and returns from the gateway's event log, refunds and fees,
-//! the auditor. Reservations (flow 2) answer UNIMPLEMENTED until their issue.
+//! the auditor. Of reservations (flow 2), FindKiosks is built; the rest answer UNIMPLEMENTED
+//! until their issue.
 //!
 //! - [`api`]: the gRPC surface; [`convert`]: checking input at the edge into [`ids`];
 //!   [`error`]: the flows' errors, mapped to gRPC codes in one place.
 //! - [`flows`]: what the flows share; one module per flow: [`scan`], [`deposits`],
-//!   [`rentals`], [`watch`], [`fleet`], [`lending`]; [`checkout`]: the steps every paid order
-//!   runs (offer line, hold, charge, book).
+//!   [`rentals`], [`watch`], [`fleet`], [`lending`], [`nearby`] (FindKiosks); [`checkout`]:
+//!   the steps every paid order runs (offer line, hold, charge, book); [`prices`]: what a
+//!   type costs at a site, for offers and availability alike.
 //! - [`settle`]: the worker that finishes what requests started (outbox, refunds, fees,
 //!   deadlines, unknown payments).
 //! - [`events`]: following the gateway's event log; [`gateway_client`]: commands;
 //!   [`content_client`]: what a reservation's package is.
 //! - [`domain`]: money, the order, payment attempt and deposit life cycles, the ledger,
-//!   pricing, offers (pure).
+//!   pricing, offers, geometry, the reservable rule, availability (pure).
 //! - [`inventory`]: inventories summed per item type (pure).
 //! - [`payments`]: the PaymentProvider trait and the sandbox provider.
 //! - [`sealing`]: QR secrets encrypted at rest.
@@ -38,7 +40,9 @@ pub mod ids;
 pub mod inventory;
 pub mod lending;
 pub mod migration;
+pub mod nearby;
 pub mod payments;
+pub mod prices;
 pub mod rentals;
 pub mod scan;
 pub mod sealing;

@@ -2,16 +2,14 @@
 //! named at once, and the kiosk's offer (each type with free units and a price rule) is
 //! answered and kept for CreateRental.
 
-use prost::Message;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::UserId;
 use sneakernet_runtime::qr::QrPayload;
 use sneakernet_runtime::wire::timestamp;
 
-use crate::convert;
-use crate::domain::offer::{best_rule, write_protect_option};
 use crate::error::OrdersError;
 use crate::flows::{Flows, violation};
+use crate::prices::price_list;
 
 impl Flows {
     /// The offer lines of a kiosk now: each type with free units and a price rule.
@@ -22,39 +20,20 @@ impl Flows {
     ) -> Result<Vec<pb::OfferLine>, OrdersError> {
         let available = self.store.available(kiosk_id).await?;
         let rules = self.store.pricing_rules(site_id).await?;
-        let mut lines = Vec::new();
-        for (key, count) in available {
-            let Some(rule) = best_rule(&rules, site_id, &key) else {
-                continue;
-            };
-            let Ok(pricing) = pb::Pricing::decode(rule.pricing.as_slice()) else {
-                continue;
-            };
-            let Ok(terms) = convert::terms("pricing", Some(&pricing)) else {
-                continue;
-            };
-            let prices = convert::offered_durations(terms.max_duration_days)
-                .into_iter()
-                .filter_map(|days| {
-                    terms
-                        .rental_price(days)
-                        .ok()
-                        .map(|price| pb::DurationPrice {
-                            duration_days: days,
-                            price: Some(convert::money_proto(price)),
-                        })
+        let lines = available
+            .into_iter()
+            .filter_map(|(key, count)| {
+                let priced = price_list(&rules, site_id, &key)?;
+                Some(pb::OfferLine {
+                    item_type: Some(key.to_proto()),
+                    content_title: String::new(),
+                    available: count,
+                    write_protect: priced.write_protect.into(),
+                    prices: priced.prices,
+                    pricing: Some(priced.pricing),
                 })
-                .collect();
-            let write_protect = write_protect_option(key.kind);
-            lines.push(pb::OfferLine {
-                item_type: Some(key.to_proto()),
-                content_title: String::new(),
-                available: count,
-                write_protect: write_protect.into(),
-                prices,
-                pricing: Some(pricing),
-            });
-        }
+            })
+            .collect();
         Ok(lines)
     }
 

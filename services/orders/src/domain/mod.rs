@@ -1,7 +1,9 @@
 //! The orders service's rules, free of I/O: money, the order life cycle, the ledger, pricing,
-//! offers, deposits and payment attempts (each state machine with one `transition`), and the
-//! geometry of finding kiosks nearby (`geo`, for FindKiosks).
+//! offers, deposits and payment attempts (each state machine with one `transition`), the
+//! geometry of finding kiosks nearby (`geo`, for FindKiosks), which drives a reservation may
+//! take (`reservable`) and what a kiosk shows per type (`availability`).
 
+pub mod availability;
 pub mod deposit;
 pub mod geo;
 pub mod ledger;
@@ -10,6 +12,7 @@ pub mod offer;
 pub mod order;
 pub mod payment_attempt;
 pub mod pricing;
+pub mod reservable;
 
 /// Test helpers shared by the state machines' table tests.
 #[cfg(test)]

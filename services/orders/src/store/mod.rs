@@ -4,6 +4,7 @@
 //!   moving the cursor past it are one transaction, and an event at or below the stored cursor
 //!   changes nothing, so replays after a crash are harmless.
 //! - [`fleet`]: kiosk profiles, price rules, units and holds.
+//! - [`nearby`]: FindKiosks' reads (kiosks in a bounding box, by index).
 //! - [`money`]: the ledger, payment attempts, deposits.
 //! - [`orders`]: orders, their change history, the outbox, and what kiosk events do to them.
 //! - [`parked`]: events a consumer could not apply, set aside for operators.
@@ -12,6 +13,7 @@
 pub mod audit;
 pub mod fleet;
 pub mod money;
+pub mod nearby;
 pub mod orders;
 pub mod parked;
 #[cfg(test)]
