@@ -15,18 +15,6 @@ use tonic::codegen::http::uri::PathAndQuery;
 const NOT_BUILT_YET: &[(&str, &str)] = &[
     ("/sneakernet.orders.v1.OrderService/FindKiosks", "issue 11"),
     (
-        "/sneakernet.orders.v1.OrderService/CreateReservation",
-        "issue 11",
-    ),
-    (
-        "/sneakernet.orders.v1.OrderService/CancelReservation",
-        "issue 11",
-    ),
-    (
-        "/sneakernet.orders.v1.OrderService/CollectReservation",
-        "issue 11",
-    ),
-    (
         "/sneakernet.orders.v1.OrderService/SetWriteProtect",
         "issue 11",
     ),

@@ -58,6 +58,9 @@ pub enum OrdersError {
     /// the same key).
     #[error("{0}")]
     ProviderSilent(&'static str),
+    /// The content service cannot say what a package is now (UNAVAILABLE: retry).
+    #[error("the content catalog cannot be read now ({0}); retry")]
+    ContentUnavailable(String),
     /// The server is shutting down or a stream must be opened again (UNAVAILABLE).
     #[error("{0}")]
     GoingAway(&'static str),
@@ -125,6 +128,7 @@ impl From<OrdersError> for ApiError {
             OrdersError::PaymentResolving
             | OrdersError::ProcessorFailed
             | OrdersError::ProviderSilent(_)
+            | OrdersError::ContentUnavailable(_)
             | OrdersError::GoingAway(_) => ApiError::Unavailable {
                 message,
                 retry_after: Some(RETRY_AFTER),
@@ -178,6 +182,10 @@ mod tests {
             (OrdersError::ProcessorFailed, Code::Unavailable),
             (OrdersError::ProviderSilent("silent"), Code::Unavailable),
             (OrdersError::GoingAway("watch again"), Code::Unavailable),
+            (
+                OrdersError::ContentUnavailable("down".into()),
+                Code::Unavailable,
+            ),
             (OrdersError::Corrupt("stored offer".into()), Code::Internal),
             (
                 OrdersError::Store(StoreError::Raced("raced".into())),

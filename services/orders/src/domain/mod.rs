@@ -1,6 +1,7 @@
 //! The orders service's rules, free of I/O: money, the order life cycle, the ledger, pricing,
-//! offers, deposits and payment attempts (each state machine with one `transition`), and the
-//! geometry of finding kiosks nearby (`geo`, for FindKiosks).
+//! offers, deposits and payment attempts (each state machine with one `transition`), which
+//! drive a reservation can take (`reservable`), and the geometry of finding kiosks nearby
+//! (`geo`, for FindKiosks).
 
 pub mod deposit;
 pub mod geo;
@@ -10,6 +11,7 @@ pub mod offer;
 pub mod order;
 pub mod payment_attempt;
 pub mod pricing;
+pub mod reservable;
 
 /// Test helpers shared by the state machines' table tests.
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! - [`fleet`]: kiosk profiles, price rules, units and holds.
 //! - [`money`]: the ledger, payment attempts, deposits.
 //! - [`orders`]: orders, their change history, the outbox, and what kiosk events do to them.
+//! - [`reservations`]: a reservation's ends before pickup (cancel, no-show) and its pickup.
 //! - [`parked`]: events a consumer could not apply, set aside for operators.
 //! - [`audit`]: the auditor's checks.
 
@@ -14,6 +15,7 @@ pub mod fleet;
 pub mod money;
 pub mod orders;
 pub mod parked;
+pub mod reservations;
 #[cfg(test)]
 pub(crate) mod tests;
 
