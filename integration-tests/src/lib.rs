@@ -11,6 +11,7 @@ pub mod fake_kiosk;
 pub mod kiosk;
 pub mod proxy;
 pub mod rentals;
+pub mod reservations;
 
 use std::path::Path;
 use std::process::Stdio;

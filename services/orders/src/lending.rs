@@ -418,4 +418,113 @@ mod tests {
         };
         assert_eq!(take_item, "Take your item D1 from bay B2.");
     }
+
+    fn provision(
+        state: gateway::CommandState,
+        outcome: Option<gateway::command_result::Outcome>,
+    ) -> gateway::CommandRecord {
+        gateway::CommandRecord {
+            command_id: "c2".into(),
+            kiosk_id: "K-1".into(),
+            state: state.into(),
+            payload: Some(gateway::CommandPayload {
+                kind: Some(gateway::command_payload::Kind::Provision(
+                    gateway::ProvisionCommand {
+                        order_id: "o1".into(),
+                        package_id: String::new(),
+                        capacity_bytes: 1000,
+                        write_protect: false,
+                    },
+                )),
+            }),
+            result: outcome.map(|outcome| gateway::CommandResult {
+                outcome: Some(outcome),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_provisioned_drive_is_ready_for_its_order_or_released_for_nobody() {
+        let done = gateway::ProvisionResult {
+            item_id: "D7".into(),
+            bay_id: "B1".into(),
+            item: Some(sneakernet_proto::common::v1::Item {
+                item_id: "D7".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let record = provision(
+            gateway::CommandState::Succeeded,
+            Some(gateway::command_result::Outcome::Provision(done)),
+        );
+        let CommandEffect::Provisioned {
+            order_id,
+            ready,
+            release,
+            ..
+        } = effect_of(&record)
+        else {
+            panic!("not provisioned");
+        };
+        assert_eq!(order_id, "o1");
+        assert!(ready.contains("D7") && ready.contains("bay B1"), "{ready}");
+        let Some(gateway::command_payload::Kind::Release(released)) = release.command.kind else {
+            panic!("a release");
+        };
+        assert_eq!(
+            (released.order_id.as_str(), released.item_id.as_str()),
+            ("o1", "D7")
+        );
+    }
+
+    #[test]
+    fn a_failed_or_expired_provision_cancels_with_a_reason_the_user_reads() {
+        let corrupt = gateway::Failure {
+            reason: gateway::FailureReason::ChunkCorrupt.into(),
+            ..Default::default()
+        };
+        let failed = provision(
+            gateway::CommandState::Failed,
+            Some(gateway::command_result::Outcome::Failure(corrupt)),
+        );
+        let CommandEffect::ProvisionFailed { reason, .. } = effect_of(&failed) else {
+            panic!("not failed");
+        };
+        assert!(
+            reason.contains("intact") && reason.ends_with(REFUNDING_IN_FULL),
+            "{reason}"
+        );
+        let expired = provision(gateway::CommandState::Expired, None);
+        let CommandEffect::ProvisionFailed { reason, .. } = effect_of(&expired) else {
+            panic!("not failed");
+        };
+        assert!(reason.starts_with(NOT_PROVISIONED_IN_TIME), "{reason}");
+        assert!(matches!(
+            effect_of(&provision(gateway::CommandState::Acked, None)),
+            CommandEffect::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_drive_waits_the_terms_pickup_window_or_a_day() {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let window = pb::Pricing {
+            pickup_window: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pickup_deadline(&window, at),
+            Some(at + chrono::Duration::hours(1))
+        );
+        assert_eq!(
+            pickup_deadline(&pb::Pricing::default(), at),
+            Some(at + chrono::Duration::hours(24))
+        );
+    }
 }
