@@ -12,6 +12,7 @@ pub mod kiosk;
 pub mod nearby;
 pub mod proxy;
 pub mod rentals;
+pub mod reservations;
 
 use std::path::Path;
 use std::process::Stdio;

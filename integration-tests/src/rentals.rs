@@ -30,10 +30,20 @@ pub async fn start_priced(
     backend: &Backend,
     kinds: &[common::ItemKind],
 ) -> (Sandbox, Channel, String) {
+    start_priced_with(backend, kinds, |_| {}).await
+}
+
+/// [`start_priced`], with the configuration changed by `adjust` after the rentals settings.
+pub async fn start_priced_with(
+    backend: &Backend,
+    kinds: &[common::ItemKind],
+    adjust: impl FnOnce(&mut sneakernet_runtime::Config),
+) -> (Sandbox, Channel, String) {
     let sandbox = Sandbox::start_with(backend, |config| {
         fast_links(config);
         config.rate_limit.register_per_address = 1000;
         config.orders.sweep_interval = Duration::from_millis(200);
+        adjust(config);
     })
     .await;
     let channel = sandbox.channel().await;
@@ -331,7 +341,7 @@ impl SimKiosk {
         bays: Vec<SimBayConfig>,
         faults: SimFaults,
     ) -> Self {
-        Self::start_at(address, operator, id, STATION, bays, faults).await
+        Self::start_with(address, operator, id, STATION, bays, faults, |_| {}).await
     }
 
     /// [`SimKiosk::start`] with the kiosk registered at `location`.
@@ -343,6 +353,20 @@ impl SimKiosk {
         bays: Vec<SimBayConfig>,
         faults: SimFaults,
     ) -> Self {
+        Self::start_with(address, operator, id, location, bays, faults, |_| {}).await
+    }
+
+    /// [`SimKiosk::start_at`], with the agent's configuration changed by `adjust` first (where
+    /// it fetches content, for instance).
+    pub async fn start_with(
+        address: SocketAddr,
+        operator: &str,
+        id: &str,
+        location: common::Location,
+        bays: Vec<SimBayConfig>,
+        faults: SimFaults,
+        adjust: impl FnOnce(&mut AgentConfig),
+    ) -> Self {
         let channel = connect(address).await;
         let qr_secret = new_qr_secret();
         register_kiosk_at(&channel, operator, id, &qr_secret, location)
@@ -350,8 +374,9 @@ impl SimKiosk {
             .unwrap_or_else(|s| panic!("register kiosk {id}: {s:?}"));
         let secret = issue_kiosk_secret(channel, operator, id).await;
         let dir = tempfile::tempdir().expect("temp dir");
-        let config =
+        let mut config =
             crate::kiosk::simulated_agent_config(dir.path(), id, &secret, address, bays, faults);
+        adjust(&mut config);
         let agent = sneakernet_kiosk_agent::start(config.clone())
             .await
             .unwrap_or_else(|e| panic!("agent {id}: {e:#}"));
@@ -386,6 +411,16 @@ impl SimKiosk {
             .insert(bay_id, item)
             .await
             .unwrap_or_else(|e| panic!("insert into {} {bay_id}: {e}", self.id));
+    }
+
+    /// Starts the agent again after [`SimKiosk::stop`], with the same bays and journal (the
+    /// kiosk comes back online).
+    pub async fn restart(&mut self) {
+        assert!(self.agent.is_none(), "{}: agent still running", self.id);
+        let agent = sneakernet_kiosk_agent::start(self.config.clone())
+            .await
+            .unwrap_or_else(|e| panic!("agent {}: {e:#}", self.id));
+        self.agent = Some(agent);
     }
 
     /// Stops the agent (the kiosk goes offline).

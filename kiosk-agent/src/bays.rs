@@ -403,7 +403,8 @@ pub trait Drives: Send + Sync + 'static {
     /// writable. Fails [`BayError::ItemBusy`] when it is not READY.
     fn prepare(&self, item_id: &str) -> impl Future<Output = Result<ItemInfo, BayError>> + Send;
 
-    /// The BUSY drive `item_id` now holds verified `package_id`: PINNED to `order_id`.
+    /// The BUSY drive `item_id` now holds verified `package_id` (empty: it is blank and holds
+    /// no content): PINNED to `order_id`.
     fn mark_provisioned(
         &self,
         item_id: &str,

@@ -44,7 +44,7 @@ pub enum Action {
     Provision {
         /// The reservation the drive is pinned to.
         order_id: String,
-        /// The content package.
+        /// The content package; empty for a blank drive.
         package_id: String,
         /// The drive's capacity, exactly.
         capacity_bytes: u64,
@@ -168,7 +168,12 @@ pub fn validate(payload: Option<&pb::CommandPayload>) -> Result<Action, String> 
             }
             Action::Provision {
                 order_id: order_id("provision.order_id", &c.order_id)?,
-                package_id: order_id("provision.package_id", &c.package_id)?,
+                // Empty: a blank drive, pinned without content (a blank reservation).
+                package_id: if c.package_id.is_empty() {
+                    String::new()
+                } else {
+                    order_id("provision.package_id", &c.package_id)?
+                },
                 capacity_bytes: c.capacity_bytes,
                 write_protect: c.write_protect,
             }
@@ -296,7 +301,7 @@ mod tests {
                 pb::CommandPayload {
                     kind: Some(pb::command_payload::Kind::Provision(pb::ProvisionCommand {
                         order_id: "O-1".into(),
-                        package_id: String::new(),
+                        package_id: "P ".into(),
                         capacity_bytes: 1,
                         write_protect: false,
                     })),

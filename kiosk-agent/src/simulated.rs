@@ -1026,7 +1026,7 @@ impl Drives for SimulatedBays {
             let Some(drive) = bay.item.as_mut() else {
                 return Err(BayError::UnknownItem(item));
             };
-            drive.content_package_id = Some(package);
+            drive.content_package_id = (!package.is_empty()).then_some(package);
             bay.condition = SimCondition::Pinned;
             bay.pinned_order_id = Some(order);
             Ok(item_info(drive))

@@ -17,6 +17,9 @@
 //! 6. write the on-drive manifest, turn write protection on if asked — WRITE_PROTECT_FAILED;
 //!    pin the drive to the order; answer a ProvisionResult.
 //!
+//! A Provision with no package (a blank reservation) takes and erases the drive (step 2's
+//! second half), then runs step 6 without a manifest: a blank drive pinned to the order.
+//!
 //! Guarantees: a failure after the drive was taken wipes it (blank READY), so no drive looks
 //! ready that is not (one that failed before keeps what it held); the deadline is checked between steps (and cancels a download), failing
 //! DEADLINE_EXCEEDED; copying and hashing run on the blocking pool. After a crash an
@@ -293,6 +296,9 @@ struct Provisioning<'a, B: Bays + Drives, S> {
 
 impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
     async fn steps(&mut self) -> Result<Done, Failed> {
+        if self.asked.package_id.is_empty() {
+            return self.blank().await;
+        }
         let manifest = self.manifest().await?;
         // The on-drive manifest is written last and must fit too.
         let needed = manifest
@@ -329,6 +335,27 @@ impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
             item,
             bytes_written,
             bytes_downloaded,
+        })
+    }
+
+    /// A blank reservation: the drive is taken and erased like any other, then configured and
+    /// pinned with no content (no manifest, nothing downloaded or copied).
+    async fn blank(&mut self) -> Result<Done, Failed> {
+        self.check_deadline("before taking the drive")?;
+        self.touched = true;
+        within(
+            self.ex.timeouts.wipe,
+            format!("prepare {}", self.item_id),
+            self.ex.bays.prepare(self.item_id),
+        )
+        .await
+        .map_err(|e| Failed::bay(&e))?;
+        self.check_deadline("before configuring")?;
+        let item = self.pin(None).await?;
+        Ok(Done {
+            item,
+            bytes_written: 0,
+            bytes_downloaded: 0,
         })
     }
 
@@ -549,6 +576,18 @@ impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
         blocking(move || drive_content::write_manifest(&*bays, &item, &on_drive))
             .await?
             .map_err(|e| write_failure(&e))?;
+        let pinned = self.pin(Some(manifest)).await?;
+        self.progress.update(
+            ProgressPhase::Configuring,
+            manifest.total_bytes,
+            manifest.total_bytes,
+        );
+        Ok(pinned)
+    }
+
+    /// Applies write protection if asked and pins the drive, as holding `manifest`'s package
+    /// or (`None`) blank.
+    async fn pin(&mut self, manifest: Option<&Manifest>) -> Result<ItemInfo, Failed> {
         if self.asked.write_protect {
             within(
                 self.ex.timeouts.configure,
@@ -558,21 +597,16 @@ impl<B: Bays + Drives, S: ContentSource> Provisioning<'_, B, S> {
             .await
             .map_err(|e| Failed::new(FailureReason::WriteProtectFailed, e.to_string()))?;
         }
-        let pinned = within(
+        let package_id = manifest.map_or("", |m| m.package_id.as_str());
+        within(
             self.ex.timeouts.configure,
             format!("pin {}", self.item_id),
             self.ex
                 .bays
-                .mark_provisioned(self.item_id, &manifest.package_id, self.asked.order_id),
+                .mark_provisioned(self.item_id, package_id, self.asked.order_id),
         )
         .await
-        .map_err(|e| Failed::bay(&e))?;
-        self.progress.update(
-            ProgressPhase::Configuring,
-            manifest.total_bytes,
-            manifest.total_bytes,
-        );
-        Ok(pinned)
+        .map_err(|e| Failed::bay(&e))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The orders service's gRPC surface: decode, check the caller, call the flow, map errors.
-//! OrderService: scan, deposits, rentals, reading and watching orders, finding kiosks nearby
-//! (the other reservation RPCs answer UNIMPLEMENTED until the reservations issue).
-//! FleetService: kiosk profiles, the fleet view, price rules, the audit.
+//! OrderService: scan, deposits, rentals, finding kiosks nearby, reservations (create, cancel,
+//! collect), reading and watching orders (SetWriteProtect answers UNIMPLEMENTED until its part
+//! of issue 11). FleetService: kiosk profiles, the fleet view, price rules, the audit.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,6 +25,7 @@ use crate::flows::Flows;
 use crate::ids::OrderId;
 use crate::nearby::NearbyAsk;
 use crate::rentals::RentalAsk;
+use crate::reservations::{CollectAsk, ReservationAsk};
 use crate::store::orders::{OrderFilter, state_of_proto};
 use crate::store::parked::Retried;
 
@@ -303,24 +304,37 @@ impl OrderService for OrdersApi {
         &self,
         request: Request<pb::CreateReservationRequest>,
     ) -> Result<Response<pb::CreateReservationResponse>, Status> {
-        Self::renter(&request)?;
-        Err(reservations_not_built("CreateReservation"))
+        let user = Self::renter(&request)?;
+        self.creations.check(&user)?;
+        let ask = ReservationAsk::try_from(request.into_inner())?;
+        let order = self.flows.create_reservation(user, ask).await?;
+        Ok(Response::new(pb::CreateReservationResponse {
+            order: Some(self.order_proto(&order).await?),
+        }))
     }
 
     async fn cancel_reservation(
         &self,
         request: Request<pb::CancelReservationRequest>,
     ) -> Result<Response<pb::CancelReservationResponse>, Status> {
-        Reader::of(&request)?;
-        Err(reservations_not_built("CancelReservation"))
+        let user = Self::renter(&request)?;
+        let order_id = OrderId::try_from(request.into_inner())?;
+        let order = self.flows.cancel_reservation(user, order_id).await?;
+        Ok(Response::new(pb::CancelReservationResponse {
+            order: Some(self.order_proto(&order).await?),
+        }))
     }
 
     async fn collect_reservation(
         &self,
         request: Request<pb::CollectReservationRequest>,
     ) -> Result<Response<pb::CollectReservationResponse>, Status> {
-        Self::renter(&request)?;
-        Err(reservations_not_built("CollectReservation"))
+        let user = Self::renter(&request)?;
+        let ask = CollectAsk::try_from(request.into_inner())?;
+        let order = self.flows.collect_reservation(user, ask).await?;
+        Ok(Response::new(pb::CollectReservationResponse {
+            order: Some(self.order_proto(&order).await?),
+        }))
     }
 
     async fn set_write_protect(

@@ -1,9 +1,11 @@
-//! The steps of selling from an offer, shared by every flow that takes money for an order
-//! (rentals today, reservations next). A flow runs them in this order, each a transaction of
-//! its own or a call to the provider, never the provider inside a transaction:
+//! The steps of selling an order, shared by every flow that takes money for one (rentals and
+//! reservations). A flow runs them in this order, each a transaction of its own or a call to
+//! the provider, never the provider inside a transaction:
 //!
 //! 1. [`Flows::same_key_order`]: a retried request is answered with its order.
-//! 2. [`Flows::check_offer_line`]: the offer, its line and price, write protection.
+//! 2. The price: [`Flows::check_offer_line`] (a rental: the offer, its line and price, write
+//!    protection) or [`Flows::site_terms`] (a reservation: the site's price rule for the
+//!    type); either way [`attempt_fingerprint`] binds the payment attempt to that price.
 //! 3. [`Flows::check_kiosk_open`], [`Flows::card_to_charge`].
 //! 4. [`Flows::hold`]: a unit and the account's slot held under a pending payment attempt.
 //! 5. [`Flows::charge_or_give_up`]: the charge, or everything held freed.
@@ -22,6 +24,7 @@ use crate::domain::money::Money;
 use crate::domain::offer::{TypeKey, check_write_protect, priced_line};
 use crate::domain::order::{OrderKind, OrderState};
 use crate::domain::payment_attempt::AttemptState;
+use crate::domain::pricing::Terms;
 use crate::entity::order;
 use crate::error::OrdersError;
 use crate::flows::{Flows, declined, fingerprint, key_reused};
@@ -33,6 +36,12 @@ use crate::store::orders::{Opening, OrderOpening, PaidOrder, payment_key};
 
 /// How often a charge that timed out is asked again before the caller is told UNAVAILABLE.
 const CHARGE_TRIES: u32 = 3;
+
+/// The fingerprint a payment attempt is kept under: the request's with its price, so a retry
+/// at another price is another charge.
+pub fn attempt_fingerprint(request_hash: &str, price: Money) -> String {
+    fingerprint(&[request_hash, &price.to_string()])
+}
 
 /// How a charge ended.
 enum ChargeOutcome {
@@ -122,6 +131,8 @@ pub struct NewOrder {
     pub card_token: String,
     /// When the order's next step is due.
     pub deadline: DateTime<Utc>,
+    /// Title of the content chosen (empty when none or not known).
+    pub content_title: String,
 }
 
 impl NewOrder {
@@ -158,6 +169,8 @@ impl NewOrder {
             due_at: None,
             returned_at: None,
             closed_at: None,
+            pickup_deadline: None,
+            content_title: self.content_title,
         }
     }
 }
@@ -204,7 +217,7 @@ impl Flows {
         let (line, price) = priced_line(&body, choice.wanted, choice.duration_days)?;
         let price = convert::money("price", Some(price))
             .map_err(|v| OrdersError::Corrupt(v.description))?;
-        let attempt_hash = fingerprint(&[choice.request_hash, &price.to_string()]);
+        let attempt_hash = attempt_fingerprint(choice.request_hash, price);
         let retrying = self
             .store
             .payment_attempt(&payment_key(
@@ -224,12 +237,25 @@ impl Flows {
                 "The offer expired; scan the kiosk again.",
             ));
         }
-        check_write_protect(line, choice.write_protect)?;
+        let option = pb::WriteProtectOption::try_from(line.write_protect).unwrap_or_default();
+        check_write_protect(option, choice.write_protect)?;
         Ok(OfferedLine {
             line: line.clone(),
             price,
             attempt_hash,
         })
+    }
+
+    /// The terms of the most specific price rule for `wanted` at `site_id` (see
+    /// [`best_rule`]), `None` when no rule applies or the stored one cannot be read (the type
+    /// is not sold there).
+    pub async fn site_terms(
+        &self,
+        site_id: &str,
+        wanted: &TypeKey,
+    ) -> Result<Option<(pb::Pricing, Terms)>, OrdersError> {
+        let rules = self.store.pricing_rules(site_id).await?;
+        Ok(crate::prices::site_terms(&rules, site_id, wanted))
     }
 
     /// The kiosk is registered, in service and connected now.
@@ -308,7 +334,14 @@ impl Flows {
             Opening::TypeUnavailable => Err(OrdersError::refused_one(
                 "TYPE_UNAVAILABLE",
                 opening.wanted.subject(),
-                "The last one was just taken; scan again to see what is left.",
+                match opening.kind {
+                    OrderKind::Rental => {
+                        "The last one was just taken; scan again to see what is left."
+                    }
+                    OrderKind::Reservation => {
+                        "No drive of that capacity is free at this kiosk now; nothing was charged. Try another kiosk or capacity."
+                    }
+                },
             )),
             Opening::Charge {
                 payment_key,

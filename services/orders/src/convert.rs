@@ -12,9 +12,11 @@ use crate::domain::geo::SearchArea;
 use crate::domain::money::{Currency, Money};
 use crate::domain::pricing::Terms;
 use crate::error::OrdersError;
-use crate::ids::{IdempotencyKey, OfferId};
+use crate::ids::{IdempotencyKey, OfferId, OrderId};
 use crate::nearby::{self, NearbyAsk, PagePosition, search_key};
 use crate::rentals::RentalAsk;
+use crate::reservations::{CollectAsk, ReservationAsk};
+use sneakernet_proto::ids::PackageId;
 
 /// A money field: a known currency, any amount.
 pub fn money(field: &str, value: Option<&common::Money>) -> Result<Money, FieldViolation> {
@@ -251,6 +253,101 @@ impl TryFrom<pb::CreateRentalRequest> for RentalAsk {
     }
 }
 
+impl TryFrom<pb::CreateReservationRequest> for ReservationAsk {
+    type Error = OrdersError;
+
+    /// Every field of CreateReservation checked, every violation named at once: a drive of a
+    /// positive capacity, its package (if any) a package id, a length of at least a day.
+    fn try_from(body: pb::CreateReservationRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let kiosk_id = violations.check(
+            KioskId::parse(&body.kiosk_id).map_err(|why| FieldViolation::new("kiosk_id", why)),
+        );
+        let choice = body.choice.clone().unwrap_or_default();
+        let spec = choice.spec.clone().unwrap_or_default();
+        let item_type = spec.item_type.clone().unwrap_or_default();
+        let mut package_id = None;
+        if body.choice.is_none() || choice.spec.is_none() {
+            violations.check::<()>(Err(FieldViolation::new("choice.spec", "is required")));
+        } else if spec.item_type.is_none() {
+            violations.check::<()>(Err(FieldViolation::new(
+                "choice.spec.item_type",
+                "is required",
+            )));
+        } else {
+            if item_type.kind != i32::from(common::ItemKind::Drive) {
+                violations.check::<()>(Err(FieldViolation::new(
+                    "choice.spec.item_type.kind",
+                    "must be DRIVE: only drives are reserved",
+                )));
+            }
+            if item_type.capacity_bytes == 0 {
+                violations.check::<()>(Err(FieldViolation::new(
+                    "choice.spec.item_type.capacity_bytes",
+                    "must be positive",
+                )));
+            }
+            if !item_type.content_package_id.is_empty() {
+                package_id =
+                    violations.check(PackageId::parse(&item_type.content_package_id).map_err(
+                        |why| FieldViolation::new("choice.spec.item_type.content_package_id", why),
+                    ));
+            }
+        }
+        if choice.duration_days == 0 {
+            violations.check::<()>(Err(FieldViolation::new(
+                "choice.duration_days",
+                "must be at least 1",
+            )));
+        }
+        let card_token = violations.check_all(card_token(body.payment_method.as_ref()))?;
+        let idempotency_key = violations.check(idempotency_key(&body.idempotency_key));
+        match (kiosk_id, card_token, idempotency_key) {
+            (Some(kiosk_id), Some(card_token), Some(idempotency_key)) if violations.none() => {
+                Ok(ReservationAsk {
+                    kiosk_id,
+                    package_id,
+                    capacity_bytes: item_type.capacity_bytes,
+                    write_protect: spec.write_protect,
+                    duration_days: choice.duration_days,
+                    card_token,
+                    idempotency_key,
+                })
+            }
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
+impl TryFrom<pb::CancelReservationRequest> for OrderId {
+    type Error = OrdersError;
+
+    /// CancelReservation names one order.
+    fn try_from(body: pb::CancelReservationRequest) -> Result<Self, OrdersError> {
+        Ok(OrderId::parse(&body.order_id).map_err(|why| FieldViolation::new("order_id", why))?)
+    }
+}
+
+impl TryFrom<pb::CollectReservationRequest> for CollectAsk {
+    type Error = OrdersError;
+
+    /// Every field of CollectReservation checked, every violation named at once.
+    fn try_from(body: pb::CollectReservationRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let order_id = violations.check(
+            OrderId::parse(&body.order_id).map_err(|why| FieldViolation::new("order_id", why)),
+        );
+        let qr = violations.check(
+            sneakernet_runtime::qr::parse(&body.qr_payload)
+                .map_err(|why| FieldViolation::new("qr_payload", why)),
+        );
+        match (order_id, qr) {
+            (Some(order_id), Some(qr)) if violations.none() => Ok(CollectAsk { order_id, qr }),
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
 impl TryFrom<pb::PayDepositRequest> for DepositAsk {
     type Error = OrdersError;
 
@@ -479,6 +576,72 @@ mod tests {
         let ask = RentalAsk::try_from(good).unwrap();
         assert_eq!(ask.kiosk_id.as_str(), "K-1");
         assert_eq!(ask.card_token, None, "the remembered card");
+    }
+
+    #[test]
+    fn a_create_reservation_request_names_every_bad_field_at_once() {
+        let empty = ReservationAsk::try_from(pb::CreateReservationRequest::default()).unwrap_err();
+        assert_eq!(
+            fields(empty),
+            [
+                "kiosk_id",
+                "choice.spec",
+                "choice.duration_days",
+                "idempotency_key"
+            ]
+        );
+        let power_bank = pb::CreateReservationRequest {
+            kiosk_id: "K-1".into(),
+            choice: Some(pb::ItemChoice {
+                spec: Some(common::ItemSpec {
+                    item_type: Some(common::ItemType {
+                        kind: common::ItemKind::PowerBank.into(),
+                        capacity_bytes: 0,
+                        content_package_id: "bad package".into(),
+                    }),
+                    write_protect: false,
+                }),
+                duration_days: 1,
+            }),
+            payment_method: None,
+            idempotency_key: "k".into(),
+        };
+        assert_eq!(
+            fields(ReservationAsk::try_from(power_bank).unwrap_err()),
+            [
+                "choice.spec.item_type.kind",
+                "choice.spec.item_type.capacity_bytes",
+                "choice.spec.item_type.content_package_id"
+            ]
+        );
+        let blank = pb::CreateReservationRequest {
+            kiosk_id: "K-1".into(),
+            choice: Some(pb::ItemChoice {
+                spec: Some(common::ItemSpec {
+                    item_type: Some(common::ItemType {
+                        kind: common::ItemKind::Drive.into(),
+                        capacity_bytes: 1000,
+                        content_package_id: String::new(),
+                    }),
+                    write_protect: true,
+                }),
+                duration_days: 2,
+            }),
+            payment_method: None,
+            idempotency_key: "k".into(),
+        };
+        let ask = ReservationAsk::try_from(blank).unwrap();
+        assert_eq!((ask.package_id, ask.capacity_bytes), (None, 1000));
+    }
+
+    #[test]
+    fn a_collect_request_names_a_bad_order_and_payload_at_once() {
+        let bad = CollectAsk::try_from(pb::CollectReservationRequest {
+            order_id: "x".into(),
+            qr_payload: "http://nope".into(),
+        })
+        .unwrap_err();
+        assert_eq!(fields(bad), ["order_id", "qr_payload"]);
     }
 
     #[test]

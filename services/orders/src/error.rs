@@ -58,12 +58,12 @@ pub enum OrdersError {
     /// the same key).
     #[error("{0}")]
     ProviderSilent(&'static str),
+    /// The content service cannot say what a package is now (UNAVAILABLE: retry).
+    #[error("the content catalog cannot be read now ({0}); retry")]
+    ContentUnavailable(String),
     /// The server is shutting down or a stream must be opened again (UNAVAILABLE).
     #[error("{0}")]
     GoingAway(&'static str),
-    /// The content service did not answer a look-up the request needs (UNAVAILABLE: retry).
-    #[error("the content catalog is not answering; retry shortly")]
-    ContentUnavailable,
     /// A stored value cannot be read or a secret cannot be opened (INTERNAL).
     #[error("{0}")]
     Corrupt(String),
@@ -84,6 +84,12 @@ fn describe(violations: &[PreconditionViolation]) -> String {
 }
 
 impl OrdersError {
+    /// The content service failed a look-up (logged here, once for every caller).
+    pub fn content_unavailable(status: &tonic::Status) -> Self {
+        tracing::warn!(code = ?status.code(), detail = status.message(), "content service failed a package look-up");
+        OrdersError::ContentUnavailable(status.message().to_owned())
+    }
+
     /// One field is wrong.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         OrdersError::Invalid(vec![FieldViolation::new(field, description)])
@@ -128,8 +134,8 @@ impl From<OrdersError> for ApiError {
             OrdersError::PaymentResolving
             | OrdersError::ProcessorFailed
             | OrdersError::ProviderSilent(_)
-            | OrdersError::GoingAway(_)
-            | OrdersError::ContentUnavailable => ApiError::Unavailable {
+            | OrdersError::ContentUnavailable(_)
+            | OrdersError::GoingAway(_) => ApiError::Unavailable {
                 message,
                 retry_after: Some(RETRY_AFTER),
             },
@@ -182,7 +188,10 @@ mod tests {
             (OrdersError::ProcessorFailed, Code::Unavailable),
             (OrdersError::ProviderSilent("silent"), Code::Unavailable),
             (OrdersError::GoingAway("watch again"), Code::Unavailable),
-            (OrdersError::ContentUnavailable, Code::Unavailable),
+            (
+                OrdersError::ContentUnavailable("down".into()),
+                Code::Unavailable,
+            ),
             (OrdersError::Corrupt("stored offer".into()), Code::Internal),
             (
                 OrdersError::Store(StoreError::Raced("raced".into())),

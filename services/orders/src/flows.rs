@@ -1,6 +1,7 @@
 //! What every user-facing flow needs ([`Flows`]), and the refusals they share. The flows
 //! live one per module: [`crate::scan`] (first instruction), [`crate::deposits`],
-//! [`crate::rentals`] (second instruction), built from the steps in [`crate::checkout`].
+//! [`crate::rentals`] (second instruction), [`crate::reservations`] (fourth instruction,
+//! cancel, pickup), built from the steps in [`crate::checkout`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio::sync::Notify;
 use crate::content_client::ContentClient;
 use crate::domain::money::{Currency, Money};
 use crate::error::OrdersError;
+use crate::gateway_client::GatewayClient;
 use crate::payments::PaymentProvider;
 use crate::sealing::SealingKey;
 use crate::store::Store;
@@ -38,10 +40,14 @@ pub struct Flows {
     pub offer_ttl: Duration,
     /// How long a kiosk has to lend.
     pub lend_deadline: Duration,
+    /// How long a kiosk has to provision a reservation.
+    pub provision_deadline: Duration,
     /// Wakes the settling worker (an outbox row or a refund is waiting).
     pub wake: Arc<Notify>,
     /// The content catalog (reservations' packages).
     pub content: ContentClient,
+    /// The device gateway (a provision's progress, for WatchOrder).
+    pub gateway: GatewayClient,
 }
 
 impl Flows {

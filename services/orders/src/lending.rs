@@ -1,12 +1,20 @@
-//! The third instruction's outcome: what a kiosk's answer to a lend (or a wipe) means for
-//! its order, decided here from the command record alone: the texts the user reads and the
-//! follow-up command to send. The store applies the decision in the event's transaction
-//! (`Store::apply_command`) and decides nothing itself.
+//! What a kiosk's answer to a command means for its order, decided here from the command
+//! record alone: a lend (third instruction), a provision (fifth instruction), a wipe or a
+//! release. Here are the texts the user reads and the follow-up commands to send; the store
+//! applies the decision in the event's transaction (`Store::apply_command`) and decides
+//! nothing itself.
 
+use chrono::{DateTime, Utc};
 use sneakernet_proto::gateway::v1 as gateway;
+use sneakernet_proto::orders::v1 as pb;
 
 /// How soon a kiosk must answer the inventory request sent after a failed lend.
 const INVENTORY_AFTER_FAILURE: chrono::Duration = chrono::Duration::minutes(5);
+/// How long a kiosk has to release (unpin and wipe) a reservation's drive: it may be offline
+/// for a while, and the command waits in the gateway's log until it is back.
+const RELEASE_WITHIN: chrono::Duration = chrono::Duration::days(7);
+/// How long a ready drive waits when the order's terms name no pickup window.
+const DEFAULT_PICKUP_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
 /// A kiosk command to send after an event, queued in the outbox in the event's transaction.
 #[derive(Clone, Debug)]
@@ -50,15 +58,85 @@ pub enum CommandEffect {
         /// The item the kiosk could not hand out (a jammed bay): not lendable until the
         /// kiosk says so.
         not_ready_item: Option<String>,
-        /// Ask the kiosk what it holds now (our view proved wrong).
-        follow_up: Option<FollowUp>,
+        /// What to ask the kiosk: what it holds now (our view proved wrong), and to release
+        /// a reservation's drive it could not hand out.
+        follow_ups: Vec<FollowUp>,
     },
-    /// A drive was wiped: lendable again.
+    /// A drive was wiped, or a reservation's drive released (unpinned and wiped): lendable
+    /// again, blank.
     Wiped {
         /// The drive.
         item_id: String,
     },
+    /// The kiosk provisioned and pinned a drive for the reservation: READY_FOR_PICKUP with that
+    /// drive, if the order still waits for it; else the drive is released.
+    Provisioned {
+        /// The order.
+        order_id: String,
+        /// The kiosk.
+        kiosk_id: String,
+        /// The drive pinned, as the kiosk reported it.
+        item: sneakernet_proto::common::v1::Item,
+        /// The reason shown for READY_FOR_PICKUP.
+        ready: String,
+        /// Sent instead when the order no longer waits for a drive (cancelled meanwhile).
+        release: FollowUp,
+    },
+    /// Provisioning failed or the kiosk never got the command in time: CANCELLED (if still
+    /// waiting), a full refund follows.
+    ProvisionFailed {
+        /// The order.
+        order_id: String,
+        /// Why, as the user reads it.
+        reason: String,
+    },
 }
+
+/// The command that gives a reservation's pinned drive back to the kiosk's stock: unpinned and
+/// wiped (a cancel, a no-show, a drive pinned for an order that no longer wants it).
+pub fn release(kiosk_id: &str, order_id: &str, item_id: &str) -> FollowUp {
+    FollowUp {
+        kiosk_id: kiosk_id.to_owned(),
+        key: format!("release:{order_id}:{item_id}"),
+        command: gateway::CommandPayload {
+            kind: Some(gateway::command_payload::Kind::Release(
+                gateway::ReleaseCommand {
+                    order_id: order_id.to_owned(),
+                    item_id: item_id.to_owned(),
+                },
+            )),
+        },
+        within: RELEASE_WITHIN,
+    }
+}
+
+/// Until when a drive that became ready at `at` waits for its user: the pickup window of the
+/// order's terms (a day when they name none).
+pub fn pickup_deadline(pricing: &pb::Pricing, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let window = pricing
+        .pickup_window
+        .as_ref()
+        .and_then(sneakernet_runtime::wire::from_duration)
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .unwrap_or(DEFAULT_PICKUP_WINDOW);
+    at.checked_add_signed(window)
+}
+
+/// What the user reads while the kiosk prepares the reserved drive.
+pub const PREPARING: &str = "Paid. The kiosk is preparing your drive.";
+
+/// What the user reads when the reservation is cancelled at their request.
+pub const CANCELLED: &str = "Cancelled as you asked. Everything you paid is being refunded.";
+
+/// What the user reads when the pickup window passed.
+pub fn expired_reason(kept: &str, refunded: &str) -> String {
+    format!(
+        "Not collected in time. The drive was released; {kept} is kept as the no-show fee and {refunded} refunded."
+    )
+}
+
+/// What the user reads while the kiosk hands out a reserved drive.
+pub const COLLECTING: &str = "The kiosk is handing out your reserved drive.";
 
 /// What an order's user reads when its item came back at `kiosk_id`.
 pub fn returned_reason(kiosk_id: &str) -> String {
@@ -100,23 +178,62 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
                             gateway::RequestInventoryCommand {},
                         )),
                     };
+                    let mut follow_ups = vec![FollowUp {
+                        kiosk_id: record.kiosk_id.clone(),
+                        key: format!("inventory-after:{}", record.command_id),
+                        command: ask,
+                        within: INVENTORY_AFTER_FAILURE,
+                    }];
+                    follow_ups.extend(release_reserved(record, lend));
                     CommandEffect::LendFailed {
                         order_id,
                         reason: format!("{why} Your payment is being refunded."),
                         not_ready_item,
-                        follow_up: Some(FollowUp {
-                            kiosk_id: record.kiosk_id.clone(),
-                            key: format!("inventory-after:{}", record.command_id),
-                            command: ask,
-                            within: INVENTORY_AFTER_FAILURE,
-                        }),
+                        follow_ups,
                     }
                 }
                 (gateway::CommandState::Expired, _) => CommandEffect::LendFailed {
                     order_id,
                     reason: "The kiosk did not hand out an item in time. Your payment is being refunded.".into(),
                     not_ready_item: None,
-                    follow_up: None,
+                    follow_ups: release_reserved(record, lend).into_iter().collect(),
+                },
+                _ => CommandEffect::Nothing,
+            }
+        }
+        gateway::command_payload::Kind::Provision(provision) => {
+            let order_id = provision.order_id.clone();
+            match (state, result) {
+                (
+                    gateway::CommandState::Succeeded,
+                    Some(gateway::command_result::Outcome::Provision(done)),
+                ) => {
+                    let Some(item) = done.item.clone() else {
+                        return CommandEffect::Nothing;
+                    };
+                    CommandEffect::Provisioned {
+                        release: release(&record.kiosk_id, &order_id, &done.item_id),
+                        order_id,
+                        kiosk_id: record.kiosk_id.clone(),
+                        item,
+                        ready: ready_reason(&record.kiosk_id, done),
+                    }
+                }
+                (gateway::CommandState::Failed, failure) => {
+                    let why = match failure {
+                        Some(gateway::command_result::Outcome::Failure(f)) => {
+                            describe_provision_failure(f)
+                        }
+                        _ => "The kiosk could not prepare your drive.",
+                    };
+                    CommandEffect::ProvisionFailed {
+                        order_id,
+                        reason: format!("{why} {REFUNDING_IN_FULL}"),
+                    }
+                }
+                (gateway::CommandState::Expired, _) => CommandEffect::ProvisionFailed {
+                    order_id,
+                    reason: format!("{NOT_PROVISIONED_IN_TIME} {REFUNDING_IN_FULL}"),
                 },
                 _ => CommandEffect::Nothing,
             }
@@ -126,7 +243,64 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
                 item_id: wipe.item_id.clone(),
             }
         }
+        gateway::command_payload::Kind::Release(release)
+            if state == gateway::CommandState::Succeeded =>
+        {
+            CommandEffect::Wiped {
+                item_id: release.item_id.clone(),
+            }
+        }
         _ => CommandEffect::Nothing,
+    }
+}
+
+/// A reservation's lend that failed leaves its drive pinned at the kiosk: release it.
+fn release_reserved(
+    record: &gateway::CommandRecord,
+    lend: &gateway::LendCommand,
+) -> Option<FollowUp> {
+    match &lend.target {
+        Some(gateway::lend_command::Target::ItemId(item_id)) => {
+            Some(release(&record.kiosk_id, &lend.order_id, item_id))
+        }
+        _ => None,
+    }
+}
+
+/// What the user reads when a reservation is paid back in full.
+pub const REFUNDING_IN_FULL: &str =
+    "Your reservation is cancelled and everything you paid is being refunded.";
+
+/// What the user reads when the kiosk did not provision in time (offline, or never asked).
+pub const NOT_PROVISIONED_IN_TIME: &str =
+    "The kiosk was not reachable to prepare your drive in time.";
+
+fn ready_reason(kiosk_id: &str, done: &gateway::ProvisionResult) -> String {
+    let bay = if done.bay_id.is_empty() {
+        String::new()
+    } else {
+        format!(" in bay {}", done.bay_id)
+    };
+    format!(
+        "Your drive {} is ready at kiosk {kiosk_id}{bay}. Scan the kiosk to collect it before the pickup deadline.",
+        done.item_id
+    )
+}
+
+fn describe_provision_failure(failure: &gateway::Failure) -> &'static str {
+    use gateway::FailureReason as R;
+    match R::try_from(failure.reason).unwrap_or_default() {
+        R::ChunkCorrupt | R::VerifyFailed => {
+            "The content could not be copied intact onto a drive at the kiosk."
+        }
+        R::DriveFull => "The content does not fit on a drive of the capacity you chose.",
+        R::NoFreeDrive => "The kiosk has no free drive of the capacity you chose any more.",
+        R::DownloadFailed | R::CacheFull => "The kiosk could not download the content.",
+        R::WriteFailed | R::WriteProtectFailed | R::BayFault => {
+            "The kiosk's drive failed while being prepared."
+        }
+        R::DeadlineExceeded => "The kiosk could not prepare your drive in time.",
+        _ => "The kiosk could not prepare your drive.",
     }
 }
 
@@ -195,11 +369,14 @@ mod tests {
         let CommandEffect::LendFailed {
             reason,
             not_ready_item,
-            follow_up: Some(follow_up),
+            follow_ups,
             ..
         } = effect_of(&record)
         else {
             panic!("not a failed lend");
+        };
+        let [follow_up] = follow_ups.as_slice() else {
+            panic!("one follow-up for a walk-up lend: {follow_ups:?}");
         };
         assert_eq!(
             reason,
@@ -216,10 +393,10 @@ mod tests {
         assert!(matches!(
             expired,
             CommandEffect::LendFailed {
-                follow_up: None,
+                ref follow_ups,
                 not_ready_item: None,
                 ..
-            }
+            } if follow_ups.is_empty()
         ));
         let pending = effect_of(&lend(gateway::CommandState::Acked, None));
         assert!(matches!(pending, CommandEffect::Nothing));
@@ -240,5 +417,114 @@ mod tests {
             panic!("not lent");
         };
         assert_eq!(take_item, "Take your item D1 from bay B2.");
+    }
+
+    fn provision(
+        state: gateway::CommandState,
+        outcome: Option<gateway::command_result::Outcome>,
+    ) -> gateway::CommandRecord {
+        gateway::CommandRecord {
+            command_id: "c2".into(),
+            kiosk_id: "K-1".into(),
+            state: state.into(),
+            payload: Some(gateway::CommandPayload {
+                kind: Some(gateway::command_payload::Kind::Provision(
+                    gateway::ProvisionCommand {
+                        order_id: "o1".into(),
+                        package_id: String::new(),
+                        capacity_bytes: 1000,
+                        write_protect: false,
+                    },
+                )),
+            }),
+            result: outcome.map(|outcome| gateway::CommandResult {
+                outcome: Some(outcome),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_provisioned_drive_is_ready_for_its_order_or_released_for_nobody() {
+        let done = gateway::ProvisionResult {
+            item_id: "D7".into(),
+            bay_id: "B1".into(),
+            item: Some(sneakernet_proto::common::v1::Item {
+                item_id: "D7".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let record = provision(
+            gateway::CommandState::Succeeded,
+            Some(gateway::command_result::Outcome::Provision(done)),
+        );
+        let CommandEffect::Provisioned {
+            order_id,
+            ready,
+            release,
+            ..
+        } = effect_of(&record)
+        else {
+            panic!("not provisioned");
+        };
+        assert_eq!(order_id, "o1");
+        assert!(ready.contains("D7") && ready.contains("bay B1"), "{ready}");
+        let Some(gateway::command_payload::Kind::Release(released)) = release.command.kind else {
+            panic!("a release");
+        };
+        assert_eq!(
+            (released.order_id.as_str(), released.item_id.as_str()),
+            ("o1", "D7")
+        );
+    }
+
+    #[test]
+    fn a_failed_or_expired_provision_cancels_with_a_reason_the_user_reads() {
+        let corrupt = gateway::Failure {
+            reason: gateway::FailureReason::ChunkCorrupt.into(),
+            ..Default::default()
+        };
+        let failed = provision(
+            gateway::CommandState::Failed,
+            Some(gateway::command_result::Outcome::Failure(corrupt)),
+        );
+        let CommandEffect::ProvisionFailed { reason, .. } = effect_of(&failed) else {
+            panic!("not failed");
+        };
+        assert!(
+            reason.contains("intact") && reason.ends_with(REFUNDING_IN_FULL),
+            "{reason}"
+        );
+        let expired = provision(gateway::CommandState::Expired, None);
+        let CommandEffect::ProvisionFailed { reason, .. } = effect_of(&expired) else {
+            panic!("not failed");
+        };
+        assert!(reason.starts_with(NOT_PROVISIONED_IN_TIME), "{reason}");
+        assert!(matches!(
+            effect_of(&provision(gateway::CommandState::Acked, None)),
+            CommandEffect::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_drive_waits_the_terms_pickup_window_or_a_day() {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let window = pb::Pricing {
+            pickup_window: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pickup_deadline(&window, at),
+            Some(at + chrono::Duration::hours(1))
+        );
+        assert_eq!(
+            pickup_deadline(&pb::Pricing::default(), at),
+            Some(at + chrono::Duration::hours(24))
+        );
     }
 }

@@ -4,15 +4,17 @@
 //! Seed flow 1 end to end: kiosk profiles and prices, ScanKiosk's offer, deposits,
 //! CreateRental (hold, charge, order + ledger + outbox in one transaction), the lend through
 //! the gateway, the kiosk's result and returns from the gateway's event log, refunds and fees,
-//! the auditor. Of reservations (flow 2), FindKiosks is built; the rest answer UNIMPLEMENTED
-//! until their issue.
+//! the auditor. Seed flow 2: FindKiosks, CreateReservation (hold a drive that can take the
+//! package, charge, book with the provision), the provision's result, its progress in
+//! WatchOrder, cancel, no-show expiry, pickup. SetWriteProtect answers UNIMPLEMENTED until
+//! its part of issue 11.
 //!
 //! - [`api`]: the gRPC surface; [`convert`]: checking input at the edge into [`ids`];
 //!   [`error`]: the flows' errors, mapped to gRPC codes in one place.
 //! - [`flows`]: what the flows share; one module per flow: [`scan`], [`deposits`],
-//!   [`rentals`], [`watch`], [`fleet`], [`lending`], [`nearby`] (FindKiosks); [`checkout`]:
-//!   the steps every paid order runs (offer line, hold, charge, book); [`prices`]: what a
-//!   type costs at a site, for offers and availability alike.
+//!   [`rentals`], [`reservations`], [`watch`], [`fleet`], [`lending`], [`nearby`]
+//!   (FindKiosks); [`checkout`]: the steps every paid order runs (price, hold, charge, book);
+//!   [`prices`]: what a type costs at a site, for offers and availability alike.
 //! - [`settle`]: the worker that finishes what requests started (outbox, refunds, fees,
 //!   deadlines, unknown payments).
 //! - [`events`]: following the gateway's event log; [`gateway_client`]: commands;
@@ -44,6 +46,7 @@ pub mod nearby;
 pub mod payments;
 pub mod prices;
 pub mod rentals;
+pub mod reservations;
 pub mod scan;
 pub mod sealing;
 pub mod settle;
@@ -148,10 +151,12 @@ impl ServiceRole for OrdersRole {
             deposit,
             offer_ttl: orders.offer_ttl,
             lend_deadline: orders.lend_deadline,
+            provision_deadline: orders.provision_deadline,
             wake: wake.clone(),
             content: content_client::ContentClient::new(&content, token.clone()),
+            gateway: gateway_client::GatewayClient::new(&gateway, token.clone()),
         };
-        let client = gateway_client::GatewayClient::new(&gateway, token.clone());
+        let client = flows.gateway.clone();
         // Without these two tasks no order moves: while either is down, both services say
         // NOT_SERVING.
         let serves = vec![

@@ -305,10 +305,7 @@ impl Flows {
             }
         }))
         .await
-        .map_err(|status| {
-            tracing::warn!(code = ?status.code(), detail = status.message(), "content service failed a package look-up");
-            OrdersError::ContentUnavailable
-        })?;
+        .map_err(|status| OrdersError::content_unavailable(&status))?;
         for ((id, _), answer) in ask.into_iter().zip(answers) {
             packages.insert(id, answer);
         }

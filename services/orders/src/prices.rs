@@ -8,6 +8,7 @@ use sneakernet_proto::orders::v1 as pb;
 
 use crate::convert;
 use crate::domain::offer::{TypeKey, best_rule, write_protect_option};
+use crate::domain::pricing::Terms;
 use crate::entity::pricing_rule;
 
 /// A type's price terms at a site.
@@ -21,6 +22,19 @@ pub struct PriceList {
     pub pricing: pb::Pricing,
 }
 
+/// The terms of `key` at `site_id` under the best of `rules` (as stored, and checked); `None`
+/// when no rule applies or the stored one cannot be read (such a type cannot be sold).
+pub fn site_terms(
+    rules: &[pricing_rule::Model],
+    site_id: &str,
+    key: &TypeKey,
+) -> Option<(pb::Pricing, Terms)> {
+    let rule = best_rule(rules, site_id, key)?;
+    let pricing = pb::Pricing::decode(rule.pricing.as_slice()).ok()?;
+    let terms = convert::terms("pricing", Some(&pricing)).ok()?;
+    Some((pricing, terms))
+}
+
 /// The prices of `key` at `site_id` under the best of `rules`; `None` when no rule applies or
 /// the rule cannot be read (such a type is not offered: it could not be sold).
 pub fn price_list(
@@ -28,9 +42,7 @@ pub fn price_list(
     site_id: &str,
     key: &TypeKey,
 ) -> Option<PriceList> {
-    let rule = best_rule(rules, site_id, key)?;
-    let pricing = pb::Pricing::decode(rule.pricing.as_slice()).ok()?;
-    let terms = convert::terms("pricing", Some(&pricing)).ok()?;
+    let (pricing, terms) = site_terms(rules, site_id, key)?;
     let prices = convert::offered_durations(terms.max_duration_days)
         .into_iter()
         .filter_map(|days| {

@@ -89,6 +89,7 @@ impl Flows {
             attempt_hash: offered.attempt_hash.clone(),
             kiosk_id: request.kiosk_id.to_string(),
             wanted,
+            reservable: None,
             card_token: card_token.clone(),
             price: offered.price,
         };
@@ -113,6 +114,7 @@ impl Flows {
             charge_id: charge.charge_id,
             card_token,
             deadline: self.deadline_in(self.lend_deadline),
+            content_title: offered.line.content_title.clone(),
         }
         .paid_row(self.now());
         self.book(PaidOrder {

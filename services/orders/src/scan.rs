@@ -1,12 +1,13 @@
 //! ScanKiosk, the first instruction: the account and the kiosk are checked, every refusal
 //! named at once, and the kiosk's offer (each type with free units and a price rule) is
-//! answered and kept for CreateRental.
+//! answered and kept for CreateRental, with the account's reservations ready for pickup there.
 
 use sneakernet_proto::orders::v1 as pb;
-use sneakernet_runtime::UserId;
 use sneakernet_runtime::qr::QrPayload;
 use sneakernet_runtime::wire::timestamp;
+use sneakernet_runtime::{PreconditionViolation, UserId};
 
+use crate::entity::kiosk;
 use crate::error::OrdersError;
 use crate::flows::{Flows, violation};
 use crate::prices::price_list;
@@ -37,6 +38,30 @@ impl Flows {
         Ok(lines)
     }
 
+    /// The QR code's rotating code checked against the kiosk's secret: `Some(QR_CODE_STALE)`
+    /// when it is missing, wrong or too old (ScanKiosk and CollectReservation alike).
+    pub(crate) fn stale_qr(
+        &self,
+        profile: &kiosk::Model,
+        qr: &QrPayload,
+    ) -> Result<Option<PreconditionViolation>, OrdersError> {
+        let secret = self
+            .sealing
+            .open(qr.kiosk_id.as_str(), &profile.qr_secret)
+            .map_err(|e| OrdersError::Corrupt(e.to_string()))?;
+        let fresh = qr
+            .code
+            .as_deref()
+            .is_some_and(|code| sneakernet_runtime::qr::verify(&secret, code, self.now()));
+        Ok((!fresh).then(|| {
+            violation(
+                "QR_CODE_STALE",
+                format!("kiosks/{}", qr.kiosk_id),
+                "The code is missing or too old; scan the code on the kiosk's screen again.",
+            )
+        }))
+    }
+
     /// First instruction: checks the account and the kiosk and answers the offer.
     pub async fn scan(&self, user: UserId, qr: QrPayload) -> Result<pb::Offer, OrdersError> {
         let now = self.now();
@@ -44,24 +69,10 @@ impl Flows {
         let Some(profile) = self.store.kiosk_profile(kiosk_id).await? else {
             return Err(OrdersError::KioskNotRegistered(kiosk_id.to_owned()));
         };
-        let secret = self
-            .sealing
-            .open(kiosk_id, &profile.qr_secret)
-            .map_err(|e| OrdersError::Corrupt(e.to_string()))?;
         let mut violations = Vec::new();
         let mut info = None;
         let kiosk_subject = format!("kiosks/{kiosk_id}");
-        let fresh = qr
-            .code
-            .as_deref()
-            .is_some_and(|code| sneakernet_runtime::qr::verify(&secret, code, now));
-        if !fresh {
-            violations.push(violation(
-                "QR_CODE_STALE",
-                kiosk_subject.clone(),
-                "The code is missing or too old; scan the code on the kiosk's screen again.",
-            ));
-        }
+        violations.extend(self.stale_qr(&profile, &qr)?);
         let user_key = user.to_string();
         let deposit = self.store.held_deposit(&user_key).await?;
         let account = self.store.account(&user_key).await?;
@@ -76,7 +87,17 @@ impl Flows {
                 "Add a payment method to rent.",
             ));
         }
-        if let Some(open) = account.as_ref().and_then(|a| a.open_order_id.clone()) {
+        let ready = self
+            .store
+            .ready_reservations(&user_key, kiosk_id, now)
+            .await?;
+        // The account's open order may be a reservation ready here: then it is no item out,
+        // and there is nothing more to rent until it is collected.
+        let open = account.as_ref().and_then(|a| a.open_order_id.clone());
+        let collecting = open
+            .as_ref()
+            .is_some_and(|open| ready.iter().any(|r| r.order_id == *open));
+        if let Some(open) = open.filter(|_| !collecting) {
             violations.push(violation(
                 "ITEM_OUT",
                 format!("orders/{open}"),
@@ -101,8 +122,12 @@ impl Flows {
                 "This kiosk is not connected right now; try again shortly.",
             ));
         }
-        let lines = self.offer_lines(&profile.site_id, kiosk_id).await?;
-        if lines.is_empty() && online && !profile.out_of_service {
+        let lines = if collecting {
+            Vec::new()
+        } else {
+            self.offer_lines(&profile.site_id, kiosk_id).await?
+        };
+        if lines.is_empty() && ready.is_empty() && online && !profile.out_of_service {
             violations.push(violation(
                 "NOTHING_AVAILABLE",
                 kiosk_subject,
@@ -114,14 +139,19 @@ impl Flows {
         }
         let expires_at = now
             + chrono::Duration::from_std(self.offer_ttl).unwrap_or(chrono::Duration::minutes(5));
-        let offer = pb::Offer {
+        let mut offer = pb::Offer {
             offer_id: uuid::Uuid::new_v4().to_string(),
             kiosk_id: kiosk_id.to_owned(),
             site_name: profile.site_name.clone(),
             expires_at: Some(timestamp(expires_at)),
             lines,
-            ready_reservations: vec![],
+            ready_reservations: Vec::with_capacity(ready.len()),
         };
+        for row in &ready {
+            offer
+                .ready_reservations
+                .push(self.store.order_proto(row).await?);
+        }
         self.store.save_offer(&offer, &user_key, expires_at).await?;
         Ok(offer)
     }

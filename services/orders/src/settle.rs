@@ -3,10 +3,12 @@
 //! `orders.sweep_interval` regardless. Each step is idempotent (provider keys, conditional
 //! state changes), so two replicas running it at once cost work, never money.
 //!
-//! Steps: hand outbox commands to the gateway; fail lends past their deadline; ask the gateway
-//! about dispensing orders whose event is late; refund failed orders; charge fees and close
-//! returned ones; charge the lost-item fee; pay back deposits asked back; resolve payment
-//! attempts whose outcome is unknown.
+//! Steps: hand outbox commands to the gateway; fail lends and provisions past their deadline;
+//! ask the gateway about dispensing and provisioning orders whose event is late; refund failed
+//! and cancelled orders; expire reservations not collected in their pickup window (the no-show
+//! fee kept, the rest paid back, the drive released); charge fees and close returned ones;
+//! charge the lost-item fee; pay back deposits asked back; resolve payment attempts whose
+//! outcome is unknown.
 
 use std::time::Duration;
 
@@ -20,12 +22,13 @@ use sneakernet_runtime::wire::timestamp;
 
 use crate::convert;
 use crate::domain::money::{Currency, Money};
-use crate::domain::order::OrderState;
+use crate::domain::order::{OrderKind, OrderState};
 use crate::flows::Flows;
 use crate::gateway_client::GatewayClient;
 use crate::payments::{ChargeRequest, PaymentError, RefundRequest};
 use crate::store::StoreError;
 use crate::store::money::Movement;
+use crate::store::reservations::NoShow;
 
 /// Rows handled per step per round.
 const BATCH: u64 = 100;
@@ -33,6 +36,14 @@ const BATCH: u64 = 100;
 const LEND_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// What a user reads when a paid lend never reached the kiosk.
 const NOT_ASKED: &str = "The kiosk could not be asked in time. Your payment is being refunded.";
+/// What a user reads when a paid reservation's provision never reached the kiosk in time.
+fn not_provisioned() -> String {
+    format!(
+        "{} {}",
+        crate::lending::NOT_PROVISIONED_IN_TIME,
+        crate::lending::REFUNDING_IN_FULL
+    )
+}
 /// How long a payment attempt may stay unknown before the worker resolves it.
 const ATTEMPT_STALE: chrono::Duration = chrono::Duration::minutes(2);
 
@@ -89,7 +100,9 @@ impl Worker {
             ("outbox", self.send_outbox().await),
             ("overdue lends", self.fail_overdue().await),
             ("late lend results", self.ask_dispensing().await),
+            ("late provision results", self.ask_provisioning().await),
             ("refunds", self.refund_failed().await),
+            ("no-shows", self.expire_no_shows().await),
             ("returns", self.settle_returned().await),
             ("lost items", self.charge_lost().await),
             ("deposit refunds", self.refund_deposits().await),
@@ -153,9 +166,102 @@ impl Worker {
             .orders_due(OrderState::Paid, self.now() - LEND_MARGIN, BATCH)
             .await?
         {
+            if OrderKind::parse(&order.kind) == Some(OrderKind::Reservation) {
+                tracing::warn!(order_id = %order.order_id, "provision never reached the kiosk in time");
+                store
+                    .fail_provision(&order.order_id, &not_provisioned(), self.now())
+                    .await?;
+                continue;
+            }
             tracing::warn!(order_id = %order.order_id, "lend never reached the kiosk in time");
             store
                 .fail_lend(&order.order_id, NOT_ASKED, self.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Provisioning orders past their deadline: the gateway's record decides if it has a
+    /// result; otherwise (the kiosk offline, or still at it after the deadline) the
+    /// reservation is cancelled and refunded, and a drive pinned by a late result is released
+    /// when that result comes.
+    async fn ask_provisioning(&self) -> Result<(), StoreError> {
+        let store = &self.flows.store;
+        for order in store
+            .orders_due(OrderState::Provisioning, self.now() - LEND_MARGIN, BATCH)
+            .await?
+        {
+            let record = match order.command_id.as_deref().filter(|c| !c.is_empty()) {
+                None => None,
+                Some(command_id) => match self.gateway.get(command_id).await {
+                    Ok(record) => Some(record),
+                    Err(status) if status.code() == tonic::Code::NotFound => None,
+                    Err(status) => {
+                        tracing::warn!(order_id = %order.order_id, error = %status.message(), "cannot ask the gateway about a late provision");
+                        return Ok(());
+                    }
+                },
+            };
+            let finished = record.as_ref().is_some_and(|r| {
+                matches!(
+                    gateway::CommandState::try_from(r.state),
+                    Ok(gateway::CommandState::Succeeded
+                        | gateway::CommandState::Failed
+                        | gateway::CommandState::Expired)
+                )
+            });
+            if let Some(record) = record.filter(|_| finished) {
+                store.apply_command_record(&record, self.now()).await?;
+                continue;
+            }
+            tracing::warn!(order_id = %order.order_id, "kiosk did not provision in time; cancelling the reservation");
+            store
+                .fail_provision(&order.order_id, &not_provisioned(), self.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// READY_FOR_PICKUP reservations past their pickup deadline: the base price kept as the
+    /// no-show fee, the rest paid back (first, under its own key, so a retry pays nothing
+    /// twice), then EXPIRED with both in the ledger and the drive's release queued. Collecting
+    /// and cancelling refuse past the deadline, so nothing moves the order meanwhile.
+    async fn expire_no_shows(&self) -> Result<(), StoreError> {
+        let store = &self.flows.store;
+        for order in store
+            .orders_due(OrderState::ReadyForPickup, self.now() - LEND_MARGIN, BATCH)
+            .await?
+        {
+            let currency = crate::store::orders::currency(&order)?;
+            let pricing = pb::Pricing::decode(order.pricing.as_slice()).ok();
+            let Ok(terms) = convert::terms("pricing", pricing.as_ref()) else {
+                tracing::error!(order_id = %order.order_id, "ready reservation without readable terms; left for an operator");
+                continue;
+            };
+            let paid = order.amount_charged - order.amount_refunded;
+            let kept = terms.base_price.minor().clamp(0, paid.max(0));
+            let (kept, refunded) = (
+                Money::new(kept, currency),
+                Money::new(paid - kept, currency),
+            );
+            let refund_key = format!("no-show-refund:{}", order.order_id);
+            if !self.pay_back(&refund_key, &order.charge_id, refunded).await {
+                continue;
+            }
+            let no_show = NoShow {
+                kept,
+                refunded,
+                refund_key,
+                reason: crate::lending::expired_reason(&kept.to_string(), &refunded.to_string()),
+                follow_ups: (!order.item_id.is_empty())
+                    .then(|| {
+                        crate::lending::release(&order.kiosk_id, &order.order_id, &order.item_id)
+                    })
+                    .into_iter()
+                    .collect(),
+            };
+            store
+                .expire_reservation(&order.order_id, order.version, &no_show, self.now())
                 .await?;
         }
         Ok(())
@@ -221,7 +327,9 @@ impl Worker {
     async fn refund_failed(&self) -> Result<(), StoreError> {
         let store = &self.flows.store;
         let far = self.now() + chrono::Duration::days(3650);
-        for order in store.orders_due(OrderState::Failed, far, BATCH).await? {
+        let mut owed = store.orders_due(OrderState::Failed, far, BATCH).await?;
+        owed.extend(store.orders_due(OrderState::Cancelled, far, BATCH).await?);
+        for order in owed {
             let currency = crate::store::orders::currency(&order)?;
             let owed = Money::new(order.amount_charged - order.amount_refunded, currency);
             let key = format!("refund:{}", order.order_id);
@@ -446,8 +554,10 @@ mod tests {
             deposit: eur(5000),
             offer_ttl: Duration::from_secs(300),
             lend_deadline: Duration::from_secs(120),
+            provision_deadline: Duration::from_secs(600),
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             content: unreachable_content(),
+            gateway: unreachable_gateway(),
         };
         // What CreateRental does when the provider never answers: hold, charge, give up.
         let owner = user(1);
@@ -523,6 +633,14 @@ mod tests {
         );
     }
 
+    /// A gateway nobody answers at.
+    fn unreachable_gateway() -> GatewayClient {
+        GatewayClient::new(
+            &tonic::transport::Endpoint::from_static("http://127.0.0.1:9"),
+            ServiceToken::fixed("unused"),
+        )
+    }
+
     /// A content service nobody answers at: these tests never reserve.
     fn unreachable_content() -> crate::content_client::ContentClient {
         crate::content_client::ContentClient::new(
@@ -543,8 +661,10 @@ mod tests {
                 deposit: eur(5000),
                 offer_ttl: Duration::from_secs(300),
                 lend_deadline: Duration::from_secs(120),
+                provision_deadline: Duration::from_secs(600),
                 wake: std::sync::Arc::new(tokio::sync::Notify::new()),
                 content: unreachable_content(),
+                gateway: unreachable_gateway(),
             },
             gateway: GatewayClient::new(
                 &tonic::transport::Endpoint::from_static("http://127.0.0.1:9"),

@@ -130,7 +130,7 @@ pub struct RateLimitConfig {
     pub period: Duration,
 }
 
-/// The orders service: its peers, the deposit, and the timing of rentals.
+/// The orders service: its peers, the deposit, and the timing of rentals and reservations.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OrdersConfig {
@@ -155,6 +155,10 @@ pub struct OrdersConfig {
     /// refunded.
     #[serde(with = "humantime_serde")]
     pub lend_deadline: Duration,
+    /// How long a kiosk has to provision a paid reservation (download, copy, verify, pin);
+    /// past it the reservation is cancelled and refunded.
+    #[serde(with = "humantime_serde")]
+    pub provision_deadline: Duration,
     /// How often orders looks for work left over: unsent commands, refunds and fees due,
     /// overdue lends, abandoned payment attempts.
     #[serde(with = "humantime_serde")]
@@ -171,6 +175,7 @@ impl Default for OrdersConfig {
             secret_key_file: None,
             offer_ttl: Duration::from_secs(300),
             lend_deadline: Duration::from_secs(120),
+            provision_deadline: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(5),
         }
     }
@@ -612,6 +617,13 @@ impl Config {
                 self.orders.lend_deadline,
                 Duration::from_secs(1),
                 Duration::from_secs(24 * 3600),
+            ),
+            (
+                "orders.provision_deadline",
+                "SNEAKERNET_ORDERS__PROVISION_DEADLINE",
+                self.orders.provision_deadline,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 24 * 3600),
             ),
             (
                 "orders.sweep_interval",

@@ -1,7 +1,7 @@
 //! Provision (the fifth instruction): copy a content package onto a drive and pin it to a
 //! reservation. The kiosk fetches the package from the content service by its id, so an id the
 //! content service could never have issued (not a UUID) is refused here, before a kiosk spends
-//! a command on it.
+//! a command on it. No package at all is a blank reservation: a drive erased and pinned.
 
 use sneakernet_proto::gateway::v1::ProvisionCommand;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
@@ -20,10 +20,10 @@ pub fn validate(command: &ProvisionCommand, violations: &mut Vec<FieldViolation>
         MAX_ID,
         violations,
     );
-    if uuid::Uuid::parse_str(&command.package_id).is_err() {
+    if !command.package_id.is_empty() && uuid::Uuid::parse_str(&command.package_id).is_err() {
         violations.push(FieldViolation::new(
             "payload.provision.package_id",
-            "must be a content package id (a UUID)",
+            "must be a content package id (a UUID), or empty for a blank drive",
         ));
     }
     if command.capacity_bytes == 0 {

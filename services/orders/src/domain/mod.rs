@@ -1,7 +1,8 @@
 //! The orders service's rules, free of I/O: money, the order life cycle, the ledger, pricing,
 //! offers, deposits and payment attempts (each state machine with one `transition`), the
 //! geometry of finding kiosks nearby (`geo`, for FindKiosks), which drives a reservation may
-//! take (`reservable`) and what a kiosk shows per type (`availability`).
+//! take (`reservable`: what FindKiosks counts and CreateReservation holds by) and what a kiosk
+//! shows per type (`availability`).
 
 pub mod availability;
 pub mod deposit;

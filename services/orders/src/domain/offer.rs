@@ -119,13 +119,14 @@ pub fn priced_line<'a>(
     Ok((line, price))
 }
 
-/// Whether the write protection asked fits what the line offers: always on for types that
-/// must be protected, off for types that are not drives.
+/// Whether the write protection asked fits what the type offers (an offer line's option, or
+/// [`write_protect_option`] of the kind): always on for types that must be protected, off for
+/// types that are not drives.
 pub fn check_write_protect(
-    line: &pb::OfferLine,
+    option: pb::WriteProtectOption,
     write_protect: bool,
 ) -> Result<(), FieldViolation> {
-    match pb::WriteProtectOption::try_from(line.write_protect).unwrap_or_default() {
+    match option {
         pb::WriteProtectOption::AlwaysOn if !write_protect => Err(FieldViolation::new(
             "choice.spec.write_protect",
             "must be true for this type",
@@ -241,7 +242,9 @@ mod tests {
             (W::NotApplicable, false, true),
             (W::NotApplicable, true, false),
         ] {
-            let fit = check_write_protect(&drive_line(option), asked).is_ok();
+            let line = drive_line(option);
+            let offered = pb::WriteProtectOption::try_from(line.write_protect).unwrap();
+            let fit = check_write_protect(offered, asked).is_ok();
             assert_eq!(fit, fits, "{option:?} asked {asked}");
         }
     }

@@ -59,7 +59,7 @@ pub enum OrderEvent {
     ProvisionRequested,
     /// Reservation: the kiosk reports the drive ready.
     Provisioned,
-    /// Reservation: provisioning failed.
+    /// Reservation: provisioning failed, or the kiosk could not be asked in time.
     ProvisionFailed,
     /// The kiosk reports the item ejected.
     Lent,
@@ -197,7 +197,7 @@ pub fn transition(
         (K::Rental, S::Paid, E::LendFailed) => S::Failed,
         (K::Reservation, S::Paid, E::ProvisionRequested) => S::Provisioning,
         (K::Reservation, S::Provisioning, E::Provisioned) => S::ReadyForPickup,
-        (K::Reservation, S::Provisioning, E::ProvisionFailed) => S::Cancelled,
+        (K::Reservation, S::Paid | S::Provisioning, E::ProvisionFailed) => S::Cancelled,
         (K::Reservation, S::Paid | S::Provisioning | S::ReadyForPickup, E::Cancelled) => {
             S::Cancelled
         }
@@ -238,6 +238,7 @@ mod tests {
             S::Provisioning,
         ),
         (K::Reservation, S::Paid, E::Cancelled, S::Cancelled),
+        (K::Reservation, S::Paid, E::ProvisionFailed, S::Cancelled),
         (
             K::Reservation,
             S::Provisioning,

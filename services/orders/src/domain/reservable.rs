@@ -48,7 +48,7 @@ pub struct DriveAsk {
 impl DriveAsk {
     /// Whether a drive of the asked capacity can take the package at all.
     pub fn fits(&self) -> bool {
-        self.capacity_bytes >= self.package_bytes
+        self.capacity_bytes > 0 && self.capacity_bytes >= self.package_bytes
     }
 }
 

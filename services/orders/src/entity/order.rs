@@ -45,7 +45,8 @@ pub struct Model {
     pub charge_id: String,
     /// The card charged (fees go to it too).
     pub card_token: String,
-    /// The gateway command lending it, once sent.
+    /// The gateway command the order waits for, once sent: the provision of a reservation,
+    /// then the lend.
     pub command_id: Option<String>,
     /// An item the kiosk reported lent after the order had failed.
     pub late_item_id: Option<String>,
@@ -53,7 +54,8 @@ pub struct Model {
     pub lost_fee_charged: bool,
     /// Bumped by every change; `order_changes` keeps each.
     pub version: i64,
-    /// When the current step must be over (lend deadline, refund due).
+    /// When the current step must be over (lend or provision deadline, pickup deadline,
+    /// refund due).
     pub deadline: DateTimeUtc,
     /// Created (and charged).
     pub created_at: DateTimeUtc,
@@ -67,6 +69,10 @@ pub struct Model {
     pub returned_at: Option<DateTimeUtc>,
     /// When it reached a terminal state.
     pub closed_at: Option<DateTimeUtc>,
+    /// Reservations: until when the ready drive waits; unset before READY_FOR_PICKUP.
+    pub pickup_deadline: Option<DateTimeUtc>,
+    /// Title of the content chosen, for display; empty when none.
+    pub content_title: String,
 }
 
 /// No relations are navigated through sea-orm.

@@ -7,6 +7,7 @@ mod m20261123_000002_sandbox_payments;
 mod m20261123_000003_rentals;
 mod m20261129_000004_parked_events;
 mod m20261201_000005_kiosks_by_location;
+mod m20261201_000006_reservations;
 
 /// Applies the orders service's migrations.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_rentals::Migration),
             Box::new(m20261129_000004_parked_events::Migration),
             Box::new(m20261201_000005_kiosks_by_location::Migration),
+            Box::new(m20261201_000006_reservations::Migration),
         ]
     }
 }

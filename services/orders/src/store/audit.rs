@@ -1,5 +1,7 @@
 //! The auditor: re-adds the books and checks the orders against them (FleetService.Audit,
-//! `sneakernet audit`). It reads a snapshot and changes nothing.
+//! `sneakernet audit`). It reads a snapshot and changes nothing. Every paid order is lent,
+//! refunded in full, expired with exactly its no-show fee kept, closed, or still in flight
+//! within the deadline of its step (a lend, a provision, a pickup, a refund).
 //!
 //! It loads the ledger and the orders into memory: fine for one site's years of rentals; a
 //! network-wide audit at scale would page and keep running sums.
@@ -7,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
+use prost::Message;
 use sea_orm::{
     AccessMode, DbBackend, DbErr, EntityTrait, IsolationLevel, TransactionOptions, TransactionTrait,
 };
@@ -169,16 +172,51 @@ impl Store {
                 ));
             }
             let state: Option<OrderState> = order.state.parse().ok();
+            // Every state between the charge and its end waits for a step with a deadline:
+            // a lend, a provision, a pickup (pickup_deadline), a refund, a settlement.
             let waiting = matches!(
                 state,
                 Some(
                     OrderState::Paid
+                        | OrderState::Provisioning
+                        | OrderState::ReadyForPickup
                         | OrderState::Dispensing
                         | OrderState::Failed
                         | OrderState::Returned
                         | OrderState::Cancelled
                 )
             );
+            // A refunded order (a failed lend, a cancelled reservation) got everything back;
+            // an expired reservation kept exactly its no-show fee, the base price.
+            if state == Some(OrderState::Refunded) && order.amount_refunded != order.amount_charged
+            {
+                report.violations.push(violation(
+                    K::LedgerMismatch,
+                    id,
+                    format!(
+                        "refunded {} of {} charged ({}), not all of it",
+                        order.amount_refunded, order.amount_charged, order.currency
+                    ),
+                ));
+            }
+            if state == Some(OrderState::Expired) {
+                let fee = pb::Pricing::decode(order.pricing.as_slice())
+                    .ok()
+                    .and_then(|p| p.base_price)
+                    .map_or(0, |m| m.minor_units)
+                    .min(order.amount_charged);
+                let kept = order.amount_charged - order.amount_refunded;
+                if kept != fee {
+                    report.violations.push(violation(
+                        K::LedgerMismatch,
+                        id,
+                        format!(
+                            "expired reservation kept {kept}, its no-show fee is {fee} ({})",
+                            order.currency
+                        ),
+                    ));
+                }
+            }
             if waiting && order.deadline + grace < now {
                 report.violations.push(violation(
                     K::PaidNotSettled,

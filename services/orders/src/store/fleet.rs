@@ -14,6 +14,7 @@ use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 
 use super::Store;
+use crate::domain::reservable::{DriveAsk, UnitFacts, can_reserve};
 use crate::entity::{kiosk, kiosk_item, pricing_rule};
 
 /// Power banks charged less than this are not lent (the kiosk's own rule, mirrored so offers
@@ -186,6 +187,87 @@ pub(crate) async fn hold_unit<C: ConnectionTrait>(
             }
         }
     }
+}
+
+/// Holds one unit at `kiosk_id` that can take the reservation `ask` for `order_id` (the rule of
+/// [`can_reserve`], mirrored in the conditional UPDATE: a drive, ready, held by no
+/// order, of exactly the asked capacity); the unit's row id, or `None` when none is free.
+pub(crate) async fn hold_reservable_unit<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    ask: &DriveAsk,
+    order_id: &str,
+) -> Result<Option<String>, DbErr> {
+    if !ask.fits() {
+        return Ok(None);
+    }
+    let drive = i32::from(common::ItemKind::Drive);
+    let capacity = i64::try_from(ask.capacity_bytes).unwrap_or(i64::MAX);
+    loop {
+        let candidates: Vec<kiosk_item::Model> = kiosk_item::Entity::find()
+            .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
+            .filter(kiosk_item::Column::Kind.eq(drive))
+            .filter(kiosk_item::Column::CapacityBytes.eq(capacity))
+            .filter(kiosk_item::Column::Ready.eq(true))
+            .filter(kiosk_item::Column::HeldBy.is_null())
+            .limit(8)
+            .all(db)
+            .await?
+            .into_iter()
+            .filter(|row| can_reserve(&UnitFacts::from(row), ask))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        for candidate in candidates {
+            let taken = kiosk_item::Entity::update_many()
+                .col_expr(kiosk_item::Column::HeldBy, Expr::value(order_id))
+                .filter(kiosk_item::Column::ItemId.eq(candidate.item_id.as_str()))
+                .filter(kiosk_item::Column::Kind.eq(drive))
+                .filter(kiosk_item::Column::CapacityBytes.eq(capacity))
+                .filter(kiosk_item::Column::Ready.eq(true))
+                .filter(kiosk_item::Column::HeldBy.is_null())
+                .exec(db)
+                .await?;
+            if taken.rows_affected == 1 {
+                return Ok(Some(candidate.item_id));
+            }
+        }
+    }
+}
+
+/// The kiosk pinned `item` for `order_id`: the order's hold moves to that drive (not ready: it
+/// is pinned), whichever unit it held before. If another order held the pinned drive, that
+/// order takes over the unit `order_id` held, so no order loses its unit to the kiosk's choice.
+pub(crate) async fn pin_hold<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    item: &common::Item,
+    order_id: &str,
+) -> Result<(), DbErr> {
+    put_unit(db, kiosk_id, item, false, None).await?;
+    let other = kiosk_item::Entity::find_by_id(item.item_id.clone())
+        .one(db)
+        .await?
+        .and_then(|row| row.held_by)
+        .filter(|holder| holder != order_id);
+    match other {
+        Some(other) => {
+            kiosk_item::Entity::update_many()
+                .col_expr(kiosk_item::Column::HeldBy, Expr::value(other))
+                .filter(kiosk_item::Column::HeldBy.eq(order_id))
+                .exec(db)
+                .await?;
+        }
+        None => release_hold(db, order_id).await?,
+    }
+    kiosk_item::Entity::update_many()
+        .col_expr(kiosk_item::Column::HeldBy, Expr::value(order_id))
+        .col_expr(kiosk_item::Column::Ready, Expr::value(false))
+        .filter(kiosk_item::Column::ItemId.eq(item.item_id.as_str()))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Releases whatever unit `order_id` holds.

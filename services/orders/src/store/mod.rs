@@ -7,6 +7,7 @@
 //! - [`nearby`]: FindKiosks' reads (kiosks in a bounding box, by index).
 //! - [`money`]: the ledger, payment attempts, deposits.
 //! - [`orders`]: orders, their change history, the outbox, and what kiosk events do to them.
+//! - [`reservations`]: a reservation's ends before pickup (cancel, no-show) and its pickup.
 //! - [`parked`]: events a consumer could not apply, set aside for operators.
 //! - [`audit`]: the auditor's checks.
 
@@ -16,6 +17,7 @@ pub mod money;
 pub mod nearby;
 pub mod orders;
 pub mod parked;
+pub mod reservations;
 #[cfg(test)]
 pub(crate) mod tests;
 

@@ -23,8 +23,9 @@ use crate::domain::ledger::Posting;
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderEvent, OrderKind, OrderState, transition};
 use crate::domain::payment_attempt::{AttemptEvent, AttemptState};
+use crate::domain::reservable::DriveAsk;
 use crate::entity::{account, deposit, offer, order, order_change, outbox, payment_attempt};
-use crate::lending::CommandEffect;
+use crate::lending::{CommandEffect, FollowUp};
 
 /// The order's kind and state, parsed.
 pub fn kind_and_state(row: &order::Model) -> Result<(OrderKind, OrderState), StoreError> {
@@ -114,7 +115,7 @@ pub fn to_proto(
         state: state.into(),
         state_reason: row.state_reason.clone(),
         choice: pb::ItemChoice::decode(row.choice.as_slice()).ok(),
-        content_title: String::new(),
+        content_title: row.content_title.clone(),
         item_id: row.item_id.clone(),
         kiosk_id: row.kiosk_id.clone(),
         returned_kiosk_id: row.returned_kiosk_id.clone(),
@@ -130,13 +131,13 @@ pub fn to_proto(
         due_at: row.due_at.map(timestamp),
         returned_at: row.returned_at.map(timestamp),
         closed_at: row.closed_at.map(timestamp),
-        pickup_deadline: None,
+        pickup_deadline: row.pickup_deadline.map(timestamp),
     }
 }
 
 /// Writes `next` (a changed copy of the stored order at `version`) as the next version with
 /// its history row. Fails with [`StoreError::Raced`] if the stored version moved.
-async fn save<C: ConnectionTrait>(
+pub(super) async fn save<C: ConnectionTrait>(
     db: &C,
     mut next: order::Model,
     reason: &str,
@@ -181,7 +182,7 @@ async fn save<C: ConnectionTrait>(
 
 /// Applies `event` to the order through the one transition function, with `edit` for the
 /// fields the step sets, and saves it.
-async fn step<C: ConnectionTrait>(
+pub(super) async fn step<C: ConnectionTrait>(
     db: &C,
     current: order::Model,
     event: OrderEvent,
@@ -221,7 +222,7 @@ pub(crate) async fn unsettled_orders<C: ConnectionTrait>(
         .collect())
 }
 
-async fn lock_order<C: ConnectionTrait>(
+pub(super) async fn lock_order<C: ConnectionTrait>(
     db: &C,
     order_id: &str,
 ) -> Result<Option<order::Model>, DbErr> {
@@ -231,7 +232,7 @@ async fn lock_order<C: ConnectionTrait>(
         .await
 }
 
-async fn free_slot<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<(), DbErr> {
+pub(super) async fn free_slot<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<(), DbErr> {
     account::Entity::update_many()
         .col_expr(
             account::Column::OpenOrderId,
@@ -377,6 +378,9 @@ pub struct OrderOpening {
     pub kiosk_id: String,
     /// The type.
     pub wanted: TypeKey,
+    /// A reservation: what its drive must take. The hold is then any unit that can take it
+    /// (`fleet::hold_reservable_unit`), not a unit of `wanted` exactly.
+    pub reservable: Option<DriveAsk>,
     /// The card to charge.
     pub card_token: String,
     /// The price.
@@ -392,8 +396,8 @@ pub struct PaidOrder {
     pub payment_key: String,
     /// Why the order is where it is, as the user reads it.
     pub reason: String,
-    /// The kiosk command the order waits for (a lend for a rental), queued in the outbox
-    /// under `command_key`.
+    /// The kiosk command the order waits for (a lend for a rental, a provision for a
+    /// reservation), queued in the outbox under `command_key`.
     pub command: gateway::CommandPayload,
     /// The outbox key of `command` (one command per key).
     pub command_key: String,
@@ -565,9 +569,13 @@ impl Store {
             return Ok(refused);
         }
         fleet::release_hold(&txn, &order_id).await?;
-        let Some(unit) =
-            fleet::hold_unit(&txn, &request.kiosk_id, &request.wanted, &order_id).await?
-        else {
+        let held = match &request.reservable {
+            None => fleet::hold_unit(&txn, &request.kiosk_id, &request.wanted, &order_id).await?,
+            Some(ask) => {
+                fleet::hold_reservable_unit(&txn, &request.kiosk_id, ask, &order_id).await?
+            }
+        };
+        let Some(unit) = held else {
             // Dropping the transaction rolls the slot back.
             return Ok(Opening::TypeUnavailable);
         };
@@ -716,11 +724,50 @@ impl Store {
             .exec(&txn)
             .await?;
         let mut changed = None;
-        let is_lend = gateway::CommandPayload::decode(row.payload.as_slice())
+        let kind = gateway::CommandPayload::decode(row.payload.as_slice())
             .ok()
-            .and_then(|p| p.kind)
-            .is_some_and(|k| matches!(k, gateway::command_payload::Kind::Lend(_)));
-        if is_lend && command_id.is_empty() {
+            .and_then(|p| p.kind);
+        let is_lend = matches!(kind, Some(gateway::command_payload::Kind::Lend(_)));
+        let is_provision = matches!(kind, Some(gateway::command_payload::Kind::Provision(_)));
+        if is_provision && command_id.is_empty() {
+            // The gateway refused the provision for good: it will never reach the kiosk.
+            let reason = format!(
+                "{} {}",
+                crate::lending::NOT_PROVISIONED_IN_TIME,
+                crate::lending::REFUNDING_IN_FULL
+            );
+            if fail_provision_in(&txn, &row.order_id, &reason, now).await? {
+                changed = lock_order(&txn, &row.order_id).await?;
+            }
+        } else if is_provision
+            && let Some(current) = lock_order(&txn, &row.order_id).await?
+            && current.state == OrderState::Paid.as_str()
+        {
+            let command_id = command_id.to_owned();
+            changed = Some(
+                step(
+                    &txn,
+                    current,
+                    OrderEvent::ProvisionRequested,
+                    crate::lending::PREPARING,
+                    now,
+                    |o| o.command_id = Some(command_id),
+                )
+                .await?,
+            );
+        } else if is_lend
+            && !command_id.is_empty()
+            && let Some(current) = lock_order(&txn, &row.order_id).await?
+            && current.state == OrderState::Dispensing.as_str()
+            && current.command_id.is_none()
+        {
+            // A reservation's lend (the order went DISPENSING when it was collected): note
+            // the command to ask about it if its result is late.
+            let mut next = current;
+            next.command_id = Some(command_id.to_owned());
+            let reason = next.state_reason.clone();
+            save(&txn, next, &reason, now).await?;
+        } else if is_lend && command_id.is_empty() {
             // The gateway refused the lend for good: it will never reach the kiosk.
             if fail_lend_in(
                 &txn,
@@ -789,7 +836,7 @@ impl Store {
         Ok(())
     }
 
-    /// Books the refund of a FAILED order and ends it REFUNDED.
+    /// Books the refund of a FAILED or CANCELLED order and ends it REFUNDED.
     pub async fn refunded(
         &self,
         order_id: &str,
@@ -801,7 +848,9 @@ impl Store {
         let Some(current) = lock_order(&txn, order_id).await? else {
             return Ok(());
         };
-        if current.state != OrderState::Failed.as_str() {
+        if current.state != OrderState::Failed.as_str()
+            && current.state != OrderState::Cancelled.as_str()
+        {
             return Ok(());
         }
         if amount.minor() > 0 {
@@ -1033,23 +1082,12 @@ impl Store {
                 order_id,
                 reason,
                 not_ready_item,
-                follow_up,
+                follow_ups,
             } => {
                 if let Some(item_id) = not_ready_item {
                     fleet::unit_not_ready(db, &item_id).await?;
                 }
-                if let Some(follow_up) = follow_up {
-                    enqueue(
-                        db,
-                        &follow_up.kiosk_id,
-                        &follow_up.key,
-                        "",
-                        &follow_up.command,
-                        later(at, follow_up.within)?,
-                        at,
-                    )
-                    .await?;
-                }
+                ask_kiosk(db, &follow_ups, at).await?;
                 Ok(fail_lend_in(db, &order_id, &reason, at)
                     .await?
                     .then_some(order_id))
@@ -1057,6 +1095,18 @@ impl Store {
             CommandEffect::Wiped { item_id } => {
                 fleet::unit_wiped(db, &item_id).await?;
                 Ok(None)
+            }
+            CommandEffect::Provisioned {
+                order_id,
+                kiosk_id,
+                item,
+                ready,
+                release,
+            } => provisioned_in(db, &order_id, &kiosk_id, &item, &ready, release, at).await,
+            CommandEffect::ProvisionFailed { order_id, reason } => {
+                Ok(fail_provision_in(db, &order_id, &reason, at)
+                    .await?
+                    .then_some(order_id))
             }
         }
     }
@@ -1124,6 +1174,131 @@ impl Store {
     }
 }
 
+/// Queues each follow-up command in the outbox, from `at`.
+pub(super) async fn ask_kiosk<C: ConnectionTrait>(
+    db: &C,
+    follow_ups: &[FollowUp],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for follow_up in follow_ups {
+        enqueue(
+            db,
+            &follow_up.kiosk_id,
+            &follow_up.key,
+            "",
+            &follow_up.command,
+            later(at, follow_up.within)?,
+            at,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What every end of a reservation before pickup does beside its step: the command it waited
+/// for never leaves if not sent yet, the account's slot and the unit are freed, and the
+/// follow-ups (the pinned drive's release) are queued.
+pub(super) async fn let_go_in<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+    follow_ups: &[FollowUp],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::SentAt, Expr::value(now))
+        .filter(outbox::Column::OrderId.eq(order_id))
+        .filter(outbox::Column::SentAt.is_null())
+        .exec(db)
+        .await?;
+    free_slot(db, order_id).await?;
+    fleet::release_hold(db, order_id).await?;
+    ask_kiosk(db, follow_ups, now).await
+}
+
+/// A PAID or PROVISIONING reservation whose provisioning failed (or never reached the kiosk in
+/// time): CANCELLED, a full refund follows; whether the order changed. Nothing happens to an
+/// order past that (a late result after a cancel).
+pub(super) async fn fail_provision_in<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(current) = lock_order(db, order_id).await? else {
+        return Ok(false);
+    };
+    let (kind, state) = kind_and_state(&current)?;
+    if kind != OrderKind::Reservation
+        || !matches!(state, OrderState::Paid | OrderState::Provisioning)
+    {
+        return Ok(false);
+    }
+    step(db, current, OrderEvent::ProvisionFailed, reason, now, |o| {
+        o.deadline = now;
+    })
+    .await?;
+    let_go_in(db, order_id, &[], now).await?;
+    Ok(true)
+}
+
+/// The kiosk pinned `item` for the order: READY_FOR_PICKUP with that drive until the pickup
+/// window of its terms has passed, the order's hold moved to the drive. An order that no
+/// longer waits for a drive (cancelled meanwhile) does not move; the drive is released
+/// instead, unless it is the order's own already (a result applied twice).
+async fn provisioned_in<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+    kiosk_id: &str,
+    item: &sneakernet_proto::common::v1::Item,
+    ready: &str,
+    release: FollowUp,
+    at: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    let Some(mut current) = lock_order(db, order_id).await? else {
+        tracing::warn!(order_id, item_id = %item.item_id, "provision result for an unknown order; releasing the drive");
+        ask_kiosk(db, &[release], at).await?;
+        return Ok(None);
+    };
+    let (_, state) = kind_and_state(&current)?;
+    match state {
+        OrderState::Paid => {
+            // The result overtook the outbox's note that the command was sent.
+            current = step(
+                db,
+                current,
+                OrderEvent::ProvisionRequested,
+                crate::lending::PREPARING,
+                at,
+                |_| {},
+            )
+            .await?;
+        }
+        OrderState::Provisioning => {}
+        _ if current.item_id == item.item_id => return Ok(None),
+        _ => {
+            tracing::warn!(order_id, item_id = %item.item_id, state = %state, "drive provisioned for an order that no longer waits; releasing it");
+            ask_kiosk(db, &[release], at).await?;
+            return Ok(None);
+        }
+    }
+    let pricing = pb::Pricing::decode(current.pricing.as_slice()).unwrap_or_default();
+    let pickup = crate::lending::pickup_deadline(&pricing, at)
+        .ok_or_else(|| StoreError::Corrupt(format!("order {order_id}: pickup deadline")))?;
+    let item_id = item.item_id.clone();
+    step(db, current, OrderEvent::Provisioned, ready, at, |o| {
+        o.item_id = item_id;
+        o.pickup_deadline = Some(pickup);
+        o.deadline = pickup;
+        o.write_protected = matches!(
+            item.attributes.as_ref().and_then(|a| a.kind.as_ref()),
+            Some(sneakernet_proto::common::v1::item_attributes::Kind::Drive(d)) if d.write_protected
+        );
+    })
+    .await?;
+    fleet::pin_hold(db, kiosk_id, item, order_id).await?;
+    Ok(Some(order_id.to_owned()))
+}
+
 /// A time a kiosk reported, believed only within `[earliest, latest]` (times the servers
 /// know); `latest` when the kiosk said nothing or something unreadable.
 pub(crate) fn reported_within(
@@ -1142,7 +1317,7 @@ fn overflow(what: &str) -> StoreError {
 }
 
 /// `at` plus `by`, or an error naming the overflow (never a panic, whatever time came in).
-fn later(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn later(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, StoreError> {
     at.checked_add_signed(by)
         .ok_or_else(|| StoreError::Corrupt(format!("{at} plus {by} is past the end of time")))
 }

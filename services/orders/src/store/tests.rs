@@ -201,6 +201,7 @@ impl World {
             attempt_hash: "h".into(),
             kiosk_id: kiosk.into(),
             wanted: wanted(),
+            reservable: None,
             card_token: crate::payments::sandbox::APPROVES.into(),
             price: eur(400),
         };
@@ -242,6 +243,7 @@ impl World {
             charge_id: "ch".into(),
             card_token: self.card.into(),
             deadline: now + chrono::Duration::minutes(2),
+            content_title: String::new(),
         }
         .paid_row(now);
         self.store
