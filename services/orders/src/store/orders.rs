@@ -867,7 +867,12 @@ impl Store {
             )
             .await?;
         }
-        let reason = format!("Refunded {amount}.");
+        // A cancelled reservation keeps saying why it was cancelled once the money is back.
+        let reason = if current.state == OrderState::Cancelled.as_str() {
+            format!("{} Refunded {amount}.", current.state_reason)
+        } else {
+            format!("Refunded {amount}.")
+        };
         let refunded = current
             .amount_refunded
             .checked_add(amount.minor())
