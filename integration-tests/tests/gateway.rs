@@ -488,7 +488,7 @@ async fn an_unacknowledged_command_expires_at_its_deadline_with_an_event() {
             "K-off",
             "w",
             wipe("D-1"),
-            in_secs(1),
+            in_secs(3),
         )
         .await
         .unwrap();
