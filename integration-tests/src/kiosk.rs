@@ -149,6 +149,7 @@ pub async fn send_command(
                     seconds: deadline.timestamp(),
                     nanos: 0,
                 }),
+                drive_id: String::new(),
             },
             token,
         ))

@@ -65,6 +65,7 @@ async fn send_wipe(sandbox: &Sandbox, token: &str, key: &str) -> String {
                     seconds: deadline.timestamp(),
                     nanos: 0,
                 }),
+                drive_id: String::new(),
             },
             token,
         ))
