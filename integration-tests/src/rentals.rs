@@ -135,6 +135,7 @@ pub fn drive(item_id: &str) -> SimItemConfig {
         content_package_id: Some(PACKAGE.into()),
         write_protected: false,
         charge_percent: None,
+        remote_link: false,
     }
 }
 
@@ -147,6 +148,7 @@ pub fn power_bank(item_id: &str) -> SimItemConfig {
         content_package_id: None,
         write_protected: false,
         charge_percent: Some(100),
+        remote_link: false,
     }
 }
 

@@ -107,14 +107,11 @@ pub async fn open(
         None => return Err(Status::failed_precondition("the link closed before Hello")),
     };
     let now = link.clock.now();
-    if device.drive().is_some() && hello.inventory.is_some() {
-        return Err(GatewayError::from(sneakernet_runtime::FieldViolation::new(
-            "hello.inventory",
-            "a drive's link reports no inventory",
-        ))
-        .into());
-    }
-    link_rules::check_hello(&hello).map_err(|refusal| {
+    let checked = match device {
+        DeviceId::Kiosk(_) => link_rules::check_hello(&hello),
+        DeviceId::Drive(_) => link_rules::check_drive_hello(&hello),
+    };
+    checked.map_err(|refusal| {
         Status::from(GatewayError::from(sneakernet_runtime::FieldViolation::new(
             refusal.field,
             refusal.reason,

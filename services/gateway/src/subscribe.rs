@@ -201,7 +201,8 @@ fn deliverable(row: &crate::entity::event::Model) -> pb::Event {
         }
     };
     event.cursor = cursor;
-    event.kiosk_id.clone_from(&row.kiosk_id);
+    // The row names the device in its stored form; the contract splits it.
+    (event.kiosk_id, event.drive_id) = crate::store::wire_device(&row.kiosk_id);
     if event.occurred_at.is_none() {
         event.occurred_at = Some(sneakernet_runtime::wire::timestamp(row.occurred_at));
     }
