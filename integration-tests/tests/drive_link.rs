@@ -371,3 +371,70 @@ async fn a_drive_speaks_only_as_itself_and_only_on_its_own_link() {
         sandbox.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_drive_credential_logs_in_only_as_its_drive_and_stops_when_revoked() {
+    for backend in backends() {
+        let sandbox = Sandbox::start(&backend).await;
+        let operator = sandbox.operator().await.access_token;
+        let user = sandbox.register("renter@example.com").await.access_token;
+        let secret = sandbox.drive_secret("D-1").await;
+        let mut auth = sandbox.auth().await;
+        let login = |item: &str, secret: &str| auth::DriveLoginRequest {
+            item_id: item.into(),
+            secret: secret.into(),
+        };
+        let token = auth
+            .drive_login(login("D-1", &secret))
+            .await
+            .expect("the drive logs in")
+            .into_inner()
+            .access_token;
+        FakeKiosk::connect_drive(sandbox.channel().await, &token)
+            .await
+            .expect("and opens its link")
+            .hang_up();
+        // A kiosk spelled like the drive has no credential from it.
+        let as_kiosk = auth
+            .kiosk_login(auth::KioskLoginRequest {
+                kiosk_id: "D-1".into(),
+                secret: secret.clone(),
+            })
+            .await
+            .expect_err("a drive's secret is not a kiosk's");
+        assert_eq!(as_kiosk.code(), tonic::Code::Unauthenticated, "{backend}");
+        let by_user = auth
+            .issue_drive_credential(authed(
+                auth::IssueDriveCredentialRequest {
+                    item_id: "D-9".into(),
+                },
+                &user,
+            ))
+            .await
+            .expect_err("users issue nothing");
+        assert_eq!(by_user.code(), tonic::Code::PermissionDenied, "{backend}");
+
+        let revoke = || {
+            authed(
+                auth::RevokeDriveCredentialRequest {
+                    item_id: "D-1".into(),
+                },
+                &operator,
+            )
+        };
+        auth.revoke_drive_credential(revoke())
+            .await
+            .expect("an operator revokes it");
+        let refused = auth
+            .drive_login(login("D-1", &secret))
+            .await
+            .expect_err("revoked");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{backend}");
+        let again = auth
+            .revoke_drive_credential(revoke())
+            .await
+            .expect_err("nothing left to revoke");
+        assert_eq!(again.code(), tonic::Code::NotFound, "{backend}");
+        sandbox.stop().await;
+    }
+}
