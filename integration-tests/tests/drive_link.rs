@@ -159,7 +159,9 @@ async fn a_toggle_reaches_the_lent_drive_and_its_users_writes_follow_it() {
         };
         assert!(write_protect_result(&confirmed).is_some_and(|r| r.write_protected));
 
-        // Orders keeps a view of kiosks from the same log: the drive is not one. Once the
+        // Orders keeps a view of kiosks from the same log: the drive is not one (no kiosk
+        // listed but K-1, nothing parked; that an event with an empty kiosk_id writes no row
+        // at all is orders' store test `a_drive_links_events_make_no_kiosk_...`). Once the
         // kiosk's offline event (written after every drive event) shows, all were applied.
         module.stop().await;
         agent.stop().await;
