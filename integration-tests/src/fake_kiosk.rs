@@ -1,5 +1,6 @@
-//! A scripted kiosk that speaks the link protocol message by message, so gateway tests can
-//! misbehave on purpose (skip Hello, replay, send garbage) and see each answer.
+//! A scripted kiosk (or drive module) that speaks the link protocol message by message, so
+//! gateway tests can misbehave on purpose (skip Hello, replay, send garbage) and see each
+//! answer.
 
 use std::time::Duration;
 
@@ -56,6 +57,18 @@ pub fn hello(inventory: pb::Inventory) -> pb::OpenRequest {
     }
 }
 
+/// A drive module's Hello: no inventory.
+pub fn drive_hello() -> pb::OpenRequest {
+    pb::OpenRequest {
+        message_id: String::new(),
+        body: Some(Up::Hello(pb::Hello {
+            agent_version: "0.0.1-test".into(),
+            inventory: None,
+            last_finished_command_id: String::new(),
+        })),
+    }
+}
+
 /// Opens a link with `token` and sends `first`; returns the raw streams (for tests of what
 /// happens when the first message is wrong).
 pub async fn open_raw(
@@ -84,7 +97,22 @@ impl FakeKiosk {
         token: &str,
         inventory: pb::Inventory,
     ) -> Result<Self, Status> {
-        let (outbound, mut inbound) = open_raw(channel, Some(token), hello(inventory)).await?;
+        Self::connect_with(channel, token, hello(inventory)).await
+    }
+
+    /// Opens a link as a drive module (a drive token), says its Hello (no inventory), and
+    /// waits for Welcome.
+    pub async fn connect_drive(channel: Channel, token: &str) -> Result<Self, Status> {
+        Self::connect_with(channel, token, drive_hello()).await
+    }
+
+    /// Opens a link, sends `hello`, and waits for Welcome.
+    pub async fn connect_with(
+        channel: Channel,
+        token: &str,
+        hello: pb::OpenRequest,
+    ) -> Result<Self, Status> {
+        let (outbound, mut inbound) = open_raw(channel, Some(token), hello).await?;
         let first = tokio::time::timeout(WAIT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no Welcome"))??;
@@ -142,6 +170,22 @@ impl FakeKiosk {
             Ok(Some(Down::Receipt(receipt))) => receipt,
             other => panic!("expected a receipt, got {other:?}"),
         }
+    }
+
+    /// Nothing but heartbeats arrives for `within` (a command for someone else must not).
+    pub async fn hears_nothing_for(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, async {
+            loop {
+                match self.inbound.message().await {
+                    Ok(Some(pb::OpenResponse {
+                        body: Some(Down::Heartbeat(_)),
+                    })) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .is_err()
     }
 
     /// Closes the kiosk's side of the link.

@@ -1,5 +1,6 @@
 //! Real kiosk agents for whole-system tests: configurations with simulated drives, run
-//! in-process or as a killable child process.
+//! in-process or as a killable child process; and the remote link modules of simulated
+//! drives ([`drive_config`], [`send_write_protect`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use sneakernet_kiosk_agent::config::{
     AgentConfig, LinkConfig, SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig,
 };
+use sneakernet_kiosk_agent::drive::DriveConfig;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
@@ -38,10 +40,83 @@ pub fn agent_config(
                 content_package_id: Some(PACKAGE.into()),
                 write_protected: false,
                 charge_percent: None,
+                remote_link: false,
             }),
         })
         .collect();
     simulated_agent_config(dir, kiosk_id, secret, address, bays, SimFaults::default())
+}
+
+/// Gives the simulated drives `items` of `config` a remote link module (reported as
+/// `DriveAttributes.remote_link`).
+pub fn with_remote_links(config: &mut AgentConfig, items: &[&str]) {
+    let simulation = config.simulation.as_mut().expect("a simulated kiosk");
+    for item in simulation.bays.iter_mut().filter_map(|b| b.item.as_mut()) {
+        if items.contains(&item.item_id.as_str()) {
+            item.remote_link = true;
+        }
+    }
+}
+
+/// The module of drive `item_id` reaching the gateway at `gateway` (and auth at `address`),
+/// reconnecting fast, its journal under `dir`.
+pub fn drive_config(
+    dir: &Path,
+    item_id: &str,
+    secret: &str,
+    address: std::net::SocketAddr,
+    gateway: std::net::SocketAddr,
+) -> DriveConfig {
+    DriveConfig {
+        item_id: item_id.into(),
+        secret: secret.into(),
+        auth_url: format!("http://{address}"),
+        gateway_url: format!("http://{gateway}"),
+        data_dir: dir.join(format!("module-{item_id}")),
+        link: LinkConfig {
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+        },
+    }
+}
+
+/// Sends SetWriteProtect(`on`) to drive `item_id` over its own link (SendCommand.drive_id),
+/// deadline in five minutes, under `idempotency_key`; returns the command id.
+pub async fn send_write_protect(
+    channel: &Channel,
+    token: &str,
+    item_id: &str,
+    on: bool,
+    idempotency_key: &str,
+) -> String {
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
+    DeviceCommandServiceClient::new(channel.clone())
+        .send_command(authed(
+            pb::SendCommandRequest {
+                kiosk_id: String::new(),
+                payload: Some(pb::CommandPayload {
+                    kind: Some(pb::command_payload::Kind::SetWriteProtect(
+                        pb::SetWriteProtectCommand {
+                            item_id: item_id.into(),
+                            on,
+                        },
+                    )),
+                }),
+                idempotency_key: idempotency_key.into(),
+                deadline: Some(prost_types::Timestamp {
+                    seconds: deadline.timestamp(),
+                    nanos: 0,
+                }),
+                drive_id: item_id.into(),
+            },
+            token,
+        ))
+        .await
+        .expect("send write protect to a drive")
+        .into_inner()
+        .command
+        .expect("record")
+        .command_id
 }
 
 /// A kiosk agent configuration with `bays` and `faults`, reconnecting fast; its credential is
@@ -149,6 +224,7 @@ pub async fn send_command(
                     seconds: deadline.timestamp(),
                     nanos: 0,
                 }),
+                drive_id: String::new(),
             },
             token,
         ))

@@ -169,6 +169,29 @@ impl Sandbox {
             .access_token
     }
 
+    /// The secret of a fresh credential for drive `item_id`'s remote link module, issued by a
+    /// new operator.
+    pub async fn drive_secret(&self, item_id: &str) -> String {
+        let operator = self.operator().await;
+        issue_drive_secret(self.channel().await, &operator.access_token, item_id).await
+    }
+
+    /// An access token for drive `item_id`'s module: an operator issues its credential, the
+    /// module logs in with it (DriveLogin).
+    pub async fn drive_token(&self, item_id: &str) -> String {
+        let secret = self.drive_secret(item_id).await;
+        self.auth()
+            .await
+            .drive_login(auth::DriveLoginRequest {
+                item_id: item_id.into(),
+                secret,
+            })
+            .await
+            .expect("drive login")
+            .into_inner()
+            .access_token
+    }
+
     /// The secret of a fresh credential for kiosk `kiosk_id`, issued by a new operator.
     pub async fn kiosk_secret(&self, kiosk_id: &str) -> String {
         let operator = self.operator().await;
@@ -341,6 +364,22 @@ pub async fn issue_kiosk_secret(channel: Channel, operator_token: &str, kiosk_id
         ))
         .await
         .expect("issue kiosk credential")
+        .into_inner()
+        .secret
+}
+
+/// Issues a credential for drive `item_id`'s module with an operator's token; returns its
+/// secret.
+pub async fn issue_drive_secret(channel: Channel, operator_token: &str, item_id: &str) -> String {
+    AuthServiceClient::new(channel)
+        .issue_drive_credential(authed(
+            auth::IssueDriveCredentialRequest {
+                item_id: item_id.into(),
+            },
+            operator_token,
+        ))
+        .await
+        .expect("issue drive credential")
         .into_inner()
         .secret
 }

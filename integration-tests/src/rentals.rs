@@ -150,6 +150,7 @@ pub fn drive_of(item_id: &str, capacity_bytes: u64, package: Option<&str>) -> Si
         content_package_id: package.map(str::to_owned),
         write_protected: false,
         charge_percent: None,
+        remote_link: false,
     }
 }
 
@@ -162,6 +163,7 @@ pub fn power_bank(item_id: &str) -> SimItemConfig {
         content_package_id: None,
         write_protected: false,
         charge_percent: Some(100),
+        remote_link: false,
     }
 }
 

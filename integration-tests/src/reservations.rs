@@ -24,6 +24,7 @@ pub fn blank_drive(item_id: &str, capacity_bytes: u64) -> SimItemConfig {
         content_package_id: None,
         write_protected: false,
         charge_percent: None,
+        remote_link: false,
     }
 }
 

@@ -2,7 +2,8 @@
 //! service, read from the descriptor set the servers publish, is called on a running node,
 //! and none may answer UNIMPLEMENTED (the generated default of a forgotten handler) except the
 //! few listed below with the issue that builds them; those must still answer UNIMPLEMENTED,
-//! so the list shrinks as they are built.
+//! so the list shrinks as they are built. And a drive's token (role DRIVE, the newest role)
+//! reaches nothing but its own link and the public RPCs: every role list is an allow-list.
 
 use bytes::{Buf, BufMut};
 use prost::Message;
@@ -18,6 +19,19 @@ const NOT_BUILT_YET: &[(&str, &str)] = &[(
 )];
 
 /// Sends and receives message bytes as they are, so any method can be called.
+/// What a drive's token may call: its link, and the RPCs open to anyone (a token on them is
+/// only noted).
+const DRIVE_MAY_CALL: &[&str] = &[
+    "/sneakernet.gateway.v1.KioskLinkService/Open",
+    "/sneakernet.auth.v1.AuthService/Register",
+    "/sneakernet.auth.v1.AuthService/Login",
+    "/sneakernet.auth.v1.AuthService/Refresh",
+    "/sneakernet.auth.v1.AuthService/GetSigningKeys",
+    "/sneakernet.auth.v1.AuthService/KioskLogin",
+    "/sneakernet.auth.v1.AuthService/DriveLogin",
+    "/sneakernet.auth.v1.AuthService/ServiceLogin",
+];
+
 #[derive(Clone, Copy, Debug, Default)]
 struct RawCodec;
 
@@ -127,6 +141,7 @@ async fn every_rpc_of_the_contract_is_built_or_listed_with_its_issue() {
     let operator = sandbox.operator().await.access_token;
     let user = sandbox.register("contract@example.com").await.access_token;
     let kiosk = sandbox.kiosk_token("K-1").await;
+    let drive = sandbox.drive_token("D-1").await;
     let methods = methods();
     assert!(
         methods.len() > 40,
@@ -143,7 +158,7 @@ async fn every_rpc_of_the_contract_is_built_or_listed_with_its_issue() {
         // Each role in turn: a handler that checks its caller refuses the wrong ones, which a
         // generated default never does; the right one reaches the handler.
         let mut codes = Vec::new();
-        for token in [&operator, &user, &kiosk] {
+        for token in [&operator, &user, &kiosk, &drive] {
             let status = call(
                 sandbox.channel().await,
                 token,
@@ -153,6 +168,22 @@ async fn every_rpc_of_the_contract_is_built_or_listed_with_its_issue() {
             )
             .await;
             codes.push(status.map(|s| s.code()));
+        }
+        // A drive's module may open its own link and call the public RPCs; everything else
+        // refuses it by role before looking at the request.
+        let drive_answer = codes[3];
+        if path == DRIVE_MAY_CALL[0] {
+            assert_eq!(
+                drive_answer,
+                Some(tonic::Code::FailedPrecondition),
+                "a drive's token opens a link (and must say Hello first)"
+            );
+        } else if !DRIVE_MAY_CALL.contains(&path.as_str()) {
+            assert_eq!(
+                drive_answer,
+                Some(tonic::Code::PermissionDenied),
+                "{path} must refuse a drive's token"
+            );
         }
         let unimplemented = codes.contains(&Some(tonic::Code::Unimplemented));
         let listed = NOT_BUILT_YET.iter().any(|(p, _)| p == path);

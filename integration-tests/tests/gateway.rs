@@ -44,6 +44,7 @@ async fn send(
                 payload: Some(payload),
                 idempotency_key: key.into(),
                 deadline: Some(deadline),
+                drive_id: String::new(),
             },
             token,
         ))
@@ -74,6 +75,7 @@ async fn events(sandbox: &Sandbox, token: &str, after: u64, kiosk: Option<&str>)
                 after_cursor: after,
                 kiosk_ids: kiosk.map(|k| vec![k.to_owned()]).unwrap_or_default(),
                 kinds: vec![],
+                drive_ids: vec![],
             },
             token,
         ))
@@ -461,6 +463,7 @@ async fn an_idempotency_key_names_one_command_and_refuses_other_parameters() {
                             payload: Some(wipe("D-9")),
                             idempotency_key: "raced".into(),
                             deadline: Some(deadline),
+                            drive_id: String::new(),
                         },
                         &token,
                     ))
@@ -692,6 +695,7 @@ async fn subscribe_resumes_from_a_cursor_with_no_gap_and_no_duplicate_across_a_r
                     after_cursor: 1_000_000,
                     kiosk_ids: vec![],
                     kinds: vec![],
+                    drive_ids: vec![],
                 },
                 &operator.access_token,
             ))
@@ -883,6 +887,7 @@ async fn a_live_subscriber_sees_every_event_of_concurrent_writers_once_in_cursor
                             payload: Some(wipe("D-1")),
                             idempotency_key: format!("c{n}"),
                             deadline: Some(in_secs(600)),
+                            drive_id: String::new(),
                         },
                         &token,
                     ))

@@ -62,6 +62,7 @@ async fn the_kiosk_chooses_the_item_reports_it_and_reports_its_return() {
                     content_package_id: Some(kiosk::PACKAGE.into()),
                     write_protected: true,
                     charge_percent: None,
+                    remote_link: false,
                 },
             )
             .await
@@ -72,6 +73,7 @@ async fn the_kiosk_chooses_the_item_reports_it_and_reports_its_return() {
                     after_cursor: 0,
                     kiosk_ids: vec![],
                     kinds: vec![pb::EventKind::ItemReturned as i32],
+                    drive_ids: vec![],
                 },
                 &operator.access_token,
             ))

@@ -53,6 +53,7 @@ async fn a_lend_is_executed_once_when_the_stream_is_cut_mid_command() {
                         seconds: deadline.timestamp(),
                         nanos: 0,
                     }),
+                    drive_id: String::new(),
                 },
                 &operator.access_token,
             ))

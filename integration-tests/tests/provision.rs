@@ -36,6 +36,7 @@ fn blank_drives(capacities: &[u64]) -> Vec<SimBayConfig> {
                 content_package_id: None,
                 write_protected: false,
                 charge_percent: None,
+                remote_link: false,
             }),
         })
         .collect()

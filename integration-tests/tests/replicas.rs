@@ -1,11 +1,12 @@
-//! Several gateway replicas: a command accepted by one reaches a kiosk linked to another, over
-//! Redis; with Redis stopped it still arrives, through polling; a kiosk that moves to another
+//! Several gateway replicas: a command accepted by one reaches a kiosk (or a drive's own
+//! link) linked to another, over Redis; with Redis stopped it still arrives, through polling; a kiosk that moves to another
 //! replica leaves no second session behind.
 
 use std::time::Duration;
 
 use sneakernet::{Node, NodeRole};
 use sneakernet_integration_tests::fake_kiosk::{self, FakeKiosk};
+use sneakernet_integration_tests::kiosk;
 use sneakernet_integration_tests::{
     RedisServer, Sandbox, authed, backends, connect, eventually, fast_links,
 };
@@ -28,15 +29,15 @@ async fn second_replica(sandbox: &Sandbox) -> Node {
 /// Opens K-1's link on `replica`, retrying while the replica has not fetched the signing keys
 /// from auth yet (it verifies the kiosk's token locally).
 async fn link_to(replica: &Node, token: &str) -> FakeKiosk {
+    link_with(replica, token, fake_kiosk::hello(fake_kiosk::inventory(1))).await
+}
+
+/// Opens a device's link on `replica` with `hello`, retrying while the replica has not
+/// fetched the signing keys yet.
+async fn link_with(replica: &Node, token: &str, hello: pb::OpenRequest) -> FakeKiosk {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match FakeKiosk::connect(
-            connect(replica.address).await,
-            token,
-            fake_kiosk::inventory(1),
-        )
-        .await
-        {
+        match FakeKiosk::connect_with(connect(replica.address).await, token, hello.clone()).await {
             Ok(kiosk) => return kiosk,
             Err(status)
                 if status.code() == tonic::Code::Unauthenticated
@@ -65,6 +66,7 @@ async fn send_wipe(sandbox: &Sandbox, token: &str, key: &str) -> String {
                     seconds: deadline.timestamp(),
                     nanos: 0,
                 }),
+                drive_id: String::new(),
             },
             token,
         ))
@@ -78,20 +80,30 @@ async fn send_wipe(sandbox: &Sandbox, token: &str, key: &str) -> String {
 
 /// Waits until Redis says which replica holds K-1's link.
 async fn presence_recorded(url: &str) {
+    presence_of(url, "K-1").await;
+}
+
+/// Waits until Redis says which replica holds the link of `device` (its stored form).
+async fn presence_of(url: &str, device: &str) {
     let client = redis::Client::open(url).unwrap();
-    eventually(Duration::from_secs(10), "K-1's presence in redis", || {
-        let client = client.clone();
-        async move {
-            let Ok(mut redis) = client.get_multiplexed_async_connection().await else {
-                return false;
-            };
-            let holder: Option<String> =
-                redis::AsyncCommands::get(&mut redis, "sneakernet:presence:K-1")
+    let key = format!("sneakernet:presence:{device}");
+    eventually(
+        Duration::from_secs(10),
+        "the device's presence in redis",
+        || {
+            let client = client.clone();
+            let key = key.clone();
+            async move {
+                let Ok(mut redis) = client.get_multiplexed_async_connection().await else {
+                    return false;
+                };
+                let holder: Option<String> = redis::AsyncCommands::get(&mut redis, &key)
                     .await
                     .unwrap_or(None);
-            holder.is_some()
-        }
-    })
+                holder.is_some()
+            }
+        },
+    )
     .await;
 }
 
@@ -133,6 +145,44 @@ async fn a_command_sent_to_one_replica_reaches_a_kiosk_on_another_through_redis(
             }
         };
         assert_eq!(reason, pb::ReconnectReason::Replaced as i32, "{backend}");
+
+        replica_b.stop();
+        replica_b.wait().await.unwrap();
+        sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_command_for_a_drive_sent_to_one_replica_reaches_its_link_on_another() {
+    for backend in backends() {
+        let Some(redis) = RedisServer::start().await else {
+            return;
+        };
+        let sandbox = Sandbox::start_with(&backend, |config| {
+            fast_links(config);
+            config.gateway.command_poll_interval = Duration::from_secs(3600);
+            config.redis_url = Some(redis.url.clone());
+        })
+        .await;
+        let replica_b = second_replica(&sandbox).await;
+        let operator = sandbox.operator().await;
+        let token = sandbox.drive_token("D-1").await;
+
+        let mut drive = link_with(&replica_b, &token, fake_kiosk::drive_hello()).await;
+        presence_of(&redis.url, "drive:D-1").await;
+        let command_id = kiosk::send_write_protect(
+            &sandbox.channel().await,
+            &operator.access_token,
+            "D-1",
+            true,
+            "drive-via-redis",
+        )
+        .await;
+        assert_eq!(
+            drive.next_command().await.command_id,
+            command_id,
+            "{backend}: routed across replicas by the drive's stored form"
+        );
 
         replica_b.stop();
         replica_b.wait().await.unwrap();

@@ -42,6 +42,9 @@ pub enum ItemFacts {
         content_package_id: Option<String>,
         /// Whether write protection is on.
         write_protected: bool,
+        /// Whether the drive has its own remote link module (the NB-IoT module of its
+        /// interface), through which its write protection is toggled while it is lent.
+        remote_link: bool,
     },
     /// A power bank.
     PowerBank {

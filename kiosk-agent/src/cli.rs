@@ -97,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 content_package_id,
                 write_protected,
                 charge_percent,
+                remote_link: false,
             });
             if let Some(facts) = &facts {
                 facts.check("insert").map_err(|reason| {

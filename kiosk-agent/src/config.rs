@@ -185,6 +185,10 @@ pub struct SimItemConfig {
     /// Drives: whether write protection is on.
     #[serde(default)]
     pub write_protected: bool,
+    /// Drives: whether the drive has its own remote link module (reported as
+    /// `DriveAttributes.remote_link`; standalone runs the link of each such drive).
+    #[serde(default)]
+    pub remote_link: bool,
     /// Power banks: state of charge, 0 to 100 (required).
     #[serde(default)]
     pub charge_percent: Option<u32>,

@@ -11,6 +11,8 @@
 //! content service), [`drive_content`] (on-drive manifest, copy, read-back verification),
 //! [`returns`] (re-verifying returned drives).
 //!
+//! A drive's own remote link module runs the same link and journal: [`drive`].
+//!
 //! Tasks: [`start`] spawns three, all owned by the [`AgentHandle`] and awaited by
 //! [`AgentHandle::stop`]: the link, the command worker, and the return detector.
 //!
@@ -25,6 +27,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod content_source;
+pub mod drive;
 pub mod drive_content;
 pub mod executor;
 pub mod journal;
@@ -47,9 +50,9 @@ use crate::clock::KioskClock;
 use crate::config::AgentConfig;
 use crate::content_source::{GrpcContentSource, KioskTokens};
 use crate::executor::Content;
-use crate::executor::Executor;
+use crate::executor::{Executor, Perform};
 use crate::journal::Journal;
-use crate::link::Link;
+use crate::link::{KioskSpeaker, Link};
 use crate::simulated::SimulatedBays;
 
 /// Exchanges the kiosk's credential for an access token; returns its expiry (Unix seconds).
@@ -222,12 +225,18 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     }
     let stop = CancellationToken::new();
     let link = Arc::new(Link {
-        config,
+        device: KioskSpeaker {
+            config: Arc::clone(&config),
+            bays: Arc::clone(&bays),
+            journal: journal.clone(),
+            clock: clock.clone(),
+        },
+        gateway_url: config.gateway_url.clone(),
+        settings: config.link.clone(),
         journal: journal.clone(),
-        bays: Arc::clone(&bays),
         executor: Arc::clone(&executor),
-        clock,
-        outbox_ready,
+        clock: clock.clone(),
+        outbox_ready: Arc::clone(&outbox_ready),
         work_ready: Arc::clone(&work_ready),
         progress: std::sync::Mutex::new(Some(progress_rx)),
         stop: stop.clone(),
@@ -241,7 +250,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
     ));
     tasks.spawn(holding(
         Arc::clone(&lock),
-        Arc::clone(&link).detect_returns(),
+        link::detect_returns(
+            Arc::clone(&bays),
+            journal.clone(),
+            clock,
+            outbox_ready,
+            stop.clone(),
+        ),
     ));
     tasks.spawn(holding(Arc::clone(&lock), link.run()));
     Ok(AgentHandle {

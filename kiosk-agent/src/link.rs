@@ -1,6 +1,10 @@
 //! The link to the device gateway: one `KioskLinkService.Open` stream at a time, kept up for as
 //! long as the agent runs.
 //!
+//! Two kinds of device hold such a link: a kiosk, and a drive's own remote link module
+//! ([`crate::drive`]). What differs is only who logs in and what Hello says ([`Speaker`]) and
+//! what is done with a command ([`Perform`]); everything below holds for both.
+//!
 //! Guarantees:
 //! - The kiosk logs in with its credential (KioskLogin), opens the stream with
 //!   `authorization: Bearer <token>`, and sends Hello (agent version, full inventory, last
@@ -58,9 +62,8 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::bays::{Bays, Drives, within};
 use crate::clock::KioskClock;
-use crate::config::AgentConfig;
-use crate::content_source::ContentSource;
-use crate::executor::{ExecError, Executor, INVENTORY_TIMEOUT};
+use crate::config::{AgentConfig, LinkConfig};
+use crate::executor::{ExecError, INVENTORY_TIMEOUT, Perform};
 use crate::journal::Journal;
 use crate::returns;
 use crate::wire;
@@ -288,12 +291,64 @@ pub(crate) async fn kiosk_login(
     Ok((response.access_token, expires_at))
 }
 
-/// Everything the link's tasks share.
-pub(crate) struct Link<B: Bays + Drives, S: ContentSource> {
+/// What differs between the devices that hold a link: how the device logs in and what its
+/// Hello says. The stream, outbox replay, heartbeats, token renewal and reconnects are
+/// [`Link`]'s, the same for every device.
+pub(crate) trait Speaker: Send + Sync + 'static {
+    /// Logs in with the device's credential: an access token and when it expires.
+    fn login(
+        &self,
+    ) -> impl Future<Output = Result<(String, Option<DateTime<Utc>>), tonic::Status>> + Send;
+
+    /// The Hello that opens every link of this device.
+    fn hello(&self) -> impl Future<Output = Result<pb::Hello, String>> + Send;
+}
+
+/// A kiosk on the link: logs in with KioskLogin, says Hello with its whole inventory.
+pub(crate) struct KioskSpeaker<B: Bays> {
     pub config: Arc<AgentConfig>,
-    pub journal: Journal,
     pub bays: Arc<B>,
-    pub executor: Arc<Executor<B, S>>,
+    pub journal: Journal,
+    pub clock: KioskClock,
+}
+
+impl<B: Bays> Speaker for KioskSpeaker<B> {
+    async fn login(&self) -> Result<(String, Option<DateTime<Utc>>), tonic::Status> {
+        kiosk_login(&self.config).await
+    }
+
+    async fn hello(&self) -> Result<pb::Hello, String> {
+        let inventory = within(INVENTORY_TIMEOUT, "inventory", self.bays.inventory())
+            .await
+            .map_err(|e| format!("cannot take the inventory for hello: {e}"))?;
+        let last_finished = last_finished(&self.journal).await?;
+        Ok(pb::Hello {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            inventory: Some(wire::inventory(&inventory, self.clock.now())),
+            last_finished_command_id: last_finished,
+        })
+    }
+}
+
+/// The last command `journal` finished, for Hello ("" when none).
+pub(crate) async fn last_finished(journal: &Journal) -> Result<String, String> {
+    Ok(journal
+        .last_finished_command_id()
+        .await
+        .map_err(|e| format!("cannot read the journal for hello: {e}"))?
+        .unwrap_or_default())
+}
+
+/// Everything the link's tasks share.
+pub(crate) struct Link<D: Speaker, E: Perform> {
+    /// Who is on this end of the link.
+    pub device: D,
+    /// gRPC address of the device gateway.
+    pub gateway_url: String,
+    /// How the link reconnects.
+    pub settings: LinkConfig,
+    pub journal: Journal,
+    pub executor: Arc<E>,
     pub clock: KioskClock,
     /// Notified when the outbox gained a message.
     pub outbox_ready: Arc<Notify>,
@@ -304,13 +359,10 @@ pub(crate) struct Link<B: Bays + Drives, S: ContentSource> {
     pub stop: CancellationToken,
 }
 
-impl<B: Bays + Drives, S: ContentSource> Link<B, S> {
+impl<D: Speaker, E: Perform> Link<D, E> {
     /// Keeps a link open until `stop`: log in, open, run a session, back off, again.
     pub(crate) async fn run(self: Arc<Self>) {
-        let mut backoff = Backoff::new(
-            self.config.link.backoff_initial,
-            self.config.link.backoff_max,
-        );
+        let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
         let mut token: Option<AccessToken> = None;
         let mut handed_over: Option<(Box<Opened>, Option<Retiring>)> = None;
         // One prompt re-login after UNAUTHENTICATED, then backoff until a link is stable.
@@ -342,7 +394,7 @@ impl<B: Bays + Drives, S: ContentSource> Link<B, S> {
                 SessionEnd::Expired(reason) if relogin_promptly => {
                     token = None;
                     relogin_promptly = false;
-                    let ceiling = RELOGIN_JITTER.min(self.config.link.backoff_initial);
+                    let ceiling = RELOGIN_JITTER.min(self.settings.backoff_initial);
                     let delay = Backoff::new(ceiling, ceiling).next_delay(&mut rand::rng());
                     tracing::info!(%reason, retry_in_ms = delay.as_millis() as u64, "token refused; logging in again");
                     delay
@@ -375,7 +427,7 @@ impl<B: Bays + Drives, S: ContentSource> Link<B, S> {
 
     async fn login(&self) -> Result<AccessToken, SessionEnd> {
         let (token, expires_at) = tokio::select! {
-            result = kiosk_login(&self.config) => result.map_err(|s| lost_status("kiosk login", &s))?,
+            result = self.device.login() => result.map_err(|s| lost_status("login", &s))?,
             () = self.stop.cancelled() => return Err(SessionEnd::Stopped),
         };
         let lifetime = expires_at
@@ -442,11 +494,11 @@ impl<B: Bays + Drives, S: ContentSource> Link<B, S> {
         ),
         SessionEnd,
     > {
-        let channel = match endpoint(&self.config.gateway_url) {
+        let channel = match endpoint(&self.gateway_url) {
             Ok(endpoint) => tokio::select! {
                 connected = endpoint.connect() => match connected {
                     Ok(channel) => channel,
-                    Err(e) => return Err(lost(format!("cannot reach the gateway at {}: {e}", self.config.gateway_url))),
+                    Err(e) => return Err(lost(format!("cannot reach the gateway at {}: {e}", self.gateway_url))),
                 },
                 () = self.stop.cancelled() => return Err(SessionEnd::Stopped),
             },
@@ -540,48 +592,42 @@ impl<B: Bays + Drives, S: ContentSource> Link<B, S> {
     }
 
     async fn hello(&self) -> Result<pb::OpenRequest, String> {
-        let inventory = within(INVENTORY_TIMEOUT, "inventory", self.bays.inventory())
-            .await
-            .map_err(|e| format!("cannot take the inventory for hello: {e}"))?;
-        let last_finished = self
-            .journal
-            .last_finished_command_id()
-            .await
-            .map_err(|e| format!("cannot read the journal for hello: {e}"))?;
         Ok(pb::OpenRequest {
             message_id: String::new(),
-            body: Some(Up::Hello(pb::Hello {
-                agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                inventory: Some(wire::inventory(&inventory, self.clock.now())),
-                last_finished_command_id: last_finished.unwrap_or_default(),
-            })),
+            body: Some(Up::Hello(self.device.hello().await?)),
         })
     }
+}
 
-    /// Polls the bays for inserted items every [`RETURN_POLL`] and reports them durably with
-    /// [`report_returns`] (whether or not the link is up), then checks returned drives
-    /// ([`returns::check_returned_drives`]). Anything that failed stays pending in the bays
-    /// and is tried again on the next poll.
-    pub(crate) async fn detect_returns(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(RETURN_POLL);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = self.stop.cancelled() => break,
-            }
-            let reported = report_returns(&*self.bays, &self.journal, &self.clock).await;
-            if reported.queued > 0 {
-                self.outbox_ready.notify_one();
-            }
-            if let Some(error) = reported.error {
-                tracing::warn!(%error, "cannot report returned items yet; retrying");
-            }
-            match returns::check_returned_drives(&self.bays, &self.journal, &self.clock).await {
-                Ok(checked) if !checked.is_empty() => self.outbox_ready.notify_one(),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "cannot check returned drives yet; retrying"),
-            }
+/// The kiosk's return detector: polls the bays for inserted items every [`RETURN_POLL`] and
+/// reports them durably with [`report_returns`] (whether or not the link is up), then checks
+/// returned drives ([`returns::check_returned_drives`]). Anything that failed stays pending
+/// in the bays and is tried again on the next poll.
+pub(crate) async fn detect_returns<B: Bays + Drives>(
+    bays: Arc<B>,
+    journal: Journal,
+    clock: KioskClock,
+    outbox_ready: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(RETURN_POLL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        let reported = report_returns(&*bays, &journal, &clock).await;
+        if reported.queued > 0 {
+            outbox_ready.notify_one();
+        }
+        if let Some(error) = reported.error {
+            tracing::warn!(%error, "cannot report returned items yet; retrying");
+        }
+        match returns::check_returned_drives(&bays, &journal, &clock).await {
+            Ok(checked) if !checked.is_empty() => outbox_ready.notify_one(),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot check returned drives yet; retrying"),
         }
     }
 }
@@ -654,8 +700,8 @@ pub async fn report_returns<B: Bays>(bays: &B, journal: &Journal, clock: &KioskC
 }
 
 /// One open stream's state, owned by the session task.
-struct Session<'a, B: Bays + Drives, S: ContentSource> {
-    link: &'a Link<B, S>,
+struct Session<'a, D: Speaker, E: Perform> {
+    link: &'a Link<D, E>,
     /// Acks and heartbeats (not durable), sent before outbox messages.
     pending: VecDeque<pb::OpenRequest>,
     /// Outbox messages read and not yet sent on this stream.
@@ -675,7 +721,7 @@ struct Session<'a, B: Bays + Drives, S: ContentSource> {
     retiring: Option<Retiring>,
 }
 
-impl<B: Bays + Drives, S: ContentSource> Session<'_, B, S> {
+impl<D: Speaker, E: Perform> Session<'_, D, E> {
     async fn run(
         mut self,
         up: mpsc::Sender<pb::OpenRequest>,
@@ -1054,6 +1100,7 @@ mod tests {
                 content_package_id: None,
                 write_protected: false,
                 charge_percent: None,
+                remote_link: false,
             }
         }
 

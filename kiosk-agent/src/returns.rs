@@ -133,6 +133,7 @@ mod tests {
             content_package_id: None,
             write_protected: false,
             charge_percent: None,
+            remote_link: false,
         }
     }
 

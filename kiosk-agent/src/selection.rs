@@ -173,6 +173,7 @@ mod tests {
                     capacity_bytes: cap,
                     content_package_id: pkg.map(str::to_owned),
                     write_protected: false,
+                    remote_link: false,
                 },
             }),
             lend_count: lent,

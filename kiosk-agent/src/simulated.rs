@@ -28,6 +28,11 @@
 //!   pending insertions without consuming them; only [`Bays::confirm_inserted`] forgets one,
 //!   after the agent committed its `ItemReturned`. An inbox file applied but not yet deleted
 //!   when the agent died is recognised by that id on the next start and not applied twice.
+//! - A drive with a remote link module (`remote_link` in its [`SimItemConfig`]) has its write
+//!   protection toggled by that module ([`SimulatedBays::module_set_write_protect`]) wherever
+//!   the drive is: in a bay, or lent (departed). It is the same flag the kiosk sets, so a lent
+//!   drive's user sees the change at once: [`SimulatedBays::write_as_user`] writes a file onto
+//!   the drive the way its renter would, and is refused WRITE_PROTECTED while the flag is on.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -165,6 +170,18 @@ impl SimState {
             .ok_or_else(|| BayError::UnknownBay(bay_id.to_owned()))
     }
 
+    /// A drive wherever it is (in a bay or lent), as its module sees itself.
+    fn drive_anywhere(&mut self, item_id: &str) -> Option<&mut SimItemConfig> {
+        let in_bay = self
+            .bays
+            .iter_mut()
+            .filter_map(|b| b.item.as_mut())
+            .find(|i| i.item_id == item_id);
+        in_bay
+            .or_else(|| self.departed.get_mut(item_id))
+            .filter(|i| i.kind == SimItemKind::Drive)
+    }
+
     fn bay_of_item(&mut self, item_id: &str) -> Result<&mut SimBay, BayError> {
         self.bays
             .iter_mut()
@@ -293,6 +310,7 @@ fn item_info(item: &SimItemConfig) -> ItemInfo {
             capacity_bytes: item.capacity_bytes.unwrap_or(0),
             content_package_id: item.content_package_id.clone(),
             write_protected: item.write_protected,
+            remote_link: item.remote_link,
         },
         SimItemKind::PowerBank => ItemFacts::PowerBank {
             charge_percent: item.charge_percent.unwrap_or(0),
@@ -943,15 +961,70 @@ impl SimulatedBays {
     }
 }
 
-impl Drives for SimulatedBays {
-    fn create_file(&self, item_id: &str, path: &str) -> Result<DriveFile, DriveError> {
+impl SimulatedBays {
+    /// The drive's own module sets its write protection, wherever the drive is (in a bay or
+    /// lent); returns it as it is now. UnknownItem for a drive this simulator never held, and
+    /// for a drive without a module (it has no remote link to be reached through).
+    pub async fn module_set_write_protect(
+        &self,
+        item_id: &str,
+        on: bool,
+    ) -> Result<bool, BayError> {
+        let item_id = item_id.to_owned();
+        self.change(move |state| {
+            let Some(drive) = state.drive_anywhere(&item_id).filter(|d| d.remote_link) else {
+                return Err(BayError::UnknownItem(item_id));
+            };
+            drive.write_protected = on;
+            Ok(drive.write_protected)
+        })
+        .await
+    }
+
+    /// Whether drive `item_id` (in a bay or lent) is write-protected now; `None` when this
+    /// simulator never held it.
+    pub fn write_protected_anywhere(&self, item_id: &str) -> Option<bool> {
+        let mut live = lock(&self.inner.live);
+        live.state
+            .drive_anywhere(item_id)
+            .map(|drive| drive.write_protected)
+    }
+
+    /// Writes `bytes` as `path` onto drive `item_id` the way its user would (the drive may be
+    /// lent): refused WRITE_PROTECTED while its write protection is on, FULL past its
+    /// capacity. Returns the bytes written.
+    pub fn write_as_user(
+        &self,
+        item_id: &str,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<u64, DriveError> {
         if !is_drive_path(path) {
             return Err(DriveError::BadPath(path.to_owned()));
         }
-        let (capacity, protected) = self.drive_facts(item_id)?;
+        let (capacity, protected) = {
+            let mut live = lock(&self.inner.live);
+            let drive = live
+                .state
+                .drive_anywhere(item_id)
+                .ok_or_else(|| DriveError::UnknownDrive(item_id.to_owned()))?;
+            (drive.capacity_bytes.unwrap_or(0), drive.write_protected)
+        };
         if protected {
             return Err(DriveError::WriteProtected(item_id.to_owned()));
         }
+        let mut file = self.open_on_drive(item_id, path, capacity)?;
+        file.write(bytes)?;
+        file.finish()
+    }
+
+    /// Creates `path` on drive `item_id`'s directory, with the room its capacity leaves.
+    fn open_on_drive(
+        &self,
+        item_id: &str,
+        path: &str,
+        capacity: u64,
+    ) -> Result<DriveFile, DriveError> {
         let dir = self.drive_dir(item_id);
         let file = dir.join(path);
         let io = |context: &str, e: std::io::Error| DriveError::from_io(item_id, context, &e);
@@ -963,6 +1036,19 @@ impl Drives for SimulatedBays {
         }
         let out = std::fs::File::create(&file).map_err(|e| io(&format!("create {path}"), e))?;
         Ok(DriveFile::new(item_id, out, room))
+    }
+}
+
+impl Drives for SimulatedBays {
+    fn create_file(&self, item_id: &str, path: &str) -> Result<DriveFile, DriveError> {
+        if !is_drive_path(path) {
+            return Err(DriveError::BadPath(path.to_owned()));
+        }
+        let (capacity, protected) = self.drive_facts(item_id)?;
+        if protected {
+            return Err(DriveError::WriteProtected(item_id.to_owned()));
+        }
+        self.open_on_drive(item_id, path, capacity)
     }
 
     fn read_back(
@@ -1074,6 +1160,7 @@ pub(crate) mod tests {
             content_package_id: package.map(str::to_owned),
             write_protected: false,
             charge_percent: None,
+            remote_link: false,
         }
     }
 
@@ -1115,7 +1202,8 @@ pub(crate) mod tests {
             ItemFacts::Drive {
                 capacity_bytes: 1000,
                 content_package_id: None,
-                write_protected: true
+                write_protected: true,
+                remote_link: false,
             }
         );
     }
@@ -1394,6 +1482,7 @@ pub(crate) mod tests {
                 capacity_bytes: 1000,
                 content_package_id: Some("pkg-1".into()),
                 write_protected: true,
+                remote_link: false,
             }
         );
         assert_eq!(

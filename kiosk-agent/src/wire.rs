@@ -28,11 +28,12 @@ pub fn item(item: &ItemInfo) -> common::Item {
             capacity_bytes,
             content_package_id,
             write_protected,
+            remote_link,
         } => common::item_attributes::Kind::Drive(common::DriveAttributes {
             capacity_bytes: *capacity_bytes,
             content_package_id: content_package_id.clone().unwrap_or_default(),
             write_protected: *write_protected,
-            remote_link: false,
+            remote_link: *remote_link,
         }),
         ItemFacts::PowerBank { charge_percent } => {
             common::item_attributes::Kind::PowerBank(common::PowerBankAttributes {

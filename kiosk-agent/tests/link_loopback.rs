@@ -139,6 +139,7 @@ fn drive(id: &str) -> SimItemConfig {
         content_package_id: Some("pkg".into()),
         write_protected: false,
         charge_percent: None,
+        remote_link: false,
     }
 }
 

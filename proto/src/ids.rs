@@ -89,6 +89,70 @@ text_id!(
     OrderRef, 64, visible_ascii, VISIBLE
 );
 
+/// A device that holds a link to the gateway: a kiosk, or a drive's own remote link module.
+///
+/// Stored (in the gateway's tables and auth's device credentials) as one string: a kiosk as
+/// its id, unchanged; a drive as `drive:<item id>`. Kiosk ids hold no `:`, so the two never
+/// collide, and every row written before drives had links reads back as the kiosk it was.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeviceId {
+    /// A kiosk.
+    Kiosk(KioskId),
+    /// A drive's remote link module, named by the drive's item id.
+    Drive(ItemId),
+}
+
+impl DeviceId {
+    /// The prefix of a drive's stored form.
+    pub const DRIVE_PREFIX: &'static str = "drive:";
+
+    /// The one-string form stored in tables and used as a routing key.
+    pub fn stored(&self) -> String {
+        match self {
+            DeviceId::Kiosk(kiosk) => kiosk.as_str().to_owned(),
+            DeviceId::Drive(item) => format!("{}{}", Self::DRIVE_PREFIX, item.as_str()),
+        }
+    }
+
+    /// Reads a stored form back; the error says what is wrong.
+    pub fn parse_stored(raw: &str) -> Result<Self, String> {
+        match raw.strip_prefix(Self::DRIVE_PREFIX) {
+            Some(item) => ItemId::parse(item).map(DeviceId::Drive),
+            None => KioskId::parse(raw).map(DeviceId::Kiosk),
+        }
+    }
+
+    /// The kiosk, when this is one.
+    pub fn kiosk(&self) -> Option<&KioskId> {
+        match self {
+            DeviceId::Kiosk(kiosk) => Some(kiosk),
+            DeviceId::Drive(_) => None,
+        }
+    }
+
+    /// The drive, when this is one.
+    pub fn drive(&self) -> Option<&ItemId> {
+        match self {
+            DeviceId::Drive(item) => Some(item),
+            DeviceId::Kiosk(_) => None,
+        }
+    }
+
+    /// The contract's pair of fields (`kiosk_id`, `drive_id`): exactly one is set.
+    pub fn wire_ids(&self) -> (String, String) {
+        match self {
+            DeviceId::Kiosk(kiosk) => (kiosk.as_str().to_owned(), String::new()),
+            DeviceId::Drive(item) => (String::new(), item.as_str().to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.stored())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +173,28 @@ mod tests {
         assert!(BayId::parse(&"b".repeat(33)).is_err());
         assert!(KioskId::parse("K-BER_1").is_ok());
         assert!(KioskId::parse("K.1").is_err());
+    }
+
+    #[test]
+    fn device_ids_round_trip_and_a_kiosk_never_reads_as_a_drive() {
+        let kiosk = DeviceId::Kiosk(KioskId::parse("D-1").unwrap());
+        let drive = DeviceId::Drive(ItemId::parse("D-1").unwrap());
+        assert_eq!(kiosk.stored(), "D-1", "kiosks are stored as before");
+        assert_eq!(drive.stored(), "drive:D-1");
+        assert_ne!(kiosk.stored(), drive.stored());
+        for device in [kiosk, drive] {
+            assert_eq!(DeviceId::parse_stored(&device.stored()), Ok(device));
+        }
+        assert!(DeviceId::parse_stored("drive:").is_err());
+        assert!(DeviceId::parse_stored("drive:D 1").is_err());
+        assert!(
+            DeviceId::parse_stored("kiosk:1").is_err(),
+            "no other prefix"
+        );
+        assert_eq!(
+            DeviceId::parse_stored("drive:drive:1"),
+            Ok(DeviceId::Drive(ItemId::parse("drive:1").unwrap())),
+            "an item id may hold a colon; only the first prefix counts"
+        );
     }
 }

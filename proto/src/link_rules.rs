@@ -234,6 +234,28 @@ pub fn check_message(message: &pb::OpenRequest, received_at: DateTime<Utc>) -> C
 /// clock drifted while it was off must still be able to connect and be corrected), and
 /// nothing uses that time.
 pub fn check_hello(hello: &pb::Hello) -> Checked {
+    check_hello_header(hello)?;
+    let Some(inventory) = &hello.inventory else {
+        return Err(Refusal::new("hello.inventory", "must be set"));
+    };
+    check_inventory("hello.inventory", inventory, &TimeWindow::ALL_OF_TIME)
+}
+
+/// Checks the Hello of a drive's own remote link module: as a kiosk's, but a drive holds no
+/// bays, so its Hello carries no inventory.
+pub fn check_drive_hello(hello: &pb::Hello) -> Checked {
+    check_hello_header(hello)?;
+    match hello.inventory {
+        Some(_) => Err(Refusal::new(
+            "hello.inventory",
+            "must be unset: a drive's link reports no inventory",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What every Hello must hold: the agent's version and, when any, its last finished command.
+fn check_hello_header(hello: &pb::Hello) -> Checked {
     if hello.agent_version.is_empty() {
         return Err(Refusal::new(
             "hello.agent_version",
@@ -249,11 +271,7 @@ pub fn check_hello(hello: &pb::Hello) -> Checked {
         "hello.last_finished_command_id",
         &hello.last_finished_command_id,
         command_id,
-    )?;
-    let Some(inventory) = &hello.inventory else {
-        return Err(Refusal::new("hello.inventory", "must be set"));
-    };
-    check_inventory("hello.inventory", inventory, &TimeWindow::ALL_OF_TIME)
+    )
 }
 
 /// Checks an inventory report on its own: bays unique and well-formed, within the limits.
@@ -612,6 +630,27 @@ mod tests {
         assert_eq!(
             check_hello(&hello).unwrap_err().field,
             "hello.agent_version"
+        );
+    }
+
+    #[test]
+    fn a_drives_hello_carries_a_version_and_no_inventory() {
+        let mut hello = pb::Hello {
+            agent_version: "1.0.0".into(),
+            inventory: None,
+            last_finished_command_id: "C-1".into(),
+        };
+        assert_eq!(check_drive_hello(&hello), Ok(()));
+        hello.inventory = Some(pb::Inventory::default());
+        assert_eq!(
+            check_drive_hello(&hello).unwrap_err().field,
+            "hello.inventory"
+        );
+        hello.inventory = None;
+        hello.last_finished_command_id = "C 1".into();
+        assert_eq!(
+            check_drive_hello(&hello).unwrap_err().field,
+            "hello.last_finished_command_id"
         );
     }
 

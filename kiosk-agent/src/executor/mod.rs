@@ -1,7 +1,14 @@
 //! Runs commands exactly once, using the journal.
 //!
-//! This module is the journal logic every command kind shares (receive, run pending, recover,
-//! the worker, finish, and the helpers that settle a bay call whose outcome is unknown); each
+//! [`Perform`] is what every device on a link shares: the journal logic of receiving a
+//! command, answering a repeat from the journal, running pending commands one at a time,
+//! settling what a crash interrupted, and the worker. A device says only what it does with a
+//! valid command ([`Perform::run`]) and how it settles an interrupted one
+//! ([`Perform::settle`]): the kiosk's [`Executor`] (every kind, on its bays) here, a drive's
+//! module ([`crate::drive`]) only its own write protection.
+//!
+//! The rest of this module is the kiosk's executor: what its command kinds share (and the
+//! helpers that settle a bay call whose outcome is unknown); each
 //! command kind lives in a file of its own, all shaped alike: `execute(executor, id, <the
 //! validated fields>, run)` looks at the bays, journals the command `executing` (with its
 //! choice, when it has one) before touching hardware, acts, and answers a result (or `None`
@@ -195,7 +202,209 @@ pub enum ExecError {
 
 /// What one run of a command kind produced: its result, or `None` when another run took the
 /// command first (it is done or executing elsewhere).
-type Answer = Result<Option<pb::CommandResult>, ExecError>;
+pub type Answer = Result<Option<pb::CommandResult>, ExecError>;
+
+/// What a device does with its journaled commands; the journal rules every device shares are
+/// the provided methods (see the module documentation). Implementations give [`Self::run`]
+/// and [`Self::settle`] and the three things the shared rules need.
+pub trait Perform: Send + Sync + 'static {
+    /// The device's journal of commands and outbox.
+    fn journal(&self) -> &Journal;
+    /// The device's skew-corrected clock.
+    fn clock(&self) -> &KioskClock;
+    /// Woken whenever a message was added to the outbox.
+    fn outbox_ready(&self) -> &Notify;
+
+    /// Runs a command fresh from `received`, already validated and within its deadline:
+    /// journals it `executing` before touching hardware, acts, answers (`None`: another run
+    /// took it first).
+    fn run(
+        &self,
+        id: &str,
+        action: Action,
+        deadline: DateTime<Utc>,
+    ) -> impl Future<Output = Answer> + Send;
+
+    /// Settles a command a crash left `executing`, from what the hardware shows or by running
+    /// it again where a repeat does no harm (`None`: nothing to settle after all).
+    fn settle(&self, command: &JournaledCommand) -> impl Future<Output = Answer> + Send;
+
+    /// Journals a command that arrived (first step, before the Ack). A command already done
+    /// has its stored result queued again; nothing is executed here.
+    fn receive(
+        &self,
+        command: &pb::Command,
+    ) -> impl Future<Output = Result<Arrival, ExecError>> + Send {
+        async move {
+            if !command::is_command_id(&command.command_id) {
+                return Err(ExecError::InvalidCommandId(command.command_id.clone()));
+            }
+            let deadline = command.deadline.as_ref().and_then(wire::from_timestamp);
+            let arrival = self
+                .journal()
+                .receive(
+                    &command.command_id,
+                    command.payload.as_ref(),
+                    deadline,
+                    self.clock().now(),
+                )
+                .await?;
+            if arrival == Arrival::Done {
+                self.outbox_ready().notify_one();
+            }
+            Ok(arrival)
+        }
+    }
+
+    /// Receives `command`, runs everything pending, and returns its journaled result.
+    fn handle(
+        &self,
+        command: &pb::Command,
+    ) -> impl Future<Output = Result<pb::CommandResult, ExecError>> + Send {
+        async move {
+            self.receive(command).await?;
+            self.recover().await?;
+            self.run_pending(&CancellationToken::new()).await?;
+            self.journal()
+                .command(&command.command_id)
+                .await?
+                .and_then(|c| c.result)
+                .ok_or_else(|| ExecError::Unknown(command.command_id.clone()))
+        }
+    }
+
+    /// Executes every `received` command, oldest first, until none is left or `stop` is
+    /// cancelled (checked between commands: a started command always runs to its result).
+    /// Returns how many were finished.
+    fn run_pending(
+        &self,
+        stop: &CancellationToken,
+    ) -> impl Future<Output = Result<usize, ExecError>> + Send {
+        async move {
+            let mut finished = 0;
+            while !stop.is_cancelled() {
+                let Some(command) = self.journal().next_received().await? else {
+                    break;
+                };
+                if let Some(result) = self.execute(&command).await? {
+                    self.finish(&result).await?;
+                    finished += 1;
+                }
+            }
+            Ok(finished)
+        }
+    }
+
+    /// Settles every command left `executing` by a crash; returns how many.
+    fn recover(&self) -> impl Future<Output = Result<usize, ExecError>> + Send {
+        async move {
+            let interrupted = self.journal().executing().await?;
+            let mut settled = 0;
+            for command in interrupted {
+                let Some(result) = self.settle(&command).await? else {
+                    continue;
+                };
+                tracing::warn!(command_id = %command.command_id, "settled a command interrupted by a restart");
+                self.finish(&result).await?;
+                settled += 1;
+            }
+            Ok(settled)
+        }
+    }
+
+    /// The worker: recovers, runs pending commands, then sleeps until `wake` or `stop`.
+    /// Journal or hardware trouble is logged and retried after a pause, never fatal.
+    fn run_worker(
+        self: Arc<Self>,
+        wake: Arc<Notify>,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            loop {
+                let round = async {
+                    self.recover().await?;
+                    self.run_pending(&stop).await
+                };
+                if let Err(error) = round.await {
+                    tracing::error!(%error, "command execution stalled; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = stop.cancelled() => break,
+                    }
+                }
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+
+    /// Journals a result with its outbox message (once) and wakes the link.
+    fn finish(
+        &self,
+        result: &pb::CommandResult,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send {
+        async move {
+            if self.journal().finish(result, self.clock().now()).await? {
+                self.outbox_ready().notify_one();
+                match &result.outcome {
+                    Some(Outcome::Failure(f)) => tracing::warn!(
+                        command_id = %result.command_id,
+                        reason = ?FailureReason::try_from(f.reason).unwrap_or_default(),
+                        message = %f.message,
+                        "command failed"
+                    ),
+                    _ => tracing::info!(command_id = %result.command_id, "command succeeded"),
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Checks a received command (payload, deadline) and runs it; `None` when it turned out
+    /// to be done already. A bad payload fails INVALID_COMMAND, a late one DEADLINE_EXCEEDED.
+    fn execute(&self, command: &JournaledCommand) -> impl Future<Output = Answer> + Send {
+        async move {
+            let id = command.command_id.as_str();
+            let now = self.clock().now();
+            let action = match command::validate(command.payload.as_ref()) {
+                Ok(action) => action,
+                Err(reason) => {
+                    return Ok(Some(wire::failure(
+                        id,
+                        Failed::new(FailureReason::InvalidCommand, reason),
+                        now,
+                    )));
+                }
+            };
+            let Some(deadline) = command.deadline else {
+                return Ok(Some(wire::failure(
+                    id,
+                    Failed::new(
+                        FailureReason::InvalidCommand,
+                        "deadline is missing or invalid",
+                    ),
+                    now,
+                )));
+            };
+            if now > deadline {
+                return Ok(Some(wire::failure(
+                    id,
+                    Failed::new(
+                        FailureReason::DeadlineExceeded,
+                        format!("received after its deadline {deadline}; not started"),
+                    ),
+                    now,
+                )));
+            }
+            self.run(id, action, deadline).await
+        }
+    }
+}
 
 /// Executes journaled commands against the bays; Provision with the content `S` gives.
 pub struct Executor<B: Bays + Drives, S = NoContent> {
@@ -235,6 +444,47 @@ impl<B: Bays + Drives> Executor<B> {
     }
 }
 
+impl<B: Bays + Drives, S: ContentSource> Perform for Executor<B, S> {
+    fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    fn clock(&self) -> &KioskClock {
+        &self.clock
+    }
+
+    fn outbox_ready(&self) -> &Notify {
+        &self.outbox_ready
+    }
+
+    async fn run(&self, id: &str, action: Action, deadline: DateTime<Utc>) -> Answer {
+        self.run_action(id, action, Run::Fresh, Some(deadline))
+            .await
+    }
+
+    /// A lend or forced eject is settled from the bays (never re-run: a second eject would
+    /// hand out a second item), a provision is wiped and failed; every other kind is run
+    /// again (a repeat sets the same state).
+    async fn settle(&self, command: &JournaledCommand) -> Answer {
+        let id = command.command_id.as_str();
+        Ok(Some(match command::validate(command.payload.as_ref()) {
+            Ok(Action::Lend { .. }) => {
+                self.settle_eject(command, true, Interruption::Restart)
+                    .await?
+            }
+            Ok(Action::ForceEject { .. }) => {
+                self.settle_eject(command, false, Interruption::Restart)
+                    .await?
+            }
+            Ok(Action::Provision { order_id, .. }) => {
+                provision::settle_interrupted(self, command, &order_id).await?
+            }
+            Ok(action) => return self.run_action(id, action, Run::Recovery, None).await,
+            Err(reason) => self.failure(id, Failed::new(FailureReason::InvalidCommand, reason)),
+        }))
+    }
+}
+
 impl<B: Bays + Drives, S: ContentSource> Executor<B, S> {
     /// The same executor, provisioning with `content`.
     pub fn with_content<T: ContentSource>(self, content: Content<T>) -> Executor<B, T> {
@@ -252,159 +502,6 @@ impl<B: Bays + Drives, S: ContentSource> Executor<B, S> {
     pub fn with_timeouts(mut self, timeouts: BayTimeouts) -> Self {
         self.timeouts = timeouts;
         self
-    }
-
-    /// Journals a command that arrived (first step, before the Ack). A command already done
-    /// has its stored result queued again; nothing is executed here.
-    pub async fn receive(&self, command: &pb::Command) -> Result<Arrival, ExecError> {
-        if !command::is_command_id(&command.command_id) {
-            return Err(ExecError::InvalidCommandId(command.command_id.clone()));
-        }
-        let deadline = command.deadline.as_ref().and_then(wire::from_timestamp);
-        let arrival = self
-            .journal
-            .receive(
-                &command.command_id,
-                command.payload.as_ref(),
-                deadline,
-                self.clock.now(),
-            )
-            .await?;
-        if arrival == Arrival::Done {
-            self.outbox_ready.notify_one();
-        }
-        Ok(arrival)
-    }
-
-    /// Receives `command`, runs everything pending, and returns its journaled result.
-    pub async fn handle(&self, command: &pb::Command) -> Result<pb::CommandResult, ExecError> {
-        self.receive(command).await?;
-        self.recover().await?;
-        self.run_pending(&CancellationToken::new()).await?;
-        self.journal
-            .command(&command.command_id)
-            .await?
-            .and_then(|c| c.result)
-            .ok_or_else(|| ExecError::Unknown(command.command_id.clone()))
-    }
-
-    /// Executes every `received` command, oldest first, until none is left or `stop` is
-    /// cancelled (checked between commands: a started command always runs to its result).
-    /// Returns how many were finished.
-    pub async fn run_pending(&self, stop: &CancellationToken) -> Result<usize, ExecError> {
-        let mut finished = 0;
-        while !stop.is_cancelled() {
-            let Some(command) = self.journal.next_received().await? else {
-                break;
-            };
-            if let Some(result) = self.execute(&command).await? {
-                self.finish(&result).await?;
-                finished += 1;
-            }
-        }
-        Ok(finished)
-    }
-
-    /// Settles every command left `executing` by a crash; returns how many.
-    pub async fn recover(&self) -> Result<usize, ExecError> {
-        let interrupted = self.journal.executing().await?;
-        let mut settled = 0;
-        for command in interrupted {
-            let id = command.command_id.as_str();
-            let result = match command::validate(command.payload.as_ref()) {
-                Ok(Action::Lend { .. }) => {
-                    self.settle_eject(&command, true, Interruption::Restart)
-                        .await?
-                }
-                Ok(Action::ForceEject { .. }) => {
-                    self.settle_eject(&command, false, Interruption::Restart)
-                        .await?
-                }
-                Ok(Action::Provision { order_id, .. }) => {
-                    provision::settle_interrupted(self, &command, &order_id).await?
-                }
-                Ok(action) => match self.run_action(id, action, Run::Recovery, None).await? {
-                    Some(result) => result,
-                    None => continue,
-                },
-                Err(reason) => self.failure(id, Failed::new(FailureReason::InvalidCommand, reason)),
-            };
-            tracing::warn!(command_id = %id, "settled a command interrupted by a restart");
-            self.finish(&result).await?;
-            settled += 1;
-        }
-        Ok(settled)
-    }
-
-    /// The worker: recovers, runs pending commands, then sleeps until `wake` or `stop`.
-    /// Journal or bay trouble is logged and retried after a pause, never fatal.
-    pub async fn run_worker(self: Arc<Self>, wake: Arc<Notify>, stop: CancellationToken) {
-        loop {
-            let round = async {
-                self.recover().await?;
-                self.run_pending(&stop).await
-            };
-            if let Err(error) = round.await {
-                tracing::error!(%error, "command execution stalled; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = stop.cancelled() => break,
-                }
-            }
-            tokio::select! {
-                () = wake.notified() => {}
-                () = stop.cancelled() => break,
-            }
-        }
-    }
-
-    async fn finish(&self, result: &pb::CommandResult) -> Result<(), ExecError> {
-        if self.journal.finish(result, self.clock.now()).await? {
-            self.outbox_ready.notify_one();
-            match &result.outcome {
-                Some(Outcome::Failure(f)) => tracing::warn!(
-                    command_id = %result.command_id,
-                    reason = ?FailureReason::try_from(f.reason).unwrap_or_default(),
-                    message = %f.message,
-                    "command failed"
-                ),
-                _ => tracing::info!(command_id = %result.command_id, "command succeeded"),
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a received command and runs it; `None` when it turned out to be done already.
-    async fn execute(&self, command: &JournaledCommand) -> Answer {
-        let id = command.command_id.as_str();
-        let action = match command::validate(command.payload.as_ref()) {
-            Ok(action) => action,
-            Err(reason) => {
-                return Ok(Some(
-                    self.failure(id, Failed::new(FailureReason::InvalidCommand, reason)),
-                ));
-            }
-        };
-        let Some(deadline) = command.deadline else {
-            return Ok(Some(self.failure(
-                id,
-                Failed::new(
-                    FailureReason::InvalidCommand,
-                    "deadline is missing or invalid",
-                ),
-            )));
-        };
-        if self.clock.now() > deadline {
-            return Ok(Some(self.failure(
-                id,
-                Failed::new(
-                    FailureReason::DeadlineExceeded,
-                    format!("received after its deadline {deadline}; not started"),
-                ),
-            )));
-        }
-        self.run_action(id, action, Run::Fresh, Some(deadline))
-            .await
     }
 
     /// One arm per command kind: each file's `execute`.

@@ -695,6 +695,7 @@ mod tests {
 
     use tokio::sync::Notify;
 
+    use super::super::Perform;
     use super::super::testing::{Faults, FaultyBays, command, failure_of};
     use super::*;
     use crate::bays::ItemFacts;
@@ -788,6 +789,7 @@ mod tests {
             content_package_id: None,
             write_protected: false,
             charge_percent: None,
+            remote_link: false,
         }
     }
 
@@ -964,6 +966,7 @@ mod tests {
                     capacity_bytes: DRIVE,
                     content_package_id: Some("P1".into()),
                     write_protected: true,
+                    remote_link: false,
                 }
             )
         );

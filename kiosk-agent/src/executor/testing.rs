@@ -9,6 +9,7 @@ pub(crate) use sneakernet_proto::gateway::v1::FailureReason;
 pub(crate) use sneakernet_proto::gateway::v1::command_result::Outcome;
 use tokio::sync::Notify;
 
+pub(crate) use super::Perform;
 use super::{BayTimeouts, Executor};
 use crate::bays::{BayError, BayInfo, Bays};
 use crate::bays::{DriveError, DriveFile, Drives, Ejected, Inserted, ItemInfo};
@@ -31,6 +32,7 @@ pub(crate) fn drive(id: &str, package: &str) -> SimItemConfig {
         content_package_id: Some(package.into()),
         write_protected: false,
         charge_percent: None,
+        remote_link: false,
     }
 }
 

@@ -11,7 +11,7 @@ use sneakernet_runtime::caller::CallerExt;
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::rate_limit::KeyedLimiter;
 use sneakernet_runtime::wire::timestamp;
-use sneakernet_runtime::{FieldViolation, KioskId, Role, ServiceName};
+use sneakernet_runtime::{DeviceId, FieldViolation, ItemId, KioskId, Role, ServiceName};
 use tonic::{Request, Response, Status};
 
 use crate::credentials::{self, Email, Password};
@@ -41,6 +41,7 @@ fn proto_role(role: Role) -> pb::Role {
         Role::Operator => pb::Role::Operator,
         Role::Kiosk => pb::Role::Kiosk,
         Role::Service => pb::Role::Service,
+        Role::Drive => pb::Role::Drive,
     }
 }
 
@@ -85,11 +86,89 @@ fn kiosk_id(raw: &str) -> Result<KioskId, AuthError> {
     KioskId::parse(raw).map_err(|why| FieldViolation::new("kiosk_id", why).into())
 }
 
+fn drive_id(raw: &str) -> Result<ItemId, AuthError> {
+    ItemId::parse(raw).map_err(|why| FieldViolation::new("item_id", why).into())
+}
+
+/// A device's role in its access token.
+fn device_role(device: &DeviceId) -> Role {
+    match device {
+        DeviceId::Kiosk(_) => Role::Kiosk,
+        DeviceId::Drive(_) => Role::Drive,
+    }
+}
+
+/// A device's access token: its subject is the device's own id (kiosk id or item id).
+fn device_subject(device: &DeviceId) -> &str {
+    match device {
+        DeviceId::Kiosk(kiosk) => kiosk.as_str(),
+        DeviceId::Drive(item) => item.as_str(),
+    }
+}
+
 fn lifetime(ttl: Duration) -> Result<chrono::Duration, AuthError> {
     chrono::Duration::from_std(ttl).map_err(|e| AuthError::Time(e.to_string()))
 }
 
 impl AuthApi {
+    /// Issues `device` a new credential (the earlier one stops working); returns the secret
+    /// and when it was issued. Kiosks and drive modules alike.
+    async fn issue_device_credential(
+        &self,
+        caller: &sneakernet_runtime::Caller,
+        device: &DeviceId,
+    ) -> Result<(String, DateTime<Utc>), AuthError> {
+        let secret = credentials::random_secret()?;
+        let now = self.clock.now();
+        self.store
+            .put_device_credential(kiosk_credential::Model {
+                kiosk_id: device.stored(),
+                secret_hash: credentials::secret_hash(&secret),
+                issued_at: now,
+                issued_by: caller.audit_name(),
+                revoked_at: None,
+            })
+            .await?;
+        tracing::info!(device = %device, issued_by = %caller.audit_name(), "device credential issued");
+        Ok((secret, now))
+    }
+
+    /// Revokes `device`'s credential; `false` when it had no live one.
+    async fn revoke_device_credential(
+        &self,
+        caller: &sneakernet_runtime::Caller,
+        device: &DeviceId,
+    ) -> Result<bool, AuthError> {
+        let revoked = self
+            .store
+            .revoke_device_credential(device, self.clock.now())
+            .await?;
+        if revoked {
+            tracing::info!(device = %device, revoked_by = %caller.audit_name(), "device credential revoked");
+        }
+        Ok(revoked)
+    }
+
+    /// Checks `device`'s secret (`refused` when wrong or revoked) and issues its access token.
+    async fn device_login(
+        &self,
+        device: &DeviceId,
+        secret: &str,
+        refused: AuthError,
+    ) -> Result<crate::tokens::AccessToken, AuthError> {
+        bounded("secret", secret, MAX_SECRET_CHARS)?;
+        let credential = self.store.device_credential(device).await?;
+        let valid = credential.is_some_and(|c| {
+            c.revoked_at.is_none() && credentials::secret_matches(&c.secret_hash, secret)
+        });
+        if !valid {
+            return Err(refused);
+        }
+        Ok(self
+            .issuer
+            .issue(device_subject(device), device_role(device))?)
+    }
+
     /// A new refresh token for `family_id`: the secret for the client and the row to store.
     fn refresh_token(
         &self,
@@ -294,24 +373,14 @@ impl AuthService for AuthApi {
         request: Request<pb::IssueKioskCredentialRequest>,
     ) -> Result<Response<pb::IssueKioskCredentialResponse>, Status> {
         let caller = request.caller()?.require(&[Role::Operator])?.clone();
-        let body = request.into_inner();
-        let kiosk = kiosk_id(&body.kiosk_id)?;
-        let secret = credentials::random_secret().map_err(AuthError::from)?;
-        let now = self.clock.now();
-        self.store
-            .put_kiosk_credential(kiosk_credential::Model {
-                kiosk_id: kiosk.as_str().to_owned(),
-                secret_hash: credentials::secret_hash(&secret),
-                issued_at: now,
-                issued_by: caller.audit_name(),
-                revoked_at: None,
-            })
+        let kiosk = kiosk_id(&request.into_inner().kiosk_id)?;
+        let (secret, issued_at) = self
+            .issue_device_credential(&caller, &DeviceId::Kiosk(kiosk.clone()))
             .await?;
-        tracing::info!(kiosk_id = %kiosk.as_str(), issued_by = %caller.audit_name(), "kiosk credential issued");
         Ok(Response::new(pb::IssueKioskCredentialResponse {
             kiosk_id: kiosk.as_str().to_owned(),
             secret,
-            issued_at: Some(timestamp(now)),
+            issued_at: Some(timestamp(issued_at)),
         }))
     }
 
@@ -320,16 +389,13 @@ impl AuthService for AuthApi {
         request: Request<pb::RevokeKioskCredentialRequest>,
     ) -> Result<Response<pb::RevokeKioskCredentialResponse>, Status> {
         let caller = request.caller()?.require(&[Role::Operator])?.clone();
-        let body = request.into_inner();
-        let kiosk = kiosk_id(&body.kiosk_id)?;
+        let kiosk = kiosk_id(&request.into_inner().kiosk_id)?;
         if !self
-            .store
-            .revoke_kiosk_credential(kiosk.as_str(), self.clock.now())
+            .revoke_device_credential(&caller, &DeviceId::Kiosk(kiosk.clone()))
             .await?
         {
             return Err(AuthError::KioskUnknown(kiosk.as_str().to_owned()).into());
         }
-        tracing::info!(kiosk_id = %kiosk.as_str(), revoked_by = %caller.audit_name(), "kiosk credential revoked");
         Ok(Response::new(pb::RevokeKioskCredentialResponse {}))
     }
 
@@ -339,19 +405,64 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::KioskLoginResponse>, Status> {
         let body = request.into_inner();
         let kiosk = kiosk_id(&body.kiosk_id)?;
-        bounded("secret", &body.secret, MAX_SECRET_CHARS)?;
-        let credential = self.store.kiosk_credential(kiosk.as_str()).await?;
-        let valid = credential.is_some_and(|c| {
-            c.revoked_at.is_none() && credentials::secret_matches(&c.secret_hash, &body.secret)
-        });
-        if !valid {
-            return Err(AuthError::KioskBadCredentials.into());
-        }
         let access = self
-            .issuer
-            .issue(kiosk.as_str(), Role::Kiosk)
-            .map_err(AuthError::from)?;
+            .device_login(
+                &DeviceId::Kiosk(kiosk),
+                &body.secret,
+                AuthError::KioskBadCredentials,
+            )
+            .await?;
         Ok(Response::new(pb::KioskLoginResponse {
+            access_token: access.token,
+            access_token_expires_at: Some(timestamp(access.expires_at)),
+        }))
+    }
+
+    async fn issue_drive_credential(
+        &self,
+        request: Request<pb::IssueDriveCredentialRequest>,
+    ) -> Result<Response<pb::IssueDriveCredentialResponse>, Status> {
+        let caller = request.caller()?.require(&[Role::Operator])?.clone();
+        let drive = drive_id(&request.into_inner().item_id)?;
+        let (secret, issued_at) = self
+            .issue_device_credential(&caller, &DeviceId::Drive(drive.clone()))
+            .await?;
+        Ok(Response::new(pb::IssueDriveCredentialResponse {
+            item_id: drive.as_str().to_owned(),
+            secret,
+            issued_at: Some(timestamp(issued_at)),
+        }))
+    }
+
+    async fn revoke_drive_credential(
+        &self,
+        request: Request<pb::RevokeDriveCredentialRequest>,
+    ) -> Result<Response<pb::RevokeDriveCredentialResponse>, Status> {
+        let caller = request.caller()?.require(&[Role::Operator])?.clone();
+        let drive = drive_id(&request.into_inner().item_id)?;
+        if !self
+            .revoke_device_credential(&caller, &DeviceId::Drive(drive.clone()))
+            .await?
+        {
+            return Err(AuthError::DriveUnknown(drive.as_str().to_owned()).into());
+        }
+        Ok(Response::new(pb::RevokeDriveCredentialResponse {}))
+    }
+
+    async fn drive_login(
+        &self,
+        request: Request<pb::DriveLoginRequest>,
+    ) -> Result<Response<pb::DriveLoginResponse>, Status> {
+        let body = request.into_inner();
+        let drive = drive_id(&body.item_id)?;
+        let access = self
+            .device_login(
+                &DeviceId::Drive(drive),
+                &body.secret,
+                AuthError::DriveBadCredentials,
+            )
+            .await?;
+        Ok(Response::new(pb::DriveLoginResponse {
             access_token: access.token,
             access_token_expires_at: Some(timestamp(access.expires_at)),
         }))

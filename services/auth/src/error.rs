@@ -44,6 +44,12 @@ pub enum AuthError {
     /// Wrong kiosk id/secret pair, or a revoked credential.
     #[error("wrong kiosk id or secret, or the credential was revoked")]
     KioskBadCredentials,
+    /// No live credential for this drive's module.
+    #[error("drive {0} has no credential")]
+    DriveUnknown(String),
+    /// Wrong drive id/secret pair, or a revoked credential.
+    #[error("wrong drive id or secret, or the credential was revoked")]
+    DriveBadCredentials,
     /// The database failed.
     #[error("database: {0}")]
     Store(#[from] sea_orm::DbErr),
@@ -73,10 +79,13 @@ impl From<AuthError> for ApiError {
             | AuthError::RefreshExpired
             | AuthError::AccountGone
             | AuthError::KioskBadCredentials
+            | AuthError::DriveBadCredentials
             | AuthError::ServiceBadCredentials => ApiError::Unauthenticated(error.to_string()),
 
             AuthError::NotYourSession => ApiError::PermissionDenied(error.to_string()),
-            AuthError::KioskUnknown(_) => ApiError::NotFound(error.to_string()),
+            AuthError::KioskUnknown(_) | AuthError::DriveUnknown(_) => {
+                ApiError::NotFound(error.to_string())
+            }
             AuthError::Store(_)
             | AuthError::Key(_)
             | AuthError::Hash(_)

@@ -52,6 +52,7 @@ impl ServiceRole for AuthRole {
             .public("/sneakernet.auth.v1.AuthService/Refresh")
             .public("/sneakernet.auth.v1.AuthService/GetSigningKeys")
             .public("/sneakernet.auth.v1.AuthService/KioskLogin")
+            .public("/sneakernet.auth.v1.AuthService/DriveLogin")
             .public("/sneakernet.auth.v1.AuthService/ServiceLogin")
             .limit_per_address(
                 "/sneakernet.auth.v1.AuthService/Login",

@@ -8,7 +8,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
     SqlErr,
 };
-use sneakernet_runtime::Role;
+use sneakernet_runtime::{DeviceId, Role};
 
 use crate::entity::{
     kiosk_credential, refresh_family, refresh_token, service_credential, signing_key, user,
@@ -252,8 +252,9 @@ impl Store {
         revoke_family(&self.db, family_id, now).await
     }
 
-    /// Stores a kiosk's credential, replacing any earlier one (which stops working).
-    pub async fn put_kiosk_credential(
+    /// Stores a device's credential (a kiosk's or a drive module's, keyed by the device's
+    /// stored form), replacing any earlier one (which stops working).
+    pub async fn put_device_credential(
         &self,
         credential: kiosk_credential::Model,
     ) -> Result<(), AuthError> {
@@ -273,15 +274,16 @@ impl Store {
         Ok(())
     }
 
-    /// Revokes a kiosk's credential. `false` if the kiosk has none (or it is revoked already).
-    pub async fn revoke_kiosk_credential(
+    /// Revokes a device's credential. `false` if the device has none (or it is revoked
+    /// already).
+    pub async fn revoke_device_credential(
         &self,
-        kiosk_id: &str,
+        device: &DeviceId,
         now: DateTime<Utc>,
     ) -> Result<bool, AuthError> {
         let revoked = kiosk_credential::Entity::update_many()
             .col_expr(kiosk_credential::Column::RevokedAt, Expr::value(now))
-            .filter(kiosk_credential::Column::KioskId.eq(kiosk_id))
+            .filter(kiosk_credential::Column::KioskId.eq(device.stored()))
             .filter(kiosk_credential::Column::RevokedAt.is_null())
             .exec(&self.db)
             .await?
@@ -289,12 +291,12 @@ impl Store {
         Ok(revoked == 1)
     }
 
-    /// A kiosk's credential.
-    pub async fn kiosk_credential(
+    /// A device's credential.
+    pub async fn device_credential(
         &self,
-        kiosk_id: &str,
+        device: &DeviceId,
     ) -> Result<Option<kiosk_credential::Model>, AuthError> {
-        Ok(kiosk_credential::Entity::find_by_id(kiosk_id.to_owned())
+        Ok(kiosk_credential::Entity::find_by_id(device.stored())
             .one(&self.db)
             .await?)
     }

@@ -10,7 +10,7 @@ use sneakernet_proto::gateway::v1::device_command_service_server::DeviceCommandS
 use sneakernet_proto::gateway::v1::device_event_service_server::DeviceEventService;
 use sneakernet_proto::gateway::v1::kiosk_link_service_server::KioskLinkService;
 use sneakernet_runtime::caller::{CallerExt, TokenExpiry};
-use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role};
+use sneakernet_runtime::{ApiError, DeviceId, FieldViolation, ItemId, KioskId, Role};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -39,6 +39,23 @@ pub struct GatewayApi {
 
 fn kiosk_field(field: &str, raw: &str) -> Result<KioskId, GatewayError> {
     KioskId::parse(raw).map_err(|why| FieldViolation::new(field, why).into())
+}
+
+/// The device a request addresses: a kiosk (`kiosk_id`) or a drive's own link (`drive_id`),
+/// exactly one of them.
+fn device_field(kiosk_raw: &str, drive_raw: &str) -> Result<DeviceId, GatewayError> {
+    match (kiosk_raw.is_empty(), drive_raw.is_empty()) {
+        (false, true) => kiosk_field("kiosk_id", kiosk_raw).map(DeviceId::Kiosk),
+        (true, false) => ItemId::parse(drive_raw)
+            .map(DeviceId::Drive)
+            .map_err(|why| FieldViolation::new("drive_id", why).into()),
+        (true, true) => {
+            Err(FieldViolation::new("kiosk_id", "must name a kiosk (or drive_id a drive)").into())
+        }
+        (false, false) => {
+            Err(FieldViolation::new("drive_id", "must be empty when kiosk_id is set").into())
+        }
+    }
 }
 
 fn deadline(
@@ -75,17 +92,17 @@ fn idempotency_key(raw: &str, required: bool) -> Result<String, GatewayError> {
 }
 
 impl GatewayApi {
-    /// Logs a command and wakes the kiosk's session, wherever it is.
+    /// Logs a command and wakes the device's session, wherever it is.
     async fn log_and_wake(&self, new: NewCommand) -> Result<pb::CommandRecord, GatewayError> {
         let now = self.link.clock.now();
-        let kiosk = new.kiosk_id.clone();
+        let device = new.device.clone();
         let logged = self.link.store.log_command(new, now).await?;
         let row = match logged {
             Logged::Created(row) => {
-                tracing::info!(kiosk_id = %kiosk, command_id = %row.command_id, kind = %row.kind, "command queued");
+                tracing::info!(device = %device, command_id = %row.command_id, kind = %row.kind, "command queued");
                 metrics::counter!("gateway_commands_total", "kind" => row.kind.clone())
                     .increment(1);
-                self.link.presence.wake(&kiosk);
+                self.link.presence.wake(&device.stored());
 
                 row
             }
@@ -106,7 +123,7 @@ impl GatewayApi {
         let deadline = self.link.clock.now()
             + chrono::Duration::from_std(SHORTCUT_DEADLINE).unwrap_or(chrono::Duration::minutes(5));
         self.log_and_wake(NewCommand {
-            kiosk_id: kiosk.to_string(),
+            device: DeviceId::Kiosk(kiosk),
             requested_by: caller.audit_name(),
             idempotency_key: idempotency_key(key, false)?,
             kind,
@@ -124,17 +141,20 @@ impl KioskLinkService for GatewayApi {
         &self,
         request: Request<Streaming<pb::OpenRequest>>,
     ) -> Result<Response<BoxStream<pb::OpenResponse>>, Status> {
-        let caller = request.caller()?.require(&[Role::Kiosk])?;
-        // The kiosk's identity is its token's subject and nothing else.
-        let Some(kiosk) = caller.kiosk().cloned() else {
-            return Err(ApiError::PermissionDenied("only kiosks open links".into()).into());
+        let caller = request.caller()?.require(&[Role::Kiosk, Role::Drive])?;
+        // The device's identity is its token's subject and nothing else: a kiosk token opens
+        // that kiosk's link, a drive token that drive's.
+        let Some(device) = caller.device() else {
+            return Err(
+                ApiError::PermissionDenied("only kiosks and drives open links".into()).into(),
+            );
         };
         let expires_at = request
             .extensions()
             .get::<TokenExpiry>()
             .and_then(|expiry| DateTime::from_timestamp(expiry.0, 0));
         let stream =
-            session::open(self.link.clone(), kiosk, expires_at, request.into_inner()).await?;
+            session::open(self.link.clone(), device, expires_at, request.into_inner()).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -149,26 +169,29 @@ impl DeviceCommandService for GatewayApi {
         let body = request.into_inner();
         let now = self.link.clock.now();
         let mut violations = Vec::new();
-        let kiosk = kiosk_field("kiosk_id", &body.kiosk_id)
+        let device = device_field(&body.kiosk_id, &body.drive_id)
             .map_err(|e| collect(e, &mut violations))
             .ok();
         let kind = commands::validate(body.payload.as_ref())
             .map_err(|v| violations.extend(v))
             .ok();
+        if let (Some(device), Some(_), Some(payload)) = (&device, kind, &body.payload) {
+            violations.extend(commands::fits_device(device, payload));
+        }
         let key = idempotency_key(&body.idempotency_key, true)
             .map_err(|e| collect(e, &mut violations))
             .ok();
         let at = deadline(body.deadline.as_ref(), now)
             .map_err(|e| collect(e, &mut violations))
             .ok();
-        let (Some(kiosk), Some(kind), Some(key), Some(at), Some(payload)) =
-            (kiosk, kind, key, at, body.payload)
+        let (Some(device), Some(kind), Some(key), Some(at), Some(payload), true) =
+            (device, kind, key, at, body.payload, violations.is_empty())
         else {
             return Err(GatewayError::Invalid(violations).into());
         };
         let command = self
             .log_and_wake(NewCommand {
-                kiosk_id: kiosk.to_string(),
+                device,
                 requested_by: caller.audit_name(),
                 idempotency_key: key,
                 kind,
@@ -310,13 +333,17 @@ impl DeviceEventService for GatewayApi {
         };
         let messages = rows
             .into_iter()
-            .map(|row| pb::RefusedMessage {
-                message: prost::Message::decode(row.body.as_slice()).ok(),
-                kiosk_id: row.kiosk_id,
-                message_id: row.message_id,
-                received_at: Some(sneakernet_runtime::wire::timestamp(row.received_at)),
-                field: row.field,
-                reason: row.reason,
+            .map(|row| {
+                let (kiosk_id, drive_id) = store::wire_device(&row.kiosk_id);
+                pb::RefusedMessage {
+                    message: prost::Message::decode(row.body.as_slice()).ok(),
+                    kiosk_id,
+                    drive_id,
+                    message_id: row.message_id,
+                    received_at: Some(sneakernet_runtime::wire::timestamp(row.received_at)),
+                    field: row.field,
+                    reason: row.reason,
+                }
             })
             .collect();
         Ok(Response::new(pb::ListRefusedMessagesResponse {

@@ -1,8 +1,9 @@
-//! The device gateway: one long-lived link per kiosk, the durable command log, and the kiosk
-//! event log.
+//! The device gateway: one long-lived link per device, the durable command log, and the
+//! device event log. A device is a kiosk, or a drive's own remote link module (addressed as
+//! `DeviceId`; stored as one string, see [`store`]), both on the same link code.
 //!
 //! - [`api`]: the gRPC surface (KioskLinkService, DeviceCommandService, DeviceEventService).
-//! - [`session`]: one task per kiosk link; [`registry`]: which links this process holds;
+//! - [`session`]: one task per device link; [`registry`]: which links this process holds;
 //!   [`presence`]: which replica holds which link, and routing commands to it (Redis).
 //! - [`domain::command`]: the command life cycle; [`commands`]: one file per command kind.
 //! - [`subscribe`]: the resumable event stream.

@@ -1,4 +1,9 @@
-//! One kiosk link: the task that owns a kiosk's open stream.
+//! One device link: the task that owns a kiosk's (or a drive module's) open stream.
+//!
+//! A drive's link is the kiosk link with less to say: its Hello carries no inventory, and
+//! what a drive may send is Heartbeat, Ack and the results of its own commands
+//! ([`drive_may_send`]); anything else is refused like any bad message. Everything else
+//! (delivery, receipts, replacement, heartbeats, offline) is the same code.
 //!
 //! Life of a session: the first message must be Hello; the kiosk is marked online (events
 //! KioskOnline, InventoryChanged) and any older session of the kiosk is replaced; Welcome goes
@@ -20,7 +25,7 @@ use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::gateway::v1::open_response::Body as Down;
 use sneakernet_proto::link_rules::{self, Refusal};
 use sneakernet_runtime::clock::SharedClock;
-use sneakernet_runtime::{KioskId, Shutdown};
+use sneakernet_runtime::{DeviceId, Shutdown};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -83,7 +88,7 @@ enum Ended {
 /// spawns the session task. Returns the stream of messages to the kiosk.
 pub async fn open(
     link: Arc<LinkContext>,
-    kiosk: KioskId,
+    device: DeviceId,
     token_expires_at: Option<DateTime<Utc>>,
     mut inbound: Streaming<pb::OpenRequest>,
 ) -> Result<ReceiverStream<Result<pb::OpenResponse, Status>>, Status> {
@@ -102,7 +107,11 @@ pub async fn open(
         None => return Err(Status::failed_precondition("the link closed before Hello")),
     };
     let now = link.clock.now();
-    link_rules::check_hello(&hello).map_err(|refusal| {
+    let checked = match device {
+        DeviceId::Kiosk(_) => link_rules::check_hello(&hello),
+        DeviceId::Drive(_) => link_rules::check_drive_hello(&hello),
+    };
+    checked.map_err(|refusal| {
         Status::from(GatewayError::from(sneakernet_runtime::FieldViolation::new(
             refusal.field,
             refusal.reason,
@@ -111,20 +120,19 @@ pub async fn open(
 
     let session_id = uuid::Uuid::now_v7().to_string();
     let handle = SessionHandle::new(session_id.clone());
+    let key = device.stored();
     {
         // The row and the registry must agree on the kiosk's latest link even when two open
         // at once: record and claim under one per-kiosk lock, so the last open wins in both.
-        let _opening = link.presence.registry().opening(kiosk.as_str()).await;
+        let _opening = link.presence.registry().opening(&key).await;
         link.store
-            .kiosk_online(kiosk.as_str(), &session_id, &hello, now)
+            .device_online(&device, &session_id, &hello, now)
             .await?;
-        link.presence
-            .registry()
-            .claim(kiosk.as_str(), handle.clone());
+        link.presence.registry().claim(&key, handle.clone());
     }
-    link.presence.hold(kiosk.as_str());
+    link.presence.hold(&key);
     metrics::gauge!("gateway_links").set(link.presence.registry().len() as f64);
-    tracing::info!(kiosk_id = %kiosk, session_id = %session_id, agent_version = %hello.agent_version, "kiosk online");
+    tracing::info!(device = %device, session_id = %session_id, agent_version = %hello.agent_version, "device online");
 
     let (outbound, receiver) = mpsc::channel(OUTBOUND_CAPACITY);
     let welcome = Down::Welcome(pb::Welcome {
@@ -139,7 +147,8 @@ pub async fn open(
     }));
     let session = Session {
         link: link.clone(),
-        kiosk,
+        device,
+        key,
         handle,
         outbound,
         delivered_through: 0,
@@ -151,7 +160,10 @@ pub async fn open(
 
 struct Session {
     link: Arc<LinkContext>,
-    kiosk: KioskId,
+    /// Who is on the other end: a kiosk, or a drive's module.
+    device: DeviceId,
+    /// The device's stored form: its key in the tables, the registry and presence.
+    key: String,
     handle: SessionHandle,
     outbound: mpsc::Sender<Result<pb::OpenResponse, Status>>,
     /// The highest command seq put on this link: commands are delivered in seq order, and a
@@ -168,14 +180,14 @@ struct LinkGone;
 impl Session {
     async fn run(mut self, mut inbound: Streaming<pb::OpenRequest>) {
         let ended = self.serve(&mut inbound).await;
-        let kiosk = self.kiosk.as_str().to_owned();
+        let kiosk = self.key.clone();
         let session_id = self.handle.session_id.clone();
         if self.link.presence.registry().release(&kiosk, &session_id) {
             self.link.presence.release(&kiosk);
         }
         metrics::gauge!("gateway_links").set(self.link.presence.registry().len() as f64);
         let Ended::Offline(reason, message) = ended else {
-            tracing::info!(kiosk_id = %kiosk, session_id = %session_id, "link replaced by a newer one");
+            tracing::info!(device = %kiosk, session_id = %session_id, "link replaced by a newer one");
             return;
         };
         let now = self.link.clock.now();
@@ -191,10 +203,10 @@ impl Session {
             .await
         {
             Ok(true) => {
-                tracing::info!(kiosk_id = %kiosk, session_id = %session_id, reason = ?reason, %message, "kiosk offline")
+                tracing::info!(device = %kiosk, session_id = %session_id, reason = ?reason, %message, "device offline")
             }
             Ok(false) => {}
-            Err(error) => tracing::error!(kiosk_id = %kiosk, %error, "cannot record kiosk offline"),
+            Err(error) => tracing::error!(device = %kiosk, %error, "cannot record device offline"),
         }
     }
 
@@ -298,7 +310,7 @@ impl Session {
                 Err(Stop::Unavailable(error)) => {
                     // The database failed: end the link so the kiosk reconnects (with backoff)
                     // and replays whatever was not receipted.
-                    tracing::error!(kiosk_id = %self.kiosk, %error, "closing link: storage unavailable");
+                    tracing::error!(device = %self.device, %error, "closing link: storage unavailable");
                     let _ = self.outbound.try_send(Err(Status::unavailable(
                         "gateway storage unavailable; reconnect later",
                     )));
@@ -336,12 +348,12 @@ impl Session {
         let current = self
             .link
             .store
-            .touch_kiosk(self.kiosk.as_str(), &self.handle.session_id, now)
+            .touch_kiosk(&self.key, &self.handle.session_id, now)
             .await
             .map_err(Stop::Unavailable)?;
         if current {
             // Only the kiosk's current session refreshes its presence.
-            self.link.presence.hold(self.kiosk.as_str());
+            self.link.presence.hold(&self.key);
         }
         Ok(current)
     }
@@ -355,12 +367,7 @@ impl Session {
             let pending = self
                 .link
                 .store
-                .undelivered(
-                    self.kiosk.as_str(),
-                    self.delivered_through,
-                    DELIVERY_BATCH,
-                    now,
-                )
+                .undelivered(&self.key, self.delivered_through, DELIVERY_BATCH, now)
                 .await?;
             let full_batch = pending.len() as u64 == DELIVERY_BATCH;
             for row in pending {
@@ -384,7 +391,7 @@ impl Session {
             .store
             .apply(
                 &row.command_id,
-                Some(self.kiosk.as_str()),
+                Some(&self.key),
                 CommandEvent::Send,
                 None,
                 None,
@@ -410,7 +417,7 @@ impl Session {
         if !matches!(sent, Ok(Ok(()))) {
             return Err(DeliverError::Gone);
         }
-        tracing::debug!(kiosk_id = %self.kiosk, command_id = %row.command_id, attempt = applied.command.attempts, "command sent");
+        tracing::debug!(device = %self.device, command_id = %row.command_id, attempt = applied.command.attempts, "command sent");
         // Tests kill the gateway here: the command is on the wire, its ack not yet in.
         sneakernet_runtime::failpoint::pause_point("gateway::deliver::after_send").await;
         Ok(())
@@ -423,22 +430,24 @@ impl Session {
         if let Err(refusal) = link_rules::check_message(&message, now) {
             return self.refuse(&message, &refusal).await;
         }
+        if self.device.drive().is_some()
+            && let Some(body) = &message.body
+            && !drive_may_send(body)
+        {
+            let refusal = Refusal::new(message_kind(body), "a drive's link does not carry this");
+            return self.refuse(&message, &refusal).await;
+        }
         match &message.body {
             None | Some(Up::Heartbeat(_)) => Ok(()),
             Some(Up::Hello(_)) => {
-                tracing::warn!(kiosk_id = %self.kiosk, "second Hello on one link ignored");
+                tracing::warn!(device = %self.device, "second Hello on one link ignored");
                 Ok(())
             }
             Some(Up::Ack(ack)) => self.ack(ack).await,
             Some(Up::Result(result)) => self.result(&message, result).await,
             Some(Up::Progress(progress)) => {
-                if let Err(error) = self
-                    .link
-                    .store
-                    .set_progress(self.kiosk.as_str(), progress)
-                    .await
-                {
-                    tracing::warn!(kiosk_id = %self.kiosk, %error, "progress not recorded");
+                if let Err(error) = self.link.store.set_progress(&self.key, progress).await {
+                    tracing::warn!(device = %self.device, %error, "progress not recorded");
                 }
                 Ok(())
             }
@@ -454,7 +463,7 @@ impl Session {
             .store
             .apply(
                 &ack.command_id,
-                Some(self.kiosk.as_str()),
+                Some(&self.key),
                 CommandEvent::Ack,
                 None,
                 None,
@@ -464,7 +473,7 @@ impl Session {
         {
             Ok(_) => Ok(()),
             Err(GatewayError::CommandNotFound(_) | GatewayError::Illegal(_)) => {
-                tracing::warn!(kiosk_id = %self.kiosk, command_id = %ack.command_id, "ack for no command of this kiosk ignored");
+                tracing::warn!(device = %self.device, command_id = %ack.command_id, "ack for no command of this kiosk ignored");
                 Ok(())
             }
             Err(error) => Err(Stop::Unavailable(error)),
@@ -483,7 +492,7 @@ impl Session {
                 .await;
         };
         let command = match self.link.store.command(&result.command_id).await {
-            Ok(Some(command)) if command.kiosk_id == self.kiosk.as_str() => command,
+            Ok(Some(command)) if command.kiosk_id == self.key => command,
             Ok(_) => {
                 return self
                     .refuse(
@@ -516,7 +525,7 @@ impl Session {
             .store
             .apply(
                 &result.command_id,
-                Some(self.kiosk.as_str()),
+                Some(&self.key),
                 event,
                 Some(result),
                 Some(message_id),
@@ -526,7 +535,7 @@ impl Session {
         {
             Ok(Some(applied)) if applied.changed => {
                 if applied.command.late_result {
-                    tracing::warn!(kiosk_id = %self.kiosk, command_id = %result.command_id, "result arrived after the command expired");
+                    tracing::warn!(device = %self.device, command_id = %result.command_id, "result arrived after the command expired");
                 }
                 pb::ReceiptStatus::Accepted
             }
@@ -566,7 +575,7 @@ impl Session {
             .link
             .store
             .record_kiosk_event(
-                self.kiosk.as_str(),
+                &self.key,
                 message_id,
                 pb::event::Kind::ItemReturned(returned.clone()),
                 None,
@@ -589,7 +598,7 @@ impl Session {
         let merged = match &changed.change {
             Some(pb::inventory_changed::Change::Full(full)) => full.clone(),
             Some(pb::inventory_changed::Change::Partial(partial)) => {
-                let known = match self.link.store.kiosk(self.kiosk.as_str()).await {
+                let known = match self.link.store.kiosk(&self.key).await {
                     Ok(Some(row)) => {
                         prost::Message::decode(row.inventory.as_slice()).unwrap_or_default()
                     }
@@ -619,7 +628,7 @@ impl Session {
         match self
             .link
             .store
-            .record_kiosk_event(self.kiosk.as_str(), message_id, kind, Some(merged), now)
+            .record_kiosk_event(&self.key, message_id, kind, Some(merged), now)
             .await
         {
             Ok(true) => self.receipt(message_id, pb::ReceiptStatus::Accepted, ""),
@@ -633,7 +642,7 @@ impl Session {
     /// stops resending it. Never applied.
     async fn refuse(&self, message: &pb::OpenRequest, refusal: &Refusal) -> Result<(), Stop> {
         let kind = message.body.as_ref().map_or("empty", message_kind);
-        tracing::warn!(kiosk_id = %self.kiosk, message_id = %message.message_id.escape_debug(), kind, field = %refusal.field, error = %refusal.reason, "kiosk message refused");
+        tracing::warn!(device = %self.device, message_id = %message.message_id.escape_debug(), kind, field = %refusal.field, error = %refusal.reason, "kiosk message refused");
         metrics::counter!("gateway_kiosk_messages_refused_total", "kind" => kind).increment(1);
         if link_rules::check_message_id(&message.message_id).is_err() {
             return Ok(());
@@ -641,7 +650,7 @@ impl Session {
         let now = self.link.clock.now();
         self.link
             .store
-            .keep_refused(self.kiosk.as_str(), message, refusal, now)
+            .keep_refused(&self.key, message, refusal, now)
             .await
             .map_err(Stop::Unavailable)?;
         self.receipt(
@@ -666,6 +675,15 @@ impl Session {
         }))
         .map_err(|LinkGone| Stop::Gone)
     }
+}
+
+/// What a drive's module may say on its link: it has no bays, so no progress, returns or
+/// inventory; only liveness and its commands' acks and results.
+fn drive_may_send(body: &Up) -> bool {
+    matches!(
+        body,
+        Up::Hello(_) | Up::Heartbeat(_) | Up::Ack(_) | Up::Result(_)
+    )
 }
 
 /// A kiosk message's kind, for logs and metric labels (a fixed set).
@@ -738,6 +756,20 @@ mod tests {
             item: None,
             pinned_order_id: String::new(),
         }
+    }
+
+    #[test]
+    fn a_drive_says_only_liveness_and_its_commands_outcomes() {
+        assert!(drive_may_send(&Up::Heartbeat(pb::Heartbeat::default())));
+        assert!(drive_may_send(&Up::Ack(pb::Ack::default())));
+        assert!(drive_may_send(&Up::Result(pb::CommandResult::default())));
+        assert!(!drive_may_send(&Up::Progress(pb::Progress::default())));
+        assert!(!drive_may_send(&Up::ItemReturned(
+            pb::ItemReturned::default()
+        )));
+        assert!(!drive_may_send(&Up::InventoryChanged(
+            pb::InventoryChanged::default()
+        )));
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! The gateway's queries: the command log, the event log, kiosks.
 //!
+//! Devices: every `kiosk_id` column holds a device's stored form
+//! ([`DeviceId::stored`]): a kiosk's id as it always was, or `drive:<item id>` for a drive's
+//! own remote link. The `kiosks` table has a row per device that ever opened a link (a
+//! drive's with an empty inventory). Only the contract's edge ([`record`], [`wire_device`],
+//! event bodies) splits the stored form into `kiosk_id` and `drive_id`.
+//!
 //! Every state change and the event it causes are one transaction (`db::begin_write`). Event
 //! cursors must become visible in cursor order, or a subscriber reading `cursor > n` could
 //! pass over an event that commits late with a lower cursor: on Postgres every transaction
@@ -14,6 +20,7 @@ use sea_orm::{
     IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
 };
 use sneakernet_proto::gateway::v1 as pb;
+use sneakernet_runtime::DeviceId;
 use sneakernet_runtime::wire::timestamp;
 use tokio::sync::watch;
 
@@ -27,8 +34,8 @@ const EVENT_LOG_LOCK: i64 = 0x736e_6576_656e_7473; // "snevents"
 /// A command to log.
 #[derive(Clone, Debug)]
 pub struct NewCommand {
-    /// The kiosk.
-    pub kiosk_id: String,
+    /// The kiosk or drive.
+    pub device: DeviceId,
     /// Who asks (audit name of the caller).
     pub requested_by: String,
     /// The caller's idempotency key.
@@ -124,7 +131,7 @@ impl Store {
         let row = command::Model {
             seq: 0,
             command_id: uuid::Uuid::now_v7().to_string(),
-            kiosk_id: new.kiosk_id.clone(),
+            kiosk_id: new.device.stored(),
             requested_by: new.requested_by.clone(),
             idempotency_key: new.idempotency_key.clone(),
             request_hash: hash.clone(),
@@ -170,7 +177,7 @@ impl Store {
     ) -> Result<Option<command::Model>, GatewayError> {
         Ok(command::Entity::find()
             .filter(command::Column::RequestedBy.eq(&new.requested_by))
-            .filter(command::Column::KioskId.eq(&new.kiosk_id))
+            .filter(command::Column::KioskId.eq(new.device.stored()))
             .filter(command::Column::IdempotencyKey.eq(&new.idempotency_key))
             .one(&self.db)
             .await?)
@@ -448,15 +455,18 @@ impl Store {
             .await?)
     }
 
-    /// A link opened: the kiosk is online with this session and inventory (the last open
-    /// wins). Writes KioskOnline and InventoryChanged events.
-    pub async fn kiosk_online(
+    /// A link opened: the device is online with this session (the last open wins). Writes
+    /// KioskOnline, and for a kiosk its inventory and an InventoryChanged event (a drive has
+    /// no inventory).
+    pub async fn device_online(
         &self,
-        kiosk_id: &str,
+        device: &DeviceId,
         session_id: &str,
         hello: &pb::Hello,
         now: DateTime<Utc>,
     ) -> Result<(), GatewayError> {
+        let kiosk_id = device.stored();
+        let kiosk_id = kiosk_id.as_str();
         let inventory = hello.inventory.clone().unwrap_or_default();
         let row = kiosk::Model {
             kiosk_id: kiosk_id.to_owned(),
@@ -483,7 +493,7 @@ impl Store {
             )
             .exec_without_returning(&txn)
             .await?;
-        append_event(
+        let mut cursor = append_event(
             &txn,
             kiosk_id,
             now,
@@ -493,15 +503,17 @@ impl Store {
             }),
         )
         .await?;
-        let cursor = append_event(
-            &txn,
-            kiosk_id,
-            now,
-            pb::event::Kind::InventoryChanged(pb::KioskInventory {
-                inventory: Some(inventory),
-            }),
-        )
-        .await?;
+        if device.kiosk().is_some() {
+            cursor = append_event(
+                &txn,
+                kiosk_id,
+                now,
+                pb::event::Kind::InventoryChanged(pb::KioskInventory {
+                    inventory: Some(inventory),
+                }),
+            )
+            .await?;
+        }
         txn.commit().await?;
         self.appended(Some(cursor));
         Ok(())
@@ -683,11 +695,13 @@ async fn append_event<C: ConnectionTrait>(
 ) -> Result<i64, GatewayError> {
     lock_log(txn).await?;
     let name = event_kind_name(&kind);
+    let (wire_kiosk, drive_id) = wire_device(kiosk_id);
     let body = pb::Event {
         cursor: 0,
-        kiosk_id: kiosk_id.to_owned(),
+        kiosk_id: wire_kiosk,
         occurred_at: Some(timestamp(now)),
         kind: Some(kind),
+        drive_id,
     };
     let mut active = event::Model {
         cursor: 0,
@@ -699,6 +713,15 @@ async fn append_event<C: ConnectionTrait>(
     .into_active_model();
     active.cursor = sea_orm::ActiveValue::NotSet;
     Ok(active.insert(txn).await?.cursor)
+}
+
+/// A device's stored form as the contract's pair (`kiosk_id`, `drive_id`). A stored form
+/// that is neither (none is written) shows as a kiosk id, as it would have before drives.
+pub fn wire_device(stored: &str) -> (String, String) {
+    DeviceId::parse_stored(stored).map_or_else(
+        |_| (stored.to_owned(), String::new()),
+        |device| device.wire_ids(),
+    )
 }
 
 /// A stored command as the API shows it.
@@ -713,9 +736,11 @@ pub fn record(row: &command::Model) -> Result<pb::CommandRecord, GatewayError> {
         what: "command state",
         detail,
     })?;
+    let (kiosk_id, drive_id) = wire_device(&row.kiosk_id);
     Ok(pb::CommandRecord {
         command_id: row.command_id.clone(),
-        kiosk_id: row.kiosk_id.clone(),
+        kiosk_id,
+        drive_id,
         payload: Some(
             pb::CommandPayload::decode(row.payload.as_slice())
                 .map_err(corrupt("command payload"))?,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use prost::Message;
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::link_rules;
-use sneakernet_runtime::{FieldViolation, KioskId};
+use sneakernet_runtime::{DeviceId, FieldViolation, ItemId, KioskId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -29,12 +29,13 @@ const IDLE_CHECKPOINT: Duration = Duration::from_secs(30);
 /// Messages buffered toward one subscriber; when full the reader waits (a slow consumer slows
 /// only its own stream).
 const BUFFER: usize = 128;
-/// Most kiosks one subscription may filter on.
+/// Most devices (kiosks and drives together) one subscription may filter on.
 const MAX_KIOSKS: usize = 1000;
 
 /// Which events a subscriber wants.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
+    /// Devices in their stored form (kiosks and drives), as the log's rows name them.
     kiosks: HashSet<String>,
     kinds: HashSet<&'static str>,
 }
@@ -43,14 +44,28 @@ impl TryFrom<&pb::SubscribeRequest> for Filter {
     type Error = GatewayError;
 
     fn try_from(request: &pb::SubscribeRequest) -> Result<Self, Self::Error> {
-        if request.kiosk_ids.len() > MAX_KIOSKS {
-            return Err(FieldViolation::new("kiosk_ids", format!("at most {MAX_KIOSKS}")).into());
+        if request
+            .kiosk_ids
+            .len()
+            .saturating_add(request.drive_ids.len())
+            > MAX_KIOSKS
+        {
+            return Err(FieldViolation::new(
+                "kiosk_ids",
+                format!("at most {MAX_KIOSKS} with drive_ids"),
+            )
+            .into());
         }
         let mut kiosks = HashSet::new();
         for (i, id) in request.kiosk_ids.iter().enumerate() {
-            KioskId::parse(id)
+            let kiosk = KioskId::parse(id)
                 .map_err(|why| FieldViolation::new(format!("kiosk_ids[{i}]"), why))?;
-            kiosks.insert(id.clone());
+            kiosks.insert(DeviceId::Kiosk(kiosk).stored());
+        }
+        for (i, id) in request.drive_ids.iter().enumerate() {
+            let drive = ItemId::parse(id)
+                .map_err(|why| FieldViolation::new(format!("drive_ids[{i}]"), why))?;
+            kiosks.insert(DeviceId::Drive(drive).stored());
         }
         let mut kinds = HashSet::new();
         for (i, raw) in request.kinds.iter().enumerate() {
@@ -186,7 +201,8 @@ fn deliverable(row: &crate::entity::event::Model) -> pb::Event {
         }
     };
     event.cursor = cursor;
-    event.kiosk_id.clone_from(&row.kiosk_id);
+    // The row names the device in its stored form; the contract splits it.
+    (event.kiosk_id, event.drive_id) = crate::store::wire_device(&row.kiosk_id);
     if event.occurred_at.is_none() {
         event.occurred_at = Some(sneakernet_runtime::wire::timestamp(row.occurred_at));
     }
@@ -220,6 +236,7 @@ mod tests {
             after_cursor: 0,
             kiosk_ids: vec!["K-1".into()],
             kinds: vec![pb::EventKind::KioskOnline as i32],
+            drive_ids: vec![],
         };
         let filter = Filter::try_from(&request).unwrap();
         assert!(filter.matches("K-1", "kiosk_online"));
@@ -231,6 +248,7 @@ mod tests {
             after_cursor: 0,
             kiosk_ids: vec![],
             kinds: vec![0],
+            drive_ids: vec![],
         };
         assert!(
             matches!(Filter::try_from(&bad), Err(GatewayError::Invalid(v)) if v[0].field == "kinds[0]")
@@ -239,6 +257,7 @@ mod tests {
             after_cursor: 0,
             kiosk_ids: vec!["bad id".into()],
             kinds: vec![],
+            drive_ids: vec![],
         };
         assert!(
             matches!(Filter::try_from(&bad), Err(GatewayError::Invalid(v)) if v[0].field == "kiosk_ids[0]")

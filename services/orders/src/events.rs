@@ -153,6 +153,7 @@ async fn follow(
                 gateway::EventKind::CommandStateChanged.into(),
                 gateway::EventKind::ItemReturned.into(),
             ],
+            drive_ids: vec![],
         })
         .await
         .map_err(|status| Follow::Interrupted(status.message().to_owned()))?;

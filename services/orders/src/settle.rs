@@ -138,6 +138,7 @@ impl Worker {
                 payload: Some(payload),
                 idempotency_key: row.idempotency_key.clone(),
                 deadline: Some(timestamp(row.deadline)),
+                drive_id: String::new(),
             };
             match self.gateway.send(request).await {
                 Ok(record) => {

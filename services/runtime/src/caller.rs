@@ -33,6 +33,8 @@ pub enum Role {
     Kiosk,
     /// Another Sneakernet service calling on its own behalf.
     Service,
+    /// A drive's remote link module: speaks only as its drive, on its own link.
+    Drive,
 }
 
 impl fmt::Display for Role {
@@ -42,6 +44,7 @@ impl fmt::Display for Role {
             Role::Operator => "operator",
             Role::Kiosk => "kiosk",
             Role::Service => "service",
+            Role::Drive => "drive",
         })
     }
 }
@@ -54,6 +57,7 @@ impl FromStr for Role {
             "operator" => Ok(Role::Operator),
             "kiosk" => Ok(Role::Kiosk),
             "service" => Ok(Role::Service),
+            "drive" => Ok(Role::Drive),
             other => Err(format!("unknown role {other:?}")),
         }
     }
@@ -62,7 +66,8 @@ impl FromStr for Role {
 /// The claims of a Sneakernet access token.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
-    /// Subject: a user id (UUID) for users and operators, the kiosk id for kiosks.
+    /// Subject: a user id (UUID) for users and operators, the kiosk id for kiosks, the item id
+    /// for drives.
     pub sub: String,
     /// What the subject may do.
     pub role: Role,
@@ -97,7 +102,7 @@ impl FromStr for UserId {
     }
 }
 
-pub use sneakernet_proto::ids::KioskId;
+pub use sneakernet_proto::ids::{DeviceId, ItemId, KioskId};
 
 /// A Sneakernet service that may hold a service credential.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,6 +147,8 @@ pub enum Caller {
     Kiosk(KioskId),
     /// Another Sneakernet service.
     Service(ServiceName),
+    /// A drive's remote link module, as its drive.
+    Drive(ItemId),
 }
 
 impl Caller {
@@ -165,6 +172,9 @@ impl Caller {
             Role::Service => ServiceName::parse(&claims.sub)
                 .map(Caller::Service)
                 .map_err(|_| TokenError::Malformed),
+            Role::Drive => ItemId::parse(&claims.sub)
+                .map(Caller::Drive)
+                .map_err(|_| TokenError::Malformed),
         }
     }
 
@@ -175,6 +185,7 @@ impl Caller {
             Caller::Operator(_) => Role::Operator,
             Caller::Kiosk(_) => Role::Kiosk,
             Caller::Service(_) => Role::Service,
+            Caller::Drive(_) => Role::Drive,
         }
     }
 
@@ -182,7 +193,7 @@ impl Caller {
     pub fn account(&self) -> Option<UserId> {
         match self {
             Caller::User(id) | Caller::Operator(id) => Some(*id),
-            Caller::Kiosk(_) | Caller::Service(_) => None,
+            Caller::Kiosk(_) | Caller::Service(_) | Caller::Drive(_) => None,
         }
     }
 
@@ -190,6 +201,15 @@ impl Caller {
     pub fn kiosk(&self) -> Option<&KioskId> {
         match self {
             Caller::Kiosk(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The device a kiosk or drive caller speaks as; `None` for people and services.
+    pub fn device(&self) -> Option<DeviceId> {
+        match self {
+            Caller::Kiosk(id) => Some(DeviceId::Kiosk(id.clone())),
+            Caller::Drive(id) => Some(DeviceId::Drive(id.clone())),
             _ => None,
         }
     }
@@ -225,6 +245,7 @@ impl Caller {
             Caller::Operator(id) => format!("operator:{id}"),
             Caller::Kiosk(id) => format!("kiosk:{id}"),
             Caller::Service(name) => format!("service:{name}"),
+            Caller::Drive(id) => format!("drive:{id}"),
         }
     }
 }
@@ -655,6 +676,19 @@ mod tests {
         assert_eq!(kiosk.kiosk().map(KioskId::as_str), Some("K-0001"));
         assert_eq!(kiosk.account(), None, "a kiosk is never an account");
         user.sub = "not a kiosk/id".into();
+        assert_eq!(Caller::from_claims(&user), Err(TokenError::Malformed));
+        user.role = Role::Drive;
+        user.sub = "D-0001".into();
+        let drive = Caller::from_claims(&user).unwrap();
+        assert_eq!(drive.role(), Role::Drive);
+        assert_eq!(drive.kiosk(), None, "a drive is never a kiosk");
+        assert_eq!(drive.account(), None, "a drive is never an account");
+        assert_eq!(
+            drive.device().map(|d| d.stored()),
+            Some("drive:D-0001".to_owned())
+        );
+        assert!(drive.require(&[Role::Kiosk, Role::Operator]).is_err());
+        user.sub = "D 1".into();
         assert_eq!(Caller::from_claims(&user), Err(TokenError::Malformed));
     }
 

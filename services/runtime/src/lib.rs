@@ -39,7 +39,9 @@ pub mod testing;
 pub mod tls;
 pub mod wire;
 
-pub use caller::{Caller, CallerExt, KioskId, Role, ServiceName, TokenVerifier, UserId};
+pub use caller::{
+    Caller, CallerExt, DeviceId, ItemId, KioskId, Role, ServiceName, TokenVerifier, UserId,
+};
 pub use config::Config;
 pub use error::{ApiError, ErrorInfo, FieldViolation, PreconditionViolation};
 pub use shutdown::Shutdown;

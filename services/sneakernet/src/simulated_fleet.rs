@@ -59,17 +59,20 @@ pub const SITES: [KioskSite; 3] = [
 impl KioskSite {
     /// The bays on the first start: five drives (1 TB film classics twice, 2 TB nature
     /// documentaries, a blank 2 TB and a blank 1 TB), two charged power banks, and two empty
-    /// bays for returns. Content drives name the packages of `catalog`.
+    /// bays for returns. Content drives name the packages of `catalog`. The first film drive
+    /// and the documentaries drive have a remote link module (standalone runs their links),
+    /// the others none.
     pub fn bays(&self, catalog: &DemoCatalog) -> Vec<SimBayConfig> {
         let film_classics = Some(catalog.film_classics.package_id.as_str());
         let nature_documentaries = Some(catalog.nature_documentaries.package_id.as_str());
-        let drive = |n: u32, capacity: u64, package: Option<&str>| SimItemConfig {
+        let drive = |n: u32, capacity: u64, package: Option<&str>, remote_link| SimItemConfig {
             kind: SimItemKind::Drive,
             item_id: format!("{}-D{n:02}", self.item_prefix),
             capacity_bytes: Some(capacity),
             content_package_id: package.map(str::to_owned),
             write_protected: false,
             charge_percent: None,
+            remote_link,
         };
         let power_bank = |n: u32, charge: u32| SimItemConfig {
             kind: SimItemKind::PowerBank,
@@ -78,13 +81,14 @@ impl KioskSite {
             content_package_id: None,
             write_protected: false,
             charge_percent: Some(charge),
+            remote_link: false,
         };
         let items = [
-            ("A01", Some(drive(1, TB, film_classics))),
-            ("A02", Some(drive(2, TB, film_classics))),
-            ("A03", Some(drive(3, 2 * TB, nature_documentaries))),
-            ("A04", Some(drive(4, 2 * TB, None))),
-            ("A05", Some(drive(5, TB, None))),
+            ("A01", Some(drive(1, TB, film_classics, true))),
+            ("A02", Some(drive(2, TB, film_classics, false))),
+            ("A03", Some(drive(3, 2 * TB, nature_documentaries, true))),
+            ("A04", Some(drive(4, 2 * TB, None, false))),
+            ("A05", Some(drive(5, TB, None, false))),
             ("B01", Some(power_bank(1, 95))),
             ("B02", Some(power_bank(2, 88))),
             ("C01", None),
@@ -96,6 +100,17 @@ impl KioskSite {
                 id: bay.to_owned(),
                 item,
             })
+            .collect()
+    }
+
+    /// The drives of this site with a remote link module (their item ids): standalone issues
+    /// each a drive credential and runs its link.
+    pub fn drives_with_remote_link(&self, catalog: &DemoCatalog) -> Vec<String> {
+        self.bays(catalog)
+            .into_iter()
+            .filter_map(|bay| bay.item)
+            .filter(|item| item.kind == SimItemKind::Drive && item.remote_link)
+            .map(|item| item.item_id)
             .collect()
     }
 }

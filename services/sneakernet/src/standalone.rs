@@ -11,6 +11,11 @@
 //! - every start: each kiosk's credential (AuthService.IssueKioskCredential, kept in the
 //!   kiosk's directory and issued again only when it no longer logs in), its QR secret (32
 //!   random bytes made once and kept), and its profile (FleetService.RegisterKiosk, an upsert);
+//! - every start, once its kiosk runs: each drive with a remote link module
+//!   ([`KioskSite::drives_with_remote_link`]) gets its credential the same way
+//!   (AuthService.IssueDriveCredential, kept in `modules/<item_id>/` of its kiosk's directory)
+//!   and its module runs in-process ([`sneakernet_kiosk_agent::drive`]), toggling the same
+//!   write-protect flag as the kiosk's simulator, in a bay or lent;
 //! - every start: the demo content packages ([`crate::demo_content`]: generated, uploaded
 //!   through ContentService, found again by their idempotency key), and, before a kiosk
 //!   starts, its content drives stocked with them (files written, read back and verified,
@@ -31,6 +36,7 @@ use sneakernet_kiosk_agent::AgentHandle;
 use sneakernet_kiosk_agent::bays::ItemFacts;
 use sneakernet_kiosk_agent::config::{AgentConfig, LinkConfig, SimFaults, SimulationConfig};
 use sneakernet_kiosk_agent::content_source::Manifest;
+use sneakernet_kiosk_agent::drive::{self, DriveConfig, DriveHandle, SimulatedModule};
 use sneakernet_kiosk_agent::drive_content;
 use sneakernet_kiosk_agent::simulated::SimulatedBays;
 use sneakernet_proto::auth::v1 as auth;
@@ -38,8 +44,8 @@ use sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::fleet_service_client::FleetServiceClient;
-use sneakernet_runtime::KioskId;
 use sneakernet_runtime::config::Config;
+use sneakernet_runtime::{DeviceId, ItemId, KioskId};
 use tonic::transport::Channel;
 
 use crate::client::{self, authed};
@@ -58,6 +64,11 @@ pub const DEMO_USER_EMAIL: &str = "demo@sneakernet.example";
 pub const KIOSK_CREDENTIAL_FILE: &str = "kiosk.secret";
 /// The kiosk's QR secret (raw bytes), in its directory.
 pub const QR_SECRET_FILE: &str = "qr.secret";
+/// Where a kiosk's drives with a remote link keep their module's state, in the kiosk's
+/// directory: one directory per item id (journal, credential).
+pub const MODULES_DIR: &str = "modules";
+/// A drive module's credential secret, in its directory.
+pub const DRIVE_CREDENTIAL_FILE: &str = "drive.secret";
 
 const OPERATOR_PASSWORD_FILE: &str = "operator.password";
 const DEMO_USER_PASSWORD_FILE: &str = "demo-user.password";
@@ -149,6 +160,8 @@ pub struct SimulatedKiosk {
     /// Its data directory (journal, simulated bays, credential, QR secret).
     pub data_dir: PathBuf,
     agent: AgentHandle,
+    /// The running remote link modules of its drives that have one.
+    drives: Vec<DriveHandle>,
 }
 
 impl std::fmt::Debug for SimulatedKiosk {
@@ -164,6 +177,11 @@ impl SimulatedKiosk {
     /// Its simulated bays: what they hold now, and `insert` for a return.
     pub fn bays(&self) -> &SimulatedBays {
         self.agent.bays()
+    }
+
+    /// The item ids of its drives whose remote link module runs.
+    pub fn drives_with_remote_link(&self) -> Vec<&str> {
+        self.drives.iter().map(DriveHandle::item_id).collect()
     }
 
     /// The text its screen's QR code shows at `at`.
@@ -197,7 +215,26 @@ impl Fleet {
     /// Stops every agent gracefully (link closed, a running command finished, journal
     /// closed); one that takes longer than ten seconds is left behind with a warning.
     pub async fn stop(self) {
-        stop_agents(self.kiosks.into_iter().map(|k| (k.site.kiosk_id, k.agent))).await;
+        stop_kiosks(self.kiosks).await;
+    }
+}
+
+async fn stop_kiosks(kiosks: Vec<SimulatedKiosk>) {
+    for kiosk in kiosks {
+        stop_drives(kiosk.drives).await;
+        stop_agents(std::iter::once((kiosk.site.kiosk_id, kiosk.agent))).await;
+    }
+}
+
+async fn stop_drives(drives: Vec<DriveHandle>) {
+    for module in drives {
+        let item_id = module.item_id().to_owned();
+        if tokio::time::timeout(AGENT_STOP_TIMEOUT, module.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!(item_id, "simulated drive module did not stop in time");
+        }
     }
 }
 
@@ -279,16 +316,30 @@ pub async fn start(config: &Config, address: SocketAddr) -> anyhow::Result<Fleet
             Ok(()) => sneakernet_kiosk_agent::start(config).await,
             Err(error) => Err(error),
         };
+        let started = match started {
+            Ok(agent) => {
+                match start_drive_modules(&channel, &operator, &url, &kiosk, &catalog, &agent).await
+                {
+                    Ok(drives) => Ok((agent, drives)),
+                    Err(error) => {
+                        agent.stop().await;
+                        Err(error)
+                    }
+                }
+            }
+            Err(error) => Err(error),
+        };
         match started {
-            Ok(agent) => kiosks.push(SimulatedKiosk {
+            Ok((agent, drives)) => kiosks.push(SimulatedKiosk {
                 site: kiosk.site,
                 kiosk_id: kiosk.kiosk_id,
                 qr_secret: kiosk.qr_secret,
                 data_dir: kiosk.data_dir,
                 agent,
+                drives,
             }),
             Err(error) => {
-                stop_agents(kiosks.into_iter().map(|k| (k.site.kiosk_id, k.agent))).await;
+                stop_kiosks(kiosks).await;
                 return Err(error.context(format!(
                     "cannot start simulated kiosk {}",
                     kiosk.site.kiosk_id
@@ -458,7 +509,7 @@ async fn prepare_kiosk(
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let qr_secret = qr_secret_in(&dir.join(QR_SECRET_FILE)).await?;
     let credential_file = dir.join(KIOSK_CREDENTIAL_FILE);
-    ensure_kiosk_credential(channel, operator, site.kiosk_id, &credential_file).await?;
+    ensure_kiosk_credential(channel, operator, &kiosk_id, &credential_file).await?;
     Ok(PreparedKiosk {
         site,
         kiosk_id,
@@ -468,49 +519,141 @@ async fn prepare_kiosk(
     })
 }
 
+/// Runs the remote link module of every drive of `kiosk` that has one, each with its
+/// credential (kept, or issued when it no longer logs in) and its journal under the kiosk's
+/// `modules/<item_id>/`, toggling the flag in `agent`'s simulator.
+async fn start_drive_modules(
+    channel: &Channel,
+    operator: &str,
+    url: &str,
+    kiosk: &PreparedKiosk,
+    catalog: &DemoCatalog,
+    agent: &AgentHandle,
+) -> anyhow::Result<Vec<DriveHandle>> {
+    let mut started = Vec::new();
+    for item_id in kiosk.site.drives_with_remote_link(catalog) {
+        let drive =
+            ItemId::parse(&item_id).map_err(|why| anyhow::anyhow!("drive id {item_id:?} {why}"))?;
+        let dir = kiosk.data_dir.join(MODULES_DIR).join(&item_id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let file = dir.join(DRIVE_CREDENTIAL_FILE);
+        let running = async {
+            ensure_device_credential(channel, operator, &DeviceId::Drive(drive), &file).await?;
+            let config = DriveConfig {
+                item_id: item_id.clone(),
+                secret: read_password(&file).await?,
+                auth_url: url.to_owned(),
+                gateway_url: url.to_owned(),
+                data_dir: dir.clone(),
+                link: LinkConfig {
+                    backoff_initial: Duration::from_millis(200),
+                    backoff_max: Duration::from_secs(5),
+                },
+            };
+            let module = SimulatedModule {
+                bays: agent.bays().clone(),
+                item_id: item_id.clone(),
+            };
+            drive::start(config, module).await
+        };
+        match running.await {
+            Ok(handle) => started.push(handle),
+            Err(error) => {
+                stop_drives(started).await;
+                return Err(error.context(format!(
+                    "cannot start the remote link of simulated drive {item_id}"
+                )));
+            }
+        }
+    }
+    Ok(started)
+}
+
 /// Keeps the kiosk's credential when it still logs in; issues a new one otherwise.
 async fn ensure_kiosk_credential(
     channel: &Channel,
     operator: &str,
-    kiosk_id: &str,
+    kiosk_id: &KioskId,
+    file: &Path,
+) -> anyhow::Result<()> {
+    ensure_device_credential(channel, operator, &DeviceId::Kiosk(kiosk_id.clone()), file).await
+}
+
+/// Keeps a device's credential (a kiosk's, or a drive module's) when it still logs in;
+/// issues a new one otherwise, as an operator would.
+async fn ensure_device_credential(
+    channel: &Channel,
+    operator: &str,
+    device: &DeviceId,
     file: &Path,
 ) -> anyhow::Result<()> {
     let mut auth = AuthServiceClient::new(channel.clone());
     if let Ok(secret) = read_password(file).await {
-        let login = client::within(client::CALL_TIMEOUT, "kiosk login", async {
-            Ok(auth
-                .kiosk_login(auth::KioskLoginRequest {
-                    kiosk_id: kiosk_id.to_owned(),
-                    secret,
-                })
-                .await)
+        let login = client::within(client::CALL_TIMEOUT, "device login", async {
+            Ok(match device {
+                DeviceId::Kiosk(kiosk) => auth
+                    .kiosk_login(auth::KioskLoginRequest {
+                        kiosk_id: kiosk.to_string(),
+                        secret,
+                    })
+                    .await
+                    .map(drop),
+                DeviceId::Drive(item) => auth
+                    .drive_login(auth::DriveLoginRequest {
+                        item_id: item.to_string(),
+                        secret,
+                    })
+                    .await
+                    .map(drop),
+            })
         })
         .await?;
         match login {
-            Ok(_) => return Ok(()),
+            Ok(()) => return Ok(()),
             Err(status) if status.code() == tonic::Code::Unauthenticated => {
                 tracing::info!(
-                    kiosk_id,
-                    "simulated kiosk credential no longer valid, issuing a new one"
+                    device = %device,
+                    "simulated device credential no longer valid, issuing a new one"
                 );
             }
             Err(status) => bail!(
-                "cannot check the credential of simulated kiosk {kiosk_id}: {}",
+                "cannot check the credential of simulated {device}: {}",
                 client::describe(&status)
             ),
         }
     }
-    let issued = client::call(
-        &format!("issue the credential of simulated kiosk {kiosk_id}"),
-        auth.issue_kiosk_credential(authed(
-            auth::IssueKioskCredentialRequest {
-                kiosk_id: kiosk_id.to_owned(),
-            },
-            operator,
-        )?),
-    )
-    .await?;
-    write_private(file, format!("{}\n", issued.secret).as_bytes()).await
+    let what = format!("issue the credential of simulated {device}");
+    let secret = match device {
+        DeviceId::Kiosk(kiosk) => {
+            client::call(
+                &what,
+                auth.issue_kiosk_credential(authed(
+                    auth::IssueKioskCredentialRequest {
+                        kiosk_id: kiosk.to_string(),
+                    },
+                    operator,
+                )?),
+            )
+            .await?
+            .secret
+        }
+        DeviceId::Drive(item) => {
+            client::call(
+                &what,
+                auth.issue_drive_credential(authed(
+                    auth::IssueDriveCredentialRequest {
+                        item_id: item.to_string(),
+                    },
+                    operator,
+                )?),
+            )
+            .await?
+            .secret
+        }
+    };
+    write_private(file, format!("{secret}\n").as_bytes()).await
 }
 
 async fn register_kiosk(

@@ -1,15 +1,21 @@
 //! The standalone node's simulated fleet across restarts: the first start creates the
-//! accounts and the kiosks' secrets, a second start on the same data directory reuses them;
-//! the content drives hold the demo packages' real bytes.
+//! accounts and the kiosks' secrets (and their drives' module credentials), a second start on
+//! the same data directory reuses them; the content drives hold the demo packages' real bytes;
+//! a drive with a module is reached through the gateway.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sneakernet::demo_content;
 use sneakernet::node::{self, NodeRole};
-use sneakernet::standalone::{self, Fleet, KIOSK_CREDENTIAL_FILE, KIOSKS_DIR, QR_SECRET_FILE};
+use sneakernet::standalone::{
+    self, DRIVE_CREDENTIAL_FILE, Fleet, KIOSK_CREDENTIAL_FILE, KIOSKS_DIR, MODULES_DIR,
+    QR_SECRET_FILE,
+};
 use sneakernet_kiosk_agent::bays::{ItemFacts, ItemInfo};
 use sneakernet_kiosk_agent::drive_content;
+use sneakernet_proto::gateway::v1 as gateway;
+use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::fleet_service_client::FleetServiceClient;
 use sneakernet_runtime::Shutdown;
@@ -23,7 +29,7 @@ fn config(data_dir: &Path) -> Config {
     }
 }
 
-/// Everything a restart must keep: passwords, kiosk credentials, QR secrets.
+/// Everything a restart must keep: passwords, kiosk and drive module credentials, QR secrets.
 fn secrets(data_dir: &Path, fleet: &Fleet) -> Vec<Vec<u8>> {
     let mut files = vec![
         fleet.accounts.operator_password_file.clone(),
@@ -33,6 +39,9 @@ fn secrets(data_dir: &Path, fleet: &Fleet) -> Vec<Vec<u8>> {
         let dir = data_dir.join(KIOSKS_DIR).join(kiosk.site.kiosk_id);
         files.push(dir.join(KIOSK_CREDENTIAL_FILE));
         files.push(dir.join(QR_SECRET_FILE));
+        for item in kiosk.drives_with_remote_link() {
+            files.push(dir.join(MODULES_DIR).join(item).join(DRIVE_CREDENTIAL_FILE));
+        }
     }
     files
         .iter()
@@ -120,7 +129,80 @@ async fn a_second_start_reuses_accounts_credentials_and_qr_secrets() {
     let (node, fleet) = start(dir.path()).await;
     assert!(!fleet.first_start);
     assert_eq!(secrets(dir.path(), &fleet), first, "nothing was made anew");
+    toggle_over_the_drives_own_link(node.address, &fleet).await;
     stop(node, fleet).await;
+}
+
+/// Every kiosk runs its drives' modules; one of them takes a SetWriteProtect sent to the
+/// drive itself through the gateway, and its kiosk's simulator shows the drive protected.
+async fn toggle_over_the_drives_own_link(address: std::net::SocketAddr, fleet: &Fleet) {
+    for kiosk in &fleet.kiosks {
+        assert_eq!(
+            kiosk.drives_with_remote_link().len(),
+            2,
+            "{}",
+            kiosk.site.kiosk_id
+        );
+    }
+    let kiosk = &fleet.kiosks[0];
+    let item = kiosk.drives_with_remote_link()[0].to_owned();
+    let channel = sneakernet::client::channel(&format!("http://{address}")).expect("channel");
+    let password = std::fs::read_to_string(&fleet.accounts.operator_password_file).unwrap();
+    let token =
+        sneakernet::client::login(&channel, &fleet.accounts.operator_email, password.trim())
+            .await
+            .expect("operator login");
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let mut commands = DeviceCommandServiceClient::new(channel);
+    let request = gateway::SendCommandRequest {
+        kiosk_id: String::new(),
+        drive_id: item.clone(),
+        payload: Some(gateway::CommandPayload {
+            kind: Some(gateway::command_payload::Kind::SetWriteProtect(
+                gateway::SetWriteProtectCommand {
+                    item_id: item.clone(),
+                    on: true,
+                },
+            )),
+        }),
+        idempotency_key: "standalone-test:protect".into(),
+        deadline: Some(prost_types::Timestamp {
+            seconds: deadline.timestamp(),
+            nanos: 0,
+        }),
+    };
+    let command_id = commands
+        .send_command(sneakernet::client::authed(request, &token).unwrap())
+        .await
+        .expect("send to the drive")
+        .into_inner()
+        .command
+        .expect("record")
+        .command_id;
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = commands
+            .get_command(
+                sneakernet::client::authed(
+                    gateway::GetCommandRequest {
+                        command_id: command_id.clone(),
+                    },
+                    &token,
+                )
+                .unwrap(),
+            )
+            .await
+            .expect("record")
+            .into_inner()
+            .command
+            .expect("record");
+        if record.state == gateway::CommandState::Succeeded as i32 {
+            break;
+        }
+        assert!(Instant::now() < until, "not confirmed: {record:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kiosk.bays().write_protected_anywhere(&item), Some(true));
 }
 
 /// Every content drive of the fleet, as (kiosk, item id, package id).

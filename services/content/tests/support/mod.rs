@@ -165,6 +165,7 @@ pub fn token(role: Role) -> String {
     let sub = match role {
         Role::Kiosk => "K-TEST-1".to_owned(),
         Role::Service => "orders".to_owned(),
+        Role::Drive => "D-TEST-1".to_owned(),
         Role::User => "00000000-0000-4000-8000-000000000001".to_owned(),
         Role::Operator => "00000000-0000-4000-8000-000000000002".to_owned(),
     };

@@ -1,7 +1,8 @@
 //! The command kinds, one file each, all shaped alike: `KIND` (the stored name), `validate`
 //! (field violations under `payload.<kind>.`), and `result_matches` (whether a kiosk's
 //! success outcome is the one this kind produces). A kind added to the proto gets a file
-//! here and one arm in each function below.
+//! here and one arm in each function below, and an arm in [`fits_device`] if a drive's own
+//! link may carry it.
 
 pub mod force_eject;
 pub mod lend;
@@ -14,7 +15,7 @@ pub mod wipe;
 use sneakernet_proto::gateway::v1::CommandPayload;
 use sneakernet_proto::gateway::v1::command_payload::Kind;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
-use sneakernet_runtime::FieldViolation;
+use sneakernet_runtime::{DeviceId, FieldViolation};
 
 /// Checks a payload; returns its kind's stored name, or every field violation.
 pub fn validate(payload: Option<&CommandPayload>) -> Result<&'static str, Vec<FieldViolation>> {
@@ -59,6 +60,27 @@ pub fn validate(payload: Option<&CommandPayload>) -> Result<&'static str, Vec<Fi
         Ok(name)
     } else {
         Err(violations)
+    }
+}
+
+/// Field violations of sending a (valid) payload to `device`. A kiosk takes every kind. A
+/// drive's own remote link can do one thing: change that drive's write protection, so it is
+/// sent only SetWriteProtect naming itself; anything else is refused here, before it is
+/// logged, rather than failing UNSUPPORTED on the drive.
+pub fn fits_device(device: &DeviceId, payload: &CommandPayload) -> Vec<FieldViolation> {
+    let DeviceId::Drive(drive) = device else {
+        return Vec::new();
+    };
+    match payload.kind.as_ref() {
+        Some(Kind::SetWriteProtect(command)) if command.item_id == drive.as_str() => Vec::new(),
+        Some(Kind::SetWriteProtect(_)) => vec![FieldViolation::new(
+            "payload.set_write_protect.item_id",
+            "must be the drive the command is sent to (drive_id)",
+        )],
+        _ => vec![FieldViolation::new(
+            "payload",
+            "a drive's own link takes only set_write_protect",
+        )],
     }
 }
 
@@ -159,6 +181,32 @@ mod tests {
             )))),
             Ok(request_inventory::KIND)
         );
+    }
+
+    #[test]
+    fn a_drive_is_sent_only_its_own_write_protection() {
+        let kiosk = DeviceId::Kiosk(sneakernet_runtime::KioskId::parse("K-1").unwrap());
+        let drive = DeviceId::Drive(sneakernet_runtime::ItemId::parse("D-1").unwrap());
+        let protect = |item: &str| {
+            payload(Kind::SetWriteProtect(pb::SetWriteProtectCommand {
+                item_id: item.into(),
+                on: true,
+            }))
+        };
+        let wipe = payload(Kind::Wipe(pb::WipeCommand {
+            item_id: "D-1".into(),
+        }));
+        assert!(fits_device(&drive, &protect("D-1")).is_empty());
+        assert_eq!(
+            fits_device(&drive, &protect("D-2"))[0].field,
+            "payload.set_write_protect.item_id"
+        );
+        assert_eq!(fits_device(&drive, &wipe)[0].field, "payload");
+        assert!(
+            fits_device(&kiosk, &wipe).is_empty(),
+            "kiosks take every kind"
+        );
+        assert!(fits_device(&kiosk, &protect("D-2")).is_empty());
     }
 
     #[test]

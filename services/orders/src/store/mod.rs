@@ -193,6 +193,13 @@ impl Store {
             .unwrap_or_else(Utc::now);
         let kiosk = event.kiosk_id.as_str();
         let mut touched = None;
+        if kiosk.is_empty() {
+            // An event of a drive's own remote link (Event.drive_id), not of a kiosk: it has no
+            // place in the kiosk view or the units. A drive's command results are not acted on
+            // here yet (SetWriteProtect over the drive's link belongs to the reservations
+            // issue); such events only move the cursor.
+            return Ok(None);
+        }
         match &event.kind {
             Some(gateway::event::Kind::KioskOnline(online)) => {
                 upsert(txn, kiosk, cursor, at, |row| {

@@ -107,6 +107,7 @@ impl World {
             kiosk_id: kiosk.into(),
             occurred_at: Some(timestamp(at)),
             kind: Some(kind),
+            drive_id: String::new(),
         };
         assert!(
             self.store
@@ -411,6 +412,36 @@ async fn a_return_elsewhere_before_the_late_lend_result_closes_the_order_not_a_l
 }
 
 #[tokio::test]
+async fn a_drive_links_events_make_no_kiosk_and_move_the_cursor() {
+    let world = World::new().await;
+    let drive_event = |cursor: u64, kind: gateway::event::Kind| gateway::Event {
+        cursor,
+        kiosk_id: String::new(),
+        occurred_at: Some(timestamp(Utc::now())),
+        kind: Some(kind),
+        drive_id: "D1".into(),
+    };
+    let online = gateway::event::Kind::KioskOnline(gateway::KioskOnline {
+        session_id: "s".into(),
+        agent_version: "1".into(),
+    });
+    let offline = gateway::event::Kind::KioskOffline(gateway::KioskOffline::default());
+    for (cursor, kind) in [(1, online), (2, offline)] {
+        assert!(
+            world
+                .store
+                .apply_kiosk_event(CONSUMER, &drive_event(cursor, kind))
+                .await
+                .unwrap()
+        );
+    }
+    assert!(world.store.kiosks("", 10, false).await.unwrap().is_empty());
+    assert!(world.store.kiosk("").await.unwrap().is_none());
+    assert!(world.store.kiosk("D1").await.unwrap().is_none());
+    assert_eq!(world.store.cursor(CONSUMER).await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn replayed_events_change_nothing_and_a_lend_after_failure_is_kept_for_the_audit() {
     let mut world = World::new().await;
     world.inventory("K1", &["D1"]).await;
@@ -444,6 +475,7 @@ async fn replayed_events_change_nothing_and_a_lend_after_failure_is_kept_for_the
         kiosk_id: "K1".into(),
         occurred_at: None,
         kind: None,
+        drive_id: String::new(),
     };
     assert!(
         !world
@@ -477,6 +509,7 @@ fn inventory_event(cursor: u64, kiosk: &str, items: &[&str]) -> gateway::Event {
                 }),
             },
         )),
+        drive_id: String::new(),
     }
 }
 

@@ -257,6 +257,7 @@ fn returned(item: &ItemInfo, write_protected: bool) -> SimItemConfig {
             capacity_bytes,
             content_package_id,
             write_protected: was_protected,
+            remote_link,
         } => SimItemConfig {
             kind: SimItemKind::Drive,
             item_id: item.item_id.clone(),
@@ -264,6 +265,7 @@ fn returned(item: &ItemInfo, write_protected: bool) -> SimItemConfig {
             content_package_id: content_package_id.clone(),
             write_protected: write_protected || *was_protected,
             charge_percent: None,
+            remote_link: *remote_link,
         },
         ItemFacts::PowerBank { charge_percent } => SimItemConfig {
             kind: SimItemKind::PowerBank,
@@ -272,6 +274,7 @@ fn returned(item: &ItemInfo, write_protected: bool) -> SimItemConfig {
             content_package_id: None,
             write_protected: false,
             charge_percent: Some(*charge_percent),
+            remote_link: false,
         },
     }
 }
