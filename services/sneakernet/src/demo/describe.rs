@@ -15,6 +15,15 @@ pub(super) fn state_name(state: i32) -> &'static str {
         .trim_start_matches("ORDER_STATE_")
 }
 
+/// `downloading`, `copying`, ... for a provisioning phase.
+pub(super) fn phase_name(phase: i32) -> String {
+    enum_name(
+        sneakernet_proto::gateway::v1::ProgressPhase::try_from(phase).map(|p| p.as_str_name()),
+    )
+    .trim_start_matches("PROGRESS_PHASE_")
+    .to_lowercase()
+}
+
 /// `12.50 EUR`, in the currency's own minor-unit exponent.
 pub(super) fn money(amount: &common::Money) -> String {
     use sneakernet_orders::domain::money::{Currency, Money};

@@ -1,10 +1,12 @@
 //! `sneakernet demo`: a fresh standalone node with its simulated kiosks in a temporary data
 //! directory, and the product's flows told step by step as a phone app lives them, through
 //! gRPC only: register, scan (refused: no deposit), pay the deposit; then each flow in its own
-//! module ([`walk_up`]: seed flow 1); then the operator audits the money. Succeeds only when
+//! module ([`walk_up`]: seed flow 1, [`reservation`]: seed flow 2); then the operator audits
+//! the money. Succeeds only when
 //! every step reached its state and the audit is clean; every wait is bounded.
 
 mod describe;
+mod reservation;
 mod walk_up;
 mod watch;
 
@@ -60,7 +62,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     config.orders.gateway_url = None;
     config.orders.content_url = None;
 
-    println!("sneakernet demo: a walk-up rental, as the phone app lives it");
+    println!("sneakernet demo: a walk-up rental and a reservation, as the phone app lives them");
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
     let node = node::start(config.clone(), &NodeRole::ALL, shutdown.clone(), None).await?;
@@ -195,6 +197,7 @@ async fn story(fleet: &Fleet, channel: &Channel) -> anyhow::Result<()> {
     ));
 
     walk_up::tell(&mut narrator, &mut orders, &user, fleet, here, there).await?;
+    reservation::tell(&mut narrator, &mut orders, &user, fleet).await?;
 
     let audit = crate::audit::audit(channel, &operator).await?;
     narrator.step("Audited the money as the operator (FleetService.Audit):");

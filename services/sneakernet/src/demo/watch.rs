@@ -1,4 +1,5 @@
-//! Following one order with WatchOrder, printing each change.
+//! Following one order with WatchOrder, printing each change, and a kiosk's provisioning
+//! progress as a bar per phase.
 
 use anyhow::{Context, anyhow, bail};
 use sneakernet_proto::orders::v1 as pb;
@@ -16,6 +17,8 @@ pub(super) struct OrderWatch {
     user: String,
     order_id: String,
     last: Option<i32>,
+    /// The provisioning phase shown now, with its bar.
+    progress: Option<(i32, indicatif::ProgressBar)>,
 }
 
 impl OrderWatch {
@@ -40,6 +43,7 @@ impl OrderWatch {
             user: user.to_owned(),
             order_id: order_id.to_owned(),
             last: None,
+            progress: None,
         })
     }
 
@@ -89,10 +93,16 @@ impl OrderWatch {
                 .map_err(|s| anyhow!("watch the order: {}", client::describe(&s)))?
                 .with_context(|| format!("the watch ended before {what}"))?;
             let order = change.order.context("a watch message carries no order")?;
+            if let Some(progress) = &change.progress {
+                self.show(progress);
+            }
             if self.last != Some(change.state) {
                 self.last = Some(change.state);
+                if let Some((_, bar)) = self.progress.take() {
+                    bar.finish();
+                }
                 narrator.detail(format!(
-                    "{:<11} {}",
+                    "{:<16} {}",
                     state_name(change.state),
                     if change.reason.is_empty() {
                         order.state_reason.as_str()
@@ -118,6 +128,28 @@ impl OrderWatch {
                     order.state_reason
                 );
             }
+        }
+    }
+
+    /// Moves the bar of the progress' phase (a new bar when the phase changed).
+    fn show(&mut self, progress: &pb::ProvisioningProgress) {
+        if self.progress.as_ref().map(|(phase, _)| *phase) != Some(progress.phase) {
+            if let Some((_, bar)) = self.progress.take() {
+                bar.finish();
+            }
+            let phase = super::describe::phase_name(progress.phase);
+            let bar = indicatif::ProgressBar::new(progress.bytes_total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "             {prefix:<11} [{bar:30}] {bytes}/{total_bytes}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(phase);
+            self.progress = Some((progress.phase, bar));
+        }
+        if let Some((_, bar)) = &self.progress {
+            bar.set_length(progress.bytes_total.max(progress.bytes_done));
+            bar.set_position(progress.bytes_done);
         }
     }
 
