@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read when the script runs, not when it was compiled: a build script binary can be reused
+    // for the same crate checked out elsewhere (another worktree sharing a target directory).
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir.as_path();
     let mut files = Vec::new();
     collect_protos(&root.join("sneakernet"), &mut files)?;
     files.sort();

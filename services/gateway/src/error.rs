@@ -35,6 +35,16 @@ pub enum GatewayError {
     /// The database failed.
     #[error("database: {0}")]
     Store(#[from] sea_orm::DbErr),
+    /// A link did not open with Hello; says what came instead.
+    #[error("the link's first message must be Hello; {0}")]
+    NoHello(&'static str),
+    /// A link's access token expired while it was open.
+    #[error("the device's access token expired; log in again and reopen the link")]
+    TokenExpired,
+    /// The gateway cannot go on with a stream now (shutting down, storage failing); says how
+    /// the client carries on.
+    #[error("{0}")]
+    Unavailable(&'static str),
 }
 
 impl From<GatewayError> for ApiError {
@@ -49,6 +59,14 @@ impl From<GatewayError> for ApiError {
             GatewayError::Corrupt { .. } | GatewayError::Store(_) => {
                 ApiError::Internal(error.to_string())
             }
+            GatewayError::NoHello(_) => {
+                ApiError::precondition("HELLO_FIRST", "link", error.to_string())
+            }
+            GatewayError::TokenExpired => ApiError::Unauthenticated(error.to_string()),
+            GatewayError::Unavailable(_) => ApiError::Unavailable {
+                message: error.to_string(),
+                retry_after: None,
+            },
         }
     }
 }
@@ -62,5 +80,44 @@ impl From<GatewayError> for tonic::Status {
 impl From<FieldViolation> for GatewayError {
     fn from(violation: FieldViolation) -> Self {
         GatewayError::Invalid(vec![violation])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn every_gateway_error_leaves_with_its_code() {
+        let cases = [
+            (
+                GatewayError::from(FieldViolation::new("kiosk_id", "bad")),
+                Code::InvalidArgument,
+            ),
+            (GatewayError::CommandNotFound("c".into()), Code::NotFound),
+            (
+                GatewayError::CursorOutOfRange {
+                    requested: 9,
+                    last: 4,
+                },
+                Code::OutOfRange,
+            ),
+            (
+                GatewayError::Corrupt {
+                    what: "payload",
+                    detail: "x".into(),
+                },
+                Code::Internal,
+            ),
+            (GatewayError::NoHello("none came"), Code::FailedPrecondition),
+            (GatewayError::TokenExpired, Code::Unauthenticated),
+            (GatewayError::Unavailable("retry"), Code::Unavailable),
+        ];
+        for (error, code) in cases {
+            let shown = error.to_string();
+            assert_eq!(tonic::Status::from(error).code(), code, "{shown}");
+        }
     }
 }

@@ -94,17 +94,13 @@ pub async fn open(
 ) -> Result<ReceiverStream<Result<pb::OpenResponse, Status>>, Status> {
     let first = tokio::time::timeout(link.timing.hello_timeout, inbound.message())
         .await
-        .map_err(|_| {
-            Status::failed_precondition("the link's first message must be Hello; none came in time")
-        })??;
+        .map_err(|_| Status::from(GatewayError::NoHello("none came in time")))??;
     let hello = match first.and_then(|m| m.body) {
         Some(Up::Hello(hello)) => hello,
         Some(_) => {
-            return Err(Status::failed_precondition(
-                "the link's first message must be Hello",
-            ));
+            return Err(GatewayError::NoHello("another message came first").into());
         }
-        None => return Err(Status::failed_precondition("the link closed before Hello")),
+        None => return Err(GatewayError::NoHello("the link closed before it").into()),
     };
     let now = link.clock.now();
     let checked = match device {
@@ -255,9 +251,7 @@ impl Session {
                     return Ended::Offline(pb::OfflineReason::Disconnected, "the kiosk closed the link".into());
                 }
                 () = tokio::time::sleep_until(token_expiry) => {
-                    let _ = self.outbound.try_send(Err(Status::unauthenticated(
-                        "the kiosk's access token expired; log in again and reopen the link",
-                    )));
+                    let _ = self.outbound.try_send(Err(GatewayError::TokenExpired.into()));
                     return Ended::Offline(pb::OfflineReason::Unauthenticated, "access token expired".into());
                 }
                 message = inbound.message() => match message {
@@ -311,9 +305,10 @@ impl Session {
                     // The database failed: end the link so the kiosk reconnects (with backoff)
                     // and replays whatever was not receipted.
                     tracing::error!(device = %self.device, %error, "closing link: storage unavailable");
-                    let _ = self.outbound.try_send(Err(Status::unavailable(
+                    let _ = self.outbound.try_send(Err(GatewayError::Unavailable(
                         "gateway storage unavailable; reconnect later",
-                    )));
+                    )
+                    .into()));
                     return Ended::Offline(
                         pb::OfflineReason::ClosedByGateway,
                         format!("storage unavailable: {error}"),

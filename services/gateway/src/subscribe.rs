@@ -114,7 +114,7 @@ pub async fn start(
     tasks.spawn(async move {
         tokio::select! {
             () = token.cancelled() => {
-                let _ = sender.try_send(Err(Status::unavailable("gateway shutting down; subscribe again from your cursor")));
+                let _ = sender.try_send(Err(GatewayError::Unavailable("gateway shutting down; subscribe again from your cursor").into()));
             }
             () = follow(&link, after, &filter, &sender) => {}
         }
@@ -138,9 +138,10 @@ async fn follow(
             Err(error) => {
                 tracing::error!(%error, "subscription cannot read the event log");
                 let _ = sender
-                    .send(Err(Status::unavailable(
+                    .send(Err(GatewayError::Unavailable(
                         "event log unavailable; subscribe again from your cursor",
-                    )))
+                    )
+                    .into()))
                     .await;
                 return;
             }
