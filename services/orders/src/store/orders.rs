@@ -718,6 +718,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let txn = self.write().await?;
+        // The order first, then its outbox row: the order every writer locks them in (a cancel
+        // or a failed lend takes the order, then the order's outbox rows). The other way round,
+        // Postgres breaks the cycle by aborting one of them: a user's cancel answered ABORTED.
+        lock_order(&txn, &row.order_id).await?;
         outbox::Entity::update_many()
             .col_expr(outbox::Column::SentAt, Expr::value(now))
             .filter(outbox::Column::OutboxId.eq(row.outbox_id))
@@ -1335,7 +1339,7 @@ struct LentTexts<'a> {
 }
 
 /// See [`Store::fail_lend`]; whether the order changed.
-async fn fail_lend_in<C: ConnectionTrait>(
+pub(super) async fn fail_lend_in<C: ConnectionTrait>(
     db: &C,
     order_id: &str,
     reason: &str,

@@ -6,6 +6,7 @@ use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::Config;
+use sneakernet_runtime::testing::{Backend, backends};
 use sneakernet_runtime::wire::timestamp;
 
 use super::Store;
@@ -77,11 +78,17 @@ pub(crate) fn eur(minor: i64) -> Money {
 
 impl World {
     pub(crate) async fn new() -> Self {
+        Self::on(&Backend::Sqlite).await
+    }
+
+    /// A world on `backend` (Postgres in schemas no other test uses).
+    pub(crate) async fn on(backend: &Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
+        let mut config = Config {
             data_dir: dir.path().to_owned(),
             ..Config::default()
         };
+        backend.configure(&mut config);
         let db = sneakernet_runtime::db::open_and_migrate::<crate::migration::Migrator>(
             &config, "orders",
         )
@@ -144,7 +151,9 @@ impl World {
     /// A user with a deposit who rents one drive at `kiosk`; the order is PAID.
     pub(crate) async fn rent(&self, user: &str, kiosk: &str) -> order::Model {
         let (payment_key, order_id) = self.begin_rental(user, kiosk).await;
-        self.finish(user, kiosk, payment_key, order_id).await
+        let command = gateway::CommandPayload::default();
+        self.finish(user, kiosk, payment_key, order_id, command)
+            .await
     }
 
     /// A user with a deposit whose rental at `kiosk` holds a unit and is about to be charged:
@@ -222,6 +231,7 @@ impl World {
         kiosk: &str,
         payment_key: String,
         order_id: String,
+        command: gateway::CommandPayload,
     ) -> order::Model {
         let now = Utc::now();
         let choice = pb::ItemChoice {
@@ -253,7 +263,7 @@ impl World {
                     order: row,
                     payment_key,
                     reason: "Paid. Asking the kiosk to hand out your item.".into(),
-                    command: gateway::CommandPayload::default(),
+                    command,
                     command_key: format!("lend:{order_id}"),
                 },
                 now,
@@ -559,4 +569,99 @@ async fn a_parked_event_moves_the_cursor_on_and_a_retry_applies_it_without_rolli
     assert!(store.drop_parked(3).await.unwrap());
     assert!(!store.drop_parked(3).await.unwrap());
     assert!(store.available("K2").await.unwrap().is_empty());
+}
+
+/// Marking a command sent locks its order before its outbox row, the order every other writer
+/// takes them in (a cancel, a failed lend: order, then outbox), so one committing at the same
+/// moment waits instead of deadlocking. Postgres only: SQLite takes one lock for every write.
+#[tokio::test]
+async fn marking_a_lend_sent_takes_the_order_lock_first_so_a_concurrent_failure_never_deadlocks() {
+    let Some(backend) = backends()
+        .into_iter()
+        .find(|b| matches!(b, Backend::Postgres(_)))
+    else {
+        return;
+    };
+    let mut world = World::on(&backend).await;
+    world.inventory("K1", &["U"]).await;
+    let (payment_key, order_id) = world.begin_rental(&user(1), "K1").await;
+    let lend = gateway::CommandPayload {
+        kind: Some(gateway::command_payload::Kind::Lend(
+            gateway::LendCommand::default(),
+        )),
+    };
+    world
+        .finish(&user(1), "K1", payment_key, order_id.clone(), lend)
+        .await;
+    let row = world
+        .store
+        .unsent_commands(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|row| row.order_id == order_id)
+        .expect("the lend waits in the outbox");
+
+    // A writer holding the order (as fail_lend and cancel_reservation do) ...
+    let txn = world.store.write().await.unwrap();
+    super::orders::lock_order(&txn, &order_id).await.unwrap();
+    let holder: i32 = pid(&txn).await;
+    // ... while the outbox marks the lend sent: it must wait for the order.
+    let store = world.store.clone();
+    let sending = tokio::spawn(async move { store.command_sent(&row, "cmd-1", Utc::now()).await });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while blocked_by(&world.store.db, holder).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox never waited for the order"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The holder now takes the outbox rows too, and commits: no deadlock on either side.
+    super::orders::fail_lend_in(&txn, &order_id, "the kiosk said no", Utc::now())
+        .await
+        .expect("the failure is booked, not broken off as a deadlock");
+    txn.commit().await.unwrap();
+    sending
+        .await
+        .unwrap()
+        .expect("the outbox's note is booked after the failure");
+    assert_eq!(world.order(&order_id).await.state, "failed");
+}
+
+/// The Postgres backend process of `db`'s connection.
+async fn pid<C: sea_orm::ConnectionTrait>(db: &C) -> i32 {
+    use sea_orm::{FromQueryResult, Statement};
+    #[derive(FromQueryResult)]
+    struct Pid {
+        pid: i32,
+    }
+    Pid::find_by_statement(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT pg_backend_pid() AS pid",
+    ))
+    .one(db)
+    .await
+    .unwrap()
+    .unwrap()
+    .pid
+}
+
+/// How many Postgres sessions wait for a lock `holder` holds.
+async fn blocked_by(db: &sea_orm::DatabaseConnection, holder: i32) -> i64 {
+    use sea_orm::{FromQueryResult, Statement};
+    #[derive(FromQueryResult)]
+    struct Count {
+        n: i64,
+    }
+    Count::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        [holder.into()],
+    ))
+    .one(db)
+    .await
+    .unwrap()
+    .unwrap()
+    .n
 }
