@@ -440,6 +440,28 @@ pub struct Customer {
     pub user_id: String,
     /// Its access token.
     pub token: String,
+    /// Its email, to log in again (every password here is [`PASSWORD`]).
+    pub email: String,
+}
+
+impl Customer {
+    /// Logs in again for a fresh access token: after the sandbox's clock moved past the old
+    /// one's expiry (tokens are judged by the clock that issued them).
+    pub async fn log_in_again(&mut self, channel: &Channel) {
+        let session = sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient::new(
+            channel.clone(),
+        )
+        .login(auth::LoginRequest {
+            email: self.email.clone(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("log in {}: {s:?}", self.email))
+        .into_inner()
+        .session
+        .expect("session");
+        self.token = session.access_token;
+    }
 }
 
 /// Registers a fresh user.
@@ -459,6 +481,7 @@ pub async fn register_user(channel: &Channel) -> Customer {
     Customer {
         user_id: session.user_id,
         token: session.access_token,
+        email,
     }
 }
 

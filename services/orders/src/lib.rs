@@ -119,7 +119,8 @@ impl ServiceRole for OrdersRole {
             })?
             .connect_timeout(Duration::from_secs(10));
         let service = ServiceName::parse(SERVICE).map_err(StartError::Other)?;
-        let token = ServiceToken::spawn(service, &auth_url, secret, &ctx.shutdown)?;
+        let token =
+            ServiceToken::spawn(service, &auth_url, secret, ctx.clock.clone(), &ctx.shutdown)?;
         let gateway = Endpoint::from_shared(gateway_url.clone())
             .map_err(|e| {
                 StartError::Config(ConfigError::Invalid {

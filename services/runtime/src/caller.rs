@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::error::ApiError;
 
 /// What a caller may do; the `role` claim of an access token.
@@ -336,6 +337,11 @@ pub struct TokenVerifier {
 struct VerifierInner {
     keys: RwLock<HashMap<String, (DecodingKey, Option<i64>)>>,
     validation: Validation,
+    /// "Now" for `exp` and `nbf`: the clock the issuing auth service uses too, so a process
+    /// whose time is moved (tests) judges tokens by the time it issues them at.
+    clock: SharedClock,
+    /// Seconds a token may be past `exp` or before `nbf` (clock skew between processes).
+    leeway: i64,
     /// Woken when a token names an unknown key, so a remote key refresher fetches early.
     unknown_key_seen: Notify,
 }
@@ -356,12 +362,21 @@ impl fmt::Debug for TokenVerifier {
 
 impl TokenVerifier {
     /// A verifier with no keys yet: it refuses every token until [`Self::install_keys`].
+    /// Expiry and not-before are judged by the system clock.
     pub fn new(audience: &str, issuer: &str, leeway: Duration) -> Self {
+        Self::with_clock(audience, issuer, leeway, Arc::new(SystemClock))
+    }
+
+    /// [`Self::new`], judging expiry and not-before by `clock`.
+    pub fn with_clock(audience: &str, issuer: &str, leeway: Duration, clock: SharedClock) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_audience(&[audience]);
         validation.set_issuer(&[issuer]);
-        validation.validate_nbf = true;
-        validation.leeway = leeway.as_secs();
+        // Checked below against `clock` (jsonwebtoken would read the system clock); the
+        // claims must still be present.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
         validation.required_spec_claims = ["exp", "nbf", "aud", "iss", "sub"]
             .into_iter()
             .map(String::from)
@@ -370,6 +385,8 @@ impl TokenVerifier {
             inner: Arc::new(VerifierInner {
                 keys: RwLock::new(HashMap::new()),
                 validation,
+                clock,
+                leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
                 unknown_key_seen: Notify::new(),
             }),
         }
@@ -441,6 +458,13 @@ impl TokenVerifier {
                 ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                 _ => TokenError::Malformed,
             })?;
+        let now = self.inner.clock.now().timestamp();
+        if claims.exp.saturating_add(self.inner.leeway) < now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf.saturating_sub(self.inner.leeway) > now {
+            return Err(TokenError::NotYetValid);
+        }
         if retired_at.is_some_and(|retired| claims.iat > retired) {
             return Err(TokenError::IssuedAfterRetirement);
         }
@@ -603,6 +627,35 @@ mod tests {
             verifier(&[public]).verify(&token).unwrap().sub,
             "00000000-0000-0000-0000-000000000001"
         );
+    }
+
+    #[test]
+    fn expiry_and_not_before_are_judged_by_the_injected_clock() {
+        let (signing, public) = key(1);
+        let clock = Arc::new(crate::clock::OffsetClock::new());
+        let v = TokenVerifier::with_clock(
+            "sneakernet",
+            "sneakernet-auth",
+            Duration::from_secs(5),
+            clock.clone(),
+        );
+        v.install_keys(&[public]);
+        let now = sign(&signing, "k1", &claims(60, 0));
+        // Issued by an auth service whose clock is two hours ahead.
+        let later = sign(&signing, "k1", &claims(7260, 7200));
+        assert!(v.verify(&now).is_ok());
+        assert_eq!(v.verify(&later), Err(TokenError::NotYetValid));
+        clock.advance(chrono::Duration::hours(2));
+        assert_eq!(v.verify(&now), Err(TokenError::Expired));
+        assert!(v.verify(&later).is_ok());
+        // The leeway holds both ways.
+        let edge = sign(&signing, "k1", &claims(7200 - 4, 0));
+        assert!(
+            v.verify(&edge).is_ok(),
+            "4 s past exp is within 5 s of leeway"
+        );
+        let past = sign(&signing, "k1", &claims(7200 - 6, 0));
+        assert_eq!(v.verify(&past), Err(TokenError::Expired));
     }
 
     #[test]

@@ -44,10 +44,11 @@ impl RoleContext {
 
     /// A context with the given clock.
     pub fn with_clock(config: Config, shutdown: Shutdown, clock: SharedClock) -> Self {
-        let verifier = TokenVerifier::new(
+        let verifier = TokenVerifier::with_clock(
             &config.auth.audience,
             &config.auth.issuer,
             config.auth.clock_leeway,
+            clock.clone(),
         );
         Self {
             config: Arc::new(config),
