@@ -214,9 +214,9 @@ async fn toggle_write_protect(
         }
         (Err(status), false) if status.code() == tonic::Code::FailedPrecondition => {
             narrator.step(format!(
-                "On the road, asked to turn write protection of drive {} {setting}: refused, the drive has no remote link ({}).",
+                "On the road, asked to turn write protection of drive {} {setting} (SetWriteProtect): refused NO_REMOTE_LINK. {}",
                 lent.item_id,
-                client::describe(&status)
+                status.message()
             ));
             Ok(lent.clone())
         }
