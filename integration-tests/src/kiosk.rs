@@ -1,14 +1,18 @@
 //! Real kiosk agents for whole-system tests: configurations with simulated drives, run
 //! in-process or as a killable child process; and the remote link modules of simulated
-//! drives ([`drive_config`], [`send_write_protect`]).
+//! drives ([`drive_config`], [`send_write_protect`], [`CountedModule`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use sneakernet_kiosk_agent::bays::BayError;
 use sneakernet_kiosk_agent::config::{
     AgentConfig, LinkConfig, SimBayConfig, SimFaults, SimItemConfig, SimItemKind, SimulationConfig,
 };
-use sneakernet_kiosk_agent::drive::DriveConfig;
+use sneakernet_kiosk_agent::drive::{DriveConfig, Module, SimulatedModule};
+use sneakernet_kiosk_agent::simulated::SimulatedBays;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
@@ -77,6 +81,40 @@ pub fn drive_config(
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
         },
+    }
+}
+
+/// A simulated drive's module counting how often it is asked to act (to prove a command
+/// delivered twice was executed once).
+pub struct CountedModule {
+    /// The simulated module it wraps.
+    pub module: SimulatedModule,
+    /// How many times it was asked to change write protection.
+    pub calls: Arc<AtomicU32>,
+}
+
+impl CountedModule {
+    /// The module of drive `item_id` in (or lent from) `bays`, counting from 0.
+    pub fn of(bays: &SimulatedBays, item_id: &str) -> Self {
+        Self {
+            module: SimulatedModule {
+                bays: bays.clone(),
+                item_id: item_id.into(),
+            },
+            calls: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// How many times it acted so far (a handle that stays valid after the module moved).
+    pub fn counter(&self) -> Arc<AtomicU32> {
+        Arc::clone(&self.calls)
+    }
+}
+
+impl Module for CountedModule {
+    async fn set_write_protect(&self, on: bool) -> Result<bool, BayError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.module.set_write_protect(on).await
     }
 }
 

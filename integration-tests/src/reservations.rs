@@ -12,8 +12,8 @@ use sneakernet_proto::orders::v1 as pb;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::rentals::{SimKiosk, card_method, orders};
-use crate::{authed, content};
+use crate::rentals::{SimKiosk, WAIT, card_method, get_order, orders};
+use crate::{authed, content, eventually};
 
 /// A blank, writable drive `item_id` of `capacity_bytes`.
 pub fn blank_drive(item_id: &str, capacity_bytes: u64) -> SimItemConfig {
@@ -83,6 +83,49 @@ pub async fn create_reservation(
         .map(|r| r.into_inner().order.expect("order"))
 }
 
+/// CreateReservation until the kiosk's drives reached orders (its inventory comes through
+/// the gateway's events): TYPE_UNAVAILABLE and KIOSK_OFFLINE are retried, nothing charged.
+pub async fn eventually_reserved(
+    channel: &Channel,
+    token: &str,
+    request: pb::CreateReservationRequest,
+    context: &dyn std::fmt::Display,
+) -> pb::Order {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match create_reservation(channel, token, request.clone()).await {
+            Ok(order) => return order,
+            Err(status)
+                if status.code() == tonic::Code::FailedPrecondition
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{context}: reserve: {status:?}"),
+        }
+    }
+}
+
+/// Polls GetOrder until the order shows write protection `on` (the drive confirmed it).
+pub async fn wait_write_protected(
+    channel: &Channel,
+    token: &str,
+    order_id: &str,
+    on: bool,
+) -> pb::Order {
+    eventually(
+        WAIT,
+        &format!("order {order_id} to show write protection {on}"),
+        || async {
+            get_order(channel, token, order_id)
+                .await
+                .is_ok_and(|o| o.write_protected == on)
+        },
+    )
+    .await;
+    get_order(channel, token, order_id).await.expect("order")
+}
+
 /// OrderService.CancelReservation.
 pub async fn cancel_reservation(
     channel: &Channel,
@@ -117,6 +160,25 @@ pub async fn collect_reservation(
         ))
         .await
         .map(|r| r.into_inner().order.expect("order"))
+}
+
+/// OrderService.SetWriteProtect.
+pub async fn set_write_protect(
+    channel: &Channel,
+    token: &str,
+    order_id: &str,
+    on: bool,
+) -> Result<pb::SetWriteProtectResponse, Status> {
+    orders(channel)
+        .set_write_protect(authed(
+            pb::SetWriteProtectRequest {
+                order_id: order_id.into(),
+                on,
+            },
+            token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// The state of the bay holding `item_id` in `kiosk`, and whether the drive is blank.

@@ -1,9 +1,9 @@
 //! Nothing in the contract is left unbuilt by accident: every RPC of every `sneakernet.*.v1`
 //! service, read from the descriptor set the servers publish, is called on a running node,
-//! and none may answer UNIMPLEMENTED (the generated default of a forgotten handler) except the
-//! few listed below with the issue that builds them; those must still answer UNIMPLEMENTED,
-//! so the list shrinks as they are built. And a drive's token (role DRIVE, the newest role)
-//! reaches nothing but its own link and the public RPCs: every role list is an allow-list.
+//! and none may answer UNIMPLEMENTED (the generated default of a forgotten handler): every RPC
+//! of the contract is built (the last, SetWriteProtect, with issue 11). And a drive's token
+//! (role DRIVE, the newest role) reaches nothing but its own link and the public RPCs: every
+//! role list is an allow-list.
 
 use bytes::{Buf, BufMut};
 use prost::Message;
@@ -12,13 +12,6 @@ use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
-/// RPCs not built yet, each with the issue that builds it.
-const NOT_BUILT_YET: &[(&str, &str)] = &[(
-    "/sneakernet.orders.v1.OrderService/SetWriteProtect",
-    "issue 11",
-)];
-
-/// Sends and receives message bytes as they are, so any method can be called.
 /// What a drive's token may call: its link, and the RPCs open to anyone (a token on them is
 /// only noted).
 const DRIVE_MAY_CALL: &[&str] = &[
@@ -32,6 +25,7 @@ const DRIVE_MAY_CALL: &[&str] = &[
     "/sneakernet.auth.v1.AuthService/ServiceLogin",
 ];
 
+/// Sends and receives message bytes as they are, so any method can be called.
 #[derive(Clone, Copy, Debug, Default)]
 struct RawCodec;
 
@@ -135,7 +129,7 @@ async fn call(
 }
 
 #[tokio::test]
-async fn every_rpc_of_the_contract_is_built_or_listed_with_its_issue() {
+async fn every_rpc_of_the_contract_is_built() {
     let backend = backends().remove(0);
     let sandbox = Sandbox::start(&backend).await;
     let operator = sandbox.operator().await.access_token;
@@ -147,12 +141,6 @@ async fn every_rpc_of_the_contract_is_built_or_listed_with_its_issue() {
         methods.len() > 40,
         "the descriptor set lists the whole contract"
     );
-    for (path, _) in NOT_BUILT_YET {
-        assert!(
-            methods.iter().any(|(p, ..)| p == path),
-            "{path} is not in the contract"
-        );
-    }
     let mut unbuilt = Vec::new();
     for (path, client_streaming, server_streaming) in &methods {
         // Each role in turn: a handler that checks its caller refuses the wrong ones, which a
@@ -185,14 +173,7 @@ async fn every_rpc_of_the_contract_is_built_or_listed_with_its_issue() {
                 "{path} must refuse a drive's token"
             );
         }
-        let unimplemented = codes.contains(&Some(tonic::Code::Unimplemented));
-        let listed = NOT_BUILT_YET.iter().any(|(p, _)| p == path);
-        if listed {
-            assert!(
-                unimplemented,
-                "{path} is built now ({codes:?}): take it off NOT_BUILT_YET"
-            );
-        } else if unimplemented {
+        if codes.contains(&Some(tonic::Code::Unimplemented)) {
             unbuilt.push(format!("{path}: {codes:?}"));
         }
     }

@@ -6,33 +6,20 @@
 //! Alone in its test binary: it arms a failpoint in this process, which would touch any other
 //! test running beside it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sneakernet_integration_tests::kiosk::{
-    self, agent_config, drive_config, finished_command, send_write_protect, with_remote_links,
+    self, CountedModule, agent_config, drive_config, finished_command, send_write_protect,
+    with_remote_links,
 };
 use sneakernet_integration_tests::proxy::CuttableProxy;
 use sneakernet_integration_tests::{Sandbox, backends, eventually, fast_links};
-use sneakernet_kiosk_agent::bays::{BayError, DriveError};
-use sneakernet_kiosk_agent::drive::{self, Module, SimulatedModule};
+use sneakernet_kiosk_agent::bays::DriveError;
+use sneakernet_kiosk_agent::drive;
 use sneakernet_proto::gateway::v1 as pb;
 
 const WITHIN: Duration = Duration::from_secs(60);
-
-/// The simulated module, counting how often it is asked to act.
-struct Counted {
-    module: SimulatedModule,
-    calls: Arc<AtomicU32>,
-}
-
-impl Module for Counted {
-    async fn set_write_protect(&self, on: bool) -> Result<bool, BayError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.module.set_write_protect(on).await
-    }
-}
 
 #[tokio::test]
 async fn a_toggle_sent_out_of_coverage_takes_effect_once_when_the_drive_is_back() {
@@ -59,17 +46,12 @@ async fn a_toggle_sent_out_of_coverage_takes_effect_once_when_the_drive_is_back(
 
         // The drive's module reaches the gateway through a network the test controls.
         let proxy = CuttableProxy::start(address).await.unwrap();
-        let calls = Arc::new(AtomicU32::new(0));
+        let counted = CountedModule::of(agent.bays(), "D-1");
+        let calls = counted.counter();
         let module_secret = sandbox.drive_secret("D-1").await;
         let module = drive::start(
             drive_config(dir.path(), "D-1", &module_secret, address, proxy.address),
-            Counted {
-                module: SimulatedModule {
-                    bays: agent.bays().clone(),
-                    item_id: "D-1".into(),
-                },
-                calls: Arc::clone(&calls),
-            },
+            counted,
         )
         .await
         .expect("drive module");

@@ -11,12 +11,12 @@ use sneakernet_integration_tests::content::MIB;
 use sneakernet_integration_tests::kiosk;
 use sneakernet_integration_tests::rentals::{
     BASE_PRICE, STATION, SimKiosk, WAIT, assert_audit_clean, assert_refused, bad_fields, bays,
-    customer_with_deposit, get_order, list_orders, price_for, scan, start_priced_with,
-    wait_for_state,
+    customer_with_deposit, follow, get_order, list_orders, price_for, scan, start_priced_with,
+    states, wait_for_state, watch,
 };
 use sneakernet_integration_tests::reservations::{
-    bay_of, blank_drive, cancel_reservation, collect_reservation, create_reservation, publish,
-    reservation_request, silent_address,
+    bay_of, blank_drive, cancel_reservation, collect_reservation, create_reservation,
+    eventually_reserved, publish, reservation_request, silent_address,
 };
 use sneakernet_integration_tests::{Backend, Sandbox, authed, backends, eventually, fast_links};
 use sneakernet_kiosk_agent::bays::BayState;
@@ -209,29 +209,6 @@ async fn a_reservation_is_provisioned_collected_as_the_pinned_drive_with_the_pac
         assert_eq!(closed.amount_charged, Some(price_for(2)), "{backend}");
         assert_audit_clean(&channel, &operator, &format!("{backend}: after return")).await;
         sandbox.stop().await;
-    }
-}
-
-/// CreateReservation until the kiosk's drives reached orders (its inventory comes through
-/// the gateway's events): TYPE_UNAVAILABLE and KIOSK_OFFLINE are retried, nothing charged.
-async fn eventually_reserved(
-    channel: &Channel,
-    token: &str,
-    request: pb::CreateReservationRequest,
-    backend: &Backend,
-) -> pb::Order {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match create_reservation(channel, token, request.clone()).await {
-            Ok(order) => return order,
-            Err(status)
-                if status.code() == Code::FailedPrecondition
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(status) => panic!("{backend}: reserve: {status:?}"),
-        }
     }
 }
 
@@ -687,6 +664,72 @@ async fn a_no_show_at_a_kiosk_gone_offline_expires_keeping_the_base_price_with_a
         wait_released(&kiosk, &ready.item_id, &format!("{backend}: no-show")).await;
         assert_audit_clean(&channel, &operator, &format!("{backend}: released")).await;
         kiosk.stop().await;
+        sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_sees_provisioning_progress_advance_before_the_drive_is_ready() {
+    for backend in backends() {
+        let (sandbox, channel, operator) = start(&backend, |_| {}).await;
+        let source = tempfile::tempdir().unwrap();
+        // Big enough that the kiosk reports progress for more than a second or two (the
+        // watcher reads it at most once a second).
+        let (_package, package_id) = publish(
+            &channel,
+            &operator,
+            source.path(),
+            "progress",
+            &[("films/long.mkv", 96 * MIB)],
+        )
+        .await;
+        let capacity = 128 * MIB;
+        let _here = SimKiosk::healthy(
+            sandbox.node().address,
+            &operator,
+            "K-P1",
+            vec![Some(blank_drive("D-1", capacity))],
+        )
+        .await;
+        let user = customer_with_deposit(&channel).await;
+        let request = reservation_request("K-P1", &package_id, capacity, false, 1, "p-1");
+        let order = eventually_reserved(&channel, &user.token, request, &backend).await;
+        let mut stream = watch(&channel, &user.token, &order.order_id)
+            .await
+            .expect("watch");
+        let seen = follow(&mut stream, &format!("{backend}: provisioning"), |m| {
+            m.state == S::ReadyForPickup as i32
+        })
+        .await;
+        assert_eq!(
+            seen.last().map(|m| m.state),
+            Some(S::ReadyForPickup as i32),
+            "{backend}: READY arrives"
+        );
+        let progress: Vec<(i32, pb::ProvisioningProgress)> = seen
+            .iter()
+            .filter_map(|m| m.progress.map(|p| (m.state, p)))
+            .collect();
+        assert!(
+            !progress.is_empty(),
+            "{backend}: no progress seen: {:?}",
+            states(&seen)
+        );
+        for (state, now) in &progress {
+            assert_eq!(*state, S::Provisioning as i32, "{backend}: {now:?}");
+            assert!(
+                now.bytes_total == 0 || now.bytes_done <= now.bytes_total,
+                "{backend}: {now:?}"
+            );
+        }
+        // Phases only move forward, and bytes within a phase only grow.
+        for pair in progress.windows(2) {
+            let (before, after) = (&pair[0].1, &pair[1].1);
+            assert!(
+                (before.phase, before.bytes_done) < (after.phase, after.bytes_done),
+                "{backend}: progress went back: {before:?} then {after:?}"
+            );
+        }
         sandbox.stop().await;
     }
 }

@@ -1,7 +1,7 @@
 //! The orders service's gRPC surface: decode, check the caller, call the flow, map errors.
 //! OrderService: scan, deposits, rentals, finding kiosks nearby, reservations (create, cancel,
-//! collect), reading and watching orders (SetWriteProtect answers UNIMPLEMENTED until its part
-//! of issue 11). FleetService: kiosk profiles, the fleet view, price rules, the audit.
+//! collect), write protection of the order's drive, reading and watching orders. FleetService:
+//! kiosk profiles, the fleet view, price rules, the audit.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,6 +28,7 @@ use crate::rentals::RentalAsk;
 use crate::reservations::{CollectAsk, ReservationAsk};
 use crate::store::orders::{OrderFilter, state_of_proto};
 use crate::store::parked::Retried;
+use crate::write_protect::WriteProtectAsk;
 
 /// Kiosks per page when the caller does not say.
 const DEFAULT_PAGE: u32 = 50;
@@ -127,12 +128,6 @@ impl OrdersApi {
     async fn order_proto(&self, row: &order::Model) -> Result<pb::Order, Status> {
         self.flows.store.order_proto(row).await.map_err(internal)
     }
-}
-
-/// The answer of an RPC of seed flow 2 that is not built yet (issue 11): said in the code, not
-/// left to a generated default, so nothing in the contract is unbuilt by accident.
-fn reservations_not_built(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc}: reservations are not built yet (issue 11)"))
 }
 
 #[tonic::async_trait]
@@ -341,8 +336,13 @@ impl OrderService for OrdersApi {
         &self,
         request: Request<pb::SetWriteProtectRequest>,
     ) -> Result<Response<pb::SetWriteProtectResponse>, Status> {
-        Reader::of(&request)?;
-        Err(reservations_not_built("SetWriteProtect"))
+        let user = Self::renter(&request)?;
+        let ask = WriteProtectAsk::try_from(request.into_inner())?;
+        let (order, applied) = self.flows.set_write_protect(user, ask).await?;
+        Ok(Response::new(pb::SetWriteProtectResponse {
+            order: Some(self.order_proto(&order).await?),
+            applied,
+        }))
     }
 
     async fn watch_order(

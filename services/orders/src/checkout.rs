@@ -171,6 +171,8 @@ impl NewOrder {
             closed_at: None,
             pickup_deadline: None,
             content_title: self.content_title,
+            remote_link: false,
+            write_protect_wanted: None,
         }
     }
 }

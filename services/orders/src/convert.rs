@@ -16,6 +16,7 @@ use crate::ids::{IdempotencyKey, OfferId, OrderId};
 use crate::nearby::{self, NearbyAsk, PagePosition, search_key};
 use crate::rentals::RentalAsk;
 use crate::reservations::{CollectAsk, ReservationAsk};
+use crate::write_protect::WriteProtectAsk;
 use sneakernet_proto::ids::PackageId;
 
 /// A money field: a known currency, any amount.
@@ -325,6 +326,20 @@ impl TryFrom<pb::CancelReservationRequest> for OrderId {
     /// CancelReservation names one order.
     fn try_from(body: pb::CancelReservationRequest) -> Result<Self, OrdersError> {
         Ok(OrderId::parse(&body.order_id).map_err(|why| FieldViolation::new("order_id", why))?)
+    }
+}
+
+impl TryFrom<pb::SetWriteProtectRequest> for WriteProtectAsk {
+    type Error = OrdersError;
+
+    /// SetWriteProtect names one order; `on` is any bool.
+    fn try_from(body: pb::SetWriteProtectRequest) -> Result<Self, OrdersError> {
+        let order_id =
+            OrderId::parse(&body.order_id).map_err(|why| FieldViolation::new("order_id", why))?;
+        Ok(WriteProtectAsk {
+            order_id,
+            on: body.on,
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! What a kiosk's answer to a command means for its order, decided here from the command
 //! record alone: a lend (third instruction), a provision (fifth instruction), a wipe or a
-//! release. Here are the texts the user reads and the follow-up commands to send; the store
+//! release; a write-protect command's answer is decided in [`crate::write_protect`]. Here are the texts the user reads and the follow-up commands to send; the store
 //! applies the decision in the event's transaction (`Store::apply_command`) and decides
 //! nothing itself.
 
@@ -16,11 +16,39 @@ const RELEASE_WITHIN: chrono::Duration = chrono::Duration::days(7);
 /// How long a ready drive waits when the order's terms name no pickup window.
 const DEFAULT_PICKUP_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
-/// A kiosk command to send after an event, queued in the outbox in the event's transaction.
+/// Where a command goes: a kiosk, or a drive's own remote link (only SetWriteProtect on that
+/// drive; see sneakernet.gateway.v1.SendCommandRequest.drive_id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandTarget {
+    /// A kiosk, by id.
+    Kiosk(String),
+    /// A drive's own link, by the drive's item id.
+    Drive(String),
+}
+
+impl CommandTarget {
+    /// The kiosk's id; empty for a drive.
+    pub fn kiosk_id(&self) -> &str {
+        match self {
+            CommandTarget::Kiosk(kiosk_id) => kiosk_id,
+            CommandTarget::Drive(_) => "",
+        }
+    }
+
+    /// The drive's id; empty for a kiosk.
+    pub fn drive_id(&self) -> &str {
+        match self {
+            CommandTarget::Kiosk(_) => "",
+            CommandTarget::Drive(item_id) => item_id,
+        }
+    }
+}
+
+/// A command to send after an event or a request, queued in the outbox in its transaction.
 #[derive(Clone, Debug)]
 pub struct FollowUp {
-    /// The kiosk to ask.
-    pub kiosk_id: String,
+    /// The kiosk (or the drive's link) to ask.
+    pub target: CommandTarget,
     /// Its outbox key (one command per key, so a replayed event asks once).
     pub key: String,
     /// The command.
@@ -81,6 +109,10 @@ pub enum CommandEffect {
         ready: String,
         /// Sent instead when the order no longer waits for a drive (cancelled meanwhile).
         release: FollowUp,
+        /// What to send once the order is READY_FOR_PICKUP with the drive: the write
+        /// protection its user asked meanwhile, if the drive does not have it (decided in
+        /// [`crate::write_protect`]).
+        then: fn(&crate::entity::order::Model) -> Option<FollowUp>,
     },
     /// Provisioning failed or the kiosk never got the command in time: CANCELLED (if still
     /// waiting), a full refund follows.
@@ -90,13 +122,16 @@ pub enum CommandEffect {
         /// Why, as the user reads it.
         reason: String,
     },
+    /// A drive confirmed (or failed to change) the write protection a user asked
+    /// (SetWriteProtect): decided in [`crate::write_protect::effect_of`].
+    WriteProtect(crate::write_protect::Outcome),
 }
 
 /// The command that gives a reservation's pinned drive back to the kiosk's stock: unpinned and
 /// wiped (a cancel, a no-show, a drive pinned for an order that no longer wants it).
 pub fn release(kiosk_id: &str, order_id: &str, item_id: &str) -> FollowUp {
     FollowUp {
-        kiosk_id: kiosk_id.to_owned(),
+        target: CommandTarget::Kiosk(kiosk_id.to_owned()),
         key: format!("release:{order_id}:{item_id}"),
         command: gateway::CommandPayload {
             kind: Some(gateway::command_payload::Kind::Release(
@@ -179,7 +214,7 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
                         )),
                     };
                     let mut follow_ups = vec![FollowUp {
-                        kiosk_id: record.kiosk_id.clone(),
+                        target: CommandTarget::Kiosk(record.kiosk_id.clone()),
                         key: format!("inventory-after:{}", record.command_id),
                         command: ask,
                         within: INVENTORY_AFTER_FAILURE,
@@ -217,6 +252,7 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
                         kiosk_id: record.kiosk_id.clone(),
                         item,
                         ready: ready_reason(&record.kiosk_id, done),
+                        then: crate::write_protect::after_provisioned,
                     }
                 }
                 (gateway::CommandState::Failed, failure) => {
@@ -249,6 +285,10 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
             CommandEffect::Wiped {
                 item_id: release.item_id.clone(),
             }
+        }
+        gateway::command_payload::Kind::SetWriteProtect(command) => {
+            crate::write_protect::effect_of(record, command)
+                .map_or(CommandEffect::Nothing, CommandEffect::WriteProtect)
         }
         _ => CommandEffect::Nothing,
     }
@@ -384,7 +424,7 @@ mod tests {
         );
         assert_eq!(not_ready_item.as_deref(), Some("D1"));
         assert_eq!(follow_up.key, "inventory-after:c1");
-        assert_eq!(follow_up.kiosk_id, "K-1");
+        assert_eq!(follow_up.target, CommandTarget::Kiosk("K-1".into()));
     }
 
     #[test]

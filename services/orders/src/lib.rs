@@ -6,15 +6,16 @@
 //! the gateway, the kiosk's result and returns from the gateway's event log, refunds and fees,
 //! the auditor. Seed flow 2: FindKiosks, CreateReservation (hold a drive that can take the
 //! package, charge, book with the provision), the provision's result, its progress in
-//! WatchOrder, cancel, no-show expiry, pickup. SetWriteProtect answers UNIMPLEMENTED until
-//! its part of issue 11.
+//! WatchOrder, cancel, no-show expiry, pickup, and SetWriteProtect (the kiosk before pickup,
+//! the drive's own remote link while lent).
 //!
 //! - [`api`]: the gRPC surface; [`convert`]: checking input at the edge into [`ids`];
 //!   [`error`]: the flows' errors, mapped to gRPC codes in one place.
 //! - [`flows`]: what the flows share; one module per flow: [`scan`], [`deposits`],
 //!   [`rentals`], [`reservations`], [`watch`], [`fleet`], [`lending`], [`nearby`]
-//!   (FindKiosks); [`checkout`]: the steps every paid order runs (price, hold, charge, book);
-//!   [`prices`]: what a type costs at a site, for offers and availability alike.
+//!   (FindKiosks), [`write_protect`] (SetWriteProtect); [`checkout`]: the steps every paid
+//!   order runs (price, hold, charge, book); [`prices`]: what a type costs at a site, for
+//!   offers and availability alike.
 //! - [`settle`]: the worker that finishes what requests started (outbox, refunds, fees,
 //!   deadlines, unknown payments).
 //! - [`events`]: following the gateway's event log; [`gateway_client`]: commands;
@@ -52,6 +53,7 @@ pub mod sealing;
 pub mod settle;
 pub mod store;
 pub mod watch;
+pub mod write_protect;
 
 use std::time::Duration;
 

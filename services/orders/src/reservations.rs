@@ -394,7 +394,11 @@ impl Flows {
     }
 
     /// The caller's order; NOT_FOUND for an unknown order and another user's alike.
-    async fn own_order(&self, user: &UserId, id: &OrderId) -> Result<order::Model, OrdersError> {
+    pub(crate) async fn own_order(
+        &self,
+        user: &UserId,
+        id: &OrderId,
+    ) -> Result<order::Model, OrdersError> {
         self.store
             .order(&id.to_string())
             .await?

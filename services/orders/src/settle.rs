@@ -138,7 +138,7 @@ impl Worker {
                 payload: Some(payload),
                 idempotency_key: row.idempotency_key.clone(),
                 deadline: Some(timestamp(row.deadline)),
-                drive_id: String::new(),
+                drive_id: row.drive_id.clone(),
             };
             match self.gateway.send(request).await {
                 Ok(record) => {
@@ -149,11 +149,14 @@ impl Worker {
                 Err(status) if status.code() == tonic::Code::InvalidArgument => {
                     // A deadline already past, or a payload the gateway refuses: it will never
                     // be sent. The order's own deadline fails it.
-                    tracing::error!(outbox_id = row.outbox_id, kiosk_id = %row.kiosk_id, error = %status.message(), "gateway refused a command; dropping it");
+                    tracing::error!(outbox_id = row.outbox_id, kiosk_id = %row.kiosk_id, drive_id = %row.drive_id, error = %status.message(), "gateway refused a command; dropping it");
                     store.command_sent(&row, "", self.now()).await?;
+                    if let Some(outcome) = crate::write_protect::never_sent(&row) {
+                        store.apply_write_protect(&outcome, self.now()).await?;
+                    }
                 }
                 Err(status) => {
-                    tracing::warn!(kiosk_id = %row.kiosk_id, code = ?status.code(), error = %status.message(), "gateway unreachable; command stays queued");
+                    tracing::warn!(kiosk_id = %row.kiosk_id, drive_id = %row.drive_id, code = ?status.code(), error = %status.message(), "gateway unreachable; command stays queued");
                     return Ok(());
                 }
             }

@@ -73,6 +73,12 @@ pub struct Model {
     pub pickup_deadline: Option<DateTimeUtc>,
     /// Title of the content chosen, for display; empty when none.
     pub content_title: String,
+    /// True when the drive lent or pinned has its own remote link (as the kiosk reported it),
+    /// so its write protection can be changed while it is lent.
+    pub remote_link: bool,
+    /// The write protection the user asked (SetWriteProtect) and the drive has not confirmed
+    /// yet; `None` when nothing is on its way.
+    pub write_protect_wanted: Option<bool>,
 }
 
 /// No relations are navigated through sea-orm.

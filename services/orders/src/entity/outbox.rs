@@ -1,4 +1,4 @@
-//! `outbox`: A kiosk command decided in a transaction and not yet handed to the gateway.
+//! `outbox`: A kiosk's (or a drive's) command decided in a transaction and not yet handed to the gateway.
 
 use sea_orm::entity::prelude::*;
 
@@ -9,8 +9,10 @@ pub struct Model {
     /// Order of writing.
     #[sea_orm(primary_key, auto_increment = true)]
     pub outbox_id: i64,
-    /// The kiosk.
+    /// The kiosk; empty for a command to a drive's own link (`drive_id`).
     pub kiosk_id: String,
+    /// The drive whose own remote link the command goes over; empty for a kiosk's command.
+    pub drive_id: String,
     /// The key it is sent with (the gateway keeps it once).
     pub idempotency_key: String,
     /// The order it serves; empty if none.

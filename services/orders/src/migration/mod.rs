@@ -8,6 +8,7 @@ mod m20261123_000003_rentals;
 mod m20261129_000004_parked_events;
 mod m20261201_000005_kiosks_by_location;
 mod m20261201_000006_reservations;
+mod m20261202_000007_write_protect;
 
 /// Applies the orders service's migrations.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_parked_events::Migration),
             Box::new(m20261201_000005_kiosks_by_location::Migration),
             Box::new(m20261201_000006_reservations::Migration),
+            Box::new(m20261202_000007_write_protect::Migration),
         ]
     }
 }

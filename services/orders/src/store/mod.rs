@@ -8,6 +8,7 @@
 //! - [`money`]: the ledger, payment attempts, deposits.
 //! - [`orders`]: orders, their change history, the outbox, and what kiosk events do to them.
 //! - [`reservations`]: a reservation's ends before pickup (cancel, no-show) and its pickup.
+//! - [`write_protect`]: write protection a user asked, and the drive's answer.
 //! - [`parked`]: events a consumer could not apply, set aside for operators.
 //! - [`audit`]: the auditor's checks.
 
@@ -20,6 +21,7 @@ pub mod parked;
 pub mod reservations;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod write_protect;
 
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -195,9 +197,17 @@ impl Store {
         let mut touched = None;
         if kiosk.is_empty() {
             // An event of a drive's own remote link (Event.drive_id), not of a kiosk: it has no
-            // place in the kiosk view or the units. A drive's command results are not acted on
-            // here yet (SetWriteProtect over the drive's link belongs to the reservations
-            // issue); such events only move the cursor.
+            // place in the kiosk view or the units. Only its commands' results move orders (a
+            // SetWriteProtect the drive confirmed on the road); anything else only moves the
+            // cursor.
+            if let Some(gateway::event::Kind::CommandStateChanged(changed)) = &event.kind
+                && let Some(record) = &changed.command
+                && record.requested_by == format!("service:{}", crate::SERVICE)
+            {
+                return self
+                    .apply_command(txn, crate::lending::effect_of(record), at)
+                    .await;
+            }
             return Ok(None);
         }
         match &event.kind {

@@ -25,7 +25,7 @@ use crate::domain::order::{OrderEvent, OrderKind, OrderState, transition};
 use crate::domain::payment_attempt::{AttemptEvent, AttemptState};
 use crate::domain::reservable::DriveAsk;
 use crate::entity::{account, deposit, offer, order, order_change, outbox, payment_attempt};
-use crate::lending::{CommandEffect, FollowUp};
+use crate::lending::{CommandEffect, CommandTarget, FollowUp};
 
 /// The order's kind and state, parsed.
 pub fn kind_and_state(row: &order::Model) -> Result<(OrderKind, OrderState), StoreError> {
@@ -306,10 +306,11 @@ async fn claim_slot<C: ConnectionTrait>(
     Ok((claimed.rows_affected != 1).then(|| Opening::ItemOut(String::new())))
 }
 
-/// Writes a kiosk command to the outbox, to be handed to the gateway after commit.
+/// Writes a command for a kiosk (or a drive's own link) to the outbox, to be handed to the
+/// gateway after commit.
 pub(crate) async fn enqueue<C: ConnectionTrait>(
     db: &C,
-    kiosk_id: &str,
+    target: &CommandTarget,
     idempotency_key: &str,
     order_id: &str,
     payload: &gateway::CommandPayload,
@@ -317,7 +318,8 @@ pub(crate) async fn enqueue<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     outbox::ActiveModel {
-        kiosk_id: sea_orm::Set(kiosk_id.to_owned()),
+        kiosk_id: sea_orm::Set(target.kiosk_id().to_owned()),
+        drive_id: sea_orm::Set(target.drive_id().to_owned()),
         idempotency_key: sea_orm::Set(idempotency_key.to_owned()),
         order_id: sea_orm::Set(order_id.to_owned()),
         payload: sea_orm::Set(payload.encode_to_vec()),
@@ -669,7 +671,7 @@ impl Store {
         let order = save(&txn, paid.order, &paid.reason, now).await?;
         enqueue(
             &txn,
-            &order.kiosk_id,
+            &CommandTarget::Kiosk(order.kiosk_id.clone()),
             &paid.command_key,
             &order.order_id,
             &paid.command,
@@ -1111,7 +1113,20 @@ impl Store {
                 item,
                 ready,
                 release,
-            } => provisioned_in(db, &order_id, &kiosk_id, &item, &ready, release, at).await,
+                then,
+            } => {
+                let provisioned = Provisioned {
+                    order_id: &order_id,
+                    kiosk_id: &kiosk_id,
+                    item: &item,
+                    ready: &ready,
+                    then,
+                };
+                provisioned_in(db, &provisioned, release, at).await
+            }
+            CommandEffect::WriteProtect(outcome) => {
+                super::write_protect::outcome_in(db, &outcome, at).await
+            }
             CommandEffect::ProvisionFailed { order_id, reason } => {
                 Ok(fail_provision_in(db, &order_id, &reason, at)
                     .await?
@@ -1144,7 +1159,7 @@ impl Store {
             };
             enqueue(
                 db,
-                kiosk_id,
+                &CommandTarget::Kiosk(kiosk_id.to_owned()),
                 &format!("wipe:{}:{cursor}", item.item_id),
                 "",
                 &payload,
@@ -1183,18 +1198,19 @@ impl Store {
     }
 }
 
-/// Queues each follow-up command in the outbox, from `at`.
-pub(super) async fn ask_kiosk<C: ConnectionTrait>(
+/// Queues each follow-up command in the outbox, from `at`, for `order_id` (empty: none).
+pub(super) async fn ask_for<C: ConnectionTrait>(
     db: &C,
+    order_id: &str,
     follow_ups: &[FollowUp],
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     for follow_up in follow_ups {
         enqueue(
             db,
-            &follow_up.kiosk_id,
+            &follow_up.target,
             &follow_up.key,
-            "",
+            order_id,
             &follow_up.command,
             later(at, follow_up.within)?,
             at,
@@ -1202,6 +1218,15 @@ pub(super) async fn ask_kiosk<C: ConnectionTrait>(
         .await?;
     }
     Ok(())
+}
+
+/// Queues each follow-up command in the outbox, from `at`, for no order.
+pub(super) async fn ask_kiosk<C: ConnectionTrait>(
+    db: &C,
+    follow_ups: &[FollowUp],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    ask_for(db, "", follow_ups, at).await
 }
 
 /// What every end of a reservation before pickup does beside its step: the command it waited
@@ -1256,13 +1281,17 @@ pub(super) async fn fail_provision_in<C: ConnectionTrait>(
 /// instead, unless it is the order's own already (a result applied twice).
 async fn provisioned_in<C: ConnectionTrait>(
     db: &C,
-    order_id: &str,
-    kiosk_id: &str,
-    item: &sneakernet_proto::common::v1::Item,
-    ready: &str,
+    provisioned: &Provisioned<'_>,
     release: FollowUp,
     at: DateTime<Utc>,
 ) -> Result<Option<String>, StoreError> {
+    let Provisioned {
+        order_id,
+        kiosk_id,
+        item,
+        ready,
+        then,
+    } = *provisioned;
     let Some(mut current) = lock_order(db, order_id).await? else {
         tracing::warn!(order_id, item_id = %item.item_id, "provision result for an unknown order; releasing the drive");
         ask_kiosk(db, &[release], at).await?;
@@ -1294,18 +1323,41 @@ async fn provisioned_in<C: ConnectionTrait>(
     let pickup = crate::lending::pickup_deadline(&pricing, at)
         .ok_or_else(|| StoreError::Corrupt(format!("order {order_id}: pickup deadline")))?;
     let item_id = item.item_id.clone();
-    step(db, current, OrderEvent::Provisioned, ready, at, |o| {
+    let drive = drive_facts(Some(item));
+    let ready_order = step(db, current, OrderEvent::Provisioned, ready, at, |o| {
         o.item_id = item_id;
         o.pickup_deadline = Some(pickup);
         o.deadline = pickup;
-        o.write_protected = matches!(
-            item.attributes.as_ref().and_then(|a| a.kind.as_ref()),
-            Some(sneakernet_proto::common::v1::item_attributes::Kind::Drive(d)) if d.write_protected
-        );
+        o.write_protected = drive.is_some_and(|d| d.write_protected);
+        o.remote_link = drive.is_some_and(|d| d.remote_link);
     })
     .await?;
     fleet::pin_hold(db, kiosk_id, item, order_id).await?;
+    // The write protection its user asked while the drive was being prepared.
+    if let Some(follow_up) = then(&ready_order) {
+        ask_for(db, order_id, &[follow_up], at).await?;
+    }
     Ok(Some(order_id.to_owned()))
+}
+
+/// A provision's result, as [`CommandEffect::Provisioned`] carries it.
+#[derive(Clone, Copy)]
+struct Provisioned<'a> {
+    order_id: &'a str,
+    kiosk_id: &'a str,
+    item: &'a sneakernet_proto::common::v1::Item,
+    ready: &'a str,
+    then: fn(&order::Model) -> Option<FollowUp>,
+}
+
+/// A drive's facts as a kiosk reported them; `None` for anything else.
+fn drive_facts(
+    item: Option<&sneakernet_proto::common::v1::Item>,
+) -> Option<&sneakernet_proto::common::v1::DriveAttributes> {
+    match item?.attributes.as_ref()?.kind.as_ref()? {
+        sneakernet_proto::common::v1::item_attributes::Kind::Drive(drive) => Some(drive),
+        _ => None,
+    }
 }
 
 /// A time a kiosk reported, believed only within `[earliest, latest]` (times the servers
@@ -1453,18 +1505,16 @@ async fn lent_in<C: ConnectionTrait>(
     .await?;
     let reason = texts.take_item;
     let item_id = lent.item_id.clone();
-    let write_protected = lent
-        .item
-        .as_ref()
-        .and_then(|i| i.attributes.as_ref())
-        .and_then(|a| a.kind.as_ref())
-        .is_some_and(|k| matches!(k, sneakernet_proto::common::v1::item_attributes::Kind::Drive(d) if d.write_protected));
+    // What the drive is now (its write protection, whether it has its own remote link), as
+    // the kiosk reported it when it left.
+    let drive = drive_facts(lent.item.as_ref());
     let lent_order = step(db, current, OrderEvent::Lent, reason, at, |o| {
         o.item_id = item_id;
         o.lent_at = Some(lent_at);
         o.due_at = Some(due);
         o.deadline = due;
-        o.write_protected = write_protected;
+        o.write_protected = drive.is_some_and(|d| d.write_protected);
+        o.remote_link = drive.is_some_and(|d| d.remote_link);
     })
     .await?;
     fleet::release_hold(db, order_id).await?;

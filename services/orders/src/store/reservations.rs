@@ -16,7 +16,7 @@ use crate::domain::ledger::Posting;
 use crate::domain::money::Money;
 use crate::domain::order::{OrderEvent, OrderKind, OrderState};
 use crate::entity::order;
-use crate::lending::FollowUp;
+use crate::lending::{CommandTarget, FollowUp};
 
 /// A pickup, as the flow decided it.
 #[derive(Clone, Debug)]
@@ -234,7 +234,7 @@ impl Store {
         .await?;
         enqueue(
             &txn,
-            &kiosk_id,
+            &CommandTarget::Kiosk(kiosk_id),
             &pickup.command_key,
             order_id,
             &pickup.command,

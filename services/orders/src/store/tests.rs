@@ -15,6 +15,7 @@ use super::money::DepositCharge;
 use super::orders::{Opening, OrderOpening, PaidOrder};
 use crate::domain::money::{Currency, Money};
 use crate::entity::{kiosk_item, order};
+use crate::lending::{CommandTarget, FollowUp};
 
 const CONSUMER: &str = "test";
 
@@ -664,4 +665,137 @@ async fn blocked_by(db: &sea_orm::DatabaseConnection, holder: i32) -> i64 {
     .unwrap()
     .unwrap()
     .n
+}
+
+#[tokio::test]
+async fn a_drives_own_link_confirms_a_write_protect_change_on_its_order_and_makes_no_kiosk() {
+    let mut world = World::new().await;
+    world.inventory("K1", &["D1"]).await;
+    let x = world.rent(&user(1), "K1").await;
+    world.lent("K1", &x.order_id, "D1").await;
+    let lent = world.order(&x.order_id).await;
+    assert!(lent.write_protected, "lent as the kiosk reported it");
+    let key = format!("write-protect:{}:{}", x.order_id, lent.version);
+    let off = FollowUp {
+        target: CommandTarget::Drive("D1".into()),
+        key: key.clone(),
+        command: gateway::CommandPayload {
+            kind: Some(gateway::command_payload::Kind::SetWriteProtect(
+                gateway::SetWriteProtectCommand {
+                    item_id: "D1".into(),
+                    on: false,
+                },
+            )),
+        },
+        within: chrono::Duration::days(1),
+    };
+    let wanting = world
+        .store
+        .want_write_protect(
+            &x.order_id,
+            lent.version,
+            false,
+            "off",
+            Some(&off),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wanting.write_protect_wanted, Some(false));
+    assert!(wanting.write_protected, "not before the drive confirms");
+    let stale = world
+        .store
+        .want_write_protect(
+            &x.order_id,
+            lent.version,
+            false,
+            "off",
+            Some(&off),
+            Utc::now(),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(super::StoreError::Raced(_))),
+        "{stale:?}"
+    );
+    let queued = world.store.unsent_commands(10).await.unwrap();
+    let row = queued
+        .iter()
+        .find(|r| r.idempotency_key == key)
+        .expect("queued");
+    assert_eq!(
+        (
+            row.kiosk_id.as_str(),
+            row.drive_id.as_str(),
+            row.order_id.as_str()
+        ),
+        ("", "D1", x.order_id.as_str())
+    );
+
+    // The drive's confirmation is an event of its own link: no kiosk_id.
+    let record = gateway::CommandRecord {
+        command_id: "c-wp".into(),
+        kiosk_id: String::new(),
+        drive_id: "D1".into(),
+        payload: Some(off.command.clone()),
+        state: gateway::CommandState::Succeeded.into(),
+        result: Some(gateway::CommandResult {
+            command_id: "c-wp".into(),
+            outcome: Some(gateway::command_result::Outcome::SetWriteProtect(
+                gateway::SetWriteProtectResult {
+                    item_id: "D1".into(),
+                    write_protected: false,
+                },
+            )),
+            finished_at: None,
+        }),
+        requested_by: "service:orders".into(),
+        idempotency_key: key,
+        ..Default::default()
+    };
+    world.cursor += 1;
+    let event = gateway::Event {
+        cursor: world.cursor,
+        kiosk_id: String::new(),
+        occurred_at: Some(timestamp(Utc::now())),
+        kind: Some(gateway::event::Kind::CommandStateChanged(
+            gateway::CommandStateChanged {
+                command: Some(record),
+            },
+        )),
+        drive_id: "D1".into(),
+    };
+    let mut changes = world.store.order_changes();
+    assert!(
+        world
+            .store
+            .apply_kiosk_event(CONSUMER, &event)
+            .await
+            .unwrap()
+    );
+    let confirmed = world.order(&x.order_id).await;
+    assert!(!confirmed.write_protected);
+    assert_eq!(confirmed.write_protect_wanted, None);
+    assert!(
+        confirmed.version > wanting.version,
+        "a change row for WatchOrder"
+    );
+    assert!(
+        confirmed.state_reason.contains("off"),
+        "{}",
+        confirmed.state_reason
+    );
+    assert_eq!(
+        changes.try_recv().ok().as_deref(),
+        Some(x.order_id.as_str())
+    );
+    let kiosks: Vec<String> = world
+        .store
+        .kiosks("", 10, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kiosk_id)
+        .collect();
+    assert_eq!(kiosks, ["K1"]);
 }

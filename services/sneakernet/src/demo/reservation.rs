@@ -1,9 +1,11 @@
 //! Seed flow 2, the reservation: find kiosks near a point, reserve a content package at the
 //! nearest one that can take it and pay, follow the kiosk provisioning a drive, walk to the
 //! kiosk, scan it and collect the drive that was pinned for the order, toggle its write
-//! protection on the road, return it at another kiosk, follow the order until it closed.
+//! protection on the road (over the drive's own remote link when it has one; refused
+//! NO_REMOTE_LINK when not), return it at another kiosk, follow the order until it closed.
 
 use anyhow::{Context, bail};
+use sneakernet_kiosk_agent::bays::ItemFacts;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::order_service_client::OrderServiceClient;
@@ -151,6 +153,14 @@ pub(super) async fn tell(
         time(lent.due_at.as_ref())
     ));
     still_in(kiosk, &lent.item_id)?;
+    let has_link = matches!(
+        item.facts,
+        ItemFacts::Drive {
+            remote_link: true,
+            ..
+        }
+    );
+    let lent = toggle_write_protect(narrator, orders, user, &mut watch, &lent, has_link).await?;
 
     let there = fleet
         .kiosks
@@ -158,6 +168,64 @@ pub(super) async fn tell(
         .find(|k| k.site.kiosk_id != kiosk.site.kiosk_id)
         .context("the demo needs a second kiosk for the return")?;
     return_at(narrator, &mut watch, &item, &lent, there).await
+}
+
+/// On the road: the user turns the drive's write protection around (SetWriteProtect). A drive
+/// with a remote link module (standalone runs the module of every such drive) confirms over
+/// its own link, and the order shows it; a drive without one is refused NO_REMOTE_LINK, as
+/// the contract says. Returns the order as it is afterwards.
+async fn toggle_write_protect(
+    narrator: &mut Narrator,
+    orders: &mut OrderServiceClient<Channel>,
+    user: &str,
+    watch: &mut OrderWatch,
+    lent: &pb::Order,
+    has_link: bool,
+) -> anyhow::Result<pb::Order> {
+    let on = !lent.write_protected;
+    let setting = if on { "on" } else { "off" };
+    let asked = orders
+        .set_write_protect(authed(
+            pb::SetWriteProtectRequest {
+                order_id: lent.order_id.clone(),
+                on,
+            },
+            user,
+        )?)
+        .await;
+    match (asked, has_link) {
+        (Ok(answer), true) => {
+            let answer = answer.into_inner();
+            narrator.step(format!(
+                "On the road, turned write protection of drive {} {setting} (SetWriteProtect): {}",
+                lent.item_id,
+                if answer.applied {
+                    "the drive already had it."
+                } else {
+                    "sent over the drive's own remote link."
+                }
+            ));
+            let confirmed = watch.until_write_protected(narrator, on).await?;
+            narrator.detail(format!(
+                "the drive confirmed: write protection {setting} ({})",
+                confirmed.state_reason
+            ));
+            Ok(confirmed)
+        }
+        (Err(status), false) if status.code() == tonic::Code::FailedPrecondition => {
+            narrator.step(format!(
+                "On the road, asked to turn write protection of drive {} {setting} (SetWriteProtect): refused NO_REMOTE_LINK. {}",
+                lent.item_id,
+                status.message()
+            ));
+            Ok(lent.clone())
+        }
+        (Ok(_), false) => bail!(
+            "SetWriteProtect on drive {} without a remote link was accepted",
+            lent.item_id
+        ),
+        (Err(status), _) => bail!("set write protection: {}", client::describe(&status)),
+    }
 }
 
 /// At the kiosk: scan (the ready reservation shows in the offer) and collect it.

@@ -10,7 +10,8 @@ use super::describe::state_name;
 use super::{Narrator, ORDER_WAIT};
 use crate::client::{self, authed};
 
-/// One WatchOrder stream, read until the order reaches a wanted state.
+/// One WatchOrder stream, read until the order reaches a wanted state (or shows a wanted
+/// write protection).
 pub(super) struct OrderWatch {
     stream: tonic::Streaming<pb::WatchOrderResponse>,
     orders: OrderServiceClient<Channel>,
@@ -60,7 +61,38 @@ impl OrderWatch {
             self.order_id,
             state_name(wanted as i32)
         );
-        match tokio::time::timeout(ORDER_WAIT, self.follow(narrator, wanted, &what)).await {
+        self.until_with(narrator, &what, |change| change.state == wanted as i32)
+            .await
+    }
+
+    /// Prints every change until the order shows write protection `on` (its drive
+    /// confirmed); errors as [`OrderWatch::until`].
+    pub(super) async fn until_write_protected(
+        &mut self,
+        narrator: &Narrator,
+        on: bool,
+    ) -> anyhow::Result<pb::Order> {
+        let what = format!(
+            "order {} to show write protection {}",
+            self.order_id,
+            if on { "on" } else { "off" }
+        );
+        self.until_with(narrator, &what, |change| {
+            change
+                .order
+                .as_ref()
+                .is_some_and(|o| o.write_protected == on)
+        })
+        .await
+    }
+
+    async fn until_with(
+        &mut self,
+        narrator: &Narrator,
+        what: &str,
+        done: impl Fn(&pb::WatchOrderResponse) -> bool,
+    ) -> anyhow::Result<pb::Order> {
+        match tokio::time::timeout(ORDER_WAIT, self.follow(narrator, &done, what)).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 let now = match self.current().await {
@@ -82,7 +114,7 @@ impl OrderWatch {
     async fn follow(
         &mut self,
         narrator: &Narrator,
-        wanted: pb::OrderState,
+        done: &impl Fn(&pb::WatchOrderResponse) -> bool,
         what: &str,
     ) -> anyhow::Result<pb::Order> {
         loop {
@@ -92,6 +124,7 @@ impl OrderWatch {
                 .await
                 .map_err(|s| anyhow!("watch the order: {}", client::describe(&s)))?
                 .with_context(|| format!("the watch ended before {what}"))?;
+            let finished = done(&change);
             let order = change.order.context("a watch message carries no order")?;
             if let Some(progress) = &change.progress {
                 self.show(progress);
@@ -111,7 +144,7 @@ impl OrderWatch {
                     }
                 ));
             }
-            if change.state == wanted as i32 {
+            if finished {
                 return Ok(order);
             }
             if matches!(
