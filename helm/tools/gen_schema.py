@@ -128,6 +128,8 @@ CONFIG = obj(
                 "offline_after": DURATION,
                 "command_poll_interval": DURATION,
                 "expiry_sweep_interval": DURATION,
+                "liveness_flush_interval": DURATION,
+                "reconcile_interval": DURATION,
             }
         ),
     },

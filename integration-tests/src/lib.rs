@@ -328,6 +328,8 @@ pub fn fast_links(config: &mut Config) {
     config.gateway.offline_after = Duration::from_millis(1500);
     config.gateway.command_poll_interval = Duration::from_millis(100);
     config.gateway.expiry_sweep_interval = Duration::from_millis(100);
+    config.gateway.liveness_flush_interval = Duration::from_millis(300);
+    config.gateway.reconcile_interval = Duration::from_millis(300);
 }
 
 /// Creates an operator through the bootstrap path (written straight into the auth database
@@ -472,10 +474,57 @@ impl Child {
         listen: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let mut args = vec!["standalone", "--listen", listen, "--data-dir"];
+        let data_dir = config.data_dir.to_string_lossy();
+        args.push(&data_dir);
+        Self::spawn(binary, config, &args, env).await
+    }
+
+    /// `sneakernet standalone --without-kiosks` (no simulated fleet, no standalone accounts)
+    /// on a free port.
+    pub async fn standalone_without_kiosks(
+        binary: &Path,
+        config: &Config,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let data_dir = config.data_dir.to_string_lossy();
+        let args = [
+            "standalone",
+            "--without-kiosks",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+        ];
+        Self::spawn(binary, config, &args, env).await
+    }
+
+    /// `sneakernet serve --role <roles>` on a free port, with `config`'s data dir and
+    /// database, e.g. one more gateway replica (give it `SNEAKERNET_AUTH__URL`).
+    pub async fn serve(
+        binary: &Path,
+        config: &Config,
+        roles: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let data_dir = config.data_dir.to_string_lossy().into_owned();
+        let mut all = vec![
+            ("SNEAKERNET_LISTEN", "127.0.0.1:0"),
+            ("SNEAKERNET_DATA_DIR", data_dir.as_str()),
+        ];
+        all.extend_from_slice(env);
+        Self::spawn(binary, config, &["serve", "--role", roles], &all).await
+    }
+
+    async fn spawn(
+        binary: &Path,
+        config: &Config,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut command = tokio::process::Command::new(binary);
         command
-            .args(["standalone", "--listen", listen, "--data-dir"])
-            .arg(&config.data_dir)
+            .args(args)
             .env("SNEAKERNET_LOG__FILTER", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -12,6 +12,10 @@
 //!   test acts (sends SIGTERM, cuts a stream) while the operation is provably in flight.
 //! - `panic:<marker file>`: write the marker, then panic: the test sees how the task's
 //!   supervisor copes (`fail`'s count prefix, `1*return(panic:...)`, makes it happen once).
+//!
+//! An error point ([`injected_error`]) is the other kind: where a point is armed with
+//! `return(error)` (or `return(error:<what>)`), the operation there fails as if its storage
+//! had; `3*return(error)` fails the first three times only.
 
 use std::time::Duration;
 
@@ -36,6 +40,25 @@ pub async fn pause_point(name: &str) {
         panic!("failpoint {name} panicked on purpose");
     } else {
         tracing::error!(point = name, action = %action, "unknown failpoint action; ignored");
+    }
+}
+
+/// Reaches error point `name`: `Some(what)` when a test armed it to fail here (see the module
+/// docs), `None` otherwise (always, in production builds).
+pub fn injected_error(name: &str) -> Option<String> {
+    if !fail::has_failpoints() {
+        return None;
+    }
+    let Some(Some(action)) = fail::eval(name, |argument| argument) else {
+        return None;
+    };
+    match action.split_once(':') {
+        None if action == "error" => Some(format!("failpoint {name} failed on purpose")),
+        Some(("error", what)) => Some(format!("failpoint {name} failed on purpose: {what}")),
+        _ => {
+            tracing::error!(point = name, action = %action, "unknown error point action; ignored");
+            None
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! - [`api`]: the gRPC surface (KioskLinkService, DeviceCommandService, DeviceEventService).
 //! - [`session`]: one task per device link; [`registry`]: which links this process holds;
-//!   [`presence`]: which replica holds which link, and routing commands to it (Redis).
+//!   [`presence`]: which replica holds which link, and routing commands to it (Redis);
+//!   [`liveness`]: the online state kept true (leases renewed in batches, ghosts reconciled).
 //! - [`domain::command`]: the command life cycle; [`commands`]: one file per command kind.
 //! - [`subscribe`]: the resumable event stream.
 //! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
@@ -14,6 +15,7 @@ pub mod commands;
 pub mod domain;
 pub mod entity;
 pub mod error;
+pub mod liveness;
 pub mod migration;
 pub mod presence;
 pub mod registry;
@@ -78,6 +80,12 @@ impl ServiceRole for GatewayRole {
             services.task_health(),
             vec![<DeviceCommandServiceServer<GatewayApi> as tonic::server::NamedService>::NAME],
         );
+        liveness::spawn(
+            &api.link,
+            &services.task_health(),
+            <KioskLinkServiceServer<GatewayApi> as tonic::server::NamedService>::NAME,
+            <DeviceEventServiceServer<GatewayApi> as tonic::server::NamedService>::NAME,
+        );
         services
             .add(
                 KioskLinkServiceServer::new(api.clone())
@@ -122,6 +130,8 @@ pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
             offline_after: gateway.offline_after,
             poll_interval: gateway.command_poll_interval,
             hello_timeout: HELLO_TIMEOUT,
+            liveness_flush: gateway.liveness_flush_interval,
+            reconcile_every: gateway.reconcile_interval,
         },
         shutdown: ctx.shutdown.clone(),
     });

@@ -9,7 +9,8 @@
 //! Redis is an accelerator, never the truth: every Redis operation goes through one worker task
 //! fed by a bounded queue (dropped when full or when Redis is down), and each link also polls
 //! the command log at `gateway.command_poll_interval`, so with Redis gone commands still
-//! arrive, only later.
+//! arrive, only later. The reconcilers ([`crate::liveness`]) ask it whether a kiosk whose
+//! database lease lapsed still has a live presence key (its holder is alive, its flush late).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use sneakernet_runtime::Shutdown;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 
 use crate::registry::Registry;
@@ -44,6 +45,8 @@ enum Op {
     Hold(String),
     Release(String),
     Route(String),
+    /// Which of these kiosks some replica holds (a live presence key), in order.
+    Live(Vec<String>, oneshot::Sender<Vec<bool>>),
 }
 
 impl Presence {
@@ -117,6 +120,20 @@ impl Presence {
     /// This replica no longer holds the kiosk's link.
     pub fn release(&self, kiosk_id: &str) {
         self.enqueue(Op::Release(kiosk_id.to_owned()));
+    }
+
+    /// Which of `kiosks` some replica holds according to Redis (a live presence key), in
+    /// order; `None` when that cannot be told (no Redis configured, Redis down or slow, the
+    /// queue full): the caller then decides by the database's lease alone.
+    pub async fn live(&self, kiosks: &[String]) -> Option<Vec<bool>> {
+        let redis = self.redis.as_ref()?;
+        if kiosks.is_empty() {
+            return Some(Vec::new());
+        }
+        let (answer, answered) = oneshot::channel();
+        redis.try_send(Op::Live(kiosks.to_vec(), answer)).ok()?;
+        // The worker answers within its own Redis timeout, or drops the question.
+        answered.await.ok()
     }
 
     /// A command for the kiosk was logged: wake its link here, or tell the replica holding it.
@@ -193,6 +210,17 @@ async fn worker(
         let Some(redis) = connection.as_mut() else {
             continue;
         };
+        if let Op::Live(kiosks, answer) = op {
+            let keys: Vec<String> = kiosks.iter().map(|k| presence_key(k)).collect();
+            match redis.mget::<_, Vec<Option<String>>>(&keys).await {
+                Ok(holders) if holders.len() == keys.len() => {
+                    let _ = answer.send(holders.iter().map(Option::is_some).collect());
+                }
+                Ok(_) => tracing::warn!("redis answered a presence lookup with the wrong count"),
+                Err(error) => tracing::warn!(%error, "presence lookup failed"),
+            }
+            continue;
+        }
         let done: redis::RedisResult<()> = match &op {
             Op::Hold(kiosk) => redis.set_ex(presence_key(kiosk), &replica, ttl_secs).await,
             Op::Release(kiosk) => release
@@ -217,6 +245,7 @@ async fn worker(
                     _ => Ok(()),
                 }
             }
+            Op::Live(..) => Ok(()), // answered above
         };
         if let Err(error) = done {
             tracing::warn!(%error, ?op, "redis operation failed; relying on polling");

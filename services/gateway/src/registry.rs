@@ -15,7 +15,10 @@ pub struct SessionHandle {
     pub session_id: String,
     /// Wakes the session to look for undelivered commands.
     pub wake: Arc<Notify>,
-    /// Cancelled when a newer link of the same kiosk takes over.
+    /// Cancelled when the session is no longer its kiosk's online link: a newer link took
+    /// over (here, or on another replica: the liveness flush finds the kiosk's row naming
+    /// another session), or the kiosk was marked offline meanwhile. The session then tells
+    /// its kiosk to reconnect.
     pub replaced: CancellationToken,
 }
 
@@ -102,6 +105,25 @@ impl Registry {
         }
     }
 
+    /// Every link this process holds now: (device key, its session).
+    pub fn held(&self) -> Vec<(String, SessionHandle)> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(kiosk, handle)| (kiosk.clone(), handle.clone()))
+            .collect()
+    }
+
+    /// Whether this process holds the kiosk's link with session `session_id`.
+    pub fn holds(&self, kiosk_id: &str, session_id: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kiosk_id)
+            .is_some_and(|h| h.session_id == session_id)
+    }
+
     /// How many links this process holds.
     pub fn len(&self) -> usize {
         self.sessions
@@ -137,6 +159,12 @@ mod tests {
             "a replaced session removes nothing"
         );
         assert_eq!(registry.len(), 1);
+        assert!(registry.holds("K-1", "s2"));
+        assert!(
+            !registry.holds("K-1", "s1"),
+            "a replaced session is not held"
+        );
+        assert_eq!(registry.held().len(), 1);
         assert!(registry.wake("K-1"));
         assert!(registry.release("K-1", "s2"));
         assert!(!registry.wake("K-1"));

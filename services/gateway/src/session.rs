@@ -46,6 +46,19 @@ const OUTBOUND_CAPACITY: usize = 64;
 const DELIVERY_BATCH: u64 = 64;
 /// Without a wake-up, a link still looks for commands this often (see the poll arm).
 const SAFETY_POLL: Duration = Duration::from_secs(30);
+/// First wait before a failed offline write is tried again; it doubles up to
+/// [`OFFLINE_RETRY_MAX`].
+const OFFLINE_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// Longest wait between tries of a failed offline write.
+const OFFLINE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// A number in [0, 1), random enough to spread retries.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
 
 /// Link timing.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +71,10 @@ pub struct LinkTiming {
     pub poll_interval: Duration,
     /// How long a new link may take to say Hello.
     pub hello_timeout: Duration,
+    /// How often this replica renews the leases of the links it holds ([`crate::liveness`]).
+    pub liveness_flush: Duration,
+    /// How often this replica marks offline the kiosks whose lease lapsed.
+    pub reconcile_every: Duration,
 }
 
 /// What every session needs. Cheap to clone.
@@ -186,23 +203,56 @@ impl Session {
             tracing::info!(device = %kiosk, session_id = %session_id, "link replaced by a newer one");
             return;
         };
-        let now = self.link.clock.now();
-        let offline = pb::KioskOffline {
-            reason: reason.into(),
-            message: message.clone(),
-            last_seen_at: Some(timestamp(now)),
-        };
-        match self
-            .link
-            .store
-            .kiosk_offline(&kiosk, &session_id, offline, now)
-            .await
-        {
-            Ok(true) => {
-                tracing::info!(device = %kiosk, session_id = %session_id, reason = ?reason, %message, "device offline")
+        self.record_offline(reason, message).await;
+    }
+
+    /// Marks the kiosk offline with its event (unless a newer session took over), retrying a
+    /// failed write with backoff until it lands: a dropped offline write would leave the
+    /// kiosk shown online for good. Once the process shuts down, a failed write is left to
+    /// the reconcilers ([`crate::liveness`]): the lease of this link lapses with no holder.
+    async fn record_offline(&self, reason: pb::OfflineReason, message: String) {
+        let kiosk = &self.key;
+        let session_id = &self.handle.session_id;
+        let mut backoff = OFFLINE_RETRY_FIRST;
+        loop {
+            let now = self.link.clock.now();
+            let offline = pb::KioskOffline {
+                reason: reason.into(),
+                message: message.clone(),
+                last_seen_at: Some(timestamp(now)),
+            };
+            let written =
+                match sneakernet_runtime::failpoint::injected_error("gateway::offline::write") {
+                    Some(injected) => Err(GatewayError::Store(sea_orm::DbErr::Custom(injected))),
+                    None => {
+                        self.link
+                            .store
+                            .kiosk_offline(kiosk, session_id, offline, now)
+                            .await
+                    }
+                };
+            match written {
+                Ok(true) => {
+                    tracing::info!(device = %kiosk, session_id = %session_id, reason = ?reason, %message, "device offline");
+                    return;
+                }
+                Ok(false) => return,
+                Err(error) if self.link.shutdown.is_triggered() => {
+                    tracing::error!(device = %kiosk, %error, "cannot record device offline while shutting down; the reconcilers will");
+                    return;
+                }
+                Err(error) => {
+                    metrics::counter!("gateway_offline_write_failures_total").increment(1);
+                    tracing::warn!(device = %kiosk, %error, retry_in = ?backoff, "cannot record device offline; retrying");
+                }
             }
-            Ok(false) => {}
-            Err(error) => tracing::error!(device = %kiosk, %error, "cannot record device offline"),
+            // Jittered, so a mass disconnect's failed writes do not come back all at once.
+            let jittered = backoff.mul_f64(0.5 + jitter() / 2.0);
+            tokio::select! {
+                () = self.link.shutdown.triggered() => {}
+                () = tokio::time::sleep(jittered) => {}
+            }
+            backoff = (backoff * 2).min(OFFLINE_RETRY_MAX);
         }
     }
 
@@ -282,16 +332,7 @@ impl Session {
                         Ok(())
                     }
                 }
-                _ = heartbeat.tick() => match self.heartbeat().await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
-                        // The kiosk's row names another session: a newer link on another
-                        // replica took over while this one was half-open.
-                        self.reconnect(pb::ReconnectReason::Replaced, "a newer link of this kiosk replaced this one");
-                        return Ended::Replaced;
-                    }
-                    Err(stop) => Err(stop),
-                },
+                _ = heartbeat.tick() => self.heartbeat(),
             };
             match outcome {
                 Ok(()) => {}
@@ -333,24 +374,15 @@ impl Session {
         }));
     }
 
-    /// Sends a heartbeat and notes the kiosk as seen; `Ok(false)` when the kiosk's current
-    /// session is no longer this one.
-    async fn heartbeat(&mut self) -> Result<bool, Stop> {
+    /// Sends a heartbeat and refreshes the kiosk's presence in Redis. The database hears of
+    /// the link only in the liveness flush ([`crate::liveness`]), not once per heartbeat.
+    fn heartbeat(&mut self) -> Result<(), Stop> {
         let now = self.link.clock.now();
         self.send(Down::Heartbeat(pb::Heartbeat {
             sent_at: Some(timestamp(now)),
         }))?;
-        let current = self
-            .link
-            .store
-            .touch_kiosk(&self.key, &self.handle.session_id, now)
-            .await
-            .map_err(Stop::Unavailable)?;
-        if current {
-            // Only the kiosk's current session refreshes its presence.
-            self.link.presence.hold(&self.key);
-        }
-        Ok(current)
+        self.link.presence.hold(&self.key);
+        Ok(())
     }
 
     /// Puts every undelivered command on the link, oldest first, a batch at a time. Waits for
@@ -433,7 +465,11 @@ impl Session {
             return self.refuse(&message, &refusal).await;
         }
         match &message.body {
-            None | Some(Up::Heartbeat(_)) => Ok(()),
+            None => Ok(()),
+            Some(Up::Heartbeat(_)) => {
+                metrics::counter!("gateway_heartbeats_received_total").increment(1);
+                Ok(())
+            }
             Some(Up::Hello(_)) => {
                 tracing::warn!(device = %self.device, "second Hello on one link ignored");
                 Ok(())

@@ -529,16 +529,44 @@ impl Store {
         offline: pb::KioskOffline,
         now: DateTime<Utc>,
     ) -> Result<bool, GatewayError> {
+        self.mark_offline(kiosk_id, session_id, None, offline, now)
+            .await
+    }
+
+    /// The lease of the kiosk's link `session_id` lapsed: marks it offline with its
+    /// KioskOffline event, only if it is still online with that session and was last seen
+    /// before `seen_before` (a holder that renewed the lease meanwhile keeps it). Returns
+    /// whether the kiosk went offline.
+    pub async fn lapse_kiosk(
+        &self,
+        kiosk_id: &str,
+        session_id: &str,
+        seen_before: DateTime<Utc>,
+        offline: pb::KioskOffline,
+        now: DateTime<Utc>,
+    ) -> Result<bool, GatewayError> {
+        self.mark_offline(kiosk_id, session_id, Some(seen_before), offline, now)
+            .await
+    }
+
+    async fn mark_offline(
+        &self,
+        kiosk_id: &str,
+        session_id: &str,
+        seen_before: Option<DateTime<Utc>>,
+        offline: pb::KioskOffline,
+        now: DateTime<Utc>,
+    ) -> Result<bool, GatewayError> {
         let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
-        let went = kiosk::Entity::update_many()
+        let mut update = kiosk::Entity::update_many()
             .col_expr(kiosk::Column::Online, Expr::value(false))
             .filter(kiosk::Column::KioskId.eq(kiosk_id))
             .filter(kiosk::Column::SessionId.eq(session_id))
-            .filter(kiosk::Column::Online.eq(true))
-            .exec(&txn)
-            .await?
-            .rows_affected
-            == 1;
+            .filter(kiosk::Column::Online.eq(true));
+        if let Some(before) = seen_before {
+            update = update.filter(kiosk::Column::LastSeenAt.lt(before));
+        }
+        let went = update.exec(&txn).await?.rows_affected == 1;
         let cursor = if went {
             Some(append_event(&txn, kiosk_id, now, pb::event::Kind::KioskOffline(offline)).await?)
         } else {
@@ -549,22 +577,56 @@ impl Store {
         Ok(went)
     }
 
-    /// Notes that a kiosk was heard from (heartbeats), without an event. `Ok(false)` when the
-    /// kiosk's current session is another one (this session was replaced).
-    pub async fn touch_kiosk(
+    /// Renews the lease of the links one replica holds, `(kiosk, session)` pairs, in one
+    /// statement: `last_seen_at = now` where the kiosk is online with that session. Returns
+    /// the kiosks renewed; a pair not among them is no longer its kiosk's online link.
+    /// Session ids are unique, so matching kiosk and session each against its list is
+    /// matching the pairs.
+    pub async fn renew_leases(
         &self,
-        kiosk_id: &str,
-        session_id: &str,
+        held: &[(&str, &str)],
         now: DateTime<Utc>,
-    ) -> Result<bool, GatewayError> {
-        let touched = kiosk::Entity::update_many()
-            .col_expr(kiosk::Column::LastSeenAt, Expr::value(now))
-            .filter(kiosk::Column::KioskId.eq(kiosk_id))
-            .filter(kiosk::Column::SessionId.eq(session_id))
-            .exec(&self.db)
-            .await?
-            .rows_affected;
-        Ok(touched == 1)
+    ) -> Result<std::collections::HashSet<String>, GatewayError> {
+        if held.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let statement = sea_orm::sea_query::Query::update()
+            .table(kiosk::Entity)
+            .value(kiosk::Column::LastSeenAt, now)
+            .and_where(kiosk::Column::Online.eq(true))
+            .and_where(kiosk::Column::KioskId.is_in(held.iter().map(|(kiosk, _)| *kiosk)))
+            .and_where(kiosk::Column::SessionId.is_in(held.iter().map(|(_, session)| *session)))
+            .returning_col(kiosk::Column::KioskId)
+            .to_owned();
+        let rows = self.db.query_all(&statement).await?;
+        rows.iter()
+            .map(|row| row.try_get::<String>("", "kiosk_id").map_err(Into::into))
+            .collect()
+    }
+
+    /// Up to `limit` kiosks shown online, with an id above `after`, whose lease lapsed (last
+    /// seen before `seen_before`), by id: (kiosk, session, last seen).
+    pub async fn lapsed_kiosks(
+        &self,
+        seen_before: DateTime<Utc>,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<(String, String, DateTime<Utc>)>, GatewayError> {
+        Ok(kiosk::Entity::find()
+            .select_only()
+            .columns([
+                kiosk::Column::KioskId,
+                kiosk::Column::SessionId,
+                kiosk::Column::LastSeenAt,
+            ])
+            .filter(kiosk::Column::Online.eq(true))
+            .filter(kiosk::Column::LastSeenAt.lt(seen_before))
+            .filter(kiosk::Column::KioskId.gt(after))
+            .order_by_asc(kiosk::Column::KioskId)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
     }
 
     /// Up to `limit` events after `cursor`, in cursor order.

@@ -300,6 +300,16 @@ pub struct GatewayConfig {
     /// How often commands past their deadline are expired.
     #[serde(with = "humantime_serde")]
     pub expiry_sweep_interval: Duration,
+    /// How often a replica writes, in one batch, that the links it holds are alive (their
+    /// kiosks' `last_seen_at`, the lease other replicas read). Heartbeats are noted in memory
+    /// only, so database writes per second do not grow with the number of links.
+    #[serde(with = "humantime_serde")]
+    pub liveness_flush_interval: Duration,
+    /// How often each replica looks for kiosks shown online whose lease lapsed (last seen
+    /// longer ago than `offline_after` + 2 × `liveness_flush_interval`, no live presence in
+    /// Redis, not held here) and marks them offline with their event; also once at startup.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -309,6 +319,8 @@ impl Default for GatewayConfig {
             offline_after: Duration::from_secs(45),
             command_poll_interval: Duration::from_secs(2),
             expiry_sweep_interval: Duration::from_secs(1),
+            liveness_flush_interval: Duration::from_secs(15),
+            reconcile_interval: Duration::from_secs(15),
         }
     }
 }
@@ -603,6 +615,20 @@ impl Config {
                 self.gateway.expiry_sweep_interval,
                 Duration::from_millis(10),
                 Duration::from_secs(600),
+            ),
+            (
+                "gateway.liveness_flush_interval",
+                "SNEAKERNET_GATEWAY__LIVENESS_FLUSH_INTERVAL",
+                self.gateway.liveness_flush_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(600),
+            ),
+            (
+                "gateway.reconcile_interval",
+                "SNEAKERNET_GATEWAY__RECONCILE_INTERVAL",
+                self.gateway.reconcile_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(3600),
             ),
             (
                 "orders.offer_ttl",
