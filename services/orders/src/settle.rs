@@ -25,7 +25,7 @@ use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderKind, OrderState};
 use crate::flows::Flows;
 use crate::gateway_client::GatewayClient;
-use crate::payments::{ChargeRequest, PaymentError, RefundRequest};
+use crate::payments::{ChargeRequest, PaymentError, ProviderKey, RefundRequest};
 use crate::store::StoreError;
 use crate::store::money::Movement;
 use crate::store::reservations::NoShow;
@@ -314,7 +314,7 @@ impl Worker {
             .flows
             .provider
             .refund(RefundRequest {
-                idempotency_key: key.to_owned(),
+                idempotency_key: ProviderKey::derive(key),
                 charge_id: charge_id.to_owned(),
                 amount,
             })
@@ -351,7 +351,7 @@ impl Worker {
             .flows
             .provider
             .charge(ChargeRequest {
-                idempotency_key: key.to_owned(),
+                idempotency_key: ProviderKey::derive(key),
                 card_token: card.to_owned(),
                 amount,
             })
@@ -478,7 +478,8 @@ impl Worker {
         for attempt in attempts {
             // Looked up, never charged again: asking to charge would make a charge that never
             // arrived the first time.
-            match self.flows.provider.find_charge(&attempt.payment_key).await {
+            let provider_key = ProviderKey::derive(&attempt.payment_key);
+            match self.flows.provider.find_charge(&provider_key).await {
                 Ok(Some(charge)) => {
                     let refund_key = format!("orphan-refund:{}", attempt.payment_key);
                     if self
@@ -536,7 +537,7 @@ mod tests {
         fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund> {
             self.0.refund(request)
         }
-        fn find_charge<'a>(&'a self, key: &'a str) -> PaymentFuture<'a, Option<Charge>> {
+        fn find_charge<'a>(&'a self, key: &'a ProviderKey) -> PaymentFuture<'a, Option<Charge>> {
             self.0.find_charge(key)
         }
     }
@@ -566,7 +567,7 @@ mod tests {
         let asked = flows
             .provider
             .charge(ChargeRequest {
-                idempotency_key: payment_key.clone(),
+                idempotency_key: ProviderKey::derive(&payment_key),
                 card_token: APPROVES.into(),
                 amount: eur(400),
             })

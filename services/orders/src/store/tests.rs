@@ -173,7 +173,7 @@ impl World {
         use crate::payments::PaymentProvider;
         let charge = crate::payments::sandbox::SandboxProvider::new(self.store.db.clone())
             .charge(crate::payments::ChargeRequest {
-                idempotency_key: payment_key.clone(),
+                idempotency_key: crate::payments::ProviderKey::derive(&payment_key),
                 card_token: crate::payments::sandbox::APPROVES.into(),
                 amount: eur(5000),
             })
