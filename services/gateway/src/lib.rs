@@ -14,6 +14,7 @@ pub mod commands;
 pub mod domain;
 pub mod entity;
 pub mod error;
+pub mod grants;
 pub mod migration;
 pub mod presence;
 pub mod registry;
