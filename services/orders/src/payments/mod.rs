@@ -15,6 +15,7 @@ pub mod sandbox;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::domain::money::Money;
 
@@ -152,9 +153,87 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     ) -> PaymentFuture<'a, Option<Charge>>;
 }
 
+/// A provider whose every call ends within a timeout (`orders.payment_timeout`): a call still
+/// running then is dropped and answered [`PaymentError::Timeout`], outcome unknown, so no
+/// request and no settling step waits on a processor longer than that.
+#[derive(Debug)]
+pub struct TimedProvider<P> {
+    inner: P,
+    timeout: Duration,
+}
+
+impl<P: PaymentProvider> TimedProvider<P> {
+    /// `inner`, each call cut at `timeout`.
+    pub fn new(inner: P, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+}
+
+async fn within<T>(timeout: Duration, call: PaymentFuture<'_, T>) -> Result<T, PaymentError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or(Err(PaymentError::Timeout))
+}
+
+impl<P: PaymentProvider> PaymentProvider for TimedProvider<P> {
+    fn charge(&self, request: ChargeRequest) -> PaymentFuture<'_, Charge> {
+        Box::pin(within(self.timeout, self.inner.charge(request)))
+    }
+
+    fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund> {
+        Box::pin(within(self.timeout, self.inner.refund(request)))
+    }
+
+    fn find_charge<'a>(
+        &'a self,
+        idempotency_key: &'a ProviderKey,
+    ) -> PaymentFuture<'a, Option<Charge>> {
+        Box::pin(within(
+            self.timeout,
+            self.inner.find_charge(idempotency_key),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A processor that never answers.
+    #[derive(Debug)]
+    struct Silent;
+
+    impl PaymentProvider for Silent {
+        fn charge(&self, _: ChargeRequest) -> PaymentFuture<'_, Charge> {
+            Box::pin(std::future::pending())
+        }
+        fn refund(&self, _: RefundRequest) -> PaymentFuture<'_, Refund> {
+            Box::pin(std::future::pending())
+        }
+        fn find_charge<'a>(&'a self, _: &'a ProviderKey) -> PaymentFuture<'a, Option<Charge>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_call_to_a_silent_provider_ends_as_a_timeout() {
+        let provider = TimedProvider::new(Silent, Duration::from_secs(20));
+        let eur = crate::domain::money::Currency::parse("EUR").unwrap();
+        let key = ProviderKey::derive("rental:u:k");
+        let charge = ChargeRequest {
+            idempotency_key: key.clone(),
+            card_token: "4242424242424242".into(),
+            amount: Money::new(500, eur),
+        };
+        assert_eq!(provider.charge(charge).await, Err(PaymentError::Timeout));
+        let refund = RefundRequest {
+            idempotency_key: key.clone(),
+            charge_id: "ch_1".into(),
+            amount: Money::new(500, eur),
+        };
+        assert_eq!(provider.refund(refund).await, Err(PaymentError::Timeout));
+        assert_eq!(provider.find_charge(&key).await, Err(PaymentError::Timeout));
+    }
 
     #[test]
     fn provider_keys_are_short_ascii_stable_and_distinct_for_the_longest_local_keys() {

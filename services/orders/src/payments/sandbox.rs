@@ -205,7 +205,13 @@ impl SandboxProvider {
 
 impl PaymentProvider for SandboxProvider {
     fn charge(&self, request: ChargeRequest) -> PaymentFuture<'_, Charge> {
-        Box::pin(self.do_charge(request))
+        Box::pin(async move {
+            let answer = self.do_charge(request).await;
+            // Tests hold the answer here (a processor that never answers): the charge is
+            // recorded, the caller has not heard of it.
+            sneakernet_runtime::failpoint::pause_point("orders::sandbox::charge::answer").await;
+            answer
+        })
     }
 
     fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund> {
