@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::commands;
 use crate::error::GatewayError;
+use crate::grants::{self, COMMANDERS};
 use crate::session::{self, LinkContext};
 use crate::store::{self, Logged, NewCommand};
 use crate::subscribe;
@@ -26,10 +27,6 @@ const MAX_DEADLINE_AHEAD: chrono::Duration = chrono::Duration::days(7);
 const SHORTCUT_DEADLINE: Duration = Duration::from_secs(5 * 60);
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
-
-/// Who may send commands and read events: operators, and the orders and content services
-/// (role SERVICE, from AuthService.ServiceLogin).
-const COMMANDERS: &[Role] = &[Role::Operator, Role::Service];
 
 /// The three gateway services. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -118,6 +115,9 @@ impl GatewayApi {
         key: &str,
         payload: pb::CommandPayload,
     ) -> Result<pb::CommandRecord, GatewayError> {
+        if let Some(kind) = payload.kind.as_ref() {
+            grants::may_send(caller, commands::kind_name(kind))?;
+        }
         let kiosk = kiosk_field("kiosk_id", kiosk)?;
         let kind = commands::validate(Some(&payload)).map_err(GatewayError::Invalid)?;
         let deadline = self.link.clock.now()
@@ -167,6 +167,9 @@ impl DeviceCommandService for GatewayApi {
     ) -> Result<Response<pb::SendCommandResponse>, Status> {
         let caller = request.caller()?.require(COMMANDERS)?.clone();
         let body = request.into_inner();
+        if let Some(kind) = body.payload.as_ref().and_then(|p| p.kind.as_ref()) {
+            grants::may_send(&caller, commands::kind_name(kind))?;
+        }
         let now = self.link.clock.now();
         let mut violations = Vec::new();
         let device = device_field(&body.kiosk_id, &body.drive_id)
@@ -209,7 +212,7 @@ impl DeviceCommandService for GatewayApi {
         &self,
         request: Request<pb::GetCommandRequest>,
     ) -> Result<Response<pb::GetCommandResponse>, Status> {
-        request.caller()?.require(COMMANDERS)?;
+        grants::may_read(request.caller()?.require(COMMANDERS)?)?;
         let body = request.into_inner();
         if body.command_id.is_empty() || body.command_id.len() > 64 {
             return Err(GatewayError::from(FieldViolation::new(
@@ -279,7 +282,7 @@ impl DeviceEventService for GatewayApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<BoxStream<pb::SubscribeResponse>>, Status> {
-        request.caller()?.require(COMMANDERS)?;
+        grants::may_read(request.caller()?.require(COMMANDERS)?)?;
         let filter = subscribe::Filter::try_from(request.get_ref())?;
         let stream =
             subscribe::start(self.link.clone(), request.into_inner().after_cursor, filter).await?;
@@ -290,7 +293,7 @@ impl DeviceEventService for GatewayApi {
         &self,
         request: Request<pb::ListRefusedMessagesRequest>,
     ) -> Result<Response<pb::ListRefusedMessagesResponse>, Status> {
-        request.caller()?.require(COMMANDERS)?;
+        grants::may_read(request.caller()?.require(COMMANDERS)?)?;
         let body = request.into_inner();
         let mut violations = Vec::new();
         let kiosk = if body.kiosk_id.is_empty() {

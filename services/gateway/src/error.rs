@@ -35,6 +35,9 @@ pub enum GatewayError {
     /// The database failed.
     #[error("database: {0}")]
     Store(#[from] sea_orm::DbErr),
+    /// The caller's role or service may not do this (see `grants`).
+    #[error("{0}")]
+    NotAllowed(String),
     /// A link did not open with Hello; says what came instead.
     #[error("the link's first message must be Hello; {0}")]
     NoHello(&'static str),
@@ -63,6 +66,7 @@ impl From<GatewayError> for ApiError {
                 ApiError::precondition("HELLO_FIRST", "link", error.to_string())
             }
             GatewayError::TokenExpired => ApiError::Unauthenticated(error.to_string()),
+            GatewayError::NotAllowed(why) => ApiError::PermissionDenied(why),
             GatewayError::Unavailable(_) => ApiError::Unavailable {
                 message: error.to_string(),
                 retry_after: None,

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod domain;
 pub mod entity;
 pub mod error;
+pub mod grants;
 pub mod liveness;
 pub mod migration;
 pub mod presence;

@@ -29,7 +29,7 @@ use crate::entity::order;
 use crate::error::OrdersError;
 use crate::flows::{Flows, declined, fingerprint, key_reused};
 use crate::ids::{IdempotencyKey, OfferId};
-use crate::payments::{Charge, ChargeRequest, PaymentError};
+use crate::payments::{Charge, ChargeRequest, PaymentError, ProviderKey};
 use crate::store::StoreError;
 use crate::store::money::Abandon;
 use crate::store::orders::{Opening, OrderOpening, PaidOrder, payment_key};
@@ -399,7 +399,7 @@ impl Flows {
     ) -> Result<Charge, OrdersError> {
         self.charge_or_give_up(
             ChargeRequest {
-                idempotency_key: held.payment_key.clone(),
+                idempotency_key: ProviderKey::derive(&held.payment_key),
                 card_token: card_token.to_owned(),
                 amount,
             },

@@ -9,7 +9,7 @@ use crate::entity::deposit;
 use crate::error::OrdersError;
 use crate::flows::{Flows, declined, fingerprint, violation};
 use crate::ids::IdempotencyKey;
-use crate::payments::ChargeRequest;
+use crate::payments::{ChargeRequest, ProviderKey};
 use crate::store::money::{DepositCharge, DepositStart, RefundStart};
 
 /// PayDeposit's input, checked at the edge.
@@ -86,7 +86,7 @@ impl Flows {
         let charge = self
             .charge_or_give_up(
                 ChargeRequest {
-                    idempotency_key: payment_key.clone(),
+                    idempotency_key: ProviderKey::derive(&payment_key),
                     card_token: card_token.clone(),
                     amount,
                 },

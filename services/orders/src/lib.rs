@@ -68,6 +68,7 @@ use tonic::transport::Endpoint;
 
 use crate::api::OrdersApi;
 use crate::flows::Flows;
+use crate::payments::TimedProvider;
 use crate::payments::sandbox::SandboxProvider;
 use crate::store::Store;
 
@@ -148,7 +149,10 @@ impl ServiceRole for OrdersRole {
         let sealing = sealing::SealingKey::load(&ctx.config).map_err(StartError::Config)?;
         let flows = Flows {
             store: store.clone(),
-            provider: std::sync::Arc::new(SandboxProvider::new(store.connection().clone())),
+            provider: std::sync::Arc::new(TimedProvider::new(
+                SandboxProvider::new(store.connection().clone()),
+                orders.payment_timeout,
+            )),
             clock: ctx.clock.clone(),
             sealing,
             deposit,
@@ -157,7 +161,8 @@ impl ServiceRole for OrdersRole {
             provision_deadline: orders.provision_deadline,
             wake: wake.clone(),
             content: content_client::ContentClient::new(&content, token.clone()),
-            gateway: gateway_client::GatewayClient::new(&gateway, token.clone()),
+            gateway: gateway_client::GatewayClient::new(&gateway, token.clone())
+                .with_timeout(orders.gateway_timeout),
         };
         let client = flows.gateway.clone();
         // Without these two tasks no order moves: while either is down, both services say

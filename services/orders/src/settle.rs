@@ -23,9 +23,10 @@ use sneakernet_runtime::wire::timestamp;
 use crate::convert;
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderKind, OrderState};
+use crate::domain::payment_attempt::AttemptState;
 use crate::flows::Flows;
 use crate::gateway_client::GatewayClient;
-use crate::payments::{ChargeRequest, PaymentError, RefundRequest};
+use crate::payments::{ChargeRequest, PaymentError, ProviderKey, RefundRequest};
 use crate::store::StoreError;
 use crate::store::money::Movement;
 use crate::store::reservations::NoShow;
@@ -317,7 +318,7 @@ impl Worker {
             .flows
             .provider
             .refund(RefundRequest {
-                idempotency_key: key.to_owned(),
+                idempotency_key: ProviderKey::derive(key),
                 charge_id: charge_id.to_owned(),
                 amount,
             })
@@ -354,7 +355,7 @@ impl Worker {
             .flows
             .provider
             .charge(ChargeRequest {
-                idempotency_key: key.to_owned(),
+                idempotency_key: ProviderKey::derive(key),
                 card_token: card.to_owned(),
                 amount,
             })
@@ -478,11 +479,23 @@ impl Worker {
                 .stuck_resolving(now - ATTEMPT_STALE * 5, BATCH)
                 .await?,
         );
-        for attempt in attempts {
+        let refunding = store.refunding_attempts(BATCH).await?;
+        for attempt in attempts.into_iter().chain(refunding) {
+            let claimed = attempt.state != AttemptState::Refunding.as_str();
             // Looked up, never charged again: asking to charge would make a charge that never
             // arrived the first time.
-            match self.flows.provider.find_charge(&attempt.payment_key).await {
+            let provider_key = ProviderKey::derive(&attempt.payment_key);
+            match self.flows.provider.find_charge(&provider_key).await {
                 Ok(Some(charge)) => {
+                    // Marked before paying back, so a late answer or a retry of the key can
+                    // no longer book the charge once any of it may be paid back.
+                    if claimed
+                        && !store
+                            .start_refund(&attempt.payment_key, &charge.charge_id, now)
+                            .await?
+                    {
+                        continue;
+                    }
                     let refund_key = format!("orphan-refund:{}", attempt.payment_key);
                     if self
                         .pay_back(&refund_key, &charge.charge_id, charge.amount)
@@ -499,13 +512,18 @@ impl Worker {
                             .await?;
                     }
                 }
+                Ok(None) if !claimed => {
+                    tracing::error!(payment_key = %attempt.payment_key, "a charge being paid back is gone at the provider; left for an operator");
+                }
                 Ok(None) => {
                     // Nothing was charged: the key may be retried.
                     store.finish_resolving(&attempt, None, false, now).await?;
                 }
                 Err(error) => {
                     tracing::warn!(payment_key = %attempt.payment_key, %error, "provider cannot say what happened; asking later");
-                    store.unclaim_attempt(&attempt.payment_key, now).await?;
+                    if claimed {
+                        store.unclaim_attempt(&attempt.payment_key, now).await?;
+                    }
                 }
             }
         }
@@ -539,7 +557,7 @@ mod tests {
         fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund> {
             self.0.refund(request)
         }
-        fn find_charge<'a>(&'a self, key: &'a str) -> PaymentFuture<'a, Option<Charge>> {
+        fn find_charge<'a>(&'a self, key: &'a ProviderKey) -> PaymentFuture<'a, Option<Charge>> {
             self.0.find_charge(key)
         }
     }
@@ -569,7 +587,7 @@ mod tests {
         let asked = flows
             .provider
             .charge(ChargeRequest {
-                idempotency_key: payment_key.clone(),
+                idempotency_key: ProviderKey::derive(&payment_key),
                 card_token: APPROVES.into(),
                 amount: eur(400),
             })
@@ -634,6 +652,96 @@ mod tests {
             sandbox.refunds_of(&attempt.charge_id).await.unwrap(),
             1,
             "refunded once"
+        );
+    }
+
+    /// The sandbox, except that a charge's late answer arrives while the worker pays that
+    /// charge back: the booking it tries loses (the attempt is not pending) and, as
+    /// `Flows::book` does then, leaves the charge orphaned for a retry to find.
+    #[derive(Debug)]
+    struct AnswerDuringRefund {
+        sandbox: SandboxProvider,
+        store: crate::store::Store,
+        payment_key: String,
+        charge_id: String,
+    }
+
+    impl PaymentProvider for AnswerDuringRefund {
+        fn charge(&self, request: ChargeRequest) -> PaymentFuture<'_, Charge> {
+            self.sandbox.charge(request)
+        }
+        fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund> {
+            Box::pin(async move {
+                self.store
+                    .orphan_attempt(&self.payment_key, &self.charge_id, chrono::Utc::now())
+                    .await
+                    .map_err(|e| PaymentError::Unavailable(e.to_string()))?;
+                self.sandbox.refund(request).await
+            })
+        }
+        fn find_charge<'a>(&'a self, key: &'a ProviderKey) -> PaymentFuture<'a, Option<Charge>> {
+            self.sandbox.find_charge(key)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_the_worker_pays_back_stays_paid_back_when_its_late_answer_arrives() {
+        let mut world = World::new().await;
+        world.inventory("K1", &["D1"]).await;
+        let sandbox = SandboxProvider::new(world.store.connection().clone());
+        let clock = std::sync::Arc::new(OffsetClock::new());
+        let owner = user(1);
+        // CreateRental holds a unit and asks for the charge; the charge goes through, its
+        // answer is slower than the stale limit.
+        let (payment_key, _) = world.begin_rental(&owner, "K1").await;
+        let charge = sandbox
+            .charge(ChargeRequest {
+                idempotency_key: ProviderKey::derive(&payment_key),
+                card_token: APPROVES.into(),
+                amount: eur(400),
+            })
+            .await
+            .unwrap();
+        let mut worker = worker(&world, &clock);
+        worker.flows.provider = std::sync::Arc::new(AnswerDuringRefund {
+            sandbox: sandbox.clone(),
+            store: world.store.clone(),
+            payment_key: payment_key.clone(),
+            charge_id: charge.charge_id.clone(),
+        });
+
+        clock.advance(chrono::Duration::minutes(3));
+        worker.round().await.unwrap();
+        let attempt = world
+            .store
+            .payment_attempt(&payment_key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            attempt.state,
+            AttemptState::Refunded.as_str(),
+            "paid back is final"
+        );
+        assert_eq!(sandbox.refunds_of(&charge.charge_id).await.unwrap(), 1);
+        // A retry of the key is told the payment was paid back: it charges and books nothing.
+        let retry = world
+            .store
+            .open_order(&World::opening(&owner, "K1"), clock.now())
+            .await
+            .unwrap();
+        assert!(
+            matches!(retry, crate::store::orders::Opening::Abandoned),
+            "{retry:?}"
+        );
+        let report = world
+            .store
+            .audit(clock.now(), chrono::Duration::minutes(1))
+            .await
+            .unwrap();
+        assert!(
+            report.ledger_balanced && report.violations.is_empty(),
+            "{report:?}"
         );
     }
 

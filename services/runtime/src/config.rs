@@ -163,6 +163,16 @@ pub struct OrdersConfig {
     /// overdue lends, abandoned payment attempts.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// Longest wait for the payment provider's answer to one call (charge, refund, lookup);
+    /// past it the outcome counts as unknown and is retried or resolved with the same key.
+    /// At most 30 s, so a request's three charge tries end well inside the two minutes after
+    /// which the settling worker takes its payment as abandoned.
+    #[serde(with = "humantime_serde")]
+    pub payment_timeout: Duration,
+    /// Longest wait for the device gateway's answer to one call (SendCommand, GetCommand);
+    /// past it the call fails and is retried by the settling worker.
+    #[serde(with = "humantime_serde")]
+    pub gateway_timeout: Duration,
 }
 
 impl Default for OrdersConfig {
@@ -177,6 +187,8 @@ impl Default for OrdersConfig {
             lend_deadline: Duration::from_secs(120),
             provision_deadline: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(5),
+            payment_timeout: Duration::from_secs(20),
+            gateway_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -657,6 +669,20 @@ impl Config {
                 self.orders.sweep_interval,
                 Duration::from_millis(10),
                 Duration::from_secs(600),
+            ),
+            (
+                "orders.payment_timeout",
+                "SNEAKERNET_ORDERS__PAYMENT_TIMEOUT",
+                self.orders.payment_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(30),
+            ),
+            (
+                "orders.gateway_timeout",
+                "SNEAKERNET_ORDERS__GATEWAY_TIMEOUT",
+                self.orders.gateway_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(60),
             ),
             (
                 "rate_limit.period",

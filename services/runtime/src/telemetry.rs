@@ -5,6 +5,7 @@
 //! histogram per gRPC method ([`GrpcMetricsLayer`]). Request ids: `x-request-id` taken from the
 //! caller or generated, echoed in the response and recorded on the request's span.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -12,6 +13,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use prost::Message;
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing_subscriber::EnvFilter;
@@ -96,20 +98,62 @@ pub async fn serve_metrics(addr: SocketAddr, shutdown: &Shutdown) -> std::io::Re
 /// Tower layer counting gRPC requests (`grpc_requests_total{method,code}`) and timing them
 /// (`grpc_request_duration_seconds{method}`). The code is read from the response headers,
 /// where tonic puts it for every unary error; a stream that fails after its first message
-/// counts as the code of its headers ("0"). Paths of services this server does not serve are
-/// labelled `unknown`, so random paths from the network cannot grow the series without bound.
+/// counts as the code of its headers ("0"). Only the methods the served services declare in
+/// their descriptor sets get their own label; every other path, whatever the network sends
+/// (unauthenticated requests included), is labelled `unknown`, so the series stay bounded.
 #[derive(Clone, Debug, Default)]
 pub struct GrpcMetricsLayer {
-    services: Arc<[String]>,
+    methods: Arc<HashSet<String>>,
 }
 
 impl GrpcMetricsLayer {
     /// A layer labelling the methods of `services` (fully-qualified service names).
     pub fn new(services: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let services: Vec<String> = services.into_iter().map(Into::into).collect();
         Self {
-            services: services.into_iter().map(Into::into).collect(),
+            methods: Arc::new(served_methods(&services)),
         }
     }
+}
+
+/// The descriptor sets of every service a server here may serve: ours, health, reflection.
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    sneakernet_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// The paths (`/package.Service/Method`) of the methods of `services`, as their descriptors
+/// declare them.
+fn served_methods(services: &[String]) -> HashSet<String> {
+    let mut methods = HashSet::new();
+    for encoded in DESCRIPTOR_SETS {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+            // Embedded at build time, so this is a build defect; its methods count as unknown.
+            tracing::error!(
+                "an embedded descriptor set does not decode; its methods are labelled unknown"
+            );
+            continue;
+        };
+        for file in set.file {
+            for service in &file.service {
+                let name = match file.package() {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                if services.contains(&name) {
+                    methods.extend(
+                        service
+                            .method
+                            .iter()
+                            .map(|method| format!("/{name}/{}", method.name())),
+                    );
+                }
+            }
+        }
+    }
+    methods
 }
 
 impl<S> Layer<S> for GrpcMetricsLayer {
@@ -118,7 +162,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
         prometheus();
         GrpcMetrics {
             inner,
-            services: self.services.clone(),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -127,17 +171,13 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 #[derive(Clone, Debug)]
 pub struct GrpcMetrics<S> {
     inner: S,
-    services: Arc<[String]>,
+    methods: Arc<HashSet<String>>,
 }
 
-fn method_label(services: &[String], path: &str) -> String {
-    let known = path
-        .strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .is_some_and(|(service, method)| {
-            !method.is_empty() && !method.contains('/') && services.iter().any(|s| s == service)
-        });
-    if known {
+/// The `method` label of a request for `path`: the path itself for a served method, `unknown`
+/// for anything else.
+fn method_label(methods: &HashSet<String>, path: &str) -> String {
+    if methods.contains(path) {
         path.to_owned()
     } else {
         "unknown".to_owned()
@@ -158,7 +198,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let method = method_label(&self.services, request.uri().path());
+        let method = method_label(&self.methods, request.uri().path());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
@@ -188,19 +228,51 @@ mod tests {
 
     #[test]
     fn only_served_methods_get_their_own_label() {
-        let services = vec!["sneakernet.auth.v1.AuthService".to_owned()];
-        assert_eq!(
-            method_label(&services, "/sneakernet.auth.v1.AuthService/Login"),
-            "/sneakernet.auth.v1.AuthService/Login"
-        );
+        let methods = served_methods(&[
+            "sneakernet.auth.v1.AuthService".to_owned(),
+            "grpc.health.v1.Health".to_owned(),
+            "grpc.reflection.v1.ServerReflection".to_owned(),
+        ]);
+        for served in [
+            "/sneakernet.auth.v1.AuthService/Login",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(method_label(&methods, served), served);
+        }
         for junk in [
             "/x.Y/Z",
             "/",
             "",
             "/sneakernet.auth.v1.AuthService/",
             "/sneakernet.auth.v1.AuthService/a/b",
+            "/sneakernet.auth.v1.AuthService/NoSuchMethod",
+            "/sneakernet.auth.v1.AuthService/Login/",
+            "/sneakernet.orders.v1.OrderService/CreateRental",
         ] {
-            assert_eq!(method_label(&services, junk), "unknown", "{junk}");
+            assert_eq!(method_label(&methods, junk), "unknown", "{junk}");
         }
+    }
+
+    #[test]
+    fn a_flood_of_random_paths_shares_one_label() {
+        let methods = served_methods(&["sneakernet.auth.v1.AuthService".to_owned()]);
+        let mut labels = std::collections::BTreeSet::new();
+        for _ in 0..1000 {
+            let random = uuid::Uuid::new_v4().simple().to_string();
+            for path in [
+                format!("/sneakernet.auth.v1.AuthService/{random}"),
+                format!("/sneakernet.auth.v1.AuthService/Login{random}"),
+                format!("/{random}.Service/Login"),
+                format!("/{random}"),
+            ] {
+                labels.insert(method_label(&methods, &path));
+            }
+        }
+        assert_eq!(
+            labels.into_iter().collect::<Vec<_>>(),
+            ["unknown"],
+            "methods nobody serves share one label"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The command kinds, one file each, all shaped alike: `KIND` (the stored name), `validate`
 //! (field violations under `payload.<kind>.`), and `result_matches` (whether a kiosk's
 //! success outcome is the one this kind produces). A kind added to the proto gets a file
-//! here and one arm in each function below, and an arm in [`fits_device`] if a drive's own
+//! here and one arm in each function below, a place in `grants::SERVICE_GRANTS` for each
+//! service that sends it, and an arm in [`fits_device`] if a drive's own
 //! link may carry it.
 
 pub mod force_eject;
@@ -16,6 +17,19 @@ use sneakernet_proto::gateway::v1::CommandPayload;
 use sneakernet_proto::gateway::v1::command_payload::Kind;
 use sneakernet_proto::gateway::v1::command_result::Outcome;
 use sneakernet_runtime::{DeviceId, FieldViolation};
+
+/// The stored name of a payload's kind (what `grants` allows per service).
+pub fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Lend(_) => lend::KIND,
+        Kind::Provision(_) => provision::KIND,
+        Kind::SetWriteProtect(_) => set_write_protect::KIND,
+        Kind::Wipe(_) => wipe::KIND,
+        Kind::ForceEject(_) => force_eject::KIND,
+        Kind::RequestInventory(_) => request_inventory::KIND,
+        Kind::Release(_) => release::KIND,
+    }
+}
 
 /// Checks a payload; returns its kind's stored name, or every field violation.
 pub fn validate(payload: Option<&CommandPayload>) -> Result<&'static str, Vec<FieldViolation>> {

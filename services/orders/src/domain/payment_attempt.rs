@@ -18,6 +18,9 @@ pub enum AttemptState {
     Failed,
     /// The settling worker is finding out what happened.
     Resolving,
+    /// The settling worker found the charge and is paying it back: nothing can book it any
+    /// more (a late answer or a retry of the key is told it was paid back).
+    Refunding,
     /// Charged, but nothing took it: paid back.
     Refunded,
 }
@@ -37,6 +40,8 @@ pub enum AttemptEvent {
     Claimed,
     /// The provider still did not answer: back to pending for the next round.
     Unclaimed,
+    /// The worker found a charge nothing booked and starts paying it back.
+    RefundStarted,
     /// Resolved: a charge was found and paid back.
     ResolvedRefunded,
     /// Resolved: the card had declined.
@@ -60,12 +65,13 @@ pub struct IllegalAttemptTransition {
 
 impl AttemptState {
     /// Every state.
-    pub const ALL: [AttemptState; 6] = [
+    pub const ALL: [AttemptState; 7] = [
         AttemptState::Pending,
         AttemptState::Charged,
         AttemptState::Declined,
         AttemptState::Failed,
         AttemptState::Resolving,
+        AttemptState::Refunding,
         AttemptState::Refunded,
     ];
 
@@ -77,6 +83,7 @@ impl AttemptState {
             AttemptState::Declined => "declined",
             AttemptState::Failed => "failed",
             AttemptState::Resolving => "resolving",
+            AttemptState::Refunding => "refunding",
             AttemptState::Refunded => "refunded",
         }
     }
@@ -95,13 +102,14 @@ impl fmt::Display for AttemptState {
 
 impl AttemptEvent {
     /// Every event.
-    pub const ALL: [AttemptEvent; 10] = [
+    pub const ALL: [AttemptEvent; 11] = [
         AttemptEvent::Retried,
         AttemptEvent::Charged,
         AttemptEvent::Declined,
         AttemptEvent::NothingCharged,
         AttemptEvent::Claimed,
         AttemptEvent::Unclaimed,
+        AttemptEvent::RefundStarted,
         AttemptEvent::ResolvedRefunded,
         AttemptEvent::ResolvedDeclined,
         AttemptEvent::ResolvedFailed,
@@ -137,7 +145,10 @@ pub fn transition(
         (S::Pending, E::NothingCharged) => S::Failed,
         (S::Pending, E::Claimed) => S::Resolving,
         (S::Resolving, E::Unclaimed) => S::Pending,
-        (S::Resolving, E::ResolvedRefunded) => S::Refunded,
+        (S::Resolving, E::RefundStarted) => S::Refunding,
+        // Only from REFUNDING: a charge being paid back is never reopened (an orphaned
+        // booking moves RESOLVING back to PENDING, never REFUNDING), so nothing books it.
+        (S::Refunding, E::ResolvedRefunded) => S::Refunded,
         (S::Resolving, E::ResolvedDeclined) => S::Declined,
         (S::Resolving, E::ResolvedFailed) => S::Failed,
         (S::Pending | S::Failed | S::Resolving, E::Orphaned) => S::Pending,
@@ -161,7 +172,8 @@ mod tests {
         (S::Pending, E::NothingCharged, S::Failed),
         (S::Pending, E::Claimed, S::Resolving),
         (S::Resolving, E::Unclaimed, S::Pending),
-        (S::Resolving, E::ResolvedRefunded, S::Refunded),
+        (S::Resolving, E::RefundStarted, S::Refunding),
+        (S::Refunding, E::ResolvedRefunded, S::Refunded),
         (S::Resolving, E::ResolvedDeclined, S::Declined),
         (S::Resolving, E::ResolvedFailed, S::Failed),
         (S::Pending, E::Orphaned, S::Pending),

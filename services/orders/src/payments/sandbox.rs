@@ -18,8 +18,8 @@ use sea_orm::{
 };
 
 use super::{
-    Charge, ChargeRequest, DeclineReason, PaymentError, PaymentFuture, PaymentProvider, Refund,
-    RefundRequest,
+    Charge, ChargeRequest, DeclineReason, PaymentError, PaymentFuture, PaymentProvider,
+    ProviderKey, Refund, RefundRequest,
 };
 use crate::domain::money::{Currency, Money};
 use crate::entity::sandbox_charge as record;
@@ -73,11 +73,11 @@ impl SandboxProvider {
     }
 
     async fn do_charge(&self, request: ChargeRequest) -> Result<Charge, PaymentError> {
-        check_key(&request.idempotency_key)?;
+        check_key(request.idempotency_key.as_str())?;
         if request.amount.minor() <= 0 {
             return Err(PaymentError::Invalid("the amount must be positive".into()));
         }
-        if let Some(existing) = self.find(&request.idempotency_key).await? {
+        if let Some(existing) = self.find(request.idempotency_key.as_str()).await? {
             return replay_charge(&existing, &request);
         }
         let outcome = match request.card_token.as_str() {
@@ -103,7 +103,7 @@ impl SandboxProvider {
         };
         let stored = self
             .store(record::Model {
-                idempotency_key: request.idempotency_key.clone(),
+                idempotency_key: request.idempotency_key.to_string(),
                 kind: "charge".into(),
                 payment_id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
                 subject: request.card_token.clone(),
@@ -122,11 +122,11 @@ impl SandboxProvider {
     }
 
     async fn do_refund(&self, request: RefundRequest) -> Result<Refund, PaymentError> {
-        check_key(&request.idempotency_key)?;
+        check_key(request.idempotency_key.as_str())?;
         if request.amount.minor() <= 0 {
             return Err(PaymentError::Invalid("the amount must be positive".into()));
         }
-        if let Some(existing) = self.find(&request.idempotency_key).await? {
+        if let Some(existing) = self.find(request.idempotency_key.as_str()).await? {
             return replay_refund(&existing, &request);
         }
         // The charge row is locked while refunds are summed and the new one is written, so two
@@ -166,7 +166,7 @@ impl SandboxProvider {
             )));
         }
         let row = record::Model {
-            idempotency_key: request.idempotency_key.clone(),
+            idempotency_key: request.idempotency_key.to_string(),
             kind: "refund".into(),
             payment_id: format!("re_{}", uuid::Uuid::new_v4().simple()),
             subject: request.charge_id.clone(),
@@ -182,7 +182,7 @@ impl SandboxProvider {
             }
             Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 drop(txn);
-                self.find(&request.idempotency_key)
+                self.find(request.idempotency_key.as_str())
                     .await?
                     .ok_or_else(|| unavailable(error))?
             }
@@ -205,16 +205,25 @@ impl SandboxProvider {
 
 impl PaymentProvider for SandboxProvider {
     fn charge(&self, request: ChargeRequest) -> PaymentFuture<'_, Charge> {
-        Box::pin(self.do_charge(request))
+        Box::pin(async move {
+            let answer = self.do_charge(request).await;
+            // Tests hold the answer here (a processor that never answers): the charge is
+            // recorded, the caller has not heard of it.
+            sneakernet_runtime::failpoint::pause_point("orders::sandbox::charge::answer").await;
+            answer
+        })
     }
 
     fn refund(&self, request: RefundRequest) -> PaymentFuture<'_, Refund> {
         Box::pin(self.do_refund(request))
     }
 
-    fn find_charge<'a>(&'a self, idempotency_key: &'a str) -> PaymentFuture<'a, Option<Charge>> {
+    fn find_charge<'a>(
+        &'a self,
+        idempotency_key: &'a ProviderKey,
+    ) -> PaymentFuture<'a, Option<Charge>> {
         Box::pin(async move {
-            let Some(found) = self.find(idempotency_key).await? else {
+            let Some(found) = self.find(idempotency_key.as_str()).await? else {
                 return Ok(None);
             };
             if found.kind != "charge" || found.outcome != SUCCEEDED {
@@ -302,7 +311,7 @@ mod tests {
 
     fn charge(key: &str, card: &str, minor: i64) -> ChargeRequest {
         ChargeRequest {
-            idempotency_key: key.into(),
+            idempotency_key: ProviderKey::derive(key),
             card_token: card.into(),
             amount: eur(minor),
         }
@@ -387,12 +396,25 @@ mod tests {
     async fn an_unknown_outcome_is_found_by_key_without_moving_money() {
         let dir = tempfile::tempdir().unwrap();
         let provider = sandbox(dir.path()).await;
-        assert_eq!(provider.find_charge("never-asked").await, Ok(None));
+        assert_eq!(
+            provider
+                .find_charge(&ProviderKey::derive("never-asked"))
+                .await,
+            Ok(None)
+        );
         let _ = provider.charge(charge("t1", TIMES_OUT, 700)).await;
-        let found = provider.find_charge("t1").await.unwrap().expect("charged");
+        let found = provider
+            .find_charge(&ProviderKey::derive("t1"))
+            .await
+            .unwrap()
+            .expect("charged");
         assert_eq!(found.amount, eur(700));
         let _ = provider.charge(charge("d1", DECLINES, 700)).await;
-        assert_eq!(provider.find_charge("d1").await, Ok(None), "declined");
+        assert_eq!(
+            provider.find_charge(&ProviderKey::derive("d1")).await,
+            Ok(None),
+            "declined"
+        );
         let charges = record::Entity::find()
             .filter(record::Column::Kind.eq("charge"))
             .all(&provider.db)
@@ -407,7 +429,7 @@ mod tests {
         let provider = sandbox(dir.path()).await;
         let paid = provider.charge(charge("c", APPROVES, 1000)).await.unwrap();
         let refund = |key: &str, minor| RefundRequest {
-            idempotency_key: key.into(),
+            idempotency_key: ProviderKey::derive(key),
             charge_id: paid.charge_id.clone(),
             amount: eur(minor),
         };
@@ -423,7 +445,7 @@ mod tests {
         provider.refund(refund("r3", 400)).await.unwrap();
         assert_eq!(provider.refunds_of(&paid.charge_id).await.unwrap(), 2);
         let unknown = RefundRequest {
-            idempotency_key: "r4".into(),
+            idempotency_key: ProviderKey::derive("r4"),
             charge_id: "ch_nope".into(),
             amount: eur(1),
         };

@@ -260,7 +260,7 @@ impl Store {
             if stale
                 && matches!(
                     AttemptState::parse(&attempt.state),
-                    Some(AttemptState::Pending | AttemptState::Resolving)
+                    Some(AttemptState::Pending | AttemptState::Resolving | AttemptState::Refunding)
                 )
             {
                 report.violations.push(violation(

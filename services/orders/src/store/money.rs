@@ -387,7 +387,9 @@ impl Store {
                 }
                 Some(AttemptState::Declined) => return Ok(DepositStart::Declined),
                 Some(AttemptState::Resolving) => return Ok(DepositStart::Resolving),
-                Some(AttemptState::Refunded) => return Ok(DepositStart::Abandoned),
+                Some(AttemptState::Refunding | AttemptState::Refunded) => {
+                    return Ok(DepositStart::Abandoned);
+                }
                 Some(AttemptState::Pending | AttemptState::Failed) | None => {}
             }
         }
@@ -704,6 +706,38 @@ impl Store {
             }
         }
         Ok(claimed)
+    }
+
+    /// Attempts whose charge the sweeper started paying back and did not finish (the refund
+    /// failed, or it stopped midway); the refund is asked again under the same key.
+    pub async fn refunding_attempts(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<payment_attempt::Model>, DbErr> {
+        payment_attempt::Entity::find()
+            .filter(payment_attempt::Column::State.eq(AttemptState::Refunding.as_str()))
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// The sweeper found `charge_id` under a claimed attempt and will pay it back: from now on
+    /// nothing books it. False if the attempt left RESOLVING meanwhile (a late answer's
+    /// booking orphaned it back to PENDING with the charge): then it is not paid back now.
+    pub async fn start_refund(
+        &self,
+        payment_key: &str,
+        charge_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbErr> {
+        move_attempt(
+            &self.db,
+            payment_key,
+            AttemptEvent::RefundStarted,
+            Some(charge_id),
+            now,
+        )
+        .await
     }
 
     /// Attempts the sweeper claimed and did not finish (it stopped midway).

@@ -275,7 +275,9 @@ fn decided_attempt(attempt: &payment_attempt::Model, attempt_hash: &str) -> Opti
         Some(AttemptState::Declined) => Some(Opening::Declined),
         Some(AttemptState::Pending | AttemptState::Failed) => None,
         Some(AttemptState::Resolving) => Some(Opening::Resolving),
-        Some(AttemptState::Charged | AttemptState::Refunded) | None => Some(Opening::Abandoned),
+        Some(AttemptState::Charged | AttemptState::Refunding | AttemptState::Refunded) | None => {
+            Some(Opening::Abandoned)
+        }
     }
 }
 

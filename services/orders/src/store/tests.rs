@@ -149,6 +149,22 @@ impl World {
         .await;
     }
 
+    /// The rental [`World::begin_rental`] opens (key `r`, 4.00), as a retry would send it.
+    pub(crate) fn opening(user: &str, kiosk: &str) -> OrderOpening {
+        OrderOpening {
+            kind: crate::domain::order::OrderKind::Rental,
+            user_id: user.into(),
+            idempotency_key: "r".into(),
+            request_hash: "h".into(),
+            attempt_hash: "h".into(),
+            kiosk_id: kiosk.into(),
+            wanted: wanted(),
+            reservable: None,
+            card_token: crate::payments::sandbox::APPROVES.into(),
+            price: eur(400),
+        }
+    }
+
     /// A user with a deposit who rents one drive at `kiosk`; the order is PAID.
     pub(crate) async fn rent(&self, user: &str, kiosk: &str) -> order::Model {
         let (payment_key, order_id) = self.begin_rental(user, kiosk).await;
@@ -183,7 +199,7 @@ impl World {
         use crate::payments::PaymentProvider;
         let charge = crate::payments::sandbox::SandboxProvider::new(self.store.db.clone())
             .charge(crate::payments::ChargeRequest {
-                idempotency_key: payment_key.clone(),
+                idempotency_key: crate::payments::ProviderKey::derive(&payment_key),
                 card_token: crate::payments::sandbox::APPROVES.into(),
                 amount: eur(5000),
             })
@@ -204,18 +220,7 @@ impl World {
             )
             .await
             .unwrap();
-        let request = OrderOpening {
-            kind: crate::domain::order::OrderKind::Rental,
-            user_id: user.into(),
-            idempotency_key: "r".into(),
-            request_hash: "h".into(),
-            attempt_hash: "h".into(),
-            kiosk_id: kiosk.into(),
-            wanted: wanted(),
-            reservable: None,
-            card_token: crate::payments::sandbox::APPROVES.into(),
-            price: eur(400),
-        };
+        let request = Self::opening(user, kiosk);
         let Opening::Charge {
             payment_key,
             order_id,
