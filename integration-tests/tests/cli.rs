@@ -339,8 +339,7 @@ async fn command_line_mistakes_are_one_clear_line_with_their_exit_code() {
         .run(&["kiosks", "near", "north", "13.4"])
         .await
         .refused(2, &["north"]);
-    nobody
-        .run(&["--address", "no-port", "orders"])
+    run(&["--address", "no-port", "orders"])
         .await
         .refused(2, &["no-port"]);
 
