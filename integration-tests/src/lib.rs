@@ -387,7 +387,8 @@ pub async fn issue_drive_secret(channel: Channel, operator_token: &str, item_id:
 }
 
 /// `main` of the programs tests run as child processes: arms `FAILPOINTS`, runs `program` on
-/// a multi-threaded runtime, and turns an error into one `error: ...` line and exit code 1.
+/// a multi-threaded runtime, and turns an error into one `error: ...` line and the exit code
+/// `sneakernet` documents for it (1 unless the error carries another).
 pub fn child_main<F>(program: F) -> std::process::ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
@@ -407,7 +408,7 @@ where
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", format!("{error:#}").replace('\n', "; "));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(sneakernet::cli::exit_code(&error))
         }
     }
 }

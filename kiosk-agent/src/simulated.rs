@@ -87,6 +87,33 @@ pub fn queue_insert(data_dir: &Path, request: &InboxInsert) -> std::io::Result<P
     Ok(file)
 }
 
+/// What a simulated kiosk's state file says now, read without opening the simulator: for a
+/// person's tools beside a running agent (the file is replaced atomically, so a read sees a
+/// whole state; it may lag the agent's memory by one change in flight).
+#[derive(Clone, Debug)]
+pub struct SimulatorView {
+    /// Every bay, as [`SimulatedBays::snapshot`] shows it.
+    pub bays: Vec<BayInfo>,
+    /// Items that left this kiosk, as they left.
+    pub departed: BTreeMap<String, SimItemConfig>,
+}
+
+/// Reads `data_dir/simulator.json`; `None` when the kiosk has no state file yet.
+pub fn read_view(data_dir: &Path) -> Result<Option<SimulatorView>, BayError> {
+    let file = data_dir.join(STATE_FILE);
+    let bytes = match std::fs::read(&file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(storage(&format!("read {}", file.display()), e)),
+    };
+    let state: SimState = serde_json::from_slice(&bytes)
+        .map_err(|e| storage(&format!("read {}", file.display()), e))?;
+    Ok(Some(SimulatorView {
+        bays: state.info(),
+        departed: state.departed,
+    }))
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum SimCondition {

@@ -2,9 +2,7 @@
 //! `FAILPOINTS=name=action;...` arms fail-rs failpoints compiled into the services (the
 //! `failpoints` feature is on only in builds that include this crate).
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = sneakernet::cli::Cli::parse();
+    let cli = sneakernet::cli::parse();
     sneakernet_integration_tests::child_main(sneakernet::cli::run(cli))
 }

@@ -446,12 +446,16 @@ impl Config {
     /// Reads defaults, then `file` if given, then the `SNEAKERNET_*` environment, and checks the
     /// result with [`Config::validate`].
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        // SNEAKERNET_CONFIG_FILE names the file itself (read by the command line), not a key.
+        // SNEAKERNET_CONFIG_FILE names the file itself (read by the command line), not a key;
+        // SNEAKERNET_ADDRESS and SNEAKERNET_PROFILE_DIR are the client commands' `--address`
+        // and `--profile-dir`.
         Self::load_from(
             file,
-            Env::prefixed(ENV_PREFIX)
-                .split("__")
-                .ignore(&["config_file"]),
+            Env::prefixed(ENV_PREFIX).split("__").ignore(&[
+                "config_file",
+                "address",
+                "profile_dir",
+            ]),
         )
     }
 

@@ -1,5 +1,6 @@
 //! The command line: `serve`, `migrate`, `standalone`, `demo`, `audit`, `content upload|list`, `qr`,
-//! `operator create`, `keys rotate`.
+//! `operator create`, `keys rotate`, and the client commands of [`crate::cmd`] (`login`,
+//! `rent`, `watch`, `sim return`, ...). Exit codes: [`exit_code`].
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use clap::{Parser, Subcommand};
 use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::config::Config;
 
+use crate::cmd::ClientCommand;
+use crate::cmd::connect::ClientFlags;
 use crate::content::ContentAction;
 use crate::node::{self, NodeRole};
 use crate::operator::OperatorArgs;
@@ -22,6 +25,9 @@ pub struct Cli {
     /// TOML configuration file (keys as in the README); `SNEAKERNET_*` variables override it.
     #[arg(long, global = true, env = "SNEAKERNET_CONFIG_FILE")]
     pub config: Option<PathBuf>,
+    /// Where client commands call, how they print, where the login is kept.
+    #[command(flatten)]
+    pub client: ClientFlags,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -77,7 +83,7 @@ pub enum Command {
         action: ContentAction,
     },
     /// Print the text a simulated kiosk's QR code shows now (valid for about a minute), for
-    /// OrderService.ScanKiosk by hand.
+    /// OrderService.ScanKiosk by hand. The older name of `sim qr`.
     Qr {
         /// The simulated kiosk, e.g. K-BER-HBF.
         kiosk_id: String,
@@ -97,6 +103,51 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// The client commands: the phone app's and the operator's.
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The parsed command line. A mistake in it is one line on standard error (clap's message
+/// without its usage block) and exit code 2; `--help` and `--version` print as usual.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                error.exit()
+            }
+            eprintln!("{} (see --help)", usage_line(&error.to_string()));
+            std::process::exit(i32::from(crate::cmd::exit::USAGE))
+        }
+    }
+}
+
+/// clap's message up to its first blank line, on one line.
+fn usage_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = parts.join(" ");
+    if line.starts_with("error:") {
+        line
+    } else {
+        format!("error: {line}")
+    }
+}
+
+/// The exit code for a failed command (README, "Command line"): 1 a failure or refusal,
+/// 2 a usage mistake, 3 not logged in or the login expired, 4 the node cannot be reached.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    crate::cmd::exit::code_of(error)
 }
 
 /// Signing-key subcommands.
@@ -160,19 +211,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(&config)?;
             crate::demo::run(config).await
         }
-        Command::Audit { operator } => crate::audit::run(&operator.login(&config).await?).await,
-        Command::Content { action } => crate::content::run(action, &config).await,
+        Command::Audit { operator } => {
+            crate::audit::run(&operator.login(&config, &cli.client).await?).await
+        }
+        Command::Content { action } => crate::content::run(action, &config, &cli.client).await,
         Command::Qr { kiosk_id, data_dir } => {
             let data_dir = data_dir.unwrap_or(config.data_dir);
-            let kiosk = sneakernet_runtime::KioskId::parse(&kiosk_id)
-                .map_err(|why| anyhow::anyhow!("kiosk id {kiosk_id:?} {why}"))?;
-            let secret = standalone::read_qr_secret(&data_dir, &kiosk_id).await?;
-            println!(
-                "{}",
-                sneakernet_runtime::qr::payload(&kiosk, &secret, chrono::Utc::now())
-            );
+            println!("{}", crate::cmd::sim::qr_text(&data_dir, &kiosk_id).await?);
             Ok(())
         }
+        Command::Client(command) => crate::cmd::run(command, cli.client, config).await,
         Command::Keys {
             action: KeysAction::Rotate { lead },
         } => {
@@ -215,6 +263,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_mistake_is_one_line_naming_it() {
+        let error = Cli::try_parse_from(["sneakernet", "rent"]).unwrap_err();
+        let line = usage_line(&error.to_string());
+        assert!(line.starts_with("error: "), "{line}");
+        assert!(line.contains("--qr"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        let error = Cli::try_parse_from(["sneakernet", "orders", "--bogus"]).unwrap_err();
+        assert!(usage_line(&error.to_string()).contains("--bogus"));
     }
 }
 
@@ -337,7 +401,7 @@ fn print_fleet(fleet: &Fleet, address: SocketAddr) {
         .map(|k| format!("{} ({})", k.site.kiosk_id, k.site.site_name))
         .collect();
     println!(
-        "sneakernet: simulated kiosks {}; `sneakernet qr <kiosk id>` prints a kiosk's QR code text now",
+        "sneakernet: simulated kiosks {}; `sneakernet sim qr <kiosk id>` prints a kiosk's QR code text now",
         kiosks.join(", ")
     );
     if !fleet.registered_with_orders {

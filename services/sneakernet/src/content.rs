@@ -64,6 +64,7 @@ pub enum ContentAction {
 pub async fn run(
     action: ContentAction,
     config: &sneakernet_runtime::config::Config,
+    client: &crate::cmd::connect::ClientFlags,
 ) -> anyhow::Result<()> {
     match action {
         ContentAction::Upload {
@@ -72,7 +73,7 @@ pub async fn run(
             dir,
             operator,
         } => {
-            let session = operator.login(config).await?;
+            let session = operator.login(config, client).await?;
             let files = scan_dir(&dir).await?;
             let bar = progress_bar(files.iter().map(|f| f.size).sum());
             let package = upload_dir(
@@ -93,7 +94,7 @@ pub async fn run(
             Ok(())
         }
         ContentAction::List { state, operator } => {
-            let session = operator.login(config).await?;
+            let session = operator.login(config, client).await?;
             let state = match state.as_deref() {
                 Some("ready") => pb::PackageState::Ready,
                 Some("uploading") => pb::PackageState::Uploading,

@@ -4,18 +4,18 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use sneakernet_proto::auth::v1 as auth;
+use sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tonic::transport::Channel;
 
-use crate::client;
+use crate::cmd::connect::{ClientFlags, Target};
 use crate::standalone::StandaloneState;
 
-/// Where an operator command calls and as whom (the flags every operator command shares).
+/// As whom an operator command calls (the flags every operator command shares; where it
+/// calls is the global `--address` with its TLS flags).
 #[derive(Clone, Debug, clap::Args)]
 pub struct OperatorArgs {
-    /// The node's gRPC address (default: `listen`, on loopback when it is unspecified).
-    #[arg(long)]
-    pub address: Option<String>,
     /// The operator's email (default: the standalone operator of --data-dir).
     #[arg(long)]
     pub email: Option<String>,
@@ -37,21 +37,31 @@ pub struct OperatorSession {
 }
 
 impl OperatorArgs {
-    /// Logs in as the operator these flags name; `config` supplies the defaults (`listen`,
-    /// `data_dir`).
+    /// Logs in as the operator these flags name at the node `flags` name; `config` supplies
+    /// the defaults (`listen`, `data_dir`).
     pub async fn login(
         &self,
         config: &sneakernet_runtime::config::Config,
+        flags: &ClientFlags,
     ) -> anyhow::Result<OperatorSession> {
-        let address = self
-            .address
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", client::loopback(config.listen)));
+        let target = Target::new(flags, config)?;
         let data_dir = self.data_dir.clone().unwrap_or(config.data_dir.clone());
         let (email, password) = self.credentials(&data_dir).await?;
-        let channel = client::channel(&address)?;
-        let token = client::login(&channel, &email, &password).await?;
-        Ok(OperatorSession { channel, token })
+        let mut auth_client = AuthServiceClient::new(target.channel.clone());
+        let login = auth_client.login(auth::LoginRequest {
+            email: email.clone(),
+            password,
+        });
+        let token = target
+            .call(&format!("log in as {email}"), login)
+            .await?
+            .session
+            .map(|session| session.access_token)
+            .with_context(|| format!("log in as {email}: the answer carries no session"))?;
+        Ok(OperatorSession {
+            channel: target.channel,
+            token,
+        })
     }
 
     async fn credentials(&self, data_dir: &std::path::Path) -> anyhow::Result<(String, String)> {

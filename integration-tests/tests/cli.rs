@@ -1,0 +1,402 @@
+//! The `sneakernet` client commands as a script drives them: a `standalone` child process on a
+//! free port, the CLI with `--json` through a rental (register, deposit, scan, rent, watch
+//! until LENT, `sim return` at another kiosk, watch until CLOSED) and a reservation (kiosks
+//! near, reserve, watch until READY_FOR_PICKUP, collect); and each mistake a person makes at
+//! the command line as one clear line with its documented exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use sneakernet_integration_tests::{Child, backends, binary, test_config};
+
+/// How long one command may take (a loaded CI machine); never a timed assertion.
+const COMMAND_WAIT: Duration = Duration::from_secs(180);
+/// How long the simulated kiosks may take to come up and offer something.
+const FLEET_WAIT: Duration = Duration::from_secs(180);
+
+const HERE: &str = "K-BER-HBF";
+const THERE: &str = "K-BER-ALEX";
+const CARD: &str = "4242424242424242";
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    /// Every line of standard output as JSON.
+    fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect()
+    }
+
+    /// The one JSON object the command printed, asserting it succeeded.
+    fn ok(&self) -> Value {
+        assert_eq!(self.code, Some(0), "{self:?}");
+        self.json()
+            .pop()
+            .unwrap_or_else(|| panic!("no output: {self:?}"))
+    }
+
+    /// Asserts one `error:` line on standard error containing `names`, and exit `code`.
+    fn refused(&self, code: i32, names: &[&str]) {
+        assert_eq!(self.code, Some(code), "{self:?}");
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "expected one line: {self:?}");
+        assert!(lines[0].starts_with("error: "), "{self:?}");
+        for name in names {
+            assert!(lines[0].contains(name), "{name:?} missing: {self:?}");
+        }
+        assert!(!self.stderr.contains("panicked"), "{self:?}");
+    }
+}
+
+/// The CLI of one user on one machine: a profile directory of its own.
+struct User {
+    address: String,
+    data_dir: PathBuf,
+    profile: tempfile::TempDir,
+}
+
+impl User {
+    fn new(address: impl ToString, data_dir: &Path) -> Self {
+        Self {
+            address: address.to_string(),
+            data_dir: data_dir.to_owned(),
+            profile: tempfile::tempdir().expect("profile dir"),
+        }
+    }
+
+    /// Runs `sneakernet --json --address ... --profile-dir ... ARGS`.
+    async fn run(&self, args: &[&str]) -> Ran {
+        let mut all = vec![
+            "--json",
+            "--address",
+            &self.address,
+            "--profile-dir",
+            self.profile.path().to_str().expect("utf-8 path"),
+        ];
+        all.extend_from_slice(args);
+        run(&all).await
+    }
+
+    /// `sim qr KIOSK` of this node, once the kiosk exists.
+    async fn qr(&self, kiosk: &str) -> String {
+        let data_dir = self.data_dir.to_str().expect("utf-8 path").to_owned();
+        let ran = until_ok(FLEET_WAIT, || {
+            let data_dir = data_dir.clone();
+            async move {
+                self.run(&["sim", "qr", kiosk, "--data-dir", &data_dir])
+                    .await
+            }
+        })
+        .await;
+        ran.ok()["qr"].as_str().expect("qr text").to_owned()
+    }
+
+    /// Watches `order` until `state`; returns the last watch message.
+    async fn watch_until(&self, order: &str, state: &str) -> Value {
+        let ran = self.run(&["watch", order, "--until", state]).await;
+        let last = ran.ok();
+        assert_eq!(
+            last["state"],
+            format!("ORDER_STATE_{state}"),
+            "{:?}",
+            ran.stdout
+        );
+        last
+    }
+}
+
+async fn run(args: &[&str]) -> Ran {
+    let mut command = tokio::process::Command::new(binary!());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(COMMAND_WAIT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("sneakernet {args:?} did not finish"))
+        .expect("sneakernet ran");
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `command` until it exits 0 (the node still coming up), failing after `within`.
+async fn until_ok<F, Fut>(within: Duration, mut command: F) -> Ran
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Ran>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let ran = command().await;
+        if ran.code == Some(0) {
+            return ran;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still failing after {within:?}: {ran:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn password_file(dir: &Path) -> String {
+    let file = dir.join("password");
+    std::fs::write(&file, "correct horse battery staple\n").expect("password file");
+    file.to_str().expect("utf-8 path").to_owned()
+}
+
+#[tokio::test]
+async fn a_script_rents_returns_and_reserves_through_the_cli_against_standalone() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = test_config(&backend, dir.path());
+        let node = Child::standalone(binary!(), &config, &[])
+            .await
+            .expect("standalone");
+        let user = User::new(node.address, dir.path());
+        let data_dir = dir.path().to_str().expect("utf-8 path");
+        let password = password_file(user.profile.path());
+
+        let registered = user
+            .run(&[
+                "register",
+                "--email",
+                "walker@example.com",
+                "--password-file",
+                &password,
+            ])
+            .await
+            .ok();
+        assert_eq!(registered["role"], "user", "{backend}");
+
+        let paid = user.run(&["deposit", "pay", "--card", CARD]).await.ok();
+        assert_eq!(paid["deposit"]["state"], "DEPOSIT_STATE_HELD", "{backend}");
+
+        // The kiosks come up after the node: scan until the first one offers something.
+        let offer = until_ok(FLEET_WAIT, || async {
+            // A QR code is valid for about a minute: take the current one each try.
+            let qr = user.qr(HERE).await;
+            user.run(&["scan", &qr]).await
+        })
+        .await
+        .ok();
+        assert_eq!(offer["kioskId"], HERE, "{backend}");
+        assert!(
+            !offer["lines"].as_array().expect("lines").is_empty(),
+            "{backend}: {offer}"
+        );
+
+        let qr = user.qr(HERE).await;
+        let rented = user.run(&["rent", "--qr", &qr]).await.ok();
+        let order = rented["order"]["orderId"]
+            .as_str()
+            .expect("order id")
+            .to_owned();
+        assert!(rented["idempotencyKey"].as_str().is_some(), "{rented}");
+
+        let lent = user.watch_until(&order, "LENT").await;
+        let item = lent["order"]["itemId"].as_str().expect("item").to_owned();
+        assert!(!item.is_empty(), "{backend}: {lent}");
+
+        // A person puts the drive into a free bay of another kiosk.
+        let returned = user
+            .run(&[
+                "sim",
+                "return",
+                "--kiosk",
+                THERE,
+                "--item",
+                &item,
+                "--data-dir",
+                data_dir,
+            ])
+            .await
+            .ok();
+        assert_eq!(returned["kioskId"], THERE);
+        // The same drive cannot come back twice: it is in a bay now.
+        user.run(&[
+            "sim",
+            "return",
+            "--kiosk",
+            HERE,
+            "--item",
+            &item,
+            "--data-dir",
+            data_dir,
+        ])
+        .await
+        .refused(1, &[&item, "already"]);
+
+        let closed = user.watch_until(&order, "CLOSED").await;
+        assert_eq!(closed["order"]["returnedKioskId"], THERE, "{backend}");
+        let listed = user.run(&["orders", "--state", "CLOSED"]).await;
+        assert!(
+            listed.json().iter().any(|o| o["orderId"] == order.as_str()),
+            "{listed:?}"
+        );
+
+        // Flow 2: find a kiosk that can take a content package, reserve, collect.
+        let found = user
+            .run(&["kiosks", "near", "52.52", "13.40", "--radius", "20000"])
+            .await
+            .ok();
+        let (kiosk, line) = found["kiosks"]
+            .as_array()
+            .expect("kiosks")
+            .iter()
+            .find_map(|k| {
+                k["availability"]
+                    .as_array()?
+                    .iter()
+                    .find(|a| {
+                        a["reservable"].as_u64().unwrap_or(0) > 0
+                            && a["itemType"]["contentPackageId"] != ""
+                    })
+                    .map(|a| {
+                        (
+                            k["kioskId"].as_str().unwrap_or_default().to_owned(),
+                            a.clone(),
+                        )
+                    })
+            })
+            .unwrap_or_else(|| panic!("{backend}: nothing reservable near: {found}"));
+        let capacity = line["itemType"]["capacityBytes"]
+            .as_str()
+            .expect("capacity as a string (uint64)")
+            .to_owned();
+        let package = line["itemType"]["contentPackageId"]
+            .as_str()
+            .expect("package")
+            .to_owned();
+        let reserved = user
+            .run(&[
+                "reserve",
+                "--kiosk",
+                &kiosk,
+                "--capacity",
+                &capacity,
+                "--package",
+                &package,
+            ])
+            .await
+            .ok();
+        let reservation = reserved["order"]["orderId"]
+            .as_str()
+            .expect("order id")
+            .to_owned();
+        user.watch_until(&reservation, "READY_FOR_PICKUP").await;
+        let qr = user.qr(&kiosk).await;
+        let collected = user.run(&["collect", &reservation, "--qr", &qr]).await.ok();
+        assert_eq!(collected["order"]["orderId"], reservation.as_str());
+        user.watch_until(&reservation, "LENT").await;
+
+        // The operator's audit of it all is clean.
+        let audit = run(&["--address", &user.address, "audit", "--data-dir", data_dir]).await;
+        assert_eq!(audit.code, Some(0), "{backend}: {audit:?}");
+
+        user.run(&["logout"]).await.ok();
+        user.run(&["orders"])
+            .await
+            .refused(3, &["not logged in", &user.address]);
+        node.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn command_line_mistakes_are_one_clear_line_with_their_exit_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password = password_file(dir.path());
+    // Nothing listens on port 1 of loopback: the connection is refused at once.
+    let nobody = User::new("127.0.0.1:1", dir.path());
+
+    // A wrong flag: clap's message on one line, exit 2.
+    nobody
+        .run(&["rent", "--qr", "x", "--bogus"])
+        .await
+        .refused(2, &["--bogus"]);
+    nobody.run(&["rent"]).await.refused(2, &["--qr"]);
+    nobody
+        .run(&["kiosks", "near", "north", "13.4"])
+        .await
+        .refused(2, &["north"]);
+    run(&["--address", "no-port", "orders"])
+        .await
+        .refused(2, &["no-port"]);
+
+    // Not logged in: exit 3, before anything is dialled.
+    nobody
+        .run(&["orders"])
+        .await
+        .refused(3, &["not logged in", "127.0.0.1:1", "sneakernet login"]);
+
+    // An unreachable node: exit 4, naming the address.
+    nobody
+        .run(&[
+            "login",
+            "--email",
+            "ann@example.com",
+            "--password-file",
+            &password,
+        ])
+        .await
+        .refused(4, &["cannot reach 127.0.0.1:1"]);
+
+    // An expired login (both tokens past their time): exit 3, saying to log in again.
+    let logins = nobody.profile.path().join("logins");
+    std::fs::create_dir_all(&logins).expect("logins dir");
+    std::fs::write(
+        logins.join("127_0_0_1_1.json"),
+        serde_json::json!({
+            "address": "127.0.0.1:1",
+            "email": "ann@example.com",
+            "user_id": "u-1",
+            "role": "user",
+            "access_token": "expired",
+            "access_expires_at": 1,
+            "refresh_token": "expired",
+            "refresh_expires_at": 2,
+        })
+        .to_string(),
+    )
+    .expect("write login");
+    nobody
+        .run(&["orders"])
+        .await
+        .refused(3, &["expired", "sneakernet login"]);
+
+    // `sim return` for a node that has no such kiosk: exit 1, naming it.
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    nobody
+        .run(&[
+            "sim",
+            "return",
+            "--kiosk",
+            "K-NOPE",
+            "--item",
+            "D-1",
+            "--data-dir",
+            data_dir,
+        ])
+        .await
+        .refused(1, &["K-NOPE"]);
+}
