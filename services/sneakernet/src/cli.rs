@@ -266,22 +266,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_usage_mistake_is_one_line_naming_it() {
-        let error = Cli::try_parse_from(["sneakernet", "rent"]).unwrap_err();
-        let line = usage_line(&error.to_string());
-        assert!(line.starts_with("error: "), "{line}");
-        assert!(line.contains("--qr"), "{line}");
-        assert!(!line.contains('\n'), "{line}");
-        let error = Cli::try_parse_from(["sneakernet", "orders", "--bogus"]).unwrap_err();
-        assert!(usage_line(&error.to_string()).contains("--bogus"));
-    }
-}
-
 fn init_tracing(config: &Config) -> anyhow::Result<()> {
     sneakernet_runtime::telemetry::init_tracing(&config.log).map_err(anyhow::Error::msg)
 }
@@ -408,5 +392,21 @@ fn print_fleet(fleet: &Fleet, address: SocketAddr) {
         println!(
             "sneakernet: the orders service does not register kiosks yet, so they offer nothing"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_mistake_is_one_line_naming_it() {
+        let error = Cli::try_parse_from(["sneakernet", "rent"]).unwrap_err();
+        let line = usage_line(&error.to_string());
+        assert!(line.starts_with("error: "), "{line}");
+        assert!(line.contains("--qr"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        let error = Cli::try_parse_from(["sneakernet", "orders", "--bogus"]).unwrap_err();
+        assert!(usage_line(&error.to_string()).contains("--bogus"));
     }
 }

@@ -297,14 +297,12 @@ pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow:
                 let value = output::json("sneakernet.gateway.v1.Event", &event)?;
                 client.output.print(value, || vec![event_line(&event)]);
             }
-            Some(gw::subscribe_response::Entry::Checkpoint(checkpoint)) => {
-                // Scripts store it as a resume point; people need not see it.
-                if client.output.json {
-                    let value = output::json("sneakernet.gateway.v1.Checkpoint", &checkpoint)?;
-                    println!("{}", serde_json::json!({ "checkpoint": value }));
-                }
+            // Scripts store it as a resume point; people need not see it.
+            Some(gw::subscribe_response::Entry::Checkpoint(checkpoint)) if client.output.json => {
+                let value = output::json("sneakernet.gateway.v1.Checkpoint", &checkpoint)?;
+                println!("{}", serde_json::json!({ "checkpoint": value }));
             }
-            None => {}
+            Some(gw::subscribe_response::Entry::Checkpoint(_)) | None => {}
         }
     }
 }
