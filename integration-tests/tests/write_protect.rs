@@ -165,6 +165,23 @@ async fn the_kiosk_applies_a_toggle_before_pickup_and_the_drives_own_link_on_the
             .expect("same on the road");
         assert!(done.applied, "{backend}: the drive already has it");
 
+        // Support turns it back on for the renter: an operator may change any order's drive.
+        set_write_protect(&channel, &operator, id, true)
+            .await
+            .expect("an operator toggles the renter's drive");
+        wait_write_protected(&channel, &user.token, id, true).await;
+        eventually(
+            WITHIN,
+            "the module to apply the operator's change",
+            || async { calls.load(Ordering::SeqCst) >= 4 },
+        )
+        .await;
+        assert_eq!(
+            bays_here.write_as_user("D-1", "mine.txt", b"55555"),
+            Err(DriveError::WriteProtected("D-1".into())),
+            "{backend}: protected again by support"
+        );
+
         module.stop().await;
         sandbox.stop().await;
     }

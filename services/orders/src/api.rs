@@ -336,9 +336,12 @@ impl OrderService for OrdersApi {
         &self,
         request: Request<pb::SetWriteProtectRequest>,
     ) -> Result<Response<pb::SetWriteProtectResponse>, Status> {
-        let user = Self::renter(&request)?;
+        let owner = match Reader::of(&request)? {
+            Reader::User(user) => Some(user),
+            Reader::Operator => None,
+        };
         let ask = WriteProtectAsk::try_from(request.into_inner())?;
-        let (order, applied) = self.flows.set_write_protect(user, ask).await?;
+        let (order, applied) = self.flows.set_write_protect(owner, ask).await?;
         Ok(Response::new(pb::SetWriteProtectResponse {
             order: Some(self.order_proto(&order).await?),
             applied,

@@ -163,15 +163,23 @@ fn decide(current: &order::Model, kind: OrderKind, state: OrderState, on: bool) 
 }
 
 impl Flows {
-    /// SetWriteProtect for the caller's order: the order after the request, and whether the
+    /// SetWriteProtect for `owner`'s order (`None`: an operator's request, for any order, as
+    /// support does for a renter who calls): the order after the request, and whether the
     /// drive already has the setting.
     pub async fn set_write_protect(
         &self,
-        user: UserId,
+        owner: Option<UserId>,
         ask: WriteProtectAsk,
     ) -> Result<(order::Model, bool), OrdersError> {
         for _ in 0..TRIES {
-            let current = self.own_order(&user, &ask.order_id).await?;
+            let current = match &owner {
+                Some(user) => self.own_order(user, &ask.order_id).await?,
+                None => self
+                    .store
+                    .order(&ask.order_id.to_string())
+                    .await?
+                    .ok_or_else(|| OrdersError::OrderNotFound(ask.order_id.to_string()))?,
+            };
             let (kind, state) = kind_and_state(&current)?;
             let (reason, command) = match decide(&current, kind, state, ask.on) {
                 Decision::Refuse(violations) => {

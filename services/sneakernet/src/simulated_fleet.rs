@@ -59,9 +59,9 @@ pub const SITES: [KioskSite; 3] = [
 impl KioskSite {
     /// The bays on the first start: five drives (1 TB film classics twice, 2 TB nature
     /// documentaries, a blank 2 TB and a blank 1 TB), two charged power banks, and two empty
-    /// bays for returns. Content drives name the packages of `catalog`. The first film drive
-    /// and the documentaries drive have a remote link module (standalone runs their links),
-    /// the others none.
+    /// bays for returns. Content drives name the packages of `catalog`. The first film drive,
+    /// the documentaries drive and the blank 1 TB drive (the one a 1 TB reservation is copied
+    /// onto) have a remote link module (standalone runs their links), the others none.
     pub fn bays(&self, catalog: &DemoCatalog) -> Vec<SimBayConfig> {
         let film_classics = Some(catalog.film_classics.package_id.as_str());
         let nature_documentaries = Some(catalog.nature_documentaries.package_id.as_str());
@@ -88,7 +88,7 @@ impl KioskSite {
             ("A02", Some(drive(2, TB, film_classics, false))),
             ("A03", Some(drive(3, 2 * TB, nature_documentaries, true))),
             ("A04", Some(drive(4, 2 * TB, None, false))),
-            ("A05", Some(drive(5, TB, None, false))),
+            ("A05", Some(drive(5, TB, None, true))),
             ("B01", Some(power_bank(1, 95))),
             ("B02", Some(power_bank(2, 88))),
             ("C01", None),
