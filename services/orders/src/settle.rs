@@ -785,6 +785,46 @@ mod tests {
         }
     }
 
+    /// The process died between holding and charging (nothing was charged, nothing given
+    /// up): the worker resolves the attempt and frees what it claimed, the account's slot and
+    /// the unit, for a reservation as for a rental.
+    #[tokio::test]
+    async fn an_attempt_a_crash_left_frees_its_slot_and_unit_for_rentals_and_reservations() {
+        for kind in [OrderKind::Rental, OrderKind::Reservation] {
+            let mut world = World::new().await;
+            world.inventory("K1", &["D1"]).await;
+            let clock = std::sync::Arc::new(OffsetClock::new());
+            let worker = worker(&world, &clock);
+            let owner = user(1);
+            let (payment_key, _) = world.begin_order(&owner, "K1", kind).await;
+            assert!(
+                world.store.available("K1").await.unwrap().is_empty(),
+                "{kind:?}: the unit is held"
+            );
+
+            clock.advance(chrono::Duration::minutes(3));
+            worker.round().await.unwrap();
+            let attempt = world
+                .store
+                .payment_attempt(&payment_key)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_ne!(
+                attempt.state,
+                AttemptState::Pending.as_str(),
+                "{kind:?}: resolved"
+            );
+            let account = world.store.account(&owner).await.unwrap().unwrap();
+            assert_eq!(account.open_order_id, None, "{kind:?}: the slot is free");
+            assert_eq!(
+                world.store.available("K1").await.unwrap().len(),
+                1,
+                "{kind:?}: the unit is free"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_kiosk_clock_a_month_ahead_charges_no_fee_and_the_year_262142_lends_by_server_time() {
         let mut world = World::new().await;

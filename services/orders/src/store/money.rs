@@ -833,12 +833,14 @@ impl Store {
 }
 
 /// Frees the account slot and unit an abandoned attempt claimed, unless an order took them.
+/// An order's attempt is named by its kind (rental or reservation: both claim a slot and a
+/// unit), a deposit's by "deposit".
 async fn release_attempt_claims<C: ConnectionTrait>(
     db: &C,
     attempt: &payment_attempt::Model,
 ) -> Result<(), DbErr> {
     match attempt.purpose.as_str() {
-        "rental" => {
+        order if crate::domain::order::OrderKind::parse(order).is_some() => {
             let order_exists = crate::entity::order::Entity::find_by_id(attempt.subject_id.clone())
                 .one(db)
                 .await?

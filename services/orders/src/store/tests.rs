@@ -176,6 +176,18 @@ impl World {
     /// A user with a deposit whose rental at `kiosk` holds a unit and is about to be charged:
     /// (payment key, order id).
     pub(crate) async fn begin_rental(&self, user: &str, kiosk: &str) -> (String, String) {
+        self.begin_order(user, kiosk, crate::domain::order::OrderKind::Rental)
+            .await
+    }
+
+    /// [`Self::begin_rental`] for an order of `kind` (a reservation holds a blank drive of
+    /// the drives' capacity).
+    pub(crate) async fn begin_order(
+        &self,
+        user: &str,
+        kiosk: &str,
+        kind: crate::domain::order::OrderKind,
+    ) -> (String, String) {
         let now = Utc::now();
         let super::money::DepositStart::Charge {
             payment_key,
@@ -220,13 +232,20 @@ impl World {
             )
             .await
             .unwrap();
-        let request = Self::opening(user, kiosk);
+        let mut request = Self::opening(user, kiosk);
+        if kind == crate::domain::order::OrderKind::Reservation {
+            request.kind = kind;
+            request.reservable = Some(crate::domain::reservable::DriveAsk {
+                capacity_bytes: 1000,
+                package_bytes: 0,
+            });
+        }
         let Opening::Charge {
             payment_key,
             order_id,
         } = self.store.open_order(&request, now).await.unwrap()
         else {
-            panic!("rental not started");
+            panic!("{kind:?} not started");
         };
         (payment_key, order_id)
     }
