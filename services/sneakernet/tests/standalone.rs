@@ -137,9 +137,10 @@ async fn a_second_start_reuses_accounts_credentials_and_qr_secrets() {
 /// drive itself through the gateway, and its kiosk's simulator shows the drive protected.
 async fn toggle_over_the_drives_own_link(address: std::net::SocketAddr, fleet: &Fleet) {
     for kiosk in &fleet.kiosks {
+        // The first film drive, the documentaries drive and the blank 1 TB drive.
         assert_eq!(
             kiosk.drives_with_remote_link().len(),
-            2,
+            3,
             "{}",
             kiosk.site.kiosk_id
         );
