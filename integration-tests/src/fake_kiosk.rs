@@ -9,6 +9,7 @@ use sneakernet_proto::gateway::v1::kiosk_link_service_client::KioskLinkServiceCl
 use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::gateway::v1::open_response::Body as Down;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
@@ -23,6 +24,9 @@ pub struct FakeKiosk {
     inbound: Streaming<pb::OpenResponse>,
     /// The gateway's Welcome.
     pub welcome: pb::Welcome,
+    /// Heartbeats sent in the background once [`FakeKiosk::keep_alive`] was called; aborted
+    /// with the kiosk, so dropping it still closes the link.
+    heartbeats: Option<AbortOnDropHandle<()>>,
 }
 
 /// An inventory of drives `D-<n>` in bays `A<n>`, all READY.
@@ -121,9 +125,32 @@ impl FakeKiosk {
                 outbound,
                 inbound,
                 welcome,
+                heartbeats: None,
             }),
             other => Err(Status::internal(format!("expected Welcome, got {other:?}"))),
         }
+    }
+
+    /// Heartbeats every `every` from now on, as a real kiosk does, so a test that leaves the
+    /// link silent while it does other work (longer than the gateway's `offline_after`) keeps
+    /// the link open. Without it the kiosk sends only what the test sends.
+    pub fn keep_alive(&mut self, every: Duration) {
+        let outbound = self.outbound.clone();
+        self.heartbeats = Some(AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let beat = pb::OpenRequest {
+                    message_id: String::new(),
+                    body: Some(Up::Heartbeat(pb::Heartbeat {
+                        sent_at: Some(sneakernet_runtime::wire::timestamp(chrono::Utc::now())),
+                    })),
+                };
+                if outbound.send(beat).await.is_err() {
+                    return;
+                }
+            }
+        })));
     }
 
     /// Sends one message.
