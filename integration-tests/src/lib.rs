@@ -11,6 +11,7 @@ pub mod fake_kiosk;
 pub mod kiosk;
 pub mod nearby;
 pub mod proxy;
+pub mod raw_rpc;
 pub mod rentals;
 pub mod reservations;
 
@@ -167,6 +168,31 @@ impl Sandbox {
             .expect("kiosk login")
             .into_inner()
             .access_token
+    }
+
+    /// An access token for service `service` (`orders`, `content`): `operator` issues its
+    /// credential, the service logs in with it.
+    pub async fn service_token(&self, operator: &str, service: &str) -> String {
+        let mut auth = self.auth().await;
+        let secret = auth
+            .issue_service_credential(authed(
+                auth::IssueServiceCredentialRequest {
+                    service: service.into(),
+                },
+                operator,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("issue a {service} credential: {s:?}"))
+            .into_inner()
+            .secret;
+        auth.service_login(auth::ServiceLoginRequest {
+            service: service.into(),
+            secret,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("{service} login: {s:?}"))
+        .into_inner()
+        .access_token
     }
 
     /// The secret of a fresh credential for drive `item_id`'s remote link module, issued by a

@@ -8,7 +8,6 @@ use sneakernet_integration_tests::rentals::{
 };
 use sneakernet_integration_tests::{Sandbox, authed, backends, fast_links, kiosk};
 use sneakernet_kiosk_agent::config::SimFaults;
-use sneakernet_proto::auth::v1 as auth_pb;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
@@ -91,31 +90,6 @@ async fn the_longest_idempotency_keys_pay_a_deposit_charge_a_rental_and_refund_i
     }
 }
 
-/// An access token for service `service`: an operator issues its credential, the service
-/// logs in with it.
-async fn service_token(sandbox: &Sandbox, operator: &str, service: &str) -> String {
-    let mut auth = sandbox.auth().await;
-    let secret = auth
-        .issue_service_credential(authed(
-            auth_pb::IssueServiceCredentialRequest {
-                service: service.into(),
-            },
-            operator,
-        ))
-        .await
-        .unwrap_or_else(|s| panic!("issue a {service} credential: {s:?}"))
-        .into_inner()
-        .secret;
-    auth.service_login(auth_pb::ServiceLoginRequest {
-        service: service.into(),
-        secret,
-    })
-    .await
-    .unwrap_or_else(|s| panic!("{service} login: {s:?}"))
-    .into_inner()
-    .access_token
-}
-
 fn send_request(key: &str, payload: gateway::CommandPayload) -> gateway::SendCommandRequest {
     let deadline = chrono::Utc::now() + chrono::Duration::minutes(5);
     gateway::SendCommandRequest {
@@ -146,8 +120,8 @@ async fn a_service_credential_sends_only_the_command_kinds_its_service_needs() {
     for backend in backends() {
         let sandbox = Sandbox::start_with(&backend, fast_links).await;
         let operator = sandbox.operator().await.access_token;
-        let content = service_token(&sandbox, &operator, "content").await;
-        let orders = service_token(&sandbox, &operator, "orders").await;
+        let content = sandbox.service_token(&operator, "content").await;
+        let orders = sandbox.service_token(&operator, "orders").await;
         let mut commands = DeviceCommandServiceClient::new(sandbox.channel().await);
 
         for (key, payload) in [("c-lend", kiosk::lend("order-c")), ("c-wipe", wipe("D-1"))] {

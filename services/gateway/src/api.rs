@@ -166,6 +166,7 @@ impl DeviceCommandService for GatewayApi {
         request: Request<pb::SendCommandRequest>,
     ) -> Result<Response<pb::SendCommandResponse>, Status> {
         let caller = request.caller()?.require(COMMANDERS)?.clone();
+        grants::may_command(&caller)?;
         let body = request.into_inner();
         if let Some(kind) = body.payload.as_ref().and_then(|p| p.kind.as_ref()) {
             grants::may_send(&caller, commands::kind_name(kind))?;

@@ -52,6 +52,21 @@ fn grant_of(service: &str) -> Option<&'static Grant> {
     SERVICE_GRANTS.iter().find(|grant| grant.service == service)
 }
 
+/// Passes if `caller` may send some command: checked before a request is read, so a service
+/// that may send none (content) is refused as such, whatever the request holds.
+pub fn may_command(caller: &Caller) -> Result<(), GatewayError> {
+    match caller {
+        Caller::Service(name)
+            if !grant_of(name.as_str()).is_some_and(|grant| !grant.commands.is_empty()) =>
+        {
+            Err(GatewayError::NotAllowed(format!(
+                "service {name} may not send commands"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Passes if `caller` may send a command of `kind` (a stored kind name); PERMISSION_DENIED
 /// naming the service and the kind otherwise.
 pub fn may_send(caller: &Caller, kind: &str) -> Result<(), GatewayError> {
@@ -120,6 +135,9 @@ mod tests {
             );
             assert!(may_send(&operator, kind).is_ok(), "{kind}");
         }
+        assert!(may_command(&service("content")).is_err());
+        assert!(may_command(&service("orders")).is_ok());
+        assert!(may_command(&operator).is_ok());
         assert!(may_read(&service("orders")).is_ok());
         assert!(may_read(&service("content")).is_err());
         assert!(may_read(&operator).is_ok());
