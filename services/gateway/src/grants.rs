@@ -57,7 +57,7 @@ fn grant_of(service: &str) -> Option<&'static Grant> {
 pub fn may_command(caller: &Caller) -> Result<(), GatewayError> {
     match caller {
         Caller::Service(name)
-            if !grant_of(name.as_str()).is_some_and(|grant| !grant.commands.is_empty()) =>
+            if grant_of(name.as_str()).is_none_or(|grant| grant.commands.is_empty()) =>
         {
             Err(GatewayError::NotAllowed(format!(
                 "service {name} may not send commands"
