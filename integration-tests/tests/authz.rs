@@ -461,7 +461,6 @@ async fn another_user_s_order_is_not_found_by_every_rpc_that_names_an_order() {
                     .cancel_reservation(authed(
                         pb::CancelReservationRequest {
                             order_id: id.clone(),
-                            ..Default::default()
                         },
                         t,
                     ))
