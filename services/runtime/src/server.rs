@@ -36,6 +36,20 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STREAM_WINDOW: u32 = 256 * 1024;
 /// See [`STREAM_WINDOW`].
 pub const CONNECTION_WINDOW: u32 = 256 * 1024;
+/// Streams one HTTP/2 connection may hold open at once. tonic leaves it unset, which removes
+/// hyper's default (200) and lets one client open streams without bound. A kiosk holds one;
+/// a mobile backend multiplexes its users' calls and order watches on a few connections, so
+/// the ceiling is generous; a peer over it waits for a free stream (the client's h2 queues
+/// the request), it is not refused.
+pub const MAX_CONCURRENT_STREAMS: u32 = 4096;
+/// Streams a client may reset before the server has accepted them (the "rapid reset" flood,
+/// CVE-2023-44487) before the connection is closed with GOAWAY: h2's own default, set here
+/// because tonic would otherwise pass its unset value through.
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset because of the client's errors (the "made you reset" flood,
+/// CVE-2025-8671) before the connection is closed: hyper's default, which tonic's unset value
+/// would turn into no limit at all.
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// Services every server adds besides the roles' own.
 const INFRASTRUCTURE_SERVICES: [&str; 3] = [
@@ -216,6 +230,9 @@ pub async fn serve(
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_adaptive_window(Some(false))
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         builder = builder.tls_config(load_tls(tls).await?)?;
