@@ -111,6 +111,7 @@ CONFIG = obj(
                 "register_per_address": COUNT,
                 "orders_per_account": COUNT,
                 "period": DURATION,
+                "trusted_proxies": {"type": "array", "items": {"type": "string", "minLength": 1}},
             }
         ),
         "orders": obj(
@@ -120,6 +121,8 @@ CONFIG = obj(
                 "offer_ttl": DURATION,
                 "lend_deadline": DURATION,
                 "sweep_interval": DURATION,
+                "payment_timeout": DURATION,
+                "gateway_timeout": DURATION,
             }
         ),
         "gateway": obj(

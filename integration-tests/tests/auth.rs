@@ -801,3 +801,99 @@ async fn oversized_login_fields_are_refused_before_any_work() {
     );
     sandbox.stop().await;
 }
+
+/// A login as `email` with `password`, arriving with `x-forwarded-for: forwarded_for`.
+async fn login_via(
+    sandbox: &Sandbox,
+    forwarded_for: &str,
+    email: &str,
+    password: &str,
+) -> Result<pb::LoginResponse, tonic::Status> {
+    let mut request = tonic::Request::new(pb::LoginRequest {
+        email: email.into(),
+        password: password.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().expect("header"));
+    sandbox
+        .auth()
+        .await
+        .login(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Behind an ingress every client arrives from the proxy's address. With the proxy trusted
+/// (`rate_limit.trusted_proxies`), budgets follow the client it names: one guesser spends
+/// only its own budget, the owner logging in from elsewhere is not locked out, and addresses
+/// do not share one budget.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_budget_and_a_guesser_cannot_lock_the_owner_out()
+ {
+    let sandbox = Sandbox::start_with(&Backend::Sqlite, |config| {
+        config.rate_limit.trusted_proxies = vec!["127.0.0.0/8".parse().expect("network")];
+        config.rate_limit.attempts_per_account = 3;
+        config.rate_limit.login_per_address = 5;
+    })
+    .await;
+    let owner = email();
+    sandbox.register(&owner).await;
+    let guesser = "198.51.100.7";
+    for attempt in 0..3 {
+        let status = login_via(&sandbox, guesser, &owner, &format!("guess {attempt}"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "guess {attempt}");
+    }
+    let status = login_via(&sandbox, guesser, &owner, "guess 4")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    login_via(&sandbox, "198.51.100.8", &owner, PASSWORD)
+        .await
+        .expect("the owner, from another address, logs in");
+
+    // Per-address budgets count the named client, not the proxy.
+    let busy = "198.51.100.9";
+    for _ in 0..5 {
+        let status = login_via(&sandbox, busy, &email(), PASSWORD)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = login_via(&sandbox, busy, &email(), PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let status = login_via(&sandbox, "198.51.100.10", &email(), PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::Unauthenticated,
+        "another client behind the same proxy has its own budget"
+    );
+    sandbox.stop().await;
+}
+
+/// Without trusted proxies (the default) `x-forwarded-for` is the client's own word and is
+/// ignored: naming a new address on every try does not buy a new budget.
+#[tokio::test]
+async fn a_forwarded_for_header_from_an_untrusted_peer_buys_no_new_budget() {
+    let sandbox = Sandbox::start_with(&Backend::Sqlite, |config| {
+        config.rate_limit.login_per_address = 3;
+    })
+    .await;
+    for n in 0..3 {
+        let status = login_via(&sandbox, &format!("198.51.100.{n}"), &email(), PASSWORD)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = login_via(&sandbox, "198.51.100.99", &email(), PASSWORD)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    sandbox.stop().await;
+}

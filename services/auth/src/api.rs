@@ -2,6 +2,7 @@
 //! store and token issuer, map errors once. No rule lives here that the types elsewhere could
 //! hold.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,7 +10,7 @@ use sneakernet_proto::auth::v1 as pb;
 use sneakernet_proto::auth::v1::auth_service_server::AuthService;
 use sneakernet_runtime::caller::CallerExt;
 use sneakernet_runtime::clock::SharedClock;
-use sneakernet_runtime::rate_limit::KeyedLimiter;
+use sneakernet_runtime::rate_limit::{ClientAddress, KeyedLimiter};
 use sneakernet_runtime::wire::timestamp;
 use sneakernet_runtime::{DeviceId, FieldViolation, ItemId, KioskId, Role, ServiceName};
 use tonic::{Request, Response, Status};
@@ -29,8 +30,9 @@ pub struct AuthApi {
     pub(crate) clock: SharedClock,
     pub(crate) refresh_ttl: Duration,
     pub(crate) keys_cache: Duration,
-    /// Login attempts per account (email).
-    pub(crate) login_per_account: KeyedLimiter<String>,
+    /// Login attempts per account (email) and client address: an attacker spends their own
+    /// budget, and the owner logging in from elsewhere keeps theirs.
+    pub(crate) login_per_account: KeyedLimiter<(String, Option<IpAddr>)>,
     /// Registration attempts per email.
     pub(crate) register_per_account: KeyedLimiter<String>,
 }
@@ -258,11 +260,12 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let client = ClientAddress::of(request.extensions());
         let body = request.into_inner();
         bounded("email", &body.email, credentials::MAX_EMAIL_CHARS)?;
         bounded("password", &body.password, credentials::MAX_PASSWORD_CHARS)?;
         let key = body.email.trim().to_lowercase();
-        self.login_per_account.check(&key)?;
+        self.login_per_account.check(&(key.clone(), client))?;
         let account = self.store.user_by_email(&key).await?;
         let matches = credentials::verify_password(
             body.password,

@@ -105,7 +105,7 @@ pub async fn build(ctx: &RoleContext) -> Result<AuthApi, StartError> {
         refresh_ttl: auth.refresh_token_ttl,
         keys_cache: auth.keys_refresh_interval,
         login_per_account: KeyedLimiter::new(
-            "login attempts for this account",
+            "login attempts for this account from this address",
             ctx.config.rate_limit.attempts_per_account,
             ctx.config.rate_limit.period,
         ),

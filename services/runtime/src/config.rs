@@ -115,8 +115,9 @@ pub struct AuthConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    /// Login attempts allowed per account per `period`; registration attempts per email have
-    /// a budget of the same size of their own.
+    /// Login attempts allowed per account from one client address per `period` (per account
+    /// and address, so someone guessing from elsewhere cannot lock the owner out);
+    /// registration attempts per email have a budget of the same size of their own.
     pub attempts_per_account: u32,
     /// Login attempts allowed per client address per `period`.
     pub login_per_address: u32,
@@ -128,6 +129,12 @@ pub struct RateLimitConfig {
     /// The refill period of every budget above.
     #[serde(with = "humantime_serde")]
     pub period: Duration,
+    /// Proxies (addresses or CIDR ranges, e.g. an ingress controller's pod network) whose
+    /// `x-forwarded-for` is believed: a request arriving from one of them is budgeted by the
+    /// client address the proxies name, not by the proxy's. Empty (the default): the header
+    /// is ignored, so a client cannot pick its own address. A bare address means just it.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The orders service: its peers, the deposit, and the timing of rentals and reservations.
@@ -395,6 +402,27 @@ impl Default for AuthConfig {
     }
 }
 
+/// Reads a list of networks, each a CIDR range (`10.0.0.0/8`) or a bare address (`10.1.2.3`,
+/// that address alone), naming the entry that is neither.
+fn networks<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let raw = Vec::<String>::deserialize(deserializer)?;
+    raw.iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{entry:?} is neither an IP address nor a CIDR range like 10.0.0.0/8"
+                    ))
+                })
+        })
+        .collect()
+}
+
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
@@ -403,6 +431,7 @@ impl Default for RateLimitConfig {
             register_per_address: 30,
             orders_per_account: 30,
             period: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Per-key request budgets (GCRA token buckets from `governor`), and a tower layer that applies
-//! per-client-address budgets to named RPCs before any handler runs.
+//! Per-key request budgets (GCRA token buckets from `governor`), the client's address as
+//! budgets see it ([`ClientAddress`]: the TCP peer, or the client a trusted proxy names), and
+//! a tower layer that applies per-client-address budgets to named RPCs before any handler
+//! runs.
 //!
 //! Budgets are per process. With several replicas each keeps its own, so the effective limit is
 //! the configured one times the replica count; a Redis-backed store is the planned shared
@@ -101,6 +103,121 @@ impl<S> Layer<S> for AddressRateLimitLayer {
     }
 }
 
+/// The address a request is budgeted by, put into request extensions by
+/// [`ClientAddressLayer`]: the TCP peer, or, when the peer is a trusted proxy, the client the
+/// proxies name in `x-forwarded-for`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
+impl ClientAddress {
+    /// The address [`ClientAddressLayer`] recorded for `extensions`' request, or the TCP peer
+    /// where no layer ran (a test server).
+    pub fn of(extensions: &http::Extensions) -> Option<IpAddr> {
+        extensions
+            .get::<ClientAddress>()
+            .map(|client| client.0)
+            .or_else(|| peer_of(extensions))
+    }
+}
+
+/// Resolves each request's [`ClientAddress`] once, before anything budgets it.
+#[derive(Clone, Debug, Default)]
+pub struct ClientAddressLayer {
+    trusted: Arc<Vec<ipnet::IpNet>>,
+}
+
+impl ClientAddressLayer {
+    /// Believes `x-forwarded-for` only from peers in `trusted` (none: never).
+    pub fn new(trusted: Vec<ipnet::IpNet>) -> Self {
+        Self {
+            trusted: Arc::new(trusted),
+        }
+    }
+}
+
+impl<S> Layer<S> for ClientAddressLayer {
+    type Service = ClientAddressService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientAddressService {
+            inner,
+            trusted: self.trusted.clone(),
+        }
+    }
+}
+
+/// The service [`ClientAddressLayer`] produces.
+#[derive(Clone, Debug)]
+pub struct ClientAddressService<S> {
+    inner: S,
+    trusted: Arc<Vec<ipnet::IpNet>>,
+}
+
+impl<S, B> Service<http::Request<B>> for ClientAddressService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(peer) = peer_of(request.extensions()) {
+            let forwarded = request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok());
+            let client = client_address(peer, forwarded, &self.trusted);
+            request.extensions_mut().insert(ClientAddress(client));
+        }
+        self.inner.call(request)
+    }
+}
+
+/// The client behind `peer`: `peer` itself unless it is in `trusted`; then the nearest
+/// `x-forwarded-for` hop (reading from the right, the hops the proxies appended) that is not
+/// itself a trusted proxy. Entries to the left of that hop were written by the client and are
+/// never read. An entry that is not an address stops the walk at the last trusted hop's view.
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded: impl Iterator<Item = &'a str>,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse_hop(hop) else {
+            return client;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            return ip;
+        }
+    }
+    client
+}
+
+/// One `x-forwarded-for` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:5678`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok());
+    }
+    hop.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok())
+}
+
 /// The service [`AddressRateLimitLayer`] produces.
 #[derive(Clone, Debug)]
 pub struct AddressRateLimit<S> {
@@ -124,7 +241,7 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let path = request.uri().path();
         if let Some((_, limiter)) = self.rules.iter().find(|(p, _)| p == path)
-            && let Some(ip) = peer_ip(&request)
+            && let Some(ip) = ClientAddress::of(request.extensions())
             && let Err(error) = limiter.check(&ip)
         {
             let status = tonic::Status::from(error);
@@ -138,7 +255,10 @@ where
 
 /// The client's IP address as the TCP connection shows it.
 pub fn peer_ip<B>(request: &http::Request<B>) -> Option<IpAddr> {
-    let extensions = request.extensions();
+    peer_of(request.extensions())
+}
+
+fn peer_of(extensions: &http::Extensions) -> Option<IpAddr> {
     extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
@@ -167,5 +287,61 @@ mod tests {
             other => panic!("expected exhaustion, got {other:?}"),
         }
         limiter.check(&"b").expect("keys have separate budgets");
+    }
+
+    fn nets(raw: &[&str]) -> Vec<ipnet::IpNet> {
+        raw.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn ip(raw: &str) -> IpAddr {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_proxies_and_only_the_hops_they_appended() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        // No trusted proxies configured: the header is the client's word, ignored.
+        assert_eq!(
+            client_address(ip("10.0.0.5"), ["198.51.100.7"].into_iter(), &[]),
+            ip("10.0.0.5")
+        );
+        // A direct client cannot name its own address.
+        assert_eq!(
+            client_address(ip("203.0.113.9"), ["198.51.100.7"].into_iter(), &trusted),
+            ip("203.0.113.9")
+        );
+        // Through the ingress: the hop it appended.
+        assert_eq!(
+            client_address(ip("10.0.0.5"), ["198.51.100.7"].into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
+        // A client's forged entries sit to the left of the real hop and are never read; a
+        // chain of trusted proxies is walked through.
+        assert_eq!(
+            client_address(
+                ip("10.0.0.5"),
+                ["1.1.1.1, 198.51.100.7, 10.2.3.4", "10.0.0.9"].into_iter(),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // Ports and IPv6 brackets as some proxies write them.
+        assert_eq!(
+            client_address(ip("10.0.0.5"), ["[2001:db8::1]:4711"].into_iter(), &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.5"), ["198.51.100.7:4711"].into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
+        // Garbage or no header: the last trusted view.
+        assert_eq!(
+            client_address(ip("10.0.0.5"), ["not-an-address"].into_iter(), &trusted),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.5"), std::iter::empty(), &trusted),
+            ip("10.0.0.5")
+        );
     }
 }

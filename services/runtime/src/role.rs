@@ -181,6 +181,7 @@ pub async fn serve_role<R: ServiceRole>(
         )?);
     }
     let mut services = GrpcServices::new();
+    services.trust_forwarded_from(ctx.config.rate_limit.trusted_proxies.clone());
     R::start(&ctx, &mut services).await?;
     if !R::ISSUES_TOKENS {
         ctx.fetch_keys_from_auth()?;

@@ -19,7 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::caller::{AuthLayer, TokenVerifier};
 use crate::config::TlsConfig;
-use crate::rate_limit::{AddressRateLimitLayer, KeyedLimiter};
+use crate::rate_limit::{AddressRateLimitLayer, ClientAddressLayer, KeyedLimiter};
 use crate::shutdown::Shutdown;
 use crate::supervise::TaskHealth;
 use crate::telemetry::GrpcMetricsLayer;
@@ -65,6 +65,7 @@ pub struct GrpcServices {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     address_limits: Vec<(String, KeyedLimiter<IpAddr>)>,
+    trusted_proxies: Vec<ipnet::IpNet>,
     public: Vec<String>,
     task_health: TaskHealth,
 }
@@ -108,6 +109,13 @@ impl GrpcServices {
         limiter: KeyedLimiter<IpAddr>,
     ) -> &mut Self {
         self.address_limits.push((path.into(), limiter));
+        self
+    }
+
+    /// Believes `x-forwarded-for` from peers in `proxies` (`rate_limit.trusted_proxies`):
+    /// budgets per address then count the client a proxy names, not the proxy.
+    pub fn trust_forwarded_from(&mut self, proxies: Vec<ipnet::IpNet>) -> &mut Self {
+        self.trusted_proxies = proxies;
         self
     }
 
@@ -214,6 +222,7 @@ pub async fn serve(
         .layer(GrpcMetricsLayer::new(
             names.iter().copied().chain(INFRASTRUCTURE_SERVICES),
         ))
+        .layer(ClientAddressLayer::new(services.trusted_proxies))
         .layer(AddressRateLimitLayer::new(services.address_limits))
         .layer(AuthLayer::new(
             verifier,

@@ -157,6 +157,7 @@ pub async fn start(
         None => None,
     };
     let mut services = GrpcServices::new();
+    services.trust_forwarded_from(ctx.config.rate_limit.trusted_proxies.clone());
     let started = async {
         for role in &roles {
             role.start(&ctx, &mut services).await?;
