@@ -16,7 +16,7 @@ use sneakernet_integration_tests::hand_kiosk::{
 use sneakernet_integration_tests::rentals::{
     self, Customer, SimKiosk, WAIT, assert_audit_clean, create_rental, customer_with_deposit,
     drive, drive_type, new_qr_secret, qr_payload, rental_request, scan, scan_until_available,
-    start_priced, wait_for_state,
+    start_priced_with, wait_for_state,
 };
 use sneakernet_integration_tests::{Backend, Sandbox, backends, eventually};
 use sneakernet_proto::common::v1 as common;
@@ -44,7 +44,12 @@ struct Fleet {
 }
 
 async fn an_honest_kiosk_holding_its_drive(backend: &Backend) -> Fleet {
-    let (sandbox, channel, operator) = start_priced(backend, &[common::ItemKind::Drive]).await;
+    // The hand-driven kiosk answers no heartbeat: its link must outlive a slow test.
+    let (sandbox, channel, operator) =
+        start_priced_with(backend, &[common::ItemKind::Drive], |config| {
+            config.gateway.offline_after = std::time::Duration::from_secs(120);
+        })
+        .await;
     let honest = SimKiosk::healthy(
         sandbox.node().address,
         &operator,
