@@ -18,9 +18,19 @@ use crate::fake_kiosk::FakeKiosk;
 use crate::rentals::{
     self, CAPACITY, Customer, PACKAGE, SimKiosk, WAIT, create_rental, customer_with_deposit, drive,
     drive_type, fleet, new_qr_secret, qr_payload, register_kiosk, rental_request, scan,
-    scan_until_available, wait_for_state,
+    scan_until_available, start_priced_with, wait_for_state,
 };
 use crate::{Sandbox, authed};
+
+/// A rentals sandbox ([`start_priced_with`], drives priced) whose links outlive a slow test:
+/// a hand-driven kiosk answers no heartbeat, so with the rentals' 1.5 s `offline_after` its
+/// link would be cut while a rental elsewhere runs on a busy machine.
+pub async fn start_for_hand_kiosks(backend: &crate::Backend) -> (Sandbox, Channel, String) {
+    start_priced_with(backend, &[common::ItemKind::Drive], |config| {
+        config.gateway.offline_after = Duration::from_secs(120);
+    })
+    .await
+}
 
 /// A drive of the rentals' drive type as a kiosk reports it: writable, so a return of it
 /// waits for a wipe.

@@ -11,15 +11,14 @@ use sneakernet_integration_tests::fake_kiosk::FakeKiosk;
 use sneakernet_integration_tests::hand_kiosk::{
     HandKiosk, a_healthy_rental_goes_lent_and_closed, a_rental_at_a_hand_driven_kiosk,
     assert_accepted, bay, connect_hand_kiosk, lend_result_of, parked_events, reported_drive,
-    reported_drive_protected, returned, say,
+    reported_drive_protected, returned, say, start_for_hand_kiosks,
 };
 use sneakernet_integration_tests::rentals::{
     self, Customer, SimKiosk, WAIT, assert_audit_clean, create_rental, customer_with_deposit,
     drive, drive_type, new_qr_secret, qr_payload, rental_request, scan, scan_until_available,
-    start_priced_with, wait_for_state,
+    wait_for_state,
 };
 use sneakernet_integration_tests::{Backend, Sandbox, backends, eventually};
-use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gw;
 use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::orders::v1::OrderState as S;
@@ -44,12 +43,7 @@ struct Fleet {
 }
 
 async fn an_honest_kiosk_holding_its_drive(backend: &Backend) -> Fleet {
-    // The hand-driven kiosk answers no heartbeat: its link must outlive a slow test.
-    let (sandbox, channel, operator) =
-        start_priced_with(backend, &[common::ItemKind::Drive], |config| {
-            config.gateway.offline_after = std::time::Duration::from_secs(120);
-        })
-        .await;
+    let (sandbox, channel, operator) = start_for_hand_kiosks(backend).await;
     let honest = SimKiosk::healthy(
         sandbox.node().address,
         &operator,

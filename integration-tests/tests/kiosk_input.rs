@@ -7,16 +7,14 @@
 //! that panics is restarted while health says NOT_SERVING, and an event that cannot be applied
 //! is parked, listed and retried by an operator. Only gRPC, on every backend of this run.
 
-use std::time::Duration;
-
 use sneakernet_integration_tests::hand_kiosk::{
     HandKiosk, a_healthy_rental_goes_lent_and_closed, a_rental_at_a_hand_driven_kiosk,
     assert_accepted, bay, lend_result, parked_events, reported_drive, returned, say,
+    start_for_hand_kiosks,
 };
 use sneakernet_integration_tests::rentals::{
     self, SimKiosk, WAIT, assert_audit_clean, create_rental, customer_with_deposit, drive,
-    drive_type, fleet, rental_request, scan_until_available, set_default_pricing, start_priced,
-    wait_for_state,
+    drive_type, fleet, rental_request, scan_until_available, set_default_pricing, wait_for_state,
 };
 use sneakernet_integration_tests::{
     Backend, Child, Sandbox, authed, backends, binary, connect, eventually, test_config,
@@ -35,7 +33,7 @@ use tonic_health::pb::health_client::HealthClient;
 const LIAR: &str = "K-LIAR";
 
 async fn start(backend: &Backend) -> (Sandbox, Channel, String) {
-    start_priced(backend, &[common::ItemKind::Drive]).await
+    start_for_hand_kiosks(backend).await
 }
 
 fn assert_refused(receipt: &gw::Receipt, field: &str) {
