@@ -8,6 +8,7 @@
 
 pub mod content;
 pub mod fake_kiosk;
+pub mod hand_kiosk;
 pub mod kiosk;
 pub mod nearby;
 pub mod proxy;

@@ -7,13 +7,14 @@
 //! that panics is restarted while health says NOT_SERVING, and an event that cannot be applied
 //! is parked, listed and retried by an operator. Only gRPC, on every backend of this run.
 
-use std::time::Duration;
-
-use sneakernet_integration_tests::fake_kiosk::FakeKiosk;
+use sneakernet_integration_tests::hand_kiosk::{
+    HandKiosk, a_healthy_rental_goes_lent_and_closed, a_rental_at_a_hand_driven_kiosk,
+    assert_accepted, bay, lend_result, parked_events, reported_drive, returned, say,
+    start_for_hand_kiosks,
+};
 use sneakernet_integration_tests::rentals::{
-    self, CAPACITY, PACKAGE, SimKiosk, WAIT, assert_audit_clean, create_rental,
-    customer_with_deposit, drive, drive_type, fleet, new_qr_secret, qr_payload, register_kiosk,
-    rental_request, scan, scan_until_available, set_default_pricing, start_priced, wait_for_state,
+    self, SimKiosk, WAIT, assert_audit_clean, create_rental, customer_with_deposit, drive,
+    drive_type, fleet, rental_request, scan_until_available, set_default_pricing, wait_for_state,
 };
 use sneakernet_integration_tests::{
     Backend, Child, Sandbox, authed, backends, binary, connect, eventually, test_config,
@@ -22,7 +23,6 @@ use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gw;
 use sneakernet_proto::gateway::v1::device_event_service_client::DeviceEventServiceClient;
 use sneakernet_proto::gateway::v1::open_request::Body as Up;
-use sneakernet_proto::gateway::v1::open_response::Body as Down;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::OrderState as S;
 use sneakernet_runtime::wire::timestamp;
@@ -33,68 +33,7 @@ use tonic_health::pb::health_client::HealthClient;
 const LIAR: &str = "K-LIAR";
 
 async fn start(backend: &Backend) -> (Sandbox, Channel, String) {
-    start_priced(backend, &[common::ItemKind::Drive]).await
-}
-
-/// A drive of the rentals' drive type, as a kiosk reports it.
-fn liar_drive(item_id: &str) -> common::Item {
-    common::Item {
-        item_id: item_id.into(),
-        kind: common::ItemKind::Drive.into(),
-        attributes: Some(common::ItemAttributes {
-            kind: Some(common::item_attributes::Kind::Drive(
-                common::DriveAttributes {
-                    capacity_bytes: CAPACITY,
-                    content_package_id: PACKAGE.into(),
-                    write_protected: false,
-                    remote_link: false,
-                },
-            )),
-        }),
-    }
-}
-
-fn bay(bay_id: &str, item: Option<common::Item>) -> gw::Bay {
-    gw::Bay {
-        bay_id: bay_id.into(),
-        state: if item.is_some() {
-            gw::BayState::Ready
-        } else {
-            gw::BayState::Empty
-        }
-        .into(),
-        item,
-        pinned_order_id: String::new(),
-    }
-}
-
-/// Sends `body` as message `id` and returns the gateway's receipt.
-async fn say(kiosk: &mut FakeKiosk, id: &str, body: Up) -> gw::Receipt {
-    kiosk.send(id, body).await;
-    loop {
-        match kiosk.next().await {
-            Ok(Some(Down::Receipt(receipt))) => return receipt,
-            Ok(Some(Down::Command(_))) => continue,
-            other => panic!("expected a receipt for {id}, got {other:?}"),
-        }
-    }
-}
-
-fn assert_accepted(receipt: &gw::Receipt) {
-    assert_eq!(
-        receipt.status,
-        gw::ReceiptStatus::Accepted as i32,
-        "accepted: {receipt:?}"
-    );
-}
-
-/// The kiosk reports `item` back in bay A2 at `at` (its clock).
-fn returned(item: common::Item, at: chrono::DateTime<chrono::Utc>) -> Up {
-    Up::ItemReturned(gw::ItemReturned {
-        bay_id: "A2".into(),
-        item: Some(item),
-        returned_at: Some(timestamp(at)),
-    })
+    start_for_hand_kiosks(backend).await
 }
 
 fn assert_refused(receipt: &gw::Receipt, field: &str) {
@@ -106,33 +45,6 @@ fn assert_refused(receipt: &gw::Receipt, field: &str) {
     assert!(
         receipt.error.starts_with(field),
         "the refusal names {field}: {receipt:?}"
-    );
-}
-
-/// A user rents one of the `available` drives at the honest kiosk and returns it there into
-/// the empty bay `back_into`: LENT, then CLOSED, with only the price charged.
-async fn a_healthy_rental_goes_lent_and_closed(
-    channel: &Channel,
-    honest: &SimKiosk,
-    (n, available, back_into): (u32, u32, &str),
-    context: &str,
-) {
-    let user = customer_with_deposit(channel).await;
-    let offer = scan_until_available(channel, &user.token, honest, &drive_type(), available).await;
-    let order = create_rental(
-        channel,
-        &user.token,
-        rental_request(&offer, &drive_type(), 1, None, &format!("healthy-{n}")),
-    )
-    .await
-    .unwrap_or_else(|s| panic!("{context}: rent at the honest kiosk: {s:?}"));
-    let lent = wait_for_state(channel, &user.token, &order.order_id, &[S::Lent]).await;
-    honest.insert(back_into, drive(&lent.item_id)).await;
-    let closed = wait_for_state(channel, &user.token, &order.order_id, &[S::Closed]).await;
-    assert_eq!(
-        closed.amount_charged,
-        Some(rentals::price_for(1)),
-        "{context}"
     );
 }
 
@@ -152,15 +64,6 @@ async fn refused_messages(channel: &Channel, operator: &str) -> Vec<gw::RefusedM
         .messages
 }
 
-async fn parked_events(channel: &Channel, operator: &str) -> Vec<pb::ParkedEvent> {
-    fleet(channel)
-        .list_parked_events(authed(pb::ListParkedEventsRequest::default(), operator))
-        .await
-        .expect("list parked events")
-        .into_inner()
-        .events
-}
-
 async fn health(channel: &Channel, service: &str) -> i32 {
     HealthClient::new(channel.clone())
         .check(tonic_health::pb::HealthCheckRequest {
@@ -170,88 +73,6 @@ async fn health(channel: &Channel, service: &str) -> i32 {
         .expect("health")
         .into_inner()
         .status
-}
-
-/// The kiosk speaking the link by hand, registered and credentialed as an operator would,
-/// holding one drive L-1 (bay A1) and an empty bay A2; a renter has rented L-1 there and the
-/// kiosk holds the Lend command, acknowledged.
-struct HandKiosk {
-    link: FakeKiosk,
-    renter: rentals::Customer,
-    order: pb::Order,
-    lend: gw::Command,
-}
-
-async fn a_rental_at_a_hand_driven_kiosk(
-    sandbox: &Sandbox,
-    channel: &Channel,
-    operator: &str,
-) -> HandKiosk {
-    let secret = new_qr_secret();
-    register_kiosk(channel, operator, LIAR, &secret)
-        .await
-        .expect("register the kiosk");
-    let token = sandbox.kiosk_token(LIAR).await;
-    let mut link = FakeKiosk::connect(
-        channel.clone(),
-        &token,
-        gw::Inventory {
-            bays: vec![bay("A1", Some(liar_drive("L-1"))), bay("A2", None)],
-            taken_at: None,
-        },
-    )
-    .await
-    .expect("the kiosk's link");
-    // It lies in what it says, not in staying alive: between its messages the tests rent at
-    // other kiosks for longer than the sandbox's `offline_after`.
-    link.keep_alive(Duration::from_millis(200));
-    let renter = customer_with_deposit(channel).await;
-    let offer = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(offer) = scan(channel, &renter.token, &qr_payload(LIAR, &secret)).await
-                && rentals::line(&offer, &drive_type()).is_some_and(|l| l.available == 1)
-            {
-                return offer;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the kiosk's drive on offer");
-    let order = create_rental(
-        channel,
-        &renter.token,
-        rental_request(&offer, &drive_type(), 1, None, "at-the-hand-kiosk"),
-    )
-    .await
-    .expect("rent at the kiosk");
-    let lend = link.next_command().await;
-    link.send(
-        "",
-        Up::Ack(gw::Ack {
-            command_id: lend.command_id.clone(),
-        }),
-    )
-    .await;
-    HandKiosk {
-        link,
-        renter,
-        order,
-        lend,
-    }
-}
-
-/// The kiosk's result for the Lend: L-1 left from bay A1, finished at `finished_at`.
-fn lend_result(lend: &gw::Command, finished_at: prost_types::Timestamp) -> Up {
-    Up::Result(gw::CommandResult {
-        command_id: lend.command_id.clone(),
-        outcome: Some(gw::command_result::Outcome::Lend(gw::LendResult {
-            item_id: "L-1".into(),
-            bay_id: "A1".into(),
-            item: Some(liar_drive("L-1")),
-        })),
-        finished_at: Some(finished_at),
-    })
 }
 
 #[tokio::test]
@@ -272,7 +93,8 @@ async fn a_lying_kiosk_is_refused_at_the_edge_and_the_fleet_keeps_renting() {
             renter,
             order,
             lend,
-        } = a_rental_at_a_hand_driven_kiosk(&sandbox, &channel, &operator).await;
+            ..
+        } = a_rental_at_a_hand_driven_kiosk(&sandbox, &channel, &operator, LIAR).await;
         let result = |finished_at| lend_result(&lend, finished_at);
         let far = prost_types::Timestamp {
             seconds: 8_210_266_833_599,
@@ -334,13 +156,18 @@ async fn a_lying_kiosk_is_refused_at_the_edge_and_the_fleet_keeps_renting() {
         let receipt = say(
             &mut liar,
             "month-ahead",
-            returned(liar_drive("L-1"), now + chrono::Duration::days(30)),
+            returned(reported_drive("L-1"), now + chrono::Duration::days(30)),
         )
         .await;
         assert_refused(&receipt, "item_returned.returned_at");
 
         // 4. A NUL byte in an item id.
-        let receipt = say(&mut liar, "nul-byte", returned(liar_drive("L-\u{0}1"), now)).await;
+        let receipt = say(
+            &mut liar,
+            "nul-byte",
+            returned(reported_drive("L-\u{0}1"), now),
+        )
+        .await;
         assert_refused(&receipt, "item_returned.item.item_id");
 
         // The return, with a clock a few minutes fast (within tolerance): the order closes
@@ -348,7 +175,7 @@ async fn a_lying_kiosk_is_refused_at_the_edge_and_the_fleet_keeps_renting() {
         let receipt = say(
             &mut liar,
             "return",
-            returned(liar_drive("L-1"), now + chrono::Duration::minutes(4)),
+            returned(reported_drive("L-1"), now + chrono::Duration::minutes(4)),
         )
         .await;
         assert_accepted(&receipt);
@@ -433,7 +260,8 @@ async fn a_return_reported_a_day_late_by_an_offline_kiosk_is_charged_by_the_kios
             mut renter,
             order,
             lend,
-        } = a_rental_at_a_hand_driven_kiosk(&sandbox, &channel, &operator).await;
+            ..
+        } = a_rental_at_a_hand_driven_kiosk(&sandbox, &channel, &operator, LIAR).await;
         let receipt = say(
             &mut kiosk,
             "lend",
@@ -452,7 +280,12 @@ async fn a_return_reported_a_day_late_by_an_offline_kiosk_is_charged_by_the_kios
         renter.log_in_again(&channel).await;
         let operator = rentals::operator_token(&channel, &sandbox.config).await;
         let back = lent_at + chrono::Duration::days(2);
-        let receipt = say(&mut kiosk, "late-report", returned(liar_drive("L-1"), back)).await;
+        let receipt = say(
+            &mut kiosk,
+            "late-report",
+            returned(reported_drive("L-1"), back),
+        )
+        .await;
         assert_accepted(&receipt);
         let closed = wait_for_state(&channel, &renter.token, &order.order_id, &[S::Closed]).await;
         assert_eq!(

@@ -81,6 +81,8 @@ pub enum CommandEffect {
     LendFailed {
         /// The order.
         order_id: String,
+        /// The kiosk that was to lend: only its own unit is marked.
+        kiosk_id: String,
         /// Why, as the user reads it.
         reason: String,
         /// The item the kiosk could not hand out (a jammed bay): not lendable until the
@@ -93,6 +95,8 @@ pub enum CommandEffect {
     /// A drive was wiped, or a reservation's drive released (unpinned and wiped): lendable
     /// again, blank.
     Wiped {
+        /// The kiosk that wiped it: only its own unit changes.
+        kiosk_id: String,
         /// The drive.
         item_id: String,
     },
@@ -222,6 +226,7 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
                     follow_ups.extend(release_reserved(record, lend));
                     CommandEffect::LendFailed {
                         order_id,
+                        kiosk_id: record.kiosk_id.clone(),
                         reason: format!("{why} Your payment is being refunded."),
                         not_ready_item,
                         follow_ups,
@@ -229,6 +234,7 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
                 }
                 (gateway::CommandState::Expired, _) => CommandEffect::LendFailed {
                     order_id,
+                    kiosk_id: record.kiosk_id.clone(),
                     reason: "The kiosk did not hand out an item in time. Your payment is being refunded.".into(),
                     not_ready_item: None,
                     follow_ups: release_reserved(record, lend).into_iter().collect(),
@@ -276,6 +282,7 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
         }
         gateway::command_payload::Kind::Wipe(wipe) if state == gateway::CommandState::Succeeded => {
             CommandEffect::Wiped {
+                kiosk_id: record.kiosk_id.clone(),
                 item_id: wipe.item_id.clone(),
             }
         }
@@ -283,6 +290,7 @@ pub fn effect_of(record: &gateway::CommandRecord) -> CommandEffect {
             if state == gateway::CommandState::Succeeded =>
         {
             CommandEffect::Wiped {
+                kiosk_id: record.kiosk_id.clone(),
                 item_id: release.item_id.clone(),
             }
         }

@@ -4,18 +4,24 @@
 //! The unit view is advisory (the kiosk chooses what it lends) but holds are not: a hold is a
 //! conditional update of one unit row (`held_by IS NULL`), so two orders can never hold the
 //! same unit, and a kiosk's holds never outnumber its ready units of the type.
+//!
+//! One kiosk cannot reach into another's units (issue #12): a unit belongs to the kiosk whose
+//! bay reported it first while it was at no kiosk ([`claim_unit`]); every change a kiosk's
+//! message makes to a unit row carries `kiosk_id = <that kiosk>` in its SQL, so naming another
+//! kiosk's item changes nothing there.
 
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect,
 };
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 
 use super::Store;
+use crate::domain::order::{OrderKind, OrderState};
 use crate::domain::reservable::{DriveAsk, UnitFacts, can_reserve};
-use crate::entity::{kiosk, kiosk_item, pricing_rule};
+use crate::entity::{kiosk, kiosk_item, order, pricing_rule};
 
 /// Power banks charged less than this are not lent (the kiosk's own rule, mirrored so offers
 /// do not promise them).
@@ -239,14 +245,19 @@ pub(crate) async fn hold_reservable_unit<C: ConnectionTrait>(
 /// The kiosk pinned `item` for `order_id`: the order's hold moves to that drive (not ready: it
 /// is pinned), whichever unit it held before. If another order held the pinned drive, that
 /// order takes over the unit `order_id` held, so no order loses its unit to the kiosk's choice.
+/// A drive another kiosk holds in a bay is not claimed (see [`claim_unit`]): the order keeps
+/// the hold it has.
 pub(crate) async fn pin_hold<C: ConnectionTrait>(
     db: &C,
     kiosk_id: &str,
     item: &common::Item,
     order_id: &str,
 ) -> Result<(), DbErr> {
-    put_unit(db, kiosk_id, item, false, None).await?;
+    if claim_unit(db, kiosk_id, item, false, None, ClaimBy::Report).await? != Claim::Taken {
+        return Ok(());
+    }
     let other = kiosk_item::Entity::find_by_id(item.item_id.clone())
+        .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
         .one(db)
         .await?
         .and_then(|row| row.held_by)
@@ -265,6 +276,7 @@ pub(crate) async fn pin_hold<C: ConnectionTrait>(
         .col_expr(kiosk_item::Column::HeldBy, Expr::value(order_id))
         .col_expr(kiosk_item::Column::Ready, Expr::value(false))
         .filter(kiosk_item::Column::ItemId.eq(item.item_id.as_str()))
+        .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
         .exec(db)
         .await?;
     Ok(())
@@ -305,7 +317,16 @@ pub(crate) async fn replace_units<C: ConnectionTrait>(
             .iter()
             .find(|row| row.item_id == item.item_id)
             .and_then(|row| row.held_by.clone());
-        put_unit(db, kiosk_id, item, lendable(bay.state, item), held_by).await?;
+        // A claim on another kiosk's unit is refused (and logged) inside; the rest go on.
+        claim_unit(
+            db,
+            kiosk_id,
+            item,
+            lendable(bay.state, item),
+            held_by,
+            ClaimBy::Report,
+        )
+        .await?;
     }
     let gone: Vec<kiosk_item::Model> = existing
         .into_iter()
@@ -329,18 +350,74 @@ pub(crate) async fn replace_units<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Records one item in a kiosk (a report, a return), replacing what was known of it anywhere
-/// except its hold: a hold is only ever set by `hold_unit` and cleared by `release_hold`, so a
-/// report racing a hold cannot undo it.
-pub(crate) async fn put_unit<C: ConnectionTrait>(
+/// What became of a kiosk's claim on an item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The item is a unit of the claiming kiosk now.
+    Taken,
+    /// Another kiosk still holds the item in a bay: nothing changed.
+    HeldElsewhere {
+        /// The kiosk whose bay last reported it.
+        holder: String,
+    },
+}
+
+/// How a kiosk says an item is in its bay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClaimBy {
+    /// Its inventory, or a drive it pinned.
+    Report,
+    /// A return into its bay: the item may have left the kiosk that holds it by a lend whose
+    /// result is still on its way (that kiosk was offline after ejecting), so a kiosk with a
+    /// lend in flight (a rental PAID, or any order DISPENSING) lets go of it.
+    Return,
+}
+
+/// Records one item in a kiosk's bay (a report, a return, a pinned drive), replacing what was
+/// known of it there except its hold: a hold is only ever set by `hold_unit` and cleared by
+/// `release_hold`, so a report racing a hold cannot undo it.
+///
+/// The rule of who may claim an item: a kiosk takes an item that is at no kiosk (new, or
+/// lent: its row went when it was lent) or is its own already; by a return also one held by
+/// a kiosk with a lend in flight (see [`ClaimBy::Return`]). An item another kiosk holds in a
+/// bay otherwise stays that kiosk's until that kiosk reports it gone (its next full inventory
+/// without it, or its lend result); the claim is then not applied, only logged with both
+/// kiosk ids and counted in `orders_unit_claims_refused_total`, and the claimant's next report
+/// that still holds it takes it. The condition is part of the upsert (`ON CONFLICT DO UPDATE
+/// ... WHERE kiosk_items.kiosk_id = <claimant> ...`), so no earlier read decides it.
+pub(crate) async fn claim_unit<C: ConnectionTrait>(
     db: &C,
     kiosk_id: &str,
     item: &common::Item,
     ready: bool,
     held_by: Option<String>,
-) -> Result<(), DbErr> {
+    by: ClaimBy,
+) -> Result<Claim, DbErr> {
+    let own = kiosk_item::Column::KioskId.eq(kiosk_id);
+    let may_take = match by {
+        ClaimBy::Report => own,
+        ClaimBy::Return => own.or(Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(order::Entity)
+                .and_where(
+                    Expr::col((order::Entity, order::Column::KioskId))
+                        .equals((kiosk_item::Entity, kiosk_item::Column::KioskId)),
+                )
+                .cond_where(
+                    Condition::any()
+                        .add(order::Column::State.eq(OrderState::Dispensing.as_str()))
+                        .add(
+                            Condition::all()
+                                .add(order::Column::State.eq(OrderState::Paid.as_str()))
+                                .add(order::Column::Kind.eq(OrderKind::Rental.as_str())),
+                        ),
+                )
+                .to_owned(),
+        )),
+    };
     let key = TypeKey::of_item(item);
-    kiosk_item::Entity::insert(
+    let written = kiosk_item::Entity::insert(
         kiosk_item::Model {
             item_id: item.item_id.clone(),
             kiosk_id: kiosk_id.to_owned(),
@@ -361,21 +438,84 @@ pub(crate) async fn put_unit<C: ConnectionTrait>(
                 kiosk_item::Column::ContentPackageId,
                 kiosk_item::Column::Ready,
             ])
+            .action_and_where(may_take)
             .to_owned(),
     )
     .exec_without_returning(db)
     .await?;
-    Ok(())
+    if written > 0 {
+        return Ok(Claim::Taken);
+    }
+    // Only to say who holds it: the decision was the upsert's.
+    let holder = kiosk_item::Entity::find_by_id(item.item_id.clone())
+        .one(db)
+        .await?
+        .map(|row| row.kiosk_id)
+        .unwrap_or_default();
+    tracing::warn!(
+        kiosk_id,
+        holder_kiosk_id = %holder,
+        item_id = %item.item_id,
+        "kiosk claims an item another kiosk holds in a bay; not applied"
+    );
+    metrics::counter!("orders_unit_claims_refused_total").increment(1);
+    Ok(Claim::HeldElsewhere { holder })
 }
 
-/// The kiosk lent `item_id` for `order_id`: if another order held that very unit, it takes
-/// over `order_id`'s hold instead, so no order loses its unit to the kiosk's choice.
+/// An item lent under a LENT order came back to `kiosk_id`: a bay of another kiosk that still
+/// claims it (a stale or false report: a lent item is in nobody's bay) lets go of it, its hold
+/// passing to another unit of that kiosk as when a held unit leaves, so the return can take
+/// it. Each drop is conditional on the row read (kiosk and hold), retried if a hold moved.
+pub(crate) async fn let_go_of_lent_item<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    item_id: &str,
+) -> Result<(), DbErr> {
+    loop {
+        let Some(row) = kiosk_item::Entity::find_by_id(item_id.to_owned())
+            .one(db)
+            .await?
+            .filter(|row| row.kiosk_id != kiosk_id)
+        else {
+            return Ok(());
+        };
+        let held = match &row.held_by {
+            Some(order_id) => kiosk_item::Column::HeldBy.eq(order_id.as_str()),
+            None => kiosk_item::Column::HeldBy.is_null(),
+        };
+        let dropped = kiosk_item::Entity::delete_many()
+            .filter(kiosk_item::Column::ItemId.eq(item_id))
+            .filter(kiosk_item::Column::KioskId.eq(row.kiosk_id.as_str()))
+            .filter(held)
+            .exec(db)
+            .await?;
+        if dropped.rows_affected == 0 {
+            continue;
+        }
+        tracing::warn!(
+            kiosk_id,
+            holder_kiosk_id = %row.kiosk_id,
+            item_id,
+            "a lent item came back to a kiosk while another kiosk's bay claimed it; claim dropped"
+        );
+        if let Some(order_id) = &row.held_by {
+            hold_unit(db, &row.kiosk_id, &type_of_row(&row), order_id).await?;
+        }
+        return Ok(());
+    }
+}
+
+/// Kiosk `kiosk_id` lent `item_id` for `order_id`: if another order held that very unit of
+/// that kiosk, it takes over `order_id`'s hold instead, so no order loses its unit to the
+/// kiosk's choice. Another kiosk's unit of that id is never looked at.
 pub(crate) async fn hand_over_hold<C: ConnectionTrait>(
     db: &C,
+    kiosk_id: &str,
     item_id: &str,
     order_id: &str,
 ) -> Result<(), DbErr> {
     let Some(other) = kiosk_item::Entity::find_by_id(item_id.to_owned())
+        .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
         .one(db)
         .await?
         .and_then(|row| row.held_by)
@@ -391,31 +531,49 @@ pub(crate) async fn hand_over_hold<C: ConnectionTrait>(
     Ok(())
 }
 
-/// An item left its kiosk (lent): it is no unit of any kiosk any more.
-pub(crate) async fn remove_unit<C: ConnectionTrait>(db: &C, item_id: &str) -> Result<(), DbErr> {
-    kiosk_item::Entity::delete_many()
+/// An item left kiosk `kiosk_id` (lent): it is no unit of that kiosk any more. Whether it
+/// was one (false: it was not, maybe another kiosk's, which stays).
+pub(crate) async fn remove_unit<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    item_id: &str,
+) -> Result<bool, DbErr> {
+    let removed = kiosk_item::Entity::delete_many()
         .filter(kiosk_item::Column::ItemId.eq(item_id))
+        .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(removed.rows_affected > 0)
 }
 
-/// Marks a unit not lendable (the kiosk failed to hand it out) until a report says otherwise.
-pub(crate) async fn unit_not_ready<C: ConnectionTrait>(db: &C, item_id: &str) -> Result<(), DbErr> {
+/// Marks kiosk `kiosk_id`'s unit not lendable (that kiosk failed to hand it out) until a
+/// report says otherwise; another kiosk's unit of that id is untouched.
+pub(crate) async fn unit_not_ready<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    item_id: &str,
+) -> Result<(), DbErr> {
     kiosk_item::Entity::update_many()
         .col_expr(kiosk_item::Column::Ready, Expr::value(false))
         .filter(kiosk_item::Column::ItemId.eq(item_id))
+        .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
         .exec(db)
         .await?;
     Ok(())
 }
 
-/// Marks a unit lendable again as a blank drive (after a wipe).
-pub(crate) async fn unit_wiped<C: ConnectionTrait>(db: &C, item_id: &str) -> Result<(), DbErr> {
+/// Marks kiosk `kiosk_id`'s unit lendable again as a blank drive (after that kiosk wiped it);
+/// another kiosk's unit of that id is untouched.
+pub(crate) async fn unit_wiped<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    item_id: &str,
+) -> Result<(), DbErr> {
     kiosk_item::Entity::update_many()
         .col_expr(kiosk_item::Column::Ready, Expr::value(true))
         .col_expr(kiosk_item::Column::ContentPackageId, Expr::value(""))
         .filter(kiosk_item::Column::ItemId.eq(item_id))
+        .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
         .exec(db)
         .await?;
     Ok(())

@@ -1093,20 +1093,21 @@ impl Store {
             }
             CommandEffect::LendFailed {
                 order_id,
+                kiosk_id,
                 reason,
                 not_ready_item,
                 follow_ups,
             } => {
                 if let Some(item_id) = not_ready_item {
-                    fleet::unit_not_ready(db, &item_id).await?;
+                    fleet::unit_not_ready(db, &kiosk_id, &item_id).await?;
                 }
                 ask_kiosk(db, &follow_ups, at).await?;
                 Ok(fail_lend_in(db, &order_id, &reason, at)
                     .await?
                     .then_some(order_id))
             }
-            CommandEffect::Wiped { item_id } => {
-                fleet::unit_wiped(db, &item_id).await?;
+            CommandEffect::Wiped { kiosk_id, item_id } => {
+                fleet::unit_wiped(db, &kiosk_id, &item_id).await?;
                 Ok(None)
             }
             CommandEffect::Provisioned {
@@ -1137,8 +1138,16 @@ impl Store {
         }
     }
 
-    /// An item came back to a kiosk: its unit is recorded (waiting for a wipe if it came
-    /// back writable), and the order it was lent under is RETURNED.
+    /// An item came back to a kiosk: the order it was lent under is RETURNED, and its unit is
+    /// recorded at that kiosk (waiting for a wipe if it came back writable).
+    ///
+    /// Returns are legitimate at any kiosk, so the rule is about the item, not the kiosk: a
+    /// return closes the LENT order of the item (the latest lend if a lie left two), wherever
+    /// it was lent, and never an order in any other state. The unit goes to the returning
+    /// kiosk as [`fleet::claim_unit`] allows; for an item under a LENT order another kiosk's
+    /// bay that still claims it lets go first (a lent item is in nobody's bay), and so does a
+    /// kiosk with a lend in flight (its result may come late), but an item lent to nobody that
+    /// another kiosk holds in a bay is not moved by naming it.
     pub(crate) async fn apply_return<C: ConnectionTrait>(
         &self,
         db: &C,
@@ -1151,8 +1160,19 @@ impl Store {
         let Some(item) = &returned.item else {
             return Ok(None);
         };
+        let lent_under = order::Entity::find()
+            .filter(order::Column::ItemId.eq(item.item_id.as_str()))
+            .filter(order::Column::State.eq(OrderState::Lent.as_str()))
+            .order_by_desc(order::Column::LentAt)
+            .lock_exclusive()
+            .one(db)
+            .await?;
+        if lent_under.is_some() {
+            fleet::let_go_of_lent_item(db, kiosk_id, &item.item_id).await?;
+        }
         let wipe = fleet::needs_wipe(item);
-        fleet::put_unit(db, kiosk_id, item, fleet::ready_on_return(item), None).await?;
+        let ready = fleet::ready_on_return(item);
+        fleet::claim_unit(db, kiosk_id, item, ready, None, fleet::ClaimBy::Return).await?;
         if wipe {
             let payload = gateway::CommandPayload {
                 kind: Some(gateway::command_payload::Kind::Wipe(gateway::WipeCommand {
@@ -1170,13 +1190,7 @@ impl Store {
             )
             .await?;
         }
-        let Some(current) = order::Entity::find()
-            .filter(order::Column::ItemId.eq(item.item_id.as_str()))
-            .filter(order::Column::State.eq(OrderState::Lent.as_str()))
-            .lock_exclusive()
-            .one(db)
-            .await?
-        else {
+        let Some(current) = lent_under else {
             return Ok(None);
         };
         // The kiosk may have been offline when the item came back: its time is believed
@@ -1438,18 +1452,20 @@ async fn lent_in<C: ConnectionTrait>(
         tracing::warn!(order_id, item_id = %lent.item_id, "lend result for an unknown order");
         return Ok(None);
     };
-    // The item may already be back in another kiosk: that kiosk's return arrived before this
-    // kiosk's late result (it was offline after ejecting). Then the order is lent and
-    // returned at once, and the unit stays where it is now.
-    let back_at = crate::entity::kiosk_item::Entity::find_by_id(lent.item_id.clone())
-        .one(db)
-        .await?
-        .map(|row| row.kiosk_id)
-        .filter(|kiosk| *kiosk != current.kiosk_id);
-    if back_at.is_none() {
-        fleet::hand_over_hold(db, &lent.item_id, order_id).await?;
-        fleet::remove_unit(db, &lent.item_id).await?;
-    }
+    // Only the lending kiosk's own unit leaves (by `kiosk_id` in the SQL): a result naming
+    // another kiosk's item never removes it. That item may already be back in another kiosk:
+    // that kiosk's return arrived before this kiosk's late result (it was offline after
+    // ejecting). Then the order is lent and returned at once, and the unit stays where it is.
+    fleet::hand_over_hold(db, &record.kiosk_id, &lent.item_id, order_id).await?;
+    let back_at = if fleet::remove_unit(db, &record.kiosk_id, &lent.item_id).await? {
+        None
+    } else {
+        crate::entity::kiosk_item::Entity::find_by_id(lent.item_id.clone())
+            .one(db)
+            .await?
+            .map(|row| row.kiosk_id)
+            .filter(|kiosk| *kiosk != record.kiosk_id)
+    };
     let (_, state) = kind_and_state(&current)?;
     if state == OrderState::Paid {
         let command_id = record.command_id.clone();

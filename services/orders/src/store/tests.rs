@@ -823,3 +823,170 @@ async fn a_drives_own_link_confirms_a_write_protect_change_on_its_order_and_make
         .collect();
     assert_eq!(kiosks, ["K1"]);
 }
+
+/// Where each unit is: (item, kiosk, ready), by item.
+async fn units(world: &World) -> Vec<(String, String, bool)> {
+    use sea_orm::EntityTrait;
+    let mut rows: Vec<_> = kiosk_item::Entity::find()
+        .all(&world.store.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.item_id, row.kiosk_id, row.ready))
+        .collect();
+    rows.sort();
+    rows
+}
+
+impl World {
+    /// The kiosk says the lend of `order_id` failed at `item`'s bay (jammed).
+    async fn lend_failed(&mut self, kiosk: &str, order_id: &str, item: &str) {
+        let record = gateway::CommandRecord {
+            command_id: format!("cmd-{order_id}"),
+            kiosk_id: kiosk.into(),
+            payload: Some(gateway::CommandPayload {
+                kind: Some(gateway::command_payload::Kind::Lend(gateway::LendCommand {
+                    target: None,
+                    order_id: order_id.into(),
+                })),
+            }),
+            state: gateway::CommandState::Failed.into(),
+            result: Some(gateway::CommandResult {
+                command_id: format!("cmd-{order_id}"),
+                outcome: Some(gateway::command_result::Outcome::Failure(
+                    gateway::Failure {
+                        reason: gateway::FailureReason::EjectJammed.into(),
+                        message: "jammed".into(),
+                        bay_id: "A0".into(),
+                        item_id: item.into(),
+                    },
+                )),
+                finished_at: Some(timestamp(Utc::now())),
+            }),
+            requested_by: "service:orders".into(),
+            ..Default::default()
+        };
+        self.event(
+            kiosk,
+            gateway::event::Kind::CommandStateChanged(gateway::CommandStateChanged {
+                command: Some(record),
+            }),
+        )
+        .await;
+    }
+}
+
+/// Issue #12, defect 7, on the store: K2 names K1's drive D1 in its inventory, in a return
+/// (K1 lending nothing), in a failed lend and in a lend result of its own order; D1 stays
+/// K1's, ready, on every backend.
+#[tokio::test]
+async fn a_kiosk_naming_another_kiosks_unit_neither_takes_nor_unreadies_nor_removes_it() {
+    for backend in backends() {
+        let mut world = World::on(&backend).await;
+        world.inventory("K1", &["D1"]).await;
+        world.inventory("K2", &["D1", "E1"]).await;
+        let k1_has_d1 = vec![
+            ("D1".to_owned(), "K1".to_owned(), true),
+            ("E1".to_owned(), "K2".to_owned(), true),
+        ];
+        assert_eq!(units(&world).await, k1_has_d1, "{backend}: inventory");
+
+        world.returned("K2", "D1").await;
+        assert_eq!(units(&world).await, k1_has_d1, "{backend}: return");
+
+        let x = world.rent(&user(1), "K2").await;
+        world.lend_failed("K2", &x.order_id, "D1").await;
+        assert_eq!(world.order(&x.order_id).await.state, "failed");
+        assert_eq!(units(&world).await, k1_has_d1, "{backend}: failed lend");
+
+        let y = world.rent(&user(2), "K2").await;
+        world.lent("K2", &y.order_id, "D1").await;
+        assert_eq!(
+            units(&world).await,
+            k1_has_d1,
+            "{backend}: lend result naming D1"
+        );
+        assert_eq!(world.store.available("K1").await.unwrap().len(), 1);
+
+        // K1 lends D1 itself: only then may another kiosk's bay take it.
+        let z = world.rent(&user(3), "K1").await;
+        world.lent("K1", &z.order_id, "D1").await;
+        assert_eq!(world.order(&z.order_id).await.state, "lent", "{backend}");
+        world.returned("K2", "D1").await;
+        assert_eq!(
+            world.order(&z.order_id).await.state,
+            "returned",
+            "{backend}: returns count at any kiosk"
+        );
+        assert_eq!(
+            units(&world).await,
+            vec![
+                ("D1".to_owned(), "K2".to_owned(), true),
+                ("E1".to_owned(), "K2".to_owned(), true),
+            ],
+            "{backend}: D1 came back at K2"
+        );
+    }
+}
+
+/// Two kiosks claim a new item at once: the second claim waits for the first and, the item
+/// being the first kiosk's by then, changes nothing (the condition is in the upsert, not a
+/// read before it). Postgres only: SQLite takes one lock for every write.
+#[tokio::test]
+async fn of_two_kiosks_claiming_one_new_item_at_once_the_first_keeps_it() {
+    let Some(backend) = backends()
+        .into_iter()
+        .find(|b| matches!(b, Backend::Postgres(_)))
+    else {
+        return;
+    };
+    let world = World::on(&backend).await;
+    let first = world.store.write().await.unwrap();
+    let taken = super::fleet::claim_unit(
+        &first,
+        "K1",
+        &drive("N1"),
+        true,
+        None,
+        super::fleet::ClaimBy::Report,
+    )
+    .await
+    .unwrap();
+    assert_eq!(taken, super::fleet::Claim::Taken);
+    let holder = pid(&first).await;
+    let store = world.store.clone();
+    let second = tokio::spawn(async move {
+        let txn = store.write().await.unwrap();
+        let claim = super::fleet::claim_unit(
+            &txn,
+            "K2",
+            &drive("N1"),
+            true,
+            None,
+            super::fleet::ClaimBy::Report,
+        )
+        .await
+        .unwrap();
+        txn.commit().await.unwrap();
+        claim
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while blocked_by(&world.store.db, holder).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second claim never waited for the first"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    first.commit().await.unwrap();
+    assert_eq!(
+        second.await.unwrap(),
+        super::fleet::Claim::HeldElsewhere {
+            holder: "K1".into()
+        }
+    );
+    assert_eq!(
+        units(&world).await,
+        vec![("N1".to_owned(), "K1".to_owned(), true)]
+    );
+}
