@@ -256,6 +256,17 @@ impl Caller {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenExpiry(pub i64);
 
+impl TokenExpiry {
+    /// When the token `request` was verified with expires; `None` for a request that carried
+    /// no verified token (a public RPC).
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<chrono::DateTime<chrono::Utc>> {
+        request
+            .extensions()
+            .get::<TokenExpiry>()
+            .and_then(|expiry| chrono::DateTime::from_timestamp(expiry.0, 0))
+    }
+}
+
 /// Put into a request's extensions when it carried an access token that failed verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefusedToken(pub TokenError);
