@@ -957,7 +957,6 @@ async fn a_link_ends_when_its_token_expires_and_the_kiosk_is_offline_for_that_re
         config.auth.access_token_ttl = Duration::from_secs(2);
     })
     .await;
-    let operator = sandbox.operator().await;
     let token = sandbox.kiosk_token("K-1").await;
     let mut link = FakeKiosk::connect(sandbox.channel().await, &token, fake_kiosk::inventory(1))
         .await
@@ -973,6 +972,9 @@ async fn a_link_ends_when_its_token_expires_and_the_kiosk_is_offline_for_that_re
     };
     let status = ended.expect_err("the link ends with a status");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // Logged in now: a token from before the link would have expired with it (a subscription
+    // ends with its token).
+    let operator = sandbox.operator().await;
     let last = events(&sandbox, &operator.access_token, 0, Some("K-1")).await;
     assert_eq!(describe(last.last().unwrap()), "offline:Unauthenticated");
     sandbox.stop().await;

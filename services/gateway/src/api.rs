@@ -149,10 +149,7 @@ impl KioskLinkService for GatewayApi {
                 ApiError::PermissionDenied("only kiosks and drives open links".into()).into(),
             );
         };
-        let expires_at = request
-            .extensions()
-            .get::<TokenExpiry>()
-            .and_then(|expiry| DateTime::from_timestamp(expiry.0, 0));
+        let expires_at = TokenExpiry::of(&request);
         let stream =
             session::open(self.link.clone(), device, expires_at, request.into_inner()).await?;
         Ok(Response::new(Box::pin(stream)))
@@ -285,8 +282,9 @@ impl DeviceEventService for GatewayApi {
     ) -> Result<Response<BoxStream<pb::SubscribeResponse>>, Status> {
         grants::may_read(request.caller()?.require(COMMANDERS)?)?;
         let filter = subscribe::Filter::try_from(request.get_ref())?;
-        let stream =
-            subscribe::start(self.link.clone(), request.into_inner().after_cursor, filter).await?;
+        let expires_at = TokenExpiry::of(&request);
+        let after = request.into_inner().after_cursor;
+        let stream = subscribe::start(self.link.clone(), after, filter, expires_at).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 

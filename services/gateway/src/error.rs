@@ -41,8 +41,9 @@ pub enum GatewayError {
     /// A link did not open with Hello; says what came instead.
     #[error("the link's first message must be Hello; {0}")]
     NoHello(&'static str),
-    /// A link's access token expired while it was open.
-    #[error("the device's access token expired; log in again and reopen the link")]
+    /// The access token a stream (a device's link, a subscription) was opened with expired
+    /// while it was open.
+    #[error("access token expired; log in again and open the stream again")]
     TokenExpired,
     /// The gateway cannot go on with a stream now (shutting down, storage failing); says how
     /// the client carries on.

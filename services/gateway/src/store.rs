@@ -11,6 +11,12 @@
 //! pass over an event that commits late with a lower cursor: on Postgres every transaction
 //! that appends an event first takes one advisory lock, so event-writing transactions commit
 //! one after another in cursor order; SQLite has a single writer anyway.
+//!
+//! Lock order, so two writers never wait on each other in a cycle (Postgres would break one
+//! off with "deadlock detected"): a kiosk message id, then the command row, then the kiosk
+//! row, and the event log's lock last — every row a transaction changes is changed before its
+//! first event is appended. A command is logged under the event log's lock, but its row is
+//! new, so no other writer waits for it.
 
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -284,14 +290,19 @@ impl Store {
             .one(&txn)
             .await?
             .ok_or_else(|| GatewayError::CommandNotFound(command_id.to_owned()))?;
+        // The kiosk row before the event log's lock (see the module docs on lock order).
+        let inventory = match result.and_then(|r| r.outcome.as_ref()) {
+            Some(pb::command_result::Outcome::RequestInventory(reported)) => {
+                let inventory = reported.inventory.clone().unwrap_or_default();
+                set_inventory(&txn, &updated.kiosk_id, &inventory, now).await?;
+                Some(inventory)
+            }
+            _ => None,
+        };
         let mut cursor =
             append_event(&txn, &updated.kiosk_id, now, state_changed(&updated)?).await?;
-        if let Some(pb::command_result::Outcome::RequestInventory(reported)) =
-            result.and_then(|r| r.outcome.as_ref())
-        {
+        if let Some(inventory) = inventory {
             // The proto promises the reported inventory as an InventoryChanged event too.
-            let inventory = reported.inventory.clone().unwrap_or_default();
-            set_inventory(&txn, &updated.kiosk_id, &inventory, now).await?;
             let kind = pb::event::Kind::InventoryChanged(pb::KioskInventory {
                 inventory: Some(inventory),
             });
@@ -927,5 +938,165 @@ mod tests {
                 .unwrap(),
             "forgotten ids count as new"
         );
+    }
+
+    /// A store on the Postgres backend, if this run has one (a loud skip otherwise).
+    async fn postgres_store() -> Option<(Store, tempfile::TempDir)> {
+        let backend = sneakernet_runtime::testing::backends()
+            .into_iter()
+            .find(|b| matches!(b, sneakernet_runtime::testing::Backend::Postgres(_)))?;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = sneakernet_runtime::Config {
+            data_dir: dir.path().to_owned(),
+            ..Default::default()
+        };
+        backend.configure(&mut config);
+        let db = sneakernet_runtime::db::open_and_migrate::<crate::migration::Migrator>(
+            &config, "gateway",
+        )
+        .await
+        .expect("gateway db");
+        Some((Store::new(db).await.expect("store"), dir))
+    }
+
+    /// The Postgres backend process of `db`'s connection.
+    async fn pid<C: ConnectionTrait>(db: &C) -> i32 {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_backend_pid() AS pid",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get("", "pid").unwrap()
+    }
+
+    /// How many Postgres sessions wait for a lock `holder` holds.
+    async fn blocked_by(db: &DatabaseConnection, holder: i32) -> i64 {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                [holder.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get("", "n").unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_inventory_result_takes_the_kiosk_row_before_the_event_log_so_a_kiosk_coming_online_never_deadlocks()
+     {
+        let Some((store, _dir)) = postgres_store().await else {
+            return;
+        };
+        let now = Utc::now();
+        let kiosk = DeviceId::Kiosk(sneakernet_runtime::KioskId::parse("K-1").unwrap());
+        let hello = pb::Hello {
+            agent_version: "test".into(),
+            inventory: Some(pb::Inventory::default()),
+            last_finished_command_id: String::new(),
+        };
+        store
+            .device_online(&kiosk, "s-1", &hello, now)
+            .await
+            .unwrap();
+        let payload = pb::CommandPayload {
+            kind: Some(pb::command_payload::Kind::RequestInventory(
+                pb::RequestInventoryCommand {},
+            )),
+        };
+        let Logged::Created(command) = store
+            .log_command(
+                NewCommand {
+                    device: kiosk.clone(),
+                    requested_by: "test".into(),
+                    idempotency_key: "k".into(),
+                    kind: crate::commands::request_inventory::KIND,
+                    payload,
+                    deadline: now + chrono::Duration::minutes(5),
+                    deadline_chosen_by_caller: false,
+                },
+                now,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("a new command");
+        };
+        for event in [CommandEvent::Send, CommandEvent::Ack] {
+            store
+                .apply(&command.command_id, Some("K-1"), event, None, None, now)
+                .await
+                .unwrap();
+        }
+
+        // A link opening for K-1 (as device_online does) holds the kiosk row ...
+        let txn = sneakernet_runtime::db::begin_write(&store.db)
+            .await
+            .unwrap();
+        kiosk::Entity::update_many()
+            .col_expr(kiosk::Column::SessionId, Expr::value("s-2"))
+            .filter(kiosk::Column::KioskId.eq("K-1"))
+            .exec(&txn)
+            .await
+            .unwrap();
+        let holder = pid(&txn).await;
+        // ... while the kiosk's inventory result is applied: it must wait for the kiosk row.
+        let result = pb::CommandResult {
+            command_id: command.command_id.clone(),
+            outcome: Some(pb::command_result::Outcome::RequestInventory(
+                pb::RequestInventoryResult {
+                    inventory: Some(pb::Inventory::default()),
+                },
+            )),
+            finished_at: None,
+        };
+        let applying = {
+            let store = store.clone();
+            let command_id = command.command_id.clone();
+            tokio::spawn(async move {
+                store
+                    .apply(
+                        &command_id,
+                        Some("K-1"),
+                        CommandEvent::Succeed,
+                        Some(&result),
+                        Some("m-1"),
+                        Utc::now(),
+                    )
+                    .await
+            })
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while blocked_by(&store.db, holder).await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the result never waited for the kiosk row"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The link now appends its KioskOnline (the event log's lock) and commits: neither
+        // side is broken off as a deadlock.
+        append_event(
+            &txn,
+            "K-1",
+            now,
+            pb::event::Kind::KioskOnline(pb::KioskOnline {
+                session_id: "s-2".into(),
+                agent_version: "test".into(),
+            }),
+        )
+        .await
+        .expect("the link's event is appended, not broken off as a deadlock");
+        txn.commit().await.unwrap();
+        let applied = applying
+            .await
+            .unwrap()
+            .expect("the result is applied after the link's commit")
+            .expect("not a duplicate");
+        assert_eq!(applied.command.state, CommandState::Succeeded.as_str());
     }
 }

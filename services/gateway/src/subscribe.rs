@@ -94,11 +94,14 @@ impl Filter {
     }
 }
 
-/// Starts a subscription after `after`; OUT_OF_RANGE if that is beyond the log's end.
+/// Starts a subscription after `after`; OUT_OF_RANGE if that is beyond the log's end. The
+/// stream ends with UNAUTHENTICATED when the gateway's clock reaches `token_expires_at` (the
+/// subscriber's token expiry): nobody reads the log on a token older than its life.
 pub async fn start(
     link: Arc<LinkContext>,
     after: u64,
     filter: Filter,
+    token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<ReceiverStream<Result<pb::SubscribeResponse, Status>>, GatewayError> {
     let last = link.store.last_cursor().await?;
     let last = u64::try_from(last).unwrap_or(0);
@@ -112,9 +115,20 @@ pub async fn start(
     let token = link.shutdown.token();
     let tasks = link.shutdown.clone();
     tasks.spawn(async move {
+        let expired = async {
+            match token_expires_at {
+                Some(at) => sneakernet_runtime::clock::reached(link.clock.as_ref(), at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = token.cancelled() => {
                 let _ = sender.try_send(Err(GatewayError::Unavailable("gateway shutting down; subscribe again from your cursor").into()));
+            }
+            () = expired => {
+                // Told unless the subscriber stopped reading (then the stream just ends).
+                let told = sender.send(Err(GatewayError::TokenExpired.into()));
+                let _ = tokio::time::timeout(Duration::from_secs(10), told).await;
             }
             () = follow(&link, after, &filter, &sender) => {}
         }

@@ -355,7 +355,8 @@ impl OrderService for OrdersApi {
         let reader = Reader::of(&request)?;
         let order = self.readable(&reader, &request.get_ref().order_id).await?;
         let first = self.order_proto(&order).await?;
-        let rx = self.flows.watch(order, first, &self.shutdown);
+        let expires_at = sneakernet_runtime::caller::TokenExpiry::of(&request);
+        let rx = self.flows.watch(order, first, expires_at, &self.shutdown);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -64,6 +64,9 @@ pub enum OrdersError {
     /// The server is shutting down or a stream must be opened again (UNAVAILABLE).
     #[error("{0}")]
     GoingAway(&'static str),
+    /// The access token a stream was opened with expired (UNAUTHENTICATED).
+    #[error("access token expired; log in again and watch again")]
+    TokenExpired,
     /// A stored value cannot be read or a secret cannot be opened (INTERNAL).
     #[error("{0}")]
     Corrupt(String),
@@ -131,6 +134,7 @@ impl From<OrdersError> for ApiError {
                 info,
             },
             OrdersError::PaymentAbandoned | OrdersError::Raced(_) => ApiError::Aborted(message),
+            OrdersError::TokenExpired => ApiError::Unauthenticated(message),
             OrdersError::PaymentResolving
             | OrdersError::ProcessorFailed
             | OrdersError::ProviderSilent(_)
@@ -188,6 +192,7 @@ mod tests {
             (OrdersError::ProcessorFailed, Code::Unavailable),
             (OrdersError::ProviderSilent("silent"), Code::Unavailable),
             (OrdersError::GoingAway("watch again"), Code::Unavailable),
+            (OrdersError::TokenExpired, Code::Unauthenticated),
             (
                 OrdersError::ContentUnavailable("down".into()),
                 Code::Unavailable,

@@ -190,6 +190,12 @@ async fn follow(
                     "the gateway ended the subscription".into(),
                 ));
             }
+            // The subscription lives as long as the token it was opened with: subscribe again
+            // at once, with the fresh token the service keeps, not as after a failure.
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                tracing::debug!("kiosk event subscription's token expired; resubscribing");
+                return Ok(());
+            }
             Err(status) => {
                 return Err(Follow::Interrupted(format!(
                     "{}: {}",

@@ -87,6 +87,10 @@ impl ServiceRole for OrdersRole {
             sneakernet_runtime::db::open_and_migrate::<migration::Migrator>(&ctx.config, SERVICE)
                 .await?;
         let store = Store::new(db);
+        // Before anything else runs: a replica with another key would answer every scan of
+        // a kiosk whose QR secret the others sealed with INTERNAL.
+        let sealing =
+            sealing::SealingKey::load_shared(&ctx.config, &store, ctx.clock.now()).await?;
         let auth_url = ctx.peer_url(
             "auth",
             ctx.config.auth.url.as_ref(),
@@ -146,7 +150,6 @@ impl ServiceRole for OrdersRole {
                         reason,
                     })
                 })?;
-        let sealing = sealing::SealingKey::load(&ctx.config).map_err(StartError::Config)?;
         let flows = Flows {
             store: store.clone(),
             provider: std::sync::Arc::new(TimedProvider::new(

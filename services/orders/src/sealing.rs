@@ -2,18 +2,35 @@
 //! XChaCha20-Poly1305 with a 32-byte key every orders replica shares, a random nonce per
 //! secret, the kiosk id as associated data (a sealed secret copied onto another kiosk's row
 //! does not open).
+//!
+//! The database records the key's fingerprint when the first orders process starts on it
+//! ([`SealingKey::load_shared`]); a process with another key refuses to start, naming the file
+//! to share, instead of answering every scan of an existing kiosk with INTERNAL.
 
 use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sneakernet_runtime::config::{Config, ConfigError};
+use sneakernet_runtime::role::StartError;
+
+use crate::store::Store;
 
 const NONCE_LEN: usize = 24;
 
+/// What the recorded fingerprint is for (the table can hold other keys' later).
+const PURPOSE: &str = "qr_secrets";
+
+/// The BLAKE3 context of the fingerprint: a derived value, so the stored text says which key
+/// it was without giving away anything that opens a secret.
+const FINGERPRINT_CONTEXT: &str = "sneakernet orders 2026-12-03 sealing key fingerprint";
+
 /// The key that seals QR secrets.
 #[derive(Clone)]
-pub struct SealingKey(XChaCha20Poly1305);
+pub struct SealingKey {
+    cipher: XChaCha20Poly1305,
+    fingerprint: String,
+}
 
 impl std::fmt::Debug for SealingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,7 +51,59 @@ pub struct Unsealable {
 impl SealingKey {
     /// A key from 32 bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(XChaCha20Poly1305::new(&bytes.into()))
+        let fingerprint = blake3::derive_key(FINGERPRINT_CONTEXT, &bytes);
+        Self {
+            cipher: XChaCha20Poly1305::new(&bytes.into()),
+            fingerprint: fingerprint[..16]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
+
+    /// A short text that differs between keys and reveals nothing of the key (32 hex digits
+    /// of a BLAKE3 key derivation): safe to store and to print.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// [`SealingKey::load`], then checked against the key `store`'s QR secrets are sealed
+    /// with: the first process on a database records its key's fingerprint; a later one
+    /// (another replica, or a restart with another `data_dir` or key file) starts only with
+    /// the same key, and otherwise fails with an error naming `orders.secret_key_file`.
+    pub async fn load_shared(
+        config: &Config,
+        store: &Store,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Self, StartError> {
+        let key = Self::load(config)?;
+        let recorded = store
+            .record_sealing_key(PURPOSE, key.fingerprint(), now)
+            .await
+            .map_err(|e| {
+                StartError::Other(format!(
+                    "cannot record the QR sealing key's fingerprint: {e}"
+                ))
+            })?;
+        if recorded != key.fingerprint() {
+            let used = match &config.orders.secret_key_file {
+                Some(path) => path.display().to_string(),
+                None => config
+                    .data_dir
+                    .join("orders-secret.key")
+                    .display()
+                    .to_string(),
+            };
+            return Err(StartError::Config(ConfigError::Invalid {
+                key: "orders.secret_key_file",
+                env: "SNEAKERNET_ORDERS__SECRET_KEY_FILE",
+                reason: format!(
+                    "the key in {used} (fingerprint {}) is not the one this orders database's QR secrets are sealed with (fingerprint {recorded}); every orders process on one database must use the same key: copy the first one's key file (its orders.secret_key_file, or data_dir/orders-secret.key) and point orders.secret_key_file at it",
+                    key.fingerprint()
+                ),
+            }));
+        }
+        Ok(key)
     }
 
     /// The key from `orders.secret_key_file`, or the one in `data_dir/orders-secret.key`,
@@ -68,7 +137,7 @@ impl SealingKey {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the operating system provides randomness");
         let sealed = self
-            .0
+            .cipher
             .encrypt(
                 &XNonce::from(nonce),
                 Payload {
@@ -92,7 +161,7 @@ impl SealingKey {
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| fail())?;
-        self.0
+        self.cipher
             .decrypt(
                 &XNonce::from(nonce),
                 Payload {
@@ -143,6 +212,8 @@ fn decode_hex(text: &str) -> Option<[u8; 32]> {
 
 #[cfg(test)]
 mod tests {
+    use sneakernet_runtime::testing::{Backend, backends};
+
     use super::*;
 
     #[test]
@@ -172,5 +243,81 @@ mod tests {
         config.orders.secret_key_file = Some(bad);
         let error = SealingKey::load(&config).unwrap_err().to_string();
         assert!(error.contains("64 hex digits"), "{error}");
+    }
+
+    /// An orders process on `data_dir` using `backend`'s database (one Postgres schema for
+    /// every data dir; on SQLite the database file lives in `db_dir`).
+    async fn orders_on(
+        backend: &Backend,
+        prefix: &str,
+        data_dir: &Path,
+        db_dir: &Path,
+    ) -> (Config, Store) {
+        let mut config = Config {
+            data_dir: data_dir.to_owned(),
+            ..Config::default()
+        };
+        backend.configure(&mut config);
+        config.database_schema_prefix = prefix.to_owned();
+        let db_config = Config {
+            data_dir: db_dir.to_owned(),
+            ..config.clone()
+        };
+        let db = sneakernet_runtime::db::open_and_migrate::<crate::migration::Migrator>(
+            &db_config,
+            crate::SERVICE,
+        )
+        .await
+        .unwrap();
+        (config, Store::new(db))
+    }
+
+    #[tokio::test]
+    async fn a_second_orders_process_with_another_sealing_key_is_refused_at_startup_naming_the_key_file()
+     {
+        for backend in backends() {
+            let prefix = sneakernet_runtime::testing::unique_schema_prefix();
+            let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+            let now = chrono::Utc::now();
+            let (first, store) = orders_on(&backend, &prefix, dirs[0].path(), dirs[0].path()).await;
+            let key = SealingKey::load_shared(&first, &store, now).await.unwrap();
+            let sealed = key.seal("k1", b"secret-secret-secret");
+            // A restart of the first finds its own key.
+            SealingKey::load_shared(&first, &store, now).await.unwrap();
+
+            // A second replica with its own data dir generates another key: refused.
+            let (second, store_2) =
+                orders_on(&backend, &prefix, dirs[1].path(), dirs[0].path()).await;
+            let error = SealingKey::load_shared(&second, &store_2, now)
+                .await
+                .unwrap_err()
+                .to_string();
+            for needle in [
+                "orders.secret_key_file",
+                "SNEAKERNET_ORDERS__SECRET_KEY_FILE",
+                "same key",
+                key.fingerprint(),
+            ] {
+                assert!(
+                    error.contains(needle),
+                    "{backend}: {needle:?} missing: {error}"
+                );
+            }
+            let generated =
+                std::fs::read_to_string(dirs[0].path().join("orders-secret.key")).unwrap();
+            assert!(
+                !error.contains(generated.trim()),
+                "{backend}: the key leaked: {error}"
+            );
+
+            // Given the first one's key file, it starts and opens what the first sealed.
+            let (mut third, store_3) =
+                orders_on(&backend, &prefix, dirs[2].path(), dirs[0].path()).await;
+            third.orders.secret_key_file = Some(dirs[0].path().join("orders-secret.key"));
+            let shared = SealingKey::load_shared(&third, &store_3, now)
+                .await
+                .unwrap();
+            assert!(shared.open("k1", &sealed).is_ok(), "{backend}");
+        }
     }
 }

@@ -24,11 +24,14 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 impl Flows {
     /// Streams `first` (the order as it is at `order.version`), then every later change, from
     /// a task owned by `shutdown` that ends when the receiver drops, the order reaches a
-    /// final state, or the service shuts down (the watcher is told UNAVAILABLE: watch again).
+    /// final state, the service shuts down (the watcher is told UNAVAILABLE: watch again), or
+    /// this service's clock reaches `token_expires_at`, the watcher's token expiry (told
+    /// UNAUTHENTICATED: log in again).
     pub fn watch(
         &self,
         order: order::Model,
         first: pb::Order,
+        token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
         shutdown: &Shutdown,
     ) -> tokio::sync::mpsc::Receiver<Result<pb::WatchOrderResponse, Status>> {
         let store = self.store.clone();
@@ -60,8 +63,22 @@ impl Flows {
             if tx.send(Ok(message)).await.is_err() || done {
                 return;
             }
+            let expiry_clock = clock.clone();
+            let token_expired = async move {
+                match token_expires_at {
+                    Some(at) => sneakernet_runtime::clock::reached(expiry_clock.as_ref(), at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(token_expired);
             loop {
                 tokio::select! {
+                    // An expired token ends the watch before anything else is sent.
+                    biased;
+                    () = &mut token_expired => {
+                        let _ = tx.send(Err(OrdersError::TokenExpired.into())).await;
+                        return;
+                    }
                     () = stop.triggered() => {
                         let _ = tx.send(Err(OrdersError::GoingAway("the server is shutting down; watch again").into())).await;
                         return;

@@ -256,6 +256,17 @@ impl Caller {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenExpiry(pub i64);
 
+impl TokenExpiry {
+    /// When the token `request` was verified with expires; `None` for a request that carried
+    /// no verified token (a public RPC).
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<chrono::DateTime<chrono::Utc>> {
+        request
+            .extensions()
+            .get::<TokenExpiry>()
+            .and_then(|expiry| chrono::DateTime::from_timestamp(expiry.0, 0))
+    }
+}
+
 /// Put into a request's extensions when it carried an access token that failed verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefusedToken(pub TokenError);
@@ -317,7 +328,8 @@ pub enum TokenError {
     /// Issued by someone else.
     #[error("access token has the wrong issuer")]
     WrongIssuer,
-    /// Signed with a key after that key was retired.
+    /// Signed with a key after that key was retired: issued after the retirement, or expiring
+    /// later than any token signed before it could (a backdated `iat`).
     #[error("access token was signed with a retired key")]
     IssuedAfterRetirement,
 }
@@ -327,6 +339,9 @@ impl From<TokenError> for ApiError {
         ApiError::Unauthenticated(error.to_string())
     }
 }
+
+/// The longest access token lifetime the configuration accepts (`auth.access_token_ttl`).
+const MAX_TOKEN_LIFETIME_SECS: i64 = 24 * 3600;
 
 /// Verifies access tokens against a set of public keys, without I/O. Cheap to clone.
 #[derive(Clone)]
@@ -342,6 +357,9 @@ struct VerifierInner {
     clock: SharedClock,
     /// Seconds a token may be past `exp` or before `nbf` (clock skew between processes).
     leeway: i64,
+    /// The longest an access token lives (seconds): a retired key's tokens must expire within
+    /// this of its retirement, whatever `iat` they claim.
+    max_lifetime: std::sync::atomic::AtomicI64,
     /// Woken when a token names an unknown key, so a remote key refresher fetches early.
     unknown_key_seen: Notify,
 }
@@ -387,9 +405,20 @@ impl TokenVerifier {
                 validation,
                 clock,
                 leeway: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
+                max_lifetime: std::sync::atomic::AtomicI64::new(MAX_TOKEN_LIFETIME_SECS),
                 unknown_key_seen: Notify::new(),
             }),
         }
+    }
+
+    /// Sets the longest an access token lives (the issuer's `auth.access_token_ttl`; 24 hours,
+    /// the most it may be, until set): a token of a retired key must expire within this of the
+    /// key's retirement, so a leaked retired key cannot mint backdated long-lived tokens.
+    pub fn set_max_lifetime(&self, max: Duration) {
+        let secs = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        self.inner
+            .max_lifetime
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Replaces the trusted key set with exactly `keys`.
@@ -465,8 +494,19 @@ impl TokenVerifier {
         if claims.nbf.saturating_sub(self.inner.leeway) > now {
             return Err(TokenError::NotYetValid);
         }
-        if retired_at.is_some_and(|retired| claims.iat > retired) {
-            return Err(TokenError::IssuedAfterRetirement);
+        if let Some(retired) = retired_at {
+            // `iat` is the signer's word: a leaked key can claim any. A token truly signed
+            // before the retirement expires within one lifetime of it.
+            let max_lifetime = self
+                .inner
+                .max_lifetime
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let latest_exp = retired
+                .saturating_add(max_lifetime)
+                .saturating_add(self.inner.leeway);
+            if claims.iat > retired || claims.exp > latest_exp {
+                return Err(TokenError::IssuedAfterRetirement);
+            }
         }
         Ok(claims)
     }
@@ -714,6 +754,27 @@ mod tests {
         minted_later.iat = old.iat + 10;
         assert_eq!(
             v.verify(&sign(&signing, "k1", &minted_later)),
+            Err(TokenError::IssuedAfterRetirement)
+        );
+    }
+
+    #[test]
+    fn a_retired_keys_token_must_expire_within_one_lifetime_of_the_retirement_whatever_its_iat() {
+        let (signing, mut public) = key(1);
+        let now = chrono::Utc::now().timestamp();
+        public.retired_at = Some(now - 10);
+        let v = verifier(&[public]);
+        v.set_max_lifetime(Duration::from_secs(60));
+        // Signed before the retirement with the usual lifetime: still good.
+        let mut honest = claims(0, -20);
+        honest.iat = now - 20;
+        honest.exp = now + 40;
+        assert!(v.verify(&sign(&signing, "k1", &honest)).is_ok());
+        // Minted with the leaked key, backdated, living a day: refused.
+        let mut backdated = claims(24 * 3600, -3600);
+        backdated.iat = now - 3600;
+        assert_eq!(
+            v.verify(&sign(&signing, "k1", &backdated)),
             Err(TokenError::IssuedAfterRetirement)
         );
     }

@@ -49,3 +49,39 @@ impl Clock for OffsetClock {
 
 /// A shared clock handle.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// How often [`reached`] looks at the clock again while `at` is far: a clock moved forward
+/// (a suspended host waking, a test advancing time) is noticed within this.
+const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves once `clock` reads `at` or later: at `at` on a clock that runs like the system's,
+/// and within a second of a jump past it.
+pub async fn reached(clock: &dyn Clock, at: DateTime<Utc>) {
+    loop {
+        let left = (at - clock.now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(LOOK_AGAIN)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reached_resolves_when_the_clock_is_moved_past_the_instant_not_before() {
+        let clock = OffsetClock::new();
+        let at = clock.now() + chrono::Duration::hours(1);
+        let mut waiting = Box::pin(reached(&clock, at));
+        tokio::select! {
+            () = &mut waiting => panic!("resolved an hour early"),
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        clock.advance(chrono::Duration::hours(1));
+        tokio::time::timeout(std::time::Duration::from_secs(2), waiting)
+            .await
+            .expect("resolved once the clock passed the instant");
+    }
+}

@@ -50,6 +50,7 @@ impl RoleContext {
             config.auth.clock_leeway,
             clock.clone(),
         );
+        verifier.set_max_lifetime(config.auth.access_token_ttl);
         Self {
             config: Arc::new(config),
             shutdown,

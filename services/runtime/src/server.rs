@@ -248,6 +248,12 @@ pub async fn serve(
     }
     let local = listener.local_addr().ok();
     tracing::info!(address = ?local, services = ?names, tls = tls.is_some(), "gRPC listening");
+    if let Some(address) = local.filter(|a| plaintext_beyond_loopback(*a, tls.is_some())) {
+        tracing::warn!(
+            %address,
+            "serving plaintext grpc beyond loopback: passwords, kiosk secrets and tokens cross the network unencrypted; set tls.cert and tls.key, or listen on loopback behind a tls proxy"
+        );
+    }
 
     let health_on_shutdown = health.clone();
     let token = shutdown.token();
@@ -320,4 +326,26 @@ async fn load_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
         .await
         .map_err(|e| error(e.to_string()))?;
     Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+}
+
+/// Whether a listener on `address` without TLS can be reached from other hosts: then every
+/// password, secret and token it receives crosses the network in the clear.
+pub fn plaintext_beyond_loopback(address: std::net::SocketAddr, tls: bool) -> bool {
+    !tls && !address.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod plaintext_tests {
+    use super::plaintext_beyond_loopback;
+
+    #[test]
+    fn only_a_plaintext_listener_beyond_loopback_is_warned_about() {
+        let at = |a: &str| a.parse().unwrap();
+        assert!(plaintext_beyond_loopback(at("0.0.0.0:50051"), false));
+        assert!(plaintext_beyond_loopback(at("10.0.0.5:50051"), false));
+        assert!(plaintext_beyond_loopback(at("[::]:50051"), false));
+        assert!(!plaintext_beyond_loopback(at("127.0.0.1:50051"), false));
+        assert!(!plaintext_beyond_loopback(at("[::1]:50051"), false));
+        assert!(!plaintext_beyond_loopback(at("0.0.0.0:50051"), true));
+    }
 }

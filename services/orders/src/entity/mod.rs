@@ -16,3 +16,4 @@ pub mod parked_event;
 pub mod payment_attempt;
 pub mod pricing_rule;
 pub mod sandbox_charge;
+pub mod sealing_key;

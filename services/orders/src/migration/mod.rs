@@ -9,6 +9,7 @@ mod m20261129_000004_parked_events;
 mod m20261201_000005_kiosks_by_location;
 mod m20261201_000006_reservations;
 mod m20261202_000007_write_protect;
+mod m20261203_000008_sealing_key;
 
 /// Applies the orders service's migrations.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_kiosks_by_location::Migration),
             Box::new(m20261201_000006_reservations::Migration),
             Box::new(m20261202_000007_write_protect::Migration),
+            Box::new(m20261203_000008_sealing_key::Migration),
         ]
     }
 }

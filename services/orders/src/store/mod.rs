@@ -10,6 +10,7 @@
 //! - [`reservations`]: a reservation's ends before pickup (cancel, no-show) and its pickup.
 //! - [`write_protect`]: write protection a user asked, and the drive's answer.
 //! - [`parked`]: events a consumer could not apply, set aside for operators.
+//! - [`sealing`]: the fingerprint of the key sealing QR secrets.
 //! - [`audit`]: the auditor's checks.
 
 pub mod audit;
@@ -19,6 +20,7 @@ pub mod nearby;
 pub mod orders;
 pub mod parked;
 pub mod reservations;
+pub mod sealing;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod write_protect;

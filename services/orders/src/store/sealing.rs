@@ -1,0 +1,41 @@
+//! Which sealing key this database's QR secrets are sealed with, by fingerprint.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{EntityTrait, IntoActiveModel};
+
+use super::Store;
+use crate::entity::sealing_key;
+
+impl Store {
+    /// Records `fingerprint` as the key sealing `purpose` unless one is recorded already, and
+    /// returns the recorded one: the first process's key wins, also between replicas starting
+    /// at once (one insert lands, the others find it).
+    pub async fn record_sealing_key(
+        &self,
+        purpose: &str,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, sea_orm::DbErr> {
+        let row = sealing_key::Model {
+            purpose: purpose.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            recorded_at: now,
+        };
+        sealing_key::Entity::insert(row.into_active_model())
+            .on_conflict(
+                OnConflict::column(sealing_key::Column::Purpose)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        sealing_key::Entity::find_by_id(purpose.to_owned())
+            .one(&self.db)
+            .await?
+            .map(|row| row.fingerprint)
+            .ok_or_else(|| {
+                sea_orm::DbErr::RecordNotFound(format!("sealing key of {purpose} after recording"))
+            })
+    }
+}
