@@ -322,6 +322,80 @@ async fn a_script_rents_returns_and_reserves_through_the_cli_against_standalone(
     }
 }
 
+/// Access tokens live 3 s here. A `watch` started before the drive is returned outlives its
+/// token (the server ends a watch UNAUTHENTICATED at its token's expiry): it renews the login
+/// and goes on, and still ends at CLOSED with the return, printing no state twice.
+#[tokio::test]
+async fn a_watch_outlives_its_access_token_and_sees_the_return() {
+    let backend = backends().remove(0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(&backend, dir.path());
+    let ttl = Duration::from_secs(3);
+    let node = Child::standalone(
+        binary!(),
+        &config,
+        &[("SNEAKERNET_AUTH__ACCESS_TOKEN_TTL", "3s")],
+    )
+    .await
+    .expect("standalone");
+    let user = User::new(node.address, dir.path());
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let password = password_file(user.profile.path());
+    user.run(&[
+        "register",
+        "--email",
+        "long-watch@example.com",
+        "--password-file",
+        &password,
+    ])
+    .await
+    .ok();
+    user.run(&["deposit", "pay", "--card", CARD]).await.ok();
+    let offer = until_ok(FLEET_WAIT, || async {
+        let qr = user.qr(HERE).await;
+        user.run(&["scan", &qr]).await
+    })
+    .await;
+    assert_eq!(offer.ok()["kioskId"], HERE);
+    let qr = user.qr(HERE).await;
+    let rented = user.run(&["rent", "--qr", &qr]).await.ok();
+    let order = rented["order"]["orderId"]
+        .as_str()
+        .expect("order id")
+        .to_owned();
+    let lent = user.watch_until(&order, "LENT").await;
+    let item = lent["order"]["itemId"].as_str().expect("item").to_owned();
+
+    let watching = {
+        let user = &user;
+        let order = order.clone();
+        async move { user.run(&["watch", &order, "--until", "CLOSED"]).await }
+    };
+    let returning = async {
+        // Whatever token the watch took, it was issued before this point and has expired
+        // (with the verifier's 5 s of leeway) by the deadline: the watch must live past it.
+        tokio::time::sleep(ttl + Duration::from_secs(7)).await;
+        user.run(&[
+            "sim", "return", "--kiosk", THERE, "--item", &item, "--data-dir", data_dir,
+        ])
+        .await
+        .ok();
+    };
+    let (watched, ()) = tokio::join!(watching, returning);
+    let last = watched.ok();
+    assert_eq!(last["state"], "ORDER_STATE_CLOSED", "{watched:?}");
+    let states: Vec<String> = watched
+        .json()
+        .iter()
+        .filter(|change| change.get("progress").is_none())
+        .map(|change| change["state"].to_string())
+        .collect();
+    let mut unique = states.clone();
+    unique.dedup();
+    assert_eq!(states, unique, "no change printed twice: {watched:?}");
+    node.kill().await;
+}
+
 #[tokio::test]
 async fn command_line_mistakes_are_one_clear_line_with_their_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -268,20 +268,11 @@ pub async fn pricing(client: &Client, action: PricingAction) -> anyhow::Result<(
 /// `events follow`: DeviceEventService.Subscribe from `after` on, one line (or JSON object)
 /// per event, until interrupted; each line carries the cursor to resume from with --after.
 pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow::Result<()> {
-    let (target, token) = client.logged_in().await?;
-    let mut stream = target
-        .call(
-            "follow events",
-            DeviceEventServiceClient::new(target.channel.clone()).subscribe(authed(
-                gw::SubscribeRequest {
-                    after_cursor: after,
-                    kiosk_ids: kiosks,
-                    ..Default::default()
-                },
-                &token,
-            )?),
-        )
-        .await?;
+    // The subscription outlives its access token: the server ends it UNAUTHENTICATED at the
+    // token's expiry, and it resumes from the last cursor with a renewed token.
+    let mut after = after;
+    let mut stream = open_follow(client, after, &kiosks).await?;
+    let mut heard_since_open = false;
     loop {
         let message = tokio::select! {
             message = stream.message() => message,
@@ -290,21 +281,53 @@ pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow:
         let entry = match message {
             Ok(Some(message)) => message.entry,
             Ok(None) => return Ok(()),
-            Err(status) => return Err(target.refused("follow events", &status)),
+            Err(status) if status.code() == tonic::Code::Unauthenticated && heard_since_open => {
+                stream = open_follow(client, after, &kiosks).await?;
+                heard_since_open = false;
+                continue;
+            }
+            Err(status) => return Err(client.target()?.refused("follow events", &status)),
         };
+        heard_since_open = true;
         match entry {
             Some(gw::subscribe_response::Entry::Event(event)) => {
+                after = after.max(event.cursor);
                 let value = output::json("sneakernet.gateway.v1.Event", &event)?;
                 client.output.print(value, || vec![event_line(&event)]);
             }
             // Scripts store it as a resume point; people need not see it.
-            Some(gw::subscribe_response::Entry::Checkpoint(checkpoint)) if client.output.json => {
-                let value = output::json("sneakernet.gateway.v1.Checkpoint", &checkpoint)?;
-                println!("{}", serde_json::json!({ "checkpoint": value }));
+            Some(gw::subscribe_response::Entry::Checkpoint(checkpoint)) => {
+                after = after.max(checkpoint.cursor);
+                if client.output.json {
+                    let value = output::json("sneakernet.gateway.v1.Checkpoint", &checkpoint)?;
+                    println!("{}", serde_json::json!({ "checkpoint": value }));
+                }
             }
-            Some(gw::subscribe_response::Entry::Checkpoint(_)) | None => {}
+            None => {}
         }
     }
+}
+
+/// Opens Subscribe from `after` for `kiosks` with a valid (renewed if need be) access token.
+async fn open_follow(
+    client: &Client,
+    after: u64,
+    kiosks: &[String],
+) -> anyhow::Result<tonic::Streaming<gw::SubscribeResponse>> {
+    let (target, token) = client.logged_in().await?;
+    target
+        .call(
+            "follow events",
+            DeviceEventServiceClient::new(target.channel.clone()).subscribe(authed(
+                gw::SubscribeRequest {
+                    after_cursor: after,
+                    kiosk_ids: kiosks.to_vec(),
+                    ..Default::default()
+                },
+                &token,
+            )?),
+        )
+        .await
 }
 
 fn event_line(event: &gw::Event) -> String {

@@ -508,6 +508,25 @@ pub async fn list(client: &Client, states: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens WatchOrder for `order_id` with a valid (renewed if need be) access token.
+async fn open_watch(
+    client: &Client,
+    order_id: &str,
+) -> anyhow::Result<tonic::Streaming<pb::WatchOrderResponse>> {
+    let (target, token) = client.logged_in().await?;
+    target
+        .call(
+            "watch the order",
+            OrderServiceClient::new(target.channel.clone()).watch_order(authed(
+                pb::WatchOrderRequest {
+                    order_id: order_id.to_owned(),
+                },
+                &token,
+            )?),
+        )
+        .await
+}
+
 /// `watch ORDER`: WatchOrder, one line (or JSON object) per change, a bar while a kiosk
 /// provisions; ends when the order reaches `until` (exit 0) or a terminal state (exit 0
 /// without `until`, else 1 naming where it ended).
@@ -523,26 +542,30 @@ pub async fn watch(client: &Client, order_id: &str, until: Option<String>) -> an
                 })? as i32,
         ),
     };
-    let (target, token) = client.logged_in().await?;
-    let mut stream = target
-        .call(
-            "watch the order",
-            OrderServiceClient::new(target.channel.clone()).watch_order(authed(
-                pb::WatchOrderRequest {
-                    order_id: order_id.to_owned(),
-                },
-                &token,
-            )?),
-        )
-        .await?;
+    // A watch outlives its access token: the server ends it UNAUTHENTICATED at the token's
+    // expiry, and the watch goes on with a renewed one, skipping the replayed history.
+    let mut stream = open_watch(client, order_id).await?;
     let mut bar: Option<(i32, indicatif::ProgressBar)> = None;
     let mut last_state = None;
+    let mut shown_until: Option<(i64, i32)> = None;
+    let mut heard_since_open = false;
     loop {
         let change = match stream.message().await {
             Ok(Some(change)) => change,
             Ok(None) => break,
-            Err(status) => return Err(target.refused("watch the order", &status)),
+            Err(status) if status.code() == tonic::Code::Unauthenticated && heard_since_open => {
+                stream = open_watch(client, order_id).await?;
+                heard_since_open = false;
+                continue;
+            }
+            Err(status) => return Err(client.target()?.refused("watch the order", &status)),
         };
+        heard_since_open = true;
+        let at = change.time.as_ref().map(|t| (t.seconds, t.nanos));
+        if change.progress.is_none() && at.is_some() && at <= shown_until {
+            continue;
+        }
+        shown_until = shown_until.max(at);
         let order = change.order.clone().unwrap_or_default();
         if client.output.json {
             println!(
