@@ -212,6 +212,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .as_deref()
         .is_some_and(|f| !f.starts_with('-') && !"provision_copy".contains(f))
     {
+        println!("provision_copy: skipped (the filter does not name it)");
         return Ok(());
     }
     let smoke = args.smoke || !args.bench;
@@ -219,6 +220,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     let reps = args.reps.unwrap_or(if smoke { 1 } else { 3 });
     let size = size_mib * MIB;
     let json_path = args.json.clone().unwrap_or_else(default_json_path);
+    // A bad --json fails now, not after minutes of copying.
+    if let Some(parent) = json_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!(
+                "--json {}: cannot create its directory",
+                json_path.display()
+            )
+        })?;
+    }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base)
         .with_context(|| format!("--dir {}: cannot create it", base.display()))?;
