@@ -372,7 +372,7 @@ async fn measure(work: &Path, size: u64, reps: u32, hasher: &Hasher) -> anyhow::
         for timing in &mut timings {
             settle(&sources)?;
             let seconds = match timing.variant {
-                Variant::Agent => provision_once(&executor, &*bays, rep, capacity, size).await?,
+                Variant::Agent => provision_once(&executor, &bays, rep, capacity, size).await?,
                 Variant::CpSync => copy_once(&cache_dir, &work.join("copy"), None)?,
                 Variant::CpSyncB3sum => copy_once(&cache_dir, &work.join("copy"), Some(hasher))?,
             };
