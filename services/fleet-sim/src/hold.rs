@@ -88,6 +88,12 @@ pub struct HoldArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// During the hold, send this many commands a second (RequestInventory, as the operator,
+    /// round robin over the kiosks) and time send -> delivered and send -> result receipted.
+    /// Against the echo: each link sends probes at its share of this rate, timed send ->
+    /// Receipt (the stream's round trip).
+    #[arg(long, default_value_t = 0.0)]
+    pub commands_per_sec: f64,
     /// Cut the whole run at this (default: setup + connect + settle + hold + 2 minutes).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub deadline: Option<Duration>,
@@ -121,6 +127,9 @@ pub async fn measure(args: &HoldArgs) -> anyhow::Result<HoldReport> {
             "--kiosks must be 1 to {MAX_KIOSKS} (one process holds at most that many links); got {}",
             args.kiosks
         )));
+    }
+    if !(0.0..=100_000.0).contains(&args.commands_per_sec) {
+        return Err(usage("--commands-per-sec must be 0 to 100000"));
     }
     if args.connect_concurrency == 0 {
         return Err(usage("--connect-concurrency must be at least 1"));
@@ -200,6 +209,7 @@ async fn hold(
     metrics_url: Option<url::Url>,
 ) -> anyhow::Result<HoldReport> {
     let echo = args.echo.is_some();
+    let mut operator_token = None;
     let (auth, kiosks) = if echo {
         let kiosks = (0..args.kiosks)
             .map(|i| Kiosk {
@@ -216,6 +226,7 @@ async fn hold(
             None => None,
         };
         let operator = setup::operator_token(&args.operator, &auth).await?;
+        operator_token = Some(operator.clone());
         let kiosks = setup::fleet(
             &auth,
             orders.as_ref(),
@@ -239,7 +250,19 @@ async fn hold(
         connecting: Semaphore::new(args.connect_concurrency),
         stats: Stats::default(),
         stop: CancellationToken::new(),
+        probes: link::Probes::default(),
+        probe_every: (echo && args.commands_per_sec > 0.0)
+            .then(|| Duration::from_secs_f64(args.kiosks as f64 / args.commands_per_sec)),
     });
+    let commander = match (&operator_token, args.commands_per_sec > 0.0) {
+        (Some(token), true) => Some(Commander {
+            channel: fleet.endpoint.clone().connect_lazy(),
+            token: token.clone(),
+            kiosks: kiosks.iter().map(|k| k.id.clone()).collect(),
+            rate: args.commands_per_sec,
+        }),
+        _ => None,
+    };
     eprintln!(
         "fleet-sim: {label}: opening {} links to {target} from {} source addresses",
         args.kiosks,
@@ -250,7 +273,15 @@ async fn hold(
     for (index, kiosk) in kiosks.into_iter().enumerate() {
         links.spawn(link::run(fleet.clone(), kiosk, index));
     }
-    let result = held(args, &fleet, started, pid.as_deref(), metrics_url.as_ref()).await;
+    let result = held(
+        args,
+        &fleet,
+        started,
+        pid.as_deref(),
+        metrics_url.as_ref(),
+        commander,
+    )
+    .await;
     fleet.stop.cancel();
     // Every link ends at the stop; one stuck in a send is cut after a grace.
     let closing = async { while links.join_next().await.is_some() {} };
@@ -302,6 +333,14 @@ async fn hold(
         commands: stats.commands.load(Ordering::Relaxed),
         errors: report::errors(stats.errors()),
         server_metrics_per_sec: phases.metrics,
+        commands_per_sec: (args.commands_per_sec > 0.0).then(|| {
+            report::commands(
+                args.commands_per_sec,
+                &fleet.probes,
+                &phases.rpc_micros,
+                phases.skipped,
+            )
+        }),
     })
 }
 
@@ -316,15 +355,115 @@ struct Phases {
     sim_start: probe::Sample,
     sim_end: probe::Sample,
     metrics: std::collections::BTreeMap<String, f64>,
+    rpc_micros: Vec<u64>,
+    skipped: u64,
+}
+
+/// How long after the hold outstanding commands (probes) may still complete.
+const COMMAND_GRACE: Duration = Duration::from_secs(5);
+/// SendCommand calls in flight at most; a tick finding none free is skipped and counted.
+const COMMANDS_IN_FLIGHT: usize = 512;
+
+/// What sends commands during the hold.
+struct Commander {
+    channel: tonic::transport::Channel,
+    token: String,
+    kiosks: Vec<String>,
+    rate: f64,
+}
+
+impl Commander {
+    /// Sends RequestInventory at `rate` round robin until `stop`; returns each call's latency
+    /// (microseconds) and the ticks skipped because too many calls were in flight.
+    async fn run(self, fleet: Arc<Fleet>, stop: CancellationToken) -> (Vec<u64>, u64) {
+        use sneakernet_proto::gateway::v1 as pb;
+        use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / self.rate));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let in_flight = Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT));
+        let mut calls = JoinSet::new();
+        let mut skipped = 0u64;
+        let mut latencies = Vec::new();
+        let Ok(bearer) =
+            format!("Bearer {}", self.token).parse::<tonic::metadata::MetadataValue<_>>()
+        else {
+            fleet
+                .stats
+                .error("send_command", "the operator token is not ASCII");
+            return (latencies, skipped);
+        };
+        for kiosk in self.kiosks.iter().cycle() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            while let Some(Ok(Some(micros))) = calls.try_join_next() {
+                latencies.push(micros);
+            }
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                skipped += 1;
+                continue;
+            };
+            let mut request = tonic::Request::new(pb::RequestInventoryRequest {
+                kiosk_id: kiosk.clone(),
+                idempotency_key: String::new(),
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            let mut client = DeviceCommandServiceClient::new(self.channel.clone());
+            let fleet = fleet.clone();
+            calls.spawn(async move {
+                let _permit = permit;
+                let sent = tokio::time::Instant::now();
+                let answer =
+                    tokio::time::timeout(link::WAIT, client.request_inventory(request)).await;
+                match answer {
+                    Ok(Ok(response)) => {
+                        let id = response
+                            .into_inner()
+                            .command
+                            .map(|c| c.command_id)
+                            .unwrap_or_default();
+                        fleet
+                            .probes
+                            .sent
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, sent);
+                        Some(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))
+                    }
+                    Ok(Err(status)) => {
+                        fleet.stats.error(
+                            "send_command",
+                            format!("{:?}: {}", status.code(), status.message()),
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        fleet.stats.error("send_command", "no answer in time");
+                        None
+                    }
+                }
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            if let Ok(Some(micros)) = done {
+                latencies.push(micros);
+            }
+        }
+        (latencies, skipped)
+    }
 }
 
 /// Waits for the links, settles, holds, sampling; progress on stderr.
 async fn held(
     args: &HoldArgs,
-    fleet: &Fleet,
+    fleet: &Arc<Fleet>,
     started: Instant,
     pid: Option<&str>,
     metrics_url: Option<&url::Url>,
+    commander: Option<Commander>,
 ) -> anyhow::Result<Phases> {
     let stats = &fleet.stats;
     let want = args.kiosks as u64;
@@ -368,25 +507,53 @@ async fn held(
         None => None,
     };
     let hold_started = Instant::now();
-    let mut min_up = links_at_start;
-    let mut last_progress = Instant::now();
-    while hold_started.elapsed() < args.hold {
-        tokio::time::sleep(Duration::from_millis(250).min(args.hold)).await;
-        min_up = min_up.min(stats.up.load(Ordering::Relaxed));
-        if last_progress.elapsed() >= Duration::from_secs(10) {
-            eprintln!(
-                "fleet-sim: holding {} links, {:.0}s of {:?} done, {} errors",
-                stats.up.load(Ordering::Relaxed),
-                hold_started.elapsed().as_secs_f64(),
-                args.hold,
-                stats.error_count()
-            );
-            last_progress = Instant::now();
+    fleet.probes.on.store(true, Ordering::Relaxed);
+    fleet.probes.sending.store(true, Ordering::Relaxed);
+    let commands_stop = CancellationToken::new();
+    let commands = async {
+        match commander {
+            Some(commander) => commander.run(fleet.clone(), commands_stop.clone()).await,
+            None => (Vec::new(), 0),
         }
+    };
+    let hold_loop = async {
+        let mut min_up = links_at_start;
+        let mut last_progress = Instant::now();
+        while hold_started.elapsed() < args.hold {
+            tokio::time::sleep(Duration::from_millis(250).min(args.hold)).await;
+            min_up = min_up.min(stats.up.load(Ordering::Relaxed));
+            if last_progress.elapsed() >= Duration::from_secs(10) {
+                eprintln!(
+                    "fleet-sim: holding {} links, {:.0}s of {:?} done, {} errors",
+                    stats.up.load(Ordering::Relaxed),
+                    hold_started.elapsed().as_secs_f64(),
+                    args.hold,
+                    stats.error_count()
+                );
+                last_progress = Instant::now();
+            }
+        }
+        let hold_secs = hold_started.elapsed().as_secs_f64();
+        let server_end = pid.map(probe::sample).transpose();
+        let sim_end = probe::sample("self");
+        commands_stop.cancel();
+        fleet.probes.sending.store(false, Ordering::Relaxed);
+        (min_up, hold_secs, server_end, sim_end)
+    };
+    let ((rpc_micros, skipped), (min_up, hold_secs, server_end, sim_end)) =
+        tokio::join!(commands, hold_loop);
+    let (server_end, sim_end) = (server_end?, sim_end?);
+    // Commands (probes) still on their way get a grace to complete.
+    let grace = Instant::now();
+    while grace.elapsed() < COMMAND_GRACE {
+        let sent = fleet.probes.sent.lock().map(|m| m.len()).unwrap_or(0);
+        let done = fleet.probes.done.lock().map(|m| m.len()).unwrap_or(0);
+        if done >= sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let hold_secs = hold_started.elapsed().as_secs_f64();
-    let server_end = pid.map(probe::sample).transpose()?;
-    let sim_end = probe::sample("self")?;
+    fleet.probes.on.store(false, Ordering::Relaxed);
     let mut metrics = std::collections::BTreeMap::new();
     if let (Some(url), Some(start)) = (metrics_url, metrics_start) {
         let end = probe::scrape(url).await?;
@@ -408,6 +575,8 @@ async fn held(
         sim_start,
         sim_end,
         metrics,
+        rpc_micros,
+        skipped,
     })
 }
 

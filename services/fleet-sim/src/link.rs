@@ -62,6 +62,39 @@ pub struct Fleet {
     pub stats: Stats,
     /// Cancelled when the run ends.
     pub stop: CancellationToken,
+    /// Command and round-trip timings.
+    pub probes: Probes,
+    /// Against the echo: each link sends a probe (a message with an id, which the echo
+    /// answers with a Receipt) this often, while `probes.on`.
+    pub probe_every: Option<Duration>,
+}
+
+/// When each command (or echo probe) was sent, reached its kiosk, and had its result (or the
+/// probe) receipted; keyed by command id (probe message id). Recorded only while `on`.
+#[derive(Default)]
+pub struct Probes {
+    /// Set during the hold and a grace after it: timings are recorded.
+    pub on: std::sync::atomic::AtomicBool,
+    /// Set during the hold only: echo probes are sent.
+    pub sending: std::sync::atomic::AtomicBool,
+    /// Sent (the SendCommand call started; the probe went out).
+    pub sent: Mutex<HashMap<String, Instant>>,
+    /// Arrived at the kiosk (commands only).
+    pub delivered: Mutex<HashMap<String, Instant>>,
+    /// The result's (probe's) Receipt arrived.
+    pub done: Mutex<HashMap<String, Instant>>,
+}
+
+impl Probes {
+    /// Records `id` in `map` now, once.
+    pub fn mark(&self, map: &Mutex<HashMap<String, Instant>>, id: &str) {
+        if self.on.load(Ordering::Relaxed) {
+            map.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id.to_owned())
+                .or_insert_with(Instant::now);
+        }
+    }
 }
 
 /// One kiosk's identity.
@@ -383,6 +416,9 @@ async fn hold_link(
         .heartbeat
         .map_or(far, |every| Instant::now() + jitter(every));
     let mut heard = Instant::now();
+    let mut next_probe = fleet
+        .probe_every
+        .map_or(far, |every| Instant::now() + jitter(every));
     loop {
         let renew_at = token.as_ref().map_or(far, |t| t.renew_at);
         tokio::select! {
@@ -405,6 +441,14 @@ async fn hold_link(
                 fleet.stats.renewals.fetch_add(1, Ordering::Relaxed);
                 // `fresh` (the old stream) drops here: the gateway has already replaced it.
             }
+            () = tokio::time::sleep_until(next_probe) => {
+                next_probe = fleet.probe_every.map_or(far, |every| Instant::now() + every);
+                if fleet.probes.sending.load(Ordering::Relaxed) {
+                    let id = format!("probe-{}", uuid::Uuid::new_v4());
+                    fleet.probes.mark(&fleet.probes.sent, &id);
+                    send(&stream.up, probe(id)).await?;
+                }
+            }
             () = tokio::time::sleep_until(heard + stream.offline_after) => {
                 return Err(Failed("silent", format!("nothing heard for {:?}", stream.offline_after)));
             }
@@ -423,6 +467,19 @@ async fn hold_link(
 /// Up to `every`, so a fleet's heartbeats do not all fall on the same instant.
 fn jitter(every: Duration) -> Duration {
     rand::rng().random_range(Duration::ZERO..=every)
+}
+
+/// A message the echo answers with a Receipt: an empty partial inventory change.
+fn probe(message_id: String) -> pb::OpenRequest {
+    pb::OpenRequest {
+        message_id,
+        body: Some(Up::InventoryChanged(pb::InventoryChanged {
+            change: Some(pb::inventory_changed::Change::Partial(pb::Inventory {
+                bays: Vec::new(),
+                taken_at: None,
+            })),
+        })),
+    }
 }
 
 fn heartbeat() -> pb::OpenRequest {
@@ -450,6 +507,9 @@ async fn handle(
         }
         Some(Down::Command(command)) => {
             fleet.stats.commands.fetch_add(1, Ordering::Relaxed);
+            fleet
+                .probes
+                .mark(&fleet.probes.delivered, &command.command_id);
             let ack = pb::OpenRequest {
                 message_id: String::new(),
                 body: Some(Up::Ack(pb::Ack {
@@ -467,7 +527,18 @@ async fn handle(
                 fleet.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 fleet.stats.error("rejected", receipt.error);
             }
-            state.outbox.retain(|m| m.message_id != receipt.message_id);
+            if receipt.message_id.starts_with("probe-") {
+                fleet.probes.mark(&fleet.probes.done, &receipt.message_id);
+            }
+            state.outbox.retain(|m| {
+                if m.message_id != receipt.message_id {
+                    return true;
+                }
+                if let Some(Up::Result(result)) = &m.body {
+                    fleet.probes.mark(&fleet.probes.done, &result.command_id);
+                }
+                false
+            });
         }
         Some(Down::Reconnect(reconnect)) => {
             return Err(Failed(

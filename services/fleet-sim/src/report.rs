@@ -48,8 +48,63 @@ pub struct HoldReport {
     pub commands: u64,
     /// Errors by kind.
     pub errors: BTreeMap<String, ErrorCount>,
-    /// The server's `*_total` counters per second of the hold (with `--metrics-url`).
+    /// The server's `*_total` counters per second of the hold (with `--metrics-url`). Scraped
+    /// after the command grace, so command counters include the grace's few seconds.
     pub server_metrics_per_sec: BTreeMap<String, f64>,
+    /// Commands (echo probes) during the hold (with `--commands-per-sec`).
+    #[serde(default)]
+    pub commands_per_sec: Option<CommandReport>,
+}
+
+/// Commands sent during the hold and how long they took.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CommandReport {
+    /// The rate asked for.
+    pub rate: f64,
+    /// Commands the gateway accepted (probes sent).
+    pub sent: usize,
+    /// Of those, results (probes) receipted within the grace after the hold.
+    pub completed: usize,
+    /// Ticks skipped because too many SendCommand calls were in flight.
+    pub skipped: u64,
+    /// The SendCommand (RequestInventory) call.
+    pub rpc_ms: Percentiles,
+    /// Call start to the command's arrival at its kiosk.
+    pub send_to_delivered_ms: Percentiles,
+    /// Call start (probe sent) to the Receipt of its result (of the probe).
+    pub send_to_result_ms: Percentiles,
+}
+
+/// The command timings of a run.
+pub fn commands(
+    rate: f64,
+    probes: &crate::link::Probes,
+    rpc_micros: &[u64],
+    skipped: u64,
+) -> CommandReport {
+    let sent = probes.sent.lock().map(|m| m.clone()).unwrap_or_default();
+    let delivered = probes
+        .delivered
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let done = probes.done.lock().map(|m| m.clone()).unwrap_or_default();
+    let since = |map: &std::collections::HashMap<String, tokio::time::Instant>| -> Vec<u64> {
+        sent.iter()
+            .filter_map(|(id, at)| map.get(id).map(|then| then.saturating_duration_since(*at)))
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .collect()
+    };
+    let to_result = since(&done);
+    CommandReport {
+        rate,
+        sent: sent.len(),
+        completed: to_result.len(),
+        skipped,
+        rpc_ms: Percentiles::of(rpc_micros),
+        send_to_delivered_ms: Percentiles::of(&since(&delivered)),
+        send_to_result_ms: Percentiles::of(&to_result),
+    }
 }
 
 /// How many errors of one kind, and the first one's message.
@@ -264,6 +319,47 @@ pub fn print_compare(reports: &[HoldReport]) {
             }
         }),
     );
+    let pct = |p: &Percentiles| {
+        if p.n == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}/{:.1}/{:.1}", p.p50, p.p99, p.max)
+        }
+    };
+    if reports.iter().any(|r| r.commands_per_sec.is_some()) {
+        row(
+            "commands sent/completed/skipped",
+            each(&|r| {
+                r.commands_per_sec.as_ref().map_or("-".into(), |c| {
+                    format!("{}/{}/{} at {}/s", c.sent, c.completed, c.skipped, c.rate)
+                })
+            }),
+        );
+        row(
+            "SendCommand p50/p99/max (ms)",
+            each(&|r| {
+                r.commands_per_sec
+                    .as_ref()
+                    .map_or("-".into(), |c| pct(&c.rpc_ms))
+            }),
+        );
+        row(
+            "send->delivered p50/p99/max",
+            each(&|r| {
+                r.commands_per_sec
+                    .as_ref()
+                    .map_or("-".into(), |c| pct(&c.send_to_delivered_ms))
+            }),
+        );
+        row(
+            "send->result p50/p99/max",
+            each(&|r| {
+                r.commands_per_sec
+                    .as_ref()
+                    .map_or("-".into(), |c| pct(&c.send_to_result_ms))
+            }),
+        );
+    }
     let names: std::collections::BTreeSet<&String> = reports
         .iter()
         .flat_map(|r| r.server_metrics_per_sec.keys())

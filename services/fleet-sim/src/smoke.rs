@@ -3,8 +3,9 @@
 //! Starts `sneakernet standalone --without-kiosks` in a temporary directory (its operator
 //! from the bootstrap settings) unless `--gateway` names a running node, and a heartbeating
 //! echo server (this binary's `echo-server`); holds `--kiosks` links to each for `--hold`,
-//! sampling both processes; prints the two runs side by side. Fails on any error, on a link
-//! that did not come up, and when the children do not start within their timeouts. The
+//! with 20 commands a second (echo probes), sampling both processes; prints the two runs
+//! side by side. Fails on any error, on a link that did not come up, on a command that did
+//! not complete, and when the children do not start within their timeouts. The
 //! children are killed when the run ends, however it ends.
 
 use std::path::{Path, PathBuf};
@@ -144,6 +145,7 @@ async fn smoke(args: &SmokeArgs, dir: &Path, children: &mut Vec<Started>) -> any
         label: None,
         json: None,
         deadline: Some(Duration::from_secs(90)),
+        commands_per_sec: 20.0,
     };
     let echo_report = measure(&HoldArgs {
         echo: Some(format!("http://{echo_address}")),
@@ -179,6 +181,18 @@ async fn smoke(args: &SmokeArgs, dir: &Path, children: &mut Vec<Started>) -> any
                 report.links_up,
                 report.kiosks,
                 report.links_min_during_hold
+            );
+        }
+    }
+    for report in &reports {
+        if let Some(commands) = &report.commands_per_sec
+            && (commands.sent == 0 || commands.completed < commands.sent)
+        {
+            bail!(
+                "{}: {} of {} commands completed",
+                report.label,
+                commands.completed,
+                commands.sent
             );
         }
     }
