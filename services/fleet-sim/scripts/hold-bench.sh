@@ -6,6 +6,7 @@
 # echo and the heartbeating echo; then holds KIOSKS links to each in turn with fleet-sim,
 # sampling the server from /proc, and prints the three side by side (ratios to the bare
 # echo). Every process it started is stopped on exit. Needs a hard `ulimit -n` >= KIOSKS + 100.
+# PERF_SECS=30 also records the gateway with `perf` for that long during its hold.
 set -euo pipefail
 kiosks=${1:?usage: hold-bench.sh KIOSKS HOLD [OUT_DIR]}
 hold=${2:?usage: hold-bench.sh KIOSKS HOLD [OUT_DIR]}
@@ -55,10 +56,24 @@ sim=("$bin/fleet-sim" hold --kiosks "$kiosks" --hold "$hold")
 rows() { [ "${DB:-sqlite}" = postgres ] && psql "${PG_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}" -qAtc \
   "select coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) from pg_stat_user_tables where schemaname = 'fleetsim${kiosks}_gateway'" || echo -; }
 before=$(rows)
-"${sim[@]}" --gateway http://127.0.0.1:50062 --auth http://127.0.0.1:50061 \
-  --operator-email fleet-sim@example.com --operator-password-file "$out/operator.password" \
-  --prefix "B$kiosks" --credentials "$out/credentials-$kiosks.json" \
-  --pid "$gateway" --metrics-url http://127.0.0.1:50069/metrics \
-  --label gateway --json "$out/gateway-$kiosks.json" || true
+gateway_hold=("${sim[@]}" --gateway http://127.0.0.1:50062 --auth http://127.0.0.1:50061
+  --operator-email fleet-sim@example.com --operator-password-file "$out/operator.password"
+  --prefix "B$kiosks" --credentials "$out/credentials-$kiosks.json"
+  --pid "$gateway" --metrics-url http://127.0.0.1:50069/metrics
+  --label gateway --json "$out/gateway-$kiosks.json")
+if [ -n "${PERF_SECS:-}" ]; then
+  # Profile the gateway for PERF_SECS once the hold has begun (the first progress line).
+  "${gateway_hold[@]}" 2> >(tee "$out/gateway-hold.err" >&2) &
+  hold_pid=$!
+  for _ in $(seq 1 1500); do grep -q "^fleet-sim: all .* links up" "$out/gateway-hold.err" 2>/dev/null && break; sleep 0.2; done
+  sleep 8
+  perf record -F 499 -g -o "$out/perf-$kiosks.data" -p "$gateway" -- sleep "$PERF_SECS" 2>/dev/null || true
+  wait "$hold_pid" || true
+  perf report -i "$out/perf-$kiosks.data" -g none --no-children --sort dso,symbol --percent-limit 0.3 --stdio 2>/dev/null \
+    | grep -v '^$' | head -80 > "$out/perf-$kiosks.txt" || true
+  echo "perf report: $out/perf-$kiosks.txt"
+else
+  "${gateway_hold[@]}" || true
+fi
 echo "gateway rows written (Postgres statistics, whole run incl. connect): before $before, after $(rows)"
 "$bin/fleet-sim" compare "$out/echo-$kiosks.json" "$out/echo-hb-$kiosks.json" "$out/gateway-$kiosks.json"
