@@ -731,3 +731,77 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(id: &str, kind: pb::command_payload::Kind) -> pb::Command {
+        pb::Command {
+            command_id: id.into(),
+            deadline: None,
+            payload: Some(pb::CommandPayload { kind: Some(kind) }),
+            attempt: 1,
+        }
+    }
+
+    fn outcome(message: &pb::OpenRequest) -> pb::command_result::Outcome {
+        match &message.body {
+            Some(Up::Result(result)) => result.outcome.clone().expect("outcome"),
+            other => panic!("not a result: {other:?}"),
+        }
+    }
+
+    fn lend_by_spec() -> pb::command_payload::Kind {
+        pb::command_payload::Kind::Lend(pb::LendCommand {
+            target: Some(pb::lend_command::Target::Spec(common::ItemSpec {
+                item_type: None,
+                write_protect: true,
+            })),
+            order_id: "o".into(),
+        })
+    }
+
+    #[test]
+    fn a_lend_empties_one_bay_and_a_resend_is_answered_from_the_journal() {
+        let mut kiosk = KioskState::new("K", 2);
+        let first = kiosk.execute(command("c1", lend_by_spec()));
+        let again = kiosk.execute(command("c1", lend_by_spec()));
+        assert_eq!(
+            first, again,
+            "a resent command gets the same result, same message id"
+        );
+        assert!(
+            matches!(outcome(&first), pb::command_result::Outcome::Lend(l) if l.item_id == "K-D01")
+        );
+        kiosk.execute(command("c2", lend_by_spec()));
+        let third = kiosk.execute(command("c3", lend_by_spec()));
+        assert!(matches!(
+            outcome(&third),
+            pb::command_result::Outcome::Failure(f) if f.reason == pb::FailureReason::NoMatchingItem as i32
+        ));
+        assert_eq!(kiosk.outbox.len(), 3, "each result waits for its receipt");
+    }
+
+    #[test]
+    fn the_journal_is_bounded() {
+        let mut kiosk = KioskState::new("K", 1);
+        for n in 0..(JOURNAL + 10) {
+            kiosk.execute(command(
+                &format!("c{n}"),
+                pb::command_payload::Kind::RequestInventory(pb::RequestInventoryCommand {}),
+            ));
+        }
+        assert_eq!(kiosk.journal.len(), JOURNAL);
+        assert_eq!(kiosk.journal_order.len(), JOURNAL);
+    }
+
+    #[test]
+    fn hello_passes_the_gateways_rules() {
+        let kiosk = KioskState::new("SIM-00001", 8);
+        let Some(Up::Hello(hello)) = kiosk.hello().body else {
+            panic!("not a Hello")
+        };
+        sneakernet_proto::link_rules::check_hello(&hello).expect("a valid Hello");
+    }
+}

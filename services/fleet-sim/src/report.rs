@@ -421,3 +421,19 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     print_compare(&reports);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_microseconds_in_milliseconds() {
+        let samples: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        let p = Percentiles::of(&samples);
+        assert_eq!(p.n, 100);
+        assert!((p.p50 - 50.0).abs() <= 1.0, "{p:?}");
+        assert!((p.p99 - 99.0).abs() <= 1.0, "{p:?}");
+        assert_eq!(p.max, 100.0);
+        assert_eq!(Percentiles::of(&[]).n, 0);
+    }
+}
