@@ -50,7 +50,9 @@ wait_for "$out/gateway.log" "sneakernet: serving"
 wait_for "$out/echo.log" "fleet-sim: echo serving"
 wait_for "$out/echo-hb.log" "fleet-sim: echo serving"
 
-sim=("$bin/fleet-sim" hold --kiosks "$kiosks" --hold "$hold")
+# HOLD_ARGS: more `fleet-sim hold` flags for all three runs, e.g. "--connect-timeout 600s".
+read -r -a extra <<< "${HOLD_ARGS:-}"
+sim=("$bin/fleet-sim" hold --kiosks "$kiosks" --hold "$hold" "${extra[@]}")
 "${sim[@]}" --echo http://127.0.0.1:50071 --pid "$echo_bare" --label echo --json "$out/echo-$kiosks.json" || true
 "${sim[@]}" --echo http://127.0.0.1:50072 --pid "$echo_hb" --label echo+heartbeats --json "$out/echo-hb-$kiosks.json" || true
 rows() { [ "${DB:-sqlite}" = postgres ] && psql "${PG_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}" -qAtc \
