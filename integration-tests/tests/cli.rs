@@ -9,7 +9,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
+use sneakernet_integration_tests::rentals::{SimKiosk, drive, start_priced};
 use sneakernet_integration_tests::{Child, backends, binary, test_config};
+use sneakernet_proto::common::v1::ItemKind;
+use tokio::io::AsyncBufReadExt;
 
 /// How long one command may take (a loaded CI machine); never a timed assertion.
 const COMMAND_WAIT: Duration = Duration::from_secs(180);
@@ -322,78 +325,122 @@ async fn a_script_rents_returns_and_reserves_through_the_cli_against_standalone(
     }
 }
 
-/// Access tokens live 3 s here. A `watch` started before the drive is returned outlives its
-/// token (the server ends a watch UNAUTHENTICATED at its token's expiry): it renews the login
-/// and goes on, and still ends at CLOSED with the return, printing no state twice.
+/// The server ends a watch at its token's expiry, judged by the server's clock. A `watch`
+/// open across that moment renews the login (though the token still looks valid by this
+/// machine's clock) and goes on: it ends at CLOSED with the return, printing no state twice.
 #[tokio::test]
 async fn a_watch_outlives_its_access_token_and_sees_the_return() {
-    let backend = backends().remove(0);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = test_config(&backend, dir.path());
-    let ttl = Duration::from_secs(3);
-    let node = Child::standalone(
-        binary!(),
-        &config,
-        &[("SNEAKERNET_AUTH__ACCESS_TOKEN_TTL", "3s")],
-    )
-    .await
-    .expect("standalone");
-    let user = User::new(node.address, dir.path());
-    let data_dir = dir.path().to_str().expect("utf-8 path");
-    let password = password_file(user.profile.path());
-    user.run(&[
-        "register",
-        "--email",
-        "long-watch@example.com",
-        "--password-file",
-        &password,
-    ])
-    .await
-    .ok();
-    user.run(&["deposit", "pay", "--card", CARD]).await.ok();
-    let offer = until_ok(FLEET_WAIT, || async {
-        let qr = user.qr(HERE).await;
-        user.run(&["scan", &qr]).await
-    })
-    .await;
-    assert_eq!(offer.ok()["kioskId"], HERE);
-    let qr = user.qr(HERE).await;
-    let rented = user.run(&["rent", "--qr", &qr]).await.ok();
-    let order = rented["order"]["orderId"]
-        .as_str()
-        .expect("order id")
-        .to_owned();
-    let lent = user.watch_until(&order, "LENT").await;
-    let item = lent["order"]["itemId"].as_str().expect("item").to_owned();
-
-    let watching = {
-        let user = &user;
-        let order = order.clone();
-        async move { user.run(&["watch", &order, "--until", "CLOSED"]).await }
-    };
-    let returning = async {
-        // Whatever token the watch took, it was issued before this point and has expired
-        // (with the verifier's 5 s of leeway) by the deadline: the watch must live past it.
-        tokio::time::sleep(ttl + Duration::from_secs(7)).await;
+    for backend in backends() {
+        let (sandbox, _channel, operator) = start_priced(&backend, &[ItemKind::Drive]).await;
+        let kiosk = SimKiosk::healthy(
+            sandbox.node().address,
+            &operator,
+            "K-CLI",
+            vec![Some(drive("D-1")), None],
+        )
+        .await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let user = User::new(sandbox.node().address, dir.path());
+        let password = password_file(user.profile.path());
         user.run(&[
-            "sim", "return", "--kiosk", THERE, "--item", &item, "--data-dir", data_dir,
+            "register",
+            "--email",
+            "long-watch@example.com",
+            "--password-file",
+            &password,
         ])
         .await
         .ok();
-    };
-    let (watched, ()) = tokio::join!(watching, returning);
-    let last = watched.ok();
-    assert_eq!(last["state"], "ORDER_STATE_CLOSED", "{watched:?}");
-    let states: Vec<String> = watched
-        .json()
-        .iter()
-        .filter(|change| change.get("progress").is_none())
-        .map(|change| change["state"].to_string())
-        .collect();
-    let mut unique = states.clone();
-    unique.dedup();
-    assert_eq!(states, unique, "no change printed twice: {watched:?}");
-    node.kill().await;
+        user.run(&["deposit", "pay", "--card", CARD]).await.ok();
+        until_ok(FLEET_WAIT, || async {
+            let ran = user.run(&["scan", &kiosk.qr()]).await;
+            let offered = ran.code == Some(0)
+                && ran.ok()["lines"]
+                    .as_array()
+                    .is_some_and(|lines| !lines.is_empty());
+            if offered {
+                ran
+            } else {
+                Ran {
+                    code: Some(1),
+                    ..ran
+                }
+            }
+        })
+        .await;
+        let rented = user.run(&["rent", "--qr", &kiosk.qr()]).await.ok();
+        let order = rented["order"]["orderId"]
+            .as_str()
+            .expect("order id")
+            .to_owned();
+        let lent = user.watch_until(&order, "LENT").await;
+        let item = lent["order"]["itemId"].as_str().expect("item").to_owned();
+
+        let mut watch = tokio::process::Command::new(binary!())
+            .args([
+                "--json",
+                "--address",
+                &user.address,
+                "--profile-dir",
+                user.profile.path().to_str().expect("utf-8 path"),
+                "watch",
+                &order,
+                "--until",
+                "CLOSED",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("watch runs");
+        let mut lines = tokio::io::BufReader::new(watch.stdout.take().expect("stdout")).lines();
+        // The watch is open once it has replayed the order's first change.
+        let mut printed = vec![
+            tokio::time::timeout(COMMAND_WAIT, lines.next_line())
+                .await
+                .expect("the watch prints the order's history")
+                .expect("read")
+                .expect("a line"),
+        ];
+        // Past the token's lifetime (15 minutes) and the verifier's leeway, by the server's
+        // clock; then the drive comes back.
+        sandbox.clock.advance(chrono::Duration::minutes(20));
+        kiosk.insert("A2", drive(&item)).await;
+        let rest = async {
+            while let Some(line) = lines.next_line().await.expect("read") {
+                printed.push(line);
+            }
+            watch.wait_with_output().await.expect("the watch ends")
+        };
+        let ended = tokio::time::timeout(COMMAND_WAIT, rest)
+            .await
+            .expect("the watch ends at CLOSED");
+        let stderr = String::from_utf8_lossy(&ended.stderr);
+        assert_eq!(
+            ended.status.code(),
+            Some(0),
+            "{backend}: {printed:?} {stderr}"
+        );
+        let changes: Vec<Value> = printed
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("json"))
+            .filter(|change: &Value| change.get("progress").is_none())
+            .collect();
+        assert_eq!(
+            changes.last().map(|c| c["state"].clone()),
+            Some(Value::from("ORDER_STATE_CLOSED")),
+            "{backend}: {printed:?}"
+        );
+        let states: Vec<&Value> = changes.iter().map(|c| &c["state"]).collect();
+        let mut once = states.clone();
+        once.dedup();
+        assert_eq!(
+            states, once,
+            "{backend}: no change printed twice: {printed:?}"
+        );
+        sandbox.stop().await;
+    }
 }
 
 #[tokio::test]

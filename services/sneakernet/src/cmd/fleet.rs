@@ -271,7 +271,7 @@ pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow:
     // The subscription outlives its access token: the server ends it UNAUTHENTICATED at the
     // token's expiry, and it resumes from the last cursor with a renewed token.
     let mut after = after;
-    let mut stream = open_follow(client, after, &kiosks).await?;
+    let mut stream = open_follow(client, after, &kiosks, false).await?;
     let mut heard_since_open = false;
     loop {
         let message = tokio::select! {
@@ -282,7 +282,7 @@ pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow:
             Ok(Some(message)) => message.entry,
             Ok(None) => return Ok(()),
             Err(status) if status.code() == tonic::Code::Unauthenticated && heard_since_open => {
-                stream = open_follow(client, after, &kiosks).await?;
+                stream = open_follow(client, after, &kiosks, true).await?;
                 heard_since_open = false;
                 continue;
             }
@@ -308,26 +308,43 @@ pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow:
     }
 }
 
-/// Opens Subscribe from `after` for `kiosks` with a valid (renewed if need be) access token.
+/// Opens Subscribe from `after` for `kiosks` with the kept access token, or, when the server
+/// says it expired (its clock counts) or `renew` is set, with a renewed one.
 async fn open_follow(
     client: &Client,
     after: u64,
     kiosks: &[String],
+    renew: bool,
 ) -> anyhow::Result<tonic::Streaming<gw::SubscribeResponse>> {
-    let (target, token) = client.logged_in().await?;
-    target
-        .call(
-            "follow events",
-            DeviceEventServiceClient::new(target.channel.clone()).subscribe(authed(
-                gw::SubscribeRequest {
-                    after_cursor: after,
-                    kiosk_ids: kiosks.to_vec(),
-                    ..Default::default()
-                },
-                &token,
-            )?),
-        )
-        .await
+    let mut renew = renew;
+    loop {
+        let (target, token) = if renew {
+            client.logged_in_again().await?
+        } else {
+            client.logged_in().await?
+        };
+        let opened = target
+            .call(
+                "follow events",
+                DeviceEventServiceClient::new(target.channel.clone()).subscribe(authed(
+                    gw::SubscribeRequest {
+                        after_cursor: after,
+                        kiosk_ids: kiosks.to_vec(),
+                        ..Default::default()
+                    },
+                    &token,
+                )?),
+            )
+            .await;
+        match opened {
+            Err(error)
+                if super::exit::code_of(&error) == super::exit::UNAUTHENTICATED && !renew =>
+            {
+                renew = true
+            }
+            other => return other,
+        }
+    }
 }
 
 fn event_line(event: &gw::Event) -> String {

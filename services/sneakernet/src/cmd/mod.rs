@@ -248,6 +248,14 @@ impl Client {
         Profile::new(&self.flags)
     }
 
+    /// The node and an access token renewed now, for a call the server refused because the
+    /// token expired by its clock (exit code 3 when it cannot be renewed).
+    pub async fn logged_in_again(&self) -> anyhow::Result<(&Target, String)> {
+        let target = self.target()?;
+        let token = self.profile()?.renewed_token(target).await?;
+        Ok((target, token))
+    }
+
     /// The node and a valid access token of the login kept for it (exit code 3 without one).
     pub async fn logged_in(&self) -> anyhow::Result<(&Target, String)> {
         let target = self.target()?;

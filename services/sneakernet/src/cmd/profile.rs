@@ -129,6 +129,17 @@ impl Profile {
     /// A valid access token for `target`: the kept one, or one renewed with the refresh
     /// token. Exit code 3 when there is no login or it cannot be renewed.
     pub async fn token(&self, target: &Target) -> anyhow::Result<String> {
+        self.token_renewed_if(target, false).await
+    }
+
+    /// A new access token for `target`, renewed with the refresh token even if the kept one
+    /// looks valid by this machine's clock: for when the server said it expired (its clock
+    /// is the one that counts).
+    pub async fn renewed_token(&self, target: &Target) -> anyhow::Result<String> {
+        self.token_renewed_if(target, true).await
+    }
+
+    async fn token_renewed_if(&self, target: &Target, force: bool) -> anyhow::Result<String> {
         let Some(login) = self.load(&target.address)? else {
             return Err(exit::unauthenticated(format!(
                 "not logged in at {}: run `sneakernet login --email ...` (or `register`) first",
@@ -136,7 +147,7 @@ impl Profile {
             )));
         };
         let now = chrono::Utc::now().timestamp();
-        if login.access_expires_at > now + RENEW_MARGIN_SECS {
+        if !force && login.access_expires_at > now + RENEW_MARGIN_SECS {
             return Ok(login.access_token);
         }
         if login.refresh_expires_at <= now {

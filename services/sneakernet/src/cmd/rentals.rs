@@ -508,23 +508,40 @@ pub async fn list(client: &Client, states: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens WatchOrder for `order_id` with a valid (renewed if need be) access token.
+/// Opens WatchOrder for `order_id` with the kept access token, or, when the server says it
+/// expired (its clock counts, not this machine's) or `renew` is set, with a renewed one.
 async fn open_watch(
     client: &Client,
     order_id: &str,
+    renew: bool,
 ) -> anyhow::Result<tonic::Streaming<pb::WatchOrderResponse>> {
-    let (target, token) = client.logged_in().await?;
-    target
-        .call(
-            "watch the order",
-            OrderServiceClient::new(target.channel.clone()).watch_order(authed(
-                pb::WatchOrderRequest {
-                    order_id: order_id.to_owned(),
-                },
-                &token,
-            )?),
-        )
-        .await
+    let mut renew = renew;
+    loop {
+        let (target, token) = if renew {
+            client.logged_in_again().await?
+        } else {
+            client.logged_in().await?
+        };
+        let opened = target
+            .call(
+                "watch the order",
+                OrderServiceClient::new(target.channel.clone()).watch_order(authed(
+                    pb::WatchOrderRequest {
+                        order_id: order_id.to_owned(),
+                    },
+                    &token,
+                )?),
+            )
+            .await;
+        match opened {
+            Err(error)
+                if super::exit::code_of(&error) == super::exit::UNAUTHENTICATED && !renew =>
+            {
+                renew = true
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `watch ORDER`: WatchOrder, one line (or JSON object) per change, a bar while a kiosk
@@ -544,7 +561,7 @@ pub async fn watch(client: &Client, order_id: &str, until: Option<String>) -> an
     };
     // A watch outlives its access token: the server ends it UNAUTHENTICATED at the token's
     // expiry, and the watch goes on with a renewed one, skipping the replayed history.
-    let mut stream = open_watch(client, order_id).await?;
+    let mut stream = open_watch(client, order_id, false).await?;
     let mut bar: Option<(i32, indicatif::ProgressBar)> = None;
     let mut last_state = None;
     let mut shown_until: Option<(i64, i32)> = None;
@@ -554,7 +571,7 @@ pub async fn watch(client: &Client, order_id: &str, until: Option<String>) -> an
             Ok(Some(change)) => change,
             Ok(None) => break,
             Err(status) if status.code() == tonic::Code::Unauthenticated && heard_since_open => {
-                stream = open_watch(client, order_id).await?;
+                stream = open_watch(client, order_id, true).await?;
                 heard_since_open = false;
                 continue;
             }
