@@ -211,7 +211,7 @@ pub fn qr_payload(data: &[u8]) {
                     now(),
                     DateTime::<Utc>::MIN_UTC,
                     DateTime::<Utc>::MAX_UTC,
-                    DateTime::UNIX_EPOCH,
+                    DateTime::<Utc>::UNIX_EPOCH,
                 ] {
                     let _ = qr::verify(QR_SECRET, code, at);
                 }
@@ -285,7 +285,7 @@ pub fn service_config(data: &[u8]) {
     let Some(file) = write_temp_toml(data, "service") else {
         return;
     };
-    match Config::load(Some(&file)) {
+    match Config::load(Some(file.as_path())) {
         Ok(config) => {
             config.validate().expect("a loaded config validates again");
             let _ = config.database_target();
