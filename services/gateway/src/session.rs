@@ -730,8 +730,11 @@ fn message_kind(body: &Up) -> &'static str {
     }
 }
 
-/// A partial inventory report merged into the last known one, bay by bay.
-fn merge(mut known: pb::Inventory, partial: pb::Inventory) -> pb::Inventory {
+/// A partial inventory report merged into the last known one, bay by bay: a bay the partial
+/// report names replaces the known bay of that id, a new one is appended, and the report's
+/// `taken_at` wins when set. Public (hidden) only for the fuzz target `kiosk_message`.
+#[doc(hidden)]
+pub fn merge(mut known: pb::Inventory, partial: pb::Inventory) -> pb::Inventory {
     for bay in partial.bays {
         match known.bays.iter_mut().find(|b| b.bay_id == bay.bay_id) {
             Some(existing) => *existing = bay,
