@@ -81,6 +81,24 @@ async fn offered(channel: &Channel, looker: &Customer, qr: &str) -> u32 {
 /// Waits until the liar offers at least `own` drives (the event that says so came after the
 /// lie, and orders applies a kiosk's events in order), then asserts it offers exactly its own
 /// `own`, none of them the honest kiosk's.
+/// The lying kiosk, linked beside `fleet`'s honest one with its own drive L-1 in bay B1 and
+/// `empty_bay` empty, offering just that drive; and its QR payload.
+async fn a_liar_beside(fleet: &Fleet, empty_bay: &str, backend: &Backend) -> (FakeKiosk, String) {
+    let secret = new_qr_secret();
+    let liar_qr = qr_payload(LIAR, &secret);
+    let liar = connect_hand_kiosk(
+        &fleet.sandbox,
+        &fleet.channel,
+        &fleet.operator,
+        LIAR,
+        &secret,
+        vec![bay("B1", Some(reported_drive("L-1"))), bay(empty_bay, None)],
+    )
+    .await;
+    the_liar_offers_only_its_own(fleet, &liar_qr, 1, &format!("{backend}: hello")).await;
+    (liar, liar_qr)
+}
+
 async fn the_liar_offers_only_its_own(fleet: &Fleet, liar_qr: &str, own: u32, context: &str) {
     eventually(WAIT, &format!("{context}: {LIAR} offers {own}"), || async {
         offered(&fleet.channel, &fleet.looker, liar_qr).await >= own
@@ -133,18 +151,7 @@ async fn and_then_its_own_drive(liar: &mut FakeKiosk, bay_id: &str, item_id: &st
 async fn a_kiosk_reporting_another_kiosks_drive_in_its_inventory_does_not_take_it() {
     for backend in backends() {
         let fleet = an_honest_kiosk_holding_its_drive(&backend).await;
-        let secret = new_qr_secret();
-        let liar_qr = qr_payload(LIAR, &secret);
-        let mut liar = connect_hand_kiosk(
-            &fleet.sandbox,
-            &fleet.channel,
-            &fleet.operator,
-            LIAR,
-            &secret,
-            vec![bay("B1", Some(reported_drive("L-1"))), bay("B2", None)],
-        )
-        .await;
-        the_liar_offers_only_its_own(&fleet, &liar_qr, 1, &format!("{backend}: hello")).await;
+        let (mut liar, liar_qr) = a_liar_beside(&fleet, "B2", &backend).await;
 
         // A partial inventory: D-1 in the liar's empty bay, beside a new drive of its own.
         let receipt = say(
@@ -274,18 +281,7 @@ async fn a_failed_lend_naming_another_kiosks_drive_leaves_that_drive_on_offer() 
 async fn a_return_of_a_drive_sitting_in_another_kiosks_bay_does_not_move_it() {
     for backend in backends() {
         let fleet = an_honest_kiosk_holding_its_drive(&backend).await;
-        let secret = new_qr_secret();
-        let liar_qr = qr_payload(LIAR, &secret);
-        let mut liar = connect_hand_kiosk(
-            &fleet.sandbox,
-            &fleet.channel,
-            &fleet.operator,
-            LIAR,
-            &secret,
-            vec![bay("B1", Some(reported_drive("L-1"))), bay("A2", None)],
-        )
-        .await;
-        the_liar_offers_only_its_own(&fleet, &liar_qr, 1, &format!("{backend}: hello")).await;
+        let (mut liar, liar_qr) = a_liar_beside(&fleet, "A2", &backend).await;
         // Write-protected: were the claim taken, D-1 would be on offer at the liar at once.
         let receipt = say(
             &mut liar,

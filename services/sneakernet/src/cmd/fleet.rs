@@ -308,43 +308,30 @@ pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow:
     }
 }
 
-/// Opens Subscribe from `after` for `kiosks` with the kept access token, or, when the server
-/// says it expired (its clock counts) or `renew` is set, with a renewed one.
+/// Opens Subscribe from `after` for `kiosks` (see [`Client::call_renewing`] for `renew`).
 async fn open_follow(
     client: &Client,
     after: u64,
     kiosks: &[String],
     renew: bool,
 ) -> anyhow::Result<tonic::Streaming<gw::SubscribeResponse>> {
-    let mut renew = renew;
-    loop {
-        let (target, token) = if renew {
-            client.logged_in_again().await?
-        } else {
-            client.logged_in().await?
-        };
-        let opened = target
-            .call(
-                "follow events",
-                DeviceEventServiceClient::new(target.channel.clone()).subscribe(authed(
-                    gw::SubscribeRequest {
-                        after_cursor: after,
-                        kiosk_ids: kiosks.to_vec(),
-                        ..Default::default()
-                    },
-                    &token,
-                )?),
-            )
-            .await;
-        match opened {
-            Err(error)
-                if super::exit::code_of(&error) == super::exit::UNAUTHENTICATED && !renew =>
-            {
-                renew = true
-            }
-            other => return other,
-        }
-    }
+    client
+        .call_renewing("follow events", renew, |channel, token| {
+            let request = authed(
+                gw::SubscribeRequest {
+                    after_cursor: after,
+                    kiosk_ids: kiosks.to_vec(),
+                    ..Default::default()
+                },
+                token,
+            )?;
+            Ok(async move {
+                DeviceEventServiceClient::new(channel)
+                    .subscribe(request)
+                    .await
+            })
+        })
+        .await
 }
 
 fn event_line(event: &gw::Event) -> String {

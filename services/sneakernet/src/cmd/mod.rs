@@ -248,12 +248,38 @@ impl Client {
         Profile::new(&self.flags)
     }
 
-    /// The node and an access token renewed now, for a call the server refused because the
-    /// token expired by its clock (exit code 3 when it cannot be renewed).
-    pub async fn logged_in_again(&self) -> anyhow::Result<(&Target, String)> {
+    /// Calls `call` (made from the channel and a bearer token) with the kept access token, or
+    /// with one renewed now when `renew` is set or the server answers UNAUTHENTICATED: the
+    /// server's clock decides when a token expired, not this machine's. For streams, which
+    /// the server ends at their token's expiry and which reopen with `renew` set.
+    pub async fn call_renewing<T, Fut>(
+        &self,
+        what: &str,
+        renew: bool,
+        call: impl Fn(tonic::transport::Channel, &str) -> anyhow::Result<Fut>,
+    ) -> anyhow::Result<T>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let target = self.target()?;
-        let token = self.profile()?.renewed_token(target).await?;
-        Ok((target, token))
+        let mut renew = renew;
+        loop {
+            let profile = self.profile()?;
+            let token = if renew {
+                profile.renewed_token(target).await?
+            } else {
+                profile.token(target).await?
+            };
+            match target
+                .call(what, call(target.channel.clone(), &token)?)
+                .await
+            {
+                Err(error) if exit::code_of(&error) == exit::UNAUTHENTICATED && !renew => {
+                    renew = true;
+                }
+                answer => return answer,
+            }
+        }
     }
 
     /// The node and a valid access token of the login kept for it (exit code 3 without one).

@@ -508,40 +508,23 @@ pub async fn list(client: &Client, states: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens WatchOrder for `order_id` with the kept access token, or, when the server says it
-/// expired (its clock counts, not this machine's) or `renew` is set, with a renewed one.
+/// Opens WatchOrder for `order_id` (see [`Client::call_renewing`] for `renew`).
 async fn open_watch(
     client: &Client,
     order_id: &str,
     renew: bool,
 ) -> anyhow::Result<tonic::Streaming<pb::WatchOrderResponse>> {
-    let mut renew = renew;
-    loop {
-        let (target, token) = if renew {
-            client.logged_in_again().await?
-        } else {
-            client.logged_in().await?
-        };
-        let opened = target
-            .call(
-                "watch the order",
-                OrderServiceClient::new(target.channel.clone()).watch_order(authed(
-                    pb::WatchOrderRequest {
-                        order_id: order_id.to_owned(),
-                    },
-                    &token,
-                )?),
-            )
-            .await;
-        match opened {
-            Err(error)
-                if super::exit::code_of(&error) == super::exit::UNAUTHENTICATED && !renew =>
-            {
-                renew = true
-            }
-            other => return other,
-        }
-    }
+    client
+        .call_renewing("watch the order", renew, |channel, token| {
+            let request = authed(
+                pb::WatchOrderRequest {
+                    order_id: order_id.to_owned(),
+                },
+                token,
+            )?;
+            Ok(async move { OrderServiceClient::new(channel).watch_order(request).await })
+        })
+        .await
 }
 
 /// `watch ORDER`: WatchOrder, one line (or JSON object) per change, a bar while a kiosk
