@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sneakernet_integration_tests::rentals::{SimKiosk, drive, start_priced};
-use sneakernet_integration_tests::{Child, backends, binary, test_config};
+use sneakernet_integration_tests::{Child, backends, binary, eventually, test_config};
 use sneakernet_proto::common::v1::ItemKind;
 use tokio::io::AsyncBufReadExt;
 
@@ -404,8 +404,21 @@ async fn a_watch_outlives_its_access_token_and_sees_the_return() {
                 .expect("a line"),
         ];
         // Past the token's lifetime (15 minutes) and the verifier's leeway, by the server's
-        // clock; then the drive comes back.
+        // clock: the server ends the watch, which renews the kept login (the file changes)
+        // and watches on; only then does the drive come back.
+        let logins = user.profile.path().join("logins");
+        let kept = || {
+            std::fs::read_dir(&logins)
+                .expect("logins")
+                .map(|f| std::fs::read(f.expect("entry").path()).expect("login"))
+                .collect::<Vec<_>>()
+        };
+        let before = kept();
         sandbox.clock.advance(chrono::Duration::minutes(20));
+        eventually(COMMAND_WAIT, "the watch renews the login", || async {
+            kept() != before
+        })
+        .await;
         kiosk.insert("A2", drive(&item)).await;
         let rest = async {
             while let Some(line) = lines.next_line().await.expect("read") {

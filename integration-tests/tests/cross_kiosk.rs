@@ -78,9 +78,6 @@ async fn offered(channel: &Channel, looker: &Customer, qr: &str) -> u32 {
     }
 }
 
-/// Waits until the liar offers at least `own` drives (the event that says so came after the
-/// lie, and orders applies a kiosk's events in order), then asserts it offers exactly its own
-/// `own`, none of them the honest kiosk's.
 /// The lying kiosk, linked beside `fleet`'s honest one with its own drive L-1 in bay B1 and
 /// `empty_bay` empty, offering just that drive; and its QR payload.
 async fn a_liar_beside(fleet: &Fleet, empty_bay: &str, backend: &Backend) -> (FakeKiosk, String) {
@@ -99,6 +96,9 @@ async fn a_liar_beside(fleet: &Fleet, empty_bay: &str, backend: &Backend) -> (Fa
     (liar, liar_qr)
 }
 
+/// Waits until the liar offers at least `own` drives (the event that says so came after the
+/// lie, and orders applies a kiosk's events in order), then asserts it offers exactly its own
+/// `own`, none of them the honest kiosk's.
 async fn the_liar_offers_only_its_own(fleet: &Fleet, liar_qr: &str, own: u32, context: &str) {
     eventually(WAIT, &format!("{context}: {LIAR} offers {own}"), || async {
         offered(&fleet.channel, &fleet.looker, liar_qr).await >= own

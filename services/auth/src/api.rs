@@ -33,9 +33,15 @@ pub struct AuthApi {
     /// Login attempts per account (email) and client address: an attacker spends their own
     /// budget, and the owner logging in from elsewhere keeps theirs.
     pub(crate) login_per_account: KeyedLimiter<(String, Option<IpAddr>)>,
+    /// Login attempts per account from all addresses together, [`ACCOUNT_CEILING`] times the
+    /// per-address budget: guessing from many addresses is bounded too.
+    pub(crate) login_per_account_total: KeyedLimiter<String>,
     /// Registration attempts per email.
     pub(crate) register_per_account: KeyedLimiter<String>,
 }
+
+/// How many times the per-address login budget an account has from all addresses together.
+pub(crate) const ACCOUNT_CEILING: u32 = 10;
 
 fn proto_role(role: Role) -> pb::Role {
     match role {
@@ -265,7 +271,9 @@ impl AuthService for AuthApi {
         bounded("email", &body.email, credentials::MAX_EMAIL_CHARS)?;
         bounded("password", &body.password, credentials::MAX_PASSWORD_CHARS)?;
         let key = body.email.trim().to_lowercase();
-        self.login_per_account.check(&(key.clone(), client))?;
+        self.login_per_account
+            .check(&(key.clone(), client.map(ClientAddress::budget_key)))?;
+        self.login_per_account_total.check(&key)?;
         let account = self.store.user_by_email(&key).await?;
         let matches = credentials::verify_password(
             body.password,

@@ -109,6 +109,14 @@ pub async fn build(ctx: &RoleContext) -> Result<AuthApi, StartError> {
             ctx.config.rate_limit.attempts_per_account,
             ctx.config.rate_limit.period,
         ),
+        login_per_account_total: KeyedLimiter::new(
+            "login attempts for this account",
+            ctx.config
+                .rate_limit
+                .attempts_per_account
+                .saturating_mul(api::ACCOUNT_CEILING),
+            ctx.config.rate_limit.period,
+        ),
         register_per_account: KeyedLimiter::new(
             "registration attempts for this email",
             ctx.config.rate_limit.attempts_per_account,

@@ -128,8 +128,12 @@ pub async fn measure(args: &HoldArgs) -> anyhow::Result<HoldReport> {
             args.kiosks
         )));
     }
-    if !(0.0..=100_000.0).contains(&args.commands_per_sec) {
-        return Err(usage("--commands-per-sec must be 0 to 100000"));
+    // 0 (none) or at least one command a minute: a rate near zero has no interval to wait.
+    if !(args.commands_per_sec == 0.0 || (1.0 / 60.0..=100_000.0).contains(&args.commands_per_sec))
+    {
+        return Err(usage(
+            "--commands-per-sec must be 0, or from 0.017 (one a minute) to 100000",
+        ));
     }
     if args.connect_concurrency == 0 {
         return Err(usage("--connect-concurrency must be at least 1"));

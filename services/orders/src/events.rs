@@ -182,6 +182,7 @@ async fn follow(
             )));
         }
     };
+    let mut heard = false;
     loop {
         let message = match stream.message().await {
             Ok(Some(message)) => message,
@@ -191,8 +192,10 @@ async fn follow(
                 ));
             }
             // The subscription lives as long as the token it was opened with: subscribe again
-            // at once, with the fresh token the service keeps, not as after a failure.
-            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            // at once, with the fresh token the service keeps, not as after a failure. Unless
+            // it ended before anything arrived (a token the gateway's clock already finds
+            // expired): that backs off as a failure does, rather than resubscribing in a loop.
+            Err(status) if status.code() == tonic::Code::Unauthenticated && heard => {
                 tracing::debug!("kiosk event subscription's token expired; resubscribing");
                 return Ok(());
             }
@@ -204,6 +207,7 @@ async fn follow(
                 )));
             }
         };
+        heard = true;
         match message.entry {
             Some(gateway::subscribe_response::Entry::Event(event)) => {
                 apply_or_park(store, &event).await?;

@@ -118,6 +118,19 @@ impl ClientAddress {
             .map(|client| client.0)
             .or_else(|| peer_of(extensions))
     }
+
+    /// What a per-address budget is keyed by: an IPv4 address, or an IPv6 address's /64 (one
+    /// subscriber usually holds a whole /64, so per-address budgets would otherwise be free
+    /// for the taking).
+    pub fn budget_key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+            v4 => v4,
+        }
+    }
 }
 
 /// Resolves each request's [`ClientAddress`] once, before anything budgets it.
@@ -183,11 +196,14 @@ where
 /// `x-forwarded-for` hop (reading from the right, the hops the proxies appended) that is not
 /// itself a trusted proxy. Entries to the left of that hop were written by the client and are
 /// never read. An entry that is not an address stops the walk at the last trusted hop's view.
+/// IPv4-mapped IPv6 addresses count as the IPv4 address they hold. `trusted` must hold only
+/// proxies: a client inside a trusted range could name any address it likes.
 pub fn client_address<'a>(
     peer: IpAddr,
     forwarded: impl Iterator<Item = &'a str>,
     trusted: &[ipnet::IpNet],
 ) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -195,7 +211,7 @@ pub fn client_address<'a>(
     let hops: Vec<&str> = forwarded.flat_map(|value| value.split(',')).collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        let Some(ip) = parse_hop(hop) else {
+        let Some(ip) = parse_hop(hop).map(|ip| ip.to_canonical()) else {
             return client;
         };
         client = ip;
@@ -242,7 +258,7 @@ where
         let path = request.uri().path();
         if let Some((_, limiter)) = self.rules.iter().find(|(p, _)| p == path)
             && let Some(ip) = ClientAddress::of(request.extensions())
-            && let Err(error) = limiter.check(&ip)
+            && let Err(error) = limiter.check(&ClientAddress::budget_key(ip))
         {
             let status = tonic::Status::from(error);
             return Box::pin(async move { Ok(status.into_http()) });
@@ -332,6 +348,24 @@ mod tests {
         );
         assert_eq!(
             client_address(ip("10.0.0.5"), ["198.51.100.7:4711"].into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
+        // A proxy reached over IPv6 as an IPv4-mapped address is still the trusted proxy.
+        assert_eq!(
+            client_address(
+                ip("::ffff:10.0.0.5"),
+                ["198.51.100.7"].into_iter(),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // Budgets key an IPv6 client by its /64.
+        assert_eq!(
+            ClientAddress::budget_key(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            ClientAddress::budget_key(ip("198.51.100.7")),
             ip("198.51.100.7")
         );
         // Garbage or no header: the last trusted view.

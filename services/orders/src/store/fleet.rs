@@ -368,8 +368,10 @@ pub(crate) enum ClaimBy {
     /// Its inventory, or a drive it pinned.
     Report,
     /// A return into its bay: the item may have left the kiosk that holds it by a lend whose
-    /// result is still on its way (that kiosk was offline after ejecting), so a kiosk with a
-    /// lend in flight (a rental PAID, or any order DISPENSING) lets go of it.
+    /// result is still on its way (that kiosk was offline after ejecting), so a unit held by
+    /// an order of that kiosk with its lend in flight (a rental PAID, or any order DISPENSING)
+    /// may be taken. Only such a unit: naming any other unit of a busy kiosk takes nothing.
+    /// The hold moves with it until that lend's result releases it.
     Return,
 }
 
@@ -379,7 +381,7 @@ pub(crate) enum ClaimBy {
 ///
 /// The rule of who may claim an item: a kiosk takes an item that is at no kiosk (new, or
 /// lent: its row went when it was lent) or is its own already; by a return also one held by
-/// a kiosk with a lend in flight (see [`ClaimBy::Return`]). An item another kiosk holds in a
+/// an order of its kiosk whose lend is in flight (see [`ClaimBy::Return`]). An item another kiosk holds in a
 /// bay otherwise stays that kiosk's until that kiosk reports it gone (its next full inventory
 /// without it, or its lend result); the claim is then not applied, only logged with both
 /// kiosk ids and counted in `orders_unit_claims_refused_total`, and the claimant's next report
@@ -400,6 +402,10 @@ pub(crate) async fn claim_unit<C: ConnectionTrait>(
             Query::select()
                 .expr(Expr::val(1))
                 .from(order::Entity)
+                .and_where(
+                    Expr::col((order::Entity, order::Column::OrderId))
+                        .equals((kiosk_item::Entity, kiosk_item::Column::HeldBy)),
+                )
                 .and_where(
                     Expr::col((order::Entity, order::Column::KioskId))
                         .equals((kiosk_item::Entity, kiosk_item::Column::KioskId)),

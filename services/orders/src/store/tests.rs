@@ -929,6 +929,51 @@ async fn a_kiosk_naming_another_kiosks_unit_neither_takes_nor_unreadies_nor_remo
     }
 }
 
+/// The one exception for returns is narrow: K1 has a rental in flight (PAID, holding one of
+/// its two drives). K2 returning K1's other drive takes nothing; only the drive that order
+/// holds, which may really have left by the lend whose result is on its way, can come back
+/// elsewhere.
+#[tokio::test]
+async fn a_return_takes_a_busy_kiosks_drive_only_if_its_lend_in_flight_holds_it() {
+    use sea_orm::EntityTrait;
+    for backend in backends() {
+        let mut world = World::on(&backend).await;
+        world.inventory("K1", &["D1", "D2"]).await;
+        let x = world.rent(&user(1), "K1").await;
+        let rows = kiosk_item::Entity::find()
+            .all(&world.store.db)
+            .await
+            .unwrap();
+        let held = rows
+            .iter()
+            .find(|row| row.held_by.as_deref() == Some(x.order_id.as_str()))
+            .map(|row| row.item_id.clone())
+            .expect("the rental holds a drive");
+        let free = if held == "D1" { "D2" } else { "D1" };
+
+        world.returned("K2", free).await;
+        assert_eq!(
+            units(&world).await,
+            vec![
+                ("D1".to_owned(), "K1".to_owned(), true),
+                ("D2".to_owned(), "K1".to_owned(), true),
+            ],
+            "{backend}: a return naming a drive no lend in flight holds takes nothing"
+        );
+        world.returned("K2", &held).await;
+        let moved: Vec<_> = units(&world)
+            .await
+            .into_iter()
+            .filter(|(item, kiosk, _)| item == &held && kiosk == "K2")
+            .collect();
+        assert_eq!(
+            moved.len(),
+            1,
+            "{backend}: the held drive may have left by its lend"
+        );
+    }
+}
+
 /// Two kiosks claim a new item at once: the second claim waits for the first and, the item
 /// being the first kiosk's by then, changes nothing (the condition is in the upsert, not a
 /// read before it). Postgres only: SQLite takes one lock for every write.

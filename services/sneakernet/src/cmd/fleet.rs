@@ -272,7 +272,8 @@ pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow:
     // token's expiry, and it resumes from the last cursor with a renewed token.
     let mut after = after;
     let mut stream = open_follow(client, after, &kiosks, false).await?;
-    let mut heard_since_open = false;
+    // Renewed once per open: a stream the server ends even with a fresh token is an error.
+    let mut renewed = false;
     loop {
         let message = tokio::select! {
             message = stream.message() => message,
@@ -281,14 +282,14 @@ pub async fn follow(client: &Client, after: u64, kiosks: Vec<String>) -> anyhow:
         let entry = match message {
             Ok(Some(message)) => message.entry,
             Ok(None) => return Ok(()),
-            Err(status) if status.code() == tonic::Code::Unauthenticated && heard_since_open => {
+            Err(status) if status.code() == tonic::Code::Unauthenticated && !renewed => {
                 stream = open_follow(client, after, &kiosks, true).await?;
-                heard_since_open = false;
+                renewed = true;
                 continue;
             }
             Err(status) => return Err(client.target()?.refused("follow events", &status)),
         };
-        heard_since_open = true;
+        renewed = false;
         match entry {
             Some(gw::subscribe_response::Entry::Event(event)) => {
                 after = after.max(event.cursor);

@@ -547,25 +547,30 @@ pub async fn watch(client: &Client, order_id: &str, until: Option<String>) -> an
     let mut stream = open_watch(client, order_id, false).await?;
     let mut bar: Option<(i32, indicatif::ProgressBar)> = None;
     let mut last_state = None;
-    let mut shown_until: Option<(i64, i32)> = None;
-    let mut heard_since_open = false;
+    // Renewed once per open: a stream the server ends even with a fresh token is an error.
+    let mut renewed = false;
+    // The first message after a reopen is the order as it is now, which was printed already
+    // unless it changed meanwhile.
+    let mut reopened = false;
     loop {
         let change = match stream.message().await {
             Ok(Some(change)) => change,
             Ok(None) => break,
-            Err(status) if status.code() == tonic::Code::Unauthenticated && heard_since_open => {
+            Err(status) if status.code() == tonic::Code::Unauthenticated && !renewed => {
                 stream = open_watch(client, order_id, true).await?;
-                heard_since_open = false;
+                renewed = true;
+                reopened = true;
                 continue;
             }
             Err(status) => return Err(client.target()?.refused("watch the order", &status)),
         };
-        heard_since_open = true;
-        let at = change.time.as_ref().map(|t| (t.seconds, t.nanos));
-        if change.progress.is_none() && at.is_some() && at <= shown_until {
+        renewed = false;
+        if std::mem::take(&mut reopened)
+            && change.progress.is_none()
+            && last_state == Some(change.state)
+        {
             continue;
         }
-        shown_until = shown_until.max(at);
         let order = change.order.clone().unwrap_or_default();
         if client.output.json {
             println!(
