@@ -86,11 +86,10 @@ impl From<AuthError> for ApiError {
             AuthError::KioskUnknown(_) | AuthError::DriveUnknown(_) => {
                 ApiError::NotFound(error.to_string())
             }
-            AuthError::Store(_)
-            | AuthError::Key(_)
-            | AuthError::Hash(_)
-            | AuthError::Random(_)
-            | AuthError::Time(_) => ApiError::Internal(error.to_string()),
+            AuthError::Store(error) => ApiError::from(error),
+            AuthError::Key(_) | AuthError::Hash(_) | AuthError::Random(_) | AuthError::Time(_) => {
+                ApiError::Internal(error.to_string())
+            }
         }
     }
 }

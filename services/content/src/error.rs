@@ -141,9 +141,10 @@ impl From<ContentError> for ApiError {
                 message: error.to_string(),
                 retry_after: None,
             },
-            ContentError::Corrupt { .. } | ContentError::Task(_) | ContentError::Store(_) => {
+            ContentError::Corrupt { .. } | ContentError::Task(_) => {
                 ApiError::Internal(error.to_string())
             }
+            ContentError::Store(error) => ApiError::from(error),
         }
     }
 }

@@ -60,9 +60,8 @@ impl From<GatewayError> for ApiError {
                 ApiError::precondition("ILLEGAL_TRANSITION", "command", error.to_string())
             }
             GatewayError::CursorOutOfRange { .. } => ApiError::OutOfRange(error.to_string()),
-            GatewayError::Corrupt { .. } | GatewayError::Store(_) => {
-                ApiError::Internal(error.to_string())
-            }
+            GatewayError::Corrupt { .. } => ApiError::Internal(error.to_string()),
+            GatewayError::Store(error) => ApiError::from(error),
             GatewayError::NoHello(_) => {
                 ApiError::precondition("HELLO_FIRST", "link", error.to_string())
             }

@@ -245,6 +245,62 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// What a database failure means for the caller: the one place that reads driver errors, so
+/// every service answers a blip the same way (UNAVAILABLE, retry) and a lost race the same way
+/// (ABORTED, retry) instead of INTERNAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbFailure {
+    /// The database could not be reached or dropped the connection (a restart, a failover, a
+    /// terminated backend, an exhausted pool): nothing was committed by the failed statement,
+    /// and trying again later may succeed.
+    Unreachable,
+    /// The database broke a lock cycle or a serialization conflict (Postgres 40P01, 40001) or
+    /// SQLite stayed locked past the busy timeout: nothing was written; retry.
+    Conflict,
+    /// Anything else: data the database refuses, a defect. Trying again fails the same way.
+    Other,
+}
+
+impl DbFailure {
+    /// Classifies `error`, by SQLSTATE where the driver gives one.
+    pub fn of(error: &sea_orm::DbErr) -> Self {
+        use sea_orm::sqlx::Error as Sqlx;
+        use sea_orm::{DbErr, RuntimeErr};
+        let sqlx = match error {
+            DbErr::ConnectionAcquire(_) => return Self::Unreachable,
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+            DbErr::Conn(_) => return Self::Unreachable,
+            _ => return Self::Other,
+        };
+        match sqlx.as_ref() {
+            Sqlx::Io(_)
+            | Sqlx::Tls(_)
+            | Sqlx::PoolTimedOut
+            | Sqlx::PoolClosed
+            | Sqlx::WorkerCrashed
+            | Sqlx::Protocol(_) => Self::Unreachable,
+            Sqlx::Database(db) => match db.code().as_deref() {
+                // serialization_failure, deadlock_detected
+                Some("40001" | "40P01") => Self::Conflict,
+                // admin_shutdown, crash_shutdown, cannot_connect_now; connection_exception (08…)
+                Some("57P01" | "57P02" | "57P03") => Self::Unreachable,
+                Some(code) if code.starts_with("08") => Self::Unreachable,
+                // SQLITE_BUSY and its extended codes: still locked after the busy timeout.
+                Some("5" | "261" | "517" | "773") => Self::Conflict,
+                _ => Self::Other,
+            },
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(self) -> bool {
+        self != Self::Other
+    }
+}
+
 /// Starts a transaction that will write. On SQLite it takes the write lock at `BEGIN`
 /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later fails at once
 /// with "database is locked" when another writer got there in between, while an immediate one
@@ -284,5 +340,76 @@ mod tests {
             let level: i32 = row.try_get_by_index(0).expect("level");
             assert_eq!(level, 2, "synchronous = FULL");
         }
+    }
+
+    /// Driver failures are read in one place: a dropped connection or an exhausted pool is
+    /// UNREACHABLE, a broken lock cycle or serialization conflict is a CONFLICT, the rest is
+    /// OTHER (it would fail the same way again).
+    #[test]
+    fn failures_without_a_server_are_classified_by_kind() {
+        use std::sync::Arc;
+
+        use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr, sqlx};
+        let sqlx_err = |e: sqlx::Error| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)));
+        let cases = [
+            (
+                DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+                DbFailure::Unreachable,
+            ),
+            (sqlx_err(sqlx::Error::PoolTimedOut), DbFailure::Unreachable),
+            (sqlx_err(sqlx::Error::PoolClosed), DbFailure::Unreachable),
+            (
+                sqlx_err(sqlx::Error::Io(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionReset,
+                ))),
+                DbFailure::Unreachable,
+            ),
+            (sqlx_err(sqlx::Error::RowNotFound), DbFailure::Other),
+            (DbErr::Custom("a defect".into()), DbFailure::Other),
+            (DbErr::RecordNotFound("x".into()), DbFailure::Other),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(DbFailure::of(&error), expected, "{error}");
+        }
+    }
+
+    /// The SQLSTATEs Postgres really sends, raised by the server itself: a terminated backend
+    /// (what a failover or `pg_terminate_backend` does) is UNREACHABLE, a deadlock or
+    /// serialization failure a CONFLICT, a constraint violation OTHER.
+    #[tokio::test]
+    async fn postgres_failures_are_classified_by_their_sqlstate() {
+        let Ok(url) = std::env::var("DATABASE_URL") else {
+            return crate::testing::skip_or_fail("Postgres", "DATABASE_URL");
+        };
+        let db = Database::connect(url.as_str()).await.expect("connect");
+        for (code, expected) in [
+            ("40001", DbFailure::Conflict),
+            ("40P01", DbFailure::Conflict),
+            ("57P01", DbFailure::Unreachable),
+            ("08006", DbFailure::Unreachable),
+            ("23505", DbFailure::Other),
+            ("22023", DbFailure::Other),
+        ] {
+            let error = db
+                .execute_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!(
+                        "DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$"
+                    ),
+                ))
+                .await
+                .expect_err("raised");
+            assert_eq!(DbFailure::of(&error), expected, "{code}: {error}");
+        }
+        // And a real termination of the statement's own backend.
+        let own = Database::connect(url.as_str()).await.expect("connect");
+        let error = own
+            .execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_terminate_backend(pg_backend_pid())",
+            ))
+            .await
+            .expect_err("terminated");
+        assert_eq!(DbFailure::of(&error), DbFailure::Unreachable, "{error}");
     }
 }

@@ -167,7 +167,19 @@ impl ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(error: sea_orm::DbErr) -> Self {
-        Self::Internal(format!("database: {error}"))
+        match crate::db::DbFailure::of(&error) {
+            crate::db::DbFailure::Unreachable => {
+                tracing::warn!(%error, "database unavailable; answering UNAVAILABLE");
+                Self::Unavailable {
+                    message: "the database is unavailable; retry with the same request".into(),
+                    retry_after: None,
+                }
+            }
+            crate::db::DbFailure::Conflict => {
+                Self::Aborted("a concurrent request got in the way; retry".into())
+            }
+            crate::db::DbFailure::Other => Self::Internal(format!("database: {error}")),
+        }
     }
 }
 

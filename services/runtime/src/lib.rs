@@ -34,7 +34,7 @@ pub mod service_token;
 pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;
 pub mod wire;

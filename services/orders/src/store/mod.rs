@@ -69,21 +69,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Raced(_) => true,
-            StoreError::Db(error) => {
-                let text = error.to_string();
-                matches!(
-                    error,
-                    sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)
-                ) || [
-                    "deadlock detected",
-                    "could not serialize",
-                    "database is locked",
-                    "connection",
-                    "terminating",
-                ]
-                .iter()
-                .any(|needle| text.contains(needle))
-            }
+            StoreError::Db(error) => sneakernet_runtime::db::DbFailure::of(error).is_transient(),
             _ => false,
         }
     }
@@ -93,16 +79,9 @@ impl From<StoreError> for sneakernet_runtime::ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Raced(message) => sneakernet_runtime::ApiError::Aborted(message),
-            // Postgres broke a lock cycle or a serialization conflict: nothing was written;
-            // the caller retries.
-            StoreError::Db(error)
-                if error.to_string().contains("deadlock detected")
-                    || error.to_string().contains("could not serialize") =>
-            {
-                sneakernet_runtime::ApiError::Aborted(
-                    "a concurrent request got in the way; retry".into(),
-                )
-            }
+            // Unreachable: UNAVAILABLE; a broken lock cycle or serialization conflict, where
+            // nothing was written: ABORTED; both retried by the caller.
+            StoreError::Db(error) => sneakernet_runtime::ApiError::from(error),
             other => sneakernet_runtime::ApiError::Internal(other.to_string()),
         }
     }
