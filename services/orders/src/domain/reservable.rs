@@ -153,6 +153,7 @@ mod tests {
             content_package_id: "films".into(),
             ready: true,
             held_by: Some("order".into()),
+            returned_at: None,
         };
         assert_eq!(UnitFacts::from(&row), drive(1000, true, true));
     }

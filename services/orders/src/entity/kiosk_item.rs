@@ -21,6 +21,10 @@ pub struct Model {
     pub ready: bool,
     /// The order this unit is promised to, if any. Holds count units, not this exact item: the kiosk chooses.
     pub held_by: Option<String>,
+    /// When the item last came back into this kiosk by a return, by the kiosk's clock (kept
+    /// until the unit leaves): a lend result for it that finished before then arrived late,
+    /// and the item is still here.
+    pub returned_at: Option<DateTimeUtc>,
 }
 
 /// No relations are navigated through sea-orm.

@@ -10,6 +10,7 @@ mod m20261201_000005_kiosks_by_location;
 mod m20261201_000006_reservations;
 mod m20261202_000007_write_protect;
 mod m20261203_000008_sealing_key;
+mod m20261204_000009_unit_returns;
 
 /// Applies the orders service's migrations.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_reservations::Migration),
             Box::new(m20261202_000007_write_protect::Migration),
             Box::new(m20261203_000008_sealing_key::Migration),
+            Box::new(m20261204_000009_unit_returns::Migration),
         ]
     }
 }

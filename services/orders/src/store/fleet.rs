@@ -10,6 +10,7 @@
 //! message makes to a unit row carries `kiosk_id = <that kiosk>` in its SQL, so naming another
 //! kiosk's item changes nothing there.
 
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
@@ -367,12 +368,16 @@ pub(crate) enum Claim {
 pub(crate) enum ClaimBy {
     /// Its inventory, or a drive it pinned.
     Report,
-    /// A return into its bay: the item may have left the kiosk that holds it by a lend whose
-    /// result is still on its way (that kiosk was offline after ejecting), so a unit held by
-    /// an order of that kiosk with its lend in flight (a rental PAID, or any order DISPENSING)
-    /// may be taken. Only such a unit: naming any other unit of a busy kiosk takes nothing.
-    /// The hold moves with it until that lend's result releases it.
-    Return,
+    /// A return into its bay at `at` (the kiosk's time): the item may have left the kiosk that
+    /// holds it by a lend whose result is still on its way (that kiosk was offline after
+    /// ejecting), so a unit held by an order of that kiosk with its lend in flight (a rental
+    /// PAID, or any order DISPENSING) may be taken. Only such a unit: naming any other unit of
+    /// a busy kiosk takes nothing. The hold moves with it until that lend's result releases
+    /// it, and `at` is kept on the unit (see [`returned_since`]).
+    Return {
+        /// When the item came back, by the kiosk's clock.
+        at: DateTime<Utc>,
+    },
 }
 
 /// Records one item in a kiosk's bay (a report, a return, a pinned drive), replacing what was
@@ -398,7 +403,7 @@ pub(crate) async fn claim_unit<C: ConnectionTrait>(
     let own = kiosk_item::Column::KioskId.eq(kiosk_id);
     let may_take = match by {
         ClaimBy::Report => own,
-        ClaimBy::Return => own.or(Expr::exists(
+        ClaimBy::Return { .. } => own.or(Expr::exists(
             Query::select()
                 .expr(Expr::val(1))
                 .from(order::Entity)
@@ -423,6 +428,17 @@ pub(crate) async fn claim_unit<C: ConnectionTrait>(
         )),
     };
     let key = TypeKey::of_item(item);
+    // A report keeps when the unit last came back; only a return says it again.
+    let mut updated = vec![
+        kiosk_item::Column::KioskId,
+        kiosk_item::Column::Kind,
+        kiosk_item::Column::CapacityBytes,
+        kiosk_item::Column::ContentPackageId,
+        kiosk_item::Column::Ready,
+    ];
+    if matches!(by, ClaimBy::Return { .. }) {
+        updated.push(kiosk_item::Column::ReturnedAt);
+    }
     let written = kiosk_item::Entity::insert(
         kiosk_item::Model {
             item_id: item.item_id.clone(),
@@ -432,18 +448,16 @@ pub(crate) async fn claim_unit<C: ConnectionTrait>(
             content_package_id: key.content_package_id,
             ready,
             held_by,
+            returned_at: match by {
+                ClaimBy::Report => None,
+                ClaimBy::Return { at } => Some(at),
+            },
         }
         .into_active_model(),
     )
     .on_conflict(
         OnConflict::column(kiosk_item::Column::ItemId)
-            .update_columns([
-                kiosk_item::Column::KioskId,
-                kiosk_item::Column::Kind,
-                kiosk_item::Column::CapacityBytes,
-                kiosk_item::Column::ContentPackageId,
-                kiosk_item::Column::Ready,
-            ])
+            .update_columns(updated)
             .action_and_where(may_take)
             .to_owned(),
     )
@@ -535,6 +549,24 @@ pub(crate) async fn hand_over_hold<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// When `item_id` came back into kiosk `kiosk_id` by a return after `lent_at` (both by that
+/// kiosk's clock), if it did: the kiosk's return of the item reached orders before the result
+/// of the lend that took it out (its outbox replays after a reconnect can put a newer message
+/// first), so the item is in that kiosk's bay again and must not be removed by the result.
+pub(crate) async fn returned_since<C: ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    item_id: &str,
+    lent_at: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    Ok(kiosk_item::Entity::find_by_id(item_id.to_owned())
+        .filter(kiosk_item::Column::KioskId.eq(kiosk_id))
+        .one(db)
+        .await?
+        .and_then(|row| row.returned_at)
+        .filter(|back| *back >= lent_at))
 }
 
 /// An item left kiosk `kiosk_id` (lent): it is no unit of that kiosk any more. Whether it

@@ -1172,7 +1172,20 @@ impl Store {
         }
         let wipe = fleet::needs_wipe(item);
         let ready = fleet::ready_on_return(item);
-        fleet::claim_unit(db, kiosk_id, item, ready, None, fleet::ClaimBy::Return).await?;
+        let back = returned
+            .returned_at
+            .as_ref()
+            .and_then(sneakernet_runtime::wire::from_timestamp)
+            .map_or(at, |reported| reported.min(at));
+        fleet::claim_unit(
+            db,
+            kiosk_id,
+            item,
+            ready,
+            None,
+            fleet::ClaimBy::Return { at: back },
+        )
+        .await?;
         if wipe {
             let payload = gateway::CommandPayload {
                 kind: Some(gateway::command_payload::Kind::Wipe(gateway::WipeCommand {
@@ -1456,8 +1469,19 @@ async fn lent_in<C: ConnectionTrait>(
     // another kiosk's item never removes it. That item may already be back in another kiosk:
     // that kiosk's return arrived before this kiosk's late result (it was offline after
     // ejecting). Then the order is lent and returned at once, and the unit stays where it is.
+    // The same holds when the item came back into the lending kiosk itself before its
+    // result arrived (the kiosk's outbox replayed the return first): it stays in that bay.
+    let finished = record
+        .result
+        .as_ref()
+        .and_then(|r| r.finished_at.as_ref())
+        .and_then(sneakernet_runtime::wire::from_timestamp)
+        .map_or(at, |reported| reported.min(at));
     fleet::hand_over_hold(db, &record.kiosk_id, &lent.item_id, order_id).await?;
-    let back_at = if fleet::remove_unit(db, &record.kiosk_id, &lent.item_id).await? {
+    let back_here = fleet::returned_since(db, &record.kiosk_id, &lent.item_id, finished).await?;
+    let back_at = if let Some(back) = back_here {
+        Some((record.kiosk_id.clone(), back))
+    } else if fleet::remove_unit(db, &record.kiosk_id, &lent.item_id).await? {
         None
     } else {
         crate::entity::kiosk_item::Entity::find_by_id(lent.item_id.clone())
@@ -1465,6 +1489,7 @@ async fn lent_in<C: ConnectionTrait>(
             .await?
             .map(|row| row.kiosk_id)
             .filter(|kiosk| *kiosk != record.kiosk_id)
+            .map(|kiosk| (kiosk, at))
     };
     let (_, state) = kind_and_state(&current)?;
     if state == OrderState::Paid {
@@ -1536,12 +1561,13 @@ async fn lent_in<C: ConnectionTrait>(
     })
     .await?;
     fleet::release_hold(db, order_id).await?;
-    if let Some(kiosk_id) = back_at {
-        tracing::warn!(order_id, item_id = %lent.item_id, kiosk_id, "lend result arrived after the item was returned elsewhere");
+    if let Some((kiosk_id, back)) = back_at {
+        tracing::warn!(order_id, item_id = %lent.item_id, kiosk_id, "lend result arrived after the item was returned");
         let reason = (texts.returned_elsewhere)(&kiosk_id);
+        let returned_at = back.clamp(lent_at.min(at), at);
         step(db, lent_order, OrderEvent::Returned, &reason, at, |o| {
             o.returned_kiosk_id = kiosk_id.clone();
-            o.returned_at = Some(at);
+            o.returned_at = Some(returned_at);
             o.deadline = at;
         })
         .await?;
