@@ -1,14 +1,22 @@
 //! Nothing grows or waits forever, through gRPC only: events past `gateway.event_retention`
 //! are deleted by the sweeper (a subscriber resuming from a cursor they passed over gets
-//! OUT_OF_RANGE naming where to resume, one resuming from a kept cursor misses nothing).
+//! OUT_OF_RANGE naming where to resume, one resuming from a kept cursor misses nothing), and
+//! a lend its kiosk acknowledged and never answered is escalated, not left DISPENSING unseen.
 
 use std::time::Duration;
 
+use sneakernet_integration_tests::hand_kiosk::{
+    HandKiosk, a_rental_at_a_hand_driven_kiosk, assert_accepted, lend_result, say,
+    start_for_hand_kiosks,
+};
+use sneakernet_integration_tests::rentals::{get_order, wait_for_state};
 use sneakernet_integration_tests::{Sandbox, authed, backends, eventually, fast_links};
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::device_command_service_client::DeviceCommandServiceClient;
 use sneakernet_proto::gateway::v1::device_event_service_client::DeviceEventServiceClient;
+use sneakernet_proto::orders::v1::OrderState as S;
 use sneakernet_runtime::clock::Clock;
+use sneakernet_runtime::wire::timestamp;
 use tonic::Code;
 
 /// Logs a wipe for `kiosk` (its event goes in the log at once, kiosk online or not).
@@ -143,4 +151,56 @@ async fn events_past_retention_are_pruned_and_a_cursor_they_passed_gets_out_of_r
         assert_eq!(after_middle, resumed[2..].to_vec(), "{backend}");
         sandbox.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_lend_acknowledged_and_never_answered_is_escalated_and_a_late_result_still_counts() {
+    for backend in backends() {
+        let (sandbox, channel, operator) = start_for_hand_kiosks(&backend).await;
+        let HandKiosk {
+            link: mut kiosk,
+            renter,
+            order,
+            lend,
+            ..
+        } = a_rental_at_a_hand_driven_kiosk(&sandbox, &channel, &operator, "K-U").await;
+        let dispensing =
+            wait_for_state(&channel, &renter.token, &order.order_id, &[S::Dispensing]).await;
+        assert!(
+            !escalated(&dispensing),
+            "{backend}: not before the deadline"
+        );
+
+        // The lend's deadline (2 minutes) and the 5-minute margin pass with no result.
+        sandbox.clock.advance(chrono::Duration::minutes(8));
+        let token = renter.token.clone();
+        eventually(WAIT_ESCALATION, "the unanswered lend escalated", || {
+            let (channel, token, id) = (&channel, token.clone(), order.order_id.clone());
+            async move {
+                get_order(channel, &token, &id)
+                    .await
+                    .is_ok_and(|o| escalated(&o) && o.state == S::Dispensing as i32)
+            }
+        })
+        .await;
+
+        // The kiosk's late result still decides the order.
+        let receipt = say(
+            &mut kiosk,
+            "late",
+            lend_result(&lend, timestamp(sandbox.clock.now())),
+        )
+        .await;
+        assert_accepted(&receipt);
+        wait_for_state(&channel, &renter.token, &order.order_id, &[S::Lent]).await;
+        sandbox.stop().await;
+    }
+}
+
+/// How long the settling worker may take to notice (it runs every 200 ms in rentals tests).
+const WAIT_ESCALATION: Duration = Duration::from_secs(20);
+
+/// Whether the order says its kiosk never answered (orders' `settle::UNANSWERED`).
+fn escalated(order: &sneakernet_proto::orders::v1::Order) -> bool {
+    order.state_reason.contains("never said whether")
 }
