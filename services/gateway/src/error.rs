@@ -24,6 +24,17 @@ pub enum GatewayError {
         /// The log's last cursor.
         last: u64,
     },
+    /// The subscription cursor is older than the log keeps: events after it were deleted by
+    /// retention. The message ends with the cursor to resume from (the contract says so).
+    #[error(
+        "cursor {requested} is older than the event log keeps (events up to cursor {pruned_through} were deleted after the retention period); resynchronise (GetCommand, RequestInventory) and resume from {pruned_through}"
+    )]
+    CursorPruned {
+        /// What was asked.
+        requested: u64,
+        /// The newest cursor deleted: resuming after it misses nothing more.
+        pruned_through: u64,
+    },
     /// A stored row cannot be decoded (a bug or a tampered database).
     #[error("stored {what} is corrupt: {detail}")]
     Corrupt {
@@ -59,7 +70,9 @@ impl From<GatewayError> for ApiError {
             GatewayError::Illegal(_) => {
                 ApiError::precondition("ILLEGAL_TRANSITION", "command", error.to_string())
             }
-            GatewayError::CursorOutOfRange { .. } => ApiError::OutOfRange(error.to_string()),
+            GatewayError::CursorOutOfRange { .. } | GatewayError::CursorPruned { .. } => {
+                ApiError::OutOfRange(error.to_string())
+            }
             GatewayError::Corrupt { .. } => ApiError::Internal(error.to_string()),
             GatewayError::Store(error) => ApiError::from(error),
             GatewayError::NoHello(_) => {
@@ -105,6 +118,13 @@ mod tests {
                 GatewayError::CursorOutOfRange {
                     requested: 9,
                     last: 4,
+                },
+                Code::OutOfRange,
+            ),
+            (
+                GatewayError::CursorPruned {
+                    requested: 3,
+                    pruned_through: 7,
                 },
                 Code::OutOfRange,
             ),

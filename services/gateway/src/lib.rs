@@ -64,6 +64,12 @@ const FORGET_EVERY: Duration = Duration::from_secs(3600);
 /// Commands expired per sweep at most (the next sweep takes the rest).
 const EXPIRE_BATCH: u64 = 200;
 
+/// Events deleted per retention transaction: small enough that appends never wait long for
+/// the lock (SQLite's one writer; Postgres row locks on the rows deleted only).
+const PRUNE_BATCH: u64 = 1000;
+/// Pause between two retention batches, so appends get the writer in between.
+const PRUNE_PAUSE: Duration = Duration::from_millis(20);
+
 /// The gateway role of the `sneakernet` binary.
 #[derive(Debug)]
 pub struct GatewayRole;
@@ -80,6 +86,14 @@ impl ServiceRole for GatewayRole {
             ctx.config.gateway.expiry_sweep_interval,
             services.task_health(),
             vec![<DeviceCommandServiceServer<GatewayApi> as tonic::server::NamedService>::NAME],
+        );
+        // Retention keeps the event log bounded; nothing is refused while it is down (the log
+        // only grows), so it serves no health status.
+        spawn_event_retention(
+            &api.link,
+            ctx.config.gateway.event_retention,
+            ctx.config.gateway.event_prune_interval,
+            services.task_health(),
         );
         liveness::spawn(
             &api.link,
@@ -193,6 +207,68 @@ async fn sweep(link: &LinkContext, every: Duration) {
                 }
             }
             Err(error) => tracing::warn!(%error, "expiry sweep failed; retrying next tick"),
+        }
+    }
+}
+
+/// Deletes events older than `retention` every `every`, in batches of [`PRUNE_BATCH`] until
+/// none is due, until shutdown. A supervised task. Replicas may prune at once: each batch is
+/// a prefix of the log and the horizon only moves forward.
+fn spawn_event_retention(
+    link: &Arc<LinkContext>,
+    retention: Duration,
+    every: Duration,
+    health: TaskHealth,
+) {
+    let task = Supervised {
+        name: "gateway-event-retention",
+        serves: vec![],
+    };
+    let link = link.clone();
+    let shutdown = link.shutdown.clone();
+    supervise::spawn(&shutdown, health, task, move || {
+        let link = link.clone();
+        async move {
+            prune(&link, retention, every).await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    });
+}
+
+async fn prune(link: &LinkContext, retention: Duration, every: Duration) {
+    let token = link.shutdown.token();
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(before) = link.clock.now().checked_sub_signed(retention) else {
+            continue;
+        };
+        let mut pruned: u64 = 0;
+        loop {
+            match link.store.prune_events(before, PRUNE_BATCH).await {
+                Ok(deleted) => {
+                    pruned = pruned.saturating_add(deleted);
+                    metrics::counter!("gateway_events_pruned_total").increment(deleted);
+                    if deleted < PRUNE_BATCH {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "event retention sweep failed; retrying next tick");
+                    break;
+                }
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(PRUNE_PAUSE) => {}
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, %before, "deleted events past retention");
         }
     }
 }

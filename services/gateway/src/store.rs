@@ -31,7 +31,7 @@ use sneakernet_runtime::wire::timestamp;
 use tokio::sync::watch;
 
 use crate::domain::command::{CommandEvent, CommandState, transition};
-use crate::entity::{command, event, kiosk, kiosk_message, refused_message};
+use crate::entity::{command, event, event_horizon, kiosk, kiosk_message, refused_message};
 use crate::error::GatewayError;
 
 /// Key of the advisory lock that orders event appends on Postgres.
@@ -660,6 +660,72 @@ impl Store {
     }
 }
 
+// Event log retention: the prune and the horizon Subscribe checks cursors against.
+impl Store {
+    /// Deletes, in one short transaction, the oldest events written before `before`: at most
+    /// `limit`, always a prefix of the log in cursor order (it stops at the first newer event,
+    /// so a row written late by a replica with a slow clock is never skipped over), never the
+    /// newest event (the log's end must stay known: subscribers' cursors are checked against
+    /// it). Raises the horizon to the newest cursor deleted in the same transaction. Returns
+    /// how many were deleted; fewer than `limit` means nothing more is due now.
+    pub async fn prune_events(
+        &self,
+        before: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<u64, GatewayError> {
+        let txn = sneakernet_runtime::db::begin_write(&self.db).await?;
+        let horizon = event_horizon(&txn).await?;
+        let newest = last_cursor(&txn).await?;
+        let oldest: Vec<(i64, DateTime<Utc>)> = event::Entity::find()
+            .select_only()
+            .column(event::Column::Cursor)
+            .column(event::Column::OccurredAt)
+            .filter(event::Column::Cursor.gt(horizon))
+            .filter(event::Column::Cursor.lt(newest))
+            .order_by_asc(event::Column::Cursor)
+            .limit(limit)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        let Some(through) = oldest
+            .iter()
+            .take_while(|(_, at)| *at < before)
+            .map(|(cursor, _)| *cursor)
+            .last()
+        else {
+            return Ok(0);
+        };
+        let deleted = event::Entity::delete_many()
+            .filter(event::Column::Cursor.gt(horizon))
+            .filter(event::Column::Cursor.lte(through))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        // Conditional: of two replicas pruning at once the horizon only moves forward.
+        event_horizon::Entity::update_many()
+            .col_expr(event_horizon::Column::PrunedThrough, Expr::value(through))
+            .filter(event_horizon::Column::Id.eq(1))
+            .filter(event_horizon::Column::PrunedThrough.lt(through))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(deleted)
+    }
+
+    /// The newest cursor deleted by retention (0 if none was): a subscriber resuming after a
+    /// cursor below it would miss events, one at or above it misses nothing.
+    pub async fn event_horizon(&self) -> Result<i64, GatewayError> {
+        event_horizon(&self.db).await
+    }
+}
+
+async fn event_horizon<C: ConnectionTrait>(db: &C) -> Result<i64, GatewayError> {
+    Ok(event_horizon::Entity::find_by_id(1)
+        .one(db)
+        .await?
+        .map_or(0, |row| row.pruned_through))
+}
+
 async fn last_cursor<C: ConnectionTrait>(db: &C) -> Result<i64, GatewayError> {
     Ok(event::Entity::find()
         .order_by_desc(event::Column::Cursor)
@@ -938,6 +1004,89 @@ mod tests {
                 .unwrap(),
             "forgotten ids count as new"
         );
+    }
+
+    /// Retention deletes a prefix of the log in bounded batches, raises the horizon with it,
+    /// keeps recent events, stops at the first recent one (a late row with an old time behind
+    /// it stays), and never deletes the newest event.
+    async fn retention_prunes_old_events_in_batches(store: &Store, backend: &str) {
+        let now = Utc::now();
+        let old = now - chrono::Duration::days(40);
+        let mut n = 0;
+        let mut write = |at| {
+            n += 1;
+            let id = format!("m-{n}");
+            async move {
+                store
+                    .record_kiosk_event("K-1", &id, returned("D-1"), None, at)
+                    .await
+                    .unwrap()
+            }
+        };
+        for _ in 0..7 {
+            assert!(write(old).await);
+        }
+        for at in [now, old, now] {
+            assert!(write(at).await);
+        }
+        let all = store.events_after(0, 100).await.unwrap();
+        assert_eq!(all.len(), 10, "{backend}");
+        let cutoff = now - chrono::Duration::days(30);
+        let batches = [
+            store.prune_events(cutoff, 3).await.unwrap(),
+            store.prune_events(cutoff, 3).await.unwrap(),
+            store.prune_events(cutoff, 3).await.unwrap(),
+            store.prune_events(cutoff, 3).await.unwrap(),
+        ];
+        assert_eq!(
+            batches,
+            [3, 3, 1, 0],
+            "{backend}: bounded batches, then done"
+        );
+        assert_eq!(
+            store.event_horizon().await.unwrap(),
+            all[6].cursor,
+            "{backend}: the horizon is the newest cursor deleted"
+        );
+        let kept: Vec<i64> = store
+            .events_after(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.cursor)
+            .collect();
+        let expected: Vec<i64> = all[7..].iter().map(|e| e.cursor).collect();
+        assert_eq!(
+            kept, expected,
+            "{backend}: recent events and what follows are kept"
+        );
+
+        // Everything is past retention now, except that the log's end is always kept.
+        let later = now + chrono::Duration::days(1);
+        assert_eq!(
+            store.prune_events(later, 100).await.unwrap(),
+            2,
+            "{backend}"
+        );
+        let kept = store.events_after(0, 100).await.unwrap();
+        assert_eq!(kept.len(), 1, "{backend}");
+        assert_eq!(kept[0].cursor, all[9].cursor, "{backend}: the newest stays");
+        assert_eq!(store.last_cursor().await.unwrap(), all[9].cursor);
+        assert_eq!(store.event_horizon().await.unwrap(), all[8].cursor);
+        assert_eq!(
+            store.prune_events(later, 100).await.unwrap(),
+            0,
+            "{backend}"
+        );
+    }
+
+    #[tokio::test]
+    async fn events_past_retention_are_pruned_in_batches_and_recent_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        retention_prunes_old_events_in_batches(&store(dir.path()).await, "sqlite").await;
+        if let Some((store, _dir)) = postgres_store().await {
+            retention_prunes_old_events_in_batches(&store, "postgres").await;
+        }
     }
 
     /// A store on the Postgres backend, if this run has one (a loud skip otherwise).

@@ -4,6 +4,8 @@
 //! reading `cursor > n` in order never passes over an event: a consumer that resumes from the
 //! last cursor it handled sees no gap and no duplicate, across gateway restarts too. Live
 //! following wakes on this process's appends and polls every [`POLL`] for other replicas'.
+//! Events older than the configured retention are deleted (`gateway.event_retention`, see the
+//! gateway's retention sweeper): a cursor they passed over gets OUT_OF_RANGE, never a gap.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -94,9 +96,11 @@ impl Filter {
     }
 }
 
-/// Starts a subscription after `after`; OUT_OF_RANGE if that is beyond the log's end. The
-/// stream ends with UNAUTHENTICATED when the gateway's clock reaches `token_expires_at` (the
-/// subscriber's token expiry): nobody reads the log on a token older than its life.
+/// Starts a subscription after `after` (0: from the oldest event kept); OUT_OF_RANGE if that
+/// is beyond the log's end, or older than retention kept (events after it were deleted: the
+/// message names the cursor to resume from). The stream ends with UNAUTHENTICATED when the
+/// gateway's clock reaches `token_expires_at` (the subscriber's token expiry): nobody reads
+/// the log on a token older than its life.
 pub async fn start(
     link: Arc<LinkContext>,
     after: u64,
@@ -111,6 +115,14 @@ pub async fn start(
             last,
         });
     }
+    let horizon = u64::try_from(link.store.event_horizon().await?).unwrap_or(0);
+    if after != 0 && after < horizon {
+        return Err(GatewayError::CursorPruned {
+            requested: after,
+            pruned_through: horizon,
+        });
+    }
+    let after = after.max(horizon);
     let (sender, receiver) = mpsc::channel(BUFFER);
     let token = link.shutdown.token();
     let tasks = link.shutdown.clone();
@@ -160,6 +172,37 @@ async fn follow(
                 return;
             }
         };
+        // Events after `cursor` deleted by retention while this subscriber lagged: it must
+        // not pass over them silently. (An empty batch lost nothing: the newest event is
+        // never deleted, so a pruned event after `cursor` means a kept one after it too.)
+        if !batch.is_empty() {
+            match link.store.event_horizon().await {
+                Ok(horizon) if horizon > cursor => {
+                    let pruned = GatewayError::CursorPruned {
+                        requested: u64::try_from(cursor).unwrap_or(0),
+                        pruned_through: u64::try_from(horizon).unwrap_or(0),
+                    };
+                    tracing::warn!(
+                        cursor,
+                        horizon,
+                        "subscriber fell behind event retention; ending its stream with OUT_OF_RANGE"
+                    );
+                    let _ = sender.send(Err(pruned.into())).await;
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, "subscription cannot read the event log's horizon");
+                    let _ = sender
+                        .send(Err(GatewayError::Unavailable(
+                            "event log unavailable; subscribe again from your cursor",
+                        )
+                        .into()))
+                        .await;
+                    return;
+                }
+            }
+        }
         let mut skipped = false;
         for row in &batch {
             cursor = row.cursor;

@@ -163,16 +163,7 @@ async fn follow(
     let mut stream = match client.subscribe(request).await {
         Ok(response) => response.into_inner(),
         Err(status) if status.code() == tonic::Code::OutOfRange => {
-            // Our cursor is past the log's end: the gateway's log was reset. Rebuild.
-            tracing::error!(
-                after,
-                "gateway event log is behind our cursor; rebuilding the kiosk view"
-            );
-            store
-                .reset(KIOSK_VIEW)
-                .await
-                .map_err(|e| Follow::Interrupted(format!("storage: {e}")))?;
-            return Ok(());
+            return out_of_range(store, after, status.message()).await;
         }
         Err(status) => {
             return Err(Follow::Interrupted(format!(
@@ -198,6 +189,13 @@ async fn follow(
             Err(status) if status.code() == tonic::Code::Unauthenticated && heard => {
                 tracing::debug!("kiosk event subscription's token expired; resubscribing");
                 return Ok(());
+            }
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                let at = store
+                    .cursor(KIOSK_VIEW)
+                    .await
+                    .map_err(|e| Follow::Interrupted(format!("storage: {e}")))?;
+                return out_of_range(store, at, status.message()).await;
             }
             Err(status) => {
                 return Err(Follow::Interrupted(format!(
@@ -231,5 +229,78 @@ async fn follow(
             }
             None => {}
         }
+    }
+}
+
+/// The gateway refused our cursor (OUT_OF_RANGE); its message ends with the cursor to resume
+/// from, as the contract says. Past the log's end (the resume cursor is below ours) the
+/// gateway's log was reset: the kiosk view is rebuilt from the start. Older than the log
+/// keeps (events after our cursor were deleted by retention, the resume cursor is above ours):
+/// those events are lost to us, which is said at ERROR and counted
+/// (`orders_events_lost_to_retention_total`), and the cursor moves to the resume cursor, so
+/// the subscription never loops on the same refusal. What the lost events would have told is
+/// mended elsewhere: lends and provisions in flight are asked of the gateway by the settling
+/// worker (GetCommand) once past their deadline, every kiosk's inventory comes again with its
+/// next link open; a lost ItemReturned leaves its order LENT until a return or the lost-item
+/// fee closes it, which an audit (`sneakernet audit`) shows.
+async fn out_of_range(store: &Store, after: i64, message: &str) -> Result<(), Follow> {
+    let resume = resume_cursor(message);
+    match resume {
+        Some(resume) if resume > after => {
+            tracing::error!(
+                after,
+                resume,
+                gateway = message,
+                "kiosk events after our cursor were deleted by the gateway's retention before we read them; skipping to the oldest kept (lends and provisions in flight are asked of the gateway, inventories come again at each kiosk's next link open; run an audit for returns)"
+            );
+            metrics::counter!("orders_events_lost_to_retention_total").increment(1);
+            store
+                .advance(KIOSK_VIEW, resume)
+                .await
+                .map_err(|e| Follow::Interrupted(format!("storage: {e}")))?;
+        }
+        _ => {
+            // Our cursor is past the log's end: the gateway's log was reset. Rebuild.
+            tracing::error!(
+                after,
+                gateway = message,
+                "gateway event log is behind our cursor; rebuilding the kiosk view"
+            );
+            store
+                .reset(KIOSK_VIEW)
+                .await
+                .map_err(|e| Follow::Interrupted(format!("storage: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The cursor an OUT_OF_RANGE message says to resume from ("... resume from N").
+fn resume_cursor(message: &str) -> Option<i64> {
+    let (_, tail) = message.rsplit_once("resume from ")?;
+    let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_cursor_is_read_from_both_out_of_range_messages() {
+        assert_eq!(
+            resume_cursor(
+                "out of range: cursor 3 is older than the event log keeps (events up to cursor 70 were deleted after the retention period); resynchronise (GetCommand, RequestInventory) and resume from 70"
+            ),
+            Some(70)
+        );
+        assert_eq!(
+            resume_cursor(
+                "out of range: cursor 9 is beyond the end of the event log (4); resume from 4"
+            ),
+            Some(4)
+        );
+        assert_eq!(resume_cursor("out of range: something else"), None);
+        assert_eq!(resume_cursor("resume from -1"), None);
     }
 }

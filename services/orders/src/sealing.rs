@@ -70,13 +70,51 @@ impl SealingKey {
     /// [`SealingKey::load`], then checked against the key `store`'s QR secrets are sealed
     /// with: the first process on a database records its key's fingerprint; a later one
     /// (another replica, or a restart with another `data_dir` or key file) starts only with
-    /// the same key, and otherwise fails with an error naming `orders.secret_key_file`.
+    /// the same key, and otherwise fails with an error naming `orders.secret_key_file`. On a
+    /// database holding sealed secrets but no fingerprint (an upgrade from before they were
+    /// recorded), the key must first open one of those secrets, or the process refuses to
+    /// start the same way.
     pub async fn load_shared(
         config: &Config,
         store: &Store,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Self, StartError> {
         let key = Self::load(config)?;
+        let used = || match &config.orders.secret_key_file {
+            Some(path) => path.display().to_string(),
+            None => config
+                .data_dir
+                .join("orders-secret.key")
+                .display()
+                .to_string(),
+        };
+        let cannot_read = |e: sea_orm::DbErr| {
+            StartError::Other(format!(
+                "cannot check the QR sealing key's fingerprint: {e}"
+            ))
+        };
+        // An upgrade from before fingerprints were recorded: secrets sealed, none recorded.
+        // Recording this key's fingerprint blindly would bless a wrong key (a new data dir)
+        // and lose every kiosk's secret; it must open one of them first.
+        if store
+            .recorded_sealing_key(PURPOSE)
+            .await
+            .map_err(cannot_read)?
+            .is_none()
+            && let Some((kiosk_id, sealed)) =
+                store.a_sealed_qr_secret().await.map_err(cannot_read)?
+            && key.open(&kiosk_id, &sealed).is_err()
+        {
+            return Err(StartError::Config(ConfigError::Invalid {
+                key: "orders.secret_key_file",
+                env: "SNEAKERNET_ORDERS__SECRET_KEY_FILE",
+                reason: format!(
+                    "the key in {} (fingerprint {}) does not open the QR secrets this orders database holds (kiosk {kiosk_id}'s, sealed before key fingerprints were recorded): start with the key that sealed them (the previous orders process's orders.secret_key_file, or its data_dir/orders-secret.key)",
+                    used(),
+                    key.fingerprint()
+                ),
+            }));
+        }
         let recorded = store
             .record_sealing_key(PURPOSE, key.fingerprint(), now)
             .await
@@ -86,14 +124,7 @@ impl SealingKey {
                 ))
             })?;
         if recorded != key.fingerprint() {
-            let used = match &config.orders.secret_key_file {
-                Some(path) => path.display().to_string(),
-                None => config
-                    .data_dir
-                    .join("orders-secret.key")
-                    .display()
-                    .to_string(),
-            };
+            let used = used();
             return Err(StartError::Config(ConfigError::Invalid {
                 key: "orders.secret_key_file",
                 env: "SNEAKERNET_ORDERS__SECRET_KEY_FILE",
@@ -318,6 +349,66 @@ mod tests {
                 .await
                 .unwrap();
             assert!(shared.open("k1", &sealed).is_ok(), "{backend}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_database_with_sealed_secrets_and_no_fingerprint_starts_only_with_the_key_that_sealed_them()
+     {
+        for backend in backends() {
+            let prefix = sneakernet_runtime::testing::unique_schema_prefix();
+            let dirs = [(); 2].map(|_| tempfile::tempdir().unwrap());
+            let now = chrono::Utc::now();
+            // As the release before fingerprints left it: a kiosk's secret sealed with the
+            // first data dir's key, no fingerprint recorded.
+            let (first, store) = orders_on(&backend, &prefix, dirs[0].path(), dirs[0].path()).await;
+            let old_key = SealingKey::load(&first).unwrap();
+            store
+                .register_kiosk(crate::entity::kiosk::Model {
+                    kiosk_id: "k-old".into(),
+                    site_id: "s".into(),
+                    site_name: "S".into(),
+                    latitude: 0.0,
+                    longitude: 0.0,
+                    qr_secret: old_key.seal("k-old", b"secret-secret-secret"),
+                    out_of_service: false,
+                    registered_at: now,
+                    updated_at: now,
+                })
+                .await
+                .unwrap();
+            assert_eq!(store.recorded_sealing_key(PURPOSE).await.unwrap(), None);
+
+            // A process with another key (a new data dir) is refused before it records it.
+            let (second, store_2) =
+                orders_on(&backend, &prefix, dirs[1].path(), dirs[0].path()).await;
+            let error = SealingKey::load_shared(&second, &store_2, now)
+                .await
+                .unwrap_err()
+                .to_string();
+            for needle in ["orders.secret_key_file", "k-old", "does not open"] {
+                assert!(
+                    error.contains(needle),
+                    "{backend}: {needle:?} missing: {error}"
+                );
+            }
+            assert_eq!(
+                store.recorded_sealing_key(PURPOSE).await.unwrap(),
+                None,
+                "{backend}: a refused key is not recorded"
+            );
+
+            // The key that sealed them starts, and is recorded from then on.
+            let key = SealingKey::load_shared(&first, &store, now).await.unwrap();
+            assert_eq!(
+                store
+                    .recorded_sealing_key(PURPOSE)
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(key.fingerprint()),
+                "{backend}"
+            );
         }
     }
 }

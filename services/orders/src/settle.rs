@@ -35,6 +35,11 @@ use crate::store::reservations::NoShow;
 const BATCH: u64 = 100;
 /// How long after its deadline a lend is given up (clock skew, a result in flight).
 const LEND_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
+/// How long past its command's deadline an acknowledged lend may stay unanswered before it
+/// is escalated (a result held in an offline kiosk's outbox arrives within this, usually).
+const UNANSWERED_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
+/// What a user and operators read on a lend the kiosk acknowledged and never answered.
+pub const UNANSWERED: &str = "The kiosk started handing out your drive but never said whether it did. An operator has been alerted; if the drive is still in the kiosk you are refunded in full.";
 /// What a user reads when a paid lend never reached the kiosk.
 const NOT_ASKED: &str = "The kiosk could not be asked in time. Your payment is being refunded.";
 /// What a user reads when a paid reservation's provision never reached the kiosk in time.
@@ -290,6 +295,7 @@ impl Worker {
                     if let Err(error) = store.apply_command_record(&record, self.now()).await {
                         tracing::warn!(order_id = %order.order_id, %error, "late lend result not applied");
                     }
+                    self.escalate_unanswered(&order, &record).await?;
                 }
                 Err(status) if status.code() == tonic::Code::NotFound => {
                     // The gateway lost its log; the kiosk refuses a lend past its deadline,
@@ -304,6 +310,39 @@ impl Worker {
                     return Ok(());
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A lend the kiosk acknowledged (ACKED) and never answered, past its command's deadline
+    /// and [`UNANSWERED_MARGIN`]: the gateway never expires an acknowledged command, so
+    /// without this the order would wait in DISPENSING forever, unseen. Said once per order:
+    /// at ERROR naming order, kiosk and command, counted (`orders_lends_unanswered_total`),
+    /// and on the order itself (a new version whose reason says so, which WatchOrder shows).
+    async fn escalate_unanswered(
+        &self,
+        order: &crate::entity::order::Model,
+        record: &gateway::CommandRecord,
+    ) -> Result<(), StoreError> {
+        if record.state() != gateway::CommandState::Acked {
+            return Ok(());
+        }
+        let deadline = record
+            .deadline
+            .as_ref()
+            .and_then(sneakernet_runtime::wire::from_timestamp)
+            .unwrap_or(order.deadline);
+        if self.now() < deadline + UNANSWERED_MARGIN {
+            return Ok(());
+        }
+        if self
+            .flows
+            .store
+            .note_lend_unanswered(&order.order_id, UNANSWERED, self.now())
+            .await?
+        {
+            tracing::error!(order_id = %order.order_id, kiosk_id = %record.kiosk_id, command_id = %record.command_id, %deadline, "kiosk acknowledged a lend and never answered; order left DISPENSING for an operator");
+            metrics::counter!("orders_lends_unanswered_total").increment(1);
         }
         Ok(())
     }

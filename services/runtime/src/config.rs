@@ -329,6 +329,15 @@ pub struct GatewayConfig {
     /// Redis, not held here) and marks them offline with their event; also once at startup.
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,
+    /// How long events stay in the event log before the retention sweeper deletes them; at
+    /// least 30 days, as DeviceEventService.Subscribe promises. A subscriber resuming from a
+    /// cursor older than that gets OUT_OF_RANGE.
+    #[serde(with = "humantime_serde")]
+    pub event_retention: Duration,
+    /// How often the retention sweeper deletes events past `event_retention` (in batches of a
+    /// short transaction each).
+    #[serde(with = "humantime_serde")]
+    pub event_prune_interval: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -340,6 +349,8 @@ impl Default for GatewayConfig {
             expiry_sweep_interval: Duration::from_secs(1),
             liveness_flush_interval: Duration::from_secs(15),
             reconcile_interval: Duration::from_secs(15),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
+            event_prune_interval: Duration::from_secs(600),
         }
     }
 }
@@ -674,6 +685,20 @@ impl Config {
                 self.gateway.reconcile_interval,
                 Duration::from_millis(10),
                 Duration::from_secs(3600),
+            ),
+            (
+                "gateway.event_retention",
+                "SNEAKERNET_GATEWAY__EVENT_RETENTION",
+                self.gateway.event_retention,
+                Duration::from_secs(30 * 24 * 3600),
+                Duration::from_secs(3650 * 24 * 3600),
+            ),
+            (
+                "gateway.event_prune_interval",
+                "SNEAKERNET_GATEWAY__EVENT_PRUNE_INTERVAL",
+                self.gateway.event_prune_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(24 * 3600),
             ),
             (
                 "orders.offer_ttl",
@@ -1011,6 +1036,19 @@ mod tests {
     fn the_config_file_variable_is_not_a_key() {
         let config = env(&[("SNEAKERNET_CONFIG_FILE", "/etc/sneakernet.toml")]);
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn event_retention_below_the_promised_30_days_is_refused_by_name() {
+        let err = try_env(&[("SNEAKERNET_GATEWAY__EVENT_RETENTION", "29days")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.event_retention"), "{err}");
+        let config = env(&[("SNEAKERNET_GATEWAY__EVENT_RETENTION", "90days")]);
+        assert_eq!(
+            config.gateway.event_retention,
+            Duration::from_secs(90 * 24 * 3600)
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod event;
+pub mod event_horizon;
 pub mod kiosk;
 pub mod kiosk_message;
 pub mod refused_message;

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_init;
 mod m20261129_000002_refused_messages;
+mod m20261130_000003_event_horizon;
 
 /// Applies the gateway's migrations.
 #[derive(Debug)]
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_init::Migration),
             Box::new(m20261129_000002_refused_messages::Migration),
+            Box::new(m20261130_000003_event_horizon::Migration),
         ]
     }
 }

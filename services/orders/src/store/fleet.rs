@@ -485,13 +485,15 @@ pub(crate) async fn claim_unit<C: ConnectionTrait>(
 /// An item lent under a LENT order came back to `kiosk_id`: a bay of another kiosk that still
 /// claims it (a stale or false report: a lent item is in nobody's bay) lets go of it, its hold
 /// passing to another unit of that kiosk as when a held unit leaves, so the return can take
-/// it. Each drop is conditional on the row read (kiosk and hold), retried if a hold moved.
+/// it. Each drop is conditional on the row read (kiosk and hold), retried if a hold moved, at
+/// most [`LET_GO_TRIES`] times: a claim that keeps moving under us ends in an error naming the
+/// item (the event is then retried and, if it keeps failing, parked), never in a spin.
 pub(crate) async fn let_go_of_lent_item<C: ConnectionTrait>(
     db: &C,
     kiosk_id: &str,
     item_id: &str,
 ) -> Result<(), DbErr> {
-    loop {
+    for _ in 0..LET_GO_TRIES {
         let Some(row) = kiosk_item::Entity::find_by_id(item_id.to_owned())
             .one(db)
             .await?
@@ -523,7 +525,14 @@ pub(crate) async fn let_go_of_lent_item<C: ConnectionTrait>(
         }
         return Ok(());
     }
+    Err(DbErr::Custom(format!(
+        "item {item_id} came back to kiosk {kiosk_id}, but another kiosk's claim on it changed {LET_GO_TRIES} times while it was being dropped; giving up on this try"
+    )))
 }
+
+/// Tries of [`let_go_of_lent_item`] before it gives up: each failed try means another writer
+/// moved the claim in between, which a handful of tries outlasts.
+const LET_GO_TRIES: usize = 8;
 
 /// Kiosk `kiosk_id` lent `item_id` for `order_id`: if another order held that very unit of
 /// that kiosk, it takes over `order_id`'s hold instead, so no order loses its unit to the

@@ -844,6 +844,29 @@ impl Store {
         Ok(())
     }
 
+    /// Says on a DISPENSING order, once, that its kiosk acknowledged the lend and never
+    /// answered (a new version with `reason`, so WatchOrder and operators see it). The order
+    /// stays DISPENSING: a late result still decides it. Returns whether it was noted now
+    /// (false if noted before or no longer DISPENSING).
+    pub async fn note_lend_unanswered(
+        &self,
+        order_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let txn = self.write().await?;
+        let Some(current) = lock_order(&txn, order_id).await? else {
+            return Ok(false);
+        };
+        if current.state != OrderState::Dispensing.as_str() || current.state_reason == reason {
+            return Ok(false);
+        }
+        save(&txn, current, reason, now).await?;
+        txn.commit().await?;
+        self.announce(order_id);
+        Ok(true)
+    }
+
     /// Books the refund of a FAILED or CANCELLED order and ends it REFUNDED.
     pub async fn refunded(
         &self,
