@@ -11,8 +11,9 @@
 //! through one worker fed by a bounded queue (dropped when full or when Redis is down), and
 //! each watcher re-reads its order at `orders.watch_poll_interval` anyway, or at
 //! `orders.watch_degraded_poll_interval` while this replica is not subscribed. When the
-//! subscription comes (back), every watcher of this replica is woken once: what was published
-//! meanwhile is lost to it.
+//! subscription is lost, every watcher of this replica is woken once (to wait again at the
+//! degraded interval), and again when it comes back (what was published meanwhile is lost
+//! to it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -294,6 +295,10 @@ async fn subscriber(client: redis::Client, wakeups: OrderWakeups, shutdown: Shut
                 }
             }
             tracing::warn!("redis subscription for order wake-ups lost; resubscribing");
+            wakeups.inner.degraded.store(true, Ordering::Relaxed);
+            // Each watcher waits at the pace it chose when it began: wake them all, so they
+            // re-read and wait again at the degraded interval.
+            wakeups.wake_all();
         }
         wakeups.inner.degraded.store(true, Ordering::Relaxed);
         tokio::select! {
