@@ -82,6 +82,7 @@ impl WatchSlots {
         let mut open = self.lock();
         let count = open.entry(account.to_owned()).or_insert(0);
         if *count >= self.per_user {
+            metrics::counter!("orders_watches_refused_total").increment(1);
             return Err(sneakernet_runtime::ApiError::ResourceExhausted {
                 message: format!(
                     "too many order watches open for this account: at most {} at once (orders.max_watches_per_user); close one and watch again",
@@ -92,6 +93,7 @@ impl WatchSlots {
             .into());
         }
         *count += 1;
+        metrics::gauge!("orders_watches_open").increment(1.0);
         Ok(WatchSlot {
             account: account.to_owned(),
             slots: self.clone(),
@@ -109,6 +111,7 @@ pub struct WatchSlot {
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
+        metrics::gauge!("orders_watches_open").decrement(1.0);
         let mut open = self.slots.lock();
         if let Some(count) = open.get_mut(&self.account) {
             *count = count.saturating_sub(1);
@@ -297,5 +300,34 @@ impl Progress {
         }
         self.last = Some(now);
         self.last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_over_its_cap_is_refused_naming_it_and_a_dropped_slot_is_free_again() {
+        let watches = Watches::new(Duration::from_secs(30), Duration::from_secs(1), 2);
+        let first = watches.take_slot("alice").expect("first");
+        let _second = watches.take_slot("alice").expect("second");
+        let refused = watches
+            .take_slot("alice")
+            .expect_err("third is over the cap");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("at most 2")
+                && refused.message().contains("orders.max_watches_per_user"),
+            "{}",
+            refused.message()
+        );
+        let _bob = watches
+            .take_slot("bob")
+            .expect("another account has its own");
+        assert_eq!(watches.open(), 3);
+        drop(first);
+        assert_eq!(watches.open(), 2);
+        let _again = watches.take_slot("alice").expect("the freed slot");
     }
 }
