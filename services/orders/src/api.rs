@@ -48,6 +48,8 @@ pub struct OrdersApi {
     pub(crate) audit_grace: chrono::Duration,
     /// Orders and deposits created per account.
     pub(crate) creations: sneakernet_runtime::rate_limit::KeyedLimiter<UserId>,
+    /// WatchOrder's polling and its per-account cap.
+    pub(crate) watches: crate::watch::Watches,
 }
 
 fn deposit_proto(row: &deposit::Model) -> pb::Deposit {
@@ -353,10 +355,23 @@ impl OrderService for OrdersApi {
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<BoxStream<pb::WatchOrderResponse>>, Status> {
         let reader = Reader::of(&request)?;
+        let account = request
+            .caller()?
+            .require_account(&[Role::User, Role::Operator])?;
         let order = self.readable(&reader, &request.get_ref().order_id).await?;
+        // Taken before anything is read, so a refused watch costs no database work after
+        // the order's.
+        let slot = self.watches.take_slot(&account.to_string())?;
         let first = self.order_proto(&order).await?;
         let expires_at = sneakernet_runtime::caller::TokenExpiry::of(&request);
-        let rx = self.flows.watch(order, first, expires_at, &self.shutdown);
+        let rx = self.flows.watch(
+            order,
+            first,
+            expires_at,
+            &self.watches,
+            slot,
+            &self.shutdown,
+        );
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -52,6 +52,7 @@ pub mod scan;
 pub mod sealing;
 pub mod settle;
 pub mod store;
+pub mod wake;
 pub mod watch;
 pub mod write_protect;
 
@@ -86,7 +87,16 @@ impl ServiceRole for OrdersRole {
         let db =
             sneakernet_runtime::db::open_and_migrate::<migration::Migrator>(&ctx.config, SERVICE)
                 .await?;
-        let store = Store::new(db);
+        let wakeups = match &ctx.config.redis_url {
+            Some(url) => wake::OrderWakeups::with_redis(url, &ctx.shutdown).map_err(|e| {
+                StartError::Other(format!(
+                    "invalid configuration: `redis_url` ({}): {e}",
+                    sneakernet_runtime::config::redact_url(url)
+                ))
+            })?,
+            None => wake::OrderWakeups::local(),
+        };
+        let store = Store::new(db).with_wakeups(wakeups);
         // Before anything else runs: a replica with another key would answer every scan of
         // a kiosk whose QR secret the others sealed with INTERNAL.
         let sealing =
@@ -200,6 +210,11 @@ impl ServiceRole for OrdersRole {
                 "orders and deposits for this account",
                 ctx.config.rate_limit.orders_per_account,
                 ctx.config.rate_limit.period,
+            ),
+            watches: watch::Watches::new(
+                orders.watch_poll_interval,
+                orders.watch_degraded_poll_interval,
+                orders.max_watches_per_user,
             ),
         };
         services

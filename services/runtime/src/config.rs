@@ -180,6 +180,18 @@ pub struct OrdersConfig {
     /// past it the call fails and is retried by the settling worker.
     #[serde(with = "humantime_serde")]
     pub gateway_timeout: Duration,
+    /// How often a WatchOrder re-reads its order with no wake-up (a safety net for a lost
+    /// signal): changes wake watchers in this replica at once, and in other replicas through
+    /// Redis (`redis_url`).
+    #[serde(with = "humantime_serde")]
+    pub watch_poll_interval: Duration,
+    /// The same while wake-ups from other replicas may be lost (Redis configured but this
+    /// replica not subscribed to it).
+    #[serde(with = "humantime_serde")]
+    pub watch_degraded_poll_interval: Duration,
+    /// WatchOrder streams one account may hold open at once on one replica; one more is
+    /// RESOURCE_EXHAUSTED.
+    pub max_watches_per_user: u32,
 }
 
 impl Default for OrdersConfig {
@@ -196,6 +208,9 @@ impl Default for OrdersConfig {
             sweep_interval: Duration::from_secs(5),
             payment_timeout: Duration::from_secs(20),
             gateway_timeout: Duration::from_secs(10),
+            watch_poll_interval: Duration::from_secs(30),
+            watch_degraded_poll_interval: Duration::from_secs(1),
+            max_watches_per_user: 32,
         }
     }
 }
@@ -743,6 +758,20 @@ impl Config {
                 Duration::from_secs(60),
             ),
             (
+                "orders.watch_poll_interval",
+                "SNEAKERNET_ORDERS__WATCH_POLL_INTERVAL",
+                self.orders.watch_poll_interval,
+                Duration::from_millis(100),
+                Duration::from_secs(24 * 3600),
+            ),
+            (
+                "orders.watch_degraded_poll_interval",
+                "SNEAKERNET_ORDERS__WATCH_DEGRADED_POLL_INTERVAL",
+                self.orders.watch_degraded_poll_interval,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            ),
+            (
                 "rate_limit.period",
                 "SNEAKERNET_RATE_LIMIT__PERIOD",
                 self.rate_limit.period,
@@ -762,6 +791,13 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.orders.max_watches_per_user == 0 {
+            return Err(invalid(
+                "orders.max_watches_per_user",
+                "SNEAKERNET_ORDERS__MAX_WATCHES_PER_USER",
+                "must be at least 1".into(),
+            ));
         }
         if self.orders.deposit_minor_units <= 0 {
             return Err(invalid(

@@ -87,20 +87,29 @@ impl From<StoreError> for sneakernet_runtime::ApiError {
     }
 }
 
-/// The orders service's database, and the in-process signal that an order changed.
+/// The orders service's database, and the wake-ups of WatchOrder after an order changed.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) db: DatabaseConnection,
-    /// Ids of orders that changed in this process (WatchOrder listens; a watcher that lags
-    /// re-reads from the database, so a full channel loses nothing).
-    changed: tokio::sync::broadcast::Sender<String>,
+    /// Wakes the watchers of an order that changed, in this replica and (through Redis) the
+    /// others; a lost wake-up is covered by the watchers' safety poll.
+    wakeups: crate::wake::OrderWakeups,
 }
 
 impl Store {
-    /// Wraps an opened, migrated connection.
+    /// Wraps an opened, migrated connection, with wake-ups within this process only.
     pub fn new(db: DatabaseConnection) -> Self {
-        let (changed, _) = tokio::sync::broadcast::channel(1024);
-        Self { db, changed }
+        Self {
+            db,
+            wakeups: crate::wake::OrderWakeups::local(),
+        }
+    }
+
+    /// The same store announcing changes through `wakeups` (shared across replicas).
+    #[must_use]
+    pub fn with_wakeups(mut self, wakeups: crate::wake::OrderWakeups) -> Self {
+        self.wakeups = wakeups;
+        self
     }
 
     /// The connection (for the sandbox payment provider, which shares the database).
@@ -108,15 +117,15 @@ impl Store {
         &self.db
     }
 
-    /// Announces, after commit, that an order changed.
+    /// Announces, after commit, that an order changed. Every store function that writes an
+    /// order's version calls it once its transaction committed.
     pub(crate) fn announce(&self, order_id: &str) {
-        // No receiver is fine: nobody watches.
-        let _ = self.changed.send(order_id.to_owned());
+        self.wakeups.announce(order_id);
     }
 
-    /// Follows order changes made in this process.
-    pub fn order_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.changed.subscribe()
+    /// The wake-ups of order changes (WatchOrder follows them).
+    pub fn wakeups(&self) -> &crate::wake::OrderWakeups {
+        &self.wakeups
     }
 
     /// A write transaction (see `sneakernet_runtime::db::begin_write`).

@@ -774,7 +774,7 @@ impl Store {
             let mut next = current;
             next.command_id = Some(command_id.to_owned());
             let reason = next.state_reason.clone();
-            save(&txn, next, &reason, now).await?;
+            changed = Some(save(&txn, next, &reason, now).await?);
         } else if is_lend && command_id.is_empty() {
             // The gateway refused the lend for good: it will never reach the kiosk.
             if fail_lend_in(

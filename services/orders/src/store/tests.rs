@@ -789,7 +789,7 @@ async fn a_drives_own_link_confirms_a_write_protect_change_on_its_order_and_make
         )),
         drive_id: "D1".into(),
     };
-    let mut changes = world.store.order_changes();
+    let mut changes = world.store.wakeups().follow(&x.order_id);
     assert!(
         world
             .store
@@ -809,10 +809,9 @@ async fn a_drives_own_link_confirms_a_write_protect_change_on_its_order_and_make
         "{}",
         confirmed.state_reason
     );
-    assert_eq!(
-        changes.try_recv().ok().as_deref(),
-        Some(x.order_id.as_str())
-    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
+        .await
+        .expect("the order's watchers are woken");
     let kiosks: Vec<String> = world
         .store
         .kiosks("", 10, false)
