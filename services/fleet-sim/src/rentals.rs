@@ -57,6 +57,8 @@ const DEPOSIT_MINOR_UNITS: i64 = 5000;
 const LENT_WAIT: Duration = Duration::from_secs(30);
 /// How often `pg_stat_activity` is sampled for lock waits.
 const LOCK_SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// How long the node's background commits are counted before an interval.
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
 /// Sign-ups in flight at once (each is an argon2 hash on the node).
 const SIGN_UP_CONCURRENCY: usize = 8;
 
@@ -164,6 +166,11 @@ pub struct RentalsPoint {
     pub lends: u64,
     /// Postgres: commits in the node's database during the interval, per rental.
     pub commits_per_rental: Option<f64>,
+    /// Postgres: commits per second with the kiosks linked and nobody renting (read over
+    /// [`IDLE_WINDOW`] just before the interval): the node's background work.
+    pub background_commits_per_sec: Option<f64>,
+    /// Postgres: commits per rental less that background over the interval's length.
+    pub commits_per_rental_net: Option<f64>,
     /// Postgres: rollbacks during the interval.
     pub rollbacks: Option<i64>,
     /// Postgres: backends waiting on a lock, the most seen in one sample and the mean.
@@ -598,6 +605,16 @@ async fn rent(
         }),
         None => None,
     };
+    let background = match &pg {
+        Some(pg) => {
+            let (before, _) = xact_counts(pg).await?;
+            let idle = Instant::now();
+            tokio::time::sleep(IDLE_WINDOW).await;
+            let (after, _) = xact_counts(pg).await?;
+            Some((after - before) as f64 / idle.elapsed().as_secs_f64())
+        }
+        None => None,
+    };
     let xact_before = match &pg {
         Some(pg) => Some(xact_counts(pg).await?),
         None => None,
@@ -679,6 +696,11 @@ async fn rent(
         point.commits_per_rental =
             Some((commits_after - commits_before) as f64 / tally.rentals as f64);
         point.rollbacks = Some(rollbacks_after - rollbacks_before);
+        point.background_commits_per_sec = background;
+        point.commits_per_rental_net = background.map(|per_sec| {
+            ((commits_after - commits_before) as f64 - per_sec * elapsed).max(0.0)
+                / tally.rentals as f64
+        });
     }
     if let Some(locks) = locks {
         point.lock_waiters_max = Some(locks.max);
@@ -1154,7 +1176,7 @@ pub fn print(report: &RentalsReport) {
         v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
     };
     println!(
-        "| users | rentals (accounts) | rentals/s | baseline tps | ratio | CreateRental p50/p99/max ms | create->LENT p50/p99/max ms | answer->LENT p50/p99 ms | scan p50/p99 ms | commits/rental | lock waiters max/mean | load before/after | errors |"
+        "| users | rentals (accounts) | rentals/s | baseline tps | ratio | CreateRental p50/p99/max ms | create->LENT p50/p99/max ms | answer->LENT p50/p99 ms | scan p50/p99 ms | commits/rental (net of background) | lock waiters max/mean | load before/after | errors |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for p in &report.points {
@@ -1182,7 +1204,10 @@ pub fn print(report: &RentalsReport) {
             p.answer_to_lent_ms.p99,
             p.scan_ms.p50,
             p.scan_ms.p99,
-            opt(p.commits_per_rental, 1),
+            match (p.commits_per_rental, p.commits_per_rental_net) {
+                (Some(all), Some(net)) => format!("{all:.1} ({net:.1})"),
+                (all, _) => opt(all, 1),
+            },
             match (p.lock_waiters_max, p.lock_waiters_mean) {
                 (Some(max), Some(mean)) => format!("{max}/{mean:.2}"),
                 _ => "-".into(),
@@ -1212,4 +1237,103 @@ fn short(method: &str) -> &str {
     method
         .rsplit_once('.')
         .map_or(method, |(_, service_method)| service_method)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_times_are_the_difference_of_two_scrapes_busiest_first() {
+        let series = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        let create = r#"{method="/sneakernet.orders.v1.OrderService/CreateRental"}"#;
+        let scan = r#"{method="/sneakernet.orders.v1.OrderService/ScanKiosk"}"#;
+        let before = series(&[
+            (&format!("grpc_request_duration_seconds_sum{create}"), 1.0),
+            (
+                &format!("grpc_request_duration_seconds_count{create}"),
+                10.0,
+            ),
+        ]);
+        let after = series(&[
+            (&format!("grpc_request_duration_seconds_sum{create}"), 3.0),
+            (
+                &format!("grpc_request_duration_seconds_count{create}"),
+                20.0,
+            ),
+            (&format!("grpc_request_duration_seconds_sum{scan}"), 0.5),
+            (&format!("grpc_request_duration_seconds_count{scan}"), 5.0),
+        ]);
+        let times = method_times(&before, &after);
+        assert_eq!(times.len(), 2);
+        assert_eq!(
+            times[0].method,
+            "/sneakernet.orders.v1.OrderService/CreateRental"
+        );
+        assert_eq!(times[0].calls, 10);
+        assert!((times[0].mean_ms - 200.0).abs() < 1e-9);
+        assert_eq!(short(&times[1].method), "OrderService/ScanKiosk");
+        assert!((times[1].mean_ms - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_database_is_read_from_the_url_and_a_url_without_one_is_refused() {
+        assert_eq!(
+            database_name("postgres://u:p@127.0.0.1:5432/bench_rentals").ok(),
+            Some("bench_rentals".to_owned())
+        );
+        assert!(database_name("postgres://u:p@127.0.0.1:5432/").is_err());
+        assert!(database_name("postgres://u:p@127.0.0.1:5432/a'b").is_err());
+    }
+
+    fn args(users: &[usize]) -> RentalsArgs {
+        RentalsArgs {
+            sneakernet: None,
+            database_url: None,
+            pgbench_url: None,
+            users: users.to_vec(),
+            kiosks: 4,
+            bays: 10,
+            accounts: 0,
+            duration: Duration::from_secs(5),
+            no_baseline: false,
+            json: None,
+            plot_dir: None,
+            smoke: false,
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_refused_naming_the_flag() {
+        let refused = |args: RentalsArgs| {
+            let error = check(&args).expect_err("refused");
+            assert!(error.downcast_ref::<crate::Usage>().is_some());
+            error.to_string()
+        };
+        assert!(check(&args(&[1, 4])).is_ok());
+        assert!(refused(args(&[0])).contains("--users"));
+        assert!(
+            refused(RentalsArgs {
+                bays: 0,
+                ..args(&[1])
+            })
+            .contains("--bays")
+        );
+        assert!(
+            refused(RentalsArgs {
+                database_url: Some("mysql://x/y".into()),
+                ..args(&[1])
+            })
+            .contains("--database-url")
+        );
+        assert!(
+            refused(RentalsArgs {
+                database_url: Some("postgres://x/y".into()),
+                ..args(&[1])
+            })
+            .contains("--pgbench-url")
+        );
+    }
 }
