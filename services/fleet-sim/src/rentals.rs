@@ -247,7 +247,7 @@ pub async fn run(mut args: RentalsArgs) -> anyhow::Result<()> {
     };
 
     let mut node = None;
-    let result = async {
+    let work = async {
         let (address, password, metrics) = start_node(&args, dir.path(), &mut node).await?;
         let target = format!("http://{address}");
         let channel = endpoint(&target, "--gateway")?.connect_lazy();
@@ -274,8 +274,12 @@ pub async fn run(mut args: RentalsArgs) -> anyhow::Result<()> {
             points.push(point);
         }
         anyhow::Ok(points)
-    }
-    .await;
+    };
+    // Ctrl-C or SIGTERM ends the run here, so the node below is stopped rather than left.
+    let result = tokio::select! {
+        result = work => result,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
     if let Some((mut child, drain)) = node {
         let _ = child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
@@ -315,6 +319,21 @@ pub async fn run(mut args: RentalsArgs) -> anyhow::Result<()> {
         bail!("rentals failed: {}", bad.join("; "));
     }
     Ok(())
+}
+
+/// Resolves at the first SIGINT or SIGTERM, naming it (never, if neither can be listened for).
+pub async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 fn check(args: &RentalsArgs) -> anyhow::Result<()> {

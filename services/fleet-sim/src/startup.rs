@@ -107,13 +107,21 @@ pub async fn run(mut args: StartupArgs) -> anyhow::Result<()> {
         )));
     }
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let mut rows = Vec::new();
-    let (cold, warm) = standalone(&binary, dir.path(), &args).await?;
-    rows.push(cold);
-    rows.push(warm);
-    if !args.standalone_only {
-        rows.extend(roles(&binary, dir.path(), &args).await?);
-    }
+    let work = async {
+        let mut rows = Vec::new();
+        let (cold, warm) = standalone(&binary, dir.path(), &args).await?;
+        rows.push(cold);
+        rows.push(warm);
+        if !args.standalone_only {
+            rows.extend(roles(&binary, dir.path(), &args).await?);
+        }
+        anyhow::Ok(rows)
+    };
+    // Ctrl-C or SIGTERM drops the work, whose children are killed on drop.
+    let rows = tokio::select! {
+        rows = work => rows?,
+        signal = crate::rentals::interrupted() => bail!("interrupted by {signal}"),
+    };
     let report = StartupReport { rows };
     print(&report);
     if let Some(file) = &args.json {
