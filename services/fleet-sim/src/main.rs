@@ -8,13 +8,17 @@
 //! JSON to a file on request; a wrong flag or URL is one line on standard error and exit
 //! code 2; a run that saw any error exits 1.
 
+mod baseline;
 mod echo;
 mod hold;
 mod link;
+mod plot;
 mod probe;
+mod rentals;
 mod report;
 mod setup;
 mod smoke;
+mod startup;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +49,12 @@ enum Command {
     /// A few seconds with ~50 kiosks against a `sneakernet standalone` it starts (or one
     /// given); exits non-zero on any error. For CI.
     Smoke(smoke::SmokeArgs),
+    /// Walk-up rentals per second (users racing for drives at simulated kiosks) against a
+    /// node it starts, beside pgbench -N (Postgres) or a bare write loop (SQLite).
+    Rentals(rentals::RentalsArgs),
+    /// Time from spawning `sneakernet standalone` (cold and warm) and each role alone to
+    /// ready, judged from outside.
+    Startup(startup::StartupArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +100,8 @@ fn main() -> std::process::ExitCode {
             Command::EchoServer(args) => echo::run(args).await,
             Command::Smoke(args) => smoke::run(args).await,
             Command::Compare(args) => report::compare(args).await,
+            Command::Rentals(args) => rentals::run(args).await,
+            Command::Startup(args) => startup::run(args).await,
         }
     });
     // Links still closing must not hold the exit up.

@@ -65,6 +65,17 @@ pub fn open_files_limit() -> Option<u64> {
 /// The counters and gauges of a Prometheus text page at `url` (`http://host:port/path`),
 /// summed over labels: name -> value.
 pub async fn scrape(url: &url::Url) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut values = BTreeMap::new();
+    for (series, value) in scrape_series(url).await? {
+        let name = series.split('{').next().unwrap_or(&series).trim();
+        *values.entry(name.to_owned()).or_insert(0.0) += value;
+    }
+    Ok(values)
+}
+
+/// Every series of a Prometheus text page at `url`, labels included
+/// (`name{label="value"}` -> value).
+pub async fn scrape_series(url: &url::Url) -> anyhow::Result<BTreeMap<String, f64>> {
     let host = url.host_str().context("metrics URL without a host")?;
     let port = url.port_or_known_default().unwrap_or(80);
     let fetch = async {
@@ -91,12 +102,11 @@ pub async fn scrape(url: &url::Url) -> anyhow::Result<BTreeMap<String, f64>> {
     }
     let mut values = BTreeMap::new();
     for line in page.lines().filter(|l| !l.starts_with('#')) {
-        let Some((name, value)) = line.rsplit_once(' ') else {
+        let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let name = name.split('{').next().unwrap_or(name).trim();
         if let Ok(value) = value.trim().parse::<f64>() {
-            *values.entry(name.to_owned()).or_insert(0.0) += value;
+            *values.entry(series.trim().to_owned()).or_insert(0.0) += value;
         }
     }
     Ok(values)

@@ -201,11 +201,14 @@ async fn smoke(args: &SmokeArgs, dir: &Path, children: &mut Vec<Started>) -> any
 }
 
 /// A child process (killed on drop) and the task draining its standard output.
-type Started = (Child, tokio::task::JoinHandle<()>);
+pub(crate) type Started = (Child, tokio::task::JoinHandle<()>);
 
 /// Starts `command` and waits for the stdout line starting with `announce`; returns the
 /// child and the address the line ends with.
-async fn start(mut command: Command, announce: &str) -> anyhow::Result<(Started, String)> {
+pub(crate) async fn start(
+    mut command: Command,
+    announce: &str,
+) -> anyhow::Result<(Started, String)> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
