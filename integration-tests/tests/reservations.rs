@@ -11,8 +11,8 @@ use sneakernet_integration_tests::content::MIB;
 use sneakernet_integration_tests::kiosk;
 use sneakernet_integration_tests::rentals::{
     BASE_PRICE, STATION, SimKiosk, WAIT, assert_audit_clean, assert_refused, bad_fields, bays,
-    customer_with_deposit, follow, get_order, list_orders, price_for, scan, start_priced_with,
-    states, wait_for_state, watch,
+    customer_with_deposit, follow, get_order, list_orders, price_for, qr_payload_at, scan,
+    start_priced_with, states, wait_for_state, watch,
 };
 use sneakernet_integration_tests::reservations::{
     bay_of, blank_drive, cancel_reservation, collect_reservation, create_reservation,
@@ -25,6 +25,7 @@ use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::OrderState as S;
+use sneakernet_runtime::clock::Clock;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -600,71 +601,151 @@ async fn a_rental_is_not_cancellable_and_bad_requests_name_their_fields() {
     }
 }
 
+/// A ready reservation whose kiosk went offline and whose pickup window then passed: the
+/// order EXPIRED (keeping the base price, audit clean) while the kiosk is still away, its
+/// release waiting in the gateway's log.
+struct OfflineNoShow {
+    sandbox: Sandbox,
+    channel: Channel,
+    kiosk: SimKiosk,
+    user: sneakernet_integration_tests::rentals::Customer,
+    operator: String,
+    item_id: String,
+}
+
+async fn no_show_at_an_offline_kiosk(backend: &Backend, key: &str) -> OfflineNoShow {
+    let (sandbox, channel, operator) = start(backend, fast_links).await;
+    let source = tempfile::tempdir().unwrap();
+    let (_, package_id) = publish(&channel, &operator, source.path(), key, &FILES).await;
+    let mut kiosk = SimKiosk::healthy(
+        sandbox.node().address,
+        &operator,
+        "K-C1",
+        vec![Some(blank_drive("D-1", CAPACITY))],
+    )
+    .await;
+    let mut user = customer_with_deposit(&channel).await;
+    let order = eventually_reserved(
+        &channel,
+        &user.token,
+        reservation_request("K-C1", &package_id, CAPACITY, false, 3, key),
+        backend,
+    )
+    .await;
+    let ready = wait_for_state(&channel, &user.token, &order.order_id, &[S::ReadyForPickup]).await;
+    kiosk.stop().await;
+    // Orders learns the kiosk is gone from the gateway's events (a scan, which changes
+    // nothing, says when); then collecting is refused and the order stays ready.
+    eventually(WAIT, "orders to see the kiosk offline", || async {
+        scan(&channel, &user.token, &kiosk.qr())
+            .await
+            .err()
+            .and_then(|s| sneakernet_integration_tests::rentals::subject_of(&s, "KIOSK_OFFLINE"))
+            .is_some()
+    })
+    .await;
+    let refused = collect_reservation(&channel, &user.token, &order.order_id, &kiosk.qr())
+        .await
+        .expect_err("collecting at an offline kiosk is refused");
+    assert!(
+        sneakernet_integration_tests::rentals::subject_of(&refused, "KIOSK_OFFLINE").is_some(),
+        "{backend}: {refused:?}"
+    );
+    sandbox.clock.advance(chrono::Duration::hours(25));
+    // Tokens are judged by the clock that issued them: the old ones expired meanwhile.
+    user.log_in_again(&channel).await;
+    let operator =
+        sneakernet_integration_tests::rentals::operator_token(&channel, &sandbox.config).await;
+    let expired = wait_for_state(&channel, &user.token, &order.order_id, &[S::Expired]).await;
+    let price = price_for(3).minor_units;
+    assert_eq!(
+        expired.amount_refunded.as_ref().map(|m| m.minor_units),
+        Some(price - BASE_PRICE),
+        "{backend}: the base price is kept: {expired:?}"
+    );
+    assert_audit_clean(&channel, &operator, &format!("{backend}: no-show")).await;
+    OfflineNoShow {
+        sandbox,
+        channel,
+        kiosk,
+        user,
+        operator,
+        item_id: ready.item_id,
+    }
+}
+
 #[tokio::test]
 async fn a_no_show_at_a_kiosk_gone_offline_expires_keeping_the_base_price_with_a_clean_audit() {
     for backend in backends() {
-        let (sandbox, channel, operator) = start(&backend, fast_links).await;
-        let source = tempfile::tempdir().unwrap();
-        let (_, package_id) = publish(&channel, &operator, source.path(), "no-show", &FILES).await;
-        let mut kiosk = SimKiosk::healthy(
-            sandbox.node().address,
-            &operator,
-            "K-C1",
-            vec![Some(blank_drive("D-1", CAPACITY))],
-        )
-        .await;
         // A no-show whose kiosk went offline: collecting says so, the window runs on, the
         // reservation expires keeping the base price, and the drive is released (unpinned and
         // wiped) once the kiosk is back.
-        let mut user = customer_with_deposit(&channel).await;
-        let order = eventually_reserved(
-            &channel,
-            &user.token,
-            reservation_request("K-C1", &package_id, CAPACITY, false, 3, "c-no-show"),
-            &backend,
+        let mut no_show = no_show_at_an_offline_kiosk(&backend, "c-no-show").await;
+        // Back online, the kiosk gets the release that waited in the log.
+        no_show.kiosk.restart().await;
+        wait_released(
+            &no_show.kiosk,
+            &no_show.item_id,
+            &format!("{backend}: no-show"),
         )
         .await;
-        let ready =
-            wait_for_state(&channel, &user.token, &order.order_id, &[S::ReadyForPickup]).await;
-        kiosk.stop().await;
-        // Orders learns the kiosk is gone from the gateway's events (a scan, which changes
-        // nothing, says when); then collecting is refused and the order stays ready.
-        eventually(WAIT, "orders to see the kiosk offline", || async {
-            scan(&channel, &user.token, &kiosk.qr())
-                .await
-                .err()
-                .and_then(|s| {
-                    sneakernet_integration_tests::rentals::subject_of(&s, "KIOSK_OFFLINE")
-                })
-                .is_some()
-        })
+        assert_audit_clean(
+            &no_show.channel,
+            &no_show.operator,
+            &format!("{backend}: released"),
+        )
         .await;
-        let refused = collect_reservation(&channel, &user.token, &order.order_id, &kiosk.qr())
-            .await
-            .expect_err("collecting at an offline kiosk is refused");
-        assert!(
-            sneakernet_integration_tests::rentals::subject_of(&refused, "KIOSK_OFFLINE").is_some(),
-            "{backend}: {refused:?}"
-        );
-        sandbox.clock.advance(chrono::Duration::hours(25));
-        // Tokens are judged by the clock that issued them: the old ones expired meanwhile.
-        user.log_in_again(&channel).await;
-        let operator =
-            sneakernet_integration_tests::rentals::operator_token(&channel, &sandbox.config).await;
-        let expired = wait_for_state(&channel, &user.token, &order.order_id, &[S::Expired]).await;
-        let price = price_for(3).minor_units;
-        assert_eq!(
-            expired.amount_refunded.as_ref().map(|m| m.minor_units),
-            Some(price - BASE_PRICE),
-            "{backend}: the base price is kept: {expired:?}"
-        );
-        assert_audit_clean(&channel, &operator, &format!("{backend}: no-show")).await;
-        // Back online, the kiosk gets the release that waited in the log.
-        kiosk.restart().await;
-        wait_released(&kiosk, &ready.item_id, &format!("{backend}: no-show")).await;
-        assert_audit_clean(&channel, &operator, &format!("{backend}: released")).await;
-        kiosk.stop().await;
-        sandbox.stop().await;
+        no_show.kiosk.stop().await;
+        no_show.sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_release_that_expired_while_its_kiosk_was_offline_is_sent_again_when_the_kiosk_is_back() {
+    for backend in backends() {
+        let mut no_show = no_show_at_an_offline_kiosk(&backend, "c-lapsed").await;
+        // The kiosk stays away past the release's own deadline: the gateway lets that
+        // command lapse and never delivers it. When the kiosk is back, its inventory still
+        // shows the drive pinned for a finished order, and orders releases it again.
+        no_show.sandbox.clock.advance(chrono::Duration::days(8));
+        no_show.user.log_in_again(&no_show.channel).await;
+        let operator = sneakernet_integration_tests::rentals::operator_token(
+            &no_show.channel,
+            &no_show.sandbox.config,
+        )
+        .await;
+        no_show.kiosk.restart().await;
+        wait_released(
+            &no_show.kiosk,
+            &no_show.item_id,
+            &format!("{backend}: released again"),
+        )
+        .await;
+        // Orders sees it ready again too: the next walk-up scan offers it (the QR code is
+        // judged by the sandbox's clock, eight days ahead).
+        eventually(
+            WAIT,
+            &format!("{backend}: the drive offered again"),
+            || async {
+                let qr = qr_payload_at(
+                    &no_show.kiosk.id,
+                    &no_show.kiosk.qr_secret,
+                    Clock::now(&no_show.sandbox.clock),
+                );
+                scan(&no_show.channel, &no_show.user.token, &qr)
+                    .await
+                    .is_ok_and(|offer| offer.lines.iter().any(|line| line.available > 0))
+            },
+        )
+        .await;
+        assert_audit_clean(
+            &no_show.channel,
+            &operator,
+            &format!("{backend}: released again"),
+        )
+        .await;
+        no_show.kiosk.stop().await;
+        no_show.sandbox.stop().await;
     }
 }
 
