@@ -11,8 +11,8 @@ use sneakernet_integration_tests::content::MIB;
 use sneakernet_integration_tests::kiosk;
 use sneakernet_integration_tests::rentals::{
     BASE_PRICE, STATION, SimKiosk, WAIT, assert_audit_clean, assert_refused, bad_fields, bays,
-    customer_with_deposit, follow, get_order, list_orders, price_for, qr_payload_at, scan,
-    start_priced_with, states, wait_for_state, watch,
+    create_rental, customer_with_deposit, follow, get_order, list_orders, price_for, qr_payload_at,
+    rental_request, scan, scan_until_available, start_priced_with, states, wait_for_state, watch,
 };
 use sneakernet_integration_tests::reservations::{
     bay_of, blank_drive, cancel_reservation, collect_reservation, create_reservation,
@@ -577,7 +577,7 @@ async fn cancelling_before_or_at_ready_refunds_everything_and_releases_the_pinne
 #[tokio::test]
 async fn a_rental_is_not_cancellable_and_bad_requests_name_their_fields() {
     for backend in backends() {
-        let (sandbox, channel, _operator) = start(&backend, |_| {}).await;
+        let (sandbox, channel, operator) = start(&backend, |_| {}).await;
         let user = customer_with_deposit(&channel).await;
         let status = sneakernet_integration_tests::rentals::orders(&channel)
             .create_reservation(authed(pb::CreateReservationRequest::default(), &user.token))
@@ -597,6 +597,34 @@ async fn a_rental_is_not_cancellable_and_bad_requests_name_their_fields() {
             .await
             .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound, "{backend}");
+        // A real rental, cancelled: refused as NOT_CANCELLABLE, and the order goes on.
+        let kiosk = SimKiosk::healthy(
+            sandbox.node().address,
+            &operator,
+            "K-R1",
+            vec![Some(blank_drive("D-1", CAPACITY))],
+        )
+        .await;
+        let drive = common::ItemType {
+            kind: common::ItemKind::Drive.into(),
+            capacity_bytes: CAPACITY,
+            content_package_id: String::new(),
+        };
+        let offer = scan_until_available(&channel, &user.token, &kiosk, &drive, 1).await;
+        let rental = create_rental(
+            &channel,
+            &user.token,
+            rental_request(&offer, &drive, 1, None, "r-not-cancellable"),
+        )
+        .await
+        .expect("rental");
+        assert_refused(
+            cancel_reservation(&channel, &user.token, &rental.order_id).await,
+            "NOT_CANCELLABLE",
+            &format!("{backend}: a rental"),
+        );
+        let lent = wait_for_state(&channel, &user.token, &rental.order_id, &[S::Lent]).await;
+        assert_eq!(lent.item_id, "D-1", "{backend}: the rental went on");
         sandbox.stop().await;
     }
 }
@@ -746,6 +774,79 @@ async fn a_release_that_expired_while_its_kiosk_was_offline_is_sent_again_when_t
         .await;
         no_show.kiosk.stop().await;
         no_show.sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn collecting_before_ready_is_not_ready_and_past_the_pickup_window_is_pickup_expired_and_not_cancellable()
+ {
+    for backend in backends() {
+        let (sandbox, channel, operator) = start(&backend, |_| {}).await;
+        let source = tempfile::tempdir().unwrap();
+        let (_, package_id) = publish(&channel, &operator, source.path(), "windows", &FILES).await;
+        let address = sandbox.node().address;
+        let kiosk = SimKiosk::healthy(
+            address,
+            &operator,
+            "K-W1",
+            vec![Some(blank_drive("D-1", CAPACITY))],
+        )
+        .await;
+        let (silent, _silent) = silent_address().await;
+        let mut slow = SimKiosk::start_with(
+            address,
+            &operator,
+            "K-W2",
+            STATION,
+            bays(vec![Some(blank_drive("D-7", CAPACITY))]),
+            SimFaults::default(),
+            |config| config.content.url = Some(format!("http://{silent}")),
+        )
+        .await;
+
+        // Still provisioning (the kiosk cannot fetch the content): NOT_READY.
+        let user = customer_with_deposit(&channel).await;
+        let early = eventually_reserved(
+            &channel,
+            &user.token,
+            reservation_request("K-W2", &package_id, CAPACITY, false, 1, "w-early"),
+            &backend,
+        )
+        .await;
+        assert_refused(
+            collect_reservation(&channel, &user.token, &early.order_id, &slow.qr()).await,
+            "NOT_READY",
+            &format!("{backend}: provisioning"),
+        );
+
+        // Ready, then the pickup window (a day) passes: collecting is PICKUP_EXPIRED and
+        // cancelling is NOT_CANCELLABLE, whether or not the no-show has been booked yet.
+        let mut user = customer_with_deposit(&channel).await;
+        let order = eventually_reserved(
+            &channel,
+            &user.token,
+            reservation_request("K-W1", &package_id, CAPACITY, false, 3, "w-ready"),
+            &backend,
+        )
+        .await;
+        wait_for_state(&channel, &user.token, &order.order_id, &[S::ReadyForPickup]).await;
+        sandbox.clock.advance(chrono::Duration::hours(25));
+        user.log_in_again(&channel).await;
+        let qr = qr_payload_at(&kiosk.id, &kiosk.qr_secret, Clock::now(&sandbox.clock));
+        assert_refused(
+            collect_reservation(&channel, &user.token, &order.order_id, &qr).await,
+            "PICKUP_EXPIRED",
+            &format!("{backend}: past the window"),
+        );
+        assert_refused(
+            cancel_reservation(&channel, &user.token, &order.order_id).await,
+            "NOT_CANCELLABLE",
+            &format!("{backend}: past the window"),
+        );
+        let expired = wait_for_state(&channel, &user.token, &order.order_id, &[S::Expired]).await;
+        assert!(expired.item_id == "D-1", "{backend}: {expired:?}");
+        slow.stop().await;
+        sandbox.stop().await;
     }
 }
 
