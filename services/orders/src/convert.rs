@@ -623,7 +623,7 @@ mod tests {
     #[test]
     fn terms_round_trip_and_bad_fields_are_named() {
         let checked = terms("pricing", Some(&pricing())).unwrap();
-        assert_eq!(checked.rental_price(3).unwrap().minor(), 700);
+        assert_eq!(checked.price_for_days(3).unwrap().minor(), 700);
         assert_eq!(terms_proto(&checked, None), pricing());
 
         let mut bad = pricing();
