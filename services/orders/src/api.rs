@@ -72,10 +72,6 @@ fn internal(error: sea_orm::DbErr) -> Status {
     ApiError::from(error).into()
 }
 
-fn order_id(raw: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(raw).map_err(|why| ApiError::invalid("order_id", why))
-}
-
 /// Who may read an order: its user, or any operator.
 enum Reader {
     User(UserId),
@@ -107,8 +103,7 @@ impl OrdersApi {
     }
 
     /// The order if `reader` may see it; NOT_FOUND for unknown and other users' orders alike.
-    async fn readable(&self, reader: &Reader, raw_id: &str) -> Result<order::Model, Status> {
-        let id = order_id(raw_id)?;
+    async fn readable(&self, reader: &Reader, id: &OrderId) -> Result<order::Model, Status> {
         match self
             .flows
             .store
@@ -184,7 +179,8 @@ impl OrderService for OrdersApi {
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
         let reader = Reader::of(&request)?;
-        let order = self.readable(&reader, &request.get_ref().order_id).await?;
+        let order_id = OrderId::try_from(request.get_ref().clone())?;
+        let order = self.readable(&reader, &order_id).await?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(self.order_proto(&order).await?),
         }))
@@ -269,7 +265,8 @@ impl OrderService for OrdersApi {
         request: Request<pb::WatchOrderRequest>,
     ) -> Result<Response<BoxStream<pb::WatchOrderResponse>>, Status> {
         let reader = Reader::of(&request)?;
-        let order = self.readable(&reader, &request.get_ref().order_id).await?;
+        let order_id = OrderId::try_from(request.get_ref().clone())?;
+        let order = self.readable(&reader, &order_id).await?;
         let first = self.order_proto(&order).await?;
         let expires_at = sneakernet_runtime::caller::TokenExpiry::of(&request);
         let rx = self.flows.watch(order, first, expires_at, &self.shutdown);

@@ -331,6 +331,24 @@ impl TryFrom<pb::CancelReservationRequest> for OrderId {
     }
 }
 
+impl TryFrom<pb::GetOrderRequest> for OrderId {
+    type Error = OrdersError;
+
+    /// GetOrder names one order.
+    fn try_from(body: pb::GetOrderRequest) -> Result<Self, OrdersError> {
+        Ok(OrderId::parse(&body.order_id).map_err(|why| FieldViolation::new("order_id", why))?)
+    }
+}
+
+impl TryFrom<pb::WatchOrderRequest> for OrderId {
+    type Error = OrdersError;
+
+    /// WatchOrder names one order.
+    fn try_from(body: pb::WatchOrderRequest) -> Result<Self, OrdersError> {
+        Ok(OrderId::parse(&body.order_id).map_err(|why| FieldViolation::new("order_id", why))?)
+    }
+}
+
 impl TryFrom<pb::SetWriteProtectRequest> for WriteProtectAsk {
     type Error = OrdersError;
 
@@ -735,6 +753,29 @@ mod tests {
         .unwrap();
         assert_eq!(ask.site_id, "K-1");
         assert_eq!(ask.terms.base_price.minor(), 400);
+    }
+
+    #[test]
+    fn get_and_watch_name_a_bad_order_id() {
+        assert_eq!(
+            fields(OrderId::try_from(pb::GetOrderRequest::default()).unwrap_err()),
+            ["order_id"]
+        );
+        assert_eq!(
+            fields(
+                OrderId::try_from(pb::WatchOrderRequest {
+                    order_id: "not-a-uuid".into()
+                })
+                .unwrap_err()
+            ),
+            ["order_id"]
+        );
+        let id = uuid::Uuid::new_v4().to_string();
+        let parsed = OrderId::try_from(pb::GetOrderRequest {
+            order_id: id.clone(),
+        })
+        .unwrap();
+        assert_eq!(parsed.to_string(), id);
     }
 
     #[test]
