@@ -16,13 +16,12 @@ use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role, Shutdown, User
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::deposits::DepositAsk;
 use crate::domain::deposit::DepositState;
 use crate::entity::{deposit, kiosk, order};
 use crate::fleet::{PricingAsk, kiosk_proto};
 use crate::flows::Flows;
-use crate::ids::OrderId;
+use crate::ids::{IdempotencyKey, OrderId};
 use crate::nearby::NearbyAsk;
 use crate::orders_list::{ListOrdersAsk, Lister};
 use crate::rentals::RentalAsk;
@@ -153,8 +152,7 @@ impl OrderService for OrdersApi {
         request: Request<pb::RefundDepositRequest>,
     ) -> Result<Response<pb::RefundDepositResponse>, Status> {
         let user = Self::renter(&request)?;
-        let key = convert::idempotency_key(&request.get_ref().idempotency_key)
-            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+        let key = IdempotencyKey::try_from(request.into_inner())?;
         let deposit = self.flows.refund_deposit(user, key).await?;
         Ok(Response::new(pb::RefundDepositResponse {
             deposit: Some(deposit_proto(&deposit)),

@@ -349,6 +349,15 @@ impl TryFrom<pb::WatchOrderRequest> for OrderId {
     }
 }
 
+impl TryFrom<pb::RefundDepositRequest> for IdempotencyKey {
+    type Error = OrdersError;
+
+    /// RefundDeposit names only its idempotency key.
+    fn try_from(body: pb::RefundDepositRequest) -> Result<Self, OrdersError> {
+        Ok(idempotency_key(&body.idempotency_key)?)
+    }
+}
+
 impl TryFrom<pb::SetWriteProtectRequest> for WriteProtectAsk {
     type Error = OrdersError;
 
@@ -753,6 +762,20 @@ mod tests {
         .unwrap();
         assert_eq!(ask.site_id, "K-1");
         assert_eq!(ask.terms.base_price.minor(), 400);
+    }
+
+    #[test]
+    fn a_refund_deposit_request_needs_its_key() {
+        assert_eq!(
+            fields(IdempotencyKey::try_from(pb::RefundDepositRequest::default()).unwrap_err()),
+            ["idempotency_key"]
+        );
+        assert!(
+            IdempotencyKey::try_from(pb::RefundDepositRequest {
+                idempotency_key: "r-1".into()
+            })
+            .is_ok()
+        );
     }
 
     #[test]
