@@ -11,8 +11,8 @@ use sneakernet_integration_tests::content::MIB;
 use sneakernet_integration_tests::kiosk;
 use sneakernet_integration_tests::rentals::{
     BASE_PRICE, STATION, SimKiosk, WAIT, assert_audit_clean, assert_refused, bad_fields, bays,
-    customer_with_deposit, follow, get_order, list_orders, price_for, scan, start_priced_with,
-    states, wait_for_state, watch,
+    create_rental, customer_with_deposit, follow, get_order, list_orders, price_for, qr_payload_at,
+    rental_request, scan, scan_until_available, start_priced_with, states, wait_for_state, watch,
 };
 use sneakernet_integration_tests::reservations::{
     bay_of, blank_drive, cancel_reservation, collect_reservation, create_reservation,
@@ -25,6 +25,7 @@ use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::OrderState as S;
+use sneakernet_runtime::clock::Clock;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -576,7 +577,7 @@ async fn cancelling_before_or_at_ready_refunds_everything_and_releases_the_pinne
 #[tokio::test]
 async fn a_rental_is_not_cancellable_and_bad_requests_name_their_fields() {
     for backend in backends() {
-        let (sandbox, channel, _operator) = start(&backend, |_| {}).await;
+        let (sandbox, channel, operator) = start(&backend, |_| {}).await;
         let user = customer_with_deposit(&channel).await;
         let status = sneakernet_integration_tests::rentals::orders(&channel)
             .create_reservation(authed(pb::CreateReservationRequest::default(), &user.token))
@@ -596,74 +597,255 @@ async fn a_rental_is_not_cancellable_and_bad_requests_name_their_fields() {
             .await
             .unwrap_err();
         assert_eq!(missing.code(), Code::NotFound, "{backend}");
+        // A real rental, cancelled: refused as NOT_CANCELLABLE, and the order goes on.
+        let kiosk = SimKiosk::healthy(
+            sandbox.node().address,
+            &operator,
+            "K-R1",
+            vec![Some(blank_drive("D-1", CAPACITY))],
+        )
+        .await;
+        let drive = common::ItemType {
+            kind: common::ItemKind::Drive.into(),
+            capacity_bytes: CAPACITY,
+            content_package_id: String::new(),
+        };
+        let offer = scan_until_available(&channel, &user.token, &kiosk, &drive, 1).await;
+        let rental = create_rental(
+            &channel,
+            &user.token,
+            rental_request(&offer, &drive, 1, None, "r-not-cancellable"),
+        )
+        .await
+        .expect("rental");
+        assert_refused(
+            cancel_reservation(&channel, &user.token, &rental.order_id).await,
+            "NOT_CANCELLABLE",
+            &format!("{backend}: a rental"),
+        );
+        let lent = wait_for_state(&channel, &user.token, &rental.order_id, &[S::Lent]).await;
+        assert_eq!(lent.item_id, "D-1", "{backend}: the rental went on");
         sandbox.stop().await;
+    }
+}
+
+/// A ready reservation whose kiosk went offline and whose pickup window then passed: the
+/// order EXPIRED (keeping the base price, audit clean) while the kiosk is still away, its
+/// release waiting in the gateway's log.
+struct OfflineNoShow {
+    sandbox: Sandbox,
+    channel: Channel,
+    kiosk: SimKiosk,
+    user: sneakernet_integration_tests::rentals::Customer,
+    operator: String,
+    item_id: String,
+}
+
+async fn no_show_at_an_offline_kiosk(backend: &Backend, key: &str) -> OfflineNoShow {
+    let (sandbox, channel, operator) = start(backend, fast_links).await;
+    let source = tempfile::tempdir().unwrap();
+    let (_, package_id) = publish(&channel, &operator, source.path(), key, &FILES).await;
+    let mut kiosk = SimKiosk::healthy(
+        sandbox.node().address,
+        &operator,
+        "K-C1",
+        vec![Some(blank_drive("D-1", CAPACITY))],
+    )
+    .await;
+    let mut user = customer_with_deposit(&channel).await;
+    let order = eventually_reserved(
+        &channel,
+        &user.token,
+        reservation_request("K-C1", &package_id, CAPACITY, false, 3, key),
+        backend,
+    )
+    .await;
+    let ready = wait_for_state(&channel, &user.token, &order.order_id, &[S::ReadyForPickup]).await;
+    kiosk.stop().await;
+    // Orders learns the kiosk is gone from the gateway's events (a scan, which changes
+    // nothing, says when); then collecting is refused and the order stays ready.
+    eventually(WAIT, "orders to see the kiosk offline", || async {
+        scan(&channel, &user.token, &kiosk.qr())
+            .await
+            .err()
+            .and_then(|s| sneakernet_integration_tests::rentals::subject_of(&s, "KIOSK_OFFLINE"))
+            .is_some()
+    })
+    .await;
+    let refused = collect_reservation(&channel, &user.token, &order.order_id, &kiosk.qr())
+        .await
+        .expect_err("collecting at an offline kiosk is refused");
+    assert!(
+        sneakernet_integration_tests::rentals::subject_of(&refused, "KIOSK_OFFLINE").is_some(),
+        "{backend}: {refused:?}"
+    );
+    sandbox.clock.advance(chrono::Duration::hours(25));
+    // Tokens are judged by the clock that issued them: the old ones expired meanwhile.
+    user.log_in_again(&channel).await;
+    let operator =
+        sneakernet_integration_tests::rentals::operator_token(&channel, &sandbox.config).await;
+    let expired = wait_for_state(&channel, &user.token, &order.order_id, &[S::Expired]).await;
+    let price = price_for(3).minor_units;
+    assert_eq!(
+        expired.amount_refunded.as_ref().map(|m| m.minor_units),
+        Some(price - BASE_PRICE),
+        "{backend}: the base price is kept: {expired:?}"
+    );
+    assert_audit_clean(&channel, &operator, &format!("{backend}: no-show")).await;
+    OfflineNoShow {
+        sandbox,
+        channel,
+        kiosk,
+        user,
+        operator,
+        item_id: ready.item_id,
     }
 }
 
 #[tokio::test]
 async fn a_no_show_at_a_kiosk_gone_offline_expires_keeping_the_base_price_with_a_clean_audit() {
     for backend in backends() {
-        let (sandbox, channel, operator) = start(&backend, fast_links).await;
-        let source = tempfile::tempdir().unwrap();
-        let (_, package_id) = publish(&channel, &operator, source.path(), "no-show", &FILES).await;
-        let mut kiosk = SimKiosk::healthy(
-            sandbox.node().address,
-            &operator,
-            "K-C1",
-            vec![Some(blank_drive("D-1", CAPACITY))],
-        )
-        .await;
         // A no-show whose kiosk went offline: collecting says so, the window runs on, the
         // reservation expires keeping the base price, and the drive is released (unpinned and
         // wiped) once the kiosk is back.
+        let mut no_show = no_show_at_an_offline_kiosk(&backend, "c-no-show").await;
+        // Back online, the kiosk gets the release that waited in the log.
+        no_show.kiosk.restart().await;
+        wait_released(
+            &no_show.kiosk,
+            &no_show.item_id,
+            &format!("{backend}: no-show"),
+        )
+        .await;
+        assert_audit_clean(
+            &no_show.channel,
+            &no_show.operator,
+            &format!("{backend}: released"),
+        )
+        .await;
+        no_show.kiosk.stop().await;
+        no_show.sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_release_that_expired_while_its_kiosk_was_offline_is_sent_again_when_the_kiosk_is_back() {
+    for backend in backends() {
+        let mut no_show = no_show_at_an_offline_kiosk(&backend, "c-lapsed").await;
+        // The kiosk stays away past the release's own deadline: the gateway lets that
+        // command lapse and never delivers it. When the kiosk is back, its inventory still
+        // shows the drive pinned for a finished order, and orders releases it again.
+        no_show.sandbox.clock.advance(chrono::Duration::days(8));
+        no_show.user.log_in_again(&no_show.channel).await;
+        let operator = sneakernet_integration_tests::rentals::operator_token(
+            &no_show.channel,
+            &no_show.sandbox.config,
+        )
+        .await;
+        no_show.kiosk.restart().await;
+        wait_released(
+            &no_show.kiosk,
+            &no_show.item_id,
+            &format!("{backend}: released again"),
+        )
+        .await;
+        // Orders sees it ready again too: the next walk-up scan offers it (the QR code is
+        // judged by the sandbox's clock, eight days ahead).
+        eventually(
+            WAIT,
+            &format!("{backend}: the drive offered again"),
+            || async {
+                let qr = qr_payload_at(
+                    &no_show.kiosk.id,
+                    &no_show.kiosk.qr_secret,
+                    Clock::now(&no_show.sandbox.clock),
+                );
+                scan(&no_show.channel, &no_show.user.token, &qr)
+                    .await
+                    .is_ok_and(|offer| offer.lines.iter().any(|line| line.available > 0))
+            },
+        )
+        .await;
+        assert_audit_clean(
+            &no_show.channel,
+            &operator,
+            &format!("{backend}: released again"),
+        )
+        .await;
+        no_show.kiosk.stop().await;
+        no_show.sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn collecting_before_ready_is_not_ready_and_past_the_pickup_window_is_pickup_expired_and_not_cancellable()
+ {
+    for backend in backends() {
+        let (sandbox, channel, operator) = start(&backend, |_| {}).await;
+        let source = tempfile::tempdir().unwrap();
+        let (_, package_id) = publish(&channel, &operator, source.path(), "windows", &FILES).await;
+        let address = sandbox.node().address;
+        let kiosk = SimKiosk::healthy(
+            address,
+            &operator,
+            "K-W1",
+            vec![Some(blank_drive("D-1", CAPACITY))],
+        )
+        .await;
+        let (silent, _silent) = silent_address().await;
+        let mut slow = SimKiosk::start_with(
+            address,
+            &operator,
+            "K-W2",
+            STATION,
+            bays(vec![Some(blank_drive("D-7", CAPACITY))]),
+            SimFaults::default(),
+            |config| config.content.url = Some(format!("http://{silent}")),
+        )
+        .await;
+
+        // Still provisioning (the kiosk cannot fetch the content): NOT_READY.
+        let user = customer_with_deposit(&channel).await;
+        let early = eventually_reserved(
+            &channel,
+            &user.token,
+            reservation_request("K-W2", &package_id, CAPACITY, false, 1, "w-early"),
+            &backend,
+        )
+        .await;
+        assert_refused(
+            collect_reservation(&channel, &user.token, &early.order_id, &slow.qr()).await,
+            "NOT_READY",
+            &format!("{backend}: provisioning"),
+        );
+
+        // Ready, then the pickup window (a day) passes: collecting is PICKUP_EXPIRED and
+        // cancelling is NOT_CANCELLABLE, whether or not the no-show has been booked yet.
         let mut user = customer_with_deposit(&channel).await;
         let order = eventually_reserved(
             &channel,
             &user.token,
-            reservation_request("K-C1", &package_id, CAPACITY, false, 3, "c-no-show"),
+            reservation_request("K-W1", &package_id, CAPACITY, false, 3, "w-ready"),
             &backend,
         )
         .await;
-        let ready =
-            wait_for_state(&channel, &user.token, &order.order_id, &[S::ReadyForPickup]).await;
-        kiosk.stop().await;
-        // Orders learns the kiosk is gone from the gateway's events (a scan, which changes
-        // nothing, says when); then collecting is refused and the order stays ready.
-        eventually(WAIT, "orders to see the kiosk offline", || async {
-            scan(&channel, &user.token, &kiosk.qr())
-                .await
-                .err()
-                .and_then(|s| {
-                    sneakernet_integration_tests::rentals::subject_of(&s, "KIOSK_OFFLINE")
-                })
-                .is_some()
-        })
-        .await;
-        let refused = collect_reservation(&channel, &user.token, &order.order_id, &kiosk.qr())
-            .await
-            .expect_err("collecting at an offline kiosk is refused");
-        assert!(
-            sneakernet_integration_tests::rentals::subject_of(&refused, "KIOSK_OFFLINE").is_some(),
-            "{backend}: {refused:?}"
-        );
+        wait_for_state(&channel, &user.token, &order.order_id, &[S::ReadyForPickup]).await;
         sandbox.clock.advance(chrono::Duration::hours(25));
-        // Tokens are judged by the clock that issued them: the old ones expired meanwhile.
         user.log_in_again(&channel).await;
-        let operator =
-            sneakernet_integration_tests::rentals::operator_token(&channel, &sandbox.config).await;
-        let expired = wait_for_state(&channel, &user.token, &order.order_id, &[S::Expired]).await;
-        let price = price_for(3).minor_units;
-        assert_eq!(
-            expired.amount_refunded.as_ref().map(|m| m.minor_units),
-            Some(price - BASE_PRICE),
-            "{backend}: the base price is kept: {expired:?}"
+        let qr = qr_payload_at(&kiosk.id, &kiosk.qr_secret, Clock::now(&sandbox.clock));
+        assert_refused(
+            collect_reservation(&channel, &user.token, &order.order_id, &qr).await,
+            "PICKUP_EXPIRED",
+            &format!("{backend}: past the window"),
         );
-        assert_audit_clean(&channel, &operator, &format!("{backend}: no-show")).await;
-        // Back online, the kiosk gets the release that waited in the log.
-        kiosk.restart().await;
-        wait_released(&kiosk, &ready.item_id, &format!("{backend}: no-show")).await;
-        assert_audit_clean(&channel, &operator, &format!("{backend}: released")).await;
-        kiosk.stop().await;
+        assert_refused(
+            cancel_reservation(&channel, &user.token, &order.order_id).await,
+            "NOT_CANCELLABLE",
+            &format!("{backend}: past the window"),
+        );
+        let expired = wait_for_state(&channel, &user.token, &order.order_id, &[S::Expired]).await;
+        assert!(expired.item_id == "D-1", "{backend}: {expired:?}");
+        slow.stop().await;
         sandbox.stop().await;
     }
 }

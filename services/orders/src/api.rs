@@ -16,17 +16,16 @@ use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role, Shutdown, User
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::deposits::DepositAsk;
 use crate::domain::deposit::DepositState;
-use crate::entity::{deposit, kiosk, order, pricing_rule};
-use crate::fleet::kiosk_proto;
+use crate::entity::{deposit, kiosk, order};
+use crate::fleet::{PricingAsk, kiosk_proto};
 use crate::flows::Flows;
-use crate::ids::OrderId;
+use crate::ids::{IdempotencyKey, OrderId};
 use crate::nearby::NearbyAsk;
+use crate::orders_list::{ListOrdersAsk, Lister};
 use crate::rentals::RentalAsk;
 use crate::reservations::{CollectAsk, ReservationAsk};
-use crate::store::orders::{OrderFilter, state_of_proto};
 use crate::store::parked::Retried;
 use crate::write_protect::WriteProtectAsk;
 
@@ -34,10 +33,6 @@ use crate::write_protect::WriteProtectAsk;
 const DEFAULT_PAGE: u32 = 50;
 /// Most kiosks per page.
 const MAX_PAGE: u32 = 500;
-/// Orders per page when the caller does not say.
-const DEFAULT_ORDER_PAGE: u32 = 20;
-/// Most orders per page.
-const MAX_ORDER_PAGE: u32 = 100;
 
 /// The OrderService and FleetService implementation.
 #[derive(Clone, Debug)]
@@ -78,10 +73,6 @@ fn internal(error: sea_orm::DbErr) -> Status {
     ApiError::from(error).into()
 }
 
-fn order_id(raw: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(raw).map_err(|why| ApiError::invalid("order_id", why))
-}
-
 /// Who may read an order: its user, or any operator.
 enum Reader {
     User(UserId),
@@ -113,8 +104,7 @@ impl OrdersApi {
     }
 
     /// The order if `reader` may see it; NOT_FOUND for unknown and other users' orders alike.
-    async fn readable(&self, reader: &Reader, raw_id: &str) -> Result<order::Model, Status> {
-        let id = order_id(raw_id)?;
+    async fn readable(&self, reader: &Reader, id: &OrderId) -> Result<order::Model, Status> {
         match self
             .flows
             .store
@@ -164,8 +154,7 @@ impl OrderService for OrdersApi {
         request: Request<pb::RefundDepositRequest>,
     ) -> Result<Response<pb::RefundDepositResponse>, Status> {
         let user = Self::renter(&request)?;
-        let key = convert::idempotency_key(&request.get_ref().idempotency_key)
-            .map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+        let key = IdempotencyKey::try_from(request.into_inner())?;
         let deposit = self.flows.refund_deposit(user, key).await?;
         Ok(Response::new(pb::RefundDepositResponse {
             deposit: Some(deposit_proto(&deposit)),
@@ -190,7 +179,8 @@ impl OrderService for OrdersApi {
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
         let reader = Reader::of(&request)?;
-        let order = self.readable(&reader, &request.get_ref().order_id).await?;
+        let order_id = OrderId::try_from(request.get_ref().clone())?;
+        let order = self.readable(&reader, &order_id).await?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(self.order_proto(&order).await?),
         }))
@@ -200,92 +190,12 @@ impl OrderService for OrdersApi {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        let reader = Reader::of(&request)?;
-        let body = request.into_inner();
-        if body.page_size > MAX_ORDER_PAGE {
-            return Err(ApiError::invalid(
-                "page_size",
-                format!("must be at most {MAX_ORDER_PAGE}"),
-            )
-            .into());
-        }
-        let size = if body.page_size == 0 {
-            DEFAULT_ORDER_PAGE
-        } else {
-            body.page_size
+        let lister = match Reader::of(&request)? {
+            Reader::User(user) => Lister::User(user),
+            Reader::Operator => Lister::Operator,
         };
-        let mut filter = OrderFilter::default();
-        match &reader {
-            Reader::User(user) => {
-                if !body.user_id.is_empty() {
-                    return Err(
-                        ApiError::invalid("user_id", "only operators may filter by user").into(),
-                    );
-                }
-                filter.user_id = Some(user.to_string());
-            }
-            Reader::Operator => {
-                if !body.user_id.is_empty() {
-                    let user: UserId = body
-                        .user_id
-                        .parse()
-                        .map_err(|_| ApiError::invalid("user_id", "must be a UUID"))?;
-                    filter.user_id = Some(user.to_string());
-                }
-            }
-        }
-        filter.kind = match pb::OrderKind::try_from(body.kind) {
-            Ok(pb::OrderKind::Unspecified) => None,
-            Ok(pb::OrderKind::Rental) => Some(crate::domain::order::OrderKind::Rental),
-            Ok(pb::OrderKind::Reservation) => Some(crate::domain::order::OrderKind::Reservation),
-            Err(_) => return Err(ApiError::invalid("kind", "is not an order kind").into()),
-        };
-        for (i, state) in body.states.iter().enumerate() {
-            filter.states.push(state_of_proto(*state).ok_or_else(|| {
-                ApiError::invalid(format!("states[{i}]"), "is not an order state")
-            })?);
-        }
-        let fingerprint = crate::flows::fingerprint(&[
-            filter.user_id.as_deref().unwrap_or(""),
-            &body.kind.to_string(),
-            &format!("{:?}", body.states),
-        ]);
-        let before = if body.page_token.is_empty() {
-            None
-        } else {
-            Some(
-                decode_order_token(&body.page_token, &fingerprint).ok_or_else(|| {
-                    ApiError::invalid(
-                        "page_token",
-                        "was not issued by ListOrders with this filter",
-                    )
-                })?,
-            )
-        };
-        let rows = self
-            .flows
-            .store
-            .list_orders(&filter, before, u64::from(size) + 1)
-            .await
-            .map_err(internal)?;
-        let more = rows.len() > size as usize;
-        let page: Vec<&order::Model> = rows.iter().take(size as usize).collect();
-        let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => URL_SAFE_NO_PAD.encode(format!(
-                "{}|{}|{fingerprint}",
-                last.created_at.timestamp_micros(),
-                last.order_id
-            )),
-            _ => String::new(),
-        };
-        let mut orders = Vec::with_capacity(page.len());
-        for row in page {
-            orders.push(self.order_proto(row).await?);
-        }
-        Ok(Response::new(pb::ListOrdersResponse {
-            orders,
-            next_page_token,
-        }))
+        let ask = ListOrdersAsk::try_from(request.into_inner())?;
+        Ok(Response::new(self.flows.list_orders(&lister, ask).await?))
     }
 
     async fn find_kiosks(
@@ -358,7 +268,8 @@ impl OrderService for OrdersApi {
         let account = request
             .caller()?
             .require_account(&[Role::User, Role::Operator])?;
-        let order = self.readable(&reader, &request.get_ref().order_id).await?;
+        let order_id = OrderId::try_from(request.get_ref().clone())?;
+        let order = self.readable(&reader, &order_id).await?;
         // Taken before anything is read, so a refused watch costs no database work after
         // the order's.
         let slot = self.watches.take_slot(&account.to_string())?;
@@ -376,22 +287,6 @@ impl OrderService for OrdersApi {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
-}
-
-fn decode_order_token(
-    token: &str,
-    fingerprint: &str,
-) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
-    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let mut parts = text.splitn(3, '|');
-    let micros: i64 = parts.next()?.parse().ok()?;
-    let id = parts.next()?.to_owned();
-    if parts.next()? != fingerprint {
-        return None;
-    }
-    uuid::Uuid::parse_str(&id).ok()?;
-    Some((chrono::DateTime::from_timestamp_micros(micros)?, id))
 }
 
 fn site_id(field: &str, raw: &str) -> Result<String, FieldViolation> {
@@ -533,52 +428,9 @@ impl FleetService for OrdersApi {
         request: Request<pb::SetPricingRequest>,
     ) -> Result<Response<pb::SetPricingResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let body = request.into_inner();
-        let site = if body.site_id.is_empty() {
-            String::new()
-        } else {
-            site_id("site_id", &body.site_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?
-        };
-        let item_type = convert::item_type("item_type", body.item_type.as_ref())?;
-        let terms = convert::terms("pricing", body.pricing.as_ref())?;
-        if terms.base_price.minor() <= 0 {
-            // Every rental is charged through the provider, which takes no zero amounts.
-            return Err(ApiError::invalid(
-                "pricing.base_price",
-                "must be positive (free rentals are not supported)",
-            )
-            .into());
-        }
-        let pickup_window = body.pricing.as_ref().and_then(|p| p.pickup_window);
-        let pricing = convert::terms_proto(&terms, pickup_window);
-        let capacity = i64::try_from(item_type.capacity_bytes)
-            .map_err(|_| ApiError::invalid("item_type.capacity_bytes", "is too large"))?;
-        let now = self.flows.clock.now();
-        let rule = self
-            .flows
-            .store
-            .set_pricing(pricing_rule::Model {
-                rule_key: format!(
-                    "{site}|{}|{capacity}|{}",
-                    item_type.kind, item_type.content_package_id
-                ),
-                site_id: site.clone(),
-                kind: item_type.kind,
-                capacity_bytes: capacity,
-                content_package_id: item_type.content_package_id.clone(),
-                pricing: pricing.encode_to_vec(),
-                updated_at: now,
-            })
-            .await
-            .map_err(internal)?;
-        tracing::info!(site_id = %rule.site_id, kind = item_type.kind, "price rule set");
+        let ask = PricingAsk::try_from(request.into_inner())?;
         Ok(Response::new(pb::SetPricingResponse {
-            rule: Some(pb::PricingRule {
-                site_id: site,
-                item_type: Some(item_type),
-                pricing: Some(pricing),
-                updated_at: Some(timestamp(now)),
-            }),
+            rule: Some(self.flows.set_pricing(ask).await?),
         }))
     }
 

@@ -4,7 +4,7 @@
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::wire::{duration, from_duration};
-use sneakernet_runtime::{ApiError, FieldViolation, KioskId};
+use sneakernet_runtime::{ApiError, FieldViolation, KioskId, UserId};
 
 use crate::deposits::DepositAsk;
 use crate::domain::availability::TypeFilter;
@@ -12,8 +12,10 @@ use crate::domain::geo::SearchArea;
 use crate::domain::money::{Currency, Money};
 use crate::domain::pricing::Terms;
 use crate::error::OrdersError;
+use crate::fleet::PricingAsk;
 use crate::ids::{IdempotencyKey, OfferId, OrderId};
 use crate::nearby::{self, NearbyAsk, PagePosition, search_key};
+use crate::orders_list::{DEFAULT_ORDER_PAGE, ListOrdersAsk, MAX_ORDER_PAGE};
 use crate::rentals::RentalAsk;
 use crate::reservations::{CollectAsk, ReservationAsk};
 use crate::write_protect::WriteProtectAsk;
@@ -329,6 +331,33 @@ impl TryFrom<pb::CancelReservationRequest> for OrderId {
     }
 }
 
+impl TryFrom<pb::GetOrderRequest> for OrderId {
+    type Error = OrdersError;
+
+    /// GetOrder names one order.
+    fn try_from(body: pb::GetOrderRequest) -> Result<Self, OrdersError> {
+        Ok(OrderId::parse(&body.order_id).map_err(|why| FieldViolation::new("order_id", why))?)
+    }
+}
+
+impl TryFrom<pb::WatchOrderRequest> for OrderId {
+    type Error = OrdersError;
+
+    /// WatchOrder names one order.
+    fn try_from(body: pb::WatchOrderRequest) -> Result<Self, OrdersError> {
+        Ok(OrderId::parse(&body.order_id).map_err(|why| FieldViolation::new("order_id", why))?)
+    }
+}
+
+impl TryFrom<pb::RefundDepositRequest> for IdempotencyKey {
+    type Error = OrdersError;
+
+    /// RefundDeposit names only its idempotency key.
+    fn try_from(body: pb::RefundDepositRequest) -> Result<Self, OrdersError> {
+        Ok(idempotency_key(&body.idempotency_key)?)
+    }
+}
+
 impl TryFrom<pb::SetWriteProtectRequest> for WriteProtectAsk {
     type Error = OrdersError;
 
@@ -486,6 +515,113 @@ pub fn card_token(method: Option<&pb::PaymentMethod>) -> Result<Option<String>, 
     }
 }
 
+impl TryFrom<pb::ListOrdersRequest> for ListOrdersAsk {
+    type Error = OrdersError;
+
+    /// Every field of ListOrders checked, every violation named at once (the page token is
+    /// checked against the caller's filter by [`crate::flows::Flows::list_orders`]).
+    fn try_from(body: pb::ListOrdersRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        if body.page_size > MAX_ORDER_PAGE {
+            violations.check::<()>(Err(FieldViolation::new(
+                "page_size",
+                format!("must be at most {MAX_ORDER_PAGE}"),
+            )));
+        }
+        let user_id = if body.user_id.is_empty() {
+            None
+        } else {
+            violations
+                .check(
+                    body.user_id
+                        .parse::<UserId>()
+                        .map(Some)
+                        .map_err(|_| FieldViolation::new("user_id", "must be a UUID")),
+                )
+                .flatten()
+        };
+        let kind = violations.check(match pb::OrderKind::try_from(body.kind) {
+            Ok(pb::OrderKind::Unspecified) => Ok(None),
+            Ok(pb::OrderKind::Rental) => Ok(Some(crate::domain::order::OrderKind::Rental)),
+            Ok(pb::OrderKind::Reservation) => {
+                Ok(Some(crate::domain::order::OrderKind::Reservation))
+            }
+            Err(_) => Err(FieldViolation::new("kind", "is not an order kind")),
+        });
+        let mut states = Vec::with_capacity(body.states.len());
+        for (i, state) in body.states.iter().enumerate() {
+            if let Some(state) =
+                violations.check(crate::store::orders::state_of_proto(*state).ok_or_else(|| {
+                    FieldViolation::new(format!("states[{i}]"), "is not an order state")
+                }))
+            {
+                states.push(state);
+            }
+        }
+        match kind {
+            Some(kind) if violations.none() => Ok(ListOrdersAsk {
+                page_size: if body.page_size == 0 {
+                    DEFAULT_ORDER_PAGE
+                } else {
+                    body.page_size
+                },
+                user_id,
+                kind,
+                states,
+                page_token: body.page_token,
+                fingerprint_of: (body.kind, body.states),
+            }),
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
+impl TryFrom<pb::SetPricingRequest> for PricingAsk {
+    type Error = OrdersError;
+
+    /// Every field of SetPricing checked, every violation named at once.
+    fn try_from(body: pb::SetPricingRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let site_id = if body.site_id.is_empty() {
+            Some(String::new())
+        } else {
+            violations.check(
+                KioskId::parse(&body.site_id)
+                    .map(|id| id.as_str().to_owned())
+                    .map_err(|why| FieldViolation::new("site_id", why)),
+            )
+        };
+        let item_type = violations.check_all(item_type("item_type", body.item_type.as_ref()))?;
+        if let Some(item_type) = &item_type
+            && i64::try_from(item_type.capacity_bytes).is_err()
+        {
+            violations.check::<()>(Err(FieldViolation::new(
+                "item_type.capacity_bytes",
+                "is too large",
+            )));
+        }
+        let terms = violations.check_all(terms("pricing", body.pricing.as_ref()))?;
+        if let Some(terms) = &terms
+            && terms.base_price.minor() <= 0
+        {
+            // Every order is charged through the provider, which takes no zero amounts.
+            violations.check::<()>(Err(FieldViolation::new(
+                "pricing.base_price",
+                "must be positive (free rentals are not supported)",
+            )));
+        }
+        match (site_id, item_type, terms) {
+            (Some(site_id), Some(item_type), Some(terms)) if violations.none() => Ok(PricingAsk {
+                site_id,
+                item_type,
+                terms,
+                pickup_window: body.pricing.and_then(|p| p.pickup_window),
+            }),
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,7 +650,7 @@ mod tests {
     #[test]
     fn terms_round_trip_and_bad_fields_are_named() {
         let checked = terms("pricing", Some(&pricing())).unwrap();
-        assert_eq!(checked.rental_price(3).unwrap().minor(), 700);
+        assert_eq!(checked.price_for_days(3).unwrap().minor(), 700);
         assert_eq!(terms_proto(&checked, None), pricing());
 
         let mut bad = pricing();
@@ -549,6 +685,120 @@ mod tests {
             panic!("expected INVALID_ARGUMENT, got {error}");
         };
         violations.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn a_list_orders_request_names_every_bad_field_at_once() {
+        let bad = pb::ListOrdersRequest {
+            page_size: MAX_ORDER_PAGE + 1,
+            user_id: "someone".into(),
+            kind: 99,
+            states: vec![pb::OrderState::Lent.into(), 77, 0],
+            page_token: String::new(),
+        };
+        assert_eq!(
+            fields(ListOrdersAsk::try_from(bad).unwrap_err()),
+            ["page_size", "user_id", "kind", "states[1]", "states[2]"]
+        );
+        let user = uuid::Uuid::new_v4().to_string();
+        let good = ListOrdersAsk::try_from(pb::ListOrdersRequest {
+            page_size: 0,
+            user_id: user.clone(),
+            kind: pb::OrderKind::Reservation.into(),
+            states: vec![pb::OrderState::Expired.into()],
+            page_token: "t".into(),
+        })
+        .unwrap();
+        assert_eq!(good.page_size, DEFAULT_ORDER_PAGE);
+        assert_eq!(good.user_id.map(|u| u.to_string()), Some(user));
+        assert_eq!(
+            good.kind,
+            Some(crate::domain::order::OrderKind::Reservation)
+        );
+        assert_eq!(good.states, [crate::domain::order::OrderState::Expired]);
+    }
+
+    #[test]
+    fn a_set_pricing_request_names_every_bad_field_at_once() {
+        let mut free = pricing();
+        free.base_price = eur(0);
+        free.lost_item_fee = None;
+        let bad = pb::SetPricingRequest {
+            site_id: "bad site id!".into(),
+            item_type: Some(common::ItemType {
+                kind: common::ItemKind::Unspecified.into(),
+                ..Default::default()
+            }),
+            pricing: Some(free),
+        };
+        assert_eq!(
+            fields(PricingAsk::try_from(bad).unwrap_err()),
+            ["site_id", "item_type.kind", "pricing.lost_item_fee"]
+        );
+        let mut zero = pricing();
+        zero.base_price = eur(0);
+        let huge = pb::SetPricingRequest {
+            site_id: String::new(),
+            item_type: Some(common::ItemType {
+                kind: common::ItemKind::Drive.into(),
+                capacity_bytes: u64::MAX,
+                content_package_id: String::new(),
+            }),
+            pricing: Some(zero),
+        };
+        assert_eq!(
+            fields(PricingAsk::try_from(huge).unwrap_err()),
+            ["item_type.capacity_bytes", "pricing.base_price"]
+        );
+        let ask = PricingAsk::try_from(pb::SetPricingRequest {
+            site_id: "K-1".into(),
+            item_type: Some(common::ItemType {
+                kind: common::ItemKind::Drive.into(),
+                capacity_bytes: 1000,
+                content_package_id: String::new(),
+            }),
+            pricing: Some(pricing()),
+        })
+        .unwrap();
+        assert_eq!(ask.site_id, "K-1");
+        assert_eq!(ask.terms.base_price.minor(), 400);
+    }
+
+    #[test]
+    fn a_refund_deposit_request_needs_its_key() {
+        assert_eq!(
+            fields(IdempotencyKey::try_from(pb::RefundDepositRequest::default()).unwrap_err()),
+            ["idempotency_key"]
+        );
+        assert!(
+            IdempotencyKey::try_from(pb::RefundDepositRequest {
+                idempotency_key: "r-1".into()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn get_and_watch_name_a_bad_order_id() {
+        assert_eq!(
+            fields(OrderId::try_from(pb::GetOrderRequest::default()).unwrap_err()),
+            ["order_id"]
+        );
+        assert_eq!(
+            fields(
+                OrderId::try_from(pb::WatchOrderRequest {
+                    order_id: "not-a-uuid".into()
+                })
+                .unwrap_err()
+            ),
+            ["order_id"]
+        );
+        let id = uuid::Uuid::new_v4().to_string();
+        let parsed = OrderId::try_from(pb::GetOrderRequest {
+            order_id: id.clone(),
+        })
+        .unwrap();
+        assert_eq!(parsed.to_string(), id);
     }
 
     #[test]

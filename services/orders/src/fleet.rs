@@ -6,7 +6,8 @@ use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::wire::timestamp;
 
-use crate::entity::{kiosk, kiosk_view};
+use crate::domain::pricing::Terms;
+use crate::entity::{kiosk, kiosk_view, pricing_rule};
 use crate::error::OrdersError;
 use crate::flows::Flows;
 use crate::inventory;
@@ -127,6 +128,56 @@ impl Flows {
         Ok(KioskPage {
             kiosks: page.into_iter().map(|(_, k)| k).collect(),
             next_after,
+        })
+    }
+}
+
+/// A SetPricing request, every field checked (see `convert.rs`).
+#[derive(Clone, Debug)]
+pub struct PricingAsk {
+    /// The site the rule is for; empty: the default for every site.
+    pub site_id: String,
+    /// The item type priced.
+    pub item_type: sneakernet_proto::common::v1::ItemType,
+    /// The terms, checked (a positive base price).
+    pub terms: Terms,
+    /// How long a reserved drive waits for its user (`None`: the default).
+    pub pickup_window: Option<prost_types::Duration>,
+}
+
+impl Flows {
+    /// Stores the price rule `ask` names (replacing the one for that site and type).
+    pub async fn set_pricing(&self, ask: PricingAsk) -> Result<pb::PricingRule, OrdersError> {
+        let pricing = crate::convert::terms_proto(&ask.terms, ask.pickup_window);
+        let capacity = i64::try_from(ask.item_type.capacity_bytes).map_err(|_| {
+            OrdersError::Invalid(vec![sneakernet_runtime::FieldViolation::new(
+                "item_type.capacity_bytes",
+                "is too large",
+            )])
+        })?;
+        let now = self.clock.now();
+        let rule = self
+            .store
+            .set_pricing(pricing_rule::Model {
+                rule_key: format!(
+                    "{}|{}|{capacity}|{}",
+                    ask.site_id, ask.item_type.kind, ask.item_type.content_package_id
+                ),
+                site_id: ask.site_id.clone(),
+                kind: ask.item_type.kind,
+                capacity_bytes: capacity,
+                content_package_id: ask.item_type.content_package_id.clone(),
+                pricing: pricing.encode_to_vec(),
+                updated_at: now,
+            })
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        tracing::info!(site_id = %rule.site_id, kind = ask.item_type.kind, "price rule set");
+        Ok(pb::PricingRule {
+            site_id: ask.site_id,
+            item_type: Some(ask.item_type),
+            pricing: Some(pricing),
+            updated_at: Some(timestamp(now)),
         })
     }
 }

@@ -136,7 +136,7 @@ pub enum CommandEffect {
 pub fn release(kiosk_id: &str, order_id: &str, item_id: &str) -> FollowUp {
     FollowUp {
         target: CommandTarget::Kiosk(kiosk_id.to_owned()),
-        key: format!("release:{order_id}:{item_id}"),
+        key: release_key_prefix(order_id, item_id),
         command: gateway::CommandPayload {
             kind: Some(gateway::command_payload::Kind::Release(
                 gateway::ReleaseCommand {
@@ -147,6 +147,68 @@ pub fn release(kiosk_id: &str, order_id: &str, item_id: &str) -> FollowUp {
         },
         within: RELEASE_WITHIN,
     }
+}
+
+/// What orders knows of the order a kiosk reports a drive pinned for (see
+/// [`release_again`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinnedFor<'a> {
+    /// No order of ours has that id: not ours to release.
+    Unknown,
+    /// The order, in its state, with the drive it holds (empty: none yet).
+    Order {
+        /// Its state.
+        state: crate::domain::order::OrderState,
+        /// The drive the order holds, if any.
+        item_id: &'a str,
+    },
+}
+
+/// A drive a kiosk's inventory still shows pinned for an order that no longer wants it (a
+/// cancel, a no-show, a failed lend) whose release never landed: it expired while the kiosk
+/// was away longer than [`RELEASE_WITHIN`], or the kiosk failed it. When the kiosk reports
+/// its bays again (it reports them whenever it comes back) the release is sent again, under a
+/// key of this report (`cursor`), so the drive does not stay pinned with nothing reconciling
+/// it. Nothing is sent while an earlier release of that drive for that order is still within
+/// its deadline (`release_pending`: it may be on its way, and the gateway delivers it when the
+/// kiosk is back), nor for an order still waiting for its drive (provisioning: its result may
+/// be on its way) or holding this very drive, nor for an order orders does not know.
+pub fn release_again(
+    kiosk_id: &str,
+    pinned: &gateway::Bay,
+    order: PinnedFor<'_>,
+    release_pending: bool,
+    cursor: i64,
+) -> Option<FollowUp> {
+    use crate::domain::order::OrderState as S;
+    let item_id = pinned.item.as_ref().map(|item| item.item_id.as_str())?;
+    let is_pinned = gateway::BayState::try_from(pinned.state) == Ok(gateway::BayState::Pinned);
+    if !is_pinned || item_id.is_empty() || pinned.pinned_order_id.is_empty() || release_pending {
+        return None;
+    }
+    let outlived = match order {
+        PinnedFor::Unknown => false,
+        PinnedFor::Order {
+            state: S::Paid | S::Provisioning,
+            ..
+        } => false,
+        PinnedFor::Order {
+            state: S::ReadyForPickup | S::Dispensing | S::Lent,
+            item_id: holds,
+        } => holds != item_id,
+        PinnedFor::Order { .. } => true,
+    };
+    outlived.then(|| {
+        let mut again = release(kiosk_id, &pinned.pinned_order_id, item_id);
+        again.key = format!("{}:again:{cursor}", again.key);
+        again
+    })
+}
+
+/// The outbox keys every release of `item_id` for `order_id` starts with: the first one's
+/// ([`release`]) and those sent again ([`release_again`]).
+pub fn release_key_prefix(order_id: &str, item_id: &str) -> String {
+    format!("release:{order_id}:{item_id}")
 }
 
 /// Until when a drive that became ready at `at` waits for its user: the pickup window of the
@@ -554,6 +616,47 @@ mod tests {
             effect_of(&provision(gateway::CommandState::Acked, None)),
             CommandEffect::Nothing
         ));
+    }
+
+    #[test]
+    fn a_drive_still_pinned_for_a_finished_order_is_released_again_once_per_report() {
+        use crate::domain::order::OrderState as S;
+        let pinned = gateway::Bay {
+            bay_id: "B1".into(),
+            state: gateway::BayState::Pinned.into(),
+            item: Some(sneakernet_proto::common::v1::Item {
+                item_id: "D7".into(),
+                ..Default::default()
+            }),
+            pinned_order_id: "o1".into(),
+        };
+        let order = |state, item_id| PinnedFor::Order { state, item_id };
+        for finished in [S::Expired, S::Cancelled, S::Refunded, S::Failed, S::Closed] {
+            let again = release_again("K-1", &pinned, order(finished, "D7"), false, 42)
+                .unwrap_or_else(|| panic!("{finished:?}: released again"));
+            assert_eq!(again.key, "release:o1:D7:again:42");
+            assert_eq!(again.target, CommandTarget::Kiosk("K-1".into()));
+            assert!(again.key.starts_with(&release_key_prefix("o1", "D7")));
+        }
+        // An earlier release still within its deadline, an order still waiting for its drive
+        // or holding this one, an order we do not know: nothing.
+        assert!(release_again("K-1", &pinned, order(S::Expired, "D7"), true, 42).is_none());
+        for waiting in [S::Paid, S::Provisioning] {
+            assert!(release_again("K-1", &pinned, order(waiting, ""), false, 42).is_none());
+        }
+        for holding in [S::ReadyForPickup, S::Dispensing, S::Lent] {
+            assert!(release_again("K-1", &pinned, order(holding, "D7"), false, 42).is_none());
+            assert!(
+                release_again("K-1", &pinned, order(holding, "D8"), false, 42).is_some(),
+                "{holding:?} holds another drive"
+            );
+        }
+        assert!(release_again("K-1", &pinned, PinnedFor::Unknown, false, 42).is_none());
+        let ready = gateway::Bay {
+            state: gateway::BayState::Ready.into(),
+            ..pinned.clone()
+        };
+        assert!(release_again("K-1", &ready, order(S::Expired, "D7"), false, 42).is_none());
     }
 
     #[test]

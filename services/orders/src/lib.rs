@@ -44,6 +44,7 @@ pub mod inventory;
 pub mod lending;
 pub mod migration;
 pub mod nearby;
+pub mod orders_list;
 pub mod payments;
 pub mod prices;
 pub mod rentals;

@@ -47,7 +47,7 @@ pub fn price_list(
         .into_iter()
         .filter_map(|days| {
             terms
-                .rental_price(days)
+                .price_for_days(days)
                 .ok()
                 .map(|price| pb::DurationPrice {
                     duration_days: days,

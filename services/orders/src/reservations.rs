@@ -137,7 +137,7 @@ impl Flows {
                 "This kiosk does not offer that type.",
             ));
         };
-        let price = terms.rental_price(request.duration_days).map_err(|_| {
+        let price = terms.price_for_days(request.duration_days).map_err(|_| {
             OrdersError::invalid(
                 "choice.duration_days",
                 format!(

@@ -102,8 +102,9 @@ impl Terms {
         Ok(())
     }
 
-    /// The up-front price of a rental of `days` days.
-    pub fn rental_price(&self, days: u32) -> Result<Money, PricingError> {
+    /// The up-front price of an order (a rental, or a reservation: the same terms) lending an
+    /// item for `days` days: the base price and each extra day.
+    pub fn price_for_days(&self, days: u32) -> Result<Money, PricingError> {
         if days == 0 || days > self.max_duration_days {
             return Err(PricingError::Duration {
                 asked: days,
@@ -175,14 +176,14 @@ mod tests {
     #[test]
     fn the_price_covers_the_first_day_and_adds_each_extra_day() {
         let terms = terms();
-        assert_eq!(terms.rental_price(1), Ok(eur(500)));
-        assert_eq!(terms.rental_price(3), Ok(eur(900)));
+        assert_eq!(terms.price_for_days(1), Ok(eur(500)));
+        assert_eq!(terms.price_for_days(3), Ok(eur(900)));
         assert_eq!(
-            terms.rental_price(0),
+            terms.price_for_days(0),
             Err(PricingError::Duration { asked: 0, max: 14 })
         );
         assert_eq!(
-            terms.rental_price(15),
+            terms.price_for_days(15),
             Err(PricingError::Duration { asked: 15, max: 14 })
         );
     }

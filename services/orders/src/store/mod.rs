@@ -226,6 +226,7 @@ impl Store {
                 let newer = upsert(txn, kiosk, cursor, at, |row| row.inventory = inventory).await?;
                 if newer && let Some(inventory) = &changed.inventory {
                     fleet::replace_units(txn, kiosk, inventory).await?;
+                    reservations::release_outlived_pins(txn, kiosk, inventory, cursor, at).await?;
                 }
             }
             Some(gateway::event::Kind::CommandStateChanged(changed)) => {

@@ -247,3 +247,57 @@ impl Store {
         Ok(collecting)
     }
 }
+
+/// Sends a release again for each drive `inventory` shows pinned for an order that no longer
+/// wants it, as [`crate::lending::release_again`] decides from the order and the releases of
+/// that drive already in the outbox; inside the caller's transaction (the inventory event's).
+pub(crate) async fn release_outlived_pins<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    kiosk_id: &str,
+    inventory: &gateway::Inventory,
+    cursor: i64,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use crate::entity::outbox;
+    for bay in &inventory.bays {
+        let Some(item) = bay
+            .item
+            .as_ref()
+            .filter(|_| !bay.pinned_order_id.is_empty())
+        else {
+            continue;
+        };
+        let row = order::Entity::find_by_id(bay.pinned_order_id.clone())
+            .one(db)
+            .await?;
+        let state = row.as_ref().map(kind_and_state).transpose()?;
+        let pinned_for = match (&row, state) {
+            (Some(row), Some((_, state))) => crate::lending::PinnedFor::Order {
+                state,
+                item_id: &row.item_id,
+            },
+            _ => crate::lending::PinnedFor::Unknown,
+        };
+        let prefix = crate::lending::release_key_prefix(&bay.pinned_order_id, &item.item_id);
+        let release_pending = outbox::Entity::find()
+            .filter(outbox::Column::IdempotencyKey.starts_with(prefix.as_str()))
+            .filter(outbox::Column::Deadline.gt(at))
+            .all(db)
+            .await?
+            .iter()
+            .any(|queued| {
+                queued.idempotency_key == prefix
+                    || queued
+                        .idempotency_key
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with(':'))
+            });
+        let again =
+            crate::lending::release_again(kiosk_id, bay, pinned_for, release_pending, cursor);
+        if let Some(again) = again {
+            tracing::warn!(kiosk_id, order_id = %bay.pinned_order_id, item_id = %item.item_id, "drive still pinned for a finished order; releasing it again");
+            super::orders::ask_kiosk(db, std::slice::from_ref(&again), at).await?;
+        }
+    }
+    Ok(())
+}

@@ -1034,3 +1034,54 @@ async fn of_two_kiosks_claiming_one_new_item_at_once_the_first_keeps_it() {
         vec![("N1".to_owned(), "K1".to_owned(), true)]
     );
 }
+
+#[tokio::test]
+async fn the_audit_names_an_expired_reservation_refunded_wrongly_and_one_provisioning_past_its_deadline()
+ {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    for backend in backends() {
+        let mut world = World::on(&backend).await;
+        world.inventory("K1", &["D1", "D2"]).await;
+        let now = Utc::now();
+        // Two paid orders made into what the audit must catch (no flow writes either): an
+        // expired reservation that paid everything back, keeping no no-show fee, and a
+        // reservation still provisioning two hours after its deadline.
+        let refunded_all = world.rent(&user(1), "K1").await;
+        let mut row = refunded_all.clone().into_active_model();
+        row.kind = Set("reservation".into());
+        row.state = Set("expired".into());
+        row.amount_refunded = Set(refunded_all.amount_charged);
+        row.update(&world.store.db).await.unwrap();
+        let stuck = world.rent(&user(2), "K1").await;
+        let mut row = stuck.clone().into_active_model();
+        row.kind = Set("reservation".into());
+        row.state = Set("provisioning".into());
+        row.deadline = Set(now - chrono::Duration::hours(2));
+        row.update(&world.store.db).await.unwrap();
+
+        let report = world
+            .store
+            .audit(now, chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        let found = |order_id: &str, kind: pb::AuditViolationKind| {
+            report
+                .violations
+                .iter()
+                .any(|v| v.order_id == order_id && v.kind == i32::from(kind))
+        };
+        assert!(
+            found(
+                &refunded_all.order_id,
+                pb::AuditViolationKind::LedgerMismatch
+            ),
+            "{backend}: an expired reservation keeping no fee: {:?}",
+            report.violations
+        );
+        assert!(
+            found(&stuck.order_id, pb::AuditViolationKind::PaidNotSettled),
+            "{backend}: provisioning past its deadline: {:?}",
+            report.violations
+        );
+    }
+}
