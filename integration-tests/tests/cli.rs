@@ -477,6 +477,12 @@ async fn command_line_mistakes_are_one_clear_line_with_their_exit_code() {
         .await
         .refused(2, &["no-port"]);
 
+    // No password: no file, no terminal, nothing on standard input: exit 2 naming the flag.
+    nobody
+        .run(&["login", "--email", "ann@example.com"])
+        .await
+        .refused(2, &["--password-file"]);
+
     // Not logged in: exit 3, before anything is dialled.
     nobody
         .run(&["orders"])
@@ -533,4 +539,214 @@ async fn command_line_mistakes_are_one_clear_line_with_their_exit_code() {
         ])
         .await
         .refused(1, &["K-NOPE"]);
+}
+
+/// An operator sets a new kiosk up and tends a bay of a running one, all from the CLI with
+/// `--json`: `kiosk add` keeps the QR secret it made in a file only the operator reads,
+/// `kiosk credential` writes a secret the kiosk can log in with (and a second one revokes
+/// it), `kiosk inventory` prints what the kiosk reports and `kiosk force-eject` opens a bay,
+/// which the next inventory shows empty. A user may do none of it.
+#[tokio::test]
+async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the_cli() {
+    use sneakernet_proto::auth::v1 as auth;
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = test_config(&backend, dir.path());
+        let node = Child::standalone(binary!(), &config, &[])
+            .await
+            .expect("standalone");
+        let operator = User::new(node.address, dir.path());
+        let operator_password = dir.path().join("operator.password");
+        let operator_password = operator_password.to_str().expect("utf-8 path");
+        // Standalone creates its operator after the node listens.
+        until_ok(FLEET_WAIT, || async {
+            operator
+                .run(&[
+                    "login",
+                    "--email",
+                    "operator@sneakernet.example",
+                    "--password-file",
+                    operator_password,
+                ])
+                .await
+        })
+        .await;
+
+        let qr_file = operator.profile.path().join("K-CLI-NEW.qr");
+        let added = operator
+            .run(&[
+                "kiosk",
+                "add",
+                "K-CLI-NEW",
+                "--site",
+                "S-CLI",
+                "--site-name",
+                "CLI corner",
+                "--lat",
+                "52.5",
+                "--lon",
+                "-13.4",
+                "--qr-secret-file",
+                qr_file.to_str().expect("utf-8 path"),
+            ])
+            .await
+            .ok();
+        assert_eq!(
+            added["kiosk"]["profile"]["kioskId"], "K-CLI-NEW",
+            "{backend}"
+        );
+        assert_eq!(added["kiosk"]["profile"]["siteId"], "S-CLI", "{backend}");
+        let qr_secret = std::fs::read(&qr_file).expect("the QR secret is kept");
+        assert_eq!(qr_secret.len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&qr_file)
+                .expect("qr file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+        let shown = operator.run(&["kiosk", "show", "K-CLI-NEW"]).await.ok();
+        assert_eq!(shown["profile"]["siteName"], "CLI corner", "{backend}");
+
+        let credential_file = operator.profile.path().join("K-CLI-NEW.secret");
+        let issued = operator
+            .run(&[
+                "kiosk",
+                "credential",
+                "K-CLI-NEW",
+                "--credential-file",
+                credential_file.to_str().expect("utf-8 path"),
+            ])
+            .await
+            .ok();
+        assert_eq!(issued["kioskId"], "K-CLI-NEW", "{backend}");
+        let secret = std::fs::read_to_string(&credential_file).expect("credential file");
+        let secret = secret.trim_end().to_owned();
+        assert_eq!(issued["secret"], secret.as_str());
+        let mut auth_client =
+            sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient::connect(format!(
+                "http://{}",
+                node.address
+            ))
+            .await
+            .expect("connect");
+        let kiosk_login = |secret: String| auth::KioskLoginRequest {
+            kiosk_id: "K-CLI-NEW".into(),
+            secret,
+        };
+        auth_client
+            .kiosk_login(kiosk_login(secret.clone()))
+            .await
+            .expect("the kiosk logs in with the written secret");
+        // Without --json and a file: the secret and the kiosk.toml keys for the agent.
+        let mut human = vec![
+            "--address",
+            &operator.address,
+            "--profile-dir",
+            operator.profile.path().to_str().expect("utf-8 path"),
+        ];
+        human.extend(["kiosk", "credential", "K-CLI-NEW"]);
+        let printed = run(&human).await;
+        assert_eq!(printed.code, Some(0), "{printed:?}");
+        for key in [
+            "kiosk_id = \"K-CLI-NEW\"",
+            "credential_file = ",
+            "gateway_url = \"http://",
+        ] {
+            assert!(printed.stdout.contains(key), "{key}: {printed:?}");
+        }
+        let status = auth_client
+            .kiosk_login(kiosk_login(secret))
+            .await
+            .expect_err("a new credential revokes the one before");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{backend}");
+
+        // A running kiosk: its inventory, then one bay opened by force.
+        let reported = operator.run(&["kiosk", "inventory", HERE]).await.ok();
+        assert_eq!(reported["state"], "COMMAND_STATE_SUCCEEDED", "{backend}");
+        let bays = reported["result"]["requestInventory"]["inventory"]["bays"]
+            .as_array()
+            .expect("bays")
+            .clone();
+        let full = bays
+            .iter()
+            .find(|b| b["state"] == "BAY_STATE_READY")
+            .unwrap_or_else(|| panic!("{backend}: no ready bay in {reported}"));
+        let bay = full["bayId"].as_str().expect("bay id").to_owned();
+        let item = full["item"]["itemId"].as_str().expect("item id").to_owned();
+        let ejected = operator
+            .run(&["kiosk", "force-eject", HERE, "--bay", &bay])
+            .await
+            .ok();
+        assert_eq!(ejected["result"]["forceEject"]["itemId"], item.as_str());
+        let after = operator.run(&["kiosk", "inventory", HERE]).await.ok();
+        let emptied = after["result"]["requestInventory"]["inventory"]["bays"]
+            .as_array()
+            .expect("bays")
+            .iter()
+            .find(|b| b["bayId"] == bay.as_str())
+            .cloned()
+            .expect("the bay");
+        assert_eq!(emptied["state"], "BAY_STATE_EMPTY", "{backend}: {after}");
+        // A bay the kiosk does not have: the kiosk's refusal, exit 1.
+        operator
+            .run(&["kiosk", "force-eject", HERE, "--bay", "Z99"])
+            .await
+            .refused(1, &["force-eject bay Z99", "FAILED"]);
+        // Bad input is named.
+        operator
+            .run(&[
+                "kiosk",
+                "add",
+                "K NEW",
+                "--site",
+                "S",
+                "--site-name",
+                "S",
+                "--lat",
+                "1",
+                "--lon",
+                "1",
+                "--qr-secret-file",
+                qr_file.to_str().expect("utf-8 path"),
+            ])
+            .await
+            .refused(1, &["add kiosk", "kiosk_id"]);
+        operator
+            .run(&[
+                "kiosk",
+                "add",
+                "K-2",
+                "--site",
+                "S",
+                "--site-name",
+                "S",
+                "--lat",
+                "north",
+            ])
+            .await
+            .refused(2, &["north"]);
+
+        // A user is refused every operator command.
+        let user = User::new(node.address, dir.path());
+        let password = password_file(user.profile.path());
+        user.run(&[
+            "register",
+            "--email",
+            "not-an-operator@example.com",
+            "--password-file",
+            &password,
+        ])
+        .await
+        .ok();
+        user.run(&["kiosk", "credential", "K-CLI-NEW"])
+            .await
+            .refused(1, &["K-CLI-NEW", "PermissionDenied"]);
+        user.run(&["kiosk", "inventory", HERE])
+            .await
+            .refused(1, &["PermissionDenied"]);
+        node.kill().await;
+    }
 }

@@ -739,7 +739,7 @@ pub(crate) async fn read_password(file: &Path) -> anyhow::Result<String> {
 }
 
 /// The QR secret in `file`, made (random, owner-only) when the file does not exist.
-async fn qr_secret_in(file: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn qr_secret_in(file: &Path) -> anyhow::Result<Vec<u8>> {
     if tokio::fs::try_exists(file).await.unwrap_or(false) {
         let secret = tokio::fs::read(file)
             .await
@@ -777,7 +777,7 @@ pub async fn read_qr_secret(data_dir: &Path, kiosk_id: &str) -> anyhow::Result<V
 
 /// Writes `bytes` to `file` readable and writable by the owner only (on Unix), replacing it
 /// atomically: a crash leaves the old file or the new one.
-async fn write_private(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) async fn write_private(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
