@@ -750,3 +750,186 @@ async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the
         node.kill().await;
     }
 }
+
+/// Standalone answers health SERVING (overall and per service) only once its operator, users
+/// and simulated kiosks are ready, and then prints one line saying it is ready, with its
+/// address: when health first says SERVING, and when the line appears, every simulated kiosk
+/// is online.
+#[tokio::test]
+async fn standalone_serves_health_and_says_ready_only_once_its_kiosks_are_online() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = test_config(&backend, dir.path());
+        let data_dir = dir.path().to_str().expect("utf-8 path");
+        let mut command = tokio::process::Command::new(binary!());
+        command
+            .args([
+                "standalone",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data_dir,
+            ])
+            .env("SNEAKERNET_LOG__FILTER", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(url) = &config.database_url {
+            command.env("SNEAKERNET_DATABASE_URL", url).env(
+                "SNEAKERNET_DATABASE_SCHEMA_PREFIX",
+                &config.database_schema_prefix,
+            );
+        }
+        let mut node = command.spawn().expect("standalone runs");
+        let mut lines = tokio::io::BufReader::new(node.stdout.take().expect("stdout")).lines();
+        let next_line = async |lines: &mut tokio::io::Lines<_>| {
+            tokio::time::timeout(FLEET_WAIT, lines.next_line())
+                .await
+                .expect("standalone prints on")
+                .expect("read")
+                .expect("standalone is still running")
+        };
+        let address = loop {
+            let line: String = next_line(&mut lines).await;
+            if let Some((_, address)) = line
+                .strip_prefix("sneakernet: serving ")
+                .and_then(|rest| rest.rsplit_once(" on "))
+            {
+                break address.to_owned();
+            }
+        };
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("the node listens");
+        let mut health = HealthClient::new(channel);
+        let orders = health
+            .check(HealthCheckRequest {
+                service: "sneakernet.orders.v1.OrderService".into(),
+            })
+            .await
+            .expect("health answers")
+            .into_inner()
+            .status;
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        let first = watch.message().await.expect("status").expect("a status");
+        assert_eq!(
+            (orders, first.status),
+            (
+                ServingStatus::NotServing as i32,
+                ServingStatus::NotServing as i32
+            ),
+            "{backend}: serving before the kiosks exist"
+        );
+
+        // The operator is one of what standalone makes ready; once SERVING it logs in.
+        let operator = User::new(&address, dir.path());
+        let operator_password = dir.path().join("operator.password");
+        let every_kiosk_online = async || {
+            operator
+                .run(&[
+                    "login",
+                    "--email",
+                    "operator@sneakernet.example",
+                    "--password-file",
+                    operator_password.to_str().expect("utf-8 path"),
+                ])
+                .await
+                .ok();
+            let listed = operator.run(&["kiosk", "list", "--online"]).await;
+            assert_eq!(listed.code, Some(0), "{listed:?}");
+            let mut online: Vec<String> = listed
+                .json()
+                .iter()
+                .map(|k| k["profile"]["kioskId"].as_str().unwrap_or("?").to_owned())
+                .collect();
+            online.sort();
+            online
+        };
+        let serving = tokio::time::timeout(FLEET_WAIT, async {
+            while let Some(change) = watch.message().await.expect("status") {
+                if change.status == ServingStatus::Serving as i32 {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .expect("SERVING in time");
+        assert!(serving, "{backend}: the health watch ended");
+        let all = vec![
+            "K-BER-ALEX".to_owned(),
+            "K-BER-HBF".to_owned(),
+            "K-BER-OSTKREUZ".to_owned(),
+        ];
+        assert_eq!(every_kiosk_online().await, all, "{backend}: at SERVING");
+
+        let ready = loop {
+            let line: String = next_line(&mut lines).await;
+            if line.starts_with("sneakernet: ready") {
+                break line;
+            }
+        };
+        assert!(ready.contains(&address), "{backend}: {ready}");
+        assert!(ready.contains("3 simulated kiosks online"), "{ready}");
+        assert_eq!(
+            health
+                .check(HealthCheckRequest {
+                    service: "sneakernet.orders.v1.OrderService".into(),
+                })
+                .await
+                .expect("health answers")
+                .into_inner()
+                .status,
+            ServingStatus::Serving as i32
+        );
+        node.kill().await.expect("kill standalone");
+    }
+}
+
+/// What keeps a node from starting is one line naming it, and a non-zero exit: a data
+/// directory that cannot be written or is a file, a listen address already in use.
+#[tokio::test]
+async fn start_up_mistakes_are_one_line_naming_the_path_or_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // /sys refuses new files even to root (tests may run as root, which ignores modes).
+    #[cfg(target_os = "linux")]
+    run(&[
+        "standalone",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "/sys",
+    ])
+    .await
+    .refused(1, &["data directory /sys", "not writable"]);
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("file");
+    let file = file.to_str().expect("utf-8 path");
+    run(&["standalone", "--listen", "127.0.0.1:0", "--data-dir", file])
+        .await
+        .refused(1, &[file, "not a directory"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let data_dir = dir.path().join("data");
+    run(&[
+        "standalone",
+        "--listen",
+        &address,
+        "--data-dir",
+        data_dir.to_str().expect("utf-8 path"),
+    ])
+    .await
+    .refused(1, &[&format!("cannot listen on {address}"), "in use"]);
+}

@@ -173,7 +173,10 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     let names = std::mem::take(&mut services.names);
     let task_health = services.task_health.clone();
-    for name in &names {
+    // Health reports each service and the overall status (the empty name), which only a
+    // node's readiness hold marks down.
+    let statuses: Vec<&'static str> = names.iter().copied().chain([""]).collect();
+    for name in &statuses {
         let status = if task_health.is_down(name) {
             ServingStatus::NotServing
         } else {
@@ -181,7 +184,7 @@ pub async fn serve(
         };
         health.set_service_status(*name, status).await;
     }
-    follow_task_health(&health, &task_health, &names, &shutdown);
+    follow_task_health(&health, &task_health, &statuses, &shutdown);
 
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sneakernet_proto::FILE_DESCRIPTOR_SET)
@@ -259,6 +262,8 @@ pub async fn serve(
     let token = shutdown.token();
     let signal = async move {
         token.cancelled().await;
+        // The overall status stays as it is: the chart's liveness probe asks it while the
+        // node drains.
         for name in &names {
             health_on_shutdown
                 .set_service_status(*name, ServingStatus::NotServing)

@@ -212,6 +212,56 @@ impl Fleet {
         self.kiosks.iter().find(|k| k.site.kiosk_id == kiosk_id)
     }
 
+    /// Waits until every kiosk of the fleet is online in the fleet view (FleetService, as the
+    /// operator of `token`) with an inventory; returns them, or fails after `within` naming
+    /// how many came.
+    pub async fn until_online(
+        &self,
+        channel: &Channel,
+        token: &str,
+        within: Duration,
+    ) -> anyhow::Result<Vec<pb::Kiosk>> {
+        let wanted: Vec<&str> = self.kiosks.iter().map(|k| k.site.kiosk_id).collect();
+        let mut fleet = FleetServiceClient::new(channel.clone());
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let listed = client::call(
+                "list kiosks",
+                fleet.list_kiosks(authed(
+                    pb::ListKiosksRequest {
+                        page_size: 500,
+                        ..Default::default()
+                    },
+                    token,
+                )?),
+            )
+            .await?;
+            let online: Vec<pb::Kiosk> = listed
+                .kiosks
+                .into_iter()
+                .filter(|k| {
+                    k.online
+                        && k.inventory.is_some()
+                        && k.profile
+                            .as_ref()
+                            .is_some_and(|p| wanted.contains(&p.kiosk_id.as_str()))
+                })
+                .collect();
+            if online.len() == wanted.len() {
+                return Ok(online);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "only {} of the {} simulated kiosks came online with an inventory within {}",
+                    online.len(),
+                    wanted.len(),
+                    humantime::format_duration(within)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Stops every agent gracefully (link closed, a running command finished, journal
     /// closed); one that takes longer than ten seconds is left behind with a warning.
     pub async fn stop(self) {
