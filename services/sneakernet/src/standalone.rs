@@ -533,6 +533,7 @@ impl PreparedKiosk {
             auth_url: url.to_owned(),
             gateway_url: url.to_owned(),
             data_dir: self.data_dir.clone(),
+            allow_plaintext: false,
             link: LinkConfig {
                 backoff_initial: Duration::from_millis(200),
                 backoff_max: Duration::from_secs(5),

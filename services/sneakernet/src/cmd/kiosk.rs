@@ -163,12 +163,17 @@ pub async fn credential(
 
 /// The keys of `kiosk.toml` that name the kiosk, its login and the node.
 fn kiosk_toml(kiosk_id: &str, credential_file: &str, url: &str) -> Vec<String> {
-    vec![
+    let mut lines = vec![
         format!("kiosk_id = {kiosk_id:?}"),
         format!("credential_file = {credential_file:?}"),
         format!("auth_url = {url:?}"),
         format!("gateway_url = {url:?}"),
-    ]
+    ];
+    // The agent refuses plaintext beyond loopback unless told; --plaintext said so here.
+    if url.starts_with("http://") && !sneakernet_kiosk_agent::config::is_loopback_url(url) {
+        lines.push("allow_plaintext = true".into());
+    }
+    lines
 }
 
 /// Writes `secret` to `file`, owner-only, replacing it whole.
@@ -434,5 +439,14 @@ mod tests {
         assert_eq!(config.kiosk_id, "K-1");
         assert_eq!(config.credential_file, PathBuf::from("/etc/k \"1\".secret"));
         assert_eq!(config.gateway_url, "http://127.0.0.1:7000");
+        assert!(!config.allow_plaintext);
+
+        let mut remote = kiosk_toml("K-1", "/s", "http://kiosks.example:80").join("\n");
+        remote.push_str("\ndata_dir = \"/var/lib/kiosk\"\n");
+        let config: sneakernet_kiosk_agent::config::AgentConfig =
+            figment::Figment::from(figment::providers::Toml::string(&remote))
+                .extract()
+                .expect("the agent reads them");
+        config.validate().expect("plaintext named as allowed");
     }
 }
