@@ -176,6 +176,7 @@ pub fn simulated_agent_config(
         auth_url: format!("http://{address}"),
         gateway_url: format!("http://{address}"),
         data_dir: dir.join("data"),
+        allow_plaintext: false,
         link: LinkConfig {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),

@@ -477,6 +477,12 @@ async fn command_line_mistakes_are_one_clear_line_with_their_exit_code() {
         .await
         .refused(2, &["no-port"]);
 
+    // No password: no file, no terminal, nothing on standard input: exit 2 naming the flag.
+    nobody
+        .run(&["login", "--email", "ann@example.com"])
+        .await
+        .refused(2, &["--password-file"]);
+
     // Not logged in: exit 3, before anything is dialled.
     nobody
         .run(&["orders"])
@@ -533,4 +539,397 @@ async fn command_line_mistakes_are_one_clear_line_with_their_exit_code() {
         ])
         .await
         .refused(1, &["K-NOPE"]);
+}
+
+/// An operator sets a new kiosk up and tends a bay of a running one, all from the CLI with
+/// `--json`: `kiosk add` keeps the QR secret it made in a file only the operator reads,
+/// `kiosk credential` writes a secret the kiosk can log in with (and a second one revokes
+/// it), `kiosk inventory` prints what the kiosk reports and `kiosk force-eject` opens a bay,
+/// which the next inventory shows empty. A user may do none of it.
+#[tokio::test]
+async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the_cli() {
+    use sneakernet_proto::auth::v1 as auth;
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = test_config(&backend, dir.path());
+        let node = Child::standalone(binary!(), &config, &[])
+            .await
+            .expect("standalone");
+        let operator = User::new(node.address, dir.path());
+        let operator_password = dir.path().join("operator.password");
+        let operator_password = operator_password.to_str().expect("utf-8 path");
+        // Standalone creates its operator after the node listens.
+        until_ok(FLEET_WAIT, || async {
+            operator
+                .run(&[
+                    "login",
+                    "--email",
+                    "operator@sneakernet.example",
+                    "--password-file",
+                    operator_password,
+                ])
+                .await
+        })
+        .await;
+
+        let qr_file = operator.profile.path().join("K-CLI-NEW.qr");
+        let added = operator
+            .run(&[
+                "kiosk",
+                "add",
+                "K-CLI-NEW",
+                "--site",
+                "S-CLI",
+                "--site-name",
+                "CLI corner",
+                "--lat",
+                "52.5",
+                "--lon",
+                "-13.4",
+                "--qr-secret-file",
+                qr_file.to_str().expect("utf-8 path"),
+            ])
+            .await
+            .ok();
+        assert_eq!(
+            added["kiosk"]["profile"]["kioskId"], "K-CLI-NEW",
+            "{backend}"
+        );
+        assert_eq!(added["kiosk"]["profile"]["siteId"], "S-CLI", "{backend}");
+        let qr_secret = std::fs::read(&qr_file).expect("the QR secret is kept");
+        assert_eq!(qr_secret.len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&qr_file)
+                .expect("qr file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+        let shown = operator.run(&["kiosk", "show", "K-CLI-NEW"]).await.ok();
+        assert_eq!(shown["profile"]["siteName"], "CLI corner", "{backend}");
+
+        let credential_file = operator.profile.path().join("K-CLI-NEW.secret");
+        let issued = operator
+            .run(&[
+                "kiosk",
+                "credential",
+                "K-CLI-NEW",
+                "--credential-file",
+                credential_file.to_str().expect("utf-8 path"),
+            ])
+            .await
+            .ok();
+        assert_eq!(issued["kioskId"], "K-CLI-NEW", "{backend}");
+        let secret = std::fs::read_to_string(&credential_file).expect("credential file");
+        let secret = secret.trim_end().to_owned();
+        assert_eq!(issued["secret"], secret.as_str());
+        let mut auth_client =
+            sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient::connect(format!(
+                "http://{}",
+                node.address
+            ))
+            .await
+            .expect("connect");
+        let kiosk_login = |secret: String| auth::KioskLoginRequest {
+            kiosk_id: "K-CLI-NEW".into(),
+            secret,
+        };
+        auth_client
+            .kiosk_login(kiosk_login(secret.clone()))
+            .await
+            .expect("the kiosk logs in with the written secret");
+        // Without --json and a file: the secret and the kiosk.toml keys for the agent.
+        let mut human = vec![
+            "--address",
+            &operator.address,
+            "--profile-dir",
+            operator.profile.path().to_str().expect("utf-8 path"),
+        ];
+        human.extend(["kiosk", "credential", "K-CLI-NEW"]);
+        let printed = run(&human).await;
+        assert_eq!(printed.code, Some(0), "{printed:?}");
+        for key in [
+            "kiosk_id = \"K-CLI-NEW\"",
+            "credential_file = ",
+            "gateway_url = \"http://",
+        ] {
+            assert!(printed.stdout.contains(key), "{key}: {printed:?}");
+        }
+        let status = auth_client
+            .kiosk_login(kiosk_login(secret))
+            .await
+            .expect_err("a new credential revokes the one before");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{backend}");
+
+        // A running kiosk: its inventory, then one bay opened by force.
+        let reported = operator.run(&["kiosk", "inventory", HERE]).await.ok();
+        assert_eq!(reported["state"], "COMMAND_STATE_SUCCEEDED", "{backend}");
+        let bays = reported["result"]["requestInventory"]["inventory"]["bays"]
+            .as_array()
+            .expect("bays")
+            .clone();
+        let full = bays
+            .iter()
+            .find(|b| b["state"] == "BAY_STATE_READY")
+            .unwrap_or_else(|| panic!("{backend}: no ready bay in {reported}"));
+        let bay = full["bayId"].as_str().expect("bay id").to_owned();
+        let item = full["item"]["itemId"].as_str().expect("item id").to_owned();
+        let ejected = operator
+            .run(&["kiosk", "force-eject", HERE, "--bay", &bay])
+            .await
+            .ok();
+        assert_eq!(ejected["result"]["forceEject"]["itemId"], item.as_str());
+        let after = operator.run(&["kiosk", "inventory", HERE]).await.ok();
+        let emptied = after["result"]["requestInventory"]["inventory"]["bays"]
+            .as_array()
+            .expect("bays")
+            .iter()
+            .find(|b| b["bayId"] == bay.as_str())
+            .cloned()
+            .expect("the bay");
+        assert_eq!(emptied["state"], "BAY_STATE_EMPTY", "{backend}: {after}");
+        // A bay the kiosk does not have: the kiosk's refusal, exit 1.
+        operator
+            .run(&["kiosk", "force-eject", HERE, "--bay", "Z99"])
+            .await
+            .refused(1, &["force-eject bay Z99", "FAILED"]);
+        // Bad input is named.
+        operator
+            .run(&[
+                "kiosk",
+                "add",
+                "K NEW",
+                "--site",
+                "S",
+                "--site-name",
+                "S",
+                "--lat",
+                "1",
+                "--lon",
+                "1",
+                "--qr-secret-file",
+                qr_file.to_str().expect("utf-8 path"),
+            ])
+            .await
+            .refused(1, &["add kiosk", "kiosk_id"]);
+        operator
+            .run(&[
+                "kiosk",
+                "add",
+                "K-2",
+                "--site",
+                "S",
+                "--site-name",
+                "S",
+                "--lat",
+                "north",
+            ])
+            .await
+            .refused(2, &["north"]);
+
+        // A user is refused every operator command.
+        let user = User::new(node.address, dir.path());
+        let password = password_file(user.profile.path());
+        user.run(&[
+            "register",
+            "--email",
+            "not-an-operator@example.com",
+            "--password-file",
+            &password,
+        ])
+        .await
+        .ok();
+        user.run(&["kiosk", "credential", "K-CLI-NEW"])
+            .await
+            .refused(1, &["K-CLI-NEW", "PermissionDenied"]);
+        user.run(&["kiosk", "inventory", HERE])
+            .await
+            .refused(1, &["PermissionDenied"]);
+        node.kill().await;
+    }
+}
+
+/// Standalone answers health SERVING (overall and per service) only once its operator, users
+/// and simulated kiosks are ready, and then prints one line saying it is ready, with its
+/// address: when health first says SERVING, and when the line appears, every simulated kiosk
+/// is online.
+#[tokio::test]
+async fn standalone_serves_health_and_says_ready_only_once_its_kiosks_are_online() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    for backend in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = test_config(&backend, dir.path());
+        let data_dir = dir.path().to_str().expect("utf-8 path");
+        let mut command = tokio::process::Command::new(binary!());
+        command
+            .args([
+                "standalone",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data_dir,
+            ])
+            .env("SNEAKERNET_LOG__FILTER", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(url) = &config.database_url {
+            command.env("SNEAKERNET_DATABASE_URL", url).env(
+                "SNEAKERNET_DATABASE_SCHEMA_PREFIX",
+                &config.database_schema_prefix,
+            );
+        }
+        let mut node = command.spawn().expect("standalone runs");
+        let mut lines = tokio::io::BufReader::new(node.stdout.take().expect("stdout")).lines();
+        let next_line = async |lines: &mut tokio::io::Lines<_>| {
+            tokio::time::timeout(FLEET_WAIT, lines.next_line())
+                .await
+                .expect("standalone prints on")
+                .expect("read")
+                .expect("standalone is still running")
+        };
+        let address = loop {
+            let line: String = next_line(&mut lines).await;
+            if let Some((_, address)) = line
+                .strip_prefix("sneakernet: serving ")
+                .and_then(|rest| rest.rsplit_once(" on "))
+            {
+                break address.to_owned();
+            }
+        };
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("the node listens");
+        let mut health = HealthClient::new(channel);
+        let orders = health
+            .check(HealthCheckRequest {
+                service: "sneakernet.orders.v1.OrderService".into(),
+            })
+            .await
+            .expect("health answers")
+            .into_inner()
+            .status;
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        let first = watch.message().await.expect("status").expect("a status");
+        assert_eq!(
+            (orders, first.status),
+            (
+                ServingStatus::NotServing as i32,
+                ServingStatus::NotServing as i32
+            ),
+            "{backend}: serving before the kiosks exist"
+        );
+
+        // The operator is one of what standalone makes ready; once SERVING it logs in.
+        let operator = User::new(&address, dir.path());
+        let operator_password = dir.path().join("operator.password");
+        let every_kiosk_online = async || {
+            operator
+                .run(&[
+                    "login",
+                    "--email",
+                    "operator@sneakernet.example",
+                    "--password-file",
+                    operator_password.to_str().expect("utf-8 path"),
+                ])
+                .await
+                .ok();
+            let listed = operator.run(&["kiosk", "list", "--online"]).await;
+            assert_eq!(listed.code, Some(0), "{listed:?}");
+            let mut online: Vec<String> = listed
+                .json()
+                .iter()
+                .map(|k| k["profile"]["kioskId"].as_str().unwrap_or("?").to_owned())
+                .collect();
+            online.sort();
+            online
+        };
+        let serving = tokio::time::timeout(FLEET_WAIT, async {
+            while let Some(change) = watch.message().await.expect("status") {
+                if change.status == ServingStatus::Serving as i32 {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .expect("SERVING in time");
+        assert!(serving, "{backend}: the health watch ended");
+        let all = vec![
+            "K-BER-ALEX".to_owned(),
+            "K-BER-HBF".to_owned(),
+            "K-BER-OSTKREUZ".to_owned(),
+        ];
+        assert_eq!(every_kiosk_online().await, all, "{backend}: at SERVING");
+
+        let ready = loop {
+            let line: String = next_line(&mut lines).await;
+            if line.starts_with("sneakernet: ready") {
+                break line;
+            }
+        };
+        assert!(ready.contains(&address), "{backend}: {ready}");
+        assert!(ready.contains("3 simulated kiosks online"), "{ready}");
+        assert_eq!(
+            health
+                .check(HealthCheckRequest {
+                    service: "sneakernet.orders.v1.OrderService".into(),
+                })
+                .await
+                .expect("health answers")
+                .into_inner()
+                .status,
+            ServingStatus::Serving as i32
+        );
+        node.kill().await.expect("kill standalone");
+    }
+}
+
+/// What keeps a node from starting is one line naming it, and a non-zero exit: a data
+/// directory that cannot be written or is a file, a listen address already in use.
+#[tokio::test]
+async fn start_up_mistakes_are_one_line_naming_the_path_or_address() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // /sys refuses new files even to root (tests may run as root, which ignores modes).
+    #[cfg(target_os = "linux")]
+    run(&[
+        "standalone",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        "/sys",
+    ])
+    .await
+    .refused(1, &["data directory /sys", "not writable"]);
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("file");
+    let file = file.to_str().expect("utf-8 path");
+    run(&["standalone", "--listen", "127.0.0.1:0", "--data-dir", file])
+        .await
+        .refused(1, &[file, "not a directory"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let data_dir = dir.path().join("data");
+    run(&[
+        "standalone",
+        "--listen",
+        &address,
+        "--data-dir",
+        data_dir.to_str().expect("utf-8 path"),
+    ])
+    .await
+    .refused(1, &[&format!("cannot listen on {address}"), "in use"]);
 }

@@ -29,6 +29,11 @@ pub struct AgentConfig {
     /// Directory of the agent's durable state: the command journal (`journal.db`) and the
     /// simulator's bays (`simulator.json`, `sim-inbox/`). Created if missing.
     pub data_dir: PathBuf,
+    /// `allow_plaintext`: true lets `auth_url`, `gateway_url` and `content.url` be `http://`
+    /// to a host beyond loopback. Default false: the kiosk's secret and tokens would cross
+    /// the network unencrypted, so only `https://` may leave the machine unless told.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// How the link to the gateway reconnects.
     #[serde(default)]
     pub link: LinkConfig,
@@ -264,6 +269,11 @@ impl AgentConfig {
                     "`{key}` {url:?} must start with http:// or https://"
                 ));
             }
+            if url.starts_with("http://") && !self.allow_plaintext && !is_loopback_url(url) {
+                return Err(format!(
+                    "`{key}` {url:?} is plaintext to a host beyond loopback, which would send the kiosk's secret unencrypted: use https://, or set `allow_plaintext = true` for a network you trust"
+                ));
+            }
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err("`data_dir` must not be empty".into());
@@ -407,6 +417,22 @@ impl SimItemConfig {
     }
 }
 
+/// Whether `url`'s host is this machine: `localhost` or a loopback address. A URL that does
+/// not parse is not loopback.
+pub fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<tonic::transport::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn is_kiosk_id(id: &str) -> bool {
     sneakernet_proto::ids::KioskId::parse(id).is_ok()
 }
@@ -425,7 +451,7 @@ pub fn is_item_id(id: &str) -> bool {
 mod tests {
     use super::*;
 
-    const BASE: &str = "kiosk_id = \"K-1\"\ncredential_file = \"/s\"\nauth_url = \"http://a:1\"\ngateway_url = \"http://g:1\"\ndata_dir = \"/var/lib/agent\"\n";
+    const BASE: &str = "kiosk_id = \"K-1\"\ncredential_file = \"/s\"\nauth_url = \"http://a:1\"\ngateway_url = \"http://g:1\"\ndata_dir = \"/var/lib/agent\"\nallow_plaintext = true\n";
 
     fn write(dir: &Path, text: &str) -> PathBuf {
         let file = dir.join("agent.toml");
@@ -513,6 +539,48 @@ mod tests {
             ))
             .contains("link.backoff_max")
         );
+    }
+
+    #[test]
+    fn plaintext_beyond_loopback_is_refused_unless_allowed() {
+        let strict = BASE.replace("allow_plaintext = true\n", "");
+        // Every other address is https, so the refusal is about the one under test.
+        let secure = strict
+            .replace("http://a:1", "https://a:1")
+            .replace("http://g:1", "https://g:1");
+        for (from, to, key) in [
+            ("https://g:1", "http://gateway.example:443", "gateway_url"),
+            ("https://a:1", "http://10.0.0.7:50051", "auth_url"),
+            ("https://g:1", "http://[2001:db8::1]:1", "gateway_url"),
+        ] {
+            let message = error_of(&secure.replace(from, to));
+            assert!(message.contains(key), "{key} not in {message}");
+            assert!(message.contains("allow_plaintext"), "{message}");
+        }
+        let content = format!(
+            "{}[content]\nurl = \"http://content.example:1\"\n",
+            strict
+                .replace("http://a:1", "https://a:1")
+                .replace("http://g:1", "https://g:1")
+        );
+        assert!(error_of(&content).contains("content.url"));
+        // The content service defaults to the gateway's address, and is judged as it.
+        assert!(error_of(&strict.replace("http://a:1", "https://a:1")).contains("gateway_url"));
+
+        let dir = tempfile::tempdir().unwrap();
+        for (auth, gateway) in [
+            ("http://127.0.0.1:1", "http://localhost:2"),
+            ("http://[::1]:1", "http://127.8.9.10:2"),
+            ("https://a.example:1", "https://g.example:2"),
+        ] {
+            let text = strict
+                .replace("http://a:1", auth)
+                .replace("http://g:1", gateway);
+            AgentConfig::load(&write(dir.path(), &text))
+                .unwrap_or_else(|e| panic!("{auth} {gateway}: {e}"));
+        }
+        let allowed = AgentConfig::load(&write(dir.path(), BASE)).unwrap();
+        assert!(allowed.allow_plaintext);
     }
 
     #[test]

@@ -303,6 +303,7 @@ mod tests {
             auth_url: "http://127.0.0.1:9".into(),
             gateway_url: "http://127.0.0.1:9".into(),
             data_dir: dir.path().join("data"),
+            allow_plaintext: false,
             link: LinkConfig::default(),
             simulation: Some(SimulationConfig {
                 bays: vec![SimBayConfig {

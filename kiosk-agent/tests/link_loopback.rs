@@ -194,6 +194,7 @@ async fn lend_over_the_link_is_executed_once_and_replayed_until_receipted() {
         auth_url: format!("http://{address}"),
         gateway_url: format!("http://{address}"),
         data_dir: dir.path().join("data"),
+        allow_plaintext: false,
         link: LinkConfig {
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
@@ -369,6 +370,7 @@ fn config_for(
         auth_url: format!("http://{address}"),
         gateway_url: format!("http://{address}"),
         data_dir: dir.join("data"),
+        allow_plaintext: false,
         link,
         simulation: Some(SimulationConfig {
             bays: vec![

@@ -173,7 +173,10 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     let names = std::mem::take(&mut services.names);
     let task_health = services.task_health.clone();
-    for name in &names {
+    // Health reports each service and the overall status (the empty name), which only a
+    // node's readiness hold marks down.
+    let statuses: Vec<&'static str> = names.iter().copied().chain([""]).collect();
+    for name in &statuses {
         let status = if task_health.is_down(name) {
             ServingStatus::NotServing
         } else {
@@ -181,7 +184,7 @@ pub async fn serve(
         };
         health.set_service_status(*name, status).await;
     }
-    follow_task_health(&health, &task_health, &names, &shutdown);
+    follow_task_health(&health, &task_health, &statuses, &shutdown);
 
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sneakernet_proto::FILE_DESCRIPTOR_SET)
@@ -217,7 +220,7 @@ pub async fn serve(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
-        }))
+        }).on_failure(log_failure))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(GrpcMetricsLayer::new(
             names.iter().copied().chain(INFRASTRUCTURE_SERVICES),
@@ -259,6 +262,8 @@ pub async fn serve(
     let token = shutdown.token();
     let signal = async move {
         token.cancelled().await;
+        // The overall status stays as it is: the chart's liveness probe asks it while the
+        // node drains.
         for name in &names {
             health_on_shutdown
                 .set_service_status(*name, ServingStatus::NotServing)
@@ -313,6 +318,55 @@ fn follow_task_health(
     });
 }
 
+/// Whether a call that ended with `code` was refused because of what the client sent or may
+/// do (the product working as specified), not because of something an operator must act on.
+pub fn is_client_error(code: tonic::Code) -> bool {
+    use tonic::Code as C;
+    matches!(
+        code,
+        C::Cancelled
+            | C::InvalidArgument
+            | C::NotFound
+            | C::AlreadyExists
+            | C::PermissionDenied
+            | C::ResourceExhausted
+            | C::FailedPrecondition
+            | C::Aborted
+            | C::OutOfRange
+            | C::Unauthenticated
+    )
+}
+
+/// Logs a failed call (inside its `grpc` span): a client's refusal (NO_DEPOSIT, a bad field,
+/// an expired token) at DEBUG, since an expected refusal at ERROR buried what matters; what
+/// an operator must act on (INTERNAL, UNKNOWN, DATA_LOSS, UNAVAILABLE, DEADLINE_EXCEEDED,
+/// UNIMPLEMENTED, a transport error) at ERROR.
+fn log_failure(
+    failure: tower_http::classify::GrpcFailureClass,
+    latency: Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::GrpcFailureClass;
+    match failure {
+        GrpcFailureClass::Status(status) => log_status(
+            tonic::Code::from_i32(status.code_raw()),
+            status.message().unwrap_or_default(),
+            latency,
+        ),
+        GrpcFailureClass::Error(error) => tracing::error!(%error, ?latency, "call failed"),
+        other => tracing::error!(failure = %other, ?latency, "call failed"),
+    }
+}
+
+/// [`log_failure`] for a call that ended with a status.
+fn log_status(code: tonic::Code, message: &str, latency: Duration) {
+    if is_client_error(code) {
+        tracing::debug!(?code, message, ?latency, "call refused");
+    } else {
+        tracing::error!(?code, message, ?latency, "call failed");
+    }
+}
+
 async fn load_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
     let error = |reason: String| ServeError::Tls {
         cert: tls.cert.display().to_string(),
@@ -347,5 +401,95 @@ mod plaintext_tests {
         assert!(!plaintext_beyond_loopback(at("127.0.0.1:50051"), false));
         assert!(!plaintext_beyond_loopback(at("[::1]:50051"), false));
         assert!(!plaintext_beyond_loopback(at("0.0.0.0:50051"), true));
+    }
+}
+
+#[cfg(test)]
+mod failure_log_tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tower_http::classify::GrpcFailureClass;
+
+    use super::{is_client_error, log_failure, log_status};
+
+    /// The lines `log` writes, at DEBUG and above.
+    fn logged(log: impl FnOnce()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Writer(writer.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = buffer.lock().expect("buffer").clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn status(code: tonic::Code) -> String {
+        logged(|| log_status(code, "why", Duration::from_millis(3)))
+    }
+
+    #[test]
+    fn a_clients_refusal_is_debug_and_a_server_fault_is_error() {
+        let refused = status(tonic::Code::FailedPrecondition);
+        assert!(refused.contains("DEBUG"), "{refused}");
+        assert!(refused.contains("FailedPrecondition"), "{refused}");
+        for fault in [tonic::Code::Internal, tonic::Code::Unavailable] {
+            let failed = status(fault);
+            assert!(failed.contains("ERROR"), "{failed}");
+        }
+        let transport = logged(|| {
+            log_failure(
+                GrpcFailureClass::Error("connection reset".into()),
+                Duration::from_millis(3),
+                &tracing::Span::none(),
+            )
+        });
+        assert!(transport.contains("ERROR") && transport.contains("connection reset"));
+    }
+
+    #[test]
+    fn every_code_is_classed_once() {
+        use tonic::Code as C;
+        let client = [
+            C::Cancelled,
+            C::InvalidArgument,
+            C::NotFound,
+            C::AlreadyExists,
+            C::PermissionDenied,
+            C::ResourceExhausted,
+            C::FailedPrecondition,
+            C::Aborted,
+            C::OutOfRange,
+            C::Unauthenticated,
+        ];
+        let server = [
+            C::Unknown,
+            C::DeadlineExceeded,
+            C::Unimplemented,
+            C::Internal,
+            C::Unavailable,
+            C::DataLoss,
+        ];
+        assert!(client.iter().all(|c| is_client_error(*c)));
+        assert!(server.iter().all(|c| !is_client_error(*c)));
+        assert_eq!(client.len() + server.len(), 16, "every code but OK");
     }
 }

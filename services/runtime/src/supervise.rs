@@ -46,7 +46,10 @@ impl TaskHealth {
         Self::default()
     }
 
-    fn set(&self, task: &'static str, services: &[&'static str], down: bool) {
+    /// Marks `task` down (or up again) for `services`; a service is NOT_SERVING while any task
+    /// of it is down. Supervised tasks mark themselves; a node marks a readiness hold (the
+    /// empty name `""` is the server's overall status).
+    pub fn set(&self, task: &'static str, services: &[&'static str], down: bool) {
         self.down.send_if_modified(|set| {
             let mut changed = false;
             for service in services {

@@ -183,10 +183,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve { role } => {
+            if config.database_url.is_none() {
+                usable_data_dir(&config.data_dir, "data_dir")?;
+            }
             init_tracing(&config)?;
             serve(config, &role).await
         }
         Command::Migrate { role } => {
+            if config.database_url.is_none() {
+                usable_data_dir(&config.data_dir, "data_dir")?;
+            }
             init_tracing(&config)?;
             migrate(&config, &role).await
         }
@@ -201,6 +207,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(dir) = data_dir {
                 config.data_dir = dir;
             }
+            usable_data_dir(&config.data_dir, "--data-dir or data_dir")?;
             init_tracing(&config)?;
             run_standalone(config, !without_kiosks).await
         }
@@ -266,6 +273,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Makes `dir` (the data directory, set by `key`) if it is missing and proves it writable,
+/// so a wrong one is one line naming it before anything starts (SQLite's own error says
+/// only "unable to open database file").
+fn usable_data_dir(dir: &std::path::Path, key: &str) -> anyhow::Result<()> {
+    let shown = dir.display();
+    if dir.exists() && !dir.is_dir() {
+        bail!("data directory {shown} ({key}) is not a directory");
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {shown} ({key}): {e}"))?;
+    let probe = dir.join(format!(".sneakernet-write-test-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            // The probe proved what it had to; a leftover is harmless and named as such.
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => bail!("data directory {shown} ({key}) is not writable: {e}"),
+    }
+}
+
 fn init_tracing(config: &Config) -> anyhow::Result<()> {
     sneakernet_runtime::telemetry::init_tracing(&config.log).map_err(anyhow::Error::msg)
 }
@@ -312,11 +344,16 @@ fn announce(config: &Config, roles: &[NodeRole], address: SocketAddr) {
 }
 
 /// Every role, then (unless told otherwise) the simulated fleet, until a signal; the kiosks
-/// stop before the node drains.
+/// stop before the node drains. Health says NOT_SERVING until the fleet's kiosks are online
+/// (its accounts exist before them), then one line says the node is ready.
 async fn run_standalone(config: Config, with_kiosks: bool) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();
-    let node = node::start(config.clone(), &NodeRole::ALL, shutdown.clone(), None).await?;
+    let held = node::StartOptions {
+        held_until_ready: true,
+    };
+    let node =
+        node::start_with(config.clone(), &NodeRole::ALL, shutdown.clone(), None, held).await?;
     announce(&config, &NodeRole::ALL, node.address);
     let fleet = if !with_kiosks {
         None
@@ -347,12 +384,75 @@ async fn run_standalone(config: Config, with_kiosks: bool) -> anyhow::Result<()>
     if let Some(fleet) = &fleet {
         print_fleet(fleet, node.address);
     }
+    let online = tokio::select! {
+        online = fleet_online(fleet.as_ref(), node.address) => Some(online),
+        () = shutdown.triggered() => None,
+    };
+    match online {
+        Some(Ok(kiosks)) => {
+            node.ready();
+            let address = crate::client::loopback(node.address);
+            match kiosks {
+                Some(count) => {
+                    println!("sneakernet: ready on {address}: {count} simulated kiosks online")
+                }
+                None => println!("sneakernet: ready on {address}"),
+            }
+        }
+        Some(Err(error)) => {
+            if let Some(fleet) = fleet {
+                fleet.stop().await;
+            }
+            node.stop();
+            if let Err(stop) = node.wait().await {
+                tracing::warn!(error = %stop, "node stopped with an error");
+            }
+            return Err(error.context("the simulated kiosks did not come online"));
+        }
+        None => {}
+    }
     shutdown.triggered().await;
     if let Some(fleet) = fleet {
         fleet.stop().await;
     }
     node.wait().await?;
     Ok(())
+}
+
+/// How long the simulated kiosks may take to come online before standalone says it still
+/// waits (health stays NOT_SERVING meanwhile).
+const FLEET_ONLINE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until every kiosk of `fleet` is online (as its operator sees the fleet); the number
+/// of kiosks, or `None` without a fleet (or one whose kiosks orders cannot register). Says
+/// once, on standard output, when they take longer than [`FLEET_ONLINE_PATIENCE`].
+async fn fleet_online(fleet: Option<&Fleet>, address: SocketAddr) -> anyhow::Result<Option<usize>> {
+    let Some(fleet) = fleet.filter(|f| f.registered_with_orders) else {
+        return Ok(None);
+    };
+    let url = format!("http://{}", crate::client::loopback(address));
+    let channel = crate::client::channel(&url)?;
+    let password = standalone::read_password(&fleet.accounts.operator_password_file).await?;
+    let mut said = false;
+    loop {
+        // Each round logs in afresh: a long wait outlives an access token.
+        let token = crate::client::login(&channel, &fleet.accounts.operator_email, &password)
+            .await
+            .context("the standalone operator cannot log in")?;
+        match fleet
+            .until_online(&channel, &token, FLEET_ONLINE_PATIENCE)
+            .await
+        {
+            Ok(kiosks) => return Ok(Some(kiosks.len())),
+            Err(error) if !said => {
+                println!(
+                    "sneakernet: not ready yet: {error:#}; health says NOT_SERVING until they are"
+                );
+                said = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// How a person logs in and finds the kiosks.

@@ -14,6 +14,7 @@ use sneakernet_runtime::config::Config;
 use sneakernet_runtime::db::{DbOpenError, open_and_migrate};
 use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};
 use sneakernet_runtime::server::GrpcServices;
+use sneakernet_runtime::supervise::TaskHealth;
 use sneakernet_runtime::{Shutdown, TokenVerifier};
 use tokio::task::JoinHandle;
 
@@ -115,6 +116,22 @@ pub struct Node {
     shutdown: Shutdown,
     grace: std::time::Duration,
     server: JoinHandle<Result<(), StartError>>,
+    /// Where [`Node::ready`] lifts a readiness hold.
+    task_health: TaskHealth,
+    /// The health names a readiness hold keeps NOT_SERVING (empty without a hold).
+    held: Vec<&'static str>,
+}
+
+/// The name a readiness hold is marked under in [`TaskHealth`].
+const READINESS_HOLD: &str = "node-readiness";
+
+/// How [`start_with`] starts a node beyond [`start`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartOptions {
+    /// Health reports NOT_SERVING, for every service and overall, until [`Node::ready`]:
+    /// standalone serves its own simulated kiosks on the node before it is ready for anyone
+    /// else.
+    pub held_until_ready: bool,
 }
 
 /// Starts `roles` (deduplicated, auth first) on `config.listen`. Fails before serving anything
@@ -124,6 +141,17 @@ pub async fn start(
     roles: &[NodeRole],
     shutdown: Shutdown,
     clock: Option<SharedClock>,
+) -> Result<Node, StartError> {
+    start_with(config, roles, shutdown, clock, StartOptions::default()).await
+}
+
+/// [`start`] with `options`.
+pub async fn start_with(
+    config: Config,
+    roles: &[NodeRole],
+    shutdown: Shutdown,
+    clock: Option<SharedClock>,
+    options: StartOptions,
 ) -> Result<Node, StartError> {
     // Before any role builds a TLS client (remote keys, the gateway) or the TLS listener.
     sneakernet_runtime::tls::install_crypto_provider();
@@ -174,6 +202,15 @@ pub async fn start(
         shutdown.wait(ctx.config.shutdown_grace).await;
         return Err(error);
     }
+    let task_health = services.task_health();
+    let held = if options.held_until_ready {
+        // Before the server reads health: nothing is SERVING until the hold is lifted.
+        let held: Vec<&'static str> = services.names().iter().copied().chain([""]).collect();
+        task_health.set(READINESS_HOLD, &held, true);
+        held
+    } else {
+        Vec::new()
+    };
     tracing::info!(%address, roles = ?roles.iter().map(ToString::to_string).collect::<Vec<_>>(), "node started");
     let verifier = ctx.verifier.clone();
     let grace = ctx.config.shutdown_grace;
@@ -199,10 +236,18 @@ pub async fn start(
         shutdown,
         grace,
         server,
+        task_health,
+        held,
     })
 }
 
 impl Node {
+    /// Lifts the readiness hold of [`StartOptions::held_until_ready`]: health reports SERVING
+    /// (unless a supervised task is down). Without a hold, nothing changes.
+    pub fn ready(&self) {
+        self.task_health.set(READINESS_HOLD, &self.held, false);
+    }
+
     /// Starts shutdown.
     pub fn stop(&self) {
         self.shutdown.trigger();

@@ -176,6 +176,7 @@ mod tests {
                 auth_url: "http://127.0.0.1:1".into(),
                 gateway_url: "http://127.0.0.1:1".into(),
                 data_dir: "kiosk".into(),
+                allow_plaintext: false,
                 link: LinkConfig::default(),
                 simulation: Some(SimulationConfig {
                     bays,

@@ -212,6 +212,56 @@ impl Fleet {
         self.kiosks.iter().find(|k| k.site.kiosk_id == kiosk_id)
     }
 
+    /// Waits until every kiosk of the fleet is online in the fleet view (FleetService, as the
+    /// operator of `token`) with an inventory; returns them, or fails after `within` naming
+    /// how many came.
+    pub async fn until_online(
+        &self,
+        channel: &Channel,
+        token: &str,
+        within: Duration,
+    ) -> anyhow::Result<Vec<pb::Kiosk>> {
+        let wanted: Vec<&str> = self.kiosks.iter().map(|k| k.site.kiosk_id).collect();
+        let mut fleet = FleetServiceClient::new(channel.clone());
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let listed = client::call(
+                "list kiosks",
+                fleet.list_kiosks(authed(
+                    pb::ListKiosksRequest {
+                        page_size: 500,
+                        ..Default::default()
+                    },
+                    token,
+                )?),
+            )
+            .await?;
+            let online: Vec<pb::Kiosk> = listed
+                .kiosks
+                .into_iter()
+                .filter(|k| {
+                    k.online
+                        && k.inventory.is_some()
+                        && k.profile
+                            .as_ref()
+                            .is_some_and(|p| wanted.contains(&p.kiosk_id.as_str()))
+                })
+                .collect();
+            if online.len() == wanted.len() {
+                return Ok(online);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "only {} of the {} simulated kiosks came online with an inventory within {}",
+                    online.len(),
+                    wanted.len(),
+                    humantime::format_duration(within)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Stops every agent gracefully (link closed, a running command finished, journal
     /// closed); one that takes longer than ten seconds is left behind with a warning.
     pub async fn stop(self) {
@@ -483,6 +533,7 @@ impl PreparedKiosk {
             auth_url: url.to_owned(),
             gateway_url: url.to_owned(),
             data_dir: self.data_dir.clone(),
+            allow_plaintext: false,
             link: LinkConfig {
                 backoff_initial: Duration::from_millis(200),
                 backoff_max: Duration::from_secs(5),
@@ -739,7 +790,7 @@ pub(crate) async fn read_password(file: &Path) -> anyhow::Result<String> {
 }
 
 /// The QR secret in `file`, made (random, owner-only) when the file does not exist.
-async fn qr_secret_in(file: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn qr_secret_in(file: &Path) -> anyhow::Result<Vec<u8>> {
     if tokio::fs::try_exists(file).await.unwrap_or(false) {
         let secret = tokio::fs::read(file)
             .await
@@ -777,7 +828,7 @@ pub async fn read_qr_secret(data_dir: &Path, kiosk_id: &str) -> anyhow::Result<V
 
 /// Writes `bytes` to `file` readable and writable by the owner only (on Unix), replacing it
 /// atomically: a crash leaves the old file or the new one.
-async fn write_private(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) async fn write_private(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -1,6 +1,6 @@
 //! The account: `register`, `login`, `logout`, `deposit pay|refund`.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -12,9 +12,9 @@ use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::order_service_client::OrderServiceClient;
 use tonic_types::StatusExt;
 
-use super::Client;
 use super::output::{self, money};
 use super::profile::StoredLogin;
+use super::{Client, exit};
 
 /// Who logs in or registers.
 #[derive(Clone, Debug, clap::Args)]
@@ -22,8 +22,9 @@ pub struct Credentials {
     /// The account's email.
     #[arg(long)]
     pub email: String,
-    /// File holding the password (first line); without it, the first line of standard input.
-    /// Never a flag value, which every user of the machine could read in the process list.
+    /// File holding the password (first line); without it, a prompt on a terminal, else the
+    /// first line of standard input. Never a flag value, which every user of the machine
+    /// could read in the process list.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 }
@@ -58,19 +59,69 @@ pub enum DepositAction {
     },
 }
 
-/// Reads the password from `file`, or else the first line of standard input.
-fn password(credentials: &Credentials) -> anyhow::Result<String> {
-    match &credentials.password_file {
-        Some(file) => Ok(sneakernet_auth::read_secret_file(file)?),
-        None => {
+/// Reads the password from `--password-file`; else, on a terminal, asks for it without echo
+/// (twice for a new account); else from the first line of standard input. Nothing at all is
+/// a usage mistake (exit 2) naming `--password-file`.
+fn password(credentials: &Credentials, new_account: bool) -> anyhow::Result<String> {
+    if let Some(file) = &credentials.password_file {
+        return Ok(sneakernet_auth::read_secret_file(file)?);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        password_from(
+            &credentials.email,
+            new_account,
+            Source::Terminal(&|prompt| rpassword::prompt_password(prompt)),
+        )
+    } else {
+        password_from(
+            &credentials.email,
+            new_account,
+            Source::Lines(&mut stdin.lock()),
+        )
+    }
+}
+
+/// Where a password not in a file comes from.
+enum Source<'a> {
+    /// A prompt on the terminal (shows the text, reads without echo).
+    Terminal(&'a dyn Fn(&str) -> std::io::Result<String>),
+    /// Standard input that is not a terminal: its first line.
+    Lines(&'a mut dyn BufRead),
+}
+
+fn password_from(email: &str, new_account: bool, source: Source<'_>) -> anyhow::Result<String> {
+    let no_password = || {
+        exit::usage(
+            "no password given: pass --password-file FILE, type it at a terminal, or write it on standard input",
+        )
+    };
+    match source {
+        Source::Terminal(prompt) => {
+            let first = prompt(&format!("password for {email}: "))
+                .context("cannot read the password from the terminal")?;
+            if first.is_empty() {
+                return Err(no_password());
+            }
+            if new_account {
+                let again = prompt("the same password again: ")
+                    .context("cannot read the password from the terminal")?;
+                if again != first {
+                    return Err(exit::usage(
+                        "the two passwords differ; nothing was registered",
+                    ));
+                }
+            }
+            Ok(first)
+        }
+        Source::Lines(lines) => {
             let mut line = String::new();
-            std::io::stdin()
-                .lock()
+            lines
                 .read_line(&mut line)
                 .context("cannot read the password from standard input")?;
             let line = line.trim_end_matches(['\n', '\r']).to_owned();
             if line.is_empty() {
-                bail!("no password given: pass --password-file or write it on standard input");
+                return Err(no_password());
             }
             Ok(line)
         }
@@ -83,7 +134,7 @@ pub async fn sign_in(
     credentials: &Credentials,
     new_account: bool,
 ) -> anyhow::Result<()> {
-    let password = password(credentials)?;
+    let password = password(credentials, new_account)?;
     let target = client.target()?;
     let mut auth_client = AuthServiceClient::new(target.channel.clone());
     let email = credentials.email.clone();
@@ -307,4 +358,62 @@ async fn deposit_asked(
         minor_units,
         currency,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terminal_answering(answers: &[&str]) -> impl Fn(&str) -> std::io::Result<String> {
+        let answers = std::sync::Mutex::new(
+            answers
+                .iter()
+                .rev()
+                .map(|a| (*a).to_owned())
+                .collect::<Vec<_>>(),
+        );
+        move |_prompt: &str| {
+            Ok(answers
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .pop()
+                .unwrap_or_default())
+        }
+    }
+
+    #[test]
+    fn a_terminal_is_asked_once_for_a_login_and_twice_for_a_new_account() {
+        let login = terminal_answering(&["secret words"]);
+        assert_eq!(
+            password_from("a@example.com", false, Source::Terminal(&login)).unwrap(),
+            "secret words"
+        );
+        let register = terminal_answering(&["secret words", "secret words"]);
+        assert_eq!(
+            password_from("a@example.com", true, Source::Terminal(&register)).unwrap(),
+            "secret words"
+        );
+        let typo = terminal_answering(&["secret words", "secret wrods"]);
+        let error = password_from("a@example.com", true, Source::Terminal(&typo)).unwrap_err();
+        assert_eq!(exit::code_of(&error), exit::USAGE);
+        assert!(error.to_string().contains("differ"), "{error}");
+    }
+
+    #[test]
+    fn no_password_anywhere_is_a_usage_mistake_naming_the_flag() {
+        let empty = terminal_answering(&[""]);
+        let mut nothing: &[u8] = b"";
+        let mut piped: &[u8] = b"piped words\nmore\n";
+        for error in [
+            password_from("a@example.com", false, Source::Terminal(&empty)).unwrap_err(),
+            password_from("a@example.com", false, Source::Lines(&mut nothing)).unwrap_err(),
+        ] {
+            assert_eq!(exit::code_of(&error), exit::USAGE);
+            assert!(error.to_string().contains("--password-file"), "{error}");
+        }
+        assert_eq!(
+            password_from("a@example.com", true, Source::Lines(&mut piped)).unwrap(),
+            "piped words"
+        );
+    }
 }

@@ -51,6 +51,8 @@ pub struct ClientFlags {
 pub struct Target {
     /// The address as given (or defaulted), for messages and as the login's key.
     pub address: String,
+    /// The URL dialled (`http://` or `https://`), for configuration a kiosk copies.
+    pub url: String,
     /// The channel; nothing is dialled until the first call.
     pub channel: Channel,
 }
@@ -84,6 +86,7 @@ impl Target {
         }
         Ok(Self {
             address,
+            url,
             channel: endpoint.connect_lazy(),
         })
     }

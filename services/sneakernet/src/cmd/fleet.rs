@@ -1,5 +1,6 @@
-//! Operator commands on the logged-in operator's session: `kiosk list|show`, `pricing set`,
-//! `events follow`.
+//! Operator commands on the logged-in operator's session: `kiosk list|show` (and the
+//! dispatch of [`super::kiosk`]'s `kiosk add|credential|force-eject|inventory`), `pricing
+//! set`, `events follow`.
 
 use std::time::Duration;
 
@@ -30,6 +31,45 @@ pub enum KioskAction {
     Show {
         /// The kiosk's id.
         kiosk_id: String,
+    },
+    /// Register a kiosk, or update where it stands and its QR secret
+    /// (FleetService.RegisterKiosk); then `kiosk credential` for its agent's login.
+    Add {
+        /// The kiosk's id (1 to 64 of A-Z, a-z, 0-9, "-", "_"), as its QR code names it.
+        kiosk_id: String,
+        /// Where it stands and its QR secret.
+        #[command(flatten)]
+        placement: super::kiosk::Placement,
+    },
+    /// Issue the kiosk agent's login credential (AuthService.IssueKioskCredential; an earlier
+    /// one stops working) and print the `kiosk.toml` keys that use it.
+    Credential {
+        /// The kiosk's id.
+        kiosk_id: String,
+        /// Write the secret to this file (readable by you only) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        credential_file: Option<std::path::PathBuf>,
+    },
+    /// Open one bay whatever it holds (DeviceCommandService.ForceEject): maintenance, a stuck
+    /// item. Waits for the kiosk's result (at most the command's 5-minute deadline).
+    ForceEject {
+        /// The kiosk's id.
+        kiosk_id: String,
+        /// The bay to open, e.g. A03.
+        #[arg(long)]
+        bay: String,
+        /// Return once the command is logged, without waiting for the kiosk.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Ask the kiosk to report every bay (DeviceCommandService.RequestInventory) and print
+    /// its answer (at most the command's 5-minute deadline).
+    Inventory {
+        /// The kiosk's id.
+        kiosk_id: String,
+        /// Return once the command is logged, without waiting for the kiosk.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -84,89 +124,115 @@ pub enum PricingAction {
     },
 }
 
-/// `kiosk list|show`.
+/// `kiosk list|show|add|credential|force-eject|inventory`.
 pub async fn kiosk(client: &Client, action: KioskAction) -> anyhow::Result<()> {
-    let (target, token) = client.logged_in().await?;
-    let mut fleet = FleetServiceClient::new(target.channel.clone());
+    use super::kiosk;
     match action {
-        KioskAction::List { site, online } => {
-            let mut page_token = String::new();
-            loop {
-                let page = target
-                    .call(
-                        "list kiosks",
-                        fleet.list_kiosks(authed(
-                            pb::ListKiosksRequest {
-                                page_size: 500,
-                                page_token: page_token.clone(),
-                                site_id: site.clone().unwrap_or_default(),
-                                online_only: online,
-                            },
-                            &token,
-                        )?),
-                    )
-                    .await?;
-                for kiosk in &page.kiosks {
-                    let value = output::json("sneakernet.orders.v1.Kiosk", kiosk)?;
-                    client.output.print(value, || vec![kiosk_line(kiosk)]);
-                }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-        }
-        KioskAction::Show { kiosk_id } => {
-            let kiosk = target
-                .call(
-                    &format!("show kiosk {kiosk_id}"),
-                    fleet.get_kiosk(authed(pb::GetKioskRequest { kiosk_id }, &token)?),
-                )
-                .await?
-                .kiosk
-                .context("the answer carries no kiosk")?;
-            let value = output::json("sneakernet.orders.v1.Kiosk", &kiosk)?;
-            client.output.print(value, || {
-                let mut lines = vec![kiosk_line(&kiosk)];
-                if let Some(p) = &kiosk.profile {
-                    let (lat, lon) = p
-                        .location
-                        .as_ref()
-                        .map(|l| (l.latitude, l.longitude))
-                        .unwrap_or_default();
-                    lines.push(format!(
-                        "    site {} at {lat}, {lon}; agent {}; last seen {}",
-                        p.site_id,
-                        if kiosk.agent_version.is_empty() {
-                            "-"
-                        } else {
-                            &kiosk.agent_version
-                        },
-                        time(kiosk.last_seen_at.as_ref())
-                    ));
-                }
-                if let Some(inventory) = &kiosk.inventory {
-                    for line in &inventory.lines {
-                        lines.push(format!(
-                            "    {}: {} ready, {} pinned, {} busy, {} quarantined",
-                            output::item_type(line.item_type.as_ref(), ""),
-                            line.ready,
-                            line.pinned,
-                            line.busy,
-                            line.quarantined
-                        ));
-                    }
-                    lines.push(format!(
-                        "    {} empty bays, {} faulty; reported {}",
-                        inventory.empty_bays,
-                        inventory.faulty_bays,
-                        time(inventory.reported_at.as_ref())
-                    ));
-                }
-                lines
-            });
+        KioskAction::List { site, online } => list(client, site, online).await,
+        KioskAction::Show { kiosk_id } => show(client, kiosk_id).await,
+        KioskAction::Add {
+            kiosk_id,
+            placement,
+        } => kiosk::add(client, kiosk_id, placement).await,
+        KioskAction::Credential {
+            kiosk_id,
+            credential_file,
+        } => kiosk::credential(client, kiosk_id, credential_file).await,
+        KioskAction::ForceEject {
+            kiosk_id,
+            bay,
+            no_wait,
+        } => kiosk::force_eject(client, kiosk_id, bay, !no_wait).await,
+        KioskAction::Inventory { kiosk_id, no_wait } => {
+            kiosk::inventory(client, kiosk_id, !no_wait).await
         }
     }
+}
+
+/// `kiosk list`.
+async fn list(client: &Client, site: Option<String>, online: bool) -> anyhow::Result<()> {
+    let (target, token) = client.logged_in().await?;
+    let mut fleet = FleetServiceClient::new(target.channel.clone());
+    let mut page_token = String::new();
+    loop {
+        let page = target
+            .call(
+                "list kiosks",
+                fleet.list_kiosks(authed(
+                    pb::ListKiosksRequest {
+                        page_size: 500,
+                        page_token: page_token.clone(),
+                        site_id: site.clone().unwrap_or_default(),
+                        online_only: online,
+                    },
+                    &token,
+                )?),
+            )
+            .await?;
+        for kiosk in &page.kiosks {
+            let value = output::json("sneakernet.orders.v1.Kiosk", kiosk)?;
+            client.output.print(value, || vec![kiosk_line(kiosk)]);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(())
+}
+
+/// `kiosk show`.
+async fn show(client: &Client, kiosk_id: String) -> anyhow::Result<()> {
+    let (target, token) = client.logged_in().await?;
+    let mut fleet = FleetServiceClient::new(target.channel.clone());
+    let kiosk = target
+        .call(
+            &format!("show kiosk {kiosk_id}"),
+            fleet.get_kiosk(authed(pb::GetKioskRequest { kiosk_id }, &token)?),
+        )
+        .await?
+        .kiosk
+        .context("the answer carries no kiosk")?;
+    let value = output::json("sneakernet.orders.v1.Kiosk", &kiosk)?;
+    client.output.print(value, || {
+        let mut lines = vec![kiosk_line(&kiosk)];
+        if let Some(p) = &kiosk.profile {
+            let (lat, lon) = p
+                .location
+                .as_ref()
+                .map(|l| (l.latitude, l.longitude))
+                .unwrap_or_default();
+            lines.push(format!(
+                "    site {} at {lat}, {lon}; agent {}; last seen {}",
+                p.site_id,
+                if kiosk.agent_version.is_empty() {
+                    "-"
+                } else {
+                    &kiosk.agent_version
+                },
+                time(kiosk.last_seen_at.as_ref())
+            ));
+        }
+        if let Some(inventory) = &kiosk.inventory {
+            for line in &inventory.lines {
+                lines.push(format!(
+                    "    {}: {} ready, {} pinned, {} busy, {} quarantined",
+                    output::item_type(line.item_type.as_ref(), ""),
+                    line.ready,
+                    line.pinned,
+                    line.busy,
+                    line.quarantined
+                ));
+            }
+            lines.push(format!(
+                "    {} empty bays, {} faulty; reported {}",
+                inventory.empty_bays,
+                inventory.faulty_bays,
+                time(inventory.reported_at.as_ref())
+            ));
+        }
+        lines
+    });
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //!   `orders`, `write-protect`.
 //! - [`fleet`]: the operator's `kiosk list|show`, `pricing set`, `events follow` (beside the
 //!   older `audit` and `content`).
+//! - [`kiosk`]: the operator's `kiosk add|credential|force-eject|inventory`.
 //! - [`sim`]: standalone's simulated kiosks, `sim return` and `sim qr`.
 //!
 //! Shared: [`connect`] (address and TLS flags, bounded calls), [`profile`] (the kept login,
@@ -20,6 +21,7 @@ pub mod account;
 pub mod connect;
 pub mod exit;
 pub mod fleet;
+pub mod kiosk;
 pub mod output;
 pub mod profile;
 pub mod rentals;
@@ -151,7 +153,7 @@ pub enum ClientCommand {
     },
     /// Operators: kiosks of the fleet.
     Kiosk {
-        /// List or show.
+        /// List, show, add, issue a credential, force-eject a bay, request the inventory.
         #[command(subcommand)]
         action: KioskAction,
     },

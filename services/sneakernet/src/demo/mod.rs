@@ -18,7 +18,6 @@ use sneakernet_proto::auth::v1 as auth;
 use sneakernet_proto::auth::v1::auth_service_client::AuthServiceClient;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::orders::v1 as pb;
-use sneakernet_proto::orders::v1::fleet_service_client::FleetServiceClient;
 use sneakernet_proto::orders::v1::order_service_client::OrderServiceClient;
 use sneakernet_runtime::Shutdown;
 use sneakernet_runtime::config::Config;
@@ -140,7 +139,7 @@ async fn story(fleet: &Fleet, channel: &Channel) -> anyhow::Result<()> {
         .await
         .context("the operator cannot log in")?;
 
-    let kiosks = wait_until_online(channel, &operator, fleet).await?;
+    let kiosks = fleet.until_online(channel, &operator, ONLINE_WAIT).await?;
     narrator.step(format!("The {} simulated kiosks are online:", kiosks.len()));
     for kiosk in &kiosks {
         narrator.detail(describe_kiosk(kiosk));
@@ -210,53 +209,6 @@ async fn story(fleet: &Fleet, channel: &Channel) -> anyhow::Result<()> {
 pub(super) fn card() -> pb::PaymentMethod {
     pb::PaymentMethod {
         method: Some(pb::payment_method::Method::CardToken(TEST_CARD.to_owned())),
-    }
-}
-
-/// Waits until every simulated kiosk is online in the fleet view with an inventory.
-async fn wait_until_online(
-    channel: &Channel,
-    operator: &str,
-    fleet: &Fleet,
-) -> anyhow::Result<Vec<pb::Kiosk>> {
-    let wanted: Vec<&str> = fleet.kiosks.iter().map(|k| k.site.kiosk_id).collect();
-    let mut client = FleetServiceClient::new(channel.clone());
-    let deadline = Instant::now() + ONLINE_WAIT;
-    loop {
-        let listed = client::call(
-            "list kiosks",
-            client.list_kiosks(authed(
-                pb::ListKiosksRequest {
-                    page_size: 500,
-                    ..Default::default()
-                },
-                operator,
-            )?),
-        )
-        .await?;
-        let ready: Vec<pb::Kiosk> = listed
-            .kiosks
-            .into_iter()
-            .filter(|k| {
-                k.online
-                    && k.inventory.is_some()
-                    && k.profile
-                        .as_ref()
-                        .is_some_and(|p| wanted.contains(&p.kiosk_id.as_str()))
-            })
-            .collect();
-        if ready.len() == wanted.len() {
-            return Ok(ready);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "only {} of the {} simulated kiosks came online with an inventory within {}",
-                ready.len(),
-                wanted.len(),
-                humantime::format_duration(ONLINE_WAIT)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
