@@ -135,6 +135,7 @@ pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
             reconcile_every: gateway.reconcile_interval,
         },
         shutdown: ctx.shutdown.clone(),
+        verifier: ctx.verifier.clone(),
     });
     Ok(GatewayApi { link })
 }

@@ -9,8 +9,10 @@
 //! KioskOnline, InventoryChanged) and any older session of the kiosk is replaced; Welcome goes
 //! out, then every command still to deliver, oldest first. From then on the task answers kiosk
 //! messages, delivers new commands when woken (or on its poll tick, the fallback when a wake-up
-//! is lost), sends heartbeats, and closes the link after `offline_after` of silence. When it
-//! ends, the kiosk is marked offline unless a newer session already took over.
+//! is lost), sends heartbeats, and closes the link after `offline_after` of silence, or when
+//! its token expires unless the kiosk renewed it on the link (RenewToken: checked like the
+//! opening token, same device; no database write). When it ends, the kiosk is marked offline
+//! unless a newer session already took over.
 //!
 //! Every kiosk message is validated before use; a bad one is answered (REJECTED) or logged,
 //! never fatal. A durable message (result, item returned, inventory) takes effect once per
@@ -24,6 +26,7 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::gateway::v1::open_response::Body as Down;
 use sneakernet_proto::link_rules::{self, Refusal};
+use sneakernet_runtime::caller::{Caller, TokenVerifier};
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::{DeviceId, Shutdown};
 use tokio::sync::mpsc;
@@ -90,6 +93,8 @@ pub struct LinkContext {
     pub timing: LinkTiming,
     /// Process shutdown: sessions tell their kiosk to reconnect and end.
     pub shutdown: Shutdown,
+    /// Checks the tokens a link is renewed with, as the auth layer checks the opening one.
+    pub verifier: TokenVerifier,
 }
 
 /// Why a session ended.
@@ -165,7 +170,7 @@ pub async fn open(
         handle,
         outbound,
         delivered_through: 0,
-        token_expires_at,
+        token_deadline: deadline_of(link.clock.as_ref(), token_expires_at),
     };
     link.shutdown.spawn(session.run(inbound));
     Ok(ReceiverStream::new(receiver))
@@ -183,8 +188,21 @@ struct Session {
     /// SENT command is resent only on a new link (which starts from 0).
     delivered_through: i64,
     /// When the kiosk's token expires: the link ends then (UNAUTHENTICATED) and the kiosk logs
-    /// in again, so a revoked credential stops speaking within one token lifetime.
-    token_expires_at: Option<DateTime<Utc>>,
+    /// in again, so a revoked credential stops speaking within one token lifetime. Moved later
+    /// only by a valid RenewToken for this same device ([`Session::renew_token`]).
+    token_deadline: Instant,
+}
+
+/// When a token expiring at `expires_at` (by `clock`) has expired, on the runtime's timer; a
+/// year away for a link opened without an expiry.
+fn deadline_of(
+    clock: &dyn sneakernet_runtime::clock::Clock,
+    expires_at: Option<DateTime<Utc>>,
+) -> Instant {
+    expires_at.map_or(
+        Instant::now() + Duration::from_secs(365 * 24 * 3600),
+        |at| Instant::now() + (at - clock.now()).to_std().unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The kiosk stopped reading or the stream is gone.
@@ -269,19 +287,12 @@ impl Session {
             tokio::time::interval_at(Instant::now() + timing.poll_interval, timing.poll_interval);
         let mut last_heard = Instant::now();
         let mut last_poll = Instant::now();
-        let token_expiry = self.token_expires_at.map_or(
-            Instant::now() + Duration::from_secs(365 * 24 * 3600),
-            |at| {
-                Instant::now()
-                    + (at - self.link.clock.now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-            },
-        );
         let replaced = self.handle.replaced.clone();
         let wake = self.handle.wake.clone();
         let shutdown = self.link.shutdown.token();
         loop {
+            // Read each turn: a renewal on this link moves it.
+            let token_expiry = self.token_deadline;
             let outcome = tokio::select! {
                 () = replaced.cancelled() => {
                     self.reconnect(pb::ReconnectReason::Replaced, "a newer link of this kiosk replaced this one");
@@ -484,7 +495,54 @@ impl Session {
             }
             Some(Up::ItemReturned(returned)) => self.item_returned(&message, returned).await,
             Some(Up::InventoryChanged(changed)) => self.inventory_changed(&message, changed).await,
+            Some(Up::RenewToken(renew)) => self.renew_token(renew),
         }
+    }
+
+    /// Renews the link's token in place: a token that verifies as the opening one did (the
+    /// auth layer's checks) and names this same device, in the same role, moves the link's
+    /// end to its expiry; anything else is refused with the reason and changes nothing. No
+    /// database write: a renewal is not a new session.
+    fn renew_token(&mut self, renew: &pb::RenewToken) -> Result<(), Stop> {
+        let checked = self
+            .link
+            .verifier
+            .verify(&renew.access_token)
+            .map_err(|error| error.to_string())
+            .and_then(|claims| {
+                let caller = Caller::from_claims(&claims).map_err(|error| error.to_string())?;
+                match caller.device() {
+                    Some(device) if device == self.device => Ok(claims.exp),
+                    Some(_) => Err("access token is for another device".to_owned()),
+                    None => Err("access token is not a kiosk's or a drive's".to_owned()),
+                }
+            })
+            .and_then(|exp| {
+                DateTime::<Utc>::from_timestamp(exp, 0)
+                    .ok_or_else(|| "access token expiry is out of range".to_owned())
+            });
+        let answer = match checked {
+            Ok(expires_at) => {
+                self.token_deadline = deadline_of(self.link.clock.as_ref(), Some(expires_at));
+                metrics::counter!("gateway_link_renewals_total", "outcome" => "renewed")
+                    .increment(1);
+                tracing::debug!(device = %self.device, %expires_at, "link token renewed");
+                pb::TokenRenewal {
+                    expires_at: Some(timestamp(expires_at)),
+                    error: String::new(),
+                }
+            }
+            Err(error) => {
+                metrics::counter!("gateway_link_renewals_total", "outcome" => "refused")
+                    .increment(1);
+                tracing::warn!(device = %self.device, %error, "link token renewal refused");
+                pb::TokenRenewal {
+                    expires_at: None,
+                    error,
+                }
+            }
+        };
+        self.send(Down::TokenRenewal(answer)).map_err(Stop::from)
     }
 
     async fn ack(&mut self, ack: &pb::Ack) -> Result<(), Stop> {
@@ -713,7 +771,7 @@ impl Session {
 fn drive_may_send(body: &Up) -> bool {
     matches!(
         body,
-        Up::Hello(_) | Up::Heartbeat(_) | Up::Ack(_) | Up::Result(_)
+        Up::Hello(_) | Up::Heartbeat(_) | Up::Ack(_) | Up::Result(_) | Up::RenewToken(_)
     )
 }
 
@@ -727,6 +785,7 @@ fn message_kind(body: &Up) -> &'static str {
         Up::Progress(_) => "progress",
         Up::ItemReturned(_) => "item_returned",
         Up::InventoryChanged(_) => "inventory_changed",
+        Up::RenewToken(_) => "renew_token",
     }
 }
 
