@@ -3,7 +3,7 @@
 //! `DeviceId`; stored as one string, see [`store`]), both on the same link code.
 //!
 //! - [`api`]: the gRPC surface (KioskLinkService, DeviceCommandService, DeviceEventService).
-//! - [`session`]: one task per device link; [`registry`]: which links this process holds;
+//! - [`session`]: one task per device link ([`progress`]: its progress writes, throttled); [`registry`]: which links this process holds;
 //!   [`presence`]: which replica holds which link, and routing commands to it (Redis);
 //!   [`liveness`]: the online state kept true (leases renewed in batches, ghosts reconciled).
 //! - [`domain::command`]: the command life cycle; [`commands`]: one file per command kind.
@@ -19,6 +19,7 @@ pub mod grants;
 pub mod liveness;
 pub mod migration;
 pub mod presence;
+pub mod progress;
 pub mod registry;
 pub mod session;
 pub mod store;

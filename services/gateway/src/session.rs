@@ -38,6 +38,7 @@ use crate::commands;
 use crate::domain::command::CommandEvent;
 use crate::error::GatewayError;
 use crate::presence::Presence;
+use crate::progress::ProgressThrottle;
 use crate::registry::SessionHandle;
 use crate::store::{self, Store};
 use sneakernet_runtime::wire::{duration, timestamp};
@@ -171,6 +172,7 @@ pub async fn open(
         outbound,
         delivered_through: 0,
         token_deadline: deadline_of(link.clock.as_ref(), token_expires_at),
+        progress: ProgressThrottle::default(),
     };
     link.shutdown.spawn(session.run(inbound));
     Ok(ReceiverStream::new(receiver))
@@ -191,6 +193,8 @@ struct Session {
     /// in again, so a revoked credential stops speaking within one token lifetime. Moved later
     /// only by a valid RenewToken for this same device ([`Session::renew_token`]).
     token_deadline: Instant,
+    /// Progress reports held back so each command's record is written at most once a second.
+    progress: ProgressThrottle,
 }
 
 /// When a token expiring at `expires_at` (by `clock`) has expired, on the runtime's timer; a
@@ -293,6 +297,7 @@ impl Session {
         loop {
             // Read each turn: a renewal on this link moves it.
             let token_expiry = self.token_deadline;
+            let progress_due = self.progress.next_due();
             let outcome = tokio::select! {
                 () = replaced.cancelled() => {
                     self.reconnect(pb::ReconnectReason::Replaced, "a newer link of this kiosk replaced this one");
@@ -344,6 +349,12 @@ impl Session {
                     }
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
+                () = tokio::time::sleep_until(progress_due.unwrap_or_else(Instant::now)), if progress_due.is_some() => {
+                    for progress in self.progress.due(Instant::now()) {
+                        self.write_progress(&progress).await;
+                    }
+                    Ok(())
+                }
             };
             match outcome {
                 Ok(()) => {}
@@ -488,8 +499,8 @@ impl Session {
             Some(Up::Ack(ack)) => self.ack(ack).await,
             Some(Up::Result(result)) => self.result(&message, result).await,
             Some(Up::Progress(progress)) => {
-                if let Err(error) = self.link.store.set_progress(&self.key, progress).await {
-                    tracing::warn!(device = %self.device, %error, "progress not recorded");
+                if let Some(progress) = self.progress.offer(progress.clone(), Instant::now()) {
+                    self.write_progress(&progress).await;
                 }
                 Ok(())
             }
@@ -545,6 +556,14 @@ impl Session {
         self.send(Down::TokenRenewal(answer)).map_err(Stop::from)
     }
 
+    /// Records a command's latest progress (not durable: a failed write is only logged).
+    async fn write_progress(&self, progress: &pb::Progress) {
+        metrics::counter!("gateway_progress_writes_total").increment(1);
+        if let Err(error) = self.link.store.set_progress(&self.key, progress).await {
+            tracing::warn!(device = %self.device, %error, "progress not recorded");
+        }
+    }
+
     async fn ack(&mut self, ack: &pb::Ack) -> Result<(), Stop> {
         let now = self.link.clock.now();
         match self
@@ -575,6 +594,8 @@ impl Session {
         result: &pb::CommandResult,
     ) -> Result<(), Stop> {
         let message_id = message.message_id.as_str();
+        // The result supersedes any progress held back: none is written after it.
+        self.progress.finished(&result.command_id);
         let Some(outcome) = result.outcome.as_ref() else {
             return self
                 .refuse(message, &Refusal::new("result.outcome", "must be set"))
