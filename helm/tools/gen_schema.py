@@ -133,6 +133,10 @@ CONFIG = obj(
                 "expiry_sweep_interval": DURATION,
                 "liveness_flush_interval": DURATION,
                 "reconcile_interval": DURATION,
+                "link_open_burst": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "link_open_every": DURATION,
+                "link_message_burst": {"type": "integer", "minimum": 1, "maximum": 1000000},
+                "link_messages_per_second": {"type": "integer", "minimum": 1, "maximum": 1000000},
             }
         ),
     },

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use crate::budget::{MessageBudget, OpenBudget};
 use crate::commands;
 use crate::domain::command::CommandEvent;
 use crate::error::GatewayError;
@@ -79,6 +80,10 @@ pub struct LinkTiming {
     pub liveness_flush: Duration,
     /// How often this replica marks offline the kiosks whose lease lapsed.
     pub reconcile_every: Duration,
+    /// Messages a link may send at once before it is read more slowly ([`MessageBudget`]).
+    pub message_burst: u32,
+    /// Messages per second a link's budget refills.
+    pub messages_per_second: u32,
 }
 
 /// What every session needs. Cheap to clone.
@@ -96,6 +101,8 @@ pub struct LinkContext {
     pub shutdown: Shutdown,
     /// Checks the tokens a link is renewed with, as the auth layer checks the opening one.
     pub verifier: TokenVerifier,
+    /// How often each device may open its link.
+    pub open_budget: OpenBudget,
 }
 
 /// Why a session ended.
@@ -115,6 +122,12 @@ pub async fn open(
     token_expires_at: Option<DateTime<Utc>>,
     mut inbound: Streaming<pb::OpenRequest>,
 ) -> Result<ReceiverStream<Result<pb::OpenResponse, Status>>, Status> {
+    // Before Hello and before any write: a device in a reconnect loop costs nothing more.
+    if let Err(refused) = link.open_budget.open(&device.stored()) {
+        metrics::counter!("gateway_link_opens_refused_total").increment(1);
+        tracing::warn!(device = %device, error = %refused, "link open refused: over budget");
+        return Err(refused.into());
+    }
     let first = tokio::time::timeout(link.timing.hello_timeout, inbound.message())
         .await
         .map_err(|_| Status::from(GatewayError::NoHello("none came in time")))??;
@@ -291,6 +304,11 @@ impl Session {
             tokio::time::interval_at(Instant::now() + timing.poll_interval, timing.poll_interval);
         let mut last_heard = Instant::now();
         let mut last_poll = Instant::now();
+        let mut budget = MessageBudget::new(
+            timing.message_burst,
+            timing.messages_per_second,
+            Instant::now(),
+        );
         let replaced = self.handle.replaced.clone();
         let wake = self.handle.wake.clone();
         let shutdown = self.link.shutdown.token();
@@ -298,6 +316,8 @@ impl Session {
             // Read each turn: a renewal on this link moves it.
             let token_expiry = self.token_deadline;
             let progress_due = self.progress.next_due();
+            // Over its message budget, the link is not read until a token is back.
+            let read_at = budget.ready_at(Instant::now());
             let outcome = tokio::select! {
                 () = replaced.cancelled() => {
                     self.reconnect(pb::ReconnectReason::Replaced, "a newer link of this kiosk replaced this one");
@@ -320,9 +340,15 @@ impl Session {
                     let _ = self.outbound.try_send(Err(GatewayError::TokenExpired.into()));
                     return Ended::Offline(pb::OfflineReason::Unauthenticated, "access token expired".into());
                 }
-                message = inbound.message() => match message {
+                () = tokio::time::sleep_until(read_at.unwrap_or_else(Instant::now)), if read_at.is_some() => {
+                    // Time spent not reading is ours, not the kiosk's silence.
+                    last_heard = Instant::now();
+                    Ok(())
+                }
+                message = inbound.message(), if read_at.is_none() => match message {
                     Ok(Some(message)) => {
                         last_heard = Instant::now();
+                        budget.spend(last_heard);
                         self.handle_message(message).await
                     }
                     Ok(None) => return Ended::Offline(pb::OfflineReason::Disconnected, "the kiosk closed the link".into()),
