@@ -191,6 +191,9 @@ pub fn gateway_message(data: &[u8]) {
         Some(Down::Receipt(receipt)) => {
             let _ = pb::ReceiptStatus::try_from(receipt.status);
         }
+        Some(Down::TokenRenewal(answer)) => {
+            let _ = answer.expires_at.as_ref().and_then(from_timestamp);
+        }
         Some(Down::Heartbeat(_)) | None => {}
     }
 }

@@ -123,6 +123,9 @@ CONFIG = obj(
                 "sweep_interval": DURATION,
                 "payment_timeout": DURATION,
                 "gateway_timeout": DURATION,
+                "watch_poll_interval": DURATION,
+                "watch_degraded_poll_interval": DURATION,
+                "max_watches_per_user": {"type": "integer", "minimum": 1},
             }
         ),
         "gateway": obj(
@@ -133,6 +136,12 @@ CONFIG = obj(
                 "expiry_sweep_interval": DURATION,
                 "liveness_flush_interval": DURATION,
                 "reconcile_interval": DURATION,
+                "event_retention": DURATION,
+                "event_prune_interval": DURATION,
+                "link_open_burst": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "link_open_every": DURATION,
+                "link_message_burst": {"type": "integer", "minimum": 1, "maximum": 1000000},
+                "link_messages_per_second": {"type": "integer", "minimum": 1, "maximum": 1000000},
             }
         ),
     },

@@ -54,6 +54,9 @@ pub fn test_config(backend: &Backend, data_dir: &Path) -> Config {
         shutdown_grace: Duration::from_secs(5),
         ..Config::default()
     };
+    // Tests reconnect one kiosk many times on purpose (cuts, replacements, restarts): the
+    // per-device open budget is tested where it is configured (tests/link_budgets.rs).
+    config.gateway.link_open_burst = 1000;
     backend.configure(&mut config);
     config
 }

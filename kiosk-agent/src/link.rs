@@ -9,8 +9,14 @@
 //! - The kiosk logs in with its credential (KioskLogin), opens the stream with
 //!   `authorization: Bearer <token>`, and sends Hello (agent version, full inventory, last
 //!   finished command) before anything else; then it replays its whole outbox in `seq` order.
-//! - The token is renewed before it expires without the kiosk ever looking offline: the agent
-//!   logs in again and opens a second link while the first keeps working, waits for that
+//! - The token is renewed before it expires on the open link: the agent logs in again and
+//!   sends RenewToken with the new token; the gateway answers TokenRenewal and the link lives
+//!   on, one session (no new Hello, no inventory written, nothing replayed). A refused renewal
+//!   is tried again after [`RENEW_RETRY`].
+//! - Only when the gateway does not answer RenewToken within [`RENEW_ANSWER_WAIT`] (a gateway
+//!   that predates it ignores it), the token is renewed the old way, still without the kiosk
+//!   ever looking offline: the agent opens a second link with the new token while the first
+//!   keeps working, waits for that
 //!   link's Welcome (the gateway has then made it the kiosk's session and tells the old one
 //!   Reconnect REPLACED), and only then lets the old link go (after its REPLACED, or
 //!   [`RETIRE_GRACE`]). Nothing on the old link is acted on once the new one took over: a
@@ -90,6 +96,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETIRE_GRACE: Duration = Duration::from_secs(10);
 /// A token renewal that failed is tried again after this, while the old link lives.
 pub const RENEW_RETRY: Duration = Duration::from_secs(5);
+/// How long the gateway has to answer RenewToken (at most half the token's remaining life)
+/// before the agent renews by opening a new link instead.
+pub const RENEW_ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// The most a reconnect after UNAUTHENTICATED waits (uniform jitter), instead of the backoff.
 pub const RELOGIN_JITTER: Duration = Duration::from_millis(500);
 /// A token is used at least this long before it is renewed, however short its lifetime, so a
@@ -141,6 +150,18 @@ impl Backoff {
 struct AccessToken {
     token: String,
     renew_at: Instant,
+    /// When it expires (by the issuer's word, on this process's timer).
+    expires_at: Instant,
+}
+
+/// A token renewal on the open link ([`Session`]), step by step.
+enum InBandRenewal<'a> {
+    /// Nothing under way.
+    Idle,
+    /// Logging in for the new token.
+    LoggingIn(Pin<Box<dyn Future<Output = Result<AccessToken, String>> + Send + 'a>>),
+    /// RenewToken sent with `access`; waiting for TokenRenewal until `until`.
+    Awaiting { access: AccessToken, until: Instant },
 }
 
 /// A link whose stream is open (Hello queued first) and that no session runs yet.
@@ -207,6 +228,20 @@ async fn in_slot<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
     match slot {
         Some(future) => future.await,
         None => std::future::pending().await,
+    }
+}
+
+/// How long before a token of `lifetime` expires it is renewed: a minute early, or at four
+/// fifths of a short lifetime.
+fn renewal_margin(lifetime: Duration) -> Duration {
+    Duration::from_secs(60).min(lifetime / 5)
+}
+
+/// Awaits the login of an in-band renewal; never completes in any other step.
+async fn in_login(step: &mut InBandRenewal<'_>) -> Result<AccessToken, String> {
+    match step {
+        InBandRenewal::LoggingIn(login) => login.await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -433,11 +468,14 @@ impl<D: Speaker, E: Perform> Link<D, E> {
         let lifetime = expires_at
             .and_then(|at| (at - Utc::now()).to_std().ok())
             .unwrap_or(Duration::from_secs(300));
-        // Renew a minute early, or at four fifths of a short lifetime.
-        let margin = Duration::from_secs(60).min(lifetime / 5);
+        let now = Instant::now();
         Ok(AccessToken {
             token,
-            renew_at: Instant::now() + lifetime.saturating_sub(margin).max(MIN_TOKEN_USE),
+            renew_at: now
+                + lifetime
+                    .saturating_sub(renewal_margin(lifetime))
+                    .max(MIN_TOKEN_USE),
+            expires_at: now + lifetime,
         })
     }
 
@@ -532,11 +570,16 @@ impl<D: Speaker, E: Perform> Link<D, E> {
         Ok((up, down))
     }
 
-    /// The token renewal: logs in again and opens a new link, and returns it once its Welcome
-    /// arrived. The gateway claims the kiosk for the new link before it sends Welcome, so the
-    /// old link can go from then on without the kiosk ever being marked offline.
-    async fn successor(&self) -> Result<Opened, String> {
-        let access = self.login().await.map_err(|end| describe(&end))?;
+    /// The token renewal by a new link (the fallback for a gateway that does not answer
+    /// RenewToken): opens a new link with `access` (logging in again when `None`), and returns
+    /// it once its Welcome arrived. The gateway claims the kiosk for the new link before it
+    /// sends Welcome, so the old link can go from then on without the kiosk ever being marked
+    /// offline.
+    async fn successor(&self, access: Option<AccessToken>) -> Result<Opened, String> {
+        let access = match access {
+            Some(access) => access,
+            None => self.login().await.map_err(|end| describe(&end))?,
+        };
         let (up, mut down) = self
             .open_link(&access)
             .await
@@ -584,6 +627,8 @@ impl<D: Speaker, E: Perform> Link<D, E> {
             offline_after: DEFAULT_OFFLINE_AFTER,
             last_heard: Instant::now(),
             renew_at: access.renew_at,
+            expires_at: access.expires_at,
+            in_band: InBandRenewal::Idle,
             renewal: None,
             retiring,
         }
@@ -715,7 +760,11 @@ struct Session<'a, D: Speaker, E: Perform> {
     last_heard: Instant,
     /// When to start (or retry) the token renewal.
     renew_at: Instant,
-    /// The renewal's new link, being opened while this one keeps working.
+    /// When the token this link holds expires (the gateway then ends the link).
+    expires_at: Instant,
+    /// The token renewal on this link, when one is under way.
+    in_band: InBandRenewal<'a>,
+    /// The fallback renewal's new link, being opened while this one keeps working.
     renewal: Option<Renewal<'a>>,
     /// The link this one replaced, being let go.
     retiring: Option<Retiring>,
@@ -754,6 +803,11 @@ impl<D: Speaker, E: Perform> Session<'_, D, E> {
             let mut handover = None;
             let has_up = !self.pending.is_empty() || !self.outbox.is_empty();
             let can_read = self.pending.len() < MAX_PENDING;
+            // When the gateway's answer to RenewToken is overdue, if one is awaited.
+            let answer_due = match &self.in_band {
+                InBandRenewal::Awaiting { until, .. } => Some(*until),
+                _ => None,
+            };
             tokio::select! {
                 () = self.link.stop.cancelled() => return SessionEnd::Stopped,
                 permit = up.reserve(), if has_up => {
@@ -798,9 +852,39 @@ impl<D: Speaker, E: Perform> Session<'_, D, E> {
                 () = tokio::time::sleep_until(self.last_heard + self.offline_after) => {
                     return lost(format!("nothing heard for {:?}", self.offline_after));
                 }
-                () = tokio::time::sleep_until(self.renew_at), if self.renewal.is_none() => {
-                    tracing::info!("renewing the access token: opening a new link before letting this one go");
-                    self.renewal = Some(Box::pin(self.link.successor()));
+                () = tokio::time::sleep_until(self.renew_at), if self.renewal.is_none() && matches!(self.in_band, InBandRenewal::Idle) => {
+                    tracing::info!("renewing the access token on the open link");
+                    let link = self.link;
+                    self.in_band = InBandRenewal::LoggingIn(Box::pin(async move {
+                        link.login().await.map_err(|end| describe(&end))
+                    }));
+                }
+                logged_in = in_login(&mut self.in_band) => match logged_in {
+                    Ok(access) => {
+                        let now = Instant::now();
+                        // Half the held token's remaining life at most, so the fallback
+                        // still has time before the link ends.
+                        let until = now + RENEW_ANSWER_WAIT.min(self.expires_at.saturating_duration_since(now) / 2);
+                        self.pending.push_front(pb::OpenRequest {
+                            message_id: String::new(),
+                            body: Some(Up::RenewToken(pb::RenewToken {
+                                access_token: access.token.clone(),
+                            })),
+                        });
+                        self.in_band = InBandRenewal::Awaiting { access, until };
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%reason, retry_in_s = RENEW_RETRY.as_secs(), "token renewal failed; this link stays up");
+                        self.in_band = InBandRenewal::Idle;
+                        self.renew_at = Instant::now() + RENEW_RETRY;
+                    }
+                },
+                () = tokio::time::sleep_until(answer_due.unwrap_or_else(Instant::now)), if answer_due.is_some() => {
+                    let InBandRenewal::Awaiting { access, .. } = std::mem::replace(&mut self.in_band, InBandRenewal::Idle) else {
+                        continue;
+                    };
+                    tracing::info!("the gateway did not answer the renewal on the link; opening a new link before letting this one go");
+                    self.renewal = Some(Box::pin(self.link.successor(Some(access))));
                 }
                 renewed = in_slot(&mut self.renewal) => {
                     self.renewal = None;
@@ -896,6 +980,7 @@ impl<D: Speaker, E: Perform> Session<'_, D, E> {
             }
             Some(Down::Receipt(receipt)) => self.on_receipt(receipt).await,
             Some(Down::Heartbeat(_)) => {}
+            Some(Down::TokenRenewal(answer)) => self.on_token_renewal(answer),
             Some(Down::Reconnect(reconnect))
                 if reconnect.reason == pb::ReconnectReason::Replaced as i32
                     && self.renewal.is_some() =>
@@ -921,6 +1006,37 @@ impl<D: Speaker, E: Perform> Session<'_, D, E> {
             None => tracing::warn!("down-message without a body skipped"),
         }
         None
+    }
+
+    /// The gateway's answer to our RenewToken: from now on the link lives as long as the new
+    /// token, or (refused) the renewal is tried again after [`RENEW_RETRY`].
+    fn on_token_renewal(&mut self, answer: pb::TokenRenewal) {
+        let InBandRenewal::Awaiting { access, .. } =
+            std::mem::replace(&mut self.in_band, InBandRenewal::Idle)
+        else {
+            tracing::warn!("token renewal answer with no renewal under way skipped");
+            return;
+        };
+        if answer.error.is_empty() {
+            tracing::info!("access token renewed on the open link");
+            // The gateway's word on when the link ends (the token's `exp`, in whole seconds)
+            // may be earlier than the login said: renew before whichever comes first.
+            let now = Instant::now();
+            let left = answer
+                .expires_at
+                .as_ref()
+                .and_then(wire::from_timestamp)
+                .and_then(|at| (at - self.link.clock.now()).to_std().ok());
+            let renew_at =
+                left.map(|left| now + left.saturating_sub(renewal_margin(left)).max(MIN_TOKEN_USE));
+            self.renew_at = renew_at.map_or(access.renew_at, |at| at.min(access.renew_at));
+            self.expires_at = left.map_or(access.expires_at, |left| {
+                (now + left).min(access.expires_at)
+            });
+        } else {
+            tracing::warn!(error = %answer.error, retry_in_s = RENEW_RETRY.as_secs(), "the gateway refused the renewed token; this link stays up");
+            self.renew_at = Instant::now() + RENEW_RETRY;
+        }
     }
 
     async fn on_receipt(&mut self, receipt: pb::Receipt) {

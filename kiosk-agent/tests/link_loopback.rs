@@ -467,7 +467,13 @@ async fn renewal(replaced_before_welcome: bool) {
     assert!(matches!(result.body, Some(Up::Result(_))));
     // Not receipted: it stays in the outbox.
 
-    // About a second before tok-1 expires, a second link opens with tok-2...
+    // About a second before tok-1 expires, the agent offers tok-2 on the open link; this
+    // gateway predates RenewToken and never answers...
+    let Some(Up::RenewToken(renew)) = next_up(&mut old).await.body else {
+        panic!("the renewal is tried on the open link first")
+    };
+    assert_eq!(renew.access_token, "tok-2");
+    // ...so a second link opens with tok-2...
     let mut new = tokio::time::timeout(WAIT, conns.recv())
         .await
         .unwrap()
@@ -529,6 +535,62 @@ async fn renewal(replaced_before_welcome: bool) {
         "no further link after the handover"
     );
     assert!(stays_open(&mut new, Duration::from_millis(200)).await);
+
+    tokio::time::timeout(WAIT, agent.stop())
+        .await
+        .expect("stops in time");
+    server.abort();
+}
+
+/// Token renewal on the open link: the agent sends RenewToken with its new token, and once the
+/// gateway answers TokenRenewal the link simply lives on: no second link, no new Hello.
+#[tokio::test]
+async fn a_renewal_answered_on_the_open_link_opens_no_new_link() {
+    let (address, mut conns, server) = serve(chrono::Duration::seconds(5), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = sneakernet_kiosk_agent::start(config_for(
+        dir.path(),
+        address,
+        LinkConfig {
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+        },
+    ))
+    .await
+    .unwrap();
+    let mut link = tokio::time::timeout(WAIT, conns.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.authorization, "Bearer tok-1");
+    assert!(matches!(next_up(&mut link).await.body, Some(Up::Hello(_))));
+    welcome(&link, "S-1").await;
+
+    let Some(Up::RenewToken(renew)) = next_up(&mut link).await.body else {
+        panic!("the renewal goes on the open link")
+    };
+    assert_eq!(renew.access_token, "tok-2");
+    let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+    down(
+        &link,
+        Down::TokenRenewal(pb::TokenRenewal {
+            expires_at: Some(prost_types::Timestamp {
+                seconds: expires.timestamp(),
+                nanos: 0,
+            }),
+            error: String::new(),
+        }),
+    )
+    .await;
+    // Past tok-1's expiry and any fallback wait: still the one link, still working.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), conns.recv())
+            .await
+            .is_err(),
+        "no second link after an answered renewal"
+    );
+    down(&link, lend("C-1", 1)).await;
+    assert!(matches!(next_up(&mut link).await.body, Some(Up::Ack(ref a)) if a.command_id == "C-1"));
 
     tokio::time::timeout(WAIT, agent.stop())
         .await

@@ -226,7 +226,25 @@ pub fn check_message(message: &pb::OpenRequest, received_at: DateTime<Utc>) -> C
                 "must be full or partial",
             )),
         },
+        Up::RenewToken(renew) => check_renew_token(renew),
     }
+}
+
+/// The longest access token a renewal may carry: ours are a few hundred bytes.
+pub const MAX_ACCESS_TOKEN: usize = 8 * 1024;
+
+/// Checks a token renewal's shape; whether the token is valid is the gateway's to judge.
+pub fn check_renew_token(renew: &pb::RenewToken) -> Checked {
+    if renew.access_token.is_empty() {
+        return Err(Refusal::new("renew_token.access_token", "must be set"));
+    }
+    if renew.access_token.len() > MAX_ACCESS_TOKEN {
+        return Err(Refusal::new(
+            "renew_token.access_token",
+            format!("must be at most {MAX_ACCESS_TOKEN} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks Hello (the link's first message). Its inventory's taken_at must be a valid time but

@@ -8,8 +8,9 @@
 //!   Welcome.heartbeat_interval (none when the Welcome names none), answers every command with
 //!   an Ack and then a result carrying a message id, kept until a Receipt names it and
 //!   replayed on a new link, and answers a repeated command from its in-memory journal.
-//! - The token is renewed before it expires: a new login and a new stream on the same
-//!   connection, welcomed before the old stream is dropped.
+//! - The token is renewed before it expires on the open stream: a new login, then RenewToken
+//!   with the new token; the gateway's TokenRenewal answer counts the renewal (a refusal is an
+//!   error), and the stream lives on as one session.
 //! - Every wait is bounded ([`WAIT`]); a link silent for Welcome.offline_after is dropped and
 //!   counted as an error. A broken link is reopened after a jittered backoff while the run
 //!   lasts; every failure is counted by kind in [`Stats`].
@@ -228,7 +229,7 @@ pub async fn run(fleet: std::sync::Arc<Fleet>, kiosk: Kiosk, index: usize) {
                 () = fleet.stop.cancelled() => return,
             }
         };
-        let (channel, mut token, mut stream) = match opened {
+        let (_channel, mut token, mut stream) = match opened {
             Ok(opened) => opened,
             Err(Failed(kind, message)) => {
                 fleet.stats.error(kind, message);
@@ -242,15 +243,8 @@ pub async fn run(fleet: std::sync::Arc<Fleet>, kiosk: Kiosk, index: usize) {
         first = false;
         backoff_attempt = 0;
         fleet.stats.up.fetch_add(1, Ordering::Relaxed);
-        let ended = hold_link(
-            &fleet,
-            &kiosk,
-            &channel,
-            &mut token,
-            &mut stream,
-            &mut state,
-        )
-        .await;
+        // `_channel` lives until the link ends: it owns the connection.
+        let ended = hold_link(&fleet, &kiosk, &mut token, &mut stream, &mut state).await;
         fleet.stats.up.fetch_sub(1, Ordering::Relaxed);
         match ended {
             Ok(()) => return,
@@ -406,7 +400,6 @@ async fn send(up: &mpsc::Sender<pb::OpenRequest>, message: pb::OpenRequest) -> R
 async fn hold_link(
     fleet: &Fleet,
     kiosk: &Kiosk,
-    channel: &Channel,
     token: &mut Option<Token>,
     stream: &mut Stream,
     state: &mut KioskState,
@@ -431,15 +424,15 @@ async fn hold_link(
             () = tokio::time::sleep_until(renew_at) => {
                 let Some(secret) = &kiosk.secret else { continue };
                 let renewed = login(fleet, kiosk, secret).await?;
-                let mut fresh = open_stream(channel, Some(&renewed), state).await?;
-                for message in &state.outbox {
-                    send(&fresh.up, message.clone()).await?;
-                }
-                std::mem::swap(stream, &mut fresh);
+                let renew = pb::OpenRequest {
+                    message_id: String::new(),
+                    body: Some(Up::RenewToken(pb::RenewToken {
+                        access_token: renewed.value.clone(),
+                    })),
+                };
+                send(&stream.up, renew).await?;
+                // Counted when the gateway's TokenRenewal arrives ([`handle`]).
                 *token = Some(renewed);
-                heard = Instant::now();
-                fleet.stats.renewals.fetch_add(1, Ordering::Relaxed);
-                // `fresh` (the old stream) drops here: the gateway has already replaced it.
             }
             () = tokio::time::sleep_until(next_probe) => {
                 next_probe = fleet.probe_every.map_or(far, |every| Instant::now() + every);
@@ -548,6 +541,13 @@ async fn handle(
                     reconnect.reason, reconnect.message
                 ),
             ));
+        }
+        Some(Down::TokenRenewal(answer)) => {
+            if answer.error.is_empty() {
+                fleet.stats.renewals.fetch_add(1, Ordering::Relaxed);
+            } else {
+                fleet.stats.error("renewal", answer.error);
+            }
         }
         Some(Down::Welcome(_)) | None => {
             fleet

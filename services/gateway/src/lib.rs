@@ -3,7 +3,8 @@
 //! `DeviceId`; stored as one string, see [`store`]), both on the same link code.
 //!
 //! - [`api`]: the gRPC surface (KioskLinkService, DeviceCommandService, DeviceEventService).
-//! - [`session`]: one task per device link; [`registry`]: which links this process holds;
+//! - [`session`]: one task per device link ([`progress`]: its progress writes, throttled;
+//!   [`budget`]: how often a device may open its link and how fast it may send); [`registry`]: which links this process holds;
 //!   [`presence`]: which replica holds which link, and routing commands to it (Redis);
 //!   [`liveness`]: the online state kept true (leases renewed in batches, ghosts reconciled).
 //! - [`domain::command`]: the command life cycle; [`commands`]: one file per command kind.
@@ -11,6 +12,7 @@
 //! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
 
 pub mod api;
+pub mod budget;
 pub mod commands;
 pub mod domain;
 pub mod entity;
@@ -19,6 +21,7 @@ pub mod grants;
 pub mod liveness;
 pub mod migration;
 pub mod presence;
+pub mod progress;
 pub mod registry;
 pub mod session;
 pub mod store;
@@ -37,6 +40,7 @@ use sneakernet_runtime::server::GrpcServices;
 use sneakernet_runtime::supervise::{self, Supervised, TaskHealth};
 
 use crate::api::GatewayApi;
+use crate::budget::OpenBudget;
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::session::{LinkContext, LinkTiming};
@@ -147,8 +151,12 @@ pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
             hello_timeout: HELLO_TIMEOUT,
             liveness_flush: gateway.liveness_flush_interval,
             reconcile_every: gateway.reconcile_interval,
+            message_burst: gateway.link_message_burst,
+            messages_per_second: gateway.link_messages_per_second,
         },
         shutdown: ctx.shutdown.clone(),
+        verifier: ctx.verifier.clone(),
+        open_budget: OpenBudget::new(gateway.link_open_burst, gateway.link_open_every),
     });
     Ok(GatewayApi { link })
 }

@@ -224,6 +224,8 @@ mod tests {
             hello_timeout: Duration::from_secs(30),
             liveness_flush: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(15),
+            message_burst: 200,
+            messages_per_second: 50,
         };
         assert_eq!(lease(&timing), Duration::from_secs(75));
         assert!(lease(&timing) > timing.offline_after + timing.liveness_flush);

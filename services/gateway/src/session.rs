@@ -9,8 +9,10 @@
 //! KioskOnline, InventoryChanged) and any older session of the kiosk is replaced; Welcome goes
 //! out, then every command still to deliver, oldest first. From then on the task answers kiosk
 //! messages, delivers new commands when woken (or on its poll tick, the fallback when a wake-up
-//! is lost), sends heartbeats, and closes the link after `offline_after` of silence. When it
-//! ends, the kiosk is marked offline unless a newer session already took over.
+//! is lost), sends heartbeats, and closes the link after `offline_after` of silence, or when
+//! its token expires unless the kiosk renewed it on the link (RenewToken: checked like the
+//! opening token, same device; no database write). When it ends, the kiosk is marked offline
+//! unless a newer session already took over.
 //!
 //! Every kiosk message is validated before use; a bad one is answered (REJECTED) or logged,
 //! never fatal. A durable message (result, item returned, inventory) takes effect once per
@@ -24,6 +26,7 @@ use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::gateway::v1::open_response::Body as Down;
 use sneakernet_proto::link_rules::{self, Refusal};
+use sneakernet_runtime::caller::{Caller, TokenVerifier};
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::{DeviceId, Shutdown};
 use tokio::sync::mpsc;
@@ -31,10 +34,12 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use crate::budget::{MessageBudget, OpenBudget};
 use crate::commands;
 use crate::domain::command::CommandEvent;
 use crate::error::GatewayError;
 use crate::presence::Presence;
+use crate::progress::ProgressThrottle;
 use crate::registry::SessionHandle;
 use crate::store::{self, Store};
 use sneakernet_runtime::wire::{duration, timestamp};
@@ -75,6 +80,10 @@ pub struct LinkTiming {
     pub liveness_flush: Duration,
     /// How often this replica marks offline the kiosks whose lease lapsed.
     pub reconcile_every: Duration,
+    /// Messages a link may send at once before it is read more slowly ([`MessageBudget`]).
+    pub message_burst: u32,
+    /// Messages per second a link's budget refills.
+    pub messages_per_second: u32,
 }
 
 /// What every session needs. Cheap to clone.
@@ -90,6 +99,10 @@ pub struct LinkContext {
     pub timing: LinkTiming,
     /// Process shutdown: sessions tell their kiosk to reconnect and end.
     pub shutdown: Shutdown,
+    /// Checks the tokens a link is renewed with, as the auth layer checks the opening one.
+    pub verifier: TokenVerifier,
+    /// How often each device may open its link.
+    pub open_budget: OpenBudget,
 }
 
 /// Why a session ended.
@@ -109,6 +122,12 @@ pub async fn open(
     token_expires_at: Option<DateTime<Utc>>,
     mut inbound: Streaming<pb::OpenRequest>,
 ) -> Result<ReceiverStream<Result<pb::OpenResponse, Status>>, Status> {
+    // Before Hello and before any write: a device in a reconnect loop costs nothing more.
+    if let Err(refused) = link.open_budget.open(&device.stored()) {
+        metrics::counter!("gateway_link_opens_refused_total").increment(1);
+        tracing::warn!(device = %device, error = %refused, "link open refused: over budget");
+        return Err(refused.into());
+    }
     let first = tokio::time::timeout(link.timing.hello_timeout, inbound.message())
         .await
         .map_err(|_| Status::from(GatewayError::NoHello("none came in time")))??;
@@ -165,7 +184,8 @@ pub async fn open(
         handle,
         outbound,
         delivered_through: 0,
-        token_expires_at,
+        token_deadline: deadline_of(link.clock.as_ref(), token_expires_at),
+        progress: ProgressThrottle::default(),
     };
     link.shutdown.spawn(session.run(inbound));
     Ok(ReceiverStream::new(receiver))
@@ -183,8 +203,23 @@ struct Session {
     /// SENT command is resent only on a new link (which starts from 0).
     delivered_through: i64,
     /// When the kiosk's token expires: the link ends then (UNAUTHENTICATED) and the kiosk logs
-    /// in again, so a revoked credential stops speaking within one token lifetime.
-    token_expires_at: Option<DateTime<Utc>>,
+    /// in again, so a revoked credential stops speaking within one token lifetime. Moved later
+    /// only by a valid RenewToken for this same device ([`Session::renew_token`]).
+    token_deadline: Instant,
+    /// Progress reports held back so each command's record is written at most once a second.
+    progress: ProgressThrottle,
+}
+
+/// When a token expiring at `expires_at` (by `clock`) has expired, on the runtime's timer; a
+/// year away for a link opened without an expiry.
+fn deadline_of(
+    clock: &dyn sneakernet_runtime::clock::Clock,
+    expires_at: Option<DateTime<Utc>>,
+) -> Instant {
+    expires_at.map_or(
+        Instant::now() + Duration::from_secs(365 * 24 * 3600),
+        |at| Instant::now() + (at - clock.now()).to_std().unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The kiosk stopped reading or the stream is gone.
@@ -269,19 +304,20 @@ impl Session {
             tokio::time::interval_at(Instant::now() + timing.poll_interval, timing.poll_interval);
         let mut last_heard = Instant::now();
         let mut last_poll = Instant::now();
-        let token_expiry = self.token_expires_at.map_or(
-            Instant::now() + Duration::from_secs(365 * 24 * 3600),
-            |at| {
-                Instant::now()
-                    + (at - self.link.clock.now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-            },
+        let mut budget = MessageBudget::new(
+            timing.message_burst,
+            timing.messages_per_second,
+            Instant::now(),
         );
         let replaced = self.handle.replaced.clone();
         let wake = self.handle.wake.clone();
         let shutdown = self.link.shutdown.token();
         loop {
+            // Read each turn: a renewal on this link moves it.
+            let token_expiry = self.token_deadline;
+            let progress_due = self.progress.next_due();
+            // Over its message budget, the link is not read until a token is back.
+            let read_at = budget.ready_at(Instant::now());
             let outcome = tokio::select! {
                 () = replaced.cancelled() => {
                     self.reconnect(pb::ReconnectReason::Replaced, "a newer link of this kiosk replaced this one");
@@ -304,9 +340,15 @@ impl Session {
                     let _ = self.outbound.try_send(Err(GatewayError::TokenExpired.into()));
                     return Ended::Offline(pb::OfflineReason::Unauthenticated, "access token expired".into());
                 }
-                message = inbound.message() => match message {
+                () = tokio::time::sleep_until(read_at.unwrap_or_else(Instant::now)), if read_at.is_some() => {
+                    // Time spent not reading is ours, not the kiosk's silence.
+                    last_heard = Instant::now();
+                    Ok(())
+                }
+                message = inbound.message(), if read_at.is_none() => match message {
                     Ok(Some(message)) => {
                         last_heard = Instant::now();
+                        budget.spend(last_heard);
                         self.handle_message(message).await
                     }
                     Ok(None) => return Ended::Offline(pb::OfflineReason::Disconnected, "the kiosk closed the link".into()),
@@ -333,6 +375,12 @@ impl Session {
                     }
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
+                () = tokio::time::sleep_until(progress_due.unwrap_or_else(Instant::now)), if progress_due.is_some() => {
+                    for progress in self.progress.due(Instant::now()) {
+                        self.write_progress(&progress).await;
+                    }
+                    Ok(())
+                }
             };
             match outcome {
                 Ok(()) => {}
@@ -477,13 +525,68 @@ impl Session {
             Some(Up::Ack(ack)) => self.ack(ack).await,
             Some(Up::Result(result)) => self.result(&message, result).await,
             Some(Up::Progress(progress)) => {
-                if let Err(error) = self.link.store.set_progress(&self.key, progress).await {
-                    tracing::warn!(device = %self.device, %error, "progress not recorded");
+                if let Some(progress) = self.progress.offer(progress.clone(), Instant::now()) {
+                    self.write_progress(&progress).await;
                 }
                 Ok(())
             }
             Some(Up::ItemReturned(returned)) => self.item_returned(&message, returned).await,
             Some(Up::InventoryChanged(changed)) => self.inventory_changed(&message, changed).await,
+            Some(Up::RenewToken(renew)) => self.renew_token(renew),
+        }
+    }
+
+    /// Renews the link's token in place: a token that verifies as the opening one did (the
+    /// auth layer's checks) and names this same device, in the same role, moves the link's
+    /// end to its expiry; anything else is refused with the reason and changes nothing. No
+    /// database write: a renewal is not a new session.
+    fn renew_token(&mut self, renew: &pb::RenewToken) -> Result<(), Stop> {
+        let checked = self
+            .link
+            .verifier
+            .verify(&renew.access_token)
+            .map_err(|error| error.to_string())
+            .and_then(|claims| {
+                let caller = Caller::from_claims(&claims).map_err(|error| error.to_string())?;
+                match caller.device() {
+                    Some(device) if device == self.device => Ok(claims.exp),
+                    Some(_) => Err("access token is for another device".to_owned()),
+                    None => Err("access token is not a kiosk's or a drive's".to_owned()),
+                }
+            })
+            .and_then(|exp| {
+                DateTime::<Utc>::from_timestamp(exp, 0)
+                    .ok_or_else(|| "access token expiry is out of range".to_owned())
+            });
+        let answer = match checked {
+            Ok(expires_at) => {
+                self.token_deadline = deadline_of(self.link.clock.as_ref(), Some(expires_at));
+                metrics::counter!("gateway_link_renewals_total", "outcome" => "renewed")
+                    .increment(1);
+                tracing::debug!(device = %self.device, %expires_at, "link token renewed");
+                pb::TokenRenewal {
+                    expires_at: Some(timestamp(expires_at)),
+                    error: String::new(),
+                }
+            }
+            Err(error) => {
+                metrics::counter!("gateway_link_renewals_total", "outcome" => "refused")
+                    .increment(1);
+                tracing::warn!(device = %self.device, %error, "link token renewal refused");
+                pb::TokenRenewal {
+                    expires_at: None,
+                    error,
+                }
+            }
+        };
+        self.send(Down::TokenRenewal(answer)).map_err(Stop::from)
+    }
+
+    /// Records a command's latest progress (not durable: a failed write is only logged).
+    async fn write_progress(&self, progress: &pb::Progress) {
+        metrics::counter!("gateway_progress_writes_total").increment(1);
+        if let Err(error) = self.link.store.set_progress(&self.key, progress).await {
+            tracing::warn!(device = %self.device, %error, "progress not recorded");
         }
     }
 
@@ -517,6 +620,8 @@ impl Session {
         result: &pb::CommandResult,
     ) -> Result<(), Stop> {
         let message_id = message.message_id.as_str();
+        // The result supersedes any progress held back: none is written after it.
+        self.progress.finished(&result.command_id);
         let Some(outcome) = result.outcome.as_ref() else {
             return self
                 .refuse(message, &Refusal::new("result.outcome", "must be set"))
@@ -713,7 +818,7 @@ impl Session {
 fn drive_may_send(body: &Up) -> bool {
     matches!(
         body,
-        Up::Hello(_) | Up::Heartbeat(_) | Up::Ack(_) | Up::Result(_)
+        Up::Hello(_) | Up::Heartbeat(_) | Up::Ack(_) | Up::Result(_) | Up::RenewToken(_)
     )
 }
 
@@ -727,6 +832,7 @@ fn message_kind(body: &Up) -> &'static str {
         Up::Progress(_) => "progress",
         Up::ItemReturned(_) => "item_returned",
         Up::InventoryChanged(_) => "inventory_changed",
+        Up::RenewToken(_) => "renew_token",
     }
 }
 

@@ -353,6 +353,19 @@ pub struct GatewayConfig {
     /// short transaction each).
     #[serde(with = "humantime_serde")]
     pub event_prune_interval: Duration,
+    /// Link opens one device may make at once before its budget runs out (then one per
+    /// `link_open_every`); an open over budget is refused RESOURCE_EXHAUSTED with when to
+    /// retry, before any database write.
+    pub link_open_burst: u32,
+    /// How often one more link open is allowed per device once its burst is spent.
+    #[serde(with = "humantime_serde")]
+    pub link_open_every: Duration,
+    /// Messages a device may send on its link at once before its budget runs out (then
+    /// `link_messages_per_second`); over budget the gateway reads its link more slowly
+    /// (backpressure): nothing is lost or refused.
+    pub link_message_burst: u32,
+    /// Messages per second a link's budget refills.
+    pub link_messages_per_second: u32,
 }
 
 impl Default for GatewayConfig {
@@ -366,6 +379,10 @@ impl Default for GatewayConfig {
             reconcile_interval: Duration::from_secs(15),
             event_retention: Duration::from_secs(30 * 24 * 3600),
             event_prune_interval: Duration::from_secs(600),
+            link_open_burst: 5,
+            link_open_every: Duration::from_secs(10),
+            link_message_burst: 200,
+            link_messages_per_second: 50,
         }
     }
 }
@@ -716,6 +733,13 @@ impl Config {
                 Duration::from_secs(24 * 3600),
             ),
             (
+                "gateway.link_open_every",
+                "SNEAKERNET_GATEWAY__LINK_OPEN_EVERY",
+                self.gateway.link_open_every,
+                Duration::from_millis(1),
+                Duration::from_secs(3600),
+            ),
+            (
                 "orders.offer_ttl",
                 "SNEAKERNET_ORDERS__OFFER_TTL",
                 self.orders.offer_ttl,
@@ -863,6 +887,30 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(invalid(key, env, "must be at least 1".into()));
+            }
+        }
+        for (key, env, value, max) in [
+            (
+                "gateway.link_open_burst",
+                "SNEAKERNET_GATEWAY__LINK_OPEN_BURST",
+                self.gateway.link_open_burst,
+                1000,
+            ),
+            (
+                "gateway.link_message_burst",
+                "SNEAKERNET_GATEWAY__LINK_MESSAGE_BURST",
+                self.gateway.link_message_burst,
+                1_000_000,
+            ),
+            (
+                "gateway.link_messages_per_second",
+                "SNEAKERNET_GATEWAY__LINK_MESSAGES_PER_SECOND",
+                self.gateway.link_messages_per_second,
+                1_000_000,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(invalid(key, env, format!("must be from 1 to {max}")));
             }
         }
         self.content.validate()?;
