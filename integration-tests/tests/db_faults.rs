@@ -73,6 +73,7 @@ async fn rent_through_faults(
     user: &Customer,
     qr: &str,
     key: &str,
+    retried: &AtomicU64,
 ) -> Result<pb::Order, tonic::Status> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -94,6 +95,7 @@ async fn rent_through_faults(
                     status.code(),
                     status.message()
                 );
+                retried.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             answer => return answer,
@@ -154,24 +156,44 @@ async fn rentals_keep_money_and_items_whole_while_postgres_connections_are_termi
         ended.clone(),
     ));
 
+    let retried = Arc::new(AtomicU64::new(0));
     let mut renters = tokio::task::JoinSet::new();
     for (n, user) in users.iter().enumerate() {
         let (channel, user, qr) = (channel.clone(), user.clone(), kiosk.qr());
+        let retried = retried.clone();
         renters.spawn(async move {
+            let key = format!("fault-{n}");
             (
                 n,
-                rent_through_faults(&channel, &user, &qr, &format!("fault-{n}")).await,
+                rent_through_faults(&channel, &user, &qr, &key, &retried).await,
             )
         });
     }
     let answers = renters.join_all().await;
+    // The faults go on while the lends settle (orders' events, the kiosk's results).
+    for (n, answer) in &answers {
+        if let Ok(order) = answer {
+            wait_for_state(
+                &channel,
+                &users[*n].token,
+                &order.order_id,
+                &[S::Lent, S::Refunded],
+            )
+            .await;
+        }
+    }
     stop.cancel();
     terminator.await.expect("terminator");
     let ended = ended.load(Ordering::Relaxed);
-    eprintln!("terminated {ended} Postgres backends during the rentals");
+    let retried = retried.load(Ordering::Relaxed);
+    eprintln!("terminated {ended} Postgres backends; {retried} calls answered retry");
     assert!(
         ended > 0,
         "the fault was injected: no backend was terminated"
+    );
+    assert!(
+        retried > 0,
+        "the faults reached the users' calls, answered UNAVAILABLE or ABORTED"
     );
 
     // Each user got one final answer; every order reaches lent or refunded.

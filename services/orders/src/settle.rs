@@ -39,7 +39,7 @@ const LEND_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// is escalated (a result held in an offline kiosk's outbox arrives within this, usually).
 const UNANSWERED_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 /// What a user and operators read on a lend the kiosk acknowledged and never answered.
-pub const UNANSWERED: &str = "The kiosk started handing out your drive but never said whether it did. An operator has been alerted; if the drive is still in the kiosk you are refunded in full.";
+pub const UNANSWERED: &str = "The kiosk started handing out your drive but never said whether it did. An operator has been alerted to settle it; nothing more is charged meanwhile.";
 /// What a user reads when a paid lend never reached the kiosk.
 const NOT_ASKED: &str = "The kiosk could not be asked in time. Your payment is being refunded.";
 /// What a user reads when a paid reservation's provision never reached the kiosk in time.

@@ -251,8 +251,9 @@ fn one_line(text: &str) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbFailure {
     /// The database could not be reached or dropped the connection (a restart, a failover, a
-    /// terminated backend, an exhausted pool): nothing was committed by the failed statement,
-    /// and trying again later may succeed.
+    /// terminated backend, an exhausted pool, a cancelled statement): trying again later may
+    /// succeed. A connection lost during COMMIT leaves the outcome unknown, which is why every
+    /// write the services retry is idempotent (keys, conditional updates).
     Unreachable,
     /// The database broke a lock cycle or a serialization conflict (Postgres 40P01, 40001) or
     /// SQLite stayed locked past the busy timeout: nothing was written; retry.
@@ -284,8 +285,10 @@ impl DbFailure {
             Sqlx::Database(db) => match db.code().as_deref() {
                 // serialization_failure, deadlock_detected
                 Some("40001" | "40P01") => Self::Conflict,
-                // admin_shutdown, crash_shutdown, cannot_connect_now; connection_exception (08…)
-                Some("57P01" | "57P02" | "57P03") => Self::Unreachable,
+                // admin_shutdown, crash_shutdown, cannot_connect_now, query_canceled (a
+                // statement timeout); read_only_sql_transaction (a pooled connection to a
+                // primary demoted by a failover); connection_exception (08…)
+                Some("57P01" | "57P02" | "57P03" | "57014" | "25006") => Self::Unreachable,
                 Some(code) if code.starts_with("08") => Self::Unreachable,
                 // SQLITE_BUSY and its extended codes: still locked after the busy timeout.
                 Some("5" | "261" | "517" | "773") => Self::Conflict,
@@ -386,6 +389,8 @@ mod tests {
             ("40001", DbFailure::Conflict),
             ("40P01", DbFailure::Conflict),
             ("57P01", DbFailure::Unreachable),
+            ("57014", DbFailure::Unreachable),
+            ("25006", DbFailure::Unreachable),
             ("08006", DbFailure::Unreachable),
             ("23505", DbFailure::Other),
             ("22023", DbFailure::Other),

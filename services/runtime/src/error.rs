@@ -176,6 +176,7 @@ impl From<sea_orm::DbErr> for ApiError {
                 }
             }
             crate::db::DbFailure::Conflict => {
+                tracing::info!(%error, "database conflict; answering ABORTED");
                 Self::Aborted("a concurrent request got in the way; retry".into())
             }
             crate::db::DbFailure::Other => Self::Internal(format!("database: {error}")),

@@ -375,8 +375,9 @@ pub(crate) enum ClaimBy {
     /// a busy kiosk takes nothing. The hold moves with it until that lend's result releases
     /// it, and `at` is kept on the unit (see [`returned_since`]).
     Return {
-        /// When the item came back, by the kiosk's clock.
-        at: DateTime<Utc>,
+        /// When the item came back, by the kiosk's clock as it reported it (unset when the
+        /// kiosk did not say: then no late lend result is read against it).
+        at: Option<DateTime<Utc>>,
     },
 }
 
@@ -450,7 +451,7 @@ pub(crate) async fn claim_unit<C: ConnectionTrait>(
             held_by,
             returned_at: match by {
                 ClaimBy::Report => None,
-                ClaimBy::Return { at } => Some(at),
+                ClaimBy::Return { at } => at,
             },
         }
         .into_active_model(),

@@ -1195,11 +1195,12 @@ impl Store {
         }
         let wipe = fleet::needs_wipe(item);
         let ready = fleet::ready_on_return(item);
+        // The kiosk's own time, unclamped: it is compared only with that kiosk's own time of
+        // a lend's end (see `lent_in`), never with a server's clock.
         let back = returned
             .returned_at
             .as_ref()
-            .and_then(sneakernet_runtime::wire::from_timestamp)
-            .map_or(at, |reported| reported.min(at));
+            .and_then(sneakernet_runtime::wire::from_timestamp);
         fleet::claim_unit(
             db,
             kiosk_id,
@@ -1494,14 +1495,20 @@ async fn lent_in<C: ConnectionTrait>(
     // ejecting). Then the order is lent and returned at once, and the unit stays where it is.
     // The same holds when the item came back into the lending kiosk itself before its
     // result arrived (the kiosk's outbox replayed the return first): it stays in that bay.
+    // Both times are that one kiosk's clock as it reported them; without both, nothing is
+    // inferred (the result is applied as an item that left).
     let finished = record
         .result
         .as_ref()
         .and_then(|r| r.finished_at.as_ref())
-        .and_then(sneakernet_runtime::wire::from_timestamp)
-        .map_or(at, |reported| reported.min(at));
+        .and_then(sneakernet_runtime::wire::from_timestamp);
     fleet::hand_over_hold(db, &record.kiosk_id, &lent.item_id, order_id).await?;
-    let back_here = fleet::returned_since(db, &record.kiosk_id, &lent.item_id, finished).await?;
+    let back_here = match finished {
+        Some(finished) => {
+            fleet::returned_since(db, &record.kiosk_id, &lent.item_id, finished).await?
+        }
+        None => None,
+    };
     let back_at = if let Some(back) = back_here {
         Some((record.kiosk_id.clone(), back))
     } else if fleet::remove_unit(db, &record.kiosk_id, &lent.item_id).await? {

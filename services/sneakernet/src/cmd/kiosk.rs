@@ -169,9 +169,14 @@ fn kiosk_toml(kiosk_id: &str, credential_file: &str, url: &str) -> Vec<String> {
         format!("auth_url = {url:?}"),
         format!("gateway_url = {url:?}"),
     ];
-    // The agent refuses plaintext beyond loopback unless told; --plaintext said so here.
+    // The agent refuses plaintext beyond loopback unless told. That is the kiosk operator's
+    // decision (its secret would cross its network unencrypted), so the line is printed
+    // commented out, not switched on because this CLI happened to use --plaintext.
     if url.starts_with("http://") && !sneakernet_kiosk_agent::config::is_loopback_url(url) {
-        lines.push("allow_plaintext = true".into());
+        lines.push(
+            "# allow_plaintext = true  # plaintext beyond loopback: only on a trusted network; use https"
+                .into(),
+        );
     }
     lines
 }
@@ -447,6 +452,10 @@ mod tests {
             figment::Figment::from(figment::providers::Toml::string(&remote))
                 .extract()
                 .expect("the agent reads them");
-        config.validate().expect("plaintext named as allowed");
+        let refused = config
+            .validate()
+            .expect_err("plaintext beyond loopback stays the kiosk operator's decision");
+        assert!(refused.to_string().contains("allow_plaintext"), "{refused}");
+        assert!(remote.contains("# allow_plaintext = true"), "{remote}");
     }
 }
