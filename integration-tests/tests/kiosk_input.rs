@@ -348,6 +348,12 @@ async fn a_settle_worker_that_panics_is_restarted_and_health_says_not_serving_me
             .await
             .expect("node");
         let channel = connect(node.address).await;
+        // Standalone says NOT_SERVING until its own simulated kiosks are online.
+        eventually(WAIT, "standalone ready", || async {
+            health(&channel, "sneakernet.orders.v1.OrderService").await
+                == ServingStatus::Serving as i32
+        })
+        .await;
         let operator = rentals::operator_token(&channel, &config).await;
         set_default_pricing(&channel, &operator, common::ItemKind::Drive)
             .await
