@@ -11,8 +11,8 @@ use sneakernet_integration_tests::content::MIB;
 use sneakernet_integration_tests::kiosk;
 use sneakernet_integration_tests::rentals::{
     BASE_PRICE, STATION, SimKiosk, WAIT, assert_audit_clean, assert_refused, bad_fields, bays,
-    create_rental, customer_with_deposit, follow, get_order, list_orders, price_for, qr_payload_at,
-    rental_request, scan, scan_until_available, start_priced_with, states, wait_for_state, watch,
+    create_rental, customer_with_deposit, get_order, list_orders, price_for, qr_payload_at,
+    rental_request, scan, scan_until_available, start_priced_with, wait_for_state,
 };
 use sneakernet_integration_tests::reservations::{
     bay_of, blank_drive, cancel_reservation, collect_reservation, create_reservation,
@@ -846,72 +846,6 @@ async fn collecting_before_ready_is_not_ready_and_past_the_pickup_window_is_pick
         let expired = wait_for_state(&channel, &user.token, &order.order_id, &[S::Expired]).await;
         assert!(expired.item_id == "D-1", "{backend}: {expired:?}");
         slow.stop().await;
-        sandbox.stop().await;
-    }
-}
-
-#[tokio::test]
-async fn a_watcher_sees_provisioning_progress_advance_before_the_drive_is_ready() {
-    for backend in backends() {
-        let (sandbox, channel, operator) = start(&backend, |_| {}).await;
-        let source = tempfile::tempdir().unwrap();
-        // Big enough that the kiosk reports progress for more than a second or two (the
-        // watcher reads it at most once a second).
-        let (_package, package_id) = publish(
-            &channel,
-            &operator,
-            source.path(),
-            "progress",
-            &[("films/long.mkv", 96 * MIB)],
-        )
-        .await;
-        let capacity = 128 * MIB;
-        let _here = SimKiosk::healthy(
-            sandbox.node().address,
-            &operator,
-            "K-P1",
-            vec![Some(blank_drive("D-1", capacity))],
-        )
-        .await;
-        let user = customer_with_deposit(&channel).await;
-        let request = reservation_request("K-P1", &package_id, capacity, false, 1, "p-1");
-        let order = eventually_reserved(&channel, &user.token, request, &backend).await;
-        let mut stream = watch(&channel, &user.token, &order.order_id)
-            .await
-            .expect("watch");
-        let seen = follow(&mut stream, &format!("{backend}: provisioning"), |m| {
-            m.state == S::ReadyForPickup as i32
-        })
-        .await;
-        assert_eq!(
-            seen.last().map(|m| m.state),
-            Some(S::ReadyForPickup as i32),
-            "{backend}: READY arrives"
-        );
-        let progress: Vec<(i32, pb::ProvisioningProgress)> = seen
-            .iter()
-            .filter_map(|m| m.progress.map(|p| (m.state, p)))
-            .collect();
-        assert!(
-            !progress.is_empty(),
-            "{backend}: no progress seen: {:?}",
-            states(&seen)
-        );
-        for (state, now) in &progress {
-            assert_eq!(*state, S::Provisioning as i32, "{backend}: {now:?}");
-            assert!(
-                now.bytes_total == 0 || now.bytes_done <= now.bytes_total,
-                "{backend}: {now:?}"
-            );
-        }
-        // Phases only move forward, and bytes within a phase only grow.
-        for pair in progress.windows(2) {
-            let (before, after) = (&pair[0].1, &pair[1].1);
-            assert!(
-                (before.phase, before.bytes_done) < (after.phase, after.bytes_done),
-                "{backend}: progress went back: {before:?} then {after:?}"
-            );
-        }
         sandbox.stop().await;
     }
 }
