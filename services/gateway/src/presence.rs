@@ -155,29 +155,6 @@ fn replica_channel(replica: &str) -> String {
 /// Deletes the presence key only if this replica still owns it (a newer holder keeps it).
 const RELEASE_SCRIPT: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
-async fn connect(client: &redis::Client) -> Option<ConnectionManager> {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT))
-        .set_number_of_retries(1);
-    match tokio::time::timeout(
-        REDIS_TIMEOUT * 2,
-        client.get_connection_manager_with_config(config),
-    )
-    .await
-    {
-        Ok(Ok(manager)) => Some(manager),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "redis unavailable; kiosk commands fall back to polling");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("redis did not answer; kiosk commands fall back to polling");
-            None
-        }
-    }
-}
-
 async fn worker(
     client: redis::Client,
     replica: String,
@@ -201,7 +178,12 @@ async fn worker(
             if tokio::time::Instant::now() < retry_at {
                 continue; // Redis is down: drop the operation, polling covers it.
             }
-            connection = connect(&client).await;
+            connection = sneakernet_runtime::redis_link::connect(
+                &client,
+                REDIS_TIMEOUT,
+                "kiosk commands fall back to polling",
+            )
+            .await;
             if connection.is_none() {
                 retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
                 continue;

@@ -190,29 +190,6 @@ impl Drop for Wakeup {
     }
 }
 
-async fn connect(client: &redis::Client) -> Option<ConnectionManager> {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT))
-        .set_number_of_retries(1);
-    match tokio::time::timeout(
-        REDIS_TIMEOUT * 2,
-        client.get_connection_manager_with_config(config),
-    )
-    .await
-    {
-        Ok(Ok(manager)) => Some(manager),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "redis unavailable; order watchers fall back to polling");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("redis did not answer; order watchers fall back to polling");
-            None
-        }
-    }
-}
-
 /// Publishes each announced order id, dropping them while Redis is down.
 async fn publisher(
     client: redis::Client,
@@ -234,7 +211,12 @@ async fn publisher(
             if tokio::time::Instant::now() < retry_at {
                 continue; // Redis is down: the other replicas' polls cover it.
             }
-            connection = connect(&client).await;
+            connection = sneakernet_runtime::redis_link::connect(
+                &client,
+                REDIS_TIMEOUT,
+                "order watchers fall back to polling",
+            )
+            .await;
             if connection.is_none() {
                 retry_at = tokio::time::Instant::now() + Duration::from_secs(2);
                 continue;

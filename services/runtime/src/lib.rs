@@ -28,6 +28,7 @@ pub use sneakernet_failpoint as failpoint;
 pub mod keys;
 pub mod qr;
 pub mod rate_limit;
+pub mod redis_link;
 pub mod role;
 pub mod server;
 pub mod service_token;
