@@ -34,6 +34,15 @@ pub use sneakernet_runtime::testing::{
     Backend, REQUIRE_SERVICES_VAR, backends, skip_or_fail, unique_schema_prefix,
 };
 
+/// A TCP port free on 127.0.0.1 now, for a child process that must keep its address across a
+/// restart (another process may take it in between; tests accept that small race).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
 /// The Redis URL, if this run has one (`REDIS_URL`); a loud skip (or a failure under
 /// `TEST_REQUIRE_SERVICES=1`) otherwise.
 pub fn redis_url() -> Option<String> {

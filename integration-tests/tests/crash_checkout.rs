@@ -15,20 +15,12 @@ use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::OrderState as S;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_after_the_charge_before_the_booking_books_that_charge_on_retry_once() {
     for backend in backends() {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = test_config(&backend, &dir.path().join("server"));
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = format!("127.0.0.1:{}", sneakernet_integration_tests::free_port());
         let fast = [
             ("SNEAKERNET_GATEWAY__HEARTBEAT_INTERVAL", "200ms"),
             ("SNEAKERNET_GATEWAY__OFFLINE_AFTER", "1500ms"),

@@ -22,20 +22,12 @@ use sneakernet_proto::orders::v1::OrderState as S;
 const FILES: [(&str, u64); 2] = [("films/first.mkv", 3 * MIB + 5), ("films/second.mkv", MIB)];
 const CAPACITY: u64 = 64 * MIB;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_provision_gets_the_kiosks_result_after_restart_and_the_drive_is_ready() {
     for backend in backends() {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = test_config(&backend, &dir.path().join("server"));
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = format!("127.0.0.1:{}", sneakernet_integration_tests::free_port());
         let fast = [
             ("SNEAKERNET_GATEWAY__HEARTBEAT_INTERVAL", "200ms"),
             ("SNEAKERNET_GATEWAY__OFFLINE_AFTER", "1500ms"),

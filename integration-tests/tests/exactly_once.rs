@@ -68,21 +68,13 @@ fn lent_item(record: &pb::CommandRecord) -> String {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_lend_is_executed_once_when_the_gateway_is_killed_after_sending_before_the_ack() {
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
         let config = test_config(&backend, &dir.path().join("server"));
         let marker = dir.path().join("sent");
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = format!("127.0.0.1:{}", sneakernet_integration_tests::free_port());
         let hang = format!(
             "gateway::deliver::after_send=return(hang:{})",
             marker.display()

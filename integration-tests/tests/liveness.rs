@@ -40,14 +40,6 @@ const FAST_LINKS: [(&str, &str); 6] = [
     ("SNEAKERNET_GATEWAY__RECONCILE_INTERVAL", "300ms"),
 ];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The gateway's events of `kiosk` from the start, each as "online", "offline:<reason>" or
 /// its kind, read until the stream is quiet for a moment.
 async fn events_of(channel: &Channel, token: &str, kiosk: &str) -> Vec<String> {
@@ -240,7 +232,7 @@ async fn failed_offline_writes_are_retried_until_each_kiosk_is_offline_once() {
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
         let config = test_config(&backend, &dir.path().join("server"));
-        let metrics_listen = format!("127.0.0.1:{}", free_port());
+        let metrics_listen = format!("127.0.0.1:{}", sneakernet_integration_tests::free_port());
         let env = [
             ("SNEAKERNET_GATEWAY__HEARTBEAT_INTERVAL", "5s"),
             ("SNEAKERNET_GATEWAY__OFFLINE_AFTER", "30s"),
@@ -304,7 +296,7 @@ async fn liveness_reaches_the_database_in_batches_not_once_per_heartbeat() {
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
         let config = test_config(&backend, &dir.path().join("server"));
-        let metrics_listen = format!("127.0.0.1:{}", free_port());
+        let metrics_listen = format!("127.0.0.1:{}", sneakernet_integration_tests::free_port());
         let env = [
             // The fake kiosks read nothing: the gateway's own heartbeats must not fill them.
             ("SNEAKERNET_GATEWAY__HEARTBEAT_INTERVAL", "20s"),

@@ -611,14 +611,6 @@ async fn a_jammed_bay_fails_the_order_refunds_it_and_releases_the_unit() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_order_ends_lent_or_refunded_when_the_node_is_killed_after_create_rental_and_mid_lend()
  {
@@ -626,7 +618,7 @@ async fn every_order_ends_lent_or_refunded_when_the_node_is_killed_after_create_
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
         let config = test_config(&backend, &dir.path().join("server"));
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = format!("127.0.0.1:{}", sneakernet_integration_tests::free_port());
         let env = [
             ("SNEAKERNET_GATEWAY__HEARTBEAT_INTERVAL", "200ms"),
             ("SNEAKERNET_GATEWAY__OFFLINE_AFTER", "1500ms"),
