@@ -223,6 +223,10 @@ pub fn pickup_deadline(pricing: &pb::Pricing, at: DateTime<Utc>) -> Option<DateT
     at.checked_add_signed(window)
 }
 
+/// What the user reads when the gateway refused a lend for good (it never reached the kiosk).
+pub const NOT_ASKED_IN_TIME: &str =
+    "The kiosk could not be asked in time. Your payment is being refunded.";
+
 /// What the user reads while the kiosk prepares the reserved drive.
 pub const PREPARING: &str = "Paid. The kiosk is preparing your drive.";
 
@@ -242,6 +246,45 @@ pub const COLLECTING: &str = "The kiosk is handing out your reserved drive.";
 /// What an order's user reads when its item came back at `kiosk_id`.
 pub fn returned_reason(kiosk_id: &str) -> String {
     format!("Returned at kiosk {kiosk_id}. Settling the rental.")
+}
+
+/// How long a kiosk has to wipe a drive that came back writable.
+const WIPE_WITHIN: chrono::Duration = chrono::Duration::days(1);
+
+/// What an item coming back to a kiosk does, decided here; `Store::apply_return` stores it
+/// (which order it closes is the store's lookup: the item's LENT order, wherever it was lent).
+#[derive(Clone, Debug)]
+pub struct ReturnEffect {
+    /// Lendable at once; otherwise it waits for its wipe (or the kiosk's word on its bay).
+    pub ready: bool,
+    /// The wipe to ask the kiosk for: a drive that came back writable may hold anything.
+    pub wipe: Option<FollowUp>,
+    /// What the user of the order it was lent under reads.
+    pub reason: String,
+}
+
+/// What `item` coming back to `kiosk_id` (the event at `cursor` of its log) does.
+pub fn on_return(
+    kiosk_id: &str,
+    item: &sneakernet_proto::common::v1::Item,
+    cursor: i64,
+) -> ReturnEffect {
+    let wipe = crate::store::fleet::needs_wipe(item).then(|| FollowUp {
+        target: CommandTarget::Kiosk(kiosk_id.to_owned()),
+        // One wipe per return event, so a replayed event asks once.
+        key: format!("wipe:{}:{cursor}", item.item_id),
+        command: gateway::CommandPayload {
+            kind: Some(gateway::command_payload::Kind::Wipe(gateway::WipeCommand {
+                item_id: item.item_id.clone(),
+            })),
+        },
+        within: WIPE_WITHIN,
+    });
+    ReturnEffect {
+        ready: crate::store::fleet::ready_on_return(item),
+        wipe,
+        reason: returned_reason(kiosk_id),
+    }
 }
 
 /// What `record` (a command of ours in its new state) does.

@@ -38,10 +38,10 @@ const LEND_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// How long past its command's deadline an acknowledged lend may stay unanswered before it
 /// is escalated (a result held in an offline kiosk's outbox arrives within this, usually).
 const UNANSWERED_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
+/// How often a lend noted unanswered is asked about again (its late result still decides it).
+const UNANSWERED_RECHECK: chrono::Duration = chrono::Duration::hours(1);
 /// What a user and operators read on a lend the kiosk acknowledged and never answered.
 pub const UNANSWERED: &str = "The kiosk started handing out your drive but never said whether it did. An operator has been alerted to settle it; nothing more is charged meanwhile.";
-/// What a user reads when a paid lend never reached the kiosk.
-const NOT_ASKED: &str = "The kiosk could not be asked in time. Your payment is being refunded.";
 /// What a user reads when a paid reservation's provision never reached the kiosk in time.
 fn not_provisioned() -> String {
     format!(
@@ -50,6 +50,36 @@ fn not_provisioned() -> String {
         crate::lending::REFUNDING_IN_FULL
     )
 }
+/// What the user reads once an order's money is back: a cancelled reservation keeps saying
+/// why it was cancelled.
+fn refunded_reason(order: &crate::entity::order::Model, amount: Money) -> String {
+    if order.state == OrderState::Cancelled.as_str() {
+        format!("{} Refunded {amount}.", order.state_reason)
+    } else {
+        format!("Refunded {amount}.")
+    }
+}
+
+/// What the user reads once a fee is booked.
+fn fee_reason(fee: crate::store::orders::FeeBooked) -> String {
+    use crate::store::orders::FeeBooked;
+    match fee {
+        FeeBooked::Charged {
+            movement: Movement::LostItemFee,
+            amount,
+        } => format!("The item counts as lost: charged {amount}."),
+        FeeBooked::Charged { amount, .. } => format!("Charged {amount} for the late return."),
+        FeeBooked::FromDeposit { amount, kept } => {
+            format!("The card declined a fee of {amount}; {kept} was taken from the deposit.")
+        }
+    }
+}
+
+/// What the user reads once the rental is settled.
+fn closed_reason(total: Money) -> String {
+    format!("Closed. You paid {total} in total.")
+}
+
 /// How long a payment attempt may stay unknown before the worker resolves it.
 const ATTEMPT_STALE: chrono::Duration = chrono::Duration::minutes(2);
 
@@ -185,7 +215,11 @@ impl Worker {
             }
             tracing::warn!(order_id = %order.order_id, "lend never reached the kiosk in time");
             store
-                .fail_lend(&order.order_id, NOT_ASKED, self.now())
+                .fail_lend(
+                    &order.order_id,
+                    crate::lending::NOT_ASKED_IN_TIME,
+                    self.now(),
+                )
                 .await?;
         }
         Ok(())
@@ -279,14 +313,24 @@ impl Worker {
 
     async fn ask_dispensing(&self) -> Result<(), StoreError> {
         let store = &self.flows.store;
+        let now = self.now();
         for order in store
-            .orders_due(OrderState::Dispensing, self.now() - LEND_MARGIN, BATCH)
+            .dispensing_due(
+                now - LEND_MARGIN,
+                UNANSWERED,
+                now - UNANSWERED_RECHECK,
+                BATCH,
+            )
             .await?
         {
             let Some(command_id) = order.command_id.as_deref().filter(|c| !c.is_empty()) else {
                 // Never logged at the gateway: nothing can be lent any more.
                 store
-                    .fail_lend(&order.order_id, NOT_ASKED, self.now())
+                    .fail_lend(
+                        &order.order_id,
+                        crate::lending::NOT_ASKED_IN_TIME,
+                        self.now(),
+                    )
                     .await?;
                 continue;
             };
@@ -302,7 +346,11 @@ impl Worker {
                     // so none can happen any more.
                     tracing::error!(order_id = %order.order_id, command_id, "gateway does not know the lend; failing the order");
                     store
-                        .fail_lend(&order.order_id, NOT_ASKED, self.now())
+                        .fail_lend(
+                            &order.order_id,
+                            crate::lending::NOT_ASKED_IN_TIME,
+                            self.now(),
+                        )
                         .await?;
                 }
                 Err(status) => {
@@ -381,7 +429,7 @@ impl Worker {
                 continue;
             }
             store
-                .refunded(&order.order_id, &key, owed, self.now())
+                .refunded(&order.order_id, &key, owed, refunded_reason, self.now())
                 .await?;
         }
         Ok(())
@@ -443,10 +491,20 @@ impl Worker {
                     continue 'orders;
                 };
                 store
-                    .fee_booked(&order.order_id, movement, amount, &key, charged, self.now())
+                    .fee_booked(
+                        &order.order_id,
+                        movement,
+                        amount,
+                        &key,
+                        charged,
+                        fee_reason,
+                        self.now(),
+                    )
                     .await?;
             }
-            store.close(&order.order_id, self.now()).await?;
+            store
+                .close(&order.order_id, closed_reason, self.now())
+                .await?;
         }
         Ok(())
     }
@@ -482,6 +540,7 @@ impl Worker {
                         fee,
                         &key,
                         charged,
+                        fee_reason,
                         now,
                     )
                     .await?;

@@ -36,9 +36,6 @@ use sneakernet_proto::gateway::v1 as gateway;
 
 use crate::entity::{event_cursor, kiosk_view};
 
-/// How long a kiosk has to wipe a returned drive.
-const WIPE_DEADLINE: chrono::Duration = chrono::Duration::days(1);
-
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -239,9 +236,7 @@ impl Store {
                 }
             }
             Some(gateway::event::Kind::ItemReturned(returned)) => {
-                touched = self
-                    .apply_return(txn, kiosk, returned, cursor, at, WIPE_DEADLINE)
-                    .await?;
+                touched = self.apply_return(txn, kiosk, returned, cursor, at).await?;
             }
             None => {}
         }

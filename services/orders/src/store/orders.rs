@@ -407,6 +407,25 @@ pub struct PaidOrder {
     pub command_key: String,
 }
 
+/// How a fee was booked, for the text the user reads (worded by the flow that books it).
+#[derive(Clone, Copy, Debug)]
+pub enum FeeBooked {
+    /// Charged to the card.
+    Charged {
+        /// Which fee.
+        movement: Movement,
+        /// How much.
+        amount: Money,
+    },
+    /// The card declined: what could be was taken from the held deposit.
+    FromDeposit {
+        /// The fee.
+        amount: Money,
+        /// What the deposit gave (at most the fee; zero with nothing held).
+        kept: Money,
+    },
+}
+
 /// The provider key of an order's charge: one per account, kind and idempotency key.
 pub fn payment_key(kind: OrderKind, user_id: &str, idempotency_key: &str) -> String {
     format!("{}:{user_id}:{idempotency_key}", kind.as_str())
@@ -777,14 +796,7 @@ impl Store {
             changed = Some(save(&txn, next, &reason, now).await?);
         } else if is_lend && command_id.is_empty() {
             // The gateway refused the lend for good: it will never reach the kiosk.
-            if fail_lend_in(
-                &txn,
-                &row.order_id,
-                "The kiosk could not be asked in time. Your payment is being refunded.",
-                now,
-            )
-            .await?
-            {
+            if fail_lend_in(&txn, &row.order_id, crate::lending::NOT_ASKED_IN_TIME, now).await? {
                 changed = lock_order(&txn, &row.order_id).await?;
             }
         } else if is_lend
@@ -821,6 +833,32 @@ impl Store {
         order::Entity::find()
             .filter(order::Column::State.eq(state.as_str()))
             .filter(order::Column::Deadline.lt(before))
+            .order_by_asc(order::Column::Deadline)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
+    /// DISPENSING orders whose lend is overdue (`deadline` before `before`), oldest first,
+    /// leaving out those noted unanswered (their reason is `noted`) since `quiet_since`: such
+    /// an order waits for an operator or its late result and is asked about again only once
+    /// in a while, so however many there are, they never crowd newer overdue lends out of
+    /// a batch. Their deadline stays, so the audit keeps naming them.
+    pub async fn dispensing_due(
+        &self,
+        before: DateTime<Utc>,
+        noted: &str,
+        quiet_since: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<order::Model>, DbErr> {
+        order::Entity::find()
+            .filter(order::Column::State.eq(OrderState::Dispensing.as_str()))
+            .filter(order::Column::Deadline.lt(before))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(order::Column::StateReason.ne(noted))
+                    .add(order::Column::UpdatedAt.lt(quiet_since)),
+            )
             .order_by_asc(order::Column::Deadline)
             .limit(limit)
             .all(&self.db)
@@ -867,12 +905,14 @@ impl Store {
         Ok(true)
     }
 
-    /// Books the refund of a FAILED or CANCELLED order and ends it REFUNDED.
+    /// Books the refund of a FAILED or CANCELLED order and ends it REFUNDED, with the text
+    /// `say` words from the order as it was and the amount.
     pub async fn refunded(
         &self,
         order_id: &str,
         refund_key: &str,
         amount: Money,
+        say: fn(&order::Model, Money) -> String,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let txn = self.write().await?;
@@ -898,12 +938,7 @@ impl Store {
             )
             .await?;
         }
-        // A cancelled reservation keeps saying why it was cancelled once the money is back.
-        let reason = if current.state == OrderState::Cancelled.as_str() {
-            format!("{} Refunded {amount}.", current.state_reason)
-        } else {
-            format!("Refunded {amount}.")
-        };
+        let reason = say(&current, amount);
         let refunded = current
             .amount_refunded
             .checked_add(amount.minor())
@@ -918,8 +953,10 @@ impl Store {
     }
 
     /// Books a fee of a returned or lost order under `key` (the fee's provider key): charged
-    /// to the card when `charged`, else taken from the deposit (the card declined). A fee
-    /// already booked under `key` is not booked again.
+    /// to the card when `charged`, else taken from the deposit (the card declined), with the
+    /// text `say` words from what was booked. A fee already booked under `key` is not booked
+    /// again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn fee_booked(
         &self,
         order_id: &str,
@@ -927,6 +964,7 @@ impl Store {
         amount: Money,
         key: &str,
         charged: bool,
+        say: fn(FeeBooked) -> String,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let txn = self.write().await?;
@@ -965,10 +1003,7 @@ impl Store {
                 .amount_charged
                 .checked_add(amount.minor())
                 .ok_or_else(|| overflow("amount charged"))?;
-            reason = match movement {
-                Movement::LostItemFee => format!("The item counts as lost: charged {amount}."),
-                _ => format!("Charged {amount} for the late return."),
-            };
+            reason = say(FeeBooked::Charged { movement, amount });
         } else {
             // The card declined: the fee is taken from the held deposit, which pays back less.
             let account = account::Entity::find_by_id(user.clone()).one(&txn).await?;
@@ -1016,10 +1051,10 @@ impl Store {
                     .exec(&txn)
                     .await?;
             }
-            reason = format!(
-                "The card declined a fee of {amount}; {} was taken from the deposit.",
-                Money::new(kept, amount.currency())
-            );
+            reason = say(FeeBooked::FromDeposit {
+                amount,
+                kept: Money::new(kept, amount.currency()),
+            });
         }
         if movement == Movement::LostItemFee {
             next.lost_fee_charged = true;
@@ -1030,8 +1065,14 @@ impl Store {
         Ok(())
     }
 
-    /// A RETURNED order whose fees are booked: CLOSED.
-    pub async fn close(&self, order_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// A RETURNED order whose fees are booked: CLOSED, with the text `say` words from what
+    /// the user paid in total.
+    pub async fn close(
+        &self,
+        order_id: &str,
+        say: fn(Money) -> String,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let txn = self.write().await?;
         let Some(current) = lock_order(&txn, order_id).await? else {
             return Ok(());
@@ -1040,8 +1081,7 @@ impl Store {
             return Ok(());
         }
         let total = Money::new(current.amount_charged, currency(&current)?);
-        let reason = format!("Closed. You paid {total} in total.");
-        step(&txn, current, OrderEvent::Settled, &reason, now, |_| {}).await?;
+        step(&txn, current, OrderEvent::Settled, &say(total), now, |_| {}).await?;
         txn.commit().await?;
         self.announce(order_id);
         Ok(())
@@ -1178,11 +1218,11 @@ impl Store {
         returned: &gateway::ItemReturned,
         cursor: i64,
         at: DateTime<Utc>,
-        wipe_deadline: Duration,
     ) -> Result<Option<String>, StoreError> {
         let Some(item) = &returned.item else {
             return Ok(None);
         };
+        let effect = crate::lending::on_return(kiosk_id, item, cursor);
         let lent_under = order::Entity::find()
             .filter(order::Column::ItemId.eq(item.item_id.as_str()))
             .filter(order::Column::State.eq(OrderState::Lent.as_str()))
@@ -1193,8 +1233,6 @@ impl Store {
         if lent_under.is_some() {
             fleet::let_go_of_lent_item(db, kiosk_id, &item.item_id).await?;
         }
-        let wipe = fleet::needs_wipe(item);
-        let ready = fleet::ready_on_return(item);
         // The kiosk's own time, unclamped: it is compared only with that kiosk's own time of
         // a lend's end (see `lent_in`), never with a server's clock.
         let back = returned
@@ -1205,28 +1243,12 @@ impl Store {
             db,
             kiosk_id,
             item,
-            ready,
+            effect.ready,
             None,
             fleet::ClaimBy::Return { at: back },
         )
         .await?;
-        if wipe {
-            let payload = gateway::CommandPayload {
-                kind: Some(gateway::command_payload::Kind::Wipe(gateway::WipeCommand {
-                    item_id: item.item_id.clone(),
-                })),
-            };
-            enqueue(
-                db,
-                &CommandTarget::Kiosk(kiosk_id.to_owned()),
-                &format!("wipe:{}:{cursor}", item.item_id),
-                "",
-                &payload,
-                later(at, wipe_deadline)?,
-                at,
-            )
-            .await?;
-        }
+        ask_kiosk(db, effect.wipe.as_slice(), at).await?;
         let Some(current) = lent_under else {
             return Ok(None);
         };
@@ -1239,8 +1261,7 @@ impl Store {
             at,
         );
         let order_id = current.order_id.clone();
-        let reason = crate::lending::returned_reason(kiosk_id);
-        step(db, current, OrderEvent::Returned, &reason, at, |o| {
+        step(db, current, OrderEvent::Returned, &effect.reason, at, |o| {
             o.returned_kiosk_id = kiosk_id.to_owned();
             o.returned_at = Some(returned_at);
             o.deadline = at;

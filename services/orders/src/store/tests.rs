@@ -1085,3 +1085,93 @@ async fn the_audit_names_an_expired_reservation_refunded_wrongly_and_one_provisi
         );
     }
 }
+
+/// Lends noted unanswered (issue 12, defect 3) wait for an operator or a late result; however
+/// many there are, the settling worker's batch of overdue lends still reaches newer ones, and
+/// each noted one is asked about again after a while.
+#[tokio::test]
+async fn lends_noted_unanswered_leave_the_overdue_batch_until_their_recheck_and_keep_their_deadline()
+ {
+    for backend in backends() {
+        let mut world = World::on(&backend).await;
+        let mut dispensing = Vec::new();
+        // Item ids are global: each kiosk holds its own unit.
+        for (n, (kiosk, item)) in [("K1", "U1"), ("K2", "U2")].into_iter().enumerate() {
+            world.inventory(kiosk, &[item]).await;
+            let user = user(n as u8 + 1);
+            let (payment_key, order_id) = world.begin_rental(&user, kiosk).await;
+            let lend = gateway::CommandPayload {
+                kind: Some(gateway::command_payload::Kind::Lend(
+                    gateway::LendCommand::default(),
+                )),
+            };
+            world
+                .finish(&user, kiosk, payment_key, order_id.clone(), lend)
+                .await;
+            let row = world
+                .store
+                .unsent_commands(10)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|row| row.order_id == order_id)
+                .expect("the lend waits in the outbox");
+            world
+                .store
+                .command_sent(&row, &format!("cmd-{n}"), Utc::now())
+                .await
+                .unwrap();
+            dispensing.push(order_id);
+        }
+        let noted = "never answered";
+        let far = Utc::now() + chrono::Duration::days(1);
+        let due = |quiet_since| {
+            let store = world.store.clone();
+            async move {
+                let mut ids: Vec<String> = store
+                    .dispensing_due(far, noted, quiet_since, 10)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.order_id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        let mut both = dispensing.clone();
+        both.sort();
+        let hour_ago = Utc::now() - chrono::Duration::hours(1);
+        assert_eq!(due(hour_ago).await, both, "{backend}: both overdue");
+
+        let before = world.order(&dispensing[0]).await;
+        assert!(
+            world
+                .store
+                .note_lend_unanswered(&dispensing[0], noted, Utc::now())
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            due(hour_ago).await,
+            vec![dispensing[1].clone()],
+            "{backend}: the noted lend leaves the batch"
+        );
+        let in_a_second = Utc::now() + chrono::Duration::seconds(1);
+        assert_eq!(
+            due(in_a_second).await,
+            both,
+            "{backend}: and comes back for its recheck"
+        );
+        let after = world.order(&dispensing[0]).await;
+        assert_eq!(
+            after.deadline, before.deadline,
+            "{backend}: the audit still sees it late"
+        );
+        assert_eq!(
+            after.state,
+            crate::domain::order::OrderState::Dispensing.as_str(),
+            "{backend}"
+        );
+    }
+}
