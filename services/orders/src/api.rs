@@ -3,36 +3,28 @@
 //! collect), write protection of the order's drive, reading and watching orders. FleetService:
 //! kiosk profiles, the fleet view, price rules, the audit.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use prost::Message;
-use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_proto::orders::v1::fleet_service_server::FleetService;
 use sneakernet_proto::orders::v1::order_service_server::OrderService;
 use sneakernet_runtime::caller::CallerExt;
 use sneakernet_runtime::wire::timestamp;
-use sneakernet_runtime::{ApiError, FieldViolation, KioskId, Role, Shutdown, UserId};
+use sneakernet_runtime::{ApiError, Role, Shutdown, UserId};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+use crate::convert::kiosk_page_token;
 use crate::deposits::DepositAsk;
 use crate::domain::deposit::DepositState;
-use crate::entity::{deposit, kiosk, order};
-use crate::fleet::{PricingAsk, kiosk_proto};
+use crate::entity::{deposit, order};
+use crate::fleet::{KioskAsk, KioskListAsk, ParkedCursor, ParkedPageAsk, PricingAsk, RegisterAsk};
 use crate::flows::Flows;
 use crate::ids::{IdempotencyKey, OrderId};
 use crate::nearby::NearbyAsk;
 use crate::orders_list::{ListOrdersAsk, Lister};
 use crate::rentals::RentalAsk;
 use crate::reservations::{CollectAsk, ReservationAsk};
-use crate::store::parked::Retried;
+use crate::scan::ScanAsk;
 use crate::write_protect::WriteProtectAsk;
-
-/// Kiosks per page when the caller does not say.
-const DEFAULT_PAGE: u32 = 50;
-/// Most kiosks per page.
-const MAX_PAGE: u32 = 500;
 
 /// The OrderService and FleetService implementation.
 #[derive(Clone, Debug)]
@@ -129,10 +121,8 @@ impl OrderService for OrdersApi {
         request: Request<pb::ScanKioskRequest>,
     ) -> Result<Response<pb::ScanKioskResponse>, Status> {
         let user = Self::renter(&request)?;
-        let body = request.into_inner();
-        let qr = sneakernet_runtime::qr::parse(&body.qr_payload)
-            .map_err(|why| ApiError::invalid("qr_payload", why))?;
-        let offer = self.flows.scan(user, qr).await?;
+        let ask = ScanAsk::try_from(request.into_inner())?;
+        let offer = self.flows.scan(user, ask).await?;
         Ok(Response::new(pb::ScanKioskResponse { offer: Some(offer) }))
     }
 
@@ -289,12 +279,6 @@ impl OrderService for OrdersApi {
     }
 }
 
-fn site_id(field: &str, raw: &str) -> Result<String, FieldViolation> {
-    KioskId::parse(raw)
-        .map(|id| id.as_str().to_owned())
-        .map_err(|why| FieldViolation::new(field, why))
-}
-
 #[tonic::async_trait]
 impl FleetService for OrdersApi {
     async fn register_kiosk(
@@ -302,71 +286,10 @@ impl FleetService for OrdersApi {
         request: Request<pb::RegisterKioskRequest>,
     ) -> Result<Response<pb::RegisterKioskResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let body = request.into_inner();
-        let mut violations = Vec::new();
-        let kiosk_id = KioskId::parse(&body.kiosk_id)
-            .map_err(|why| violations.push(FieldViolation::new("kiosk_id", why)))
-            .ok();
-        let site = site_id("site_id", &body.site_id)
-            .map_err(|v| violations.push(v))
-            .ok();
-        let name_len = body.site_name.chars().count();
-        if name_len == 0 || name_len > 200 || body.site_name.trim().is_empty() {
-            violations.push(FieldViolation::new(
-                "site_name",
-                "must be 1 to 200 characters",
-            ));
-        }
-        match &body.location {
-            None => violations.push(FieldViolation::new("location", "is required")),
-            Some(location) => {
-                if !(-90.0..=90.0).contains(&location.latitude) {
-                    violations.push(FieldViolation::new(
-                        "location.latitude",
-                        "must be -90 to 90",
-                    ));
-                }
-                if !(-180.0..=180.0).contains(&location.longitude) {
-                    violations.push(FieldViolation::new(
-                        "location.longitude",
-                        "must be -180 to 180",
-                    ));
-                }
-            }
-        }
-        if !sneakernet_runtime::qr::SECRET_LEN.contains(&body.qr_secret.len()) {
-            violations.push(FieldViolation::new("qr_secret", "must be 20 to 64 bytes"));
-        }
-        let (Some(kiosk_id), Some(site), true) = (kiosk_id, site, violations.is_empty()) else {
-            return Err(ApiError::InvalidArgument(violations).into());
-        };
-        let location = body.location.unwrap_or_default();
-        let now = self.flows.clock.now();
-        let stored = self
-            .flows
-            .store
-            .register_kiosk(kiosk::Model {
-                kiosk_id: kiosk_id.as_str().to_owned(),
-                site_id: site,
-                site_name: body.site_name.trim().to_owned(),
-                latitude: location.latitude,
-                longitude: location.longitude,
-                qr_secret: self.flows.sealing.seal(kiosk_id.as_str(), &body.qr_secret),
-                out_of_service: body.out_of_service,
-                registered_at: now,
-                updated_at: now,
-            })
-            .await
-            .map_err(internal)?;
-        let view = self
-            .flows
-            .store
-            .kiosk(kiosk_id.as_str())
-            .await
-            .map_err(internal)?;
-        tracing::info!(kiosk_id = %kiosk_id, site_id = %stored.site_id, "kiosk registered");
+        let ask = RegisterAsk::try_from(request.into_inner())?;
+        let kiosk = self.flows.register_kiosk(ask).await?;
         Ok(Response::new(pb::RegisterKioskResponse {
-            kiosk: Some(kiosk_proto(view.as_ref(), Some(&stored))),
+            kiosk: Some(kiosk),
         }))
     }
 
@@ -375,32 +298,15 @@ impl FleetService for OrdersApi {
         request: Request<pb::ListKiosksRequest>,
     ) -> Result<Response<pb::ListKiosksResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let body = request.into_inner();
-        let size = page_size(body.page_size)?;
-        let after = if body.page_token.is_empty() {
-            String::new()
-        } else {
-            URL_SAFE_NO_PAD
-                .decode(&body.page_token)
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .filter(|id| KioskId::parse(id).is_ok())
-                .ok_or_else(|| ApiError::invalid("page_token", "was not issued by ListKiosks"))?
-        };
-        if !body.site_id.is_empty() {
-            site_id("site_id", &body.site_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
-        }
-        let page = self
-            .flows
-            .list_kiosks(&after, size, body.online_only, &body.site_id)
-            .await?;
-        let next_page_token = page
-            .next_after
-            .map(|last| URL_SAFE_NO_PAD.encode(last))
-            .unwrap_or_default();
+        let ask = KioskListAsk::try_from(request.into_inner())?;
+        let page = self.flows.list_kiosks(ask).await?;
         Ok(Response::new(pb::ListKiosksResponse {
             kiosks: page.kiosks,
-            next_page_token,
+            next_page_token: page
+                .next_after
+                .as_deref()
+                .map(kiosk_page_token)
+                .unwrap_or_default(),
         }))
     }
 
@@ -409,17 +315,9 @@ impl FleetService for OrdersApi {
         request: Request<pb::GetKioskRequest>,
     ) -> Result<Response<pb::GetKioskResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let body = request.into_inner();
-        let id = KioskId::parse(&body.kiosk_id)
-            .map_err(|why| ApiError::InvalidArgument(vec![FieldViolation::new("kiosk_id", why)]))?;
-        let store = &self.flows.store;
-        let view = store.kiosk(id.as_str()).await.map_err(internal)?;
-        let profile = store.kiosk_profile(id.as_str()).await.map_err(internal)?;
-        if view.is_none() && profile.is_none() {
-            return Err(ApiError::NotFound(format!("kiosk {id} is unknown")).into());
-        }
+        let ask = KioskAsk::try_from(request.into_inner())?;
         Ok(Response::new(pb::GetKioskResponse {
-            kiosk: Some(kiosk_proto(view.as_ref(), profile.as_ref())),
+            kiosk: Some(self.flows.kiosk(ask).await?),
         }))
     }
 
@@ -439,20 +337,7 @@ impl FleetService for OrdersApi {
         request: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let now = self.flows.clock.now();
-        let report = self
-            .flows
-            .store
-            .audit(now, self.audit_grace)
-            .await
-            .map_err(internal)?;
-        Ok(Response::new(pb::AuditResponse {
-            ledger_balanced: report.ledger_balanced,
-            violations: report.violations,
-            checked_at: Some(timestamp(now)),
-            orders_checked: report.orders_checked,
-            transactions_checked: report.transactions_checked,
-        }))
+        Ok(Response::new(self.flows.audit(self.audit_grace).await?))
     }
 
     async fn list_parked_events(
@@ -460,36 +345,8 @@ impl FleetService for OrdersApi {
         request: Request<pb::ListParkedEventsRequest>,
     ) -> Result<Response<pb::ListParkedEventsResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let body = request.into_inner();
-        let size = page_size(body.page_size)?;
-        let after = if body.page_token.is_empty() {
-            0
-        } else {
-            body.page_token
-                .parse::<i64>()
-                .map_err(|_| ApiError::invalid("page_token", "is not a token this RPC issued"))?
-        };
-        let rows = self
-            .flows
-            .store
-            .parked(after, u64::from(size))
-            .await
-            .map_err(internal)?;
-        let next_page_token = match rows.last() {
-            Some(last) if rows.len() == size as usize => last.cursor.to_string(),
-            _ => String::new(),
-        };
-        let events = rows
-            .into_iter()
-            .map(|row| pb::ParkedEvent {
-                cursor: u64::try_from(row.cursor).unwrap_or(0),
-                kiosk_id: row.kiosk_id,
-                error: row.error,
-                parked_at: Some(timestamp(row.parked_at)),
-                attempts: u32::try_from(row.attempts).unwrap_or(0),
-                event: gateway::Event::decode(row.event.as_slice()).ok(),
-            })
-            .collect();
+        let ask = ParkedPageAsk::try_from(request.into_inner())?;
+        let (events, next_page_token) = self.flows.parked_events(ask).await?;
         Ok(Response::new(pb::ListParkedEventsResponse {
             events,
             next_page_token,
@@ -501,24 +358,9 @@ impl FleetService for OrdersApi {
         request: Request<pb::RetryParkedEventRequest>,
     ) -> Result<Response<pb::RetryParkedEventResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let cursor = parked_cursor(request.get_ref().cursor)?;
-        let now = self.flows.clock.now();
-        match self.flows.store.retry_parked(cursor, now).await {
-            Ok(Retried::Applied) => {
-                self.flows.wake.notify_one();
-                Ok(Response::new(pb::RetryParkedEventResponse {}))
-            }
-            Ok(Retried::NotFound) => {
-                Err(ApiError::NotFound(format!("no parked event with cursor {cursor}")).into())
-            }
-            Ok(Retried::StillFailing(error)) => Err(ApiError::precondition(
-                "STILL_FAILING",
-                format!("parked_events/{cursor}"),
-                error,
-            )
-            .into()),
-            Err(error) => Err(ApiError::from(error).into()),
-        }
+        let cursor = ParkedCursor::try_from(request.into_inner())?;
+        self.flows.retry_parked_event(cursor).await?;
+        Ok(Response::new(pb::RetryParkedEventResponse {}))
     }
 
     async fn drop_parked_event(
@@ -526,36 +368,8 @@ impl FleetService for OrdersApi {
         request: Request<pb::DropParkedEventRequest>,
     ) -> Result<Response<pb::DropParkedEventResponse>, Status> {
         request.caller()?.require(&[Role::Operator])?;
-        let cursor = parked_cursor(request.get_ref().cursor)?;
-        if !self
-            .flows
-            .store
-            .drop_parked(cursor)
-            .await
-            .map_err(internal)?
-        {
-            return Err(ApiError::NotFound(format!("no parked event with cursor {cursor}")).into());
-        }
-        tracing::warn!(cursor, "parked event dropped by an operator");
+        let cursor = ParkedCursor::try_from(request.into_inner())?;
+        self.flows.drop_parked_event(cursor).await?;
         Ok(Response::new(pb::DropParkedEventResponse {}))
     }
-}
-
-/// A FleetService page size: 0 means [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
-fn page_size(raw: u32) -> Result<u32, ApiError> {
-    match raw {
-        0 => Ok(DEFAULT_PAGE),
-        1..=MAX_PAGE => Ok(raw),
-        _ => Err(ApiError::invalid(
-            "page_size",
-            format!("must be at most {MAX_PAGE}"),
-        )),
-    }
-}
-
-fn parked_cursor(raw: u64) -> Result<i64, ApiError> {
-    i64::try_from(raw)
-        .ok()
-        .filter(|c| *c > 0)
-        .ok_or_else(|| ApiError::invalid("cursor", "must be a parked event's cursor"))
 }

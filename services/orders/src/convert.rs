@@ -1,6 +1,8 @@
 //! Checking protobuf input into domain values at the edge, and back. Every error names the
 //! field it is about.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sneakernet_proto::common::v1 as common;
 use sneakernet_proto::orders::v1 as pb;
 use sneakernet_runtime::wire::{duration, from_duration};
@@ -12,12 +14,16 @@ use crate::domain::geo::SearchArea;
 use crate::domain::money::{Currency, Money};
 use crate::domain::pricing::Terms;
 use crate::error::OrdersError;
-use crate::fleet::PricingAsk;
+use crate::fleet::{
+    DEFAULT_PAGE, KioskAsk, KioskListAsk, MAX_PAGE, ParkedCursor, ParkedPageAsk, PricingAsk,
+    RegisterAsk,
+};
 use crate::ids::{IdempotencyKey, OfferId, OrderId};
 use crate::nearby::{self, NearbyAsk, PagePosition, search_key};
 use crate::orders_list::{DEFAULT_ORDER_PAGE, ListOrdersAsk, MAX_ORDER_PAGE};
 use crate::rentals::RentalAsk;
 use crate::reservations::{CollectAsk, ReservationAsk};
+use crate::scan::ScanAsk;
 use crate::write_protect::WriteProtectAsk;
 use sneakernet_proto::ids::PackageId;
 
@@ -619,6 +625,201 @@ impl TryFrom<pb::SetPricingRequest> for PricingAsk {
             }),
             _ => Err(violations.refused()),
         }
+    }
+}
+
+impl TryFrom<pb::ScanKioskRequest> for ScanAsk {
+    type Error = OrdersError;
+
+    /// The QR payload checked (its kiosk id and code; whether the code is current is the
+    /// scan's own check).
+    fn try_from(body: pb::ScanKioskRequest) -> Result<Self, OrdersError> {
+        let qr = sneakernet_runtime::qr::parse(&body.qr_payload)
+            .map_err(|why| FieldViolation::new("qr_payload", why))?;
+        Ok(ScanAsk { qr })
+    }
+}
+
+/// A site id: the kiosk-id character rules.
+fn site_id(field: &str, raw: &str) -> Result<String, FieldViolation> {
+    KioskId::parse(raw)
+        .map(|id| id.as_str().to_owned())
+        .map_err(|why| FieldViolation::new(field, why))
+}
+
+/// A FleetService page size: 0 means [`DEFAULT_PAGE`], at most [`MAX_PAGE`].
+fn page_size(raw: u32) -> Result<u32, FieldViolation> {
+    match raw {
+        0 => Ok(DEFAULT_PAGE),
+        1..=MAX_PAGE => Ok(raw),
+        _ => Err(FieldViolation::new(
+            "page_size",
+            format!("must be at most {MAX_PAGE}"),
+        )),
+    }
+}
+
+impl TryFrom<pb::RegisterKioskRequest> for RegisterAsk {
+    type Error = OrdersError;
+
+    /// Every field of RegisterKiosk checked, every violation named at once.
+    fn try_from(body: pb::RegisterKioskRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let kiosk_id = violations.check(
+            KioskId::parse(&body.kiosk_id).map_err(|why| FieldViolation::new("kiosk_id", why)),
+        );
+        let site_id = violations.check(site_id("site_id", &body.site_id));
+        let name_len = body.site_name.chars().count();
+        if name_len == 0 || name_len > 200 || body.site_name.trim().is_empty() {
+            violations.check::<()>(Err(FieldViolation::new(
+                "site_name",
+                "must be 1 to 200 characters",
+            )));
+        }
+        match &body.location {
+            None => {
+                violations.check::<()>(Err(FieldViolation::new("location", "is required")));
+            }
+            Some(location) => {
+                if !(-90.0..=90.0).contains(&location.latitude) {
+                    violations.check::<()>(Err(FieldViolation::new(
+                        "location.latitude",
+                        "must be -90 to 90",
+                    )));
+                }
+                if !(-180.0..=180.0).contains(&location.longitude) {
+                    violations.check::<()>(Err(FieldViolation::new(
+                        "location.longitude",
+                        "must be -180 to 180",
+                    )));
+                }
+            }
+        }
+        if !sneakernet_runtime::qr::SECRET_LEN.contains(&body.qr_secret.len()) {
+            violations.check::<()>(Err(FieldViolation::new(
+                "qr_secret",
+                "must be 20 to 64 bytes",
+            )));
+        }
+        match (kiosk_id, site_id, body.location) {
+            (Some(kiosk_id), Some(site_id), Some(location)) if violations.none() => {
+                Ok(RegisterAsk {
+                    kiosk_id,
+                    site_id,
+                    site_name: body.site_name.trim().to_owned(),
+                    location,
+                    qr_secret: body.qr_secret,
+                    out_of_service: body.out_of_service,
+                })
+            }
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
+impl TryFrom<pb::ListKiosksRequest> for KioskListAsk {
+    type Error = OrdersError;
+
+    /// Every field of ListKiosks checked, every violation named at once.
+    fn try_from(body: pb::ListKiosksRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let size = violations.check(page_size(body.page_size));
+        let after = if body.page_token.is_empty() {
+            Some(String::new())
+        } else {
+            violations.check(
+                URL_SAFE_NO_PAD
+                    .decode(&body.page_token)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .filter(|id| KioskId::parse(id).is_ok())
+                    .ok_or_else(|| {
+                        FieldViolation::new("page_token", "was not issued by ListKiosks")
+                    }),
+            )
+        };
+        if !body.site_id.is_empty() {
+            violations.check(site_id("site_id", &body.site_id));
+        }
+        match (size, after) {
+            (Some(size), Some(after)) if violations.none() => Ok(KioskListAsk {
+                after,
+                size,
+                online_only: body.online_only,
+                site_id: body.site_id,
+            }),
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
+/// The page token ListKiosks answers after `last_kiosk_id`.
+pub fn kiosk_page_token(last_kiosk_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(last_kiosk_id)
+}
+
+impl TryFrom<pb::GetKioskRequest> for KioskAsk {
+    type Error = OrdersError;
+
+    /// The kiosk id checked.
+    fn try_from(body: pb::GetKioskRequest) -> Result<Self, OrdersError> {
+        KioskId::parse(&body.kiosk_id)
+            .map(KioskAsk)
+            .map_err(|why| FieldViolation::new("kiosk_id", why).into())
+    }
+}
+
+impl TryFrom<pb::ListParkedEventsRequest> for ParkedPageAsk {
+    type Error = OrdersError;
+
+    /// Every field of ListParkedEvents checked, every violation named at once.
+    fn try_from(body: pb::ListParkedEventsRequest) -> Result<Self, OrdersError> {
+        let mut violations = Violations::default();
+        let size = violations.check(page_size(body.page_size));
+        let after = if body.page_token.is_empty() {
+            Some(0)
+        } else {
+            violations.check(
+                body.page_token
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|after| *after > 0)
+                    .ok_or_else(|| {
+                        FieldViolation::new("page_token", "is not a token this RPC issued")
+                    }),
+            )
+        };
+        match (size, after) {
+            (Some(size), Some(after)) if violations.none() => Ok(ParkedPageAsk { after, size }),
+            _ => Err(violations.refused()),
+        }
+    }
+}
+
+/// A parked event's cursor: positive and within what the store counts.
+fn parked_cursor(raw: u64) -> Result<ParkedCursor, OrdersError> {
+    i64::try_from(raw)
+        .ok()
+        .filter(|c| *c > 0)
+        .map(ParkedCursor)
+        .ok_or_else(|| OrdersError::invalid("cursor", "must be a parked event's cursor"))
+}
+
+impl TryFrom<pb::RetryParkedEventRequest> for ParkedCursor {
+    type Error = OrdersError;
+
+    /// The cursor checked.
+    fn try_from(body: pb::RetryParkedEventRequest) -> Result<Self, OrdersError> {
+        parked_cursor(body.cursor)
+    }
+}
+
+impl TryFrom<pb::DropParkedEventRequest> for ParkedCursor {
+    type Error = OrdersError;
+
+    /// The cursor checked.
+    fn try_from(body: pb::DropParkedEventRequest) -> Result<Self, OrdersError> {
+        parked_cursor(body.cursor)
     }
 }
 

@@ -20,6 +20,12 @@ pub enum OrdersError {
     /// The kiosk has no profile (NOT_FOUND).
     #[error("kiosk {0} is not registered")]
     KioskNotRegistered(String),
+    /// The kiosk was never registered nor ever connected (NOT_FOUND).
+    #[error("kiosk {0} is unknown")]
+    KioskUnknown(String),
+    /// No parked event has this cursor (NOT_FOUND).
+    #[error("no parked event with cursor {0}")]
+    ParkedEventNotFound(i64),
     /// The order does not exist, or belongs to someone else (NOT_FOUND).
     #[error("order {0} does not exist")]
     OrderNotFound(String),
@@ -125,6 +131,8 @@ impl From<OrdersError> for ApiError {
         match error {
             OrdersError::Invalid(violations) => ApiError::InvalidArgument(violations),
             OrdersError::KioskNotRegistered(_)
+            | OrdersError::KioskUnknown(_)
+            | OrdersError::ParkedEventNotFound(_)
             | OrdersError::OrderNotFound(_)
             | OrdersError::NoDepositHeld => ApiError::NotFound(message),
             OrdersError::DepositAlreadyHeld => ApiError::AlreadyExists(message),
@@ -179,6 +187,8 @@ mod tests {
                 OrdersError::KioskNotRegistered("K-1".into()),
                 Code::NotFound,
             ),
+            (OrdersError::KioskUnknown("K-1".into()), Code::NotFound),
+            (OrdersError::ParkedEventNotFound(7), Code::NotFound),
             (OrdersError::OrderNotFound("o".into()), Code::NotFound),
             (OrdersError::NoDepositHeld, Code::NotFound),
             (OrdersError::DepositAlreadyHeld, Code::AlreadyExists),

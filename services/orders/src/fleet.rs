@@ -1,9 +1,11 @@
-//! The fleet as operators list it: kiosks registered or ever connected, with their profile,
-//! connection and inventory summary.
+//! The fleet as operators see and shape it (FleetService): kiosk profiles, kiosks registered
+//! or ever connected with their connection and inventory summary, price rules, and the
+//! events parked because they could not be applied.
 
 use prost::Message;
 use sneakernet_proto::gateway::v1 as gateway;
 use sneakernet_proto::orders::v1 as pb;
+use sneakernet_runtime::KioskId;
 use sneakernet_runtime::wire::timestamp;
 
 use crate::domain::pricing::Terms;
@@ -11,6 +13,59 @@ use crate::entity::{kiosk, kiosk_view, pricing_rule};
 use crate::error::OrdersError;
 use crate::flows::Flows;
 use crate::inventory;
+use crate::store::parked::Retried;
+
+/// Kiosks (or parked events) per page when the caller does not say.
+pub const DEFAULT_PAGE: u32 = 50;
+/// Most kiosks (or parked events) per page.
+pub const MAX_PAGE: u32 = 500;
+
+/// A RegisterKiosk request, every field checked (see `convert.rs`).
+#[derive(Clone, Debug)]
+pub struct RegisterAsk {
+    /// The kiosk.
+    pub kiosk_id: KioskId,
+    /// Its site (kiosk-id character rules).
+    pub site_id: String,
+    /// The site's display name, trimmed, 1 to 200 characters.
+    pub site_name: String,
+    /// Where it stands, in range.
+    pub location: sneakernet_proto::common::v1::Location,
+    /// The key of its rotating QR code, 20 to 64 bytes (stored sealed).
+    pub qr_secret: Vec<u8>,
+    /// Out of service (nothing is offered there).
+    pub out_of_service: bool,
+}
+
+/// A ListKiosks request, checked.
+#[derive(Clone, Debug)]
+pub struct KioskListAsk {
+    /// The last kiosk id of the previous page (empty: from the start).
+    pub after: String,
+    /// Kiosks per page, 1 to [`MAX_PAGE`].
+    pub size: u32,
+    /// Only kiosks online now.
+    pub online_only: bool,
+    /// Only kiosks of this site (empty: every site).
+    pub site_id: String,
+}
+
+/// A GetKiosk request: the kiosk's id, checked.
+#[derive(Clone, Debug)]
+pub struct KioskAsk(pub KioskId);
+
+/// A ListParkedEvents request, checked.
+#[derive(Clone, Copy, Debug)]
+pub struct ParkedPageAsk {
+    /// The last cursor of the previous page (0: from the start).
+    pub after: i64,
+    /// Events per page, 1 to [`MAX_PAGE`].
+    pub size: u32,
+}
+
+/// A parked event's cursor (RetryParkedEvent, DropParkedEvent), checked positive.
+#[derive(Clone, Copy, Debug)]
+pub struct ParkedCursor(pub i64);
 
 /// One page of ListKiosks.
 #[derive(Clone, Debug, Default)]
@@ -48,22 +103,125 @@ pub fn kiosk_proto(view: Option<&kiosk_view::Model>, profile: Option<&kiosk::Mod
 }
 
 impl Flows {
+    /// Creates or replaces the kiosk's profile (its QR key sealed) and answers the kiosk as
+    /// the fleet shows it.
+    pub async fn register_kiosk(&self, ask: RegisterAsk) -> Result<pb::Kiosk, OrdersError> {
+        let now = self.clock.now();
+        let kiosk_id = ask.kiosk_id.as_str();
+        let stored = self
+            .store
+            .register_kiosk(kiosk::Model {
+                kiosk_id: kiosk_id.to_owned(),
+                site_id: ask.site_id,
+                site_name: ask.site_name,
+                latitude: ask.location.latitude,
+                longitude: ask.location.longitude,
+                qr_secret: self.sealing.seal(kiosk_id, &ask.qr_secret),
+                out_of_service: ask.out_of_service,
+                registered_at: now,
+                updated_at: now,
+            })
+            .await?;
+        let view = self.store.kiosk(kiosk_id).await?;
+        tracing::info!(kiosk_id, site_id = %stored.site_id, "kiosk registered");
+        Ok(kiosk_proto(view.as_ref(), Some(&stored)))
+    }
+
+    /// The kiosk as the fleet shows it: registered, or at least once connected.
+    pub async fn kiosk(&self, ask: KioskAsk) -> Result<pb::Kiosk, OrdersError> {
+        let id = ask.0.as_str();
+        let view = self.store.kiosk(id).await?;
+        let profile = self.store.kiosk_profile(id).await?;
+        if view.is_none() && profile.is_none() {
+            return Err(OrdersError::KioskUnknown(id.to_owned()));
+        }
+        Ok(kiosk_proto(view.as_ref(), profile.as_ref()))
+    }
+
+    /// The auditor's report now: the ledger balances, and every paid order is settled or
+    /// in flight within its deadline plus `grace` (the sweeper's lag).
+    pub async fn audit(&self, grace: chrono::Duration) -> Result<pb::AuditResponse, OrdersError> {
+        let now = self.clock.now();
+        let report = self.store.audit(now, grace).await?;
+        Ok(pb::AuditResponse {
+            ledger_balanced: report.ledger_balanced,
+            violations: report.violations,
+            checked_at: Some(timestamp(now)),
+            orders_checked: report.orders_checked,
+            transactions_checked: report.transactions_checked,
+        })
+    }
+
+    /// One page of the events parked because they could not be applied, and the token of
+    /// the next page (empty: none).
+    pub async fn parked_events(
+        &self,
+        ask: ParkedPageAsk,
+    ) -> Result<(Vec<pb::ParkedEvent>, String), OrdersError> {
+        let rows = self.store.parked(ask.after, u64::from(ask.size)).await?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() == ask.size as usize => last.cursor.to_string(),
+            _ => String::new(),
+        };
+        let events = rows
+            .into_iter()
+            .map(|row| pb::ParkedEvent {
+                cursor: u64::try_from(row.cursor).unwrap_or(0),
+                kiosk_id: row.kiosk_id,
+                error: row.error,
+                parked_at: Some(timestamp(row.parked_at)),
+                attempts: u32::try_from(row.attempts).unwrap_or(0),
+                event: gateway::Event::decode(row.event.as_slice()).ok(),
+            })
+            .collect();
+        Ok((events, next_page_token))
+    }
+
+    /// Applies a parked event again; it stays parked (FAILED_PRECONDITION, with why) if it
+    /// still fails.
+    pub async fn retry_parked_event(&self, cursor: ParkedCursor) -> Result<(), OrdersError> {
+        let ParkedCursor(cursor) = cursor;
+        match self.store.retry_parked(cursor, self.clock.now()).await? {
+            Retried::Applied => {
+                self.wake.notify_one();
+                Ok(())
+            }
+            Retried::NotFound => Err(OrdersError::ParkedEventNotFound(cursor)),
+            Retried::StillFailing(error) => Err(OrdersError::refused_one(
+                "STILL_FAILING",
+                format!("parked_events/{cursor}"),
+                &error,
+            )),
+        }
+    }
+
+    /// Forgets a parked event for good (an operator settled it by hand).
+    pub async fn drop_parked_event(&self, cursor: ParkedCursor) -> Result<(), OrdersError> {
+        let ParkedCursor(cursor) = cursor;
+        if !self.store.drop_parked(cursor).await? {
+            return Err(OrdersError::ParkedEventNotFound(cursor));
+        }
+        tracing::warn!(cursor, "parked event dropped by an operator");
+        Ok(())
+    }
+
     /// Up to `size` kiosks with ids after `after` (only online ones, only those of a site, if
     /// asked), in id order; a filter that drops many never ends a listing early.
-    pub async fn list_kiosks(
-        &self,
-        after: &str,
-        size: u32,
-        online_only: bool,
-        site_id: &str,
-    ) -> Result<KioskPage, OrdersError> {
+    pub async fn list_kiosks(&self, ask: KioskListAsk) -> Result<KioskPage, OrdersError> {
+        let KioskListAsk {
+            after,
+            size,
+            online_only,
+            site_id,
+        } = ask;
+        let site_id = site_id.as_str();
         let store = &self.store;
         // Kiosks are those registered and those that ever connected. Candidates come in id
         // order in batches, each source read up to the same id, and are filtered here; the
         // loop goes on until the page is full or the candidates run out, so a filter that
         // drops many never ends a listing early.
         const BATCH: u64 = 200;
-        let mut cursor = after.to_owned();
+        let mut cursor = after;
         let mut page = Vec::new();
         let mut more = false;
         'batches: loop {

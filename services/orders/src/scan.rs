@@ -12,6 +12,13 @@ use crate::error::OrdersError;
 use crate::flows::{Flows, violation};
 use crate::prices::price_list;
 
+/// A ScanKiosk request, checked (see `convert.rs`).
+#[derive(Clone, Debug)]
+pub struct ScanAsk {
+    /// The scanned code: the kiosk and its rotating code.
+    pub qr: QrPayload,
+}
+
 impl Flows {
     /// The offer lines of a kiosk now: each type with free units and a price rule.
     async fn offer_lines(
@@ -63,7 +70,8 @@ impl Flows {
     }
 
     /// First instruction: checks the account and the kiosk and answers the offer.
-    pub async fn scan(&self, user: UserId, qr: QrPayload) -> Result<pb::Offer, OrdersError> {
+    pub async fn scan(&self, user: UserId, ask: ScanAsk) -> Result<pb::Offer, OrdersError> {
+        let qr = ask.qr;
         let now = self.now();
         let kiosk_id = qr.kiosk_id.as_str();
         let Some(profile) = self.store.kiosk_profile(kiosk_id).await? else {
