@@ -933,3 +933,33 @@ async fn start_up_mistakes_are_one_line_naming_the_path_or_address() {
     .await
     .refused(1, &[&format!("cannot listen on {address}"), "in use"]);
 }
+
+#[tokio::test]
+async fn the_demo_tells_a_walk_up_rental_then_a_reservation_and_ends_with_a_clean_audit() {
+    // `demo` starts its own standalone node on a free port with a temporary data directory:
+    // nothing to set up, which is what a newcomer runs first.
+    let ran = run(&["demo"]).await;
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let story = &ran.stdout;
+    let in_order = [
+        "simulated kiosks are online",
+        "Paid the deposit",
+        "Rented a",
+        "Following the order (WatchOrder)",
+        "Returned ",
+        "Looked for kiosks within",
+        "Following the reservation while the kiosk provisions a drive",
+        "Collected the reservation (CollectReservation)",
+        "On the road,",
+        "Returned ",
+        "demo complete: every step reached its state and the audit is clean",
+    ];
+    let mut from = 0;
+    for step in in_order {
+        let at = story[from..]
+            .find(step)
+            .unwrap_or_else(|| panic!("{step:?} missing, or out of order, in the demo:\n{story}"));
+        from += at + step.len();
+    }
+    assert!(!ran.stderr.contains("panicked"), "{ran:?}");
+}

@@ -849,3 +849,139 @@ async fn collecting_before_ready_is_not_ready_and_past_the_pickup_window_is_pick
         sandbox.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_no_show_at_an_online_kiosk_expires_with_its_fee_and_the_drive_is_released_for_the_next_user()
+ {
+    for backend in backends() {
+        let (sandbox, channel, operator) = start(&backend, |_| {}).await;
+        let source = tempfile::tempdir().unwrap();
+        let (_, package_id) = publish(&channel, &operator, source.path(), "online", &FILES).await;
+        let kiosk = SimKiosk::healthy(
+            sandbox.node().address,
+            &operator,
+            "K-N1",
+            vec![Some(blank_drive("D-1", CAPACITY))],
+        )
+        .await;
+        let mut user = customer_with_deposit(&channel).await;
+        let order = eventually_reserved(
+            &channel,
+            &user.token,
+            reservation_request("K-N1", &package_id, CAPACITY, false, 2, "n-online"),
+            &backend,
+        )
+        .await;
+        let ready =
+            wait_for_state(&channel, &user.token, &order.order_id, &[S::ReadyForPickup]).await;
+        assert_eq!(ready.item_id, "D-1", "{backend}");
+        // The pickup window (24 h by default) passes while the kiosk stays online.
+        sandbox.clock.advance(chrono::Duration::hours(25));
+        user.log_in_again(&channel).await;
+        let operator =
+            sneakernet_integration_tests::rentals::operator_token(&channel, &sandbox.config).await;
+        let expired = wait_for_state(&channel, &user.token, &order.order_id, &[S::Expired]).await;
+        assert_eq!(
+            expired.amount_refunded.as_ref().map(|m| m.minor_units),
+            Some(price_for(2).minor_units - BASE_PRICE),
+            "{backend}: the base price is kept as the no-show fee: {expired:?}"
+        );
+        // The kiosk is there: the release reaches it at once, and the drive is blank again.
+        wait_released(&kiosk, "D-1", &format!("{backend}: online no-show")).await;
+        let refused = collect_reservation(&channel, &user.token, &order.order_id, &kiosk.qr())
+            .await
+            .expect_err("an expired reservation cannot be collected");
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "{backend}: {refused:?}"
+        );
+        // The next user reserves that drive.
+        let next_user = customer_with_deposit(&channel).await;
+        let next = eventually_reserved(
+            &channel,
+            &next_user.token,
+            reservation_request("K-N1", &package_id, CAPACITY, false, 1, "n-next"),
+            &backend,
+        )
+        .await;
+        let next_ready = wait_for_state(
+            &channel,
+            &next_user.token,
+            &next.order_id,
+            &[S::ReadyForPickup],
+        )
+        .await;
+        assert_eq!(next_ready.item_id, "D-1", "{backend}: {next_ready:?}");
+        assert_audit_clean(&channel, &operator, &format!("{backend}: online no-show")).await;
+        sandbox.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_reservation_key_reused_for_the_same_request_answers_the_same_order_and_for_another_is_invalid()
+ {
+    for backend in backends() {
+        let (sandbox, channel, operator) = start(&backend, |_| {}).await;
+        let source = tempfile::tempdir().unwrap();
+        let (_, package_id) = publish(&channel, &operator, source.path(), "keys", &FILES).await;
+        let _kiosk = SimKiosk::healthy(
+            sandbox.node().address,
+            &operator,
+            "K-I1",
+            vec![
+                Some(blank_drive("D-1", CAPACITY)),
+                Some(blank_drive("D-2", CAPACITY)),
+            ],
+        )
+        .await;
+        let user = customer_with_deposit(&channel).await;
+        let request = reservation_request("K-I1", &package_id, CAPACITY, false, 1, "i-key");
+        let first = eventually_reserved(&channel, &user.token, request.clone(), &backend).await;
+        let again = create_reservation(&channel, &user.token, request.clone())
+            .await
+            .expect("the same request again");
+        assert_eq!(
+            again.order_id, first.order_id,
+            "{backend}: one order per key"
+        );
+        // The same key with another duration, another capacity, another kiosk: refused,
+        // naming the key, and nothing more charged.
+        let mut longer = request.clone();
+        longer.choice.as_mut().expect("choice").duration_days = 2;
+        let mut other_kiosk = request.clone();
+        other_kiosk.kiosk_id = "K-I2".into();
+        let mut blank = request;
+        blank
+            .choice
+            .as_mut()
+            .and_then(|c| c.spec.as_mut())
+            .and_then(|s| s.item_type.as_mut())
+            .expect("item type")
+            .content_package_id
+            .clear();
+        for (what, changed) in [
+            ("another duration", longer),
+            ("another kiosk", other_kiosk),
+            ("another package", blank),
+        ] {
+            let status = create_reservation(&channel, &user.token, changed)
+                .await
+                .expect_err(what);
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{backend}: {what}: {status:?}"
+            );
+            assert_eq!(
+                bad_fields(&status),
+                ["idempotency_key"],
+                "{backend}: {what}"
+            );
+        }
+        let orders = list_orders(&channel, &user.token).await.expect("orders");
+        assert_eq!(orders.len(), 1, "{backend}: one order: {orders:?}");
+        assert_audit_clean(&channel, &operator, &format!("{backend}: keys")).await;
+        sandbox.stop().await;
+    }
+}
