@@ -76,6 +76,7 @@ pub fn drive_config(
         secret: secret.into(),
         auth_url: format!("http://{address}"),
         gateway_url: format!("http://{gateway}"),
+        allow_plaintext: false,
         data_dir: dir.join(format!("module-{item_id}")),
         link: LinkConfig {
             backoff_initial: Duration::from_millis(50),

@@ -264,16 +264,7 @@ impl AgentConfig {
             ("gateway_url", self.gateway_url.as_str()),
             ("content.url", self.content_url()),
         ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!(
-                    "`{key}` {url:?} must start with http:// or https://"
-                ));
-            }
-            if url.starts_with("http://") && !self.allow_plaintext && !is_loopback_url(url) {
-                return Err(format!(
-                    "`{key}` {url:?} is plaintext to a host beyond loopback, which would send the kiosk's secret unencrypted: use https://, or set `allow_plaintext = true` for a network you trust"
-                ));
-            }
+            check_transport(key, url, self.allow_plaintext, "kiosk")?;
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err("`data_dir` must not be empty".into());
@@ -419,6 +410,29 @@ impl SimItemConfig {
 
 /// Whether `url`'s host is this machine: `localhost` or a loopback address. A URL that does
 /// not parse is not loopback.
+/// The rule every device's address obeys (a kiosk's, a drive module's): `http://` or
+/// `https://`, and plaintext only to loopback unless `allow_plaintext`, because the device's
+/// secret travels over it at login. The error names `key` and whose secret would leak.
+pub fn check_transport(
+    key: &str,
+    url: &str,
+    allow_plaintext: bool,
+    device: &str,
+) -> Result<(), String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "`{key}` {url:?} must start with http:// or https://"
+        ));
+    }
+    if url.starts_with("http://") && !allow_plaintext && !is_loopback_url(url) {
+        return Err(format!(
+            "`{key}` {url:?} is plaintext to a host beyond loopback, which would send the {device}'s secret unencrypted: use https://, or set `allow_plaintext = true` for a network you trust"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `url`'s host is loopback (`localhost`, 127.0.0.0/8, ::1).
 pub fn is_loopback_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<tonic::transport::Uri>() else {
         return false;

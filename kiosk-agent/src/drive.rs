@@ -76,6 +76,9 @@ pub struct DriveConfig {
     pub auth_url: String,
     /// gRPC address of the device gateway.
     pub gateway_url: String,
+    /// True lets `auth_url` and `gateway_url` be `http://` to a host beyond loopback (the
+    /// kiosk's `allow_plaintext` rule: the drive's secret travels at login). Off: refused.
+    pub allow_plaintext: bool,
     /// The module's durable state: its command journal (`journal.db`). Created if missing.
     pub data_dir: PathBuf,
     /// How the link reconnects.
@@ -285,6 +288,13 @@ impl DriveHandle {
 pub async fn start<M: Module>(config: DriveConfig, module: M) -> anyhow::Result<DriveHandle> {
     sneakernet_proto::ids::ItemId::parse(&config.item_id)
         .map_err(|why| anyhow::anyhow!("item_id {:?}: {why}", config.item_id))?;
+    for (key, url) in [
+        ("auth_url", config.auth_url.as_str()),
+        ("gateway_url", config.gateway_url.as_str()),
+    ] {
+        crate::config::check_transport(key, url, config.allow_plaintext, "drive")
+            .map_err(|why| anyhow::anyhow!("drive {}: {why}", config.item_id))?;
+    }
     let lock = Arc::new(crate::lock_data_dir(&config.data_dir)?);
     let journal = Journal::open(&config.data_dir).await?;
     let clock = KioskClock::new();
@@ -377,6 +387,51 @@ mod tests {
             }),
             attempt: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn a_module_refuses_plaintext_beyond_loopback_unless_allowed_naming_the_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |gateway: &str, allow_plaintext| DriveConfig {
+            item_id: "D-1".into(),
+            secret: "s".into(),
+            auth_url: "http://127.0.0.1:1".into(),
+            gateway_url: gateway.into(),
+            allow_plaintext,
+            data_dir: dir.path().join("module"),
+            link: LinkConfig {
+                backoff_initial: std::time::Duration::from_millis(50),
+                backoff_max: std::time::Duration::from_millis(100),
+            },
+        };
+        let refused = start(
+            config("http://gateway.example:443", false),
+            Arc::new(Counting::default()),
+        )
+        .await
+        .err()
+        .expect("plaintext to a remote gateway is refused")
+        .to_string();
+        assert!(refused.contains("gateway_url"), "{refused}");
+        assert!(refused.contains("drive's secret"), "{refused}");
+        assert!(refused.contains("allow_plaintext"), "{refused}");
+        assert!(
+            !dir.path().join("module").exists(),
+            "refused before anything is written"
+        );
+        for url in ["https://gateway.example:443", "http://[::1]:1"] {
+            let running = start(config(url, false), Arc::new(Counting::default()))
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e:#}"));
+            running.stop().await;
+        }
+        let allowed = start(
+            config("http://gateway.example:443", true),
+            Arc::new(Counting::default()),
+        )
+        .await
+        .expect("allowed when told");
+        allowed.stop().await;
     }
 
     #[tokio::test]

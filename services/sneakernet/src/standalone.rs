@@ -597,6 +597,8 @@ async fn start_drive_modules(
                 secret: read_password(&file).await?,
                 auth_url: url.to_owned(),
                 gateway_url: url.to_owned(),
+                // Standalone's node is on loopback; a drive module beyond it must use TLS.
+                allow_plaintext: false,
                 data_dir: dir.clone(),
                 link: LinkConfig {
                     backoff_initial: Duration::from_millis(200),
