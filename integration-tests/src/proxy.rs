@@ -1,11 +1,16 @@
 //! A TCP proxy on loopback that a test can cut: every connection through it is closed at once,
 //! as a network failure would, while new connections keep working; or hold down, refusing
-//! every new connection too, until it comes back up (a device out of coverage).
+//! every new connection too, until it comes back up (a device out of coverage); or slow down,
+//! every byte arriving a set latency after it was sent (a congested or distant link).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// A running proxy. Dropping it stops it.
 pub struct CuttableProxy {
@@ -13,6 +18,7 @@ pub struct CuttableProxy {
     pub address: SocketAddr,
     cuts: watch::Sender<u64>,
     down: watch::Sender<bool>,
+    latency: watch::Sender<Duration>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -23,6 +29,7 @@ impl CuttableProxy {
         let address = listener.local_addr()?;
         let (cuts, watch) = watch::channel(0u64);
         let (down, is_down) = watch::channel(false);
+        let (latency, delay) = watch::channel(Duration::ZERO);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if *is_down.borrow() {
@@ -32,13 +39,20 @@ impl CuttableProxy {
                 }
                 let mut cut = watch.clone();
                 cut.mark_unchanged();
+                let delay = delay.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let (mut client, mut server) = (client, server);
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = async {
+                            tokio::join!(
+                                carry(client_read, server_write, delay.clone()),
+                                carry(server_read, client_write, delay),
+                            )
+                        } => {}
                         _ = cut.changed() => {}
                     }
                     // Dropping both sockets here is the cut.
@@ -49,8 +63,15 @@ impl CuttableProxy {
             address,
             cuts,
             down,
+            latency,
             task,
         })
+    }
+
+    /// From now on, every byte either way arrives `latency` after it was sent (zero: at once).
+    /// Bytes keep their order, and throughput is not capped: it is latency, not a slow pipe.
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency.send_replace(latency);
     }
 
     /// Closes every connection open through the proxy now.
@@ -68,6 +89,37 @@ impl CuttableProxy {
     pub fn bring_up(&self) {
         self.down.send_replace(false);
     }
+}
+
+/// Carries one direction of a connection, each chunk written `delay` after it was read; the
+/// write half is shut down once the read half ends, as a half-close would travel.
+async fn carry(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: watch::Receiver<Duration>) {
+    // Bounded: a reader ahead of its writer by this many chunks waits (backpressure).
+    let (chunks, mut due) = mpsc::channel::<(Instant, Vec<u8>)>(256);
+    let reading = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let at = Instant::now() + *delay.borrow();
+                    if chunks.send((at, buffer[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writing = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reading, writing);
 }
 
 impl Drop for CuttableProxy {

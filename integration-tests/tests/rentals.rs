@@ -201,8 +201,8 @@ async fn a_walk_up_rental_is_lent_by_the_kiosk_and_closed_when_returned_at_anoth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_users_racing_for_the_last_unit_get_one_order_and_forty_nine_refusals() {
-    const USERS: usize = 50;
+async fn a_hundred_users_racing_for_the_last_unit_get_one_order_and_ninety_nine_refusals() {
+    const USERS: usize = 100;
     for backend in backends() {
         let (sandbox, channel, operator) = start(&backend).await;
         let mut kiosk = SimKiosk::healthy(

@@ -62,8 +62,10 @@ impl RoleContext {
         }
     }
 
-    /// Where another role is served: this process's own address if it serves `role`, else the
-    /// configured URL, else an error naming the configuration key to set.
+    /// Where another role is served: the configured URL when one is set (an operator who
+    /// names an address means it, even where this process serves the role too: a load
+    /// balancer, a proxy), else this process's own address if it serves `role`, else an
+    /// error naming the configuration key to set.
     pub fn peer_url(
         &self,
         role: &str,
@@ -71,6 +73,9 @@ impl RoleContext {
         key: &'static str,
         env: &'static str,
     ) -> Result<String, StartError> {
+        if let Some(url) = configured {
+            return Ok(url.clone());
+        }
         if self.local_roles.contains(&role)
             && let Some(address) = self.local_address
         {
