@@ -4,6 +4,8 @@
 //! every byte arriving a set latency after it was sent (a congested or distant link).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +21,7 @@ pub struct CuttableProxy {
     cuts: watch::Sender<u64>,
     down: watch::Sender<bool>,
     latency: watch::Sender<Duration>,
+    carried: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -30,6 +33,8 @@ impl CuttableProxy {
         let (cuts, watch) = watch::channel(0u64);
         let (down, is_down) = watch::channel(false);
         let (latency, delay) = watch::channel(Duration::ZERO);
+        let carried = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&carried);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if *is_down.borrow() {
@@ -40,6 +45,7 @@ impl CuttableProxy {
                 let mut cut = watch.clone();
                 cut.mark_unchanged();
                 let delay = delay.clone();
+                let counted = Arc::clone(&counted);
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
@@ -49,8 +55,8 @@ impl CuttableProxy {
                     tokio::select! {
                         _ = async {
                             tokio::join!(
-                                carry(client_read, server_write, delay.clone()),
-                                carry(server_read, client_write, delay),
+                                carry(client_read, server_write, delay.clone(), &counted),
+                                carry(server_read, client_write, delay, &counted),
                             )
                         } => {}
                         _ = cut.changed() => {}
@@ -64,8 +70,14 @@ impl CuttableProxy {
             cuts,
             down,
             latency,
+            carried,
             task,
         })
+    }
+
+    /// Bytes carried through so far, both ways: proof that traffic took this path.
+    pub fn bytes_carried(&self) -> u64 {
+        self.carried.load(Ordering::Relaxed)
     }
 
     /// From now on, every byte either way arrives `latency` after it was sent (zero: at once).
@@ -93,7 +105,12 @@ impl CuttableProxy {
 
 /// Carries one direction of a connection, each chunk written `delay` after it was read; the
 /// write half is shut down once the read half ends, as a half-close would travel.
-async fn carry(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: watch::Receiver<Duration>) {
+async fn carry(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    delay: watch::Receiver<Duration>,
+    carried: &AtomicU64,
+) {
     // Bounded: a reader ahead of its writer by this many chunks waits (backpressure).
     let (chunks, mut due) = mpsc::channel::<(Instant, Vec<u8>)>(256);
     let reading = async move {
@@ -116,6 +133,7 @@ async fn carry(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: watch::Re
             if to.write_all(&chunk).await.is_err() {
                 return;
             }
+            carried.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
         let _ = to.shutdown().await;
     };

@@ -35,13 +35,15 @@ async fn a_reservation_cancelled_while_provisioning_is_refunded_and_its_drive_re
             &[("films/first.mkv", 4 * MIB), ("films/second.mkv", 4 * MIB)],
         )
         .await;
-        // The kiosk stops after the first file is on the drive, long enough to cancel, and
-        // says so through the marker: the order is provably PROVISIONING then.
+        // The kiosk stops after the first file is on the drive, and says so through the
+        // marker: the order is provably PROVISIONING then. The pause is long enough for a
+        // loaded machine to cancel inside it (a cancel after the copy would leave the order
+        // holding D-1, which the assertions below catch).
         let marks = tempfile::tempdir().unwrap();
         let marker = marks.path().join("mid-copy");
         fail::cfg(
             MID_COPY_POINT,
-            &format!("1*return(pause:4000:{})", marker.display()),
+            &format!("1*return(pause:10000:{})", marker.display()),
         )
         .expect("arm the pause");
         let capacity = 64 * MIB;
@@ -87,7 +89,7 @@ async fn a_reservation_cancelled_while_provisioning_is_refunded_and_its_drive_re
         // The copy goes on after the pause; its result finds the order cancelled, so the drive
         // is released: unpinned and wiped, ready again.
         eventually(
-            WAIT + Duration::from_secs(4),
+            WAIT + Duration::from_secs(10),
             &format!("{backend}: D-1 released blank"),
             || async { bay_of(&kiosk, "D-1") == Some((BayState::Ready, true)) },
         )

@@ -124,6 +124,11 @@ impl User {
 }
 
 async fn run(args: &[&str]) -> Ran {
+    run_within(COMMAND_WAIT, args).await
+}
+
+/// Runs `sneakernet ARGS`, failing the test if it takes longer than `wait`.
+async fn run_within(wait: Duration, args: &[&str]) -> Ran {
     let mut command = tokio::process::Command::new(binary!());
     command
         .args(args)
@@ -131,7 +136,7 @@ async fn run(args: &[&str]) -> Ran {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let output = tokio::time::timeout(COMMAND_WAIT, command.output())
+    let output = tokio::time::timeout(wait, command.output())
         .await
         .unwrap_or_else(|_| panic!("sneakernet {args:?} did not finish"))
         .expect("sneakernet ran");
@@ -932,13 +937,39 @@ async fn start_up_mistakes_are_one_line_naming_the_path_or_address() {
     ])
     .await
     .refused(1, &[&format!("cannot listen on {address}"), "in use"]);
+    // A peer address left in a shared config file would send standalone's own calls away.
+    let shared = dir.path().join("shared.toml");
+    std::fs::write(
+        &shared,
+        "[orders]\ngateway_url = \"http://10.0.0.7:50051\"\n",
+    )
+    .expect("config file");
+    run(&[
+        "--config",
+        shared.to_str().expect("utf-8 path"),
+        "standalone",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().expect("utf-8 path"),
+    ])
+    .await
+    .refused(
+        1,
+        &[
+            "orders.gateway_url",
+            "SNEAKERNET_ORDERS__GATEWAY_URL",
+            "every role",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn the_demo_tells_a_walk_up_rental_then_a_reservation_and_ends_with_a_clean_audit() {
     // `demo` starts its own standalone node on a free port with a temporary data directory:
     // nothing to set up, which is what a newcomer runs first.
-    let ran = run(&["demo"]).await;
+    // The demo gives itself a minute to bring its kiosks online and five for the story.
+    let ran = run_within(Duration::from_secs(420), &["demo"]).await;
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let story = &ran.stdout;
     let in_order = [

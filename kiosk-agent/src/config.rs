@@ -408,8 +408,6 @@ impl SimItemConfig {
     }
 }
 
-/// Whether `url`'s host is this machine: `localhost` or a loopback address. A URL that does
-/// not parse is not loopback.
 /// The rule every device's address obeys (a kiosk's, a drive module's): `http://` or
 /// `https://`, and plaintext only to loopback unless `allow_plaintext`, because the device's
 /// secret travels over it at login. The error names `key` and whose secret would leak.
@@ -432,7 +430,8 @@ pub fn check_transport(
     Ok(())
 }
 
-/// Whether `url`'s host is loopback (`localhost`, 127.0.0.0/8, ::1).
+/// Whether `url`'s host is this machine: `localhost` or a loopback address. A URL that does
+/// not parse is not loopback.
 pub fn is_loopback_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<tonic::transport::Uri>() else {
         return false;

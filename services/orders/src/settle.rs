@@ -38,7 +38,8 @@ const LEND_MARGIN: chrono::Duration = chrono::Duration::seconds(10);
 /// How long past its command's deadline an acknowledged lend may stay unanswered before it
 /// is escalated (a result held in an offline kiosk's outbox arrives within this, usually).
 const UNANSWERED_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
-/// How often a lend noted unanswered is asked about again (its late result still decides it).
+/// How long a lend noted unanswered stays out of the worker's batch; afterwards it comes after
+/// every overdue lend not noted (its late result still decides it).
 const UNANSWERED_RECHECK: chrono::Duration = chrono::Duration::hours(1);
 /// What a user and operators read on a lend the kiosk acknowledged and never answered.
 pub const UNANSWERED: &str = "The kiosk started handing out your drive but never said whether it did. An operator has been alerted to settle it; nothing more is charged meanwhile.";

@@ -81,13 +81,11 @@ impl RoleContext {
         {
             return Ok(format!("http://{address}"));
         }
-        configured.cloned().ok_or_else(|| {
-            StartError::Config(ConfigError::Invalid {
-                key,
-                env,
-                reason: format!("must be set when this process does not serve the {role} role"),
-            })
-        })
+        Err(StartError::Config(ConfigError::Invalid {
+            key,
+            env,
+            reason: format!("must be set when this process does not serve the {role} role"),
+        }))
     }
 
     /// Keeps the verifier supplied from the remote auth service at `auth.url`.

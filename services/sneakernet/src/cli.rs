@@ -208,6 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.data_dir = dir;
             }
             usable_data_dir(&config.data_dir, "--data-dir or data_dir")?;
+            standalone_peers_unset(&config)?;
             init_tracing(&config)?;
             run_standalone(config, !without_kiosks).await
         }
@@ -341,6 +342,36 @@ fn announce(config: &Config, roles: &[NodeRole], address: SocketAddr) {
             config.data_dir.display()
         );
     }
+}
+
+/// Standalone serves every role itself, and a configured peer address is used even where the
+/// role is local (`runtime::role`): one set in the environment or a shared file would send
+/// this node's own calls elsewhere while its simulated kiosks link here. Refused, by name.
+fn standalone_peers_unset(config: &Config) -> anyhow::Result<()> {
+    for (key, env, set) in [
+        (
+            "auth.url",
+            "SNEAKERNET_AUTH__URL",
+            config.auth.url.is_some(),
+        ),
+        (
+            "orders.gateway_url",
+            "SNEAKERNET_ORDERS__GATEWAY_URL",
+            config.orders.gateway_url.is_some(),
+        ),
+        (
+            "orders.content_url",
+            "SNEAKERNET_ORDERS__CONTENT_URL",
+            config.orders.content_url.is_some(),
+        ),
+    ] {
+        if set {
+            anyhow::bail!(
+                "standalone serves every role itself: unset {key} ({env}), which would send this node's own calls to another address"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every role, then (unless told otherwise) the simulated fleet, until a signal; the kiosks

@@ -840,10 +840,11 @@ impl Store {
     }
 
     /// DISPENSING orders whose lend is overdue (`deadline` before `before`), oldest first,
-    /// leaving out those noted unanswered (their reason is `noted`) since `quiet_since`: such
-    /// an order waits for an operator or its late result and is asked about again only once
-    /// in a while, so however many there are, they never crowd newer overdue lends out of
-    /// a batch. Their deadline stays, so the audit keeps naming them.
+    /// those noted unanswered (their reason is `noted`) after every other: such an order
+    /// waits for an operator or its late result, so however many there are, they never crowd
+    /// newer overdue lends out of a batch. One noted since `quiet_since` is left out (its
+    /// first quiet spell); afterwards it fills what room a batch has left. Their deadline
+    /// stays, so the audit keeps naming them.
     pub async fn dispensing_due(
         &self,
         before: DateTime<Utc>,
@@ -859,6 +860,7 @@ impl Store {
                     .add(order::Column::StateReason.ne(noted))
                     .add(order::Column::UpdatedAt.lt(quiet_since)),
             )
+            .order_by(order::Column::StateReason.eq(noted), sea_orm::Order::Asc)
             .order_by_asc(order::Column::Deadline)
             .limit(limit)
             .all(&self.db)

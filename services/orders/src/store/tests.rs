@@ -1090,7 +1090,7 @@ async fn the_audit_names_an_expired_reservation_refunded_wrongly_and_one_provisi
 /// many there are, the settling worker's batch of overdue lends still reaches newer ones, and
 /// each noted one is asked about again after a while.
 #[tokio::test]
-async fn lends_noted_unanswered_leave_the_overdue_batch_until_their_recheck_and_keep_their_deadline()
+async fn lends_noted_unanswered_never_crowd_newer_overdue_lends_out_of_the_batch_and_keep_their_deadline()
  {
     for backend in backends() {
         let mut world = World::on(&backend).await;
@@ -1162,6 +1162,21 @@ async fn lends_noted_unanswered_leave_the_overdue_batch_until_their_recheck_and_
             due(in_a_second).await,
             both,
             "{backend}: and comes back for its recheck"
+        );
+        // Past its quiet spell it comes after every lend not noted, whatever its deadline
+        // (it is the older one here): a full batch never holds it instead of a newer lend.
+        let first_of_batch = world
+            .store
+            .dispensing_due(far, noted, in_a_second, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            first_of_batch
+                .iter()
+                .map(|o| o.order_id.clone())
+                .collect::<Vec<_>>(),
+            vec![dispensing[1].clone()],
+            "{backend}: the noted lend comes last"
         );
         let after = world.order(&dispensing[0]).await;
         assert_eq!(
