@@ -677,10 +677,60 @@ async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the
         let bay = full["bayId"].as_str().expect("bay id").to_owned();
         let item = full["item"]["itemId"].as_str().expect("item id").to_owned();
         let ejected = operator
-            .run(&["kiosk", "force-eject", HERE, "--bay", &bay])
+            .run(&[
+                "kiosk",
+                "force-eject",
+                HERE,
+                "--bay",
+                &bay,
+                "--key",
+                "eject-once",
+            ])
             .await
             .ok();
         assert_eq!(ejected["result"]["forceEject"]["itemId"], item.as_str());
+        assert_eq!(ejected["idempotencyKey"], "eject-once", "{backend}");
+        // A rerun with the same key (a retry after a timeout) is the same request: the same
+        // command, answered with its result, not a second eject of whatever is there now.
+        let again = operator
+            .run(&[
+                "kiosk",
+                "force-eject",
+                HERE,
+                "--bay",
+                &bay,
+                "--key",
+                "eject-once",
+            ])
+            .await
+            .ok();
+        assert_eq!(again["commandId"], ejected["commandId"], "{backend}");
+        assert_eq!(again["result"]["forceEject"]["itemId"], item.as_str());
+        // A run without --key is a new request with a key of its own: a new command, which
+        // finds the bay empty.
+        let anew = operator
+            .run(&["kiosk", "force-eject", HERE, "--bay", &bay])
+            .await
+            .ok();
+        assert_ne!(anew["commandId"], ejected["commandId"], "{backend}");
+        assert_eq!(
+            anew["result"]["forceEject"]["itemId"], "",
+            "{backend}: {anew}"
+        );
+        let fresh_key = anew["idempotencyKey"].as_str().expect("key").to_owned();
+        assert!(
+            !fresh_key.is_empty() && fresh_key != "eject-once",
+            "{backend}: {anew}"
+        );
+        // The same key for another request is refused, naming the key.
+        operator
+            .run(&["kiosk", "inventory", HERE, "--key", "eject-once"])
+            .await
+            .refused(1, &["inventory", "idempotency_key"]);
+        operator
+            .run(&["kiosk", "inventory", HERE, "--key", ""])
+            .await
+            .refused(2, &["--key"]);
         let after = operator.run(&["kiosk", "inventory", HERE]).await.ok();
         let emptied = after["result"]["requestInventory"]["inventory"]["bays"]
             .as_array()

@@ -61,6 +61,9 @@ pub enum KioskAction {
         /// Return once the command is logged, without waiting for the kiosk.
         #[arg(long)]
         no_wait: bool,
+        /// The request's idempotency key.
+        #[command(flatten)]
+        key: super::kiosk::CommandKey,
     },
     /// Ask the kiosk to report every bay (DeviceCommandService.RequestInventory) and print
     /// its answer (at most the command's 5-minute deadline).
@@ -70,6 +73,9 @@ pub enum KioskAction {
         /// Return once the command is logged, without waiting for the kiosk.
         #[arg(long)]
         no_wait: bool,
+        /// The request's idempotency key.
+        #[command(flatten)]
+        key: super::kiosk::CommandKey,
     },
 }
 
@@ -142,10 +148,13 @@ pub async fn kiosk(client: &Client, action: KioskAction) -> anyhow::Result<()> {
             kiosk_id,
             bay,
             no_wait,
-        } => kiosk::force_eject(client, kiosk_id, bay, !no_wait).await,
-        KioskAction::Inventory { kiosk_id, no_wait } => {
-            kiosk::inventory(client, kiosk_id, !no_wait).await
-        }
+            key,
+        } => kiosk::force_eject(client, kiosk_id, bay, key, !no_wait).await,
+        KioskAction::Inventory {
+            kiosk_id,
+            no_wait,
+            key,
+        } => kiosk::inventory(client, kiosk_id, key, !no_wait).await,
     }
 }
 

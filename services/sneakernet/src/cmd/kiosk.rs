@@ -193,13 +193,41 @@ async fn write_secret(file: &Path, secret: &str) -> anyhow::Result<()> {
         })
 }
 
+/// The idempotency key of `force-eject` and `inventory`. The gateway keeps one command per
+/// operator, kiosk and key: a run with a key an earlier run printed is that same request (the
+/// answer is the earlier command, followed to its end), so a retry after a timeout never
+/// ejects twice.
+#[derive(Debug, Default, clap::Args)]
+pub struct CommandKey {
+    /// Repeat exactly the request an earlier run printed this idempotency key for (after a
+    /// timeout or Ctrl-C): the gateway answers with that run's command and sends nothing new.
+    /// Refused when the key was used for another bay or command. Default: a new key, printed.
+    #[arg(long = "key", visible_alias = "idempotency-key", value_name = "KEY")]
+    pub given: Option<String>,
+}
+
+impl CommandKey {
+    /// `--key`, or a new key for this run; an empty `--key` is a usage mistake (the gateway
+    /// would take it for "no key" and make every run a new command).
+    fn resolve(self) -> anyhow::Result<String> {
+        match self.given {
+            Some(key) if key.trim().is_empty() => Err(exit::usage(
+                "--key must not be empty: omit it for a new request",
+            )),
+            given => Ok(super::idempotency_key(given)),
+        }
+    }
+}
+
 /// `kiosk force-eject`: opens one bay whatever it holds.
 pub async fn force_eject(
     client: &Client,
     kiosk_id: String,
     bay_id: String,
+    key: CommandKey,
     wait: bool,
 ) -> anyhow::Result<()> {
+    let key = key.resolve()?;
     let (target, token) = client.logged_in().await?;
     let what = format!("force-eject bay {bay_id} of kiosk {kiosk_id}");
     let sent = target
@@ -209,19 +237,26 @@ pub async fn force_eject(
                 gw::ForceEjectRequest {
                     kiosk_id,
                     bay_id,
-                    idempotency_key: String::new(),
+                    idempotency_key: key.clone(),
                 },
                 &token,
             )?),
         )
-        .await?
+        .await
+        .map_err(|error| with_retry_hint(error, &key))?
         .command
         .context("the answer carries no command")?;
     finish(client, &what, sent, wait).await
 }
 
 /// `kiosk inventory`: asks the kiosk to report every bay.
-pub async fn inventory(client: &Client, kiosk_id: String, wait: bool) -> anyhow::Result<()> {
+pub async fn inventory(
+    client: &Client,
+    kiosk_id: String,
+    key: CommandKey,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let key = key.resolve()?;
     let (target, token) = client.logged_in().await?;
     let what = format!("request the inventory of kiosk {kiosk_id}");
     let sent = target
@@ -230,15 +265,32 @@ pub async fn inventory(client: &Client, kiosk_id: String, wait: bool) -> anyhow:
             DeviceCommandServiceClient::new(target.channel.clone()).request_inventory(authed(
                 gw::RequestInventoryRequest {
                     kiosk_id,
-                    idempotency_key: String::new(),
+                    idempotency_key: key.clone(),
                 },
                 &token,
             )?),
         )
-        .await?
+        .await
+        .map_err(|error| with_retry_hint(error, &key))?
         .command
         .context("the answer carries no command")?;
     finish(client, &what, sent, wait).await
+}
+
+/// `error` of a send whose outcome is unknown (no answer: the command may be logged) with
+/// how to retry it safely; other refusals are certain and keep their message.
+fn with_retry_hint(error: anyhow::Error, key: &str) -> anyhow::Error {
+    let code = exit::code_of(&error);
+    if code != exit::UNREACHABLE {
+        return error;
+    }
+    Exit::new(
+        code,
+        format!(
+            "{error:#}; the command may be logged: rerun with --key {key} to repeat exactly this request"
+        ),
+    )
+    .into()
 }
 
 /// Prints the command once it ended (or at once without `wait`); a command that failed or
@@ -275,6 +327,10 @@ async fn finish(
             lines.extend(inventory.bays.iter().map(bay_line));
             lines.push(format!("taken {}", time(inventory.taken_at.as_ref())));
         }
+        lines.push(format!(
+            "idempotency key {} (--key {} repeats exactly this request)",
+            record.idempotency_key, record.idempotency_key
+        ));
         lines
     });
     Ok(())
@@ -303,9 +359,10 @@ async fn until_done(
             return Err(Exit::new(
                 exit::FAILURE,
                 format!(
-                    "{what}: command {} is still {} past its deadline; `sneakernet kiosk show` tells whether the kiosk is online",
+                    "{what}: command {} is still {} past its deadline; `sneakernet kiosk show` tells whether the kiosk is online, --key {} follows this command again",
                     record.command_id,
-                    state_text(state_of(&record))
+                    state_text(state_of(&record)),
+                    record.idempotency_key
                 ),
             )
             .into());
@@ -315,7 +372,10 @@ async fn until_done(
             _ = tokio::signal::ctrl_c() => {
                 return Err(Exit::new(
                     exit::FAILURE,
-                    format!("{what}: stopped waiting; command {} goes on", record.command_id),
+                    format!(
+                        "{what}: stopped waiting; command {} goes on (--key {} follows it again)",
+                        record.command_id, record.idempotency_key
+                    ),
                 )
                 .into());
             }
