@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::bays::BayError;
 use crate::config::{AgentConfig, SimItemConfig, SimItemKind};
-use crate::simulated::{InboxInsert, queue_insert};
+use crate::simulated::{InboxInsert, check_insert, queue_insert};
 
 /// The Sneakernet kiosk agent.
 #[derive(Debug, Parser)]
@@ -36,6 +37,9 @@ pub enum Command {
     Login,
     /// Simulated bays: put an item into a bay of the running agent (as a user returning it).
     /// Without --kind, the item must be one that left this kiosk; it comes back as it left.
+    /// Checked first by the agent's own rule against its state under `data_dir`: an item it
+    /// would refuse (unknown without facts, in a bay already) or a bay that is occupied,
+    /// faulty or unknown fails here, naming why, and nothing is queued.
     Insert {
         /// The bay (it must be empty).
         #[arg(long)]
@@ -118,11 +122,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else if capacity_bytes.is_some() || charge_percent.is_some() || write_protected {
                 anyhow::bail!("item facts need --kind");
             }
+            let simulation = config.simulation.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "kiosk {} has no simulated bays (no `[simulation]` in {}): insert puts items into simulated bays only",
+                    config.kiosk_id,
+                    cli.config.display()
+                )
+            })?;
+            let without_facts = facts.is_none();
             let request = InboxInsert {
                 bay_id: bay.clone(),
                 item_id: item.clone(),
                 item: facts,
             };
+            // The agent's own rule, now, so a refusal is this command's error and exit code,
+            // not a line in the agent's log after "queued".
+            check_insert(&config.data_dir, simulation, &request).map_err(|refused| {
+                let hint = if without_facts && matches!(refused, BayError::Unidentified(_)) {
+                    " (an item lent at another kiosk needs --kind and its facts)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!(
+                    "kiosk {} refuses item {item} into bay {bay}: {refused}{hint}",
+                    config.kiosk_id
+                )
+            })?;
             let file = queue_insert(&config.data_dir, &request).map_err(|e| {
                 anyhow::anyhow!(
                     "cannot write to the simulator inbox under {} (data_dir): {e}",
