@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sneakernet_integration_tests::rentals::{SimKiosk, drive, start_priced};
-use sneakernet_integration_tests::{Child, backends, binary, eventually, test_config};
+use sneakernet_integration_tests::{Child, backends, binary, eventually, free_port, test_config};
 use sneakernet_proto::common::v1::ItemKind;
 use tokio::io::AsyncBufReadExt;
 
@@ -571,6 +571,58 @@ async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the
                 .await
         })
         .await;
+
+        // A split deployment's flags, against the one node: logins go to --auth-address
+        // (here the node as a URL, so its kept login is told apart from --address's) and
+        // every other call to --address with that login's token.
+        let auth_url = format!("http://{}", node.address);
+        let split = User::new(node.address, dir.path());
+        split
+            .run(&[
+                "--auth-address",
+                &auth_url,
+                "login",
+                "--email",
+                "operator@sneakernet.example",
+                "--password-file",
+                operator_password,
+            ])
+            .await
+            .ok();
+        // (Its kiosks may not be registered yet: an empty list prints nothing.)
+        let listed = split
+            .run(&["--auth-address", &auth_url, "kiosk", "list"])
+            .await;
+        assert_eq!(listed.code, Some(0), "{backend}: {listed:?}");
+        split
+            .run(&["kiosk", "list"])
+            .await
+            .refused(3, &["not logged in"]);
+        // `audit` logs in at --auth-address too: clean there, unreachable (exit 4, naming it)
+        // where nothing listens, though --address is right.
+        let audit_at = |auth: String| {
+            let address = node.address.to_string();
+            async move {
+                run(&[
+                    "--address",
+                    &address,
+                    "--auth-address",
+                    &auth,
+                    "audit",
+                    "--email",
+                    "operator@sneakernet.example",
+                    "--password-file",
+                    operator_password,
+                ])
+                .await
+            }
+        };
+        let clean = audit_at(auth_url.clone()).await;
+        assert_eq!(clean.code, Some(0), "{backend}: {clean:?}");
+        let nowhere = format!("127.0.0.1:{}", free_port());
+        audit_at(nowhere.clone())
+            .await
+            .refused(4, &["log in", &nowhere]);
 
         let qr_file = operator.profile.path().join("K-CLI-NEW.qr");
         let added = operator
