@@ -846,6 +846,68 @@ async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the
         user.run(&["kiosk", "credential", "K-CLI-NEW"])
             .await
             .refused(1, &["K-CLI-NEW", "PermissionDenied"]);
+
+        // The new kiosk's screen: its agent shows the code made from the file `kiosk add`
+        // made (named in kiosk.toml as `kiosk add` printed it), and orders takes that code.
+        let mut said = vec![
+            "--address",
+            &operator.address,
+            "--profile-dir",
+            operator.profile.path().to_str().expect("utf-8 path"),
+        ];
+        let qr_path = qr_file.to_str().expect("utf-8 path");
+        said.extend([
+            "kiosk",
+            "add",
+            "K-CLI-NEW",
+            "--site",
+            "S-CLI",
+            "--site-name",
+            "CLI corner",
+            "--lat",
+            "52.5",
+            "--lon",
+            "-13.4",
+            "--qr-secret-file",
+            qr_path,
+        ]);
+        let said = run(&said).await;
+        let qr_line = format!("qr_secret_file = {qr_path:?}");
+        assert!(said.stdout.contains(&qr_line), "{backend}: {said:?}");
+        let kiosk_toml = dir.path().join("K-CLI-NEW.toml");
+        std::fs::write(
+            &kiosk_toml,
+            format!(
+                "kiosk_id = \"K-CLI-NEW\"\ncredential_file = {:?}\nauth_url = \"http://{addr}\"\ngateway_url = \"http://{addr}\"\ndata_dir = {:?}\n{qr_line}\n",
+                credential_file.to_str().expect("utf-8 path"),
+                dir.path().join("K-CLI-NEW").to_str().expect("utf-8 path"),
+                addr = node.address,
+            ),
+        )
+        .expect("kiosk.toml");
+        let shown = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiosk-agent-under-test"))
+            .arg("--config")
+            .arg(&kiosk_toml)
+            .arg("qr")
+            .output()
+            .await
+            .expect("kiosk-agent qr ran");
+        assert!(shown.status.success(), "{backend}: {shown:?}");
+        let screen = String::from_utf8_lossy(&shown.stdout).trim().to_owned();
+        assert!(
+            screen.starts_with("sneakernet://kiosk/K-CLI-NEW?c="),
+            "{screen}"
+        );
+        // The user has no deposit, so the scan is refused; but not for the code.
+        let scanned = user.run(&["scan", &screen]).await;
+        scanned.refused(1, &["NO_DEPOSIT"]);
+        assert!(!scanned.stderr.contains("QR_CODE_STALE"), "{scanned:?}");
+        let forged = format!("{}00000000", &screen[..screen.len() - 8]);
+        if forged != screen {
+            user.run(&["scan", &forged])
+                .await
+                .refused(1, &["QR_CODE_STALE"]);
+        }
         user.run(&["kiosk", "inventory", HERE])
             .await
             .refused(1, &["PermissionDenied"]);

@@ -41,8 +41,9 @@ pub enum KioskAction {
         #[command(flatten)]
         placement: super::kiosk::Placement,
     },
-    /// Issue the kiosk agent's login credential (AuthService.IssueKioskCredential; an earlier
-    /// one stops working) and print the `kiosk.toml` keys that use it.
+    /// Issue the kiosk agent's login credential (AuthService.IssueKioskCredential at
+    /// --auth-address; an earlier one stops working) and print the `kiosk.toml` keys that use
+    /// it (`auth_url` from --auth-address, `gateway_url` from --address).
     Credential {
         /// The kiosk's id.
         kiosk_id: String,

@@ -76,7 +76,8 @@ pub async fn add(client: &Client, kiosk_id: String, place: Placement) -> anyhow:
         )
         .await?;
     let kiosk = registered.kiosk.clone().unwrap_or_default();
-    let value = output::json("sneakernet.orders.v1.RegisterKioskResponse", &registered)?;
+    let mut value = output::json("sneakernet.orders.v1.RegisterKioskResponse", &registered)?;
+    value["qrSecretFile"] = json!(place.qr_secret_file.display().to_string());
     client.output.print(value, || {
         let profile = kiosk.profile.clone().unwrap_or_default();
         vec![
@@ -92,8 +93,12 @@ pub async fn add(client: &Client, kiosk_id: String, place: Placement) -> anyhow:
                 }
             ),
             format!(
-                "its QR secret is in {}: the kiosk's screen shows codes made from these bytes",
+                "its QR secret is in {}: the kiosk's screen shows codes made from these bytes; copy the file to the kiosk (readable by its agent only) and name it in kiosk.toml, where `kiosk-agent qr` prints the code to show:",
                 place.qr_secret_file.display()
+            ),
+            format!(
+                "qr_secret_file = {:?}",
+                place.qr_secret_file.display().to_string()
             ),
             format!("next: `sneakernet kiosk credential {kiosk_id}` for the kiosk agent's login"),
         ]
@@ -110,10 +115,12 @@ pub async fn credential(
     credential_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let (target, token) = client.logged_in().await?;
-    let issued = target
+    // Credentials are the auth service's; the kiosk's link goes to the gateway at --address.
+    let auth_target = client.auth_target()?;
+    let issued = auth_target
         .call(
             &format!("issue a credential for kiosk {kiosk_id}"),
-            AuthServiceClient::new(target.channel.clone()).issue_kiosk_credential(authed(
+            AuthServiceClient::new(auth_target.channel.clone()).issue_kiosk_credential(authed(
                 auth::IssueKioskCredentialRequest {
                     kiosk_id: kiosk_id.clone(),
                 },
@@ -155,24 +162,46 @@ pub async fn credential(
             }
         };
         lines.push("kiosk.toml:".into());
-        lines.extend(kiosk_toml(&issued.kiosk_id, &file, &target.url));
+        lines.extend(kiosk_toml(
+            &issued.kiosk_id,
+            &file,
+            &auth_target.url,
+            &target.url,
+        ));
         lines
     });
     Ok(())
 }
 
-/// The keys of `kiosk.toml` that name the kiosk, its login and the node.
-fn kiosk_toml(kiosk_id: &str, credential_file: &str, url: &str) -> Vec<String> {
+/// Where `kiosk credential` suggests the QR secret goes on the kiosk.
+const QR_SECRET_ON_KIOSK: &str = "/etc/sneakernet/kiosk.qr";
+
+/// The keys of `kiosk.toml` that name the kiosk, its login and where it logs in
+/// (`auth_url`) and links (`gateway_url`).
+fn kiosk_toml(
+    kiosk_id: &str,
+    credential_file: &str,
+    auth_url: &str,
+    gateway_url: &str,
+) -> Vec<String> {
     let mut lines = vec![
         format!("kiosk_id = {kiosk_id:?}"),
         format!("credential_file = {credential_file:?}"),
-        format!("auth_url = {url:?}"),
-        format!("gateway_url = {url:?}"),
+        format!("auth_url = {auth_url:?}"),
+        format!("gateway_url = {gateway_url:?}"),
     ];
+    // Where the QR secret lies on the kiosk is the kiosk operator's choice; `kiosk add`
+    // made the file and says so.
+    lines.push(format!(
+        "# qr_secret_file = {QR_SECRET_ON_KIOSK:?}  # the file `kiosk add --qr-secret-file` made, copied here; `kiosk-agent qr` shows its code"
+    ));
     // The agent refuses plaintext beyond loopback unless told. That is the kiosk operator's
     // decision (its secret would cross its network unencrypted), so the line is printed
     // commented out, not switched on because this CLI happened to use --plaintext.
-    if url.starts_with("http://") && !sneakernet_kiosk_agent::config::is_loopback_url(url) {
+    let remote_plaintext = |url: &str| {
+        url.starts_with("http://") && !sneakernet_kiosk_agent::config::is_loopback_url(url)
+    };
+    if remote_plaintext(auth_url) || remote_plaintext(gateway_url) {
         lines.push(
             "# allow_plaintext = true  # plaintext beyond loopback: only on a trusted network; use https"
                 .into(),
@@ -492,9 +521,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unanswered_send_says_how_to_retry_it_and_a_refusal_does_not() {
+        let unanswered: anyhow::Error = Exit::new(exit::UNREACHABLE, "no answer").into();
+        let hinted = with_retry_hint(unanswered, "cli-1");
+        assert_eq!(exit::code_of(&hinted), exit::UNREACHABLE);
+        assert!(hinted.to_string().contains("--key cli-1"), "{hinted}");
+        let refused: anyhow::Error = Exit::new(exit::FAILURE, "PermissionDenied").into();
+        assert_eq!(
+            with_retry_hint(refused, "cli-1").to_string(),
+            "PermissionDenied"
+        );
+        assert_eq!(
+            exit::code_of(
+                &CommandKey {
+                    given: Some(" ".into())
+                }
+                .resolve()
+                .unwrap_err()
+            ),
+            exit::USAGE
+        );
+        assert!(CommandKey::default().resolve().unwrap().starts_with("cli-"));
+    }
+
+    #[test]
     fn the_kiosk_toml_lines_are_the_agents_own_keys() {
         use figment::providers::Format;
-        let mut text = kiosk_toml("K-1", "/etc/k \"1\".secret", "http://127.0.0.1:7000").join("\n");
+        let mut text = kiosk_toml(
+            "K-1",
+            "/etc/k \"1\".secret",
+            "http://127.0.0.1:7000",
+            "http://127.0.0.1:7000",
+        )
+        .join("\n");
         text.push_str("\ndata_dir = \"/var/lib/kiosk\"\n");
         let config: sneakernet_kiosk_agent::config::AgentConfig =
             figment::Figment::from(figment::providers::Toml::string(&text))
@@ -505,8 +564,27 @@ mod tests {
         assert_eq!(config.credential_file, PathBuf::from("/etc/k \"1\".secret"));
         assert_eq!(config.gateway_url, "http://127.0.0.1:7000");
         assert!(!config.allow_plaintext);
+        assert_eq!(
+            config.qr_secret_file, None,
+            "commented out: the path is the kiosk's"
+        );
+        let uncommented = text.replace("# qr_secret_file", "qr_secret_file");
+        let config: sneakernet_kiosk_agent::config::AgentConfig =
+            figment::Figment::from(figment::providers::Toml::string(&uncommented))
+                .extract()
+                .expect("the agent reads the QR secret line");
+        assert_eq!(
+            config.qr_secret_file,
+            Some(PathBuf::from(QR_SECRET_ON_KIOSK))
+        );
 
-        let mut remote = kiosk_toml("K-1", "/s", "http://kiosks.example:80").join("\n");
+        let mut remote = kiosk_toml(
+            "K-1",
+            "/s",
+            "https://auth.example:443",
+            "http://kiosks.example:80",
+        )
+        .join("\n");
         remote.push_str("\ndata_dir = \"/var/lib/kiosk\"\n");
         let config: sneakernet_kiosk_agent::config::AgentConfig =
             figment::Figment::from(figment::providers::Toml::string(&remote))
@@ -517,5 +595,7 @@ mod tests {
             .expect_err("plaintext beyond loopback stays the kiosk operator's decision");
         assert!(refused.to_string().contains("allow_plaintext"), "{refused}");
         assert!(remote.contains("# allow_plaintext = true"), "{remote}");
+        assert_eq!(config.auth_url, "https://auth.example:443");
+        assert_eq!(config.gateway_url, "http://kiosks.example:80");
     }
 }
