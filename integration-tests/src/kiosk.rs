@@ -178,6 +178,7 @@ pub fn simulated_agent_config(
         gateway_url: format!("http://{address}"),
         data_dir: dir.join("data"),
         allow_plaintext: false,
+        qr_secret_file: None,
         link: LinkConfig {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),

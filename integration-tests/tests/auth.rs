@@ -414,6 +414,7 @@ async fn kiosk_credentials_log_in_only_as_that_kiosk_and_stop_when_revoked() {
             gateway_url: format!("http://{}", sandbox.node().address),
             data_dir: dir.path().join("data"),
             allow_plaintext: false,
+            qr_secret_file: None,
             link: Default::default(),
             simulation: None,
         };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sneakernet_integration_tests::rentals::{SimKiosk, drive, start_priced};
-use sneakernet_integration_tests::{Child, backends, binary, eventually, test_config};
+use sneakernet_integration_tests::{Child, backends, binary, eventually, free_port, test_config};
 use sneakernet_proto::common::v1::ItemKind;
 use tokio::io::AsyncBufReadExt;
 
@@ -577,6 +577,58 @@ async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the
         })
         .await;
 
+        // A split deployment's flags, against the one node: logins go to --auth-address
+        // (here the node as a URL, so its kept login is told apart from --address's) and
+        // every other call to --address with that login's token.
+        let auth_url = format!("http://{}", node.address);
+        let split = User::new(node.address, dir.path());
+        split
+            .run(&[
+                "--auth-address",
+                &auth_url,
+                "login",
+                "--email",
+                "operator@sneakernet.example",
+                "--password-file",
+                operator_password,
+            ])
+            .await
+            .ok();
+        // (Its kiosks may not be registered yet: an empty list prints nothing.)
+        let listed = split
+            .run(&["--auth-address", &auth_url, "kiosk", "list"])
+            .await;
+        assert_eq!(listed.code, Some(0), "{backend}: {listed:?}");
+        split
+            .run(&["kiosk", "list"])
+            .await
+            .refused(3, &["not logged in"]);
+        // `audit` logs in at --auth-address too: clean there, unreachable (exit 4, naming it)
+        // where nothing listens, though --address is right.
+        let audit_at = |auth: String| {
+            let address = node.address.to_string();
+            async move {
+                run(&[
+                    "--address",
+                    &address,
+                    "--auth-address",
+                    &auth,
+                    "audit",
+                    "--email",
+                    "operator@sneakernet.example",
+                    "--password-file",
+                    operator_password,
+                ])
+                .await
+            }
+        };
+        let clean = audit_at(auth_url.clone()).await;
+        assert_eq!(clean.code, Some(0), "{backend}: {clean:?}");
+        let nowhere = format!("127.0.0.1:{}", free_port());
+        audit_at(nowhere.clone())
+            .await
+            .refused(4, &["log in", &nowhere]);
+
         let qr_file = operator.profile.path().join("K-CLI-NEW.qr");
         let added = operator
             .run(&[
@@ -682,10 +734,60 @@ async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the
         let bay = full["bayId"].as_str().expect("bay id").to_owned();
         let item = full["item"]["itemId"].as_str().expect("item id").to_owned();
         let ejected = operator
-            .run(&["kiosk", "force-eject", HERE, "--bay", &bay])
+            .run(&[
+                "kiosk",
+                "force-eject",
+                HERE,
+                "--bay",
+                &bay,
+                "--key",
+                "eject-once",
+            ])
             .await
             .ok();
         assert_eq!(ejected["result"]["forceEject"]["itemId"], item.as_str());
+        assert_eq!(ejected["idempotencyKey"], "eject-once", "{backend}");
+        // A rerun with the same key (a retry after a timeout) is the same request: the same
+        // command, answered with its result, not a second eject of whatever is there now.
+        let again = operator
+            .run(&[
+                "kiosk",
+                "force-eject",
+                HERE,
+                "--bay",
+                &bay,
+                "--key",
+                "eject-once",
+            ])
+            .await
+            .ok();
+        assert_eq!(again["commandId"], ejected["commandId"], "{backend}");
+        assert_eq!(again["result"]["forceEject"]["itemId"], item.as_str());
+        // A run without --key is a new request with a key of its own: a new command, which
+        // finds the bay empty.
+        let anew = operator
+            .run(&["kiosk", "force-eject", HERE, "--bay", &bay])
+            .await
+            .ok();
+        assert_ne!(anew["commandId"], ejected["commandId"], "{backend}");
+        assert_eq!(
+            anew["result"]["forceEject"]["itemId"], "",
+            "{backend}: {anew}"
+        );
+        let fresh_key = anew["idempotencyKey"].as_str().expect("key").to_owned();
+        assert!(
+            !fresh_key.is_empty() && fresh_key != "eject-once",
+            "{backend}: {anew}"
+        );
+        // The same key for another request is refused, naming the key.
+        operator
+            .run(&["kiosk", "inventory", HERE, "--key", "eject-once"])
+            .await
+            .refused(1, &["inventory", "idempotency_key"]);
+        operator
+            .run(&["kiosk", "inventory", HERE, "--key", ""])
+            .await
+            .refused(2, &["--key"]);
         let after = operator.run(&["kiosk", "inventory", HERE]).await.ok();
         let emptied = after["result"]["requestInventory"]["inventory"]["bays"]
             .as_array()
@@ -749,6 +851,68 @@ async fn an_operator_adds_a_kiosk_issues_its_credential_and_tends_a_bay_from_the
         user.run(&["kiosk", "credential", "K-CLI-NEW"])
             .await
             .refused(1, &["K-CLI-NEW", "PermissionDenied"]);
+
+        // The new kiosk's screen: its agent shows the code made from the file `kiosk add`
+        // made (named in kiosk.toml as `kiosk add` printed it), and orders takes that code.
+        let mut said = vec![
+            "--address",
+            &operator.address,
+            "--profile-dir",
+            operator.profile.path().to_str().expect("utf-8 path"),
+        ];
+        let qr_path = qr_file.to_str().expect("utf-8 path");
+        said.extend([
+            "kiosk",
+            "add",
+            "K-CLI-NEW",
+            "--site",
+            "S-CLI",
+            "--site-name",
+            "CLI corner",
+            "--lat",
+            "52.5",
+            "--lon",
+            "-13.4",
+            "--qr-secret-file",
+            qr_path,
+        ]);
+        let said = run(&said).await;
+        let qr_line = format!("qr_secret_file = {qr_path:?}");
+        assert!(said.stdout.contains(&qr_line), "{backend}: {said:?}");
+        let kiosk_toml = dir.path().join("K-CLI-NEW.toml");
+        std::fs::write(
+            &kiosk_toml,
+            format!(
+                "kiosk_id = \"K-CLI-NEW\"\ncredential_file = {:?}\nauth_url = \"http://{addr}\"\ngateway_url = \"http://{addr}\"\ndata_dir = {:?}\n{qr_line}\n",
+                credential_file.to_str().expect("utf-8 path"),
+                dir.path().join("K-CLI-NEW").to_str().expect("utf-8 path"),
+                addr = node.address,
+            ),
+        )
+        .expect("kiosk.toml");
+        let shown = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiosk-agent-under-test"))
+            .arg("--config")
+            .arg(&kiosk_toml)
+            .arg("qr")
+            .output()
+            .await
+            .expect("kiosk-agent qr ran");
+        assert!(shown.status.success(), "{backend}: {shown:?}");
+        let screen = String::from_utf8_lossy(&shown.stdout).trim().to_owned();
+        assert!(
+            screen.starts_with("sneakernet://kiosk/K-CLI-NEW?c="),
+            "{screen}"
+        );
+        // The user has no deposit, so the scan is refused; but not for the code.
+        let scanned = user.run(&["scan", &screen]).await;
+        scanned.refused(1, &["NO_DEPOSIT"]);
+        assert!(!scanned.stderr.contains("QR_CODE_STALE"), "{scanned:?}");
+        let forged = format!("{}00000000", &screen[..screen.len() - 8]);
+        if forged != screen {
+            user.run(&["scan", &forged])
+                .await
+                .refused(1, &["QR_CODE_STALE"]);
+        }
         user.run(&["kiosk", "inventory", HERE])
             .await
             .refused(1, &["PermissionDenied"]);

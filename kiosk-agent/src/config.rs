@@ -34,6 +34,12 @@ pub struct AgentConfig {
     /// the network unencrypted, so only `https://` may leave the machine unless told.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// `qr_secret_file`: the kiosk's QR secret, 20 to 64 raw bytes: the file `sneakernet kiosk
+    /// add --qr-secret-file` made (the same bytes RegisterKiosk gave orders), copied to the
+    /// kiosk and readable by the agent only. `kiosk-agent qr` prints the code the screen shows
+    /// from it. Optional: only what draws the screen needs it.
+    #[serde(default)]
+    pub qr_secret_file: Option<PathBuf>,
     /// How the link to the gateway reconnects.
     #[serde(default)]
     pub link: LinkConfig,
@@ -269,6 +275,13 @@ impl AgentConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err("`data_dir` must not be empty".into());
         }
+        if self
+            .qr_secret_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            return Err("`qr_secret_file` must not be empty when given".into());
+        }
         if self.link.backoff_initial.is_zero() {
             return Err("`link.backoff_initial` must be more than 0".into());
         }
@@ -307,6 +320,32 @@ impl AgentConfig {
                 reason: format!("cannot read the credential: {e}"),
             })?;
         Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+    }
+
+    /// The kiosk's QR secret, read from `qr_secret_file`; the error names the key or the
+    /// file and what is wrong.
+    pub fn qr_secret(&self) -> Result<Vec<u8>, AgentConfigError> {
+        let Some(file) = &self.qr_secret_file else {
+            return Err(AgentConfigError {
+                file: "(the agent's configuration)".into(),
+                reason: "`qr_secret_file` is not set: copy the file `sneakernet kiosk add --qr-secret-file` made to this kiosk and name it there".into(),
+            });
+        };
+        let error = |reason: String| AgentConfigError {
+            file: file.display().to_string(),
+            reason,
+        };
+        let secret =
+            std::fs::read(file).map_err(|e| error(format!("cannot read the QR secret: {e}")))?;
+        if !sneakernet_proto::qr::SECRET_LEN.contains(&secret.len()) {
+            return Err(error(format!(
+                "holds {} bytes; a QR secret is {} to {} raw bytes (`qr_secret_file`)",
+                secret.len(),
+                sneakernet_proto::qr::SECRET_LEN.start(),
+                sneakernet_proto::qr::SECRET_LEN.end()
+            )));
+        }
+        Ok(secret)
     }
 }
 

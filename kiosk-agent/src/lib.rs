@@ -304,6 +304,7 @@ mod tests {
             gateway_url: "http://127.0.0.1:9".into(),
             data_dir: dir.path().join("data"),
             allow_plaintext: false,
+            qr_secret_file: None,
             link: LinkConfig::default(),
             simulation: Some(SimulationConfig {
                 bays: vec![SimBayConfig {

@@ -87,6 +87,36 @@ pub fn queue_insert(data_dir: &Path, request: &InboxInsert) -> std::io::Result<P
     Ok(file)
 }
 
+/// Why the simulated kiosk under `data_dir` would refuse `request` once its running agent
+/// picks it up, judged now by the agent's own rule ([`SimState::admit`]) against its state
+/// file (or, before its first start, the bays `config` seeds) with the requests already
+/// waiting in its inbox applied first, as the agent will apply them. `Ok` is the item as it
+/// will go in. The state may still change before the agent applies the request (a lend
+/// empties a bay, an earlier request fills one); the agent checks again and renames a
+/// refused request `*.rejected`.
+pub fn check_insert(
+    data_dir: &Path,
+    config: &SimulationConfig,
+    request: &InboxInsert,
+) -> Result<SimItemConfig, BayError> {
+    let file = data_dir.join(STATE_FILE);
+    let mut state = match std::fs::read(&file) {
+        Ok(bytes) => serde_json::from_slice::<SimState>(&bytes)
+            .map_err(|e| storage(&format!("read {}", file.display()), e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => SimState::seed(config),
+        Err(e) => return Err(storage(&format!("read {}", file.display()), e)),
+    };
+    for (_, waiting) in read_inbox(&data_dir.join(INBOX_DIR)) {
+        // A waiting request the agent will refuse changes nothing; the id is never stored.
+        if let Ok(waiting) = waiting
+            && let Ok(item) = state.admit(&waiting)
+        {
+            let _ = state.insert(&waiting.bay_id, item, Utc::now(), String::new());
+        }
+    }
+    state.admit(request)
+}
+
 /// What a simulated kiosk's state file says now, read without opening the simulator: for a
 /// person's tools beside a running agent (the file is replaced atomically, so a read sees a
 /// whole state; it may lag the agent's memory by one change in flight).
@@ -280,13 +310,40 @@ impl SimState {
             .collect()
     }
 
-    fn insert(
-        &mut self,
-        bay_id: &str,
-        item: SimItemConfig,
-        now: DateTime<Utc>,
-        insertion_id: String,
-    ) -> Result<(), BayError> {
+    /// The item an inbox `request` puts into its bay, if the kiosk takes it: its facts as
+    /// given, or as it left this kiosk when none are given; refused for an item that never
+    /// left (it was lent elsewhere: only its facts identify it) and whatever
+    /// [`SimState::admissible`] refuses. The one rule for a request, whether a running agent
+    /// applies it or `kiosk-agent insert` checks it first ([`check_insert`]).
+    fn admit(&self, request: &InboxInsert) -> Result<SimItemConfig, BayError> {
+        if !is_bay_id(&request.bay_id) {
+            return Err(BayError::UnknownBay(request.bay_id.clone()));
+        }
+        let item = match &request.item {
+            Some(item) if item.item_id == request.item_id => item.clone(),
+            Some(_) => {
+                return Err(BayError::Unidentified(
+                    "item.item_id differs from item_id".into(),
+                ));
+            }
+            None => self
+                .departed
+                .get(&request.item_id)
+                .cloned()
+                .ok_or_else(|| {
+                    BayError::Unidentified(format!(
+                        "item {} never left this kiosk; give its kind and facts",
+                        request.item_id
+                    ))
+                })?,
+        };
+        self.admissible(&request.bay_id, &item)?;
+        Ok(item)
+    }
+
+    /// Whether `item` may go into `bay_id`: well-formed, not in a bay already, and the bay
+    /// exists, works and is empty.
+    fn admissible(&self, bay_id: &str, item: &SimItemConfig) -> Result<(), BayError> {
         item.check("item").map_err(BayError::Unidentified)?;
         if let Some(holder) = self
             .bays
@@ -294,17 +351,33 @@ impl SimState {
             .find(|b| b.item.as_ref().is_some_and(|i| i.item_id == item.item_id))
         {
             return Err(BayError::AlreadyHeld {
-                item_id: item.item_id,
+                item_id: item.item_id.clone(),
                 bay_id: holder.id.clone(),
             });
         }
-        let bay = self.bay_mut(bay_id)?;
+        let bay = self
+            .bays
+            .iter()
+            .find(|b| b.id == bay_id)
+            .ok_or_else(|| BayError::UnknownBay(bay_id.to_owned()))?;
         if bay.fault {
             return Err(BayError::Fault(bay_id.to_owned()));
         }
         if bay.item.is_some() {
             return Err(BayError::Occupied(bay_id.to_owned()));
         }
+        Ok(())
+    }
+
+    fn insert(
+        &mut self,
+        bay_id: &str,
+        item: SimItemConfig,
+        now: DateTime<Utc>,
+        insertion_id: String,
+    ) -> Result<(), BayError> {
+        self.admissible(bay_id, &item)?;
+        let bay = self.bay_mut(bay_id)?;
         // A drive that comes back may hold anything now: it waits BUSY until the return
         // check verified it against its manifest or wiped it. A power bank is ready as it is.
         bay.condition = if item.kind == SimItemKind::Drive {
@@ -570,9 +643,6 @@ impl SimulatedBays {
         request: InboxInsert,
         insertion_id: String,
     ) -> Result<(), BayError> {
-        if !is_bay_id(&request.bay_id) {
-            return Err(BayError::UnknownBay(request.bay_id));
-        }
         let now = Utc::now();
         self.change(move |state| {
             let applied_before = state.bays.iter().any(|b| {
@@ -586,24 +656,7 @@ impl SimulatedBays {
                 // Applied before a crash that came before the file's deletion.
                 return Ok(());
             }
-            let item = match request.item {
-                Some(item) if item.item_id == request.item_id => item,
-                Some(_) => {
-                    return Err(BayError::Unidentified(
-                        "item.item_id differs from item_id".into(),
-                    ));
-                }
-                None => state
-                    .departed
-                    .get(&request.item_id)
-                    .cloned()
-                    .ok_or_else(|| {
-                        BayError::Unidentified(format!(
-                            "item {} never left this kiosk; give its kind and facts",
-                            request.item_id
-                        ))
-                    })?,
-            };
+            let item = state.admit(&request)?;
             state.insert(&request.bay_id, item, now, insertion_id)
         })
         .await
@@ -1209,6 +1262,70 @@ pub(crate) mod tests {
             ],
             faults: SimFaults::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn an_insert_is_judged_before_it_is_queued_by_the_rule_the_running_agent_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = |bay: &str, item: &str, facts: Option<SimItemConfig>| InboxInsert {
+            bay_id: bay.into(),
+            item_id: item.into(),
+            item: facts,
+        };
+        let judged = |request: &InboxInsert| check_insert(dir.path(), &config(), request);
+        // Before the agent's first start: against the bays the configuration seeds.
+        assert_eq!(
+            judged(&request("A01", "D-9", Some(drive("D-9", 5, None)))).unwrap_err(),
+            BayError::Occupied("A01".into())
+        );
+        let bays = SimulatedBays::open(dir.path(), &config()).await.unwrap();
+        bays.eject("A01").await.unwrap();
+
+        // An item lent at another kiosk, named without its facts: this kiosk cannot know it.
+        let lent_elsewhere = request("A01", "D-X", None);
+        assert!(
+            matches!(judged(&lent_elsewhere), Err(BayError::Unidentified(why)) if why.contains("D-X")),
+            "{:?}",
+            judged(&lent_elsewhere)
+        );
+        // An occupied bay, and an item that is in a bay already.
+        assert_eq!(
+            judged(&request("A03", "D-1", None)).unwrap_err(),
+            BayError::Occupied("A03".into())
+        );
+        assert_eq!(
+            judged(&request("A02", "D-3", Some(drive("D-3", 1000, None)))).unwrap_err(),
+            BayError::AlreadyHeld {
+                item_id: "D-3".into(),
+                bay_id: "A03".into()
+            }
+        );
+        // Taken: the item that left, back as it left.
+        let back = request("A02", "D-1", None);
+        assert_eq!(judged(&back).unwrap(), drive("D-1", 1000, Some("pkg")));
+
+        // A request queued and not yet applied fills its bay for the next check.
+        queue_insert(dir.path(), &back).unwrap();
+        assert_eq!(
+            judged(&request("A02", "D-9", Some(drive("D-9", 5, None)))).unwrap_err(),
+            BayError::Occupied("A02".into())
+        );
+        // The running agent decides the same: it takes the first, refuses the lent one.
+        queue_insert(dir.path(), &lent_elsewhere).unwrap();
+        let taken = bays.pending_inserted().await.unwrap();
+        let ids: Vec<_> = taken.iter().map(|i| i.item.item_id.as_str()).collect();
+        assert_eq!(ids, ["D-1"]);
+        let rejected = std::fs::read_dir(dir.path().join(INBOX_DIR))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "rejected")
+            })
+            .count();
+        assert_eq!(rejected, 1);
     }
 
     #[tokio::test]

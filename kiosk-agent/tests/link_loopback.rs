@@ -195,6 +195,7 @@ async fn lend_over_the_link_is_executed_once_and_replayed_until_receipted() {
         gateway_url: format!("http://{address}"),
         data_dir: dir.path().join("data"),
         allow_plaintext: false,
+        qr_secret_file: None,
         link: LinkConfig {
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
@@ -371,6 +372,7 @@ fn config_for(
         gateway_url: format!("http://{address}"),
         data_dir: dir.join("data"),
         allow_plaintext: false,
+        qr_secret_file: None,
         link,
         simulation: Some(SimulationConfig {
             bays: vec![

@@ -3,11 +3,13 @@
 //! One module per protobuf package (`sneakernet.<service>.v1`). [`FILE_DESCRIPTOR_SET`] holds
 //! every file's descriptor, for gRPC server reflection. Beside the generated code, the rules
 //! of the contract that both ends of the kiosk link apply: [`ids`] (checked id types),
-//! [`wire`] (time conversions) and [`link_rules`] (what a kiosk message must be).
+//! [`wire`] (time conversions), [`link_rules`] (what a kiosk message must be) and [`qr`] (the
+//! kiosk QR payload a kiosk's screen shows and orders checks).
 
 pub mod content_rules;
 pub mod ids;
 pub mod link_rules;
+pub mod qr;
 pub mod wire;
 
 /// Encoded `FileDescriptorSet` of every Sneakernet `.proto` file (for server reflection).

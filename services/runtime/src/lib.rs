@@ -26,7 +26,9 @@ pub mod db;
 pub mod error;
 pub use sneakernet_failpoint as failpoint;
 pub mod keys;
-pub mod qr;
+/// The kiosk QR payload; it lives with the contract so the kiosk agent shows the code
+/// without linking this crate.
+pub use sneakernet_proto::qr;
 pub mod rate_limit;
 pub mod redis_link;
 pub mod role;

@@ -13,7 +13,8 @@ use crate::cmd::connect::{ClientFlags, Target};
 use crate::standalone::StandaloneState;
 
 /// As whom an operator command calls (the flags every operator command shares; where it
-/// calls is the global `--address` with its TLS flags).
+/// calls is the global `--address`, where it logs in `--auth-address`, both with the TLS
+/// flags).
 #[derive(Clone, Debug, clap::Args)]
 pub struct OperatorArgs {
     /// The operator's email (default: the standalone operator of --data-dir).
@@ -37,22 +38,27 @@ pub struct OperatorSession {
 }
 
 impl OperatorArgs {
-    /// Logs in as the operator these flags name at the node `flags` name; `config` supplies
-    /// the defaults (`listen`, `data_dir`).
+    /// Logs in as the operator these flags name where `flags` say tokens come from
+    /// (`--auth-address`, else `--address`), for calls to the node `flags` name; `config`
+    /// supplies the defaults (`listen`, `data_dir`).
     pub async fn login(
         &self,
         config: &sneakernet_runtime::config::Config,
         flags: &ClientFlags,
     ) -> anyhow::Result<OperatorSession> {
         let target = Target::new(flags, config)?;
+        let auth = match flags.auth_address {
+            Some(_) => Target::auth(flags, config)?,
+            None => target.clone(),
+        };
         let data_dir = self.data_dir.clone().unwrap_or(config.data_dir.clone());
         let (email, password) = self.credentials(&data_dir).await?;
-        let mut auth_client = AuthServiceClient::new(target.channel.clone());
+        let mut auth_client = AuthServiceClient::new(auth.channel.clone());
         let login = auth_client.login(auth::LoginRequest {
             email: email.clone(),
             password,
         });
-        let token = target
+        let token = auth
             .call(&format!("log in as {email}"), login)
             .await?
             .session

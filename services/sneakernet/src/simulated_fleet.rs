@@ -177,6 +177,7 @@ mod tests {
                 gateway_url: "http://127.0.0.1:1".into(),
                 data_dir: "kiosk".into(),
                 allow_plaintext: false,
+                qr_secret_file: None,
                 link: LinkConfig::default(),
                 simulation: Some(SimulationConfig {
                     bays,

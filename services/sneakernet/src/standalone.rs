@@ -534,6 +534,7 @@ impl PreparedKiosk {
             gateway_url: url.to_owned(),
             data_dir: self.data_dir.clone(),
             allow_plaintext: false,
+            qr_secret_file: Some(self.data_dir.join(QR_SECRET_FILE)),
             link: LinkConfig {
                 backoff_initial: Duration::from_millis(200),
                 backoff_max: Duration::from_secs(5),

@@ -135,7 +135,7 @@ pub async fn sign_in(
     new_account: bool,
 ) -> anyhow::Result<()> {
     let password = password(credentials, new_account)?;
-    let target = client.target()?;
+    let target = client.auth_target()?;
     let mut auth_client = AuthServiceClient::new(target.channel.clone());
     let email = credentials.email.clone();
     let session = if new_account {
@@ -193,7 +193,7 @@ pub async fn sign_in(
 
 /// `logout`: ends the session at the node (best effort) and forgets it here.
 pub async fn logout(client: &Client) -> anyhow::Result<()> {
-    let target = client.target()?;
+    let target = client.auth_target()?;
     let profile = client.profile()?;
     let Some(login) = profile.load(&target.address)? else {
         client.output.print(

@@ -24,6 +24,16 @@ pub struct ClientFlags {
         value_name = "HOST:PORT"
     )]
     pub address: Option<String>,
+    /// Where logins are made and renewed (AuthService), `host:port` or a URL, when auth is
+    /// served apart from --address (a split deployment: log in at auth, call orders or the
+    /// gateway with its token). Logins are kept per this address. Default: --address.
+    #[arg(
+        long,
+        global = true,
+        env = "SNEAKERNET_AUTH_ADDRESS",
+        value_name = "HOST:PORT"
+    )]
+    pub auth_address: Option<String>,
     /// Call without TLS. The default for a loopback address; any other address is called
     /// with TLS unless this is given.
     #[arg(long, global = true)]
@@ -58,7 +68,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// The node `flags` name, `listen` of `config` when they name none.
+    /// The node `flags` name (`--address`), `listen` of `config` when they name none.
     pub fn new(
         flags: &ClientFlags,
         config: &sneakernet_runtime::config::Config,
@@ -67,9 +77,26 @@ impl Target {
             .address
             .clone()
             .unwrap_or_else(|| client::loopback(config.listen).to_string());
-        let (url, tls) = url_of(&address, flags.plaintext, flags.cacert.is_some())?;
+        Self::dial(address, "--address", flags)
+    }
+
+    /// Where logins are made and renewed: `--auth-address`, else the node of
+    /// [`Target::new`] (standalone and any node serving auth beside the rest).
+    pub fn auth(
+        flags: &ClientFlags,
+        config: &sneakernet_runtime::config::Config,
+    ) -> anyhow::Result<Self> {
+        match &flags.auth_address {
+            Some(address) => Self::dial(address.clone(), "--auth-address", flags),
+            None => Self::new(flags, config),
+        }
+    }
+
+    /// `address` (given as `flag`) with the TLS choice of `flags`.
+    fn dial(address: String, flag: &str, flags: &ClientFlags) -> anyhow::Result<Self> {
+        let (url, tls) = url_of(&address, flag, flags.plaintext, flags.cacert.is_some())?;
         let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|_| exit::usage(format!("--address {address:?} is not host:port or a URL")))?
+            .map_err(|_| exit::usage(format!("{flag} {address:?} is not host:port or a URL")))?
             .connect_timeout(Duration::from_secs(10))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
@@ -167,14 +194,19 @@ fn is_unreachable(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable && std::error::Error::source(status).is_some()
 }
 
-/// The URL to dial for `address` and whether it is TLS.
-fn url_of(address: &str, plaintext: bool, cacert: bool) -> anyhow::Result<(String, bool)> {
+/// The URL to dial for `address` (given as `flag`) and whether it is TLS.
+fn url_of(
+    address: &str,
+    flag: &str,
+    plaintext: bool,
+    cacert: bool,
+) -> anyhow::Result<(String, bool)> {
     if let Some((scheme, _)) = address.split_once("://") {
         return match scheme {
             "http" => Ok((address.to_owned(), false)),
             "https" => Ok((address.to_owned(), true)),
             other => Err(exit::usage(format!(
-                "--address {address:?}: unknown scheme {other:?} (http or https)"
+                "{flag} {address:?}: unknown scheme {other:?} (http or https)"
             ))),
         };
     }
@@ -182,7 +214,7 @@ fn url_of(address: &str, plaintext: bool, cacert: bool) -> anyhow::Result<(Strin
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host,
         _ => {
             return Err(exit::usage(format!(
-                "--address {address:?} is not host:port (e.g. 127.0.0.1:50051)"
+                "{flag} {address:?} is not host:port (e.g. 127.0.0.1:50051)"
             )));
         }
     };
@@ -203,30 +235,30 @@ mod tests {
     #[test]
     fn loopback_is_plaintext_and_other_hosts_tls_unless_told() {
         assert_eq!(
-            url_of("127.0.0.1:50051", false, false).unwrap(),
+            url_of("127.0.0.1:50051", "--address", false, false).unwrap(),
             ("http://127.0.0.1:50051".into(), false)
         );
         assert_eq!(
-            url_of("[::1]:7", false, false).unwrap(),
+            url_of("[::1]:7", "--address", false, false).unwrap(),
             ("http://[::1]:7".into(), false)
         );
         assert_eq!(
-            url_of("kiosks.example:443", false, false).unwrap(),
+            url_of("kiosks.example:443", "--address", false, false).unwrap(),
             ("https://kiosks.example:443".into(), true)
         );
         assert_eq!(
-            url_of("kiosks.example:80", true, false).unwrap(),
+            url_of("kiosks.example:80", "--address", true, false).unwrap(),
             ("http://kiosks.example:80".into(), false)
         );
         assert_eq!(
-            url_of("localhost:9", false, true).unwrap(),
+            url_of("localhost:9", "--address", false, true).unwrap(),
             ("https://localhost:9".into(), true)
         );
         assert_eq!(
-            url_of("http://10.0.0.1:5", false, false).unwrap(),
+            url_of("http://10.0.0.1:5", "--address", false, false).unwrap(),
             ("http://10.0.0.1:5".into(), false)
         );
-        assert!(url_of("no-port", false, false).is_err());
-        assert!(url_of("ftp://x:1", false, false).is_err());
+        assert!(url_of("no-port", "--address", false, false).is_err());
+        assert!(url_of("ftp://x:1", "--address", false, false).is_err());
     }
 }

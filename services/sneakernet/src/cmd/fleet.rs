@@ -41,8 +41,9 @@ pub enum KioskAction {
         #[command(flatten)]
         placement: super::kiosk::Placement,
     },
-    /// Issue the kiosk agent's login credential (AuthService.IssueKioskCredential; an earlier
-    /// one stops working) and print the `kiosk.toml` keys that use it.
+    /// Issue the kiosk agent's login credential (AuthService.IssueKioskCredential at
+    /// --auth-address; an earlier one stops working) and print the `kiosk.toml` keys that use
+    /// it (`auth_url` from --auth-address, `gateway_url` from --address).
     Credential {
         /// The kiosk's id.
         kiosk_id: String,
@@ -61,6 +62,9 @@ pub enum KioskAction {
         /// Return once the command is logged, without waiting for the kiosk.
         #[arg(long)]
         no_wait: bool,
+        /// The request's idempotency key.
+        #[command(flatten)]
+        key: super::kiosk::CommandKey,
     },
     /// Ask the kiosk to report every bay (DeviceCommandService.RequestInventory) and print
     /// its answer (at most the command's 5-minute deadline).
@@ -70,6 +74,9 @@ pub enum KioskAction {
         /// Return once the command is logged, without waiting for the kiosk.
         #[arg(long)]
         no_wait: bool,
+        /// The request's idempotency key.
+        #[command(flatten)]
+        key: super::kiosk::CommandKey,
     },
 }
 
@@ -142,10 +149,13 @@ pub async fn kiosk(client: &Client, action: KioskAction) -> anyhow::Result<()> {
             kiosk_id,
             bay,
             no_wait,
-        } => kiosk::force_eject(client, kiosk_id, bay, !no_wait).await,
-        KioskAction::Inventory { kiosk_id, no_wait } => {
-            kiosk::inventory(client, kiosk_id, !no_wait).await
-        }
+            key,
+        } => kiosk::force_eject(client, kiosk_id, bay, key, !no_wait).await,
+        KioskAction::Inventory {
+            kiosk_id,
+            no_wait,
+            key,
+        } => kiosk::inventory(client, kiosk_id, key, !no_wait).await,
     }
 }
 

@@ -76,7 +76,8 @@ pub async fn add(client: &Client, kiosk_id: String, place: Placement) -> anyhow:
         )
         .await?;
     let kiosk = registered.kiosk.clone().unwrap_or_default();
-    let value = output::json("sneakernet.orders.v1.RegisterKioskResponse", &registered)?;
+    let mut value = output::json("sneakernet.orders.v1.RegisterKioskResponse", &registered)?;
+    value["qrSecretFile"] = json!(place.qr_secret_file.display().to_string());
     client.output.print(value, || {
         let profile = kiosk.profile.clone().unwrap_or_default();
         vec![
@@ -92,8 +93,12 @@ pub async fn add(client: &Client, kiosk_id: String, place: Placement) -> anyhow:
                 }
             ),
             format!(
-                "its QR secret is in {}: the kiosk's screen shows codes made from these bytes",
+                "its QR secret is in {}: the kiosk's screen shows codes made from these bytes; copy the file to the kiosk (readable by its agent only) and name it in kiosk.toml, where `kiosk-agent qr` prints the code to show:",
                 place.qr_secret_file.display()
+            ),
+            format!(
+                "qr_secret_file = {:?}",
+                place.qr_secret_file.display().to_string()
             ),
             format!("next: `sneakernet kiosk credential {kiosk_id}` for the kiosk agent's login"),
         ]
@@ -110,10 +115,12 @@ pub async fn credential(
     credential_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let (target, token) = client.logged_in().await?;
-    let issued = target
+    // Credentials are the auth service's; the kiosk's link goes to the gateway at --address.
+    let auth_target = client.auth_target()?;
+    let issued = auth_target
         .call(
             &format!("issue a credential for kiosk {kiosk_id}"),
-            AuthServiceClient::new(target.channel.clone()).issue_kiosk_credential(authed(
+            AuthServiceClient::new(auth_target.channel.clone()).issue_kiosk_credential(authed(
                 auth::IssueKioskCredentialRequest {
                     kiosk_id: kiosk_id.clone(),
                 },
@@ -155,24 +162,46 @@ pub async fn credential(
             }
         };
         lines.push("kiosk.toml:".into());
-        lines.extend(kiosk_toml(&issued.kiosk_id, &file, &target.url));
+        lines.extend(kiosk_toml(
+            &issued.kiosk_id,
+            &file,
+            &auth_target.url,
+            &target.url,
+        ));
         lines
     });
     Ok(())
 }
 
-/// The keys of `kiosk.toml` that name the kiosk, its login and the node.
-fn kiosk_toml(kiosk_id: &str, credential_file: &str, url: &str) -> Vec<String> {
+/// Where `kiosk credential` suggests the QR secret goes on the kiosk.
+const QR_SECRET_ON_KIOSK: &str = "/etc/sneakernet/kiosk.qr";
+
+/// The keys of `kiosk.toml` that name the kiosk, its login and where it logs in
+/// (`auth_url`) and links (`gateway_url`).
+fn kiosk_toml(
+    kiosk_id: &str,
+    credential_file: &str,
+    auth_url: &str,
+    gateway_url: &str,
+) -> Vec<String> {
     let mut lines = vec![
         format!("kiosk_id = {kiosk_id:?}"),
         format!("credential_file = {credential_file:?}"),
-        format!("auth_url = {url:?}"),
-        format!("gateway_url = {url:?}"),
+        format!("auth_url = {auth_url:?}"),
+        format!("gateway_url = {gateway_url:?}"),
     ];
+    // Where the QR secret lies on the kiosk is the kiosk operator's choice; `kiosk add`
+    // made the file and says so.
+    lines.push(format!(
+        "# qr_secret_file = {QR_SECRET_ON_KIOSK:?}  # the file `kiosk add --qr-secret-file` made, copied here; `kiosk-agent qr` shows its code"
+    ));
     // The agent refuses plaintext beyond loopback unless told. That is the kiosk operator's
     // decision (its secret would cross its network unencrypted), so the line is printed
     // commented out, not switched on because this CLI happened to use --plaintext.
-    if url.starts_with("http://") && !sneakernet_kiosk_agent::config::is_loopback_url(url) {
+    let remote_plaintext = |url: &str| {
+        url.starts_with("http://") && !sneakernet_kiosk_agent::config::is_loopback_url(url)
+    };
+    if remote_plaintext(auth_url) || remote_plaintext(gateway_url) {
         lines.push(
             "# allow_plaintext = true  # plaintext beyond loopback: only on a trusted network; use https"
                 .into(),
@@ -193,13 +222,41 @@ async fn write_secret(file: &Path, secret: &str) -> anyhow::Result<()> {
         })
 }
 
+/// The idempotency key of `force-eject` and `inventory`. The gateway keeps one command per
+/// operator, kiosk and key: a run with a key an earlier run printed is that same request (the
+/// answer is the earlier command, followed to its end), so a retry after a timeout never
+/// ejects twice.
+#[derive(Debug, Default, clap::Args)]
+pub struct CommandKey {
+    /// Repeat exactly the request an earlier run printed this idempotency key for (after a
+    /// timeout or Ctrl-C): the gateway answers with that run's command and sends nothing new.
+    /// Refused when the key was used for another bay or command. Default: a new key, printed.
+    #[arg(long = "key", visible_alias = "idempotency-key", value_name = "KEY")]
+    pub given: Option<String>,
+}
+
+impl CommandKey {
+    /// `--key`, or a new key for this run; an empty `--key` is a usage mistake (the gateway
+    /// would take it for "no key" and make every run a new command).
+    fn resolve(self) -> anyhow::Result<String> {
+        match self.given {
+            Some(key) if key.trim().is_empty() => Err(exit::usage(
+                "--key must not be empty: omit it for a new request",
+            )),
+            given => Ok(super::idempotency_key(given)),
+        }
+    }
+}
+
 /// `kiosk force-eject`: opens one bay whatever it holds.
 pub async fn force_eject(
     client: &Client,
     kiosk_id: String,
     bay_id: String,
+    key: CommandKey,
     wait: bool,
 ) -> anyhow::Result<()> {
+    let key = key.resolve()?;
     let (target, token) = client.logged_in().await?;
     let what = format!("force-eject bay {bay_id} of kiosk {kiosk_id}");
     let sent = target
@@ -209,19 +266,26 @@ pub async fn force_eject(
                 gw::ForceEjectRequest {
                     kiosk_id,
                     bay_id,
-                    idempotency_key: String::new(),
+                    idempotency_key: key.clone(),
                 },
                 &token,
             )?),
         )
-        .await?
+        .await
+        .map_err(|error| with_retry_hint(error, &key))?
         .command
         .context("the answer carries no command")?;
     finish(client, &what, sent, wait).await
 }
 
 /// `kiosk inventory`: asks the kiosk to report every bay.
-pub async fn inventory(client: &Client, kiosk_id: String, wait: bool) -> anyhow::Result<()> {
+pub async fn inventory(
+    client: &Client,
+    kiosk_id: String,
+    key: CommandKey,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let key = key.resolve()?;
     let (target, token) = client.logged_in().await?;
     let what = format!("request the inventory of kiosk {kiosk_id}");
     let sent = target
@@ -230,15 +294,32 @@ pub async fn inventory(client: &Client, kiosk_id: String, wait: bool) -> anyhow:
             DeviceCommandServiceClient::new(target.channel.clone()).request_inventory(authed(
                 gw::RequestInventoryRequest {
                     kiosk_id,
-                    idempotency_key: String::new(),
+                    idempotency_key: key.clone(),
                 },
                 &token,
             )?),
         )
-        .await?
+        .await
+        .map_err(|error| with_retry_hint(error, &key))?
         .command
         .context("the answer carries no command")?;
     finish(client, &what, sent, wait).await
+}
+
+/// `error` of a send whose outcome is unknown (no answer: the command may be logged) with
+/// how to retry it safely; other refusals are certain and keep their message.
+fn with_retry_hint(error: anyhow::Error, key: &str) -> anyhow::Error {
+    let code = exit::code_of(&error);
+    if code != exit::UNREACHABLE {
+        return error;
+    }
+    Exit::new(
+        code,
+        format!(
+            "{error:#}; the command may be logged: rerun with --key {key} to repeat exactly this request"
+        ),
+    )
+    .into()
 }
 
 /// Prints the command once it ended (or at once without `wait`); a command that failed or
@@ -275,6 +356,10 @@ async fn finish(
             lines.extend(inventory.bays.iter().map(bay_line));
             lines.push(format!("taken {}", time(inventory.taken_at.as_ref())));
         }
+        lines.push(format!(
+            "idempotency key {} (--key {} repeats exactly this request)",
+            record.idempotency_key, record.idempotency_key
+        ));
         lines
     });
     Ok(())
@@ -303,9 +388,10 @@ async fn until_done(
             return Err(Exit::new(
                 exit::FAILURE,
                 format!(
-                    "{what}: command {} is still {} past its deadline; `sneakernet kiosk show` tells whether the kiosk is online",
+                    "{what}: command {} is still {} past its deadline; `sneakernet kiosk show` tells whether the kiosk is online, --key {} follows this command again",
                     record.command_id,
-                    state_text(state_of(&record))
+                    state_text(state_of(&record)),
+                    record.idempotency_key
                 ),
             )
             .into());
@@ -315,7 +401,10 @@ async fn until_done(
             _ = tokio::signal::ctrl_c() => {
                 return Err(Exit::new(
                     exit::FAILURE,
-                    format!("{what}: stopped waiting; command {} goes on", record.command_id),
+                    format!(
+                        "{what}: stopped waiting; command {} goes on (--key {} follows it again)",
+                        record.command_id, record.idempotency_key
+                    ),
                 )
                 .into());
             }
@@ -432,9 +521,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unanswered_send_says_how_to_retry_it_and_a_refusal_does_not() {
+        let unanswered: anyhow::Error = Exit::new(exit::UNREACHABLE, "no answer").into();
+        let hinted = with_retry_hint(unanswered, "cli-1");
+        assert_eq!(exit::code_of(&hinted), exit::UNREACHABLE);
+        assert!(hinted.to_string().contains("--key cli-1"), "{hinted}");
+        let refused: anyhow::Error = Exit::new(exit::FAILURE, "PermissionDenied").into();
+        assert_eq!(
+            with_retry_hint(refused, "cli-1").to_string(),
+            "PermissionDenied"
+        );
+        assert_eq!(
+            exit::code_of(
+                &CommandKey {
+                    given: Some(" ".into())
+                }
+                .resolve()
+                .unwrap_err()
+            ),
+            exit::USAGE
+        );
+        assert!(CommandKey::default().resolve().unwrap().starts_with("cli-"));
+    }
+
+    #[test]
     fn the_kiosk_toml_lines_are_the_agents_own_keys() {
         use figment::providers::Format;
-        let mut text = kiosk_toml("K-1", "/etc/k \"1\".secret", "http://127.0.0.1:7000").join("\n");
+        let mut text = kiosk_toml(
+            "K-1",
+            "/etc/k \"1\".secret",
+            "http://127.0.0.1:7000",
+            "http://127.0.0.1:7000",
+        )
+        .join("\n");
         text.push_str("\ndata_dir = \"/var/lib/kiosk\"\n");
         let config: sneakernet_kiosk_agent::config::AgentConfig =
             figment::Figment::from(figment::providers::Toml::string(&text))
@@ -445,8 +564,27 @@ mod tests {
         assert_eq!(config.credential_file, PathBuf::from("/etc/k \"1\".secret"));
         assert_eq!(config.gateway_url, "http://127.0.0.1:7000");
         assert!(!config.allow_plaintext);
+        assert_eq!(
+            config.qr_secret_file, None,
+            "commented out: the path is the kiosk's"
+        );
+        let uncommented = text.replace("# qr_secret_file", "qr_secret_file");
+        let config: sneakernet_kiosk_agent::config::AgentConfig =
+            figment::Figment::from(figment::providers::Toml::string(&uncommented))
+                .extract()
+                .expect("the agent reads the QR secret line");
+        assert_eq!(
+            config.qr_secret_file,
+            Some(PathBuf::from(QR_SECRET_ON_KIOSK))
+        );
 
-        let mut remote = kiosk_toml("K-1", "/s", "http://kiosks.example:80").join("\n");
+        let mut remote = kiosk_toml(
+            "K-1",
+            "/s",
+            "https://auth.example:443",
+            "http://kiosks.example:80",
+        )
+        .join("\n");
         remote.push_str("\ndata_dir = \"/var/lib/kiosk\"\n");
         let config: sneakernet_kiosk_agent::config::AgentConfig =
             figment::Figment::from(figment::providers::Toml::string(&remote))
@@ -457,5 +595,7 @@ mod tests {
             .expect_err("plaintext beyond loopback stays the kiosk operator's decision");
         assert!(refused.to_string().contains("allow_plaintext"), "{refused}");
         assert!(remote.contains("# allow_plaintext = true"), "{remote}");
+        assert_eq!(config.auth_url, "https://auth.example:443");
+        assert_eq!(config.gateway_url, "http://kiosks.example:80");
     }
 }

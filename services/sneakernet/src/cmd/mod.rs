@@ -222,6 +222,7 @@ pub struct Client {
     /// Text or JSON.
     pub output: Output,
     target: OnceLock<Target>,
+    auth_target: OnceLock<Target>,
 }
 
 impl Client {
@@ -233,6 +234,7 @@ impl Client {
             config,
             output,
             target: OnceLock::new(),
+            auth_target: OnceLock::new(),
         }
     }
 
@@ -243,6 +245,19 @@ impl Client {
         }
         let target = Target::new(&self.flags, &self.config)?;
         Ok(self.target.get_or_init(|| target))
+    }
+
+    /// Where logins are made, renewed and ended (`--auth-address`, else the node of
+    /// [`Client::target`], on the same channel); the kept login is this address's.
+    pub fn auth_target(&self) -> anyhow::Result<&Target> {
+        if self.flags.auth_address.is_none() {
+            return self.target();
+        }
+        if let Some(target) = self.auth_target.get() {
+            return Ok(target);
+        }
+        let target = Target::auth(&self.flags, &self.config)?;
+        Ok(self.auth_target.get_or_init(|| target))
     }
 
     /// Where logins are kept.
@@ -264,13 +279,14 @@ impl Client {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let target = self.target()?;
+        let auth = self.auth_target()?;
         let mut renew = renew;
         loop {
             let profile = self.profile()?;
             let token = if renew {
-                profile.renewed_token(target).await?
+                profile.renewed_token(auth).await?
             } else {
-                profile.token(target).await?
+                profile.token(auth).await?
             };
             match target
                 .call(what, call(target.channel.clone(), &token)?)
@@ -284,10 +300,11 @@ impl Client {
         }
     }
 
-    /// The node and a valid access token of the login kept for it (exit code 3 without one).
+    /// The node and a valid access token of the login kept for [`Client::auth_target`]
+    /// (exit code 3 without one).
     pub async fn logged_in(&self) -> anyhow::Result<(&Target, String)> {
         let target = self.target()?;
-        let token = self.profile()?.token(target).await?;
+        let token = self.profile()?.token(self.auth_target()?).await?;
         Ok((target, token))
     }
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::KioskId;
+use crate::ids::KioskId;
 
 /// Seconds per code.
 pub const STEP_SECONDS: i64 = 30;
