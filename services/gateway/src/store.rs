@@ -385,6 +385,12 @@ impl Store {
             set_inventory(&txn, kiosk_id, &inventory, now).await?;
         }
         let cursor = append_event(&txn, kiosk_id, now, kind).await?;
+        // Tests fail the commit here: everything above rolls back as the transaction drops.
+        if let Some(injected) =
+            sneakernet_runtime::failpoint::injected_error("gateway::kiosk_event::commit")
+        {
+            return Err(GatewayError::Store(sea_orm::DbErr::Custom(injected)));
+        }
         txn.commit().await?;
         self.appended(Some(cursor));
         Ok(true)
