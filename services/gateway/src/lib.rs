@@ -6,7 +6,8 @@
 //! - [`session`]: one task per device link ([`progress`]: its progress writes, throttled;
 //!   [`budget`]: how often a device may open its link and how fast it may send); [`registry`]: which links this process holds;
 //!   [`presence`]: which replica holds which link, and routing commands to it (Redis);
-//!   [`liveness`]: the online state kept true (leases renewed in batches, ghosts reconciled).
+//!   [`liveness`]: the online state kept true (leases renewed in batches, ghosts reconciled);
+//!   [`poll`]: one poll per replica for commands whose wake-up was lost.
 //! - [`domain::command`]: the command life cycle; [`commands`]: one file per command kind.
 //! - [`subscribe`]: the resumable event stream.
 //! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod grants;
 pub mod liveness;
 pub mod migration;
+pub mod poll;
 pub mod presence;
 pub mod progress;
 pub mod registry;
@@ -104,6 +106,11 @@ impl ServiceRole for GatewayRole {
             &services.task_health(),
             <KioskLinkServiceServer<GatewayApi> as tonic::server::NamedService>::NAME,
             <DeviceEventServiceServer<GatewayApi> as tonic::server::NamedService>::NAME,
+        );
+        poll::spawn(
+            &api.link,
+            &services.task_health(),
+            <KioskLinkServiceServer<GatewayApi> as tonic::server::NamedService>::NAME,
         );
         services
             .add(

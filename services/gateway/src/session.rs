@@ -8,8 +8,8 @@
 //! Life of a session: the first message must be Hello; the kiosk is marked online (events
 //! KioskOnline, InventoryChanged) and any older session of the kiosk is replaced; Welcome goes
 //! out, then every command still to deliver, oldest first. From then on the task answers kiosk
-//! messages, delivers new commands when woken (or on its poll tick, the fallback when a wake-up
-//! is lost), sends heartbeats, and closes the link after `offline_after` of silence, or when
+//! messages, delivers new commands when woken (by the command's writer, by Redis from another
+//! replica, or by the replica's poll ([`crate::poll`]) when a wake-up was lost), sends heartbeats, and closes the link after `offline_after` of silence, or when
 //! its token expires unless the kiosk renewed it on the link (RenewToken: checked like the
 //! opening token, same device; no database write). When it ends, the kiosk is marked offline
 //! unless a newer session already took over.
@@ -55,8 +55,6 @@ use sneakernet_runtime::wire::{duration, timestamp};
 const OUTBOUND_CAPACITY: usize = 64;
 /// Commands read from the log per query when delivering.
 const DELIVERY_BATCH: u64 = 64;
-/// Without a wake-up, a link still looks for commands this often (see the poll arm).
-const SAFETY_POLL: Duration = Duration::from_secs(30);
 /// First wait before a failed offline write is tried again; it doubles up to
 /// [`OFFLINE_RETRY_MAX`].
 const OFFLINE_RETRY_FIRST: Duration = Duration::from_millis(200);
@@ -82,7 +80,8 @@ pub struct LinkTiming {
     pub heartbeat_interval: Duration,
     /// Silence after which the link is closed and the kiosk marked offline.
     pub offline_after: Duration,
-    /// How often a session looks for undelivered commands without being woken.
+    /// How often this replica looks for undelivered commands of its links while wake-ups
+    /// may be lost ([`crate::poll`]).
     pub poll_interval: Duration,
     /// How long a new link may take to say Hello.
     pub hello_timeout: Duration,
@@ -193,7 +192,6 @@ pub async fn open(
         key,
         handle,
         outbound,
-        delivered_through: 0,
         token_deadline: deadline_of(link.clock.as_ref(), token_expires_at),
         progress: ProgressThrottle::default(),
     };
@@ -209,9 +207,6 @@ struct Session {
     key: String,
     handle: SessionHandle,
     outbound: mpsc::Sender<Result<pb::OpenResponse, Status>>,
-    /// The highest command seq put on this link: commands are delivered in seq order, and a
-    /// SENT command is resent only on a new link (which starts from 0).
-    delivered_through: i64,
     /// When the kiosk's token expires: the link ends then (UNAUTHENTICATED) and the kiosk logs
     /// in again, so a revoked credential stops speaking within one token lifetime. Moved later
     /// only by a valid RenewToken for this same device ([`Session::renew_token`]).
@@ -359,10 +354,7 @@ impl Session {
             Instant::now() + timing.heartbeat_interval,
             timing.heartbeat_interval,
         );
-        let mut poll =
-            tokio::time::interval_at(Instant::now() + timing.poll_interval, timing.poll_interval);
         let mut last_heard = Instant::now();
-        let mut last_poll = Instant::now();
         let mut budget = MessageBudget::new(
             timing.message_burst,
             timing.messages_per_second,
@@ -449,18 +441,6 @@ impl Session {
                 () = wake.notified() => {
                     delivering = true;
                     self.deliver().await.map_err(Into::into)
-                }
-                _ = poll.tick() => {
-                    // Polling is the fallback for lost wake-ups: fast while Redis routing is
-                    // down, otherwise a slow safety net (at 50,000 links, fast polling would be
-                    // 25,000 queries a second for nothing).
-                    if self.link.presence.degraded() || last_poll.elapsed() >= SAFETY_POLL {
-                        last_poll = Instant::now();
-                        delivering = true;
-                        self.deliver().await.map_err(Into::into)
-                    } else {
-                        Ok(())
-                    }
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
                 () = tokio::time::sleep_until(progress_due.unwrap_or_else(Instant::now)), if progress_due.is_some() => {
@@ -582,7 +562,12 @@ impl Session {
             let pending = self
                 .link
                 .store
-                .undelivered(&self.key, self.delivered_through, DELIVERY_BATCH, now)
+                .undelivered(
+                    &self.key,
+                    self.handle.delivered_through(),
+                    DELIVERY_BATCH,
+                    now,
+                )
                 .await?;
             let full_batch = pending.len() as u64 == DELIVERY_BATCH;
             for row in pending {
@@ -619,7 +604,7 @@ impl Session {
             // Not passed: the command is looked for again when storage is back.
             Err(error) => return Err(error.into()),
         };
-        self.delivered_through = self.delivered_through.max(row.seq);
+        self.handle.delivered(row.seq);
         let Some(applied) = applied else {
             return Ok(());
         };

@@ -327,8 +327,9 @@ pub struct GatewayConfig {
     /// Silence after which a link is closed and its kiosk marked offline.
     #[serde(with = "humantime_serde")]
     pub offline_after: Duration,
-    /// How often a link looks for undelivered commands without being woken (the fallback when
-    /// a wake-up is lost, e.g. with Redis down).
+    /// How often each replica looks, in one query per 1,000 links, for undelivered commands of
+    /// the links it holds while wake-ups from other replicas may be lost (Redis configured but
+    /// this replica not subscribed); otherwise it looks every 30 s, a safety net.
     #[serde(with = "humantime_serde")]
     pub command_poll_interval: Duration,
     /// How often commands past their deadline are expired.
