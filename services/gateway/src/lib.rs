@@ -3,7 +3,8 @@
 //! `DeviceId`; stored as one string, see [`store`]), both on the same link code.
 //!
 //! - [`api`]: the gRPC surface (KioskLinkService, DeviceCommandService, DeviceEventService).
-//! - [`session`]: one task per device link ([`progress`]: its progress writes, throttled;
+//! - [`session`]: one task per device link ([`admission`]: how many Hellos at once under a
+//!   connect storm; [`progress`]: its progress writes, throttled;
 //!   [`budget`]: how often a device may open its link and how fast it may send); [`registry`]: which links this process holds;
 //!   [`presence`]: which replica holds which link, and routing commands to it (Redis);
 //!   [`liveness`]: the online state kept true (leases renewed in batches, ghosts reconciled);
@@ -12,6 +13,7 @@
 //! - [`subscribe`]: the resumable event stream.
 //! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
 
+pub mod admission;
 pub mod api;
 pub mod budget;
 pub mod commands;
@@ -41,6 +43,7 @@ use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};
 use sneakernet_runtime::server::GrpcServices;
 use sneakernet_runtime::supervise::{self, Supervised, TaskHealth};
 
+use crate::admission::Admission;
 use crate::api::GatewayApi;
 use crate::budget::OpenBudget;
 use crate::presence::Presence;
@@ -164,6 +167,7 @@ pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
         shutdown: ctx.shutdown.clone(),
         verifier: ctx.verifier.clone(),
         open_budget: OpenBudget::new(gateway.link_open_burst, gateway.link_open_every),
+        admission: Admission::new(gateway.max_concurrent_hellos),
     });
     Ok(GatewayApi { link })
 }

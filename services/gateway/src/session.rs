@@ -5,7 +5,9 @@
 //! ([`drive_may_send`]); anything else is refused like any bad message. Everything else
 //! (delivery, receipts, replacement, heartbeats, offline) is the same code.
 //!
-//! Life of a session: the first message must be Hello; the kiosk is marked online (events
+//! Life of a session: the first message must be Hello; it waits its turn ([`Admission`]: a
+//! Hello with no turn within a second is answered Reconnect with a jittered retry_after); the
+//! kiosk is marked online (events
 //! KioskOnline, InventoryChanged) and any older session of the kiosk is replaced; Welcome goes
 //! out, then every command still to deliver, oldest first. From then on the task answers kiosk
 //! messages, delivers new commands when woken (by the command's writer, by Redis from another
@@ -35,11 +37,12 @@ use sneakernet_proto::link_rules::{self, Refusal};
 use sneakernet_runtime::caller::{Caller, TokenVerifier};
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::{DeviceId, Shutdown};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use crate::admission::Admission;
 use crate::budget::{MessageBudget, OpenBudget};
 use crate::commands;
 use crate::domain::command::CommandEvent;
@@ -112,6 +115,8 @@ pub struct LinkContext {
     pub verifier: TokenVerifier,
     /// How often each device may open its link.
     pub open_budget: OpenBudget,
+    /// How many Hellos this replica handles at once.
+    pub admission: Admission,
 }
 
 /// Why a session ended.
@@ -159,6 +164,29 @@ pub async fn open(
         )))
     })?;
 
+    // A connect storm queues here, below the pool's size, not on the pool: past a short wait
+    // the kiosk is told when to come back, before anything is written.
+    let Some(admitted) = link.admission.admit().await else {
+        let retry_after = Admission::retry_after(jitter());
+        metrics::counter!("gateway_hellos_deferred_total").increment(1);
+        tracing::info!(device = %device, retry_after_ms = retry_after.as_millis() as u64, "link open deferred: too many links opening at once");
+        let (deferred, receiver) = mpsc::channel(1);
+        // The channel is empty and ours: this cannot be full. Dropping the sender ends the
+        // stream after the Reconnect.
+        let _ = deferred.try_send(Ok(pb::OpenResponse {
+            body: Some(Down::Reconnect(pb::Reconnect {
+                reason: pb::ReconnectReason::Rebalance.into(),
+                message: "too many links are opening at this gateway; retry after retry_after"
+                    .into(),
+                retry_after: Some(duration(retry_after)),
+                gateway_address: String::new(),
+            })),
+        }));
+        return Ok(ReceiverStream::new(receiver));
+    };
+    // Tests hold a Hello's turn here to make the others wait.
+    sneakernet_runtime::failpoint::pause_point("gateway::hello::admitted").await;
+
     let session_id = uuid::Uuid::now_v7().to_string();
     let handle = SessionHandle::new(session_id.clone());
     let key = device.stored();
@@ -194,6 +222,7 @@ pub async fn open(
         outbound,
         token_deadline: deadline_of(link.clock.as_ref(), token_expires_at),
         progress: ProgressThrottle::default(),
+        admitted: Some(admitted),
     };
     link.shutdown.spawn(session.run(inbound));
     Ok(ReceiverStream::new(receiver))
@@ -213,6 +242,9 @@ struct Session {
     token_deadline: Instant,
     /// Progress reports held back so each command's record is written at most once a second.
     progress: ProgressThrottle,
+    /// The Hello's turn ([`Admission`]), held through the first delivery (the open's last
+    /// query), then given back.
+    admitted: Option<OwnedSemaphorePermit>,
 }
 
 /// When a token expiring at `expires_at` (by `clock`) has expired, on the runtime's timer; a
@@ -271,6 +303,7 @@ impl Outage {
 impl Session {
     async fn run(mut self, mut inbound: Streaming<pb::OpenRequest>) {
         let ended = self.serve(&mut inbound).await;
+        self.admitted = None;
         let kiosk = self.key.clone();
         let session_id = self.handle.session_id.clone();
         if self.link.presence.registry().release(&kiosk, &session_id) {
@@ -344,12 +377,14 @@ impl Session {
                 return Ended::Offline(pb::OfflineReason::Disconnected, "kiosk not reading".into());
             }
             Err(DeliverError::Store(error)) => {
+                self.admitted = None;
                 let mut failed = Outage::begin(None, true);
                 failed.schedule(timing.offline_after);
                 self.storage_failed(&failed, &error);
                 outage = Some(failed);
             }
         }
+        self.admitted = None;
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + timing.heartbeat_interval,
             timing.heartbeat_interval,

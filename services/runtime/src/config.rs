@@ -367,6 +367,11 @@ pub struct GatewayConfig {
     pub link_message_burst: u32,
     /// Messages per second a link's budget refills.
     pub link_messages_per_second: u32,
+    /// Hellos this replica handles at once (each writes its device online and reads its
+    /// commands); below `database_max_connections`, so open links and the workers keep
+    /// connections during a connect storm. A Hello that gets no turn within a second is
+    /// answered Reconnect with a jittered `retry_after`.
+    pub max_concurrent_hellos: u32,
 }
 
 impl Default for GatewayConfig {
@@ -384,6 +389,7 @@ impl Default for GatewayConfig {
             link_open_every: Duration::from_secs(10),
             link_message_burst: 200,
             link_messages_per_second: 50,
+            max_concurrent_hellos: 5,
         }
     }
 }
@@ -913,6 +919,18 @@ impl Config {
             if !(1..=max).contains(&value) {
                 return Err(invalid(key, env, format!("must be from 1 to {max}")));
             }
+        }
+        let hellos = self.gateway.max_concurrent_hellos;
+        if hellos == 0 || (hellos >= self.database_max_connections && hellos > 1) {
+            return Err(invalid(
+                "gateway.max_concurrent_hellos",
+                "SNEAKERNET_GATEWAY__MAX_CONCURRENT_HELLOS",
+                format!(
+                    "must be at least 1 and less than database_max_connections ({}), so open \
+                     links keep database connections while many links open at once",
+                    self.database_max_connections
+                ),
+            ));
         }
         self.content.validate()?;
         if let Some(tls) = &self.tls {
