@@ -1155,6 +1155,28 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_hellos_must_leave_the_pool_room_and_are_refused_by_name() {
+        for (hellos, pool) in [("0", "10"), ("10", "10"), ("12", "10")] {
+            let err = try_env(&[
+                ("SNEAKERNET_GATEWAY__MAX_CONCURRENT_HELLOS", hellos),
+                ("SNEAKERNET_DATABASE_MAX_CONNECTIONS", pool),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("gateway.max_concurrent_hellos"), "{err}");
+            assert!(err.contains("database_max_connections (10)"), "{err}");
+        }
+        let config = env(&[("SNEAKERNET_GATEWAY__MAX_CONCURRENT_HELLOS", "9")]);
+        assert_eq!(config.gateway.max_concurrent_hellos, 9);
+        // A pool of one still admits one Hello at a time.
+        let config = env(&[
+            ("SNEAKERNET_GATEWAY__MAX_CONCURRENT_HELLOS", "1"),
+            ("SNEAKERNET_DATABASE_MAX_CONNECTIONS", "1"),
+        ]);
+        assert_eq!(config.gateway.max_concurrent_hellos, 1);
+    }
+
+    #[test]
     fn out_of_range_durations_are_named() {
         let err = try_env(&[("SNEAKERNET_AUTH__ACCESS_TOKEN_TTL", "400years")])
             .unwrap_err()
