@@ -142,6 +142,7 @@ CONFIG = obj(
                 "link_open_every": DURATION,
                 "link_message_burst": {"type": "integer", "minimum": 1, "maximum": 1000000},
                 "link_messages_per_second": {"type": "integer", "minimum": 1, "maximum": 1000000},
+                "max_concurrent_hellos": {"type": "integer", "minimum": 1},
             }
         ),
     },

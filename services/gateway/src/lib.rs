@@ -3,14 +3,17 @@
 //! `DeviceId`; stored as one string, see [`store`]), both on the same link code.
 //!
 //! - [`api`]: the gRPC surface (KioskLinkService, DeviceCommandService, DeviceEventService).
-//! - [`session`]: one task per device link ([`progress`]: its progress writes, throttled;
+//! - [`session`]: one task per device link ([`admission`]: how many Hellos at once under a
+//!   connect storm; [`progress`]: its progress writes, throttled;
 //!   [`budget`]: how often a device may open its link and how fast it may send); [`registry`]: which links this process holds;
 //!   [`presence`]: which replica holds which link, and routing commands to it (Redis);
-//!   [`liveness`]: the online state kept true (leases renewed in batches, ghosts reconciled).
+//!   [`liveness`]: the online state kept true (leases renewed in batches, ghosts reconciled);
+//!   [`poll`]: one poll per replica for commands whose wake-up was lost.
 //! - [`domain::command`]: the command life cycle; [`commands`]: one file per command kind.
 //! - [`subscribe`]: the resumable event stream.
 //! - [`store`]: queries; [`entity`] and [`migration`]: the tables.
 
+pub mod admission;
 pub mod api;
 pub mod budget;
 pub mod commands;
@@ -20,6 +23,7 @@ pub mod error;
 pub mod grants;
 pub mod liveness;
 pub mod migration;
+pub mod poll;
 pub mod presence;
 pub mod progress;
 pub mod registry;
@@ -39,6 +43,7 @@ use sneakernet_runtime::role::{RoleContext, ServiceRole, StartError};
 use sneakernet_runtime::server::GrpcServices;
 use sneakernet_runtime::supervise::{self, Supervised, TaskHealth};
 
+use crate::admission::Admission;
 use crate::api::GatewayApi;
 use crate::budget::OpenBudget;
 use crate::presence::Presence;
@@ -105,6 +110,11 @@ impl ServiceRole for GatewayRole {
             <KioskLinkServiceServer<GatewayApi> as tonic::server::NamedService>::NAME,
             <DeviceEventServiceServer<GatewayApi> as tonic::server::NamedService>::NAME,
         );
+        poll::spawn(
+            &api.link,
+            &services.task_health(),
+            <KioskLinkServiceServer<GatewayApi> as tonic::server::NamedService>::NAME,
+        );
         services
             .add(
                 KioskLinkServiceServer::new(api.clone())
@@ -157,6 +167,7 @@ pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
         shutdown: ctx.shutdown.clone(),
         verifier: ctx.verifier.clone(),
         open_budget: OpenBudget::new(gateway.link_open_burst, gateway.link_open_every),
+        admission: Admission::new(gateway.max_concurrent_hellos),
     });
     Ok(GatewayApi { link })
 }

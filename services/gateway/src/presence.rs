@@ -7,9 +7,9 @@
 //! command for a kiosk it does not hold publishes the kiosk id to the holder's channel.
 //!
 //! Redis is an accelerator, never the truth: every Redis operation goes through one worker task
-//! fed by a bounded queue (dropped when full or when Redis is down), and each link also polls
-//! the command log at `gateway.command_poll_interval`, so with Redis gone commands still
-//! arrive, only later. The reconcilers ([`crate::liveness`]) ask it whether a kiosk whose
+//! fed by a bounded queue (dropped when full or when Redis is down), and the replica polls the
+//! command log for its links ([`crate::poll`]) at `gateway.command_poll_interval` while it is
+//! not subscribed, so with Redis gone commands still arrive, only later. The reconcilers ([`crate::liveness`]) ask it whether a kiosk whose
 //! database lease lapsed still has a live presence key (its holder is alive, its flush late).
 
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub struct Presence {
     registry: Registry,
     redis: Option<mpsc::Sender<Op>>,
     /// True while this replica is not subscribed to its Redis channel: wake-ups from other
-    /// replicas cannot reach it, so its links poll the log fast.
+    /// replicas cannot reach it, so it polls the log for its links fast.
     degraded: Arc<AtomicBool>,
 }
 
@@ -94,7 +94,7 @@ impl Presence {
     }
 
     /// Whether wake-ups from other replicas may be lost right now (Redis configured but this
-    /// replica is not subscribed): links should poll the command log at the fast interval.
+    /// replica is not subscribed): the command log is polled at the fast interval.
     pub fn degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
     }

@@ -3,6 +3,7 @@
 //! A new link of a kiosk replaces the old one explicitly, so a kiosk has one session here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -20,6 +21,10 @@ pub struct SessionHandle {
     /// another session), or the kiosk was marked offline meanwhile. The session then tells
     /// its kiosk to reconnect.
     pub replaced: CancellationToken,
+    /// The highest command seq put on this link: commands are delivered in seq order, and a
+    /// SENT command is resent only on a new link (which starts from 0). The replica's poll
+    /// ([`crate::poll`]) wakes the session only for a command past it.
+    delivered_through: Arc<AtomicI64>,
 }
 
 impl SessionHandle {
@@ -29,7 +34,18 @@ impl SessionHandle {
             session_id,
             wake: Arc::new(Notify::new()),
             replaced: CancellationToken::new(),
+            delivered_through: Arc::new(AtomicI64::new(0)),
         }
+    }
+
+    /// The highest command seq put on this link so far (0: none).
+    pub fn delivered_through(&self) -> i64 {
+        self.delivered_through.load(Ordering::Relaxed)
+    }
+
+    /// Notes that command `seq` was put on this link (or passed over: acked or expired).
+    pub fn delivered(&self, seq: i64) {
+        self.delivered_through.fetch_max(seq, Ordering::Relaxed);
     }
 }
 

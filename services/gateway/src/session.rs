@@ -5,11 +5,13 @@
 //! ([`drive_may_send`]); anything else is refused like any bad message. Everything else
 //! (delivery, receipts, replacement, heartbeats, offline) is the same code.
 //!
-//! Life of a session: the first message must be Hello; the kiosk is marked online (events
+//! Life of a session: the first message must be Hello; it waits its turn ([`Admission`]: a
+//! Hello with no turn within a second is answered Reconnect with a jittered retry_after); the
+//! kiosk is marked online (events
 //! KioskOnline, InventoryChanged) and any older session of the kiosk is replaced; Welcome goes
 //! out, then every command still to deliver, oldest first. From then on the task answers kiosk
-//! messages, delivers new commands when woken (or on its poll tick, the fallback when a wake-up
-//! is lost), sends heartbeats, and closes the link after `offline_after` of silence, or when
+//! messages, delivers new commands when woken (by the command's writer, by Redis from another
+//! replica, or by the replica's poll ([`crate::poll`]) when a wake-up was lost), sends heartbeats, and closes the link after `offline_after` of silence, or when
 //! its token expires unless the kiosk renewed it on the link (RenewToken: checked like the
 //! opening token, same device; no database write). When it ends, the kiosk is marked offline
 //! unless a newer session already took over.
@@ -17,6 +19,12 @@
 //! Every kiosk message is validated before use; a bad one is answered (REJECTED) or logged,
 //! never fatal. A durable message (result, item returned, inventory) takes effect once per
 //! message id and is answered with a Receipt only after it is committed.
+//!
+//! Storage failing under a link does not end it: a message whose handling failed is not
+//! receipted but held, and handled again after a jittered backoff before the link is read
+//! further (the agent resends unreceipted messages only on a new link); failed delivery is
+//! tried again the same way. Only storage failing for a whole `offline_after` closes the link,
+//! UNAVAILABLE, so a database blip under 50,000 links is not a reconnect storm.
 
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -29,11 +37,12 @@ use sneakernet_proto::link_rules::{self, Refusal};
 use sneakernet_runtime::caller::{Caller, TokenVerifier};
 use sneakernet_runtime::clock::SharedClock;
 use sneakernet_runtime::{DeviceId, Shutdown};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use crate::admission::Admission;
 use crate::budget::{MessageBudget, OpenBudget};
 use crate::commands;
 use crate::domain::command::CommandEvent;
@@ -49,13 +58,15 @@ use sneakernet_runtime::wire::{duration, timestamp};
 const OUTBOUND_CAPACITY: usize = 64;
 /// Commands read from the log per query when delivering.
 const DELIVERY_BATCH: u64 = 64;
-/// Without a wake-up, a link still looks for commands this often (see the poll arm).
-const SAFETY_POLL: Duration = Duration::from_secs(30);
 /// First wait before a failed offline write is tried again; it doubles up to
 /// [`OFFLINE_RETRY_MAX`].
 const OFFLINE_RETRY_FIRST: Duration = Duration::from_millis(200);
 /// Longest wait between tries of a failed offline write.
 const OFFLINE_RETRY_MAX: Duration = Duration::from_secs(10);
+/// First wait before storage work that failed under a link is tried again.
+const STORAGE_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between tries of storage work under a link.
+const STORAGE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A number in [0, 1), random enough to spread retries.
 fn jitter() -> f64 {
@@ -72,7 +83,8 @@ pub struct LinkTiming {
     pub heartbeat_interval: Duration,
     /// Silence after which the link is closed and the kiosk marked offline.
     pub offline_after: Duration,
-    /// How often a session looks for undelivered commands without being woken.
+    /// How often this replica looks for undelivered commands of its links while wake-ups
+    /// may be lost ([`crate::poll`]).
     pub poll_interval: Duration,
     /// How long a new link may take to say Hello.
     pub hello_timeout: Duration,
@@ -103,6 +115,8 @@ pub struct LinkContext {
     pub verifier: TokenVerifier,
     /// How often each device may open its link.
     pub open_budget: OpenBudget,
+    /// How many Hellos this replica handles at once.
+    pub admission: Admission,
 }
 
 /// Why a session ended.
@@ -150,6 +164,29 @@ pub async fn open(
         )))
     })?;
 
+    // A connect storm queues here, below the pool's size, not on the pool: past a short wait
+    // the kiosk is told when to come back, before anything is written.
+    let Some(admitted) = link.admission.admit().await else {
+        let retry_after = Admission::retry_after(jitter());
+        metrics::counter!("gateway_hellos_deferred_total").increment(1);
+        tracing::info!(device = %device, retry_after_ms = retry_after.as_millis() as u64, "link open deferred: too many links opening at once");
+        let (deferred, receiver) = mpsc::channel(1);
+        // The channel is empty and ours: this cannot be full. Dropping the sender ends the
+        // stream after the Reconnect.
+        let _ = deferred.try_send(Ok(pb::OpenResponse {
+            body: Some(Down::Reconnect(pb::Reconnect {
+                reason: pb::ReconnectReason::Rebalance.into(),
+                message: "too many links are opening at this gateway; retry after retry_after"
+                    .into(),
+                retry_after: Some(duration(retry_after)),
+                gateway_address: String::new(),
+            })),
+        }));
+        return Ok(ReceiverStream::new(receiver));
+    };
+    // Tests hold a Hello's turn here to make the others wait.
+    sneakernet_runtime::failpoint::pause_point("gateway::hello::admitted").await;
+
     let session_id = uuid::Uuid::now_v7().to_string();
     let handle = SessionHandle::new(session_id.clone());
     let key = device.stored();
@@ -183,9 +220,9 @@ pub async fn open(
         key,
         handle,
         outbound,
-        delivered_through: 0,
         token_deadline: deadline_of(link.clock.as_ref(), token_expires_at),
         progress: ProgressThrottle::default(),
+        admitted: Some(admitted),
     };
     link.shutdown.spawn(session.run(inbound));
     Ok(ReceiverStream::new(receiver))
@@ -199,15 +236,15 @@ struct Session {
     key: String,
     handle: SessionHandle,
     outbound: mpsc::Sender<Result<pb::OpenResponse, Status>>,
-    /// The highest command seq put on this link: commands are delivered in seq order, and a
-    /// SENT command is resent only on a new link (which starts from 0).
-    delivered_through: i64,
     /// When the kiosk's token expires: the link ends then (UNAUTHENTICATED) and the kiosk logs
     /// in again, so a revoked credential stops speaking within one token lifetime. Moved later
     /// only by a valid RenewToken for this same device ([`Session::renew_token`]).
     token_deadline: Instant,
     /// Progress reports held back so each command's record is written at most once a second.
     progress: ProgressThrottle,
+    /// The Hello's turn ([`Admission`]), held through the first delivery (the open's last
+    /// query), then given back.
+    admitted: Option<OwnedSemaphorePermit>,
 }
 
 /// When a token expiring at `expires_at` (by `clock`) has expired, on the runtime's timer; a
@@ -225,9 +262,48 @@ fn deadline_of(
 /// The kiosk stopped reading or the stream is gone.
 struct LinkGone;
 
+/// Storage failing under a link: what is to be tried again, and when. The link stays open
+/// through it; only an outage as long as `offline_after` closes it.
+struct Outage {
+    /// When storage first failed (reset only once everything tried again succeeded).
+    since: Instant,
+    /// The kiosk message whose handling failed: not receipted, handled again before the link
+    /// is read further (the agent resends unreceipted messages only on a new link).
+    held: Option<pb::OpenRequest>,
+    /// Delivery failed: commands are looked for again.
+    deliver: bool,
+    /// When to try again.
+    next_try: Instant,
+    /// The wait before the try after the next, doubling up to [`STORAGE_RETRY_MAX`].
+    backoff: Duration,
+}
+
+impl Outage {
+    fn begin(held: Option<pb::OpenRequest>, deliver: bool) -> Self {
+        let now = Instant::now();
+        Self {
+            since: now,
+            held,
+            deliver,
+            next_try: now + STORAGE_RETRY_FIRST,
+            backoff: STORAGE_RETRY_FIRST,
+        }
+    }
+
+    /// Sets the next try after a jittered backoff (so links that failed together do not all
+    /// come back at once), never beyond a quarter of `offline_after`: the outage's end is
+    /// noticed well within the bound.
+    fn schedule(&mut self, offline_after: Duration) {
+        let ceiling = STORAGE_RETRY_MAX.min(offline_after / 4);
+        self.next_try = Instant::now() + self.backoff.mul_f64(0.5 + jitter() / 2.0).min(ceiling);
+        self.backoff = (self.backoff * 2).min(ceiling);
+    }
+}
+
 impl Session {
     async fn run(mut self, mut inbound: Streaming<pb::OpenRequest>) {
         let ended = self.serve(&mut inbound).await;
+        self.admitted = None;
         let kiosk = self.key.clone();
         let session_id = self.handle.session_id.clone();
         if self.link.presence.registry().release(&kiosk, &session_id) {
@@ -293,17 +369,27 @@ impl Session {
 
     async fn serve(&mut self, inbound: &mut Streaming<pb::OpenRequest>) -> Ended {
         let timing = self.link.timing;
-        if self.deliver().await.is_err() {
-            return Ended::Offline(pb::OfflineReason::Disconnected, "kiosk not reading".into());
+        // Storage work that failed and is being tried again; `None` while storage answers.
+        let mut outage: Option<Outage> = None;
+        match self.deliver().await {
+            Ok(()) => {}
+            Err(DeliverError::Gone) => {
+                return Ended::Offline(pb::OfflineReason::Disconnected, "kiosk not reading".into());
+            }
+            Err(DeliverError::Store(error)) => {
+                self.admitted = None;
+                let mut failed = Outage::begin(None, true);
+                failed.schedule(timing.offline_after);
+                self.storage_failed(&failed, &error);
+                outage = Some(failed);
+            }
         }
+        self.admitted = None;
         let mut heartbeat = tokio::time::interval_at(
             Instant::now() + timing.heartbeat_interval,
             timing.heartbeat_interval,
         );
-        let mut poll =
-            tokio::time::interval_at(Instant::now() + timing.poll_interval, timing.poll_interval);
         let mut last_heard = Instant::now();
-        let mut last_poll = Instant::now();
         let mut budget = MessageBudget::new(
             timing.message_burst,
             timing.messages_per_second,
@@ -318,6 +404,13 @@ impl Session {
             let progress_due = self.progress.next_due();
             // Over its message budget, the link is not read until a token is back.
             let read_at = budget.ready_at(Instant::now());
+            // A kiosk message held for storage is handled before the next is read, so the
+            // kiosk's messages keep their order; meanwhile its silence is ours, not its own.
+            let holding = outage.as_ref().is_some_and(|o| o.held.is_some());
+            let retry_at = outage.as_ref().map(|o| o.next_try);
+            // The kiosk message this turn read, kept if storage fails under it.
+            let mut read: Option<pb::OpenRequest> = None;
+            let mut delivering = false;
             let outcome = tokio::select! {
                 () = replaced.cancelled() => {
                     self.reconnect(pb::ReconnectReason::Replaced, "a newer link of this kiosk replaced this one");
@@ -327,7 +420,7 @@ impl Session {
                     self.reconnect(pb::ReconnectReason::Shutdown, "this gateway is shutting down");
                     return Ended::Offline(pb::OfflineReason::ClosedByGateway, "gateway shutting down".into());
                 }
-                () = tokio::time::sleep_until(last_heard + timing.offline_after) => {
+                () = tokio::time::sleep_until(last_heard + timing.offline_after), if !holding => {
                     return Ended::Offline(
                         pb::OfflineReason::HeartbeatTimeout,
                         format!("nothing heard for {:?}", timing.offline_after),
@@ -340,16 +433,18 @@ impl Session {
                     let _ = self.outbound.try_send(Err(GatewayError::TokenExpired.into()));
                     return Ended::Offline(pb::OfflineReason::Unauthenticated, "access token expired".into());
                 }
-                () = tokio::time::sleep_until(read_at.unwrap_or_else(Instant::now)), if read_at.is_some() => {
+                () = tokio::time::sleep_until(read_at.unwrap_or_else(Instant::now)), if read_at.is_some() && !holding => {
                     // Time spent not reading is ours, not the kiosk's silence.
                     last_heard = Instant::now();
                     Ok(())
                 }
-                message = inbound.message(), if read_at.is_none() => match message {
+                message = inbound.message(), if read_at.is_none() && !holding => match message {
                     Ok(Some(message)) => {
                         last_heard = Instant::now();
                         budget.spend(last_heard);
-                        self.handle_message(message).await
+                        let handled = self.handle_message(&message).await;
+                        read = Some(message);
+                        handled
                     }
                     Ok(None) => return Ended::Offline(pb::OfflineReason::Disconnected, "the kiosk closed the link".into()),
                     Err(status) => {
@@ -362,17 +457,25 @@ impl Session {
                         );
                     }
                 },
-                () = wake.notified() => self.deliver().await.map_err(Into::into),
-                _ = poll.tick() => {
-                    // Polling is the fallback for lost wake-ups: fast while Redis routing is
-                    // down, otherwise a slow safety net (at 50,000 links, fast polling would be
-                    // 25,000 queries a second for nothing).
-                    if self.link.presence.degraded() || last_poll.elapsed() >= SAFETY_POLL {
-                        last_poll = Instant::now();
-                        self.deliver().await.map_err(Into::into)
-                    } else {
-                        Ok(())
+                () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    last_heard = Instant::now();
+                    match outage.take() {
+                        None => Ok(()),
+                        Some(mut failed) => match self.retry(&mut failed).await {
+                            Ok(()) => {
+                                tracing::info!(device = %self.device, outage = ?failed.since.elapsed(), "storage answers again; link carries on");
+                                Ok(())
+                            }
+                            Err(stop) => {
+                                outage = Some(failed);
+                                Err(stop)
+                            }
+                        },
                     }
+                }
+                () = wake.notified() => {
+                    delivering = true;
+                    self.deliver().await.map_err(Into::into)
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
                 () = tokio::time::sleep_until(progress_due.unwrap_or_else(Instant::now)), if progress_due.is_some() => {
@@ -391,20 +494,72 @@ impl Session {
                     );
                 }
                 Err(Stop::Unavailable(error)) => {
-                    // The database failed: end the link so the kiosk reconnects (with backoff)
-                    // and replays whatever was not receipted.
-                    tracing::error!(device = %self.device, %error, "closing link: storage unavailable");
-                    let _ = self.outbound.try_send(Err(GatewayError::Unavailable(
-                        "gateway storage unavailable; reconnect later",
-                    )
-                    .into()));
-                    return Ended::Offline(
-                        pb::OfflineReason::ClosedByGateway,
-                        format!("storage unavailable: {error}"),
-                    );
+                    // Not receipted: the message is held and handled again after a jittered
+                    // backoff, with the link kept open. A database blip must not become a
+                    // reconnect storm of every link that had something to say.
+                    let failed = match outage.take() {
+                        Some(mut failed) => {
+                            failed.held = failed.held.or(read);
+                            failed.deliver |= delivering;
+                            failed
+                        }
+                        None => Outage::begin(read, delivering),
+                    };
+                    if failed.since.elapsed() >= timing.offline_after {
+                        return self.close_unavailable(&failed, &error);
+                    }
+                    let mut failed = failed;
+                    failed.schedule(timing.offline_after);
+                    self.storage_failed(&failed, &error);
+                    outage = Some(failed);
                 }
             }
         }
+    }
+
+    /// Logs and counts a storage failure under the link, which stays open.
+    fn storage_failed(&self, outage: &Outage, error: &GatewayError) {
+        metrics::counter!("gateway_link_storage_failures_total").increment(1);
+        tracing::warn!(
+            device = %self.device,
+            %error,
+            holding_message = outage.held.is_some(),
+            failing_for = ?outage.since.elapsed(),
+            retry_in = ?outage.next_try.saturating_duration_since(Instant::now()),
+            "storage failed under the link; trying again"
+        );
+    }
+
+    /// Ends the link because storage stayed unavailable for the whole bound: the kiosk is told
+    /// UNAVAILABLE and reconnects with its own backoff, replaying what was not receipted.
+    fn close_unavailable(&self, outage: &Outage, error: &GatewayError) -> Ended {
+        let failing_for = outage.since.elapsed();
+        metrics::counter!("gateway_links_closed_storage_unavailable_total").increment(1);
+        tracing::error!(device = %self.device, %error, ?failing_for, "closing link: storage unavailable");
+        let _ = self.outbound.try_send(Err(GatewayError::Unavailable(
+            "gateway storage unavailable; reconnect later",
+        )
+        .into()));
+        Ended::Offline(
+            pb::OfflineReason::ClosedByGateway,
+            format!("storage unavailable for {failing_for:?}: {error}"),
+        )
+    }
+
+    /// Tries the failed storage work again: the held message first, then delivery. On
+    /// success of each, it is cleared from `outage`.
+    async fn retry(&mut self, outage: &mut Outage) -> Result<(), Stop> {
+        if let Some(message) = outage.held.take()
+            && let Err(stop) = self.handle_message(&message).await
+        {
+            outage.held = Some(message);
+            return Err(stop);
+        }
+        if outage.deliver {
+            self.deliver().await.map_err(Stop::from)?;
+            outage.deliver = false;
+        }
+        Ok(())
     }
 
     fn send(&self, body: Down) -> Result<(), LinkGone> {
@@ -442,7 +597,12 @@ impl Session {
             let pending = self
                 .link
                 .store
-                .undelivered(&self.key, self.delivered_through, DELIVERY_BATCH, now)
+                .undelivered(
+                    &self.key,
+                    self.handle.delivered_through(),
+                    DELIVERY_BATCH,
+                    now,
+                )
                 .await?;
             let full_batch = pending.len() as u64 == DELIVERY_BATCH;
             for row in pending {
@@ -460,7 +620,6 @@ impl Session {
         row: crate::entity::command::Model,
         now: DateTime<Utc>,
     ) -> Result<(), DeliverError> {
-        self.delivered_through = self.delivered_through.max(row.seq);
         let applied = match self
             .link
             .store
@@ -474,11 +633,15 @@ impl Session {
             )
             .await
         {
-            Ok(Some(applied)) => applied,
-            Ok(None) => return Ok(()),
+            Ok(applied) => applied,
             // Acked or expired since we looked: nothing to send.
-            Err(GatewayError::Illegal(_)) => return Ok(()),
+            Err(GatewayError::Illegal(_)) => None,
+            // Not passed: the command is looked for again when storage is back.
             Err(error) => return Err(error.into()),
+        };
+        self.handle.delivered(row.seq);
+        let Some(applied) = applied else {
+            return Ok(());
         };
         let command = store::wire_command(&applied.command)?;
         let message = pb::OpenResponse {
@@ -500,17 +663,17 @@ impl Session {
 
     /// Checks a kiosk message against the link's rules ([`link_rules`]) and applies it; a
     /// message that breaks them is refused (and kept for operators), never applied.
-    async fn handle_message(&mut self, message: pb::OpenRequest) -> Result<(), Stop> {
+    async fn handle_message(&mut self, message: &pb::OpenRequest) -> Result<(), Stop> {
         let now = self.link.clock.now();
-        if let Err(refusal) = link_rules::check_message(&message, now) {
-            return self.refuse(&message, &refusal).await;
+        if let Err(refusal) = link_rules::check_message(message, now) {
+            return self.refuse(message, &refusal).await;
         }
         if self.device.drive().is_some()
             && let Some(body) = &message.body
             && !drive_may_send(body)
         {
             let refusal = Refusal::new(message_kind(body), "a drive's link does not carry this");
-            return self.refuse(&message, &refusal).await;
+            return self.refuse(message, &refusal).await;
         }
         match &message.body {
             None => Ok(()),
@@ -523,15 +686,15 @@ impl Session {
                 Ok(())
             }
             Some(Up::Ack(ack)) => self.ack(ack).await,
-            Some(Up::Result(result)) => self.result(&message, result).await,
+            Some(Up::Result(result)) => self.result(message, result).await,
             Some(Up::Progress(progress)) => {
                 if let Some(progress) = self.progress.offer(progress.clone(), Instant::now()) {
                     self.write_progress(&progress).await;
                 }
                 Ok(())
             }
-            Some(Up::ItemReturned(returned)) => self.item_returned(&message, returned).await,
-            Some(Up::InventoryChanged(changed)) => self.inventory_changed(&message, changed).await,
+            Some(Up::ItemReturned(returned)) => self.item_returned(message, returned).await,
+            Some(Up::InventoryChanged(changed)) => self.inventory_changed(message, changed).await,
             Some(Up::RenewToken(renew)) => self.renew_token(renew),
         }
     }

@@ -220,6 +220,34 @@ impl Store {
             .await?)
     }
 
+    /// For each of `kiosk_ids` that has commands still to deliver (QUEUED or SENT, deadline
+    /// not passed), the highest seq among them: one query for the whole list, so a replica
+    /// polls for all the links it holds at once. Callers keep the list within a few thousand
+    /// ids (one bound parameter each).
+    pub async fn newest_undelivered(
+        &self,
+        kiosk_ids: &[&str],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, GatewayError> {
+        if kiosk_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(command::Entity::find()
+            .select_only()
+            .column(command::Column::KioskId)
+            .column_as(command::Column::Seq.max(), "newest")
+            .filter(command::Column::KioskId.is_in(kiosk_ids.iter().copied()))
+            .filter(
+                command::Column::State
+                    .is_in([CommandState::Queued.as_str(), CommandState::Sent.as_str()]),
+            )
+            .filter(command::Column::Deadline.gt(now))
+            .group_by(command::Column::KioskId)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?)
+    }
+
     /// Applies `event` to a command of `kiosk_id` (`None`: any kiosk), with the kiosk's result
     /// when there is one, and appends the state-change event, in one transaction. When
     /// `message` is given (a kiosk outbox message id), it is recorded in the same transaction;
@@ -385,6 +413,12 @@ impl Store {
             set_inventory(&txn, kiosk_id, &inventory, now).await?;
         }
         let cursor = append_event(&txn, kiosk_id, now, kind).await?;
+        // Tests fail the commit here: everything above rolls back as the transaction drops.
+        if let Some(injected) =
+            sneakernet_runtime::failpoint::injected_error("gateway::kiosk_event::commit")
+        {
+            return Err(GatewayError::Store(sea_orm::DbErr::Custom(injected)));
+        }
         txn.commit().await?;
         self.appended(Some(cursor));
         Ok(true)

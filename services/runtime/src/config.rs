@@ -327,8 +327,9 @@ pub struct GatewayConfig {
     /// Silence after which a link is closed and its kiosk marked offline.
     #[serde(with = "humantime_serde")]
     pub offline_after: Duration,
-    /// How often a link looks for undelivered commands without being woken (the fallback when
-    /// a wake-up is lost, e.g. with Redis down).
+    /// How often each replica looks, in one query per 1,000 links, for undelivered commands of
+    /// the links it holds while wake-ups from other replicas may be lost (Redis configured but
+    /// this replica not subscribed); otherwise it looks every 30 s, a safety net.
     #[serde(with = "humantime_serde")]
     pub command_poll_interval: Duration,
     /// How often commands past their deadline are expired.
@@ -366,6 +367,11 @@ pub struct GatewayConfig {
     pub link_message_burst: u32,
     /// Messages per second a link's budget refills.
     pub link_messages_per_second: u32,
+    /// Hellos this replica handles at once (each writes its device online and reads its
+    /// commands); below `database_max_connections`, so open links and the workers keep
+    /// connections during a connect storm. A Hello that gets no turn within a second is
+    /// answered Reconnect with a jittered `retry_after`.
+    pub max_concurrent_hellos: u32,
 }
 
 impl Default for GatewayConfig {
@@ -383,6 +389,7 @@ impl Default for GatewayConfig {
             link_open_every: Duration::from_secs(10),
             link_message_burst: 200,
             link_messages_per_second: 50,
+            max_concurrent_hellos: 5,
         }
     }
 }
@@ -913,6 +920,18 @@ impl Config {
                 return Err(invalid(key, env, format!("must be from 1 to {max}")));
             }
         }
+        let hellos = self.gateway.max_concurrent_hellos;
+        if hellos == 0 || (hellos >= self.database_max_connections && hellos > 1) {
+            return Err(invalid(
+                "gateway.max_concurrent_hellos",
+                "SNEAKERNET_GATEWAY__MAX_CONCURRENT_HELLOS",
+                format!(
+                    "must be at least 1 and less than database_max_connections ({}), so open \
+                     links keep database connections while many links open at once",
+                    self.database_max_connections
+                ),
+            ));
+        }
         self.content.validate()?;
         if let Some(tls) = &self.tls {
             for (key, env, path) in [
@@ -1133,6 +1152,28 @@ mod tests {
             config.gateway.event_retention,
             Duration::from_secs(90 * 24 * 3600)
         );
+    }
+
+    #[test]
+    fn concurrent_hellos_must_leave_the_pool_room_and_are_refused_by_name() {
+        for (hellos, pool) in [("0", "10"), ("10", "10"), ("12", "10")] {
+            let err = try_env(&[
+                ("SNEAKERNET_GATEWAY__MAX_CONCURRENT_HELLOS", hellos),
+                ("SNEAKERNET_DATABASE_MAX_CONNECTIONS", pool),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("gateway.max_concurrent_hellos"), "{err}");
+            assert!(err.contains("database_max_connections (10)"), "{err}");
+        }
+        let config = env(&[("SNEAKERNET_GATEWAY__MAX_CONCURRENT_HELLOS", "9")]);
+        assert_eq!(config.gateway.max_concurrent_hellos, 9);
+        // A pool of one still admits one Hello at a time.
+        let config = env(&[
+            ("SNEAKERNET_GATEWAY__MAX_CONCURRENT_HELLOS", "1"),
+            ("SNEAKERNET_DATABASE_MAX_CONNECTIONS", "1"),
+        ]);
+        assert_eq!(config.gateway.max_concurrent_hellos, 1);
     }
 
     #[test]
