@@ -408,3 +408,6 @@ fn write_temp_toml(data: &[u8], which: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod seeds;
+
+#[cfg(test)]
+mod replay;
