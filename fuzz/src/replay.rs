@@ -4,8 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// A target's body: what its `fuzz_targets/<name>.rs` hands every input to.
+type TargetBody = fn(&[u8]);
+
 /// Every target with its body, by the name of its binary under `fuzz_targets/`.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, TargetBody)] = &[
     ("kiosk_message", crate::kiosk_message),
     ("gateway_message", crate::gateway_message),
     ("qr_payload", crate::qr_payload),
