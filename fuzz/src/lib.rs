@@ -27,7 +27,10 @@ use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::gateway::v1::open_response::Body as Down;
 use sneakernet_proto::link_rules;
 use sneakernet_runtime::Config;
+use sneakernet_runtime::caller::{Caller, PublicKey, TokenVerifier};
+use sneakernet_runtime::clock::Clock;
 use sneakernet_runtime::qr;
+use sneakernet_runtime::{DeviceId, KioskId};
 
 /// The gateway's clock in every target (2027-01-15T08:00:00Z): fixed, so a run replays.
 pub const NOW_SECONDS: i64 = 1_800_000_000;
@@ -40,11 +43,75 @@ pub fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(NOW_SECONDS, 0).expect("NOW_SECONDS is a valid time")
 }
 
+/// The Ed25519 seed of the one signing key the gateway's verifier trusts in the
+/// `kiosk_message` target (the seeds' RenewToken is signed with it).
+pub const TOKEN_KEY_SEED: [u8; 32] = *b"fuzz-token-signing-key-seed-32by";
+/// The key id of [`TOKEN_KEY_SEED`], as in a token's header.
+pub const TOKEN_KEY_ID: &str = "fuzz-key";
+/// The `aud` and `iss` the verifier wants: the configuration's defaults (README).
+pub const TOKEN_AUDIENCE: &str = "sneakernet";
+/// See [`TOKEN_AUDIENCE`].
+pub const TOKEN_ISSUER: &str = "sneakernet-auth";
+/// The kiosk whose link the `kiosk_message` target plays: a renewal must name it.
+pub const LINK_KIOSK: &str = "K-0001";
+
+/// "Now" for the token verifier: [`NOW_SECONDS`], so a run replays.
+#[derive(Debug)]
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        now()
+    }
+}
+
+/// The verifier a gateway session checks a RenewToken with, trusting [`TOKEN_KEY_SEED`]'s key
+/// with the configuration's default audience, issuer and leeway (60 s).
+fn link_verifier() -> &'static TokenVerifier {
+    static VERIFIER: OnceLock<TokenVerifier> = OnceLock::new();
+    VERIFIER.get_or_init(|| {
+        let verifier = TokenVerifier::with_clock(
+            TOKEN_AUDIENCE,
+            TOKEN_ISSUER,
+            std::time::Duration::from_secs(60),
+            std::sync::Arc::new(FixedClock),
+        );
+        let public = ed25519_dalek::SigningKey::from_bytes(&TOKEN_KEY_SEED)
+            .verifying_key()
+            .to_bytes();
+        verifier.install_keys(&[PublicKey {
+            kid: TOKEN_KEY_ID.into(),
+            ed25519: public,
+            retired_at: None,
+        }]);
+        verifier
+    })
+}
+
+/// What a gateway session decides about a RenewToken on [`LINK_KIOSK`]'s link: the token's
+/// expiry, or why it is refused. The same steps as `Session::renew_token`: the verifier (the
+/// auth layer's checks), the caller its claims name, the same device, an expiry in range.
+pub fn judge_renewal(renew: &pb::RenewToken) -> Result<DateTime<Utc>, String> {
+    let link_device = DeviceId::Kiosk(KioskId::parse(LINK_KIOSK).expect("LINK_KIOSK parses"));
+    let claims = link_verifier()
+        .verify(&renew.access_token)
+        .map_err(|error| error.to_string())?;
+    let caller = Caller::from_claims(&claims).map_err(|error| error.to_string())?;
+    match caller.device() {
+        Some(device) if device == link_device => {}
+        Some(_) => return Err("access token is for another device".into()),
+        None => return Err("access token is not a kiosk's or a drive's".into()),
+    }
+    DateTime::<Utc>::from_timestamp(claims.exp, 0)
+        .ok_or_else(|| "access token expiry is out of range".into())
+}
+
 /// Bytes from a kiosk into the gateway's session.
 ///
 /// The input is decoded as one `OpenRequest` and checked by `link_rules` as the session checks
-/// every message (with Hello also as a drive's Hello, and a result matched against every
-/// command kind, as the session does against the command it names). The same bytes are then
+/// every message (with Hello also as a drive's Hello, a result matched against every command
+/// kind, as the session does against the command it names, and a RenewToken's token judged as
+/// the session judges it, [`judge_renewal`]). The same bytes are then
 /// read as a stream of length-delimited messages, which the session folds as it does a link:
 /// Hello first, then each accepted full inventory replaces and each partial one is merged
 /// (`session::merge`) into what the store kept (encoded and decoded again) and checked by
@@ -118,6 +185,12 @@ fn one_kiosk_message(message: &pb::OpenRequest, now: DateTime<Utc>) {
                 }
             }
         }
+        Some(Up::RenewToken(renew)) if checked.is_ok() => {
+            if let Err(refusal) = judge_renewal(renew) {
+                // The text the session sends back in TokenRenewal.error.
+                assert!(!refusal.is_empty());
+            }
+        }
         _ => {}
     }
 }
@@ -156,7 +229,8 @@ fn every_command_kind() -> Vec<pb::CommandPayload> {
 /// as `link.rs` does before anything touches the journal or the bays: a command's id
 /// (`command::is_command_id`), deadline and payload (`command::validate`, then a drive
 /// module's `drive::accept`); a Welcome's server time (the clock's skew correction) and
-/// durations; a Reconnect's wait; a Receipt's status. Asserted: a refused payload says why.
+/// durations; a Reconnect's wait; a Receipt's status; a TokenRenewal's expiry, as the time
+/// left on the agent's clock. Asserted: a refused payload says why.
 pub fn gateway_message(data: &[u8]) {
     let Ok(message) = pb::OpenResponse::decode(data) else {
         return;
@@ -192,7 +266,10 @@ pub fn gateway_message(data: &[u8]) {
             let _ = pb::ReceiptStatus::try_from(receipt.status);
         }
         Some(Down::TokenRenewal(answer)) => {
-            let _ = answer.expires_at.as_ref().and_then(from_timestamp);
+            // The link's new end as the agent reads it (`on_token_renewal`), against its clock.
+            if let Some(expires_at) = answer.expires_at.as_ref().and_then(from_timestamp) {
+                let _ = (expires_at - KioskClock::new().now()).to_std();
+            }
         }
         Some(Down::Heartbeat(_)) | None => {}
     }
@@ -331,3 +408,6 @@ fn write_temp_toml(data: &[u8], which: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod seeds;
+
+#[cfg(test)]
+mod replay;

@@ -13,9 +13,13 @@ use sneakernet_proto::content::v1 as content_pb;
 use sneakernet_proto::gateway::v1 as pb;
 use sneakernet_proto::gateway::v1::open_request::Body as Up;
 use sneakernet_proto::gateway::v1::open_response::Body as Down;
-use sneakernet_runtime::{KioskId, qr};
+use sneakernet_runtime::caller::Claims;
+use sneakernet_runtime::{KioskId, Role, qr};
 
-use crate::{NOW_SECONDS, QR_SECRET, now};
+use crate::{
+    LINK_KIOSK, NOW_SECONDS, QR_SECRET, TOKEN_AUDIENCE, TOKEN_ISSUER, TOKEN_KEY_ID, TOKEN_KEY_SEED,
+    now,
+};
 
 fn at(seconds_before_now: i64) -> Option<Timestamp> {
     Some(Timestamp {
@@ -55,6 +59,29 @@ fn up(message_id: &str, body: Up) -> pb::OpenRequest {
         message_id: message_id.into(),
         body: Some(body),
     }
+}
+
+/// An access token for [`LINK_KIOSK`] as the auth service issues it (EdDSA, its claims), signed
+/// with the key the target's verifier trusts and valid for 15 minutes from now.
+fn kiosk_access_token() -> String {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let claims = Claims {
+        sub: LINK_KIOSK.into(),
+        role: Role::Kiosk,
+        aud: TOKEN_AUDIENCE.into(),
+        iss: TOKEN_ISSUER.into(),
+        exp: NOW_SECONDS + 900,
+        nbf: NOW_SECONDS,
+        iat: NOW_SECONDS,
+        jti: "0192c3a4555570008000000000000000".into(),
+    };
+    let der = ed25519_dalek::SigningKey::from_bytes(&TOKEN_KEY_SEED)
+        .to_pkcs8_der()
+        .unwrap();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(TOKEN_KEY_ID.into());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
 }
 
 fn kiosk_messages() -> Vec<(&'static str, pb::OpenRequest)> {
@@ -186,6 +213,15 @@ fn kiosk_messages() -> Vec<(&'static str, pb::OpenRequest)> {
                 }),
             ),
         ),
+        (
+            "renew_token",
+            up(
+                "",
+                Up::RenewToken(pb::RenewToken {
+                    access_token: kiosk_access_token(),
+                }),
+            ),
+        ),
     ]
 }
 
@@ -310,6 +346,20 @@ fn gateway_messages() -> Vec<(&'static str, pb::OpenResponse)> {
             down(Down::Heartbeat(pb::Heartbeat { sent_at: at(0) })),
         ),
         (
+            "token_renewal",
+            down(Down::TokenRenewal(pb::TokenRenewal {
+                expires_at: at(-900),
+                error: String::new(),
+            })),
+        ),
+        (
+            "token_renewal_refused",
+            down(Down::TokenRenewal(pb::TokenRenewal {
+                expires_at: None,
+                error: "access token is for another device".into(),
+            })),
+        ),
+        (
             "reconnect",
             down(Down::Reconnect(pb::Reconnect {
                 reason: pb::ReconnectReason::Shutdown.into(),
@@ -366,6 +416,10 @@ fn every_seed_is_accepted_by_the_code_it_feeds() {
             Ok(()),
             "{name}"
         );
+        if let Some(Up::RenewToken(renew)) = &message.body {
+            let expires_at = crate::judge_renewal(renew).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(expires_at.timestamp(), NOW_SECONDS + 900, "{name}");
+        }
     }
     for (name, message) in gateway_messages() {
         if let Some(Down::Command(command)) = &message.body {
