@@ -404,14 +404,15 @@ mod tests {
                 backoff_max: std::time::Duration::from_millis(100),
             },
         };
-        let refused = start(
+        let refused = match start(
             config("http://gateway.example:443", false),
             Arc::new(Counting::default()),
         )
         .await
-        .err()
-        .expect("plaintext to a remote gateway is refused")
-        .to_string();
+        {
+            Ok(_) => panic!("plaintext to a remote gateway is refused"),
+            Err(error) => error.to_string(),
+        };
         assert!(refused.contains("gateway_url"), "{refused}");
         assert!(refused.contains("drive's secret"), "{refused}");
         assert!(refused.contains("allow_plaintext"), "{refused}");
