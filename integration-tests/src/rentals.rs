@@ -671,17 +671,27 @@ pub async fn wait_for_state(
     states: &[pb::OrderState],
 ) -> pb::Order {
     let wanted: Vec<i32> = states.iter().map(|s| *s as i32).collect();
+    // The order as read when it was first seen in a wanted state: reading it once more after
+    // could meet a fault the test injects (a terminated database connection) and fail a test
+    // whose order is fine.
+    let seen = std::sync::Mutex::new(None);
     eventually(
         WAIT,
         &format!("order {order_id} to reach {states:?}"),
         || async {
-            get_order(channel, token, order_id)
-                .await
-                .is_ok_and(|o| wanted.contains(&o.state))
+            match get_order(channel, token, order_id).await {
+                Ok(order) if wanted.contains(&order.state) => {
+                    *seen.lock().expect("not poisoned") = Some(order);
+                    true
+                }
+                _ => false,
+            }
         },
     )
     .await;
-    get_order(channel, token, order_id).await.expect("order")
+    seen.into_inner()
+        .expect("not poisoned")
+        .expect("seen in a wanted state")
 }
 
 /// Opens OrderService.WatchOrder.
