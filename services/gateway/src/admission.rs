@@ -27,6 +27,14 @@ pub struct Admission {
     turns: Arc<Semaphore>,
 }
 
+/// The Hellos a replica takes at once: what `gateway.max_concurrent_hellos` asks, kept below
+/// a database pool of `pool` connections (and at least one), so open links and the workers
+/// always have a connection. The key is not refused when larger: one configuration file
+/// serves every role, and a process with a small pool (the migration job) serves no links.
+pub fn hello_turns(configured: u32, pool: u32) -> u32 {
+    configured.min(pool.saturating_sub(1)).max(1)
+}
+
 impl Admission {
     /// At most `max_concurrent` Hellos at once (at least one).
     pub fn new(max_concurrent: u32) -> Self {
@@ -53,6 +61,15 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hello_turns_stay_below_the_pool_and_never_reach_zero() {
+        assert_eq!(hello_turns(5, 10), 5);
+        assert_eq!(hello_turns(10, 10), 9);
+        assert_eq!(hello_turns(5, 2), 1);
+        assert_eq!(hello_turns(5, 1), 1);
+        assert_eq!(hello_turns(1, 0), 1);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_hello_past_the_limit_waits_a_moment_then_is_deferred_and_a_freed_turn_admits() {

@@ -167,7 +167,10 @@ pub async fn build(ctx: &RoleContext) -> Result<GatewayApi, StartError> {
         shutdown: ctx.shutdown.clone(),
         verifier: ctx.verifier.clone(),
         open_budget: OpenBudget::new(gateway.link_open_burst, gateway.link_open_every),
-        admission: Admission::new(gateway.max_concurrent_hellos),
+        admission: Admission::new(admission::hello_turns(
+            gateway.max_concurrent_hellos,
+            ctx.config.database_max_connections,
+        )),
     });
     Ok(GatewayApi { link })
 }
